@@ -1,0 +1,627 @@
+//! The engine: the registry of live actors and the one entry point the HTTP layer calls.
+//! Each operation checks what the catalog already knows, sends one message to the one actor
+//! that owns the state, and waits for the (durable) answer. Payment is the one operation that
+//! crosses actors; its saga runs detached, so a client hanging up cannot strand a pinned hold.
+
+use super::persister::{ActorKey, Persister};
+use super::queue::{ConsumeToken, JoinQueue, QueueActor, QueueView, RebuildQueue};
+use super::schedule::{
+    CancelReservation, HoldSeats, ListSeats, PinHold, PostHold, ReadReservation, RebuildSchedule,
+    ReservationView, ScheduleActor, SeatView, UnpinHold,
+};
+use super::wallet::{DebitForPayment, PaymentReceipt, ReadBalance, RebuildWallet, Recharge, WalletActor, WalletRefusal};
+use super::{ask, ActorError, Unavailable};
+use crate::clock::Clock;
+use crate::domain::queue::{TokenRecord, TokenRule, TokenStatus, WaitingLine};
+use crate::domain::schedule::{BookingRule, ScheduleBook, ScheduleInfo};
+use crate::domain::wallet::WalletRule;
+use crate::domain::{ConcertId, Money, PaymentId, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId};
+use crate::store::{CreatedConcert, NewConcert, StoreError, StoreHandle};
+use actix::prelude::*;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// The rules of a drop, from configuration.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub hold_ttl: Duration,
+    pub active_ttl: Duration,
+    pub idle_timeout: Duration,
+    pub max_active: usize,
+    /// 0: no rate cap.
+    pub admit_per_sec: u32,
+    pub max_seats_per_user: u32,
+    pub max_recharge: Money,
+    /// Submissions the persister holds before it refuses more.
+    pub persister_capacity: usize,
+    /// Threads the actors run on.
+    pub actor_threads: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            hold_ttl: Duration::from_secs(300),
+            active_ttl: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(120),
+            max_active: 1000,
+            admit_per_sec: 0,
+            max_seats_per_user: 4,
+            max_recharge: Money::new(10_000_000).expect("a positive constant"),
+            persister_capacity: 65_536,
+            actor_threads: 2,
+        }
+    }
+}
+
+/// A schedule as the catalog knows it, with its live count of free seats.
+#[derive(Debug)]
+pub struct ScheduleEntry {
+    pub info: ScheduleInfo,
+    /// Published by the schedule's actor after every change.
+    pub available: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct ConcertEntry {
+    schedules: Vec<Arc<ScheduleEntry>>,
+}
+
+struct WalletSlot {
+    instance: u64,
+    addr: Addr<WalletActor>,
+}
+
+/// What every actor shares: settings, clock, persister, store, id allocators.
+pub struct Core {
+    pub settings: EngineSettings,
+    pub clock: Arc<dyn Clock>,
+    pub persister: Persister,
+    pub store: StoreHandle,
+    /// Which schedule each known reservation belongs to.
+    pub reservations: DashMap<ReservationId, ScheduleId>,
+    next_reservation: AtomicI64,
+    next_payment: AtomicI64,
+    next_ledger: AtomicI64,
+    wallets: DashMap<UserId, WalletSlot>,
+}
+
+impl Core {
+    pub fn next_reservation_id(&self) -> ReservationId {
+        let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
+        ReservationId::new(id).expect("allocated above the stored maximum, which is ≥ 0")
+    }
+
+    pub fn next_payment_id(&self) -> PaymentId {
+        let id = self.next_payment.fetch_add(1, Ordering::Relaxed);
+        PaymentId::new(id).expect("allocated above the stored maximum, which is ≥ 0")
+    }
+
+    pub fn next_ledger_id(&self) -> i64 {
+        self.next_ledger.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The generation a new wallet actor of `user` starts at (past any failed commit).
+    pub fn wallet_generation(&self, user: UserId) -> u64 {
+        self.persister.min_generation(ActorKey::Wallet(user))
+    }
+
+    /// A stopped wallet actor leaves the registry (only if no successor took its place).
+    pub fn forget_wallet(&self, user: UserId, instance: u64, _generation: u64) {
+        self.wallets.remove_if(&user, |_, slot| slot.instance == instance);
+    }
+}
+
+/// Why a queue operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("user not found")]
+    UserNotFound,
+    #[error("token not found")]
+    TokenNotFound,
+    #[error(transparent)]
+    Token(#[from] TokenRule),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why a concert, seat or reservation operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BookingError {
+    #[error("user not found")]
+    UserNotFound,
+    #[error("concert not found")]
+    ConcertNotFound,
+    #[error("schedule not found")]
+    ScheduleNotFound,
+    #[error(transparent)]
+    Rule(#[from] BookingRule),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why a wallet operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WalletError {
+    #[error("user not found")]
+    UserNotFound,
+    #[error(transparent)]
+    Rule(#[from] WalletRule),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why a payment did not happen (nothing was debited).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    #[error("user not found")]
+    UserNotFound,
+    #[error(transparent)]
+    Booking(#[from] BookingRule),
+    #[error(transparent)]
+    Wallet(#[from] WalletRule),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why an admin operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ActorError<BookingRule>> for BookingError {
+    fn from(e: ActorError<BookingRule>) -> Self {
+        match e {
+            ActorError::Rejected(rule) => BookingError::Rule(rule),
+            ActorError::Unavailable(u) => BookingError::Unavailable(u),
+        }
+    }
+}
+
+impl From<ActorError<WalletRefusal>> for WalletError {
+    fn from(e: ActorError<WalletRefusal>) -> Self {
+        match e {
+            ActorError::Rejected(WalletRefusal::Rule(rule)) => WalletError::Rule(rule),
+            ActorError::Rejected(WalletRefusal::UserNotFound) => WalletError::UserNotFound,
+            ActorError::Unavailable(u) => WalletError::Unavailable(u),
+        }
+    }
+}
+
+impl From<BookingError> for PaymentError {
+    fn from(e: BookingError) -> Self {
+        match e {
+            BookingError::Rule(rule) => PaymentError::Booking(rule),
+            BookingError::Unavailable(u) => PaymentError::Unavailable(u),
+            BookingError::UserNotFound => PaymentError::UserNotFound,
+            BookingError::ConcertNotFound | BookingError::ScheduleNotFound => {
+                PaymentError::Booking(BookingRule::ReservationNotFound)
+            }
+        }
+    }
+}
+
+impl From<WalletError> for PaymentError {
+    fn from(e: WalletError) -> Self {
+        match e {
+            WalletError::Rule(rule) => PaymentError::Wallet(rule),
+            WalletError::Unavailable(u) => PaymentError::Unavailable(u),
+            WalletError::UserNotFound => PaymentError::UserNotFound,
+        }
+    }
+}
+
+struct Inner {
+    core: Arc<Core>,
+    users: DashMap<UserId, ()>,
+    concerts: DashMap<ConcertId, ConcertEntry>,
+    schedule_entries: DashMap<ScheduleId, Arc<ScheduleEntry>>,
+    schedules: DashMap<ScheduleId, Addr<ScheduleActor>>,
+    queue: Addr<QueueActor>,
+    queue_view: Arc<QueueView>,
+    arbiters: Vec<Arbiter>,
+    next_instance: AtomicU64,
+    ready: AtomicBool,
+}
+
+/// The handle the HTTP layer holds; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Rebuilds every actor from the store, releases holds that expired while the service was
+    /// down, and waits until those releases are durable. Must run inside an actix system.
+    pub async fn start(
+        settings: EngineSettings,
+        clock: Arc<dyn Clock>,
+        store: StoreHandle,
+        persister: Persister,
+    ) -> Result<Engine, StoreError> {
+        let catalog = store.run(|s| async move { s.load_catalog().await }).await?;
+        let max = store.run(|s| async move { s.max_ids().await }).await?;
+        let tokens = store.run(|s| async move { s.load_tokens().await }).await?;
+        let now = clock.now();
+        let core = Arc::new(Core {
+            settings: settings.clone(),
+            clock,
+            persister: persister.clone(),
+            store: store.clone(),
+            reservations: DashMap::new(),
+            next_reservation: AtomicI64::new(max.reservation + 1),
+            next_payment: AtomicI64::new(max.payment + 1),
+            next_ledger: AtomicI64::new(max.ledger + 1),
+            wallets: DashMap::new(),
+        });
+        let arbiters: Vec<Arbiter> = (0..settings.actor_threads.max(1)).map(|_| Arbiter::new()).collect();
+        let line = WaitingLine::restore(QueueActor::policy(&settings), tokens, now);
+        let queue_view = Arc::new(QueueView::new(line));
+        let queue = {
+            let (view, core) = (queue_view.clone(), core.clone());
+            QueueActor::start_in_arbiter(&arbiters[0].handle(), move |_| QueueActor::new(view, core))
+        };
+        let inner = Arc::new(Inner {
+            core: core.clone(),
+            users: catalog.users.iter().map(|u| (*u, ())).collect(),
+            concerts: DashMap::new(),
+            schedule_entries: DashMap::new(),
+            schedules: DashMap::new(),
+            queue,
+            queue_view,
+            arbiters,
+            next_instance: AtomicU64::new(1),
+            ready: AtomicBool::new(false),
+        });
+        let engine = Engine { inner };
+        for (id, _name) in &catalog.concerts {
+            engine.inner.concerts.insert(*id, ConcertEntry { schedules: Vec::new() });
+        }
+        for info in catalog.schedules {
+            let upcoming = info.concert_at > now;
+            let entry = engine.register_schedule(info);
+            if upcoming {
+                let id = entry.info.id;
+                let snapshot = store.run(move |s| async move { s.load_schedule(id).await }).await?;
+                let book = ScheduleBook::restore(entry.info.clone(), snapshot.seats, snapshot.reservations)
+                    .map_err(|seat| StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds")))?;
+                engine.start_schedule(entry, Some(book));
+            }
+        }
+        let weak = Arc::downgrade(&engine.inner);
+        persister.on_rebuild(Box::new(move |keys| rebuild(&weak, keys)));
+        // Releases of holds that expired while down were submitted as the actors started.
+        // Wait for them, so the port opens on a state the database agrees with.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        persister.flush().await.map_err(|u| StoreError::Corrupt(format!("recovery writes failed: {u}")))?;
+        engine.inner.ready.store(true, Ordering::Release);
+        Ok(engine)
+    }
+
+    fn register_schedule(&self, info: ScheduleInfo) -> Arc<ScheduleEntry> {
+        let entry = Arc::new(ScheduleEntry { info, available: AtomicUsize::new(0) });
+        self.inner.schedule_entries.insert(entry.info.id, entry.clone());
+        let mut concert = self
+            .inner
+            .concerts
+            .entry(entry.info.concert_id)
+            .or_insert_with(|| ConcertEntry { schedules: Vec::new() });
+        concert.schedules.push(entry.clone());
+        concert.schedules.sort_by_key(|s| (s.info.concert_at, s.info.id));
+        entry
+    }
+
+    fn arbiter(&self, key: i64) -> ArbiterHandle {
+        let arbiters = &self.inner.arbiters;
+        arbiters[(key.unsigned_abs() % arbiters.len() as u64) as usize].handle()
+    }
+
+    fn start_schedule(&self, entry: Arc<ScheduleEntry>, book: Option<ScheduleBook>) -> Addr<ScheduleActor> {
+        let id = entry.info.id;
+        let core = self.inner.core.clone();
+        let addr = ScheduleActor::start_in_arbiter(&self.arbiter(id.get()), move |_| match book {
+            Some(book) => ScheduleActor::ready(entry, core, book),
+            None => ScheduleActor::lazy(entry, core),
+        });
+        self.inner.schedules.insert(id, addr.clone());
+        addr
+    }
+
+    /// The actor of a schedule, started (and loaded) on first use.
+    fn schedule(&self, id: ScheduleId) -> Result<Addr<ScheduleActor>, BookingError> {
+        if let Some(addr) = self.inner.schedules.get(&id) {
+            return Ok(addr.clone());
+        }
+        let entry = self.inner.schedule_entries.get(&id).map(|e| e.clone()).ok_or(BookingError::ScheduleNotFound)?;
+        let inner = &self.inner;
+        let addr = inner.schedules.entry(id).or_insert_with(|| {
+            let core = inner.core.clone();
+            ScheduleActor::start_in_arbiter(&self.arbiter(id.get()), move |_| ScheduleActor::lazy(entry, core))
+        });
+        Ok(addr.clone())
+    }
+
+    /// The wallet actor of a user, started on first use.
+    fn wallet(&self, user: UserId) -> Addr<WalletActor> {
+        let core = &self.inner.core;
+        match core.wallets.entry(user) {
+            dashmap::Entry::Occupied(slot) if slot.get().addr.connected() => slot.get().addr.clone(),
+            entry => {
+                let instance = self.inner.next_instance.fetch_add(1, Ordering::Relaxed);
+                let actor_core = core.clone();
+                let addr = WalletActor::start_in_arbiter(&self.arbiter(user.get()), move |_| {
+                    WalletActor::new(user, instance, actor_core)
+                });
+                entry.insert(WalletSlot { instance, addr: addr.clone() });
+                addr
+            }
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.core.clock.now()
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.core.settings
+    }
+
+    pub fn persister(&self) -> &Persister {
+        &self.inner.core.persister
+    }
+
+    /// Recovery finished and the last commit succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire) && self.inner.core.persister.is_healthy()
+    }
+
+    /// Whether the database answers now.
+    pub async fn ping_store(&self) -> bool {
+        let ping = self.inner.core.store.run(|s| async move { s.ping().await });
+        matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(())))
+    }
+
+    pub fn user_exists(&self, user: UserId) -> bool {
+        self.inner.users.contains_key(&user)
+    }
+
+    /// (waiting, active) tokens.
+    pub fn queue_counts(&self) -> (usize, usize) {
+        self.inner.queue_view.counts()
+    }
+
+    // --- waiting room -----------------------------------------------------------------
+
+    /// Joins the line; `true` when the token is new.
+    pub async fn join_queue(&self, user: UserId) -> Result<(TokenRecord, bool), QueueError> {
+        if !self.user_exists(user) {
+            return Err(QueueError::UserNotFound);
+        }
+        ask(&self.inner.queue, |reply| JoinQueue { user, reply }).await.map_err(|e| match e {
+            ActorError::Rejected(rule) => QueueError::Token(rule),
+            ActorError::Unavailable(u) => QueueError::Unavailable(u),
+        })
+    }
+
+    pub fn token_of(&self, user: UserId) -> Result<TokenRecord, QueueError> {
+        if !self.user_exists(user) {
+            return Err(QueueError::UserNotFound);
+        }
+        self.inner.queue_view.token_of(user).ok_or(QueueError::TokenNotFound)
+    }
+
+    /// A status poll, answered from the published line (never the actor's mailbox).
+    pub fn poll(&self, user: UserId, token: Option<TokenId>) -> Result<TokenStatus, QueueError> {
+        if !self.user_exists(user) {
+            return Err(QueueError::UserNotFound);
+        }
+        let token = token.ok_or(QueueError::Token(TokenRule::Invalid))?;
+        Ok(self.inner.queue_view.poll(user, token, self.now())?)
+    }
+
+    /// Checks that `token` is ACTIVE, and `user`'s when a user is named.
+    pub fn authorize(&self, token: Option<TokenId>, user: Option<UserId>) -> Result<TokenRecord, TokenRule> {
+        let token = token.ok_or(TokenRule::Invalid)?;
+        self.inner.queue_view.authorize(token, user, self.now())
+    }
+
+    // --- concerts and seats -----------------------------------------------------------
+
+    /// Schedules of a concert still to come, by date, with their free seats.
+    pub fn upcoming_schedules(&self, concert: ConcertId) -> Result<Vec<(ScheduleInfo, usize)>, BookingError> {
+        let now = self.now();
+        let entry = self.inner.concerts.get(&concert).ok_or(BookingError::ConcertNotFound)?;
+        Ok(entry
+            .schedules
+            .iter()
+            .filter(|s| s.info.concert_at > now)
+            .map(|s| (s.info.clone(), s.available.load(Ordering::Relaxed)))
+            .collect())
+    }
+
+    fn schedule_of_concert(&self, concert: ConcertId, schedule: ScheduleId) -> Result<ScheduleInfo, BookingError> {
+        if !self.inner.concerts.contains_key(&concert) {
+            return Err(BookingError::ConcertNotFound);
+        }
+        match self.inner.schedule_entries.get(&schedule) {
+            Some(entry) if entry.info.concert_id == concert => Ok(entry.info.clone()),
+            _ => Err(BookingError::ScheduleNotFound),
+        }
+    }
+
+    pub async fn seats(&self, concert: ConcertId, schedule: ScheduleId) -> Result<(ScheduleInfo, Vec<SeatView>), BookingError> {
+        let info = self.schedule_of_concert(concert, schedule)?;
+        let addr = self.schedule(schedule)?;
+        let seats = ask(&addr, |reply| ListSeats { reply }).await?;
+        Ok((info, seats))
+    }
+
+    // --- reservations -----------------------------------------------------------------
+
+    pub async fn hold(&self, user: UserId, concert: ConcertId, schedule: ScheduleId, seats: Vec<SeatId>) -> Result<ReservationView, BookingError> {
+        if !self.user_exists(user) {
+            return Err(BookingError::UserNotFound);
+        }
+        self.schedule_of_concert(concert, schedule)?;
+        let addr = self.schedule(schedule)?;
+        Ok(ask(&addr, |reply| HoldSeats { user, seats, reply }).await?)
+    }
+
+    /// Which schedule a reservation is on: from memory, or the store for old ones.
+    async fn locate(&self, id: ReservationId) -> Result<ScheduleId, BookingError> {
+        if let Some(schedule) = self.inner.core.reservations.get(&id) {
+            return Ok(*schedule);
+        }
+        let found = self.inner.core.store.run(move |s| async move { s.schedule_of(id).await }).await;
+        match found {
+            Ok(Some(schedule)) => Ok(schedule),
+            Ok(None) => Err(BookingRule::ReservationNotFound.into()),
+            Err(error) => {
+                tracing::warn!(error = %error, "reservation lookup failed");
+                Err(Unavailable::CommitFailed.into())
+            }
+        }
+    }
+
+    pub async fn reservation(&self, user: UserId, id: ReservationId) -> Result<ReservationView, BookingError> {
+        if !self.user_exists(user) {
+            return Err(BookingError::UserNotFound);
+        }
+        let addr = self.schedule(self.locate(id).await?)?;
+        Ok(ask(&addr, |reply| ReadReservation { id, user, reply }).await?)
+    }
+
+    pub async fn cancel(&self, user: UserId, id: ReservationId) -> Result<ReservationView, BookingError> {
+        if !self.user_exists(user) {
+            return Err(BookingError::UserNotFound);
+        }
+        let addr = self.schedule(self.locate(id).await?)?;
+        Ok(ask(&addr, |reply| CancelReservation { id, user, reply }).await?)
+    }
+
+    // --- payments ---------------------------------------------------------------------
+
+    /// Pays a reservation with the user's wallet; `token` is consumed in the same transaction.
+    pub async fn pay(&self, user: UserId, id: ReservationId, token: TokenId) -> Result<PaymentReceipt, PaymentError> {
+        if !self.user_exists(user) {
+            return Err(PaymentError::UserNotFound);
+        }
+        let schedule = self.locate(id).await?;
+        let engine = self.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Detached: once pinned, the saga must reach post or unpin whatever the client does.
+        actix_rt::spawn(async move {
+            let _ = tx.send(engine.settle(user, id, schedule, token).await);
+        });
+        rx.await.unwrap_or(Err(PaymentError::Unavailable(Unavailable::Busy)))
+    }
+
+    async fn settle(&self, user: UserId, id: ReservationId, schedule: ScheduleId, token: TokenId) -> Result<PaymentReceipt, PaymentError> {
+        let addr = self.schedule(schedule)?;
+        let pinned = ask(&addr, |reply| PinHold { id, user, reply }).await.map_err(BookingError::from)?;
+        let now = self.now();
+        let core = &self.inner.core;
+        let paid = ScheduleBook::as_paid(&pinned.reservation, now);
+        let depends_on = vec![
+            (ActorKey::Schedule(schedule), pinned.generation),
+            (ActorKey::Queue, self.inner.queue_view.generation()),
+        ];
+        let on_commit: Box<dyn FnOnce() + Send> = {
+            let (schedule, queue) = (addr.clone(), self.inner.queue.clone());
+            Box::new(move || {
+                schedule.do_send(PostHold { id });
+                queue.do_send(ConsumeToken { token });
+            })
+        };
+        let debit = DebitForPayment {
+            paid,
+            token: self.inner.queue_view.consumed_record(token, now),
+            payment: core.next_payment_id(),
+            depends_on,
+            on_commit,
+            reply: tokio::sync::oneshot::channel().0,
+        };
+        let wallet = self.wallet(user);
+        let outcome = ask(&wallet, |reply| DebitForPayment { reply, ..debit }).await;
+        if outcome.is_err() {
+            // Not debited: give the hold back to its timer.
+            addr.do_send(UnpinHold { id });
+        }
+        outcome.map_err(|e| PaymentError::from(WalletError::from(e)))
+    }
+
+    // --- wallets ----------------------------------------------------------------------
+
+    pub async fn recharge(&self, user: UserId, amount: i64) -> Result<Money, WalletError> {
+        if !self.user_exists(user) {
+            return Err(WalletError::UserNotFound);
+        }
+        Ok(ask(&self.wallet(user), |reply| Recharge { amount, reply }).await?)
+    }
+
+    pub async fn balance(&self, user: UserId) -> Result<Money, WalletError> {
+        if !self.user_exists(user) {
+            return Err(WalletError::UserNotFound);
+        }
+        Ok(ask(&self.wallet(user), |reply| ReadBalance { reply }).await?)
+    }
+
+    // --- admin ------------------------------------------------------------------------
+
+    pub async fn create_user(&self, name: String, balance: Money) -> Result<UserId, AdminError> {
+        let now = self.now();
+        let user = self.inner.core.store.run(move |s| async move { s.create_user(&name, balance, now).await }).await?;
+        self.inner.users.insert(user, ());
+        Ok(user)
+    }
+
+    pub async fn create_concert(&self, concert: NewConcert) -> Result<CreatedConcert, AdminError> {
+        let created = self.inner.core.store.run(move |s| async move { s.create_concert(&concert).await }).await?;
+        self.inner.concerts.entry(created.id).or_insert_with(|| ConcertEntry { schedules: Vec::new() });
+        for (info, seats) in &created.schedules {
+            let entry = self.register_schedule(info.clone());
+            entry.available.store(seats.len(), Ordering::Relaxed);
+            self.start_schedule(entry, Some(ScheduleBook::new(info.clone(), seats.clone())));
+        }
+        Ok(created)
+    }
+
+    // --- lifecycle --------------------------------------------------------------------
+
+    /// Drains the persister (every accepted write is committed or answered) and stops the
+    /// actor threads.
+    pub async fn shutdown(&self) {
+        self.inner.ready.store(false, Ordering::Release);
+        let persister = self.inner.core.persister.clone();
+        // Anything already submitted is committed; nothing new is accepted after this.
+        let _ = persister.flush().await;
+        persister.close();
+        for arbiter in &self.inner.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// Sends every actor whose writes failed the order to rebuild at its new generation.
+fn rebuild(engine: &Weak<Inner>, keys: Vec<(ActorKey, u64)>) {
+    let Some(inner) = engine.upgrade() else { return };
+    for (key, generation) in keys {
+        match key {
+            ActorKey::Queue => inner.queue.do_send(RebuildQueue { generation }),
+            ActorKey::Schedule(id) => {
+                if let Some(addr) = inner.schedules.get(&id) {
+                    addr.do_send(RebuildSchedule { generation });
+                }
+            }
+            ActorKey::Wallet(user) => {
+                if let Some(slot) = inner.core.wallets.get(&user) {
+                    slot.addr.do_send(RebuildWallet { generation });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The live state of the service and its only writers: one `QueueActor`, one `ScheduleActor`
+//! per schedule, one `WalletActor` per user, the persister that makes their decisions durable,
+//! and the [`Engine`] that routes each request to the one actor that owns its state.
+//!
+//! Every actor decides synchronously inside its message handler (no `.await` on the database
+//! there), hands its row writes to the persister, and lets the reply go out only after the
+//! commit. Mailboxes are bounded: a full one is a prompt "unavailable", never a growing queue.
+
+pub mod engine;
+pub mod persister;
+pub mod queue;
+pub mod schedule;
+pub mod wallet;
+
+pub use engine::{Engine, EngineSettings};
+pub use persister::{ActorKey, Persister, Unavailable};
+
+use crate::store::Writes;
+use persister::{Dependency, Permit};
+use tokio::sync::oneshot;
+
+/// How many messages wait in one actor's mailbox before senders are refused.
+pub const MAILBOX_CAPACITY: usize = 4096;
+
+/// Why an actor did not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActorError<E> {
+    /// The rules said no.
+    #[error(transparent)]
+    Rejected(E),
+    /// The answer cannot be made durable (or the actor cannot be reached) right now.
+    #[error(transparent)]
+    Unavailable(Unavailable),
+}
+
+/// Where an actor sends its answer.
+pub type Reply<T, E> = oneshot::Sender<Result<T, ActorError<E>>>;
+
+/// Sends a message built around a reply channel and waits for the answer. A full mailbox or a
+/// stopped actor answers at once with `Unavailable::Busy`.
+pub async fn ask<A, M, T, E>(addr: &actix::Addr<A>, make: impl FnOnce(Reply<T, E>) -> M) -> Result<T, ActorError<E>>
+where
+    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<M>,
+    M: actix::Message<Result = ()> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    addr.try_send(make(tx)).map_err(|_| ActorError::Unavailable(Unavailable::Busy))?;
+    // A dropped reply means the actor stopped before answering: nothing was submitted.
+    rx.await.unwrap_or(Err(ActorError::Unavailable(Unavailable::Busy)))
+}
+
+/// One actor's link to the persister: its identity and generation, and the sequence number of
+/// its last submission, so an answer that depends on earlier writes waits for them.
+#[derive(Clone)]
+pub struct Durability {
+    key: ActorKey,
+    generation: u64,
+    last_seq: u64,
+    persister: Persister,
+}
+
+impl Durability {
+    pub fn new(key: ActorKey, generation: u64, persister: Persister) -> Durability {
+        Durability { key, generation, last_seq: 0, persister }
+    }
+
+    pub fn dependency(&self) -> Dependency {
+        (self.key, self.generation)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Reserves room for the answer's writes before anything changes.
+    pub fn reserve(&self) -> Result<Permit, Unavailable> {
+        self.persister.reserve(&[self.dependency()])
+    }
+
+    /// Whether every write of this actor has an outcome and none of them failed.
+    pub fn settled(&self) -> bool {
+        self.persister.is_resolved(self.last_seq) && !self.persister.is_stale(self.dependency())
+    }
+
+    /// Whether this actor's state was undone by a failed commit and must be rebuilt.
+    pub fn is_stale(&self) -> bool {
+        self.persister.is_stale(self.dependency())
+    }
+
+    /// Moves to a new generation after rebuilding from the database.
+    pub fn rebuilt(&mut self, generation: u64) {
+        self.generation = self.generation.max(generation);
+        self.last_seq = 0;
+    }
+
+    /// Commits `writes`, then sends `answer`. With no writes and nothing of ours in flight the
+    /// answer goes at once; otherwise it waits behind our earlier writes, and becomes
+    /// "unavailable" if they fail.
+    pub fn commit_then<T, E>(&mut self, permit: Permit, writes: Writes, reply: Reply<T, E>, answer: Result<T, E>)
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        if writes.is_empty() && self.settled() {
+            let _ = reply.send(answer.map_err(ActorError::Rejected));
+            return;
+        }
+        self.submit(permit, writes, move |outcome| {
+            let _ = reply.send(match outcome {
+                Ok(()) => answer.map_err(ActorError::Rejected),
+                Err(u) => Err(ActorError::Unavailable(u)),
+            });
+        });
+    }
+
+    /// Sends an answer that changes nothing, once our earlier writes are durable.
+    pub fn answer<T, E>(&mut self, reply: Reply<T, E>, answer: Result<T, E>)
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        if self.settled() {
+            let _ = reply.send(answer.map_err(ActorError::Rejected));
+            return;
+        }
+        match self.reserve() {
+            Ok(permit) => self.commit_then(permit, Writes::default(), reply, answer),
+            Err(u) => drop(reply.send(Err(ActorError::Unavailable(u)))),
+        }
+    }
+
+    /// Submits `writes` with a raw completion.
+    pub fn submit(&mut self, permit: Permit, writes: Writes, done: impl FnOnce(Result<(), Unavailable>) + Send + 'static) {
+        let seq = permit.submit(writes, Box::new(done));
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    /// Submits writes nobody waits for (expiry, admission).
+    pub fn submit_detached(&mut self, permit: Permit, writes: Writes) {
+        let seq = permit.submit_detached(writes);
+        self.last_seq = self.last_seq.max(seq);
+    }
+}

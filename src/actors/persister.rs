@@ -1,0 +1,344 @@
+//! The persister: takes row writes from every actor, commits them in order in batches (one
+//! transaction per batch), and only then completes the callers' replies.
+//!
+//! Failure protocol. When a commit fails, every submission of that batch *and every one queued
+//! behind it* is answered "unavailable" (they may build on the failed writes), and every actor
+//! with a write among them is marked stale at its current generation: the persister refuses
+//! anything further that actor built on the undone state until it has rebuilt itself from the
+//! database under a new generation. No later decision outlives the change it was built on.
+
+use crate::store::{Store, Writes};
+use crate::domain::{ScheduleId, UserId};
+use dashmap::DashMap;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Submissions merged into one transaction at most: bounds transaction size and latency.
+pub const MAX_BATCH: usize = 4096;
+/// A commit that takes longer than this counts as failed (the database is unreachable); the
+/// actors rebuild from whatever the database did keep, so an ambiguous commit stays consistent.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who owns the state a write came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActorKey {
+    Queue,
+    Schedule(ScheduleId),
+    Wallet(UserId),
+}
+
+/// A write (or a reply that depends on earlier writes) that will not be acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    #[error("the persister's queue is full")]
+    Overloaded,
+    #[error("state is being rebuilt after a failed commit")]
+    Rebuilding,
+    #[error("the database did not commit the batch")]
+    CommitFailed,
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    #[error("an actor's mailbox is full or it stopped")]
+    Busy,
+}
+
+/// Called with the outcome once the submission is durable (or will never be).
+pub type Completion = Box<dyn FnOnce(Result<(), Unavailable>) + Send>;
+
+/// Called after a failed commit with every actor that must rebuild, and the generation it
+/// must reach.
+pub type RebuildHook = Box<dyn Fn(Vec<(ActorKey, u64)>) + Send + Sync>;
+
+/// A dependency of a submission: the state of `key` at `generation`.
+pub type Dependency = (ActorKey, u64);
+
+struct Submission {
+    seq: u64,
+    writes: Writes,
+    deps: Vec<Dependency>,
+    done: Option<Completion>,
+}
+
+struct Pending {
+    queue: VecDeque<Submission>,
+    next_seq: u64,
+    /// Permits handed out and not yet submitted: they count against the capacity.
+    reserved: usize,
+    closed: bool,
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct PersisterStats {
+    pub batches: AtomicU64,
+    pub submissions: AtomicU64,
+    pub rows: AtomicU64,
+    pub failures: AtomicU64,
+    pub commit_micros: AtomicU64,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Notify,
+    /// Every submission with a sequence number up to this one has an outcome.
+    resolved_seq: AtomicU64,
+    /// Minimum valid generation of actors whose writes failed.
+    stale: DashMap<ActorKey, u64>,
+    capacity: usize,
+    healthy: AtomicBool,
+    rebuild: OnceLock<RebuildHook>,
+    stats: PersisterStats,
+}
+
+/// A handle to the persister; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Persister {
+    shared: Arc<Shared>,
+}
+
+impl Persister {
+    /// Starts the commit loop on `runtime`. `capacity` bounds submissions in flight: past it,
+    /// callers get a prompt "unavailable" instead of an unbounded queue.
+    pub fn start(store: Arc<Store>, runtime: &tokio::runtime::Handle, capacity: usize) -> (Persister, tokio::task::JoinHandle<()>) {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending { queue: VecDeque::new(), next_seq: 1, reserved: 0, closed: false }),
+            wake: Notify::new(),
+            resolved_seq: AtomicU64::new(0),
+            stale: DashMap::new(),
+            capacity,
+            healthy: AtomicBool::new(true),
+            rebuild: OnceLock::new(),
+            stats: PersisterStats::default(),
+        });
+        let task = runtime.spawn(commit_loop(shared.clone(), store));
+        (Persister { shared }, task)
+    }
+
+    /// Installs what to call when actors must rebuild (set once, at startup).
+    pub fn on_rebuild(&self, hook: RebuildHook) {
+        // A second install would be a startup bug; the first hook stays.
+        let _ = self.shared.rebuild.set(hook);
+    }
+
+    /// Reserves room for one submission built on `deps`, before the caller changes anything.
+    pub fn reserve(&self, deps: &[Dependency]) -> Result<Permit, Unavailable> {
+        if let Some(stale) = deps.iter().find(|d| self.is_stale(**d)) {
+            tracing::debug!(actor = ?stale.0, "refused: actor is rebuilding");
+            return Err(Unavailable::Rebuilding);
+        }
+        let mut pending = self.lock();
+        if pending.closed {
+            return Err(Unavailable::ShuttingDown);
+        }
+        if pending.queue.len() + pending.reserved >= self.shared.capacity {
+            return Err(Unavailable::Overloaded);
+        }
+        pending.reserved += 1;
+        Ok(Permit { shared: Some(self.shared.clone()), deps: deps.to_vec() })
+    }
+
+    /// Whether state at `dep`'s generation has been invalidated by a failed commit.
+    pub fn is_stale(&self, (key, generation): Dependency) -> bool {
+        self.shared.stale.get(&key).is_some_and(|min| generation < *min)
+    }
+
+    /// The generation an actor of `key` must be at for its writes to be accepted.
+    pub fn min_generation(&self, key: ActorKey) -> u64 {
+        self.shared.stale.get(&key).map_or(0, |g| *g)
+    }
+
+    /// Every submission up to `seq` has an outcome.
+    pub fn is_resolved(&self, seq: u64) -> bool {
+        self.shared.resolved_seq.load(Ordering::Acquire) >= seq
+    }
+
+    /// Whether the last commit succeeded.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> &PersisterStats {
+        &self.shared.stats
+    }
+
+    /// Submissions waiting to be committed.
+    pub fn depth(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Waits until everything submitted so far has an outcome.
+    pub async fn flush(&self) -> Result<(), Unavailable> {
+        let permit = self.reserve(&[])?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        permit.submit(Writes::default(), Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        rx.await.unwrap_or(Err(Unavailable::ShuttingDown))
+    }
+
+    /// Stops taking submissions; the loop drains what it has and ends.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        lock(&self.shared)
+    }
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Pending> {
+    // A panic while holding this lock would be a bug in a few lines of queue bookkeeping; the
+    // queue itself is still consistent, so keep serving rather than poisoning every caller.
+    shared.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Room for one submission. Dropping it unused gives the room back.
+pub struct Permit {
+    shared: Option<Arc<Shared>>,
+    deps: Vec<Dependency>,
+}
+
+impl Permit {
+    /// Queues `writes`; `done` runs once they are committed or will never be. Returns the
+    /// submission's sequence number (0 when refused at once).
+    pub fn submit(mut self, writes: Writes, done: Completion) -> u64 {
+        self.enqueue(writes, Some(done))
+    }
+
+    /// Queues writes nobody waits for (background transitions such as expiry).
+    pub fn submit_detached(mut self, writes: Writes) -> u64 {
+        self.enqueue(writes, None)
+    }
+
+    fn enqueue(&mut self, writes: Writes, done: Option<Completion>) -> u64 {
+        let shared = self.shared.take().expect("a permit is consumed once, by value");
+        let stale = self
+            .deps
+            .iter()
+            .any(|(key, g)| shared.stale.get(key).is_some_and(|min| *g < *min));
+        let mut pending = lock(&shared);
+        pending.reserved -= 1;
+        if stale || pending.closed {
+            // Built on undone state (or too late): refused without a sequence number, so it
+            // never holds back the resolved watermark.
+            drop(pending);
+            if let Some(done) = done {
+                done(Err(if stale { Unavailable::Rebuilding } else { Unavailable::ShuttingDown }));
+            }
+            return 0;
+        }
+        let seq = pending.next_seq;
+        pending.next_seq += 1;
+        pending.queue.push_back(Submission { seq, writes, deps: std::mem::take(&mut self.deps), done });
+        drop(pending);
+        shared.wake.notify_one();
+        seq
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            lock(&shared).reserved -= 1;
+        }
+    }
+}
+
+async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
+    loop {
+        let batch: Vec<Submission> = {
+            let mut pending = lock(&shared);
+            let n = pending.queue.len().min(MAX_BATCH);
+            let finished = n == 0 && pending.closed && pending.reserved == 0;
+            let batch = pending.queue.drain(..n).collect();
+            drop(pending);
+            if finished {
+                break;
+            }
+            batch
+        };
+        if batch.is_empty() {
+            shared.wake.notified().await;
+            continue;
+        }
+        let last_seq = batch.last().map_or(0, |s| s.seq);
+        let mut writes = Writes::default();
+        let mut submissions = Vec::with_capacity(batch.len());
+        for mut s in batch {
+            writes.merge(std::mem::take(&mut s.writes));
+            submissions.push(s);
+        }
+        let started = Instant::now();
+        let outcome = if writes.is_empty() {
+            Ok(())
+        } else {
+            match tokio::time::timeout(COMMIT_TIMEOUT, store.commit(&writes)).await {
+                Ok(result) => result.map_err(|e| {
+                    tracing::error!(error = ?e, rows = writes.len(), "batch commit failed");
+                }),
+                Err(_) => {
+                    tracing::error!(rows = writes.len(), "batch commit timed out");
+                    Err(())
+                }
+            }
+        };
+        let stats = &shared.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.submissions.fetch_add(submissions.len() as u64, Ordering::Relaxed);
+        stats.rows.fetch_add(writes.len() as u64, Ordering::Relaxed);
+        stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match outcome {
+            Ok(()) => {
+                shared.healthy.store(true, Ordering::Relaxed);
+                shared.resolved_seq.fetch_max(last_seq, Ordering::AcqRel);
+                for s in submissions {
+                    if let Some(done) = s.done {
+                        done(Ok(()));
+                    }
+                }
+            }
+            Err(()) => {
+                shared.healthy.store(false, Ordering::Relaxed);
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                fail(&shared, submissions);
+            }
+        }
+    }
+    tracing::info!("persister drained");
+}
+
+/// Fails `failed` and everything queued behind it, marks their actors stale, asks them to rebuild.
+fn fail(shared: &Shared, mut failed: Vec<Submission>) {
+    let mut rebuild: Vec<(ActorKey, u64)> = Vec::new();
+    {
+        let mut pending = lock(shared);
+        failed.extend(pending.queue.drain(..));
+        for (key, generation) in failed.iter().flat_map(|s| s.deps.iter().copied()) {
+            let next = generation + 1;
+            let mut min = shared.stale.entry(key).or_insert(0);
+            if *min < next {
+                *min = next;
+            }
+            if let Some(existing) = rebuild.iter_mut().find(|(k, _)| *k == key) {
+                existing.1 = existing.1.max(next);
+            } else {
+                rebuild.push((key, next));
+            }
+        }
+        let last = failed.iter().map(|s| s.seq).max().unwrap_or(0);
+        shared.resolved_seq.fetch_max(last, Ordering::AcqRel);
+    }
+    tracing::warn!(submissions = failed.len(), actors = rebuild.len(), "answering unavailable and rebuilding");
+    for s in failed {
+        if let Some(done) = s.done {
+            done(Err(Unavailable::CommitFailed));
+        }
+    }
+    if let Some(hook) = shared.rebuild.get() {
+        hook(rebuild);
+    }
+}

@@ -1,0 +1,167 @@
+//! Settings: command-line flags with environment fallbacks (flag wins), as API.md §7 names them.
+
+use crate::actors::EngineSettings;
+use crate::domain::time::parse_offset;
+use crate::domain::Money;
+use chrono::FixedOffset;
+use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+/// The default store: an embedded SQLite file beside the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://boxoffice.db";
+
+#[derive(Debug, Parser)]
+#[command(name = "boxoffice", version, about = "A ticket-drop booking engine")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// postgres://… for PostgreSQL, sqlite://FILE for the embedded store.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address to listen on.
+    #[arg(long, env = "BOXOFFICE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Key for the /v1/admin routes (header X-Admin-Key); without it they answer 403.
+    #[arg(long, env = "BOXOFFICE_ADMIN_KEY")]
+    pub admin_key: Option<String>,
+    /// How long a reservation holds its seats.
+    #[arg(long, env = "BOXOFFICE_HOLD_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub hold_ttl_secs: u64,
+    /// How long an admitted token stays ACTIVE.
+    #[arg(long, env = "BOXOFFICE_ACTIVE_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub active_ttl_secs: u64,
+    /// A waiter that does not poll for this long leaves the line.
+    #[arg(long, env = "BOXOFFICE_IDLE_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+    /// At most this many ACTIVE tokens at once.
+    #[arg(long, env = "BOXOFFICE_MAX_ACTIVE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_active: u64,
+    /// At most this many admissions per second (0: no rate cap).
+    #[arg(long, env = "BOXOFFICE_ADMIT_PER_SEC", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub admit_per_sec: u32,
+    /// Seats one user may hold or own per schedule.
+    #[arg(long, env = "BOXOFFICE_MAX_SEATS_PER_USER", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_seats_per_user: u32,
+    /// Largest single recharge, in won.
+    #[arg(long, env = "BOXOFFICE_MAX_RECHARGE", default_value_t = 10_000_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_recharge: i64,
+    /// Zone of every timestamp in and out, e.g. +09:00.
+    #[arg(long, env = "BOXOFFICE_TZ_OFFSET", default_value = "+00:00", value_parser = offset)]
+    pub timezone_offset: FixedOffset,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "BOXOFFICE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+    /// Load demo users, a concert and seats when the store is empty.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+fn offset(text: &str) -> Result<FixedOffset, String> {
+    parse_offset(text).ok_or_else(|| format!("expected an offset like +09:00, got {text:?}"))
+}
+
+/// Everything the application needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: String,
+    pub database_url: String,
+    pub admin_key: Option<String>,
+    pub engine: EngineSettings,
+    pub timezone: FixedOffset,
+    pub http_workers: usize,
+    /// Whether the server stops itself on SIGINT/SIGTERM (off in tests).
+    pub handle_signals: bool,
+    pub demo: bool,
+}
+
+impl Settings {
+    /// Defaults for a given database, as tests and tools start from.
+    pub fn for_database(database_url: impl Into<String>) -> Settings {
+        Settings {
+            bind: "127.0.0.1:0".into(),
+            database_url: database_url.into(),
+            admin_key: None,
+            engine: EngineSettings::default(),
+            timezone: FixedOffset::east_opt(0).expect("zero is a valid offset"),
+            http_workers: 2,
+            handle_signals: false,
+            demo: false,
+        }
+    }
+}
+
+impl From<ServeArgs> for Settings {
+    fn from(args: ServeArgs) -> Settings {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Settings {
+            bind: args.bind,
+            database_url: args.database.database_url,
+            admin_key: args.admin_key.filter(|k| !k.is_empty()),
+            engine: EngineSettings {
+                hold_ttl: Duration::from_secs(args.hold_ttl_secs),
+                active_ttl: Duration::from_secs(args.active_ttl_secs),
+                idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+                max_active: args.max_active as usize,
+                admit_per_sec: args.admit_per_sec,
+                max_seats_per_user: args.max_seats_per_user,
+                max_recharge: Money::new(args.max_recharge).expect("clap keeps it ≥ 1"),
+                actor_threads: cores.clamp(1, 8),
+                ..EngineSettings::default()
+            },
+            timezone: args.timezone_offset,
+            http_workers: args.workers.map_or(cores, usize::from),
+            handle_signals: true,
+            demo: args.demo,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse_into_settings() {
+        let cli = Cli::try_parse_from([
+            "boxoffice", "serve", "--database-url", "postgres://x@y/z", "--hold-ttl-secs", "7",
+            "--timezone-offset", "+09:00", "--max-active", "3",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!("serve expected") };
+        let settings = Settings::from(args);
+        assert_eq!(settings.engine.hold_ttl, Duration::from_secs(7));
+        assert_eq!(settings.engine.max_active, 3);
+        assert_eq!(settings.timezone.local_minus_utc(), 9 * 3600);
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        assert!(Cli::try_parse_from(["boxoffice", "serve", "--hold-ttl-secs", "0"]).is_err());
+        assert!(Cli::try_parse_from(["boxoffice", "serve", "--timezone-offset", "KST"]).is_err());
+        assert!(Cli::try_parse_from(["boxoffice", "serve", "--max-recharge", "-1"]).is_err());
+    }
+}

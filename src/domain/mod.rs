@@ -1,0 +1,15 @@
+//! The pure rules of a ticket drop: ids, money, time, seats and holds, wallets, the waiting line.
+//!
+//! Nothing in here knows about actix, sqlx or the wall clock: every function that depends on
+//! time takes `now` as an argument, so every rule can be tested exhaustively and replayed.
+
+pub mod ids;
+pub mod money;
+pub mod queue;
+pub mod schedule;
+pub mod time;
+pub mod wallet;
+
+pub use ids::{ConcertId, IdError, PaymentId, ReservationId, ScheduleId, SeatId, TokenId, UserId};
+pub use money::Money;
+pub use time::Timestamp;

@@ -1,0 +1,659 @@
+//! One schedule's seat map and its reservations: all-or-nothing holds, expiry, cancellation,
+//! and settlement on payment.
+//!
+//! Vocabulary (after TigerBeetle's two-phase transfers): a reservation is a *pending* hold on
+//! its seats; payment *posts* it (the seats are sold), cancellation *voids* it, and the hold
+//! time running out *expires* it. Posted, voided and expired are final.
+
+use super::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// What a schedule is, as the catalog knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleInfo {
+    pub id: ScheduleId,
+    pub concert_id: ConcertId,
+    pub concert_name: String,
+    pub concert_at: Timestamp,
+    /// When booking opens.
+    pub reservation_at: Timestamp,
+}
+
+/// A seat of the map: fixed at creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seat {
+    pub id: SeatId,
+    pub number: i32,
+    pub price: Money,
+}
+
+/// Who has a seat right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatState {
+    Available,
+    Held(ReservationId),
+    Sold(ReservationId),
+}
+
+/// A reservation's life: pending → posted (paid) | voided (cancelled) | expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReservationStatus {
+    Pending,
+    Paid,
+    Expired,
+    Cancelled,
+}
+
+impl ReservationStatus {
+    /// The seed's name for the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Pending => "PAYMENT_PENDING",
+            ReservationStatus::Paid => "PAID",
+            ReservationStatus::Expired => "EXPIRED",
+            ReservationStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ReservationStatus> {
+        Some(match text {
+            "PAYMENT_PENDING" => ReservationStatus::Pending,
+            "PAID" => ReservationStatus::Paid,
+            "EXPIRED" => ReservationStatus::Expired,
+            "CANCELLED" => ReservationStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Whether the reservation still occupies its seats.
+    pub fn is_live(self) -> bool {
+        matches!(self, ReservationStatus::Pending | ReservationStatus::Paid)
+    }
+}
+
+/// One reservation of one user on one schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub id: ReservationId,
+    pub user: UserId,
+    pub schedule: ScheduleId,
+    /// In the order the client asked for them.
+    pub seats: Vec<SeatId>,
+    pub total: Money,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub status: ReservationStatus,
+    /// When the status last changed.
+    pub updated_at: Timestamp,
+    /// A payment is between its pin and its outcome: expiry must wait for it.
+    pub pinned: bool,
+}
+
+/// Why the book refused a request. Each maps to one error of the API contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BookingRule {
+    #[error("seat {seat} is not in this schedule")]
+    SeatNotFound { seat: SeatId },
+    #[error("seat {seat} is held or sold")]
+    SeatUnavailable { seat: SeatId },
+    #[error("booking is not open")]
+    NotOpen,
+    #[error("a user may hold at most {limit} seats on a schedule")]
+    SeatLimitExceeded { limit: u32 },
+    #[error("no seats requested")]
+    NoSeats,
+    #[error("seat {seat} requested twice")]
+    DuplicateSeat { seat: SeatId },
+    #[error("reservation not found")]
+    ReservationNotFound,
+    #[error("reservation expired")]
+    Expired,
+    #[error("reservation already paid")]
+    AlreadyPaid,
+    #[error("a payment of this reservation is in progress")]
+    PaymentInProgress,
+    #[error("reservation cancelled")]
+    Cancelled,
+}
+
+/// Limits a schedule applies to a hold.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldPolicy {
+    pub hold_ttl: Duration,
+    pub max_seats_per_user: u32,
+}
+
+/// A schedule's whole live state. Only its `ScheduleActor` mutates it.
+#[derive(Debug, Clone)]
+pub struct ScheduleBook {
+    pub info: ScheduleInfo,
+    seats: Vec<Seat>,
+    states: Vec<SeatState>,
+    index: HashMap<SeatId, usize>,
+    reservations: HashMap<ReservationId, Reservation>,
+    /// Seats each user holds or owns on this schedule, for the per-user limit.
+    seats_by_user: HashMap<UserId, u32>,
+    available: usize,
+}
+
+impl ScheduleBook {
+    /// A book with every seat available.
+    pub fn new(info: ScheduleInfo, mut seats: Vec<Seat>) -> ScheduleBook {
+        seats.sort_by_key(|s| (s.number, s.id));
+        let index = seats.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+        let states = vec![SeatState::Available; seats.len()];
+        let available = seats.len();
+        ScheduleBook {
+            info,
+            seats,
+            states,
+            index,
+            reservations: HashMap::new(),
+            seats_by_user: HashMap::new(),
+            available,
+        }
+    }
+
+    /// Rebuilds a book from stored reservations (any status). A live reservation whose seat is
+    /// already taken is reported instead of applied: the store's unique index makes that
+    /// impossible, so it means corruption.
+    pub fn restore(
+        info: ScheduleInfo,
+        seats: Vec<Seat>,
+        reservations: Vec<Reservation>,
+    ) -> Result<ScheduleBook, SeatId> {
+        let mut book = ScheduleBook::new(info, seats);
+        for reservation in reservations {
+            if reservation.status.is_live() {
+                for seat in &reservation.seats {
+                    let Some(&i) = book.index.get(seat) else { return Err(*seat) };
+                    if book.states[i] != SeatState::Available {
+                        return Err(*seat);
+                    }
+                    book.states[i] = match reservation.status {
+                        ReservationStatus::Paid => SeatState::Sold(reservation.id),
+                        _ => SeatState::Held(reservation.id),
+                    };
+                    book.available -= 1;
+                }
+                *book.seats_by_user.entry(reservation.user).or_default() +=
+                    reservation.seats.len() as u32;
+            }
+            book.reservations.insert(reservation.id, Reservation { pinned: false, ..reservation });
+        }
+        book.check_invariants();
+        Ok(book)
+    }
+
+    pub fn seats(&self) -> impl Iterator<Item = (&Seat, SeatState)> {
+        self.seats.iter().zip(self.states.iter().copied())
+    }
+
+    pub fn seat(&self, id: SeatId) -> Option<&Seat> {
+        self.index.get(&id).map(|&i| &self.seats[i])
+    }
+
+    pub fn available_count(&self) -> usize {
+        self.available
+    }
+
+    pub fn reservation(&self, id: ReservationId) -> Option<&Reservation> {
+        self.reservations.get(&id)
+    }
+
+    pub fn reservations(&self) -> impl Iterator<Item = &Reservation> {
+        self.reservations.values()
+    }
+
+    /// Whether booking is open at `now`: from `reservation_at` until the concert starts.
+    pub fn is_open(&self, now: Timestamp) -> bool {
+        self.info.reservation_at <= now && now < self.info.concert_at
+    }
+
+    /// Holds every requested seat for `user`, or none (all or nothing).
+    pub fn hold(
+        &mut self,
+        id: ReservationId,
+        user: UserId,
+        seat_ids: &[SeatId],
+        now: Timestamp,
+        policy: HoldPolicy,
+    ) -> Result<&Reservation, BookingRule> {
+        if seat_ids.is_empty() {
+            return Err(BookingRule::NoSeats);
+        }
+        let limit = policy.max_seats_per_user;
+        if seat_ids.len() > limit as usize {
+            return Err(BookingRule::SeatLimitExceeded { limit });
+        }
+        let mut positions = Vec::with_capacity(seat_ids.len());
+        for (n, seat) in seat_ids.iter().enumerate() {
+            if seat_ids[..n].contains(seat) {
+                return Err(BookingRule::DuplicateSeat { seat: *seat });
+            }
+            let i = *self.index.get(seat).ok_or(BookingRule::SeatNotFound { seat: *seat })?;
+            positions.push(i);
+        }
+        if !self.is_open(now) {
+            return Err(BookingRule::NotOpen);
+        }
+        let owned = self.seats_by_user.get(&user).copied().unwrap_or(0);
+        if owned + seat_ids.len() as u32 > limit {
+            return Err(BookingRule::SeatLimitExceeded { limit });
+        }
+        if let Some(&i) = positions.iter().find(|&&i| self.states[i] != SeatState::Available) {
+            return Err(BookingRule::SeatUnavailable { seat: self.seats[i].id });
+        }
+        let total = Money::sum(positions.iter().map(|&i| self.seats[i].price))
+            // Unreachable with at most `limit` seats of i64 prices unless prices are absurd;
+            // refuse rather than wrap.
+            .ok_or(BookingRule::SeatUnavailable { seat: seat_ids[0] })?;
+        for &i in &positions {
+            self.states[i] = SeatState::Held(id);
+        }
+        self.available -= positions.len();
+        *self.seats_by_user.entry(user).or_default() += seat_ids.len() as u32;
+        let reservation = Reservation {
+            id,
+            user,
+            schedule: self.info.id,
+            seats: seat_ids.to_vec(),
+            total,
+            created_at: now,
+            expires_at: now.plus(policy.hold_ttl),
+            status: ReservationStatus::Pending,
+            updated_at: now,
+            pinned: false,
+        };
+        self.check_invariants();
+        Ok(self.reservations.entry(id).or_insert(reservation))
+    }
+
+    /// The reservation if it is `user`'s; another user's is "not found", never "forbidden".
+    pub fn owned(&self, id: ReservationId, user: UserId) -> Result<&Reservation, BookingRule> {
+        self.reservations.get(&id).filter(|r| r.user == user).ok_or(BookingRule::ReservationNotFound)
+    }
+
+    /// Voids a pending, unpinned reservation of `user`: its seats are free at once.
+    pub fn cancel(
+        &mut self,
+        id: ReservationId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<&Reservation, BookingRule> {
+        let r = self.owned(id, user)?;
+        match r.status {
+            ReservationStatus::Paid => return Err(BookingRule::AlreadyPaid),
+            ReservationStatus::Expired => return Err(BookingRule::Expired),
+            ReservationStatus::Cancelled => return Err(BookingRule::Cancelled),
+            ReservationStatus::Pending if r.pinned => return Err(BookingRule::PaymentInProgress),
+            ReservationStatus::Pending => {}
+        }
+        self.release(id, ReservationStatus::Cancelled, now);
+        Ok(&self.reservations[&id])
+    }
+
+    /// Expires a pending hold whose time is up. `None` when there is nothing to expire: already
+    /// settled, not yet due, or pinned by a payment in flight (its unpin will expire it).
+    pub fn expire(&mut self, id: ReservationId, now: Timestamp) -> Option<&Reservation> {
+        let r = self.reservations.get(&id)?;
+        if r.status != ReservationStatus::Pending || r.pinned || now < r.expires_at {
+            return None;
+        }
+        self.release(id, ReservationStatus::Expired, now);
+        Some(&self.reservations[&id])
+    }
+
+    /// Every pending, unpinned hold due at `now`, expired. Used after a restart.
+    pub fn expire_due(&mut self, now: Timestamp) -> Vec<ReservationId> {
+        let mut due: Vec<ReservationId> = self
+            .reservations
+            .values()
+            .filter(|r| r.status == ReservationStatus::Pending && !r.pinned && r.expires_at <= now)
+            .map(|r| r.id)
+            .collect();
+        due.sort();
+        for id in &due {
+            self.release(*id, ReservationStatus::Expired, now);
+        }
+        due
+    }
+
+    /// Pins a pending hold of `user` for payment: from now until `unpin` or `post`, expiry
+    /// waits. Exactly one of "paid" and "expired" can win, because this check and expiry are
+    /// serialized by the one actor that owns the book.
+    pub fn pin(
+        &mut self,
+        id: ReservationId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<&Reservation, BookingRule> {
+        let r = self.owned(id, user)?;
+        match r.status {
+            ReservationStatus::Paid => return Err(BookingRule::AlreadyPaid),
+            ReservationStatus::Expired => return Err(BookingRule::Expired),
+            ReservationStatus::Cancelled => return Err(BookingRule::Cancelled),
+            ReservationStatus::Pending if r.pinned => return Err(BookingRule::PaymentInProgress),
+            ReservationStatus::Pending if now >= r.expires_at => {
+                self.release(id, ReservationStatus::Expired, now);
+                return Err(BookingRule::Expired);
+            }
+            ReservationStatus::Pending => {}
+        }
+        let r = self.reservations.get_mut(&id).expect("checked by owned() above");
+        r.pinned = true;
+        Ok(r)
+    }
+
+    /// Releases a pin after a payment that did not happen. A hold that came due meanwhile is
+    /// left for `expire`, which the caller runs next.
+    pub fn unpin(&mut self, id: ReservationId) {
+        if let Some(r) = self.reservations.get_mut(&id) {
+            r.pinned = false;
+        }
+    }
+
+    /// Posts a pinned hold after its payment is durable: the seats are sold.
+    pub fn post(&mut self, id: ReservationId, now: Timestamp) -> Option<&Reservation> {
+        let r = self.reservations.get_mut(&id)?;
+        if r.status != ReservationStatus::Pending {
+            return None;
+        }
+        r.status = ReservationStatus::Paid;
+        r.pinned = false;
+        r.updated_at = now;
+        for seat in &r.seats {
+            let i = self.index[seat];
+            debug_assert_eq!(self.states[i], SeatState::Held(id));
+            self.states[i] = SeatState::Sold(id);
+        }
+        self.check_invariants();
+        self.reservations.get(&id)
+    }
+
+    /// What the reservation looks like once paid (for the payment's durable write).
+    pub fn as_paid(reservation: &Reservation, now: Timestamp) -> Reservation {
+        Reservation {
+            status: ReservationStatus::Paid,
+            updated_at: now,
+            pinned: false,
+            ..reservation.clone()
+        }
+    }
+
+    fn release(&mut self, id: ReservationId, to: ReservationStatus, now: Timestamp) {
+        let r = self.reservations.get_mut(&id).expect("callers looked the reservation up");
+        debug_assert_eq!(r.status, ReservationStatus::Pending);
+        r.status = to;
+        r.pinned = false;
+        r.updated_at = now;
+        for seat in &r.seats {
+            let i = self.index[seat];
+            debug_assert_eq!(self.states[i], SeatState::Held(id));
+            self.states[i] = SeatState::Available;
+        }
+        self.available += r.seats.len();
+        if let Some(count) = self.seats_by_user.get_mut(&r.user) {
+            *count -= r.seats.len() as u32;
+        }
+        self.check_invariants();
+    }
+
+    /// held + sold + available = capacity, and every live reservation's seats point back at it.
+    fn check_invariants(&self) {
+        if cfg!(debug_assertions) {
+            let free = self.states.iter().filter(|s| **s == SeatState::Available).count();
+            assert_eq!(free, self.available, "available count drifted");
+            for r in self.reservations.values().filter(|r| r.status.is_live()) {
+                for seat in &r.seats {
+                    let state = self.states[self.index[seat]];
+                    assert!(
+                        state == SeatState::Held(r.id) || state == SeatState::Sold(r.id),
+                        "seat {seat} of reservation {} is {state:?}",
+                        r.id
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    const TTL: Duration = Duration::from_secs(300);
+    const POLICY: HoldPolicy = HoldPolicy { hold_ttl: TTL, max_seats_per_user: 4 };
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+
+    fn book(seats: i64) -> ScheduleBook {
+        let info = ScheduleInfo {
+            id: ScheduleId::new(1).unwrap(),
+            concert_id: ConcertId::new(1).unwrap(),
+            concert_name: "콘서트".into(),
+            concert_at: t(10_000_000),
+            reservation_at: t(0),
+        };
+        let seats = (1..=seats)
+            .map(|n| Seat {
+                id: SeatId::new(100 + n).unwrap(),
+                number: n as i32,
+                price: Money::new(10_000).unwrap(),
+            })
+            .collect();
+        ScheduleBook::new(info, seats)
+    }
+
+    fn seat(n: i64) -> SeatId {
+        SeatId::new(100 + n).unwrap()
+    }
+    fn user(n: i64) -> UserId {
+        UserId::new(n).unwrap()
+    }
+    fn rid(n: i64) -> ReservationId {
+        ReservationId::new(n).unwrap()
+    }
+
+    #[test]
+    fn a_hold_is_all_or_nothing() {
+        let mut b = book(10);
+        b.hold(rid(1), user(1), &[seat(2)], t(1), POLICY).unwrap();
+        let err = b.hold(rid(2), user(2), &[seat(1), seat(2), seat(3)], t(1), POLICY);
+        assert_eq!(err.unwrap_err(), BookingRule::SeatUnavailable { seat: seat(2) });
+        assert_eq!(b.available_count(), 9);
+        assert!(b.hold(rid(3), user(2), &[seat(1), seat(3)], t(1), POLICY).is_ok());
+        assert_eq!(b.available_count(), 7);
+    }
+
+    #[test]
+    fn requests_are_validated_before_anything_is_held() {
+        let mut b = book(10);
+        assert_eq!(b.hold(rid(1), user(1), &[], t(1), POLICY).unwrap_err(), BookingRule::NoSeats);
+        assert_eq!(
+            b.hold(rid(1), user(1), &[seat(1), seat(1)], t(1), POLICY).unwrap_err(),
+            BookingRule::DuplicateSeat { seat: seat(1) }
+        );
+        assert_eq!(
+            b.hold(rid(1), user(1), &[seat(1), SeatId::new(5).unwrap()], t(1), POLICY)
+                .unwrap_err(),
+            BookingRule::SeatNotFound { seat: SeatId::new(5).unwrap() }
+        );
+        assert_eq!(b.available_count(), 10);
+    }
+
+    #[test]
+    fn the_per_user_limit_counts_what_the_user_already_has() {
+        let mut b = book(10);
+        b.hold(rid(1), user(1), &[seat(1), seat(2), seat(3)], t(1), POLICY).unwrap();
+        assert_eq!(
+            b.hold(rid(2), user(1), &[seat(4), seat(5)], t(1), POLICY).unwrap_err(),
+            BookingRule::SeatLimitExceeded { limit: 4 }
+        );
+        b.cancel(rid(1), user(1), t(2)).unwrap();
+        assert!(b.hold(rid(3), user(1), &[seat(4), seat(5)], t(2), POLICY).is_ok());
+    }
+
+    #[test]
+    fn booking_is_open_only_between_reservation_at_and_the_concert() {
+        let mut b = book(3);
+        b.info.reservation_at = t(100);
+        assert_eq!(b.hold(rid(1), user(1), &[seat(1)], t(99), POLICY).unwrap_err(), BookingRule::NotOpen);
+        assert_eq!(
+            b.hold(rid(1), user(1), &[seat(1)], t(10_000_000), POLICY).unwrap_err(),
+            BookingRule::NotOpen
+        );
+        assert!(b.hold(rid(1), user(1), &[seat(1)], t(100), POLICY).is_ok());
+    }
+
+    #[test]
+    fn a_hold_expires_exactly_at_its_ttl() {
+        let mut b = book(3);
+        b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
+        let due = TTL.as_millis() as i64;
+        assert!(b.expire(rid(1), t(due - 1)).is_none());
+        assert_eq!(b.expire(rid(1), t(due)).unwrap().status, ReservationStatus::Expired);
+        assert_eq!(b.available_count(), 3);
+        assert!(b.expire(rid(1), t(due + 1)).is_none(), "expiry happens once");
+    }
+
+    #[test]
+    fn a_pinned_hold_cannot_expire_and_exactly_one_outcome_wins() {
+        let mut b = book(3);
+        b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
+        let due = t(TTL.as_millis() as i64);
+        b.pin(rid(1), user(1), t(10)).unwrap();
+        assert!(b.expire(rid(1), due).is_none(), "pinned: expiry waits");
+        assert_eq!(b.pin(rid(1), user(1), t(11)).unwrap_err(), BookingRule::PaymentInProgress);
+        assert_eq!(b.post(rid(1), due).unwrap().status, ReservationStatus::Paid);
+        assert!(b.expire(rid(1), due).is_none());
+        assert_eq!(b.pin(rid(1), user(1), due).unwrap_err(), BookingRule::AlreadyPaid);
+        assert_eq!(b.seats().next().unwrap().1, SeatState::Sold(rid(1)));
+    }
+
+    #[test]
+    fn an_unpinned_hold_past_due_expires_on_unpin() {
+        let mut b = book(3);
+        b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
+        b.pin(rid(1), user(1), t(10)).unwrap();
+        let late = t(TTL.as_millis() as i64 + 5);
+        b.unpin(rid(1));
+        assert_eq!(b.expire(rid(1), late).unwrap().status, ReservationStatus::Expired);
+        assert_eq!(b.pin(rid(1), user(1), late).unwrap_err(), BookingRule::Expired);
+    }
+
+    #[test]
+    fn paying_after_the_hold_time_expires_it() {
+        let mut b = book(3);
+        b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
+        let due = t(TTL.as_millis() as i64);
+        assert_eq!(b.pin(rid(1), user(1), due).unwrap_err(), BookingRule::Expired);
+        assert_eq!(b.available_count(), 3);
+    }
+
+    #[test]
+    fn another_users_reservation_is_not_found() {
+        let mut b = book(3);
+        b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
+        assert_eq!(b.pin(rid(1), user(2), t(1)).unwrap_err(), BookingRule::ReservationNotFound);
+        assert_eq!(b.cancel(rid(1), user(2), t(1)).unwrap_err(), BookingRule::ReservationNotFound);
+    }
+
+    #[test]
+    fn restore_rebuilds_seat_states() {
+        let mut b = book(5);
+        b.hold(rid(1), user(1), &[seat(1), seat(2)], t(0), POLICY).unwrap();
+        b.pin(rid(1), user(1), t(1)).unwrap();
+        b.post(rid(1), t(2)).unwrap();
+        b.hold(rid(2), user(2), &[seat(3)], t(3), POLICY).unwrap();
+        b.hold(rid(3), user(3), &[seat(4)], t(3), POLICY).unwrap();
+        b.cancel(rid(3), user(3), t(4)).unwrap();
+        let all: Vec<Reservation> = b.reservations().cloned().collect();
+        let seats = b.seats().map(|(s, _)| s.clone()).collect();
+        let restored = ScheduleBook::restore(b.info.clone(), seats, all.clone()).unwrap();
+        let states: Vec<SeatState> = restored.seats().map(|(_, s)| s).collect();
+        assert_eq!(states, b.seats().map(|(_, s)| s).collect::<Vec<_>>());
+        assert_eq!(restored.available_count(), 2);
+        let mut doubled = all;
+        doubled.push(Reservation { id: rid(9), ..b.reservation(rid(2)).unwrap().clone() });
+        let seats = b.seats().map(|(s, _)| s.clone()).collect();
+        assert_eq!(ScheduleBook::restore(b.info.clone(), seats, doubled).unwrap_err(), seat(3));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Hold { user: i64, seats: Vec<i64> },
+        Cancel { reservation: i64, user: i64 },
+        Pin { reservation: i64, user: i64 },
+        Unpin { reservation: i64 },
+        Post { reservation: i64 },
+        Advance { ms: i64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1..6i64, prop::collection::vec(1..13i64, 0..6))
+                .prop_map(|(user, seats)| Op::Hold { user, seats }),
+            1 => (1..40i64, 1..6i64).prop_map(|(reservation, user)| Op::Cancel { reservation, user }),
+            2 => (1..40i64, 1..6i64).prop_map(|(reservation, user)| Op::Pin { reservation, user }),
+            1 => (1..40i64).prop_map(|reservation| Op::Unpin { reservation }),
+            1 => (1..40i64).prop_map(|reservation| Op::Post { reservation }),
+            2 => (0..200_000i64).prop_map(|ms| Op::Advance { ms }),
+        ]
+    }
+
+    proptest! {
+        /// Any interleaving of holds, cancels, pins, payments and the passing of time leaves
+        /// every seat held or sold by at most one live reservation, and the counters true.
+        #[test]
+        fn a_seat_is_never_held_or_sold_twice(ops in prop::collection::vec(op(), 1..120)) {
+            let mut b = book(12);
+            let mut now = t(1);
+            let mut next = 1;
+            let mut pinned = HashSet::new();
+            for op in ops {
+                match op {
+                    Op::Hold { user: u, seats } => {
+                        let seats: Vec<SeatId> = seats.into_iter().map(seat).collect();
+                        if b.hold(rid(next), user(u), &seats, now, POLICY).is_ok() { next += 1; }
+                    }
+                    Op::Cancel { reservation, user: u } => { let _ = b.cancel(rid(reservation), user(u), now); }
+                    Op::Pin { reservation, user: u } => {
+                        if b.pin(rid(reservation), user(u), now).is_ok() { pinned.insert(reservation); }
+                    }
+                    Op::Unpin { reservation } => if pinned.remove(&reservation) { b.unpin(rid(reservation)); b.expire(rid(reservation), now); },
+                    Op::Post { reservation } => if pinned.remove(&reservation) { b.post(rid(reservation), now); },
+                    Op::Advance { ms } => {
+                        now = t(now.millis() + ms);
+                        let due: Vec<ReservationId> = b.reservations().map(|r| r.id).collect();
+                        for id in due { b.expire(id, now); }
+                    }
+                }
+                let mut owner: HashMap<SeatId, ReservationId> = HashMap::new();
+                for r in b.reservations().filter(|r| r.status.is_live()) {
+                    for s in &r.seats {
+                        prop_assert!(owner.insert(*s, r.id).is_none(), "seat {} taken twice", s);
+                    }
+                }
+                prop_assert_eq!(b.available_count(), 12 - owner.len());
+                for (s, state) in b.seats() {
+                    match (owner.get(&s.id), state) {
+                        (None, SeatState::Available) => {}
+                        (Some(r), SeatState::Held(h)) | (Some(r), SeatState::Sold(h)) => prop_assert_eq!(*r, h),
+                        (o, st) => prop_assert!(false, "seat {} owner {:?} state {:?}", s.id, o, st),
+                    }
+                }
+                let mut per_user: HashMap<UserId, usize> = HashMap::new();
+                for r in b.reservations().filter(|r| r.status.is_live()) {
+                    *per_user.entry(r.user).or_default() += r.seats.len();
+                }
+                prop_assert!(per_user.values().all(|n| *n <= 4));
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! A user's wallet: recharges and debits that never make the balance negative or overflow.
+
+use super::{Money, UserId};
+
+/// Why a wallet refused a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WalletRule {
+    /// Amount ≤ 0, above the per-charge limit, or a balance that would overflow.
+    #[error("invalid recharge amount {amount}")]
+    InvalidRechargeAmount { amount: i64 },
+    #[error("not enough balance: {available} available, {requested} requested")]
+    InsufficientFunds { available: Money, requested: Money },
+}
+
+/// The live balance of one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wallet {
+    pub user: UserId,
+    balance: Money,
+}
+
+impl Wallet {
+    pub fn new(user: UserId, balance: Money) -> Wallet {
+        Wallet { user, balance }
+    }
+
+    pub fn balance(&self) -> Money {
+        self.balance
+    }
+
+    /// Adds `amount` (raw, as the client sent it) and returns the new balance.
+    pub fn recharge(&mut self, amount: i64, max_recharge: Money) -> Result<Money, WalletRule> {
+        let invalid = WalletRule::InvalidRechargeAmount { amount };
+        let amount = Money::new(amount).filter(|a| a.won() > 0 && *a <= max_recharge);
+        let balance = amount.and_then(|a| self.balance.checked_add(a)).ok_or(invalid)?;
+        self.balance = balance;
+        Ok(balance)
+    }
+
+    /// Takes `amount` out, or refuses without changing anything.
+    pub fn debit(&mut self, amount: Money) -> Result<Money, WalletRule> {
+        let balance = self
+            .balance
+            .checked_sub(amount)
+            .ok_or(WalletRule::InsufficientFunds { available: self.balance, requested: amount })?;
+        self.balance = balance;
+        Ok(balance)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn wallet(balance: i64) -> Wallet {
+        Wallet::new(UserId::new(1).unwrap(), Money::new(balance).unwrap())
+    }
+
+    #[test]
+    fn recharge_limits() {
+        let max = Money::new(1_000).unwrap();
+        let mut w = wallet(0);
+        assert!(w.recharge(0, max).is_err());
+        assert!(w.recharge(-5, max).is_err());
+        assert!(w.recharge(1_001, max).is_err());
+        assert_eq!(w.recharge(1_000, max).unwrap().won(), 1_000);
+        let mut rich = wallet(i64::MAX - 10);
+        assert!(rich.recharge(11, Money::new(i64::MAX).unwrap()).is_err());
+        assert_eq!(rich.balance().won(), i64::MAX - 10);
+    }
+
+    #[test]
+    fn debit_refuses_without_change() {
+        let mut w = wallet(100);
+        assert!(matches!(
+            w.debit(Money::new(101).unwrap()),
+            Err(WalletRule::InsufficientFunds { .. })
+        ));
+        assert_eq!(w.balance().won(), 100);
+        assert_eq!(w.debit(Money::new(100).unwrap()).unwrap(), Money::ZERO);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Recharge(i64),
+        Debit(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            any::<i64>().prop_map(Op::Recharge),
+            (0..2_000_000i64).prop_map(Op::Recharge),
+            (0..3_000_000i64).prop_map(Op::Debit),
+        ]
+    }
+
+    proptest! {
+        /// Whatever sequence of recharges and debits arrives, the balance never goes negative
+        /// and always equals the sum of the accepted changes.
+        #[test]
+        fn a_balance_never_goes_negative(start in 0..1_000_000i64, ops in prop::collection::vec(op(), 0..200)) {
+            let max = Money::new(1_000_000).unwrap();
+            let mut w = wallet(start);
+            let mut expected = start as i128;
+            for op in ops {
+                match op {
+                    Op::Recharge(a) => if w.recharge(a, max).is_ok() { expected += a as i128 },
+                    Op::Debit(a) => if w.debit(Money::new(a).unwrap()).is_ok() { expected -= a as i128 },
+                }
+                prop_assert!(w.balance().won() >= 0);
+                prop_assert_eq!(w.balance().won() as i128, expected);
+            }
+        }
+    }
+}

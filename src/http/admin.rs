@@ -1,0 +1,156 @@
+//! Admin routes (header `X-Admin-Key`): create users and concerts with their seat maps.
+
+use super::{within_deadline, ApiError, AppState};
+use crate::domain::{Money, Timestamp};
+use crate::store::{NewConcert, NewSchedule};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+const MAX_NAME_CHARS: usize = 200;
+const MAX_SCHEDULES: usize = 100;
+const MAX_SEATS_PER_SCHEDULE: usize = 20_000;
+/// Ten billion won: far above any ticket, far below overflow when four are summed.
+const MAX_PRICE: i64 = 10_000_000_000;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateUserRequest {
+    name: String,
+    /// Optional opening balance (demo and test setups).
+    #[serde(default)]
+    balance: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateConcertRequest {
+    name: String,
+    schedules: Vec<ScheduleRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScheduleRequest {
+    concert_at: String,
+    reservation_at: String,
+    seats: Vec<SeatRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SeatRequest {
+    seat_number: i32,
+    price: i64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserCreated {
+    user_id: i64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConcertCreated {
+    concert_id: i64,
+    schedules: Vec<ScheduleCreated>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ScheduleCreated {
+    schedule_id: i64,
+    seat_ids: Vec<i64>,
+}
+
+/// Compares in time independent of where the keys differ.
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn check_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(key) = &state.admin_key else {
+        return Err(ApiError::Forbidden("admin routes are disabled"));
+    };
+    let given = req.headers().get("X-Admin-Key").map(|v| v.as_bytes()).unwrap_or_default();
+    if same_key(given, key.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("invalid admin key"))
+    }
+}
+
+fn name(text: &str) -> Result<String, ApiError> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::invalid(format!("name must be 1 to {MAX_NAME_CHARS} characters")));
+    }
+    Ok(text.to_string())
+}
+
+/// POST /v1/admin/users
+pub async fn create_user(state: web::Data<AppState>, req: HttpRequest, body: web::Json<CreateUserRequest>) -> Result<HttpResponse, ApiError> {
+    check_admin(&state, &req)?;
+    let name = name(&body.name)?;
+    let balance = Money::new(body.balance).ok_or_else(|| ApiError::invalid("balance must not be negative"))?;
+    let user = within_deadline(state.engine.create_user(name, balance)).await?;
+    Ok(HttpResponse::Created().json(UserCreated { user_id: user.get() }))
+}
+
+/// POST /v1/admin/concerts
+pub async fn create_concert(state: web::Data<AppState>, req: HttpRequest, body: web::Json<CreateConcertRequest>) -> Result<HttpResponse, ApiError> {
+    check_admin(&state, &req)?;
+    let body = body.into_inner();
+    let concert = NewConcert { name: name(&body.name)?, schedules: schedules(&state, body.schedules)? };
+    let created = within_deadline(state.engine.create_concert(concert)).await?;
+    Ok(HttpResponse::Created().json(ConcertCreated {
+        concert_id: created.id.get(),
+        schedules: created
+            .schedules
+            .iter()
+            .map(|(info, seats)| ScheduleCreated {
+                schedule_id: info.id.get(),
+                seat_ids: seats.iter().map(|s| s.id.get()).collect(),
+            })
+            .collect(),
+    }))
+}
+
+fn schedules(state: &AppState, requested: Vec<ScheduleRequest>) -> Result<Vec<NewSchedule>, ApiError> {
+    if requested.is_empty() || requested.len() > MAX_SCHEDULES {
+        return Err(ApiError::invalid(format!("a concert has 1 to {MAX_SCHEDULES} schedules")));
+    }
+    let time = |field: &str, text: &str| {
+        Timestamp::parse(text, state.timezone)
+            .ok_or_else(|| ApiError::invalid(format!("{field} must look like 2024-07-04T10:00:00")))
+    };
+    requested
+        .into_iter()
+        .map(|s| {
+            let concert_at = time("concertAt", &s.concert_at)?;
+            let reservation_at = time("reservationAt", &s.reservation_at)?;
+            if reservation_at > concert_at {
+                return Err(ApiError::invalid("reservationAt must not be after concertAt"));
+            }
+            if s.seats.is_empty() || s.seats.len() > MAX_SEATS_PER_SCHEDULE {
+                return Err(ApiError::invalid(format!("a schedule has 1 to {MAX_SEATS_PER_SCHEDULE} seats")));
+            }
+            let mut numbers = HashSet::new();
+            let seats = s
+                .seats
+                .iter()
+                .map(|seat| {
+                    if !numbers.insert(seat.seat_number) {
+                        return Err(ApiError::invalid(format!("seat number {} appears twice", seat.seat_number)));
+                    }
+                    let price = Money::new(seat.price)
+                        .filter(|p| p.won() <= MAX_PRICE)
+                        .ok_or_else(|| ApiError::invalid(format!("price must be 0 to {MAX_PRICE}")))?;
+                    Ok((seat.seat_number, price))
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            Ok(NewSchedule { concert_at, reservation_at, seats })
+        })
+        .collect()
+}

@@ -1,0 +1,27 @@
+//! boxoffice: a ticket-drop booking engine.
+//!
+//! The map of the crate, and the path of a reservation through it:
+//!
+//! - [`http`]: actix-web routes. A handler parses the request (ids become newtypes, bodies are
+//!   checked), checks the `TOKEN-ID` against the published waiting room, and calls one
+//!   [`actors::Engine`] operation.
+//! - [`actors`]: the live state. The engine sends one message to the one actor that owns the
+//!   state — the `QueueActor`, a schedule's `ScheduleActor`, a user's `WalletActor` — which
+//!   decides synchronously and hands its row writes to the [`actors::persister`].
+//! - [`actors::persister`]: group-commits writes from every actor, one transaction per batch,
+//!   and completes each reply only after its commit.
+//! - [`store`]: every SQL statement, behind one interface, one module per backend.
+//! - [`domain`]: the pure rules — ids, money, holds, wallets, the waiting line — with time
+//!   passed in, unit- and property-tested.
+//! - [`config`], [`startup`], [`telemetry`], [`clock`]: settings, wiring, logs, time.
+//!
+//! See `ARCHITECTURE.md` for who owns what and one request followed end to end.
+
+pub mod actors;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

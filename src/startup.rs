@@ -1,0 +1,159 @@
+//! Building and running the application: open the store, migrate, rebuild the actors, bind,
+//! serve, and on shutdown drain the persister before the store closes.
+
+use crate::actors::{Engine, Persister};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::store::{redact, Store, StoreError, StoreHandle};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// Why the application could not start. Each is one clear line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database {url}: {source}")]
+    Connect { url: String, source: StoreError },
+    #[error("cannot migrate the database: {0}")]
+    Migrate(StoreError),
+    #[error("cannot rebuild state from the database: {0}")]
+    Recover(StoreError),
+    #[error("cannot listen on {bind}: {source}")]
+    Bind { bind: String, source: std::io::Error },
+    #[error("cannot start the store's runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the server stopped with an error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The store's own runtime: every database connection lives here, whichever thread asks.
+struct StoreRuntime(Option<tokio::runtime::Runtime>);
+
+impl StoreRuntime {
+    fn new() -> Result<StoreRuntime, StartupError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("store")
+            .enable_all()
+            .build()
+            .map_err(StartupError::Runtime)?;
+        Ok(StoreRuntime(Some(runtime)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("present until dropped").handle().clone()
+    }
+}
+
+impl Drop for StoreRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another runtime's task would panic; let it wind down.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Opens the store named by `url` on `runtime` and applies the migrations.
+async fn open_store(url: &str, runtime: &tokio::runtime::Handle) -> Result<Store, StartupError> {
+    let owned = url.to_string();
+    let store = runtime
+        .spawn(async move { Store::connect(&owned).await })
+        .await
+        .map_err(|_| StartupError::Runtime(std::io::Error::other("store runtime stopped")))?
+        .map_err(|source| StartupError::Connect { url: redact(url), source })?;
+    let migrating = store.clone();
+    runtime
+        .spawn(async move { migrating.migrate().await })
+        .await
+        .map_err(|_| StartupError::Runtime(std::io::Error::other("store runtime stopped")))?
+        .map_err(StartupError::Migrate)?;
+    Ok(store)
+}
+
+/// `boxoffice migrate`: apply the migrations and return.
+pub async fn migrate(url: &str) -> Result<(), StartupError> {
+    let runtime = StoreRuntime::new()?;
+    let store = open_store(url, &runtime.handle()).await?;
+    let closing = store.clone();
+    let _ = runtime.handle().spawn(async move { closing.close().await }).await;
+    Ok(())
+}
+
+/// A built application, bound and ready to serve.
+pub struct Application {
+    port: u16,
+    server: Server,
+    engine: Engine,
+    persister_task: tokio::task::JoinHandle<()>,
+    store: StoreHandle,
+    runtime: StoreRuntime,
+}
+
+impl Application {
+    /// Opens the store, migrates, rebuilds every actor, and binds. Must run in an actix system.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Application, StartupError> {
+        let runtime = StoreRuntime::new()?;
+        let store = open_store(&settings.database_url, &runtime.handle()).await?;
+        let store = StoreHandle::new(store, runtime.handle());
+        let (persister, persister_task) =
+            Persister::start(store.store().clone(), &runtime.handle(), settings.engine.persister_capacity);
+        let engine = Engine::start(settings.engine.clone(), clock, store.clone(), persister)
+            .await
+            .map_err(StartupError::Recover)?;
+        let listener = TcpListener::bind(&settings.bind)
+            .map_err(|source| StartupError::Bind { bind: settings.bind.clone(), source })?;
+        let bind_error = |source| StartupError::Bind { bind: settings.bind.clone(), source };
+        let port = listener.local_addr().map_err(bind_error)?.port();
+        let state = web::Data::new(AppState {
+            engine: engine.clone(),
+            timezone: settings.timezone,
+            admin_key: settings.admin_key.clone(),
+        });
+        let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::configure))
+            .workers(settings.http_workers.max(1))
+            .backlog(4096)
+            .shutdown_timeout(10);
+        if !settings.handle_signals {
+            server = server.disable_signals();
+        }
+        let server = server.listen(listener).map_err(bind_error)?.run();
+        tracing::info!(port, database = %redact(&settings.database_url), "boxoffice is serving");
+        Ok(Application { port, server, engine, persister_task, store, runtime })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Stops the server gracefully (in-flight requests finish).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped, then drains the persister and closes the store.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Application { server, engine, persister_task, store, runtime, .. } = self;
+        let served = server.await;
+        engine.shutdown().await;
+        let _ = persister_task.await;
+        let _ = store.run(|s| async move {
+            s.close().await;
+            Ok(())
+        })
+        .await;
+        drop(runtime);
+        tracing::info!("boxoffice stopped");
+        served
+    }
+}

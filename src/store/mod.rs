@@ -1,0 +1,324 @@
+//! Every SQL statement of the service, behind one narrow interface: [`Store`].
+//!
+//! The interface is what the actors need and nothing more: load a snapshot of one owner's
+//! state, commit a batch of row writes in one transaction, and the few catalog operations of
+//! the admin routes. Each backend is one module; nothing above this module sees SQL.
+
+mod postgres;
+
+pub use postgres::PgStore;
+
+use crate::domain::queue::TokenRecord;
+use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
+use crate::domain::{ConcertId, Money, PaymentId, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+/// A store operation that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the stored data breaks an invariant: {0}")]
+    Corrupt(String),
+    #[error("unsupported database url (expected postgres://…): {0}")]
+    UnsupportedUrl(String),
+    #[error("the store's runtime is gone")]
+    RuntimeGone,
+}
+
+/// What a ledger row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerKind {
+    Recharge,
+    Payment,
+}
+
+impl LedgerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::Recharge => "RECHARGE",
+            LedgerKind::Payment => "PAYMENT",
+        }
+    }
+}
+
+/// One change of one balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub user: UserId,
+    pub kind: LedgerKind,
+    pub amount: Money,
+    pub balance_after: Money,
+    pub payment: Option<PaymentId>,
+    pub at: Timestamp,
+}
+
+/// A completed payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    pub id: PaymentId,
+    pub reservation: ReservationId,
+    pub user: UserId,
+    pub amount: Money,
+    pub at: Timestamp,
+}
+
+/// A wallet's balance as of `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalletRecord {
+    pub user: UserId,
+    pub balance: Money,
+    pub at: Timestamp,
+}
+
+/// Row writes of one decision (or, merged, of a whole batch). Rows with an id are full final
+/// states: writing the last one wins, so merging coalesces by id and order never matters
+/// between different rows.
+#[derive(Debug, Clone, Default)]
+pub struct Writes {
+    pub reservations: BTreeMap<ReservationId, Reservation>,
+    pub tokens: BTreeMap<TokenId, TokenRecord>,
+    pub wallets: BTreeMap<UserId, WalletRecord>,
+    pub payments: Vec<PaymentRecord>,
+    pub ledger: Vec<LedgerEntry>,
+}
+
+impl Writes {
+    pub fn is_empty(&self) -> bool {
+        self.reservations.is_empty()
+            && self.tokens.is_empty()
+            && self.wallets.is_empty()
+            && self.payments.is_empty()
+            && self.ledger.is_empty()
+    }
+
+    pub fn reservation(mut self, r: &Reservation) -> Writes {
+        self.reservations.insert(r.id, r.clone());
+        self
+    }
+
+    pub fn token(mut self, t: TokenRecord) -> Writes {
+        self.tokens.insert(t.id, t);
+        self
+    }
+
+    pub fn wallet(mut self, w: WalletRecord) -> Writes {
+        self.wallets.insert(w.user, w);
+        self
+    }
+
+    pub fn payment(mut self, p: PaymentRecord) -> Writes {
+        self.payments.push(p);
+        self
+    }
+
+    pub fn ledger(mut self, l: LedgerEntry) -> Writes {
+        self.ledger.push(l);
+        self
+    }
+
+    /// Appends `later`: for the same row, `later` wins.
+    pub fn merge(&mut self, later: Writes) {
+        self.reservations.extend(later.reservations);
+        self.tokens.extend(later.tokens);
+        self.wallets.extend(later.wallets);
+        self.payments.extend(later.payments);
+        self.ledger.extend(later.ledger);
+    }
+
+    /// Number of rows, for metrics and logs.
+    pub fn len(&self) -> usize {
+        self.reservations.len()
+            + self.tokens.len()
+            + self.wallets.len()
+            + self.payments.len()
+            + self.ledger.len()
+    }
+}
+
+/// Users, concerts and schedules: loaded once at boot.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogSnapshot {
+    pub users: Vec<UserId>,
+    pub concerts: Vec<(ConcertId, String)>,
+    pub schedules: Vec<ScheduleInfo>,
+}
+
+/// One schedule's seats and reservations (every status).
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleSnapshot {
+    pub seats: Vec<Seat>,
+    pub reservations: Vec<Reservation>,
+}
+
+/// The highest ids in use, so the service allocates above them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MaxIds {
+    pub reservation: i64,
+    pub payment: i64,
+    pub ledger: i64,
+}
+
+/// A concert to create, from the admin route.
+#[derive(Debug, Clone)]
+pub struct NewConcert {
+    pub name: String,
+    pub schedules: Vec<NewSchedule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSchedule {
+    pub concert_at: Timestamp,
+    pub reservation_at: Timestamp,
+    /// (seat number, price), in the order given.
+    pub seats: Vec<(i32, Money)>,
+}
+
+/// A created concert: its schedules with their seats, ids in the order the seats were given.
+#[derive(Debug, Clone)]
+pub struct CreatedConcert {
+    pub id: ConcertId,
+    pub schedules: Vec<(ScheduleInfo, Vec<Seat>)>,
+}
+
+/// The one interface above SQL. Each backend is a variant; callers never match on it.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Postgres(PgStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Postgres($store) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Connects to the database named by `url`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::connect(url).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(redact(url)))
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.migrate().await)
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    /// Writes a whole batch in one transaction: all of it or none of it.
+    pub async fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
+        dispatch!(self, s => s.commit(batch).await)
+    }
+
+    pub async fn load_catalog(&self) -> Result<CatalogSnapshot, StoreError> {
+        dispatch!(self, s => s.load_catalog().await)
+    }
+
+    pub async fn load_schedule(&self, id: ScheduleId) -> Result<ScheduleSnapshot, StoreError> {
+        dispatch!(self, s => s.load_schedule(id).await)
+    }
+
+    /// `None` when the user has no wallet (does not exist).
+    pub async fn load_wallet(&self, user: UserId) -> Result<Option<Money>, StoreError> {
+        dispatch!(self, s => s.load_wallet(user).await)
+    }
+
+    /// Every user's latest token (live ones included).
+    pub async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        dispatch!(self, s => s.load_tokens().await)
+    }
+
+    pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {
+        dispatch!(self, s => s.max_ids().await)
+    }
+
+    /// Which schedule a reservation belongs to.
+    pub async fn schedule_of(&self, id: ReservationId) -> Result<Option<ScheduleId>, StoreError> {
+        dispatch!(self, s => s.schedule_of(id).await)
+    }
+
+    /// Creates a user and an empty (or funded) wallet.
+    pub async fn create_user(&self, name: &str, balance: Money, now: Timestamp) -> Result<UserId, StoreError> {
+        dispatch!(self, s => s.create_user(name, balance, now).await)
+    }
+
+    pub async fn create_concert(&self, concert: &NewConcert) -> Result<CreatedConcert, StoreError> {
+        dispatch!(self, s => s.create_concert(concert).await)
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+}
+
+/// Runs store operations on the store's own runtime, so every connection lives on one
+/// runtime whatever arbiter or worker thread asks. Cheap to clone.
+#[derive(Clone)]
+pub struct StoreHandle {
+    store: Arc<Store>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StoreHandle {
+    pub fn new(store: Store, runtime: tokio::runtime::Handle) -> StoreHandle {
+        StoreHandle { store: Arc::new(store), runtime }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// Runs `op` on the store's runtime and waits for it from any runtime.
+    pub fn run<T, F, Fut>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Store>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let handle = self.runtime.spawn(op(self.store.clone()));
+        async move { handle.await.map_err(|_| StoreError::RuntimeGone)? }
+    }
+}
+
+/// A database url without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,495 @@
+//! The PostgreSQL backend: batched upserts with `UNNEST`, so a group commit of any size is a
+//! handful of statements in one transaction.
+
+use super::{
+    CatalogSnapshot, CreatedConcert, MaxIds, NewConcert, ScheduleSnapshot, StoreError, Writes,
+};
+use crate::domain::queue::{TokenRecord, TokenState};
+use crate::domain::schedule::{Reservation, ReservationStatus, ScheduleInfo, Seat};
+use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How long a caller waits for a pooled connection before the store reports unavailable:
+/// a database that is down must turn into a prompt 503, not a hang.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections: the persister uses one at a time; loads and the admin routes share the rest.
+const MAX_CONNECTIONS: u32 = 8;
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)?.application_name("boxoffice");
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Ok(PgStore { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres").run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        write_reservations(&mut tx, batch).await?;
+        write_payments(&mut tx, batch).await?;
+        write_wallets(&mut tx, batch).await?;
+        write_ledger(&mut tx, batch).await?;
+        write_tokens(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn load_catalog(&self) -> Result<CatalogSnapshot, StoreError> {
+        let users = sqlx::query("SELECT id FROM users ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| id(row.try_get("id")?, UserId::new))
+            .collect::<Result<_, _>>()?;
+        let concerts = sqlx::query("SELECT id, name FROM concerts ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| Ok((id(row.try_get("id")?, ConcertId::new)?, row.try_get("name")?)))
+            .collect::<Result<Vec<(ConcertId, String)>, StoreError>>()?;
+        let names: HashMap<ConcertId, String> = concerts.iter().cloned().collect();
+        let schedules = sqlx::query(
+            "SELECT id, concert_id, concert_at_ms, reservation_at_ms FROM schedules ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            let concert_id = id(row.try_get("concert_id")?, ConcertId::new)?;
+            Ok(ScheduleInfo {
+                id: id(row.try_get("id")?, ScheduleId::new)?,
+                concert_id,
+                concert_name: names.get(&concert_id).cloned().unwrap_or_default(),
+                concert_at: Timestamp::from_millis(row.try_get("concert_at_ms")?),
+                reservation_at: Timestamp::from_millis(row.try_get("reservation_at_ms")?),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+        Ok(CatalogSnapshot { users, concerts, schedules })
+    }
+
+    pub async fn load_schedule(&self, schedule: ScheduleId) -> Result<ScheduleSnapshot, StoreError> {
+        let seats = sqlx::query(
+            "SELECT id, seat_number, price FROM seats WHERE schedule_id = $1 ORDER BY seat_number",
+        )
+        .bind(schedule.get())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(seat_row)
+        .collect::<Result<Vec<Seat>, StoreError>>()?;
+        let rows = sqlx::query(
+            "SELECT id, user_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms
+             FROM reservations WHERE schedule_id = $1 ORDER BY id",
+        )
+        .bind(schedule.get())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut seats_of: HashMap<i64, Vec<SeatId>> = HashMap::new();
+        for row in sqlx::query(
+            "SELECT h.reservation_id, h.seat_id FROM holds h
+             JOIN reservations r ON r.id = h.reservation_id
+             WHERE r.schedule_id = $1 ORDER BY h.reservation_id, h.seat_order",
+        )
+        .bind(schedule.get())
+        .fetch_all(&self.pool)
+        .await?
+        {
+            seats_of
+                .entry(row.try_get("reservation_id")?)
+                .or_default()
+                .push(id(row.try_get("seat_id")?, SeatId::new)?);
+        }
+        let reservations = rows
+            .iter()
+            .map(|row| {
+                let rid: i64 = row.try_get("id")?;
+                reservation_row(row, schedule, seats_of.remove(&rid).unwrap_or_default())
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ScheduleSnapshot { seats, reservations })
+    }
+
+    pub async fn load_wallet(&self, user: UserId) -> Result<Option<Money>, StoreError> {
+        let row = sqlx::query("SELECT balance FROM wallets WHERE user_id = $1")
+            .bind(user.get())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| money(row.try_get("balance")?)).transpose()
+    }
+
+    pub async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        sqlx::query(
+            "SELECT DISTINCT ON (user_id) id, user_id, position, status, created_at_ms,
+                    admitted_at_ms, active_expires_at_ms, expired_at_ms
+             FROM queue_tokens ORDER BY user_id, position DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(token_row)
+        .collect()
+    }
+
+    pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM reservations) AS reservation,
+                    (SELECT COALESCE(MAX(id), 0) FROM payments) AS payment,
+                    (SELECT COALESCE(MAX(id), 0) FROM ledger) AS ledger",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(MaxIds {
+            reservation: row.try_get("reservation")?,
+            payment: row.try_get("payment")?,
+            ledger: row.try_get("ledger")?,
+        })
+    }
+
+    pub async fn schedule_of(&self, reservation: ReservationId) -> Result<Option<ScheduleId>, StoreError> {
+        let row = sqlx::query("SELECT schedule_id FROM reservations WHERE id = $1")
+            .bind(reservation.get())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| id(row.try_get("schedule_id")?, ScheduleId::new)).transpose()
+    }
+
+    pub async fn create_user(&self, name: &str, balance: Money, now: Timestamp) -> Result<UserId, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let user: i64 = sqlx::query("INSERT INTO users (name, created_at_ms) VALUES ($1, $2) RETURNING id")
+            .bind(name)
+            .bind(now.millis())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("id")?;
+        sqlx::query("INSERT INTO wallets (user_id, balance, updated_at_ms) VALUES ($1, $2, $3)")
+            .bind(user)
+            .bind(balance.won())
+            .bind(now.millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        id(user, UserId::new)
+    }
+
+    pub async fn create_concert(&self, concert: &NewConcert) -> Result<CreatedConcert, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let concert_id: i64 = sqlx::query("INSERT INTO concerts (name) VALUES ($1) RETURNING id")
+            .bind(&concert.name)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("id")?;
+        let concert_id = id(concert_id, ConcertId::new)?;
+        let mut schedules = Vec::with_capacity(concert.schedules.len());
+        for s in &concert.schedules {
+            let schedule_id: i64 = sqlx::query(
+                "INSERT INTO schedules (concert_id, concert_at_ms, reservation_at_ms)
+                 VALUES ($1, $2, $3) RETURNING id",
+            )
+            .bind(concert_id.get())
+            .bind(s.concert_at.millis())
+            .bind(s.reservation_at.millis())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("id")?;
+            let numbers: Vec<i32> = s.seats.iter().map(|(n, _)| *n).collect();
+            let prices: Vec<i64> = s.seats.iter().map(|(_, p)| p.won()).collect();
+            // WITH ORDINALITY keeps the ids in the order the seats were given.
+            let seats = sqlx::query(
+                "INSERT INTO seats (schedule_id, seat_number, price)
+                 SELECT $1, n, p FROM UNNEST($2::int4[], $3::int8[]) WITH ORDINALITY AS u(n, p, o)
+                 ORDER BY o RETURNING id, seat_number, price",
+            )
+            .bind(schedule_id)
+            .bind(&numbers)
+            .bind(&prices)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(seat_row)
+            .collect::<Result<Vec<Seat>, StoreError>>()?;
+            let info = ScheduleInfo {
+                id: id(schedule_id, ScheduleId::new)?,
+                concert_id,
+                concert_name: concert.name.clone(),
+                concert_at: s.concert_at,
+                reservation_at: s.reservation_at,
+            };
+            schedules.push((info, order_like(seats, &numbers)));
+        }
+        tx.commit().await?;
+        Ok(CreatedConcert { id: concert_id, schedules })
+    }
+}
+
+/// `INSERT … RETURNING` does not promise the order of its rows: put them back in input order.
+fn order_like(mut seats: Vec<Seat>, numbers: &[i32]) -> Vec<Seat> {
+    let order: HashMap<i32, usize> = numbers.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    seats.sort_by_key(|s| order.get(&s.number).copied().unwrap_or(usize::MAX));
+    seats
+}
+
+/// The hold state a reservation's seats carry.
+fn hold_state(status: ReservationStatus) -> &'static str {
+    match status {
+        ReservationStatus::Pending => "PENDING",
+        ReservationStatus::Paid => "POSTED",
+        ReservationStatus::Cancelled => "VOIDED",
+        ReservationStatus::Expired => "EXPIRED",
+    }
+}
+
+async fn write_reservations(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Result<(), StoreError> {
+    if batch.reservations.is_empty() {
+        return Ok(());
+    }
+    let rs: Vec<&Reservation> = batch.reservations.values().collect();
+    sqlx::query(
+        "INSERT INTO reservations
+           (id, user_id, schedule_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms)
+         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int8[],
+                              $6::int8[], $7::int8[], $8::int8[])
+         ON CONFLICT (id) DO UPDATE
+           SET status = EXCLUDED.status, updated_at_ms = EXCLUDED.updated_at_ms",
+    )
+    .bind(rs.iter().map(|r| r.id.get()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.user.get()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.schedule.get()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.total.won()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.created_at.millis()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.expires_at.millis()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.updated_at.millis()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    // Released holds first: the one-live-hold-per-seat index is checked row by row, so a seat
+    // released and taken again in the same batch must be freed before it is taken.
+    for live in [false, true] {
+        let (mut reservation, mut seat, mut order, mut state) = (vec![], vec![], vec![], vec![]);
+        for r in rs.iter().filter(|r| r.status.is_live() == live) {
+            for (i, s) in r.seats.iter().enumerate() {
+                reservation.push(r.id.get());
+                seat.push(s.get());
+                order.push(i as i32);
+                state.push(hold_state(r.status));
+            }
+        }
+        if reservation.is_empty() {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO holds (reservation_id, seat_id, seat_order, state)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int4[], $4::text[])
+             ON CONFLICT (reservation_id, seat_id) DO UPDATE SET state = EXCLUDED.state",
+        )
+        .bind(reservation)
+        .bind(seat)
+        .bind(order)
+        .bind(state)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_payments(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Result<(), StoreError> {
+    if batch.payments.is_empty() {
+        return Ok(());
+    }
+    let ps = &batch.payments;
+    sqlx::query(
+        "INSERT INTO payments (id, reservation_id, user_id, amount, created_at_ms)
+         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[])",
+    )
+    .bind(ps.iter().map(|p| p.id.get()).collect::<Vec<_>>())
+    .bind(ps.iter().map(|p| p.reservation.get()).collect::<Vec<_>>())
+    .bind(ps.iter().map(|p| p.user.get()).collect::<Vec<_>>())
+    .bind(ps.iter().map(|p| p.amount.won()).collect::<Vec<_>>())
+    .bind(ps.iter().map(|p| p.at.millis()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_wallets(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Result<(), StoreError> {
+    if batch.wallets.is_empty() {
+        return Ok(());
+    }
+    let ws: Vec<_> = batch.wallets.values().collect();
+    let updated = sqlx::query(
+        "UPDATE wallets SET balance = u.balance, updated_at_ms = u.at
+         FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS u(user_id, balance, at)
+         WHERE wallets.user_id = u.user_id",
+    )
+    .bind(ws.iter().map(|w| w.user.get()).collect::<Vec<_>>())
+    .bind(ws.iter().map(|w| w.balance.won()).collect::<Vec<_>>())
+    .bind(ws.iter().map(|w| w.at.millis()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if updated != ws.len() as u64 {
+        return Err(StoreError::Corrupt(format!("{} of {} wallets exist", updated, ws.len())));
+    }
+    Ok(())
+}
+
+async fn write_ledger(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Result<(), StoreError> {
+    if batch.ledger.is_empty() {
+        return Ok(());
+    }
+    let ls = &batch.ledger;
+    sqlx::query(
+        "INSERT INTO ledger (id, user_id, kind, amount, balance_after, payment_id, created_at_ms)
+         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::int8[],
+                              $6::int8[], $7::int8[])",
+    )
+    .bind(ls.iter().map(|l| l.id).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.user.get()).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.kind.as_str()).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.amount.won()).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.balance_after.won()).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.payment.map(|p| p.get())).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.at.millis()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_tokens(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Result<(), StoreError> {
+    if batch.tokens.is_empty() {
+        return Ok(());
+    }
+    // Expired first, for the one-live-token-per-user index (see write_reservations).
+    for live in [false, true] {
+        let ts: Vec<&TokenRecord> = batch
+            .tokens
+            .values()
+            .filter(|t| !matches!(t.state, TokenState::Expired { .. }) == live)
+            .collect();
+        if ts.is_empty() {
+            continue;
+        }
+        let mut admitted = Vec::with_capacity(ts.len());
+        let mut active_expires = Vec::with_capacity(ts.len());
+        let mut expired = Vec::with_capacity(ts.len());
+        for t in &ts {
+            let (a, e, x) = match t.state {
+                TokenState::Waiting => (None, None, None),
+                TokenState::Active { admitted_at, expires_at } => {
+                    (Some(admitted_at.millis()), Some(expires_at.millis()), None)
+                }
+                TokenState::Expired { at } => (None, None, Some(at.millis())),
+            };
+            admitted.push(a);
+            active_expires.push(e);
+            expired.push(x);
+        }
+        sqlx::query(
+            "INSERT INTO queue_tokens
+               (id, user_id, position, status, created_at_ms, admitted_at_ms, active_expires_at_ms, expired_at_ms)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int8[],
+                                  $6::int8[], $7::int8[], $8::int8[])
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
+               admitted_at_ms = COALESCE(EXCLUDED.admitted_at_ms, queue_tokens.admitted_at_ms),
+               active_expires_at_ms = COALESCE(EXCLUDED.active_expires_at_ms, queue_tokens.active_expires_at_ms),
+               expired_at_ms = EXCLUDED.expired_at_ms",
+        )
+        .bind(ts.iter().map(|t| t.id.get()).collect::<Vec<_>>())
+        .bind(ts.iter().map(|t| t.user.get()).collect::<Vec<_>>())
+        .bind(ts.iter().map(|t| t.position as i64).collect::<Vec<_>>())
+        .bind(ts.iter().map(|t| t.state.name()).collect::<Vec<_>>())
+        .bind(ts.iter().map(|t| t.created_at.millis()).collect::<Vec<_>>())
+        .bind(admitted)
+        .bind(active_expires)
+        .bind(expired)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn id<T>(raw: i64, parse: fn(i64) -> Result<T, crate::domain::IdError>) -> Result<T, StoreError> {
+    parse(raw).map_err(|e| StoreError::Corrupt(format!("id {raw}: {e}")))
+}
+
+fn money(raw: i64) -> Result<Money, StoreError> {
+    Money::new(raw).ok_or_else(|| StoreError::Corrupt(format!("negative amount {raw}")))
+}
+
+fn seat_row(row: &PgRow) -> Result<Seat, StoreError> {
+    Ok(Seat {
+        id: id(row.try_get("id")?, SeatId::new)?,
+        number: row.try_get("seat_number")?,
+        price: money(row.try_get("price")?)?,
+    })
+}
+
+fn reservation_row(row: &PgRow, schedule: ScheduleId, seats: Vec<SeatId>) -> Result<Reservation, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(Reservation {
+        id: id(row.try_get("id")?, ReservationId::new)?,
+        user: id(row.try_get("user_id")?, UserId::new)?,
+        schedule,
+        seats,
+        total: money(row.try_get("total_price")?)?,
+        created_at: Timestamp::from_millis(row.try_get("created_at_ms")?),
+        expires_at: Timestamp::from_millis(row.try_get("expires_at_ms")?),
+        status: ReservationStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("reservation status {status}")))?,
+        updated_at: Timestamp::from_millis(row.try_get("updated_at_ms")?),
+        pinned: false,
+    })
+}
+
+fn token_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
+    let status: String = row.try_get("status")?;
+    let created_at = Timestamp::from_millis(row.try_get("created_at_ms")?);
+    let at = |column: &str| -> Result<Timestamp, StoreError> {
+        let ms: Option<i64> = row.try_get(column)?;
+        ms.map(Timestamp::from_millis)
+            .ok_or_else(|| StoreError::Corrupt(format!("{status} token without {column}")))
+    };
+    let state = match status.as_str() {
+        "WAITING" => TokenState::Waiting,
+        "ACTIVE" => TokenState::Active {
+            admitted_at: at("admitted_at_ms")?,
+            expires_at: at("active_expires_at_ms")?,
+        },
+        "EXPIRED" => TokenState::Expired { at: at("expired_at_ms")? },
+        other => return Err(StoreError::Corrupt(format!("token status {other}"))),
+    };
+    let position: i64 = row.try_get("position")?;
+    Ok(TokenRecord {
+        id: TokenId::new(row.try_get("id")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        user: id(row.try_get("user_id")?, UserId::new)?,
+        position: u64::try_from(position).map_err(|_| StoreError::Corrupt(format!("position {position}")))?,
+        created_at,
+        state,
+    })
+}
