@@ -1,0 +1,107 @@
+//! Real concurrency against a real database: the invariants hold under contention.
+
+use crate::helpers::*;
+use crate::on_both_stores;
+use futures_util::future::join_all;
+use rand::seq::IndexedRandom;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+
+async fn five_hundred_concurrent_attempts_never_hold_a_seat_twice(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let concert = app.create_concert(50, 1_000).await;
+    let users = app.create_users(250, 0).await;
+    let tokens: Vec<i64> = join_all(users.iter().map(|u| app.active_token(*u))).await;
+    let mut rng = rand::rng();
+    let attempts: Vec<(i64, i64, Vec<i64>)> = (0..500)
+        .map(|i| {
+            let count = 1 + i % 2;
+            let seats: Vec<i64> = concert.seats.choose_multiple(&mut rng, count).copied().collect();
+            (users[i % 250], tokens[i % 250], seats)
+        })
+        .collect();
+    let responses = join_all(attempts.iter().map(|(user, token, seats)| async {
+        let response = app.reserve(*user, *token, &concert, seats).await;
+        (response.status().as_u16(), body(response).await)
+    }))
+    .await;
+    let mut owner: HashMap<i64, i64> = HashMap::new();
+    let mut per_user: HashMap<i64, usize> = HashMap::new();
+    for ((user, _, seats), (status, answer)) in attempts.iter().zip(&responses) {
+        match status {
+            201 => {
+                let id = answer["reservationId"].as_i64().unwrap();
+                for seat in seats {
+                    assert!(owner.insert(*seat, id).is_none(), "seat {seat} held twice");
+                }
+                *per_user.entry(*user).or_default() += seats.len();
+            }
+            400 => assert!(
+                answer["error"] == "reservation_failed" || answer["error"] == "seat_limit_exceeded",
+                "unexpected refusal: {answer}"
+            ),
+            other => panic!("unexpected status {other}: {answer}"),
+        }
+    }
+    assert!(!owner.is_empty());
+    assert!(per_user.values().all(|n| *n <= 4));
+    let live = app.db.scalar("SELECT COUNT(*) FROM holds WHERE state IN ('PENDING', 'POSTED')").await;
+    assert_eq!(live as usize, owner.len(), "the database agrees with the acknowledged holds");
+    let doubled = app
+        .db
+        .scalar("SELECT COUNT(*) FROM (SELECT seat_id FROM holds WHERE state IN ('PENDING', 'POSTED') GROUP BY seat_id HAVING COUNT(*) > 1) AS d")
+        .await;
+    assert_eq!(doubled, 0);
+    let taken: HashSet<i64> = app.seat_map(tokens[0], &concert).await.into_iter().filter(|(_, free)| !free).map(|(id, _)| id).collect();
+    assert_eq!(taken, owner.keys().copied().collect::<HashSet<i64>>());
+}
+on_both_stores!(five_hundred_concurrent_attempts_never_hold_a_seat_twice);
+
+async fn two_hundred_concurrent_recharges_and_payments_leave_an_exact_balance(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let app = spawn_app_with(db, |s| s.engine.max_seats_per_user = 100).await;
+    let opening = 50_000;
+    let user = app.create_user(opening).await;
+    let token = app.active_token(user).await;
+    let concert = app.create_concert(100, 10_000).await;
+    let mut reservations = Vec::new();
+    for seat in &concert.seats {
+        let held = app.reserve(user, token, &concert, &[*seat]).await;
+        assert_eq!(held.status().as_u16(), 201);
+        reservations.push(body(held).await["reservationId"].as_i64().unwrap());
+    }
+    let recharges = (0..100).map(|_| async { app.recharge(user, json!(1_000)).await.status().as_u16() });
+    let app = &app;
+    let payments = reservations.iter().map(|id| async move {
+        let response = app.pay(user, token, *id).await;
+        let status = response.status().as_u16();
+        (status, body(response).await)
+    });
+    let (recharged, paid) = tokio::join!(join_all(recharges), join_all(payments));
+    assert!(recharged.iter().all(|s| *s == 200), "every recharge is acknowledged: {recharged:?}");
+    let mut ok_payments = 0;
+    for (status, answer) in &paid {
+        match status {
+            201 => ok_payments += 1,
+            400 => assert_eq!(answer["error"], "not_enough_balance"),
+            401 => assert_eq!(answer["error"], "token_expired", "the first payment spends the token"),
+            other => panic!("unexpected {other}: {answer}"),
+        }
+    }
+    assert!(ok_payments >= 1);
+    let expected = opening + 1_000 * recharged.len() as i64 - 10_000 * ok_payments;
+    assert!(expected >= 0);
+    assert_eq!(app.balance(user).await, expected);
+    let db = &app.db;
+    assert_eq!(db.scalar(&format!("SELECT balance FROM wallets WHERE user_id = {user}")).await, expected);
+    let net = db
+        .scalar(&format!(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN kind = 'RECHARGE' THEN amount ELSE -amount END), 0) AS BIGINT) FROM ledger WHERE user_id = {user}"
+        ))
+        .await;
+    assert_eq!(opening + net, expected, "the ledger explains the balance");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM payments").await, ok_payments);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM reservations WHERE status = 'PAID'").await, ok_payments);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM ledger WHERE balance_after < 0").await, 0);
+}
+on_both_stores!(two_hundred_concurrent_recharges_and_payments_leave_an_exact_balance);

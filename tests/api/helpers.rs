@@ -1,0 +1,365 @@
+//! The test harness: a fresh database per test (PostgreSQL or SQLite), the real application on
+//! port 0, and typed helpers that read like the product.
+
+use boxoffice::clock::{Clock, ManualClock};
+use boxoffice::config::Settings;
+use boxoffice::startup::Application;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const ADMIN_KEY: &str = "test-admin-key";
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The PostgreSQL server the tests use; `BOXOFFICE_TEST_POSTGRES` overrides it.
+pub fn postgres_server() -> String {
+    std::env::var("BOXOFFICE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn unique_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("boxoffice_test_{}_{}_{}", std::process::id(), nanos % 1_000_000_000, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A database that exists for one test and is dropped after it.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    name: String,
+    dir: Option<PathBuf>,
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend) -> Arc<TestDb> {
+        let name = unique_name();
+        match backend {
+            Backend::Postgres => {
+                let server = postgres_server();
+                let admin = format!("{server}/postgres");
+                let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is not reachable at {server} ({e}); start it with \
+                         `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                         or point BOXOFFICE_TEST_POSTGRES at one"
+                    )
+                });
+                sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                    .execute(&pool)
+                    .await
+                    .expect("create the test database");
+                pool.close().await;
+                Arc::new(TestDb { backend, url: format!("{server}/{name}"), name, dir: None })
+            }
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(&name);
+                std::fs::create_dir_all(&dir).expect("create a temp dir");
+                let url = format!("sqlite://{}", dir.join("boxoffice.db").display());
+                Arc::new(TestDb { backend, url, name, dir: Some(dir) })
+            }
+        }
+    }
+
+    /// One number from the database, for checking what was really committed.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        match self.backend {
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.expect("connect to the test database");
+                let value: i64 = sqlx::query_scalar(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                pool.close().await;
+                value
+            }
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.expect("open the test database");
+                let value: i64 = sqlx::query_scalar(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                pool.close().await;
+                value
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+            return;
+        }
+        let admin = format!("{}/postgres", postgres_server());
+        let name = self.name.clone();
+        // Drop runs outside any async context we could borrow: use a short-lived runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let pool = sqlx::PgPool::connect(&admin).await.ok()?;
+                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = sqlx::query(&drop).execute(&pool).await;
+                pool.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// The application under test, on its own database.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: Arc<TestDb>,
+    pub settings: Settings,
+    pub clock: Arc<ManualClock>,
+    handle: actix_web::dev::ServerHandle,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// A concert with one schedule, as the admin route created it.
+#[derive(Debug, Clone)]
+pub struct Concert {
+    pub id: i64,
+    pub schedule: i64,
+    pub seats: Vec<i64>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(TestDb::create(backend).await, |_| {}).await
+}
+
+/// Starts the application on `db` with settings adjusted by `tweak`.
+pub async fn spawn_app_with(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on(db, Arc::new(ManualClock::new()), tweak).await
+}
+
+pub async fn spawn_app_on(db: Arc<TestDb>, clock: Arc<ManualClock>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    boxoffice::telemetry::init_with_default("warn");
+    let mut settings = Settings::for_database(db.url.clone());
+    settings.admin_key = Some(ADMIN_KEY.into());
+    tweak(&mut settings);
+    let app = Application::build_with_clock(settings.clone(), clock.clone() as Arc<dyn Clock>)
+        .await
+        .expect("the application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let (tx, stopped) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        let _ = app.run_until_stopped().await;
+        let _ = tx.send(());
+    });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a client");
+    TestApp { address, client, db, settings, clock, handle, stopped }
+}
+
+impl TestApp {
+    /// Stops gracefully: the server, then the persister (drained), then the store.
+    pub async fn stop(self) -> (Arc<TestDb>, Settings, Arc<ManualClock>) {
+        self.handle.stop(true).await;
+        let _ = self.stopped.await;
+        (self.db, self.settings, self.clock)
+    }
+
+    /// Stops and starts again on the same database, as after a deploy.
+    pub async fn restart(self) -> TestApp {
+        let (db, settings, clock) = self.stop().await;
+        spawn_app_on(db, clock, move |s| *s = settings).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<i64>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.header("TOKEN-ID", token.to_string());
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn post(&self, path: &str, token: Option<i64>, body: Value) -> Response {
+        let mut request = self.client.post(self.url(path)).json(&body);
+        if let Some(token) = token {
+            request = request.header("TOKEN-ID", token.to_string());
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn create_user(&self, balance: i64) -> i64 {
+        let response = self
+            .client
+            .post(self.url("/v1/admin/users"))
+            .header("X-Admin-Key", ADMIN_KEY)
+            .json(&json!({ "name": "tester", "balance": balance }))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        body(response).await["userId"].as_i64().expect("a user id")
+    }
+
+    pub async fn create_users(&self, count: usize, balance: i64) -> Vec<i64> {
+        let mut users = Vec::with_capacity(count);
+        for _ in 0..count {
+            users.push(self.create_user(balance).await);
+        }
+        users
+    }
+
+    /// A concert whose one schedule is open for booking, with `seats` seats at `price`.
+    pub async fn create_concert(&self, seats: usize, price: i64) -> Concert {
+        self.create_concert_with(seats, price, "2020-01-01T00:00:00", "2099-01-01T10:00:00").await
+    }
+
+    pub async fn create_concert_with(&self, seats: usize, price: i64, reservation_at: &str, concert_at: &str) -> Concert {
+        let seat_map: Vec<Value> = (1..=seats).map(|n| json!({ "seatNumber": n, "price": price })).collect();
+        let response = self
+            .client
+            .post(self.url("/v1/admin/concerts"))
+            .header("X-Admin-Key", ADMIN_KEY)
+            .json(&json!({ "name": "콘서트", "schedules": [
+                { "concertAt": concert_at, "reservationAt": reservation_at, "seats": seat_map }
+            ] }))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let created = body(response).await;
+        let schedule = &created["schedules"][0];
+        Concert {
+            id: created["concertId"].as_i64().expect("a concert id"),
+            schedule: schedule["scheduleId"].as_i64().expect("a schedule id"),
+            seats: schedule["seatIds"].as_array().expect("seat ids").iter().filter_map(Value::as_i64).collect(),
+        }
+    }
+
+    pub async fn join(&self, user: i64) -> Response {
+        self.client.post(self.url(&format!("/v1/queue-tokens/users/{user}"))).send().await.expect("request sent")
+    }
+
+    pub async fn status(&self, user: i64, token: i64) -> Response {
+        self.get(&format!("/v1/queue-status/users/{user}"), Some(token)).await
+    }
+
+    /// Joins and polls until admitted; returns the ACTIVE token.
+    pub async fn active_token(&self, user: i64) -> i64 {
+        let joined = self.join(user).await;
+        assert!(joined.status().is_success(), "join answered {}", joined.status());
+        let token = body(joined).await["tokenId"].as_i64().expect("a token id");
+        self.wait_for_status(user, token, "ACTIVE").await;
+        token
+    }
+
+    /// Polls until the token reaches `status` (within a few seconds).
+    pub async fn wait_for_status(&self, user: i64, token: i64, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let polled = body(self.status(user, token).await).await;
+            if polled["status"] == status {
+                return polled;
+            }
+            assert!(Instant::now() < deadline, "token {token} never became {status}: {polled}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn reserve(&self, user: i64, token: i64, concert: &Concert, seats: &[i64]) -> Response {
+        let request = json!({ "userId": user, "concertId": concert.id, "scheduleId": concert.schedule, "seatIds": seats });
+        self.post("/v1/reservations", Some(token), request).await
+    }
+
+    pub async fn pay(&self, user: i64, token: i64, reservation: i64) -> Response {
+        self.post(&format!("/v1/payments/users/{user}"), Some(token), json!({ "reservationId": reservation })).await
+    }
+
+    pub async fn recharge(&self, user: i64, amount: Value) -> Response {
+        self.post(&format!("/v1/balance/users/{user}/recharge"), None, json!({ "amount": amount })).await
+    }
+
+    pub async fn balance(&self, user: i64) -> i64 {
+        let response = self.get(&format!("/v1/balance/users/{user}"), None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        body(response).await["currentAmount"].as_i64().expect("an amount")
+    }
+
+    /// Seat id → AVAILABLE?
+    pub async fn seat_map(&self, token: i64, concert: &Concert) -> Vec<(i64, bool)> {
+        let path = format!("/v1/concerts/{}/schedules/{}/seats", concert.id, concert.schedule);
+        let response = self.get(&path, Some(token)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        body(response).await["seats"]
+            .as_array()
+            .expect("seats")
+            .iter()
+            .map(|s| (s["seatId"].as_i64().expect("an id"), s["seatStatus"] == "AVAILABLE"))
+            .collect()
+    }
+}
+
+pub async fn body(response: Response) -> Value {
+    let status = response.status();
+    let text = response.text().await.expect("a body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text}"))
+}
+
+/// Asserts the error envelope: status, slug and message.
+pub async fn assert_error(response: Response, status: u16, error: &str, message: &str) {
+    assert_eq!(response.status().as_u16(), status, "wrong status");
+    let value = body(response).await;
+    assert_eq!(value["code"], status, "{value}");
+    assert_eq!(value["error"], error, "{value}");
+    if !message.is_empty() {
+        assert_eq!(value["message"], message, "{value}");
+    }
+}
+
+/// Runs a test body once per store.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($(#[$meta:meta])* $name:ident) => {
+        mod $name {
+            #[actix_web::test]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+            #[actix_web::test]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+        }
+    };
+}
+
+/// Runs a test body on PostgreSQL only.
+#[macro_export]
+macro_rules! on_postgres {
+    ($name:ident) => {
+        mod $name {
+            #[actix_web::test]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    };
+}

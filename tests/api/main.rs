@@ -1,0 +1,13 @@
+//! Integration tests: the real application on port 0, a fresh database per test, on both stores.
+
+mod helpers;
+
+mod admin;
+mod balance;
+mod concerts;
+mod concurrency;
+mod errors;
+mod payments;
+mod queue;
+mod reservations;
+mod restart;

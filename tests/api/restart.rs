@@ -1,0 +1,68 @@
+//! A restart rebuilds every actor from the database: nothing acknowledged is lost.
+
+use crate::helpers::*;
+use crate::on_both_stores;
+use serde_json::json;
+use std::time::Duration;
+
+async fn holds_payments_balances_and_the_line_survive_a_restart(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let app = spawn_app_with(db, |s| s.engine.max_active = 2).await;
+    let users = app.create_users(5, 30_000).await;
+    let (a, b, c, d, e) = (users[0], users[1], users[2], users[3], users[4]);
+    let ta = app.active_token(a).await;
+    let tb = app.active_token(b).await;
+    let mut tokens = Vec::new();
+    for user in [c, d, e] {
+        tokens.push(body(app.join(user).await).await["tokenId"].as_i64().unwrap());
+    }
+    let (tc, td, te) = (tokens[0], tokens[1], tokens[2]);
+    let concert = app.create_concert(4, 10_000).await;
+    let held = body(app.reserve(a, ta, &concert, &concert.seats[0..1]).await).await["reservationId"].as_i64().unwrap();
+    let sold = body(app.reserve(b, tb, &concert, &concert.seats[1..2]).await).await["reservationId"].as_i64().unwrap();
+    assert_eq!(app.pay(b, tb, sold).await.status().as_u16(), 201);
+    app.wait_for_status(c, tc, "ACTIVE").await;
+    assert_eq!(body(app.recharge(a, json!(7_000)).await).await["currentAmount"], 37_000);
+    let d_before = body(app.status(d, td).await).await;
+    let e_before = body(app.status(e, te).await).await;
+    assert_eq!(e_before["remainingWaitListCount"], 1);
+
+    let app = app.restart().await;
+
+    let map = app.seat_map(ta, &concert).await;
+    assert_eq!(map.iter().map(|(_, free)| *free).collect::<Vec<_>>(), vec![false, false, true, true]);
+    let pending = app.get(&format!("/v1/reservations/{held}?userId={a}"), Some(ta)).await;
+    assert_eq!(body(pending).await["reservationStatus"], "PAYMENT_PENDING");
+    assert_eq!(app.balance(a).await, 37_000);
+    assert_eq!(app.balance(b).await, 20_000);
+    assert_eq!(app.db.scalar(&format!("SELECT COUNT(*) FROM reservations WHERE id = {sold} AND status = 'PAID'")).await, 1);
+    assert_eq!(body(app.status(b, tb).await).await["status"], "EXPIRED");
+    assert_eq!(body(app.status(c, tc).await).await["status"], "ACTIVE");
+    let d_after = body(app.status(d, td).await).await;
+    let e_after = body(app.status(e, te).await).await;
+    for field in ["queueId", "status", "remainingWaitListCount", "joinAt"] {
+        assert_eq!(d_after[field], d_before[field], "{field}");
+        assert_eq!(e_after[field], e_before[field], "{field}");
+    }
+    // The line goes on where it stopped: a's payment admits d, not e.
+    assert_eq!(app.pay(a, ta, held).await.status().as_u16(), 201);
+    app.wait_for_status(d, td, "ACTIVE").await;
+    assert_eq!(body(app.status(e, te).await).await["status"], "WAITING");
+}
+on_both_stores!(holds_payments_balances_and_the_line_survive_a_restart);
+
+async fn holds_that_expired_while_down_are_released_at_boot(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let user = app.create_user(100_000).await;
+    let token = app.active_token(user).await;
+    let concert = app.create_concert(2, 1_000).await;
+    let id = body(app.reserve(user, token, &concert, &concert.seats).await).await["reservationId"].as_i64().unwrap();
+    let (db, settings, clock) = app.stop().await;
+    clock.advance(Duration::from_secs(301));
+    let app = spawn_app_on(db, clock, move |s| *s = settings).await;
+    let expired = app.db.scalar(&format!("SELECT COUNT(*) FROM reservations WHERE id = {id} AND status = 'EXPIRED'")).await;
+    assert_eq!(expired, 1, "released before the port opened");
+    assert!(app.seat_map(token, &concert).await.iter().all(|(_, free)| *free));
+    assert_error(app.pay(user, token, id).await, 400, "reservation_expired", "reservation expired").await;
+}
+on_both_stores!(holds_that_expired_while_down_are_released_at_boot);
