@@ -15,7 +15,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
         Timestamp::from_millis(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
     }
 }
@@ -41,6 +43,9 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         let real = SystemClock.now();
-        Timestamp::from_millis(real.millis().saturating_add(self.offset_ms.load(Ordering::SeqCst)))
+        Timestamp::from_millis(
+            real.millis()
+                .saturating_add(self.offset_ms.load(Ordering::SeqCst)),
+        )
     }
 }

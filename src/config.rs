@@ -147,11 +147,21 @@ mod tests {
     #[test]
     fn flags_parse_into_settings() {
         let cli = Cli::try_parse_from([
-            "boxoffice", "serve", "--database-url", "postgres://x@y/z", "--hold-ttl-secs", "7",
-            "--timezone-offset", "+09:00", "--max-active", "3",
+            "boxoffice",
+            "serve",
+            "--database-url",
+            "postgres://x@y/z",
+            "--hold-ttl-secs",
+            "7",
+            "--timezone-offset",
+            "+09:00",
+            "--max-active",
+            "3",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command else { panic!("serve expected") };
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
         let settings = Settings::from(args);
         assert_eq!(settings.engine.hold_ttl, Duration::from_secs(7));
         assert_eq!(settings.engine.max_active, 3);

@@ -13,13 +13,15 @@
 //! - [`store`]: every SQL statement, behind one interface, one module per backend.
 //! - [`domain`]: the pure rules — ids, money, holds, wallets, the waiting line — with time
 //!   passed in, unit- and property-tested.
-//! - [`config`], [`startup`], [`telemetry`], [`clock`]: settings, wiring, logs, time.
+//! - [`config`], [`startup`], [`telemetry`], [`clock`], [`demo`]: settings, wiring, logs, time,
+//!   and the demo data of `serve --demo`.
 //!
 //! See `ARCHITECTURE.md` for who owns what and one request followed end to end.
 
 pub mod actors;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod startup;

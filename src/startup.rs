@@ -21,9 +21,14 @@ pub enum StartupError {
     #[error("cannot rebuild state from the database: {0}")]
     Recover(StoreError),
     #[error("cannot listen on {bind}: {source}")]
-    Bind { bind: String, source: std::io::Error },
+    Bind {
+        bind: String,
+        source: std::io::Error,
+    },
     #[error("cannot start the store's runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot load the demo data: {0}")]
+    Demo(String),
     #[error("the server stopped with an error: {0}")]
     Serve(std::io::Error),
 }
@@ -43,7 +48,11 @@ impl StoreRuntime {
     }
 
     fn handle(&self) -> tokio::runtime::Handle {
-        self.0.as_ref().expect("present until dropped").handle().clone()
+        self.0
+            .as_ref()
+            .expect("present until dropped")
+            .handle()
+            .clone()
     }
 }
 
@@ -63,7 +72,10 @@ async fn open_store(url: &str, runtime: &tokio::runtime::Handle) -> Result<Store
         .spawn(async move { Store::connect(&owned).await })
         .await
         .map_err(|_| StartupError::Runtime(std::io::Error::other("store runtime stopped")))?
-        .map_err(|source| StartupError::Connect { url: redact(url), source })?;
+        .map_err(|source| StartupError::Connect {
+            url: redact(url),
+            source,
+        })?;
     let migrating = store.clone();
     runtime
         .spawn(async move { migrating.migrate().await })
@@ -78,7 +90,10 @@ pub async fn migrate(url: &str) -> Result<(), StartupError> {
     let runtime = StoreRuntime::new()?;
     let store = open_store(url, &runtime.handle()).await?;
     let closing = store.clone();
-    let _ = runtime.handle().spawn(async move { closing.close().await }).await;
+    let _ = runtime
+        .handle()
+        .spawn(async move { closing.close().await })
+        .await;
     Ok(())
 }
 
@@ -98,34 +113,78 @@ impl Application {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
-    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Application, StartupError> {
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, StartupError> {
         let runtime = StoreRuntime::new()?;
         let store = open_store(&settings.database_url, &runtime.handle()).await?;
         let store = StoreHandle::new(store, runtime.handle());
-        let (persister, persister_task) =
-            Persister::start(store.store().clone(), &runtime.handle(), settings.engine.persister_capacity);
+        let (persister, persister_task) = Persister::start(
+            store.store().clone(),
+            &runtime.handle(),
+            settings.engine.persister_capacity,
+        );
         let engine = Engine::start(settings.engine.clone(), clock, store.clone(), persister)
             .await
             .map_err(StartupError::Recover)?;
-        let listener = TcpListener::bind(&settings.bind)
-            .map_err(|source| StartupError::Bind { bind: settings.bind.clone(), source })?;
-        let bind_error = |source| StartupError::Bind { bind: settings.bind.clone(), source };
+        let demo = if settings.demo {
+            crate::demo::seed_if_empty(&engine)
+                .await
+                .map_err(|e| StartupError::Demo(e.to_string()))?
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(&settings.bind).map_err(|source| StartupError::Bind {
+            bind: settings.bind.clone(),
+            source,
+        })?;
+        let bind_error = |source| StartupError::Bind {
+            bind: settings.bind.clone(),
+            source,
+        };
         let port = listener.local_addr().map_err(bind_error)?.port();
         let state = web::Data::new(AppState {
             engine: engine.clone(),
             timezone: settings.timezone,
             admin_key: settings.admin_key.clone(),
         });
-        let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::configure))
-            .workers(settings.http_workers.max(1))
-            .backlog(4096)
-            .shutdown_timeout(10);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(http::configure)
+        })
+        .workers(settings.http_workers.max(1))
+        .backlog(4096)
+        .shutdown_timeout(10);
         if !settings.handle_signals {
             server = server.disable_signals();
         }
         let server = server.listen(listener).map_err(bind_error)?.run();
         tracing::info!(port, database = %redact(&settings.database_url), "boxoffice is serving");
-        Ok(Application { port, server, engine, persister_task, store, runtime })
+        if let Some(concert) = demo {
+            let host = settings
+                .bind
+                .rsplit_once(':')
+                .map_or("127.0.0.1", |(host, _)| host);
+            let host = if host == "0.0.0.0" || host == "[::]" {
+                "127.0.0.1"
+            } else {
+                host
+            };
+            println!(
+                "{}",
+                crate::demo::try_this(&format!("http://{host}:{port}"), concert)
+            );
+        }
+        Ok(Application {
+            port,
+            server,
+            engine,
+            persister_task,
+            store,
+            runtime,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -143,15 +202,23 @@ impl Application {
 
     /// Serves until stopped, then drains the persister and closes the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Application { server, engine, persister_task, store, runtime, .. } = self;
+        let Application {
+            server,
+            engine,
+            persister_task,
+            store,
+            runtime,
+            ..
+        } = self;
         let served = server.await;
         engine.shutdown().await;
         let _ = persister_task.await;
-        let _ = store.run(|s| async move {
-            s.close().await;
-            Ok(())
-        })
-        .await;
+        let _ = store
+            .run(|s| async move {
+                s.close().await;
+                Ok(())
+            })
+            .await;
         drop(runtime);
         tracing::info!("boxoffice stopped");
         served

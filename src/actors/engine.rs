@@ -9,13 +9,18 @@ use super::schedule::{
     CancelReservation, HoldSeats, ListSeats, PinHold, PostHold, ReadReservation, RebuildSchedule,
     ReservationView, ScheduleActor, SeatView, UnpinHold,
 };
-use super::wallet::{DebitForPayment, PaymentReceipt, ReadBalance, RebuildWallet, Recharge, WalletActor, WalletRefusal};
+use super::wallet::{
+    DebitForPayment, PaymentReceipt, ReadBalance, RebuildWallet, Recharge, WalletActor,
+    WalletRefusal,
+};
 use super::{ask, ActorError, Unavailable};
 use crate::clock::Clock;
 use crate::domain::queue::{TokenRecord, TokenRule, TokenStatus, WaitingLine};
 use crate::domain::schedule::{BookingRule, ScheduleBook, ScheduleInfo};
 use crate::domain::wallet::WalletRule;
-use crate::domain::{ConcertId, Money, PaymentId, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId};
+use crate::domain::{
+    ConcertId, Money, PaymentId, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
+};
 use crate::store::{CreatedConcert, NewConcert, StoreError, StoreHandle};
 use actix::prelude::*;
 use dashmap::DashMap;
@@ -110,7 +115,8 @@ impl Core {
 
     /// A stopped wallet actor leaves the registry (only if no successor took its place).
     pub fn forget_wallet(&self, user: UserId, instance: u64, _generation: u64) {
-        self.wallets.remove_if(&user, |_, slot| slot.instance == instance);
+        self.wallets
+            .remove_if(&user, |_, slot| slot.instance == instance);
     }
 }
 
@@ -258,12 +264,16 @@ impl Engine {
             next_ledger: AtomicI64::new(max.ledger + 1),
             wallets: DashMap::new(),
         });
-        let arbiters: Vec<Arbiter> = (0..settings.actor_threads.max(1)).map(|_| Arbiter::new()).collect();
+        let arbiters: Vec<Arbiter> = (0..settings.actor_threads.max(1))
+            .map(|_| Arbiter::new())
+            .collect();
         let line = WaitingLine::restore(QueueActor::policy(&settings), tokens, now);
         let queue_view = Arc::new(QueueView::new(line));
         let queue = {
             let (view, core) = (queue_view.clone(), core.clone());
-            QueueActor::start_in_arbiter(&arbiters[0].handle(), move |_| QueueActor::new(view, core))
+            QueueActor::start_in_arbiter(&arbiters[0].handle(), move |_| {
+                QueueActor::new(view, core)
+            })
         };
         let inner = Arc::new(Inner {
             core: core.clone(),
@@ -279,16 +289,29 @@ impl Engine {
         });
         let engine = Engine { inner };
         for (id, _name) in &catalog.concerts {
-            engine.inner.concerts.insert(*id, ConcertEntry { schedules: Vec::new() });
+            engine.inner.concerts.insert(
+                *id,
+                ConcertEntry {
+                    schedules: Vec::new(),
+                },
+            );
         }
         for info in catalog.schedules {
             let upcoming = info.concert_at > now;
             let entry = engine.register_schedule(info);
             if upcoming {
                 let id = entry.info.id;
-                let snapshot = store.run(move |s| async move { s.load_schedule(id).await }).await?;
-                let book = ScheduleBook::restore(entry.info.clone(), snapshot.seats, snapshot.reservations)
-                    .map_err(|seat| StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds")))?;
+                let snapshot = store
+                    .run(move |s| async move { s.load_schedule(id).await })
+                    .await?;
+                let book = ScheduleBook::restore(
+                    entry.info.clone(),
+                    snapshot.seats,
+                    snapshot.reservations,
+                )
+                .map_err(|seat| {
+                    StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds"))
+                })?;
                 engine.start_schedule(entry, Some(book));
             }
         }
@@ -297,21 +320,33 @@ impl Engine {
         // Releases of holds that expired while down were submitted as the actors started.
         // Wait for them, so the port opens on a state the database agrees with.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        persister.flush().await.map_err(|u| StoreError::Corrupt(format!("recovery writes failed: {u}")))?;
+        persister
+            .flush()
+            .await
+            .map_err(|u| StoreError::Corrupt(format!("recovery writes failed: {u}")))?;
         engine.inner.ready.store(true, Ordering::Release);
         Ok(engine)
     }
 
     fn register_schedule(&self, info: ScheduleInfo) -> Arc<ScheduleEntry> {
-        let entry = Arc::new(ScheduleEntry { info, available: AtomicUsize::new(0) });
-        self.inner.schedule_entries.insert(entry.info.id, entry.clone());
+        let entry = Arc::new(ScheduleEntry {
+            info,
+            available: AtomicUsize::new(0),
+        });
+        self.inner
+            .schedule_entries
+            .insert(entry.info.id, entry.clone());
         let mut concert = self
             .inner
             .concerts
             .entry(entry.info.concert_id)
-            .or_insert_with(|| ConcertEntry { schedules: Vec::new() });
+            .or_insert_with(|| ConcertEntry {
+                schedules: Vec::new(),
+            });
         concert.schedules.push(entry.clone());
-        concert.schedules.sort_by_key(|s| (s.info.concert_at, s.info.id));
+        concert
+            .schedules
+            .sort_by_key(|s| (s.info.concert_at, s.info.id));
         entry
     }
 
@@ -320,7 +355,11 @@ impl Engine {
         arbiters[(key.unsigned_abs() % arbiters.len() as u64) as usize].handle()
     }
 
-    fn start_schedule(&self, entry: Arc<ScheduleEntry>, book: Option<ScheduleBook>) -> Addr<ScheduleActor> {
+    fn start_schedule(
+        &self,
+        entry: Arc<ScheduleEntry>,
+        book: Option<ScheduleBook>,
+    ) -> Addr<ScheduleActor> {
         let id = entry.info.id;
         let core = self.inner.core.clone();
         let addr = ScheduleActor::start_in_arbiter(&self.arbiter(id.get()), move |_| match book {
@@ -336,11 +375,18 @@ impl Engine {
         if let Some(addr) = self.inner.schedules.get(&id) {
             return Ok(addr.clone());
         }
-        let entry = self.inner.schedule_entries.get(&id).map(|e| e.clone()).ok_or(BookingError::ScheduleNotFound)?;
+        let entry = self
+            .inner
+            .schedule_entries
+            .get(&id)
+            .map(|e| e.clone())
+            .ok_or(BookingError::ScheduleNotFound)?;
         let inner = &self.inner;
         let addr = inner.schedules.entry(id).or_insert_with(|| {
             let core = inner.core.clone();
-            ScheduleActor::start_in_arbiter(&self.arbiter(id.get()), move |_| ScheduleActor::lazy(entry, core))
+            ScheduleActor::start_in_arbiter(&self.arbiter(id.get()), move |_| {
+                ScheduleActor::lazy(entry, core)
+            })
         });
         Ok(addr.clone())
     }
@@ -349,14 +395,19 @@ impl Engine {
     fn wallet(&self, user: UserId) -> Addr<WalletActor> {
         let core = &self.inner.core;
         match core.wallets.entry(user) {
-            dashmap::Entry::Occupied(slot) if slot.get().addr.connected() => slot.get().addr.clone(),
+            dashmap::Entry::Occupied(slot) if slot.get().addr.connected() => {
+                slot.get().addr.clone()
+            }
             entry => {
                 let instance = self.inner.next_instance.fetch_add(1, Ordering::Relaxed);
                 let actor_core = core.clone();
                 let addr = WalletActor::start_in_arbiter(&self.arbiter(user.get()), move |_| {
                     WalletActor::new(user, instance, actor_core)
                 });
-                entry.insert(WalletSlot { instance, addr: addr.clone() });
+                entry.insert(WalletSlot {
+                    instance,
+                    addr: addr.clone(),
+                });
                 addr
             }
         }
@@ -382,7 +433,15 @@ impl Engine {
     /// Whether the database answers now.
     pub async fn ping_store(&self) -> bool {
         let ping = self.inner.core.store.run(|s| async move { s.ping().await });
-        matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(())))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), ping).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// No users and no concerts: a fresh store.
+    pub fn is_empty(&self) -> bool {
+        self.inner.users.is_empty() && self.inner.concerts.is_empty()
     }
 
     pub fn user_exists(&self, user: UserId) -> bool {
@@ -401,17 +460,22 @@ impl Engine {
         if !self.user_exists(user) {
             return Err(QueueError::UserNotFound);
         }
-        ask(&self.inner.queue, |reply| JoinQueue { user, reply }).await.map_err(|e| match e {
-            ActorError::Rejected(rule) => QueueError::Token(rule),
-            ActorError::Unavailable(u) => QueueError::Unavailable(u),
-        })
+        ask(&self.inner.queue, |reply| JoinQueue { user, reply })
+            .await
+            .map_err(|e| match e {
+                ActorError::Rejected(rule) => QueueError::Token(rule),
+                ActorError::Unavailable(u) => QueueError::Unavailable(u),
+            })
     }
 
     pub fn token_of(&self, user: UserId) -> Result<TokenRecord, QueueError> {
         if !self.user_exists(user) {
             return Err(QueueError::UserNotFound);
         }
-        self.inner.queue_view.token_of(user).ok_or(QueueError::TokenNotFound)
+        self.inner
+            .queue_view
+            .token_of(user)
+            .ok_or(QueueError::TokenNotFound)
     }
 
     /// A status poll, answered from the published line (never the actor's mailbox).
@@ -424,7 +488,11 @@ impl Engine {
     }
 
     /// Checks that `token` is ACTIVE, and `user`'s when a user is named.
-    pub fn authorize(&self, token: Option<TokenId>, user: Option<UserId>) -> Result<TokenRecord, TokenRule> {
+    pub fn authorize(
+        &self,
+        token: Option<TokenId>,
+        user: Option<UserId>,
+    ) -> Result<TokenRecord, TokenRule> {
         let token = token.ok_or(TokenRule::Invalid)?;
         self.inner.queue_view.authorize(token, user, self.now())
     }
@@ -432,9 +500,16 @@ impl Engine {
     // --- concerts and seats -----------------------------------------------------------
 
     /// Schedules of a concert still to come, by date, with their free seats.
-    pub fn upcoming_schedules(&self, concert: ConcertId) -> Result<Vec<(ScheduleInfo, usize)>, BookingError> {
+    pub fn upcoming_schedules(
+        &self,
+        concert: ConcertId,
+    ) -> Result<Vec<(ScheduleInfo, usize)>, BookingError> {
         let now = self.now();
-        let entry = self.inner.concerts.get(&concert).ok_or(BookingError::ConcertNotFound)?;
+        let entry = self
+            .inner
+            .concerts
+            .get(&concert)
+            .ok_or(BookingError::ConcertNotFound)?;
         Ok(entry
             .schedules
             .iter()
@@ -443,7 +518,11 @@ impl Engine {
             .collect())
     }
 
-    fn schedule_of_concert(&self, concert: ConcertId, schedule: ScheduleId) -> Result<ScheduleInfo, BookingError> {
+    fn schedule_of_concert(
+        &self,
+        concert: ConcertId,
+        schedule: ScheduleId,
+    ) -> Result<ScheduleInfo, BookingError> {
         if !self.inner.concerts.contains_key(&concert) {
             return Err(BookingError::ConcertNotFound);
         }
@@ -453,7 +532,11 @@ impl Engine {
         }
     }
 
-    pub async fn seats(&self, concert: ConcertId, schedule: ScheduleId) -> Result<(ScheduleInfo, Vec<SeatView>), BookingError> {
+    pub async fn seats(
+        &self,
+        concert: ConcertId,
+        schedule: ScheduleId,
+    ) -> Result<(ScheduleInfo, Vec<SeatView>), BookingError> {
         let info = self.schedule_of_concert(concert, schedule)?;
         let addr = self.schedule(schedule)?;
         let seats = ask(&addr, |reply| ListSeats { reply }).await?;
@@ -462,7 +545,13 @@ impl Engine {
 
     // --- reservations -----------------------------------------------------------------
 
-    pub async fn hold(&self, user: UserId, concert: ConcertId, schedule: ScheduleId, seats: Vec<SeatId>) -> Result<ReservationView, BookingError> {
+    pub async fn hold(
+        &self,
+        user: UserId,
+        concert: ConcertId,
+        schedule: ScheduleId,
+        seats: Vec<SeatId>,
+    ) -> Result<ReservationView, BookingError> {
         if !self.user_exists(user) {
             return Err(BookingError::UserNotFound);
         }
@@ -476,7 +565,12 @@ impl Engine {
         if let Some(schedule) = self.inner.core.reservations.get(&id) {
             return Ok(*schedule);
         }
-        let found = self.inner.core.store.run(move |s| async move { s.schedule_of(id).await }).await;
+        let found = self
+            .inner
+            .core
+            .store
+            .run(move |s| async move { s.schedule_of(id).await })
+            .await;
         match found {
             Ok(Some(schedule)) => Ok(schedule),
             Ok(None) => Err(BookingRule::ReservationNotFound.into()),
@@ -487,7 +581,11 @@ impl Engine {
         }
     }
 
-    pub async fn reservation(&self, user: UserId, id: ReservationId) -> Result<ReservationView, BookingError> {
+    pub async fn reservation(
+        &self,
+        user: UserId,
+        id: ReservationId,
+    ) -> Result<ReservationView, BookingError> {
         if !self.user_exists(user) {
             return Err(BookingError::UserNotFound);
         }
@@ -495,7 +593,11 @@ impl Engine {
         Ok(ask(&addr, |reply| ReadReservation { id, user, reply }).await?)
     }
 
-    pub async fn cancel(&self, user: UserId, id: ReservationId) -> Result<ReservationView, BookingError> {
+    pub async fn cancel(
+        &self,
+        user: UserId,
+        id: ReservationId,
+    ) -> Result<ReservationView, BookingError> {
         if !self.user_exists(user) {
             return Err(BookingError::UserNotFound);
         }
@@ -506,7 +608,12 @@ impl Engine {
     // --- payments ---------------------------------------------------------------------
 
     /// Pays a reservation with the user's wallet; `token` is consumed in the same transaction.
-    pub async fn pay(&self, user: UserId, id: ReservationId, token: TokenId) -> Result<PaymentReceipt, PaymentError> {
+    pub async fn pay(
+        &self,
+        user: UserId,
+        id: ReservationId,
+        token: TokenId,
+    ) -> Result<PaymentReceipt, PaymentError> {
         if !self.user_exists(user) {
             return Err(PaymentError::UserNotFound);
         }
@@ -517,12 +624,21 @@ impl Engine {
         actix_rt::spawn(async move {
             let _ = tx.send(engine.settle(user, id, schedule, token).await);
         });
-        rx.await.unwrap_or(Err(PaymentError::Unavailable(Unavailable::Busy)))
+        rx.await
+            .unwrap_or(Err(PaymentError::Unavailable(Unavailable::Busy)))
     }
 
-    async fn settle(&self, user: UserId, id: ReservationId, schedule: ScheduleId, token: TokenId) -> Result<PaymentReceipt, PaymentError> {
+    async fn settle(
+        &self,
+        user: UserId,
+        id: ReservationId,
+        schedule: ScheduleId,
+        token: TokenId,
+    ) -> Result<PaymentReceipt, PaymentError> {
         let addr = self.schedule(schedule)?;
-        let pinned = ask(&addr, |reply| PinHold { id, user, reply }).await.map_err(BookingError::from)?;
+        let pinned = ask(&addr, |reply| PinHold { id, user, reply })
+            .await
+            .map_err(BookingError::from)?;
         let now = self.now();
         let core = &self.inner.core;
         let paid = ScheduleBook::as_paid(&pinned.reservation, now);
@@ -574,14 +690,29 @@ impl Engine {
 
     pub async fn create_user(&self, name: String, balance: Money) -> Result<UserId, AdminError> {
         let now = self.now();
-        let user = self.inner.core.store.run(move |s| async move { s.create_user(&name, balance, now).await }).await?;
+        let user = self
+            .inner
+            .core
+            .store
+            .run(move |s| async move { s.create_user(&name, balance, now).await })
+            .await?;
         self.inner.users.insert(user, ());
         Ok(user)
     }
 
     pub async fn create_concert(&self, concert: NewConcert) -> Result<CreatedConcert, AdminError> {
-        let created = self.inner.core.store.run(move |s| async move { s.create_concert(&concert).await }).await?;
-        self.inner.concerts.entry(created.id).or_insert_with(|| ConcertEntry { schedules: Vec::new() });
+        let created = self
+            .inner
+            .core
+            .store
+            .run(move |s| async move { s.create_concert(&concert).await })
+            .await?;
+        self.inner
+            .concerts
+            .entry(created.id)
+            .or_insert_with(|| ConcertEntry {
+                schedules: Vec::new(),
+            });
         for (info, seats) in &created.schedules {
             let entry = self.register_schedule(info.clone());
             entry.available.store(seats.len(), Ordering::Relaxed);
@@ -608,7 +739,9 @@ impl Engine {
 
 /// Sends every actor whose writes failed the order to rebuild at its new generation.
 fn rebuild(engine: &Weak<Inner>, keys: Vec<(ActorKey, u64)>) {
-    let Some(inner) = engine.upgrade() else { return };
+    let Some(inner) = engine.upgrade() else {
+        return;
+    };
     for (key, generation) in keys {
         match key {
             ActorKey::Queue => inner.queue.do_send(RebuildQueue { generation }),

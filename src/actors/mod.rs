@@ -38,15 +38,20 @@ pub type Reply<T, E> = oneshot::Sender<Result<T, ActorError<E>>>;
 
 /// Sends a message built around a reply channel and waits for the answer. A full mailbox or a
 /// stopped actor answers at once with `Unavailable::Busy`.
-pub async fn ask<A, M, T, E>(addr: &actix::Addr<A>, make: impl FnOnce(Reply<T, E>) -> M) -> Result<T, ActorError<E>>
+pub async fn ask<A, M, T, E>(
+    addr: &actix::Addr<A>,
+    make: impl FnOnce(Reply<T, E>) -> M,
+) -> Result<T, ActorError<E>>
 where
     A: actix::Actor<Context = actix::Context<A>> + actix::Handler<M>,
     M: actix::Message<Result = ()> + Send + 'static,
 {
     let (tx, rx) = oneshot::channel();
-    addr.try_send(make(tx)).map_err(|_| ActorError::Unavailable(Unavailable::Busy))?;
+    addr.try_send(make(tx))
+        .map_err(|_| ActorError::Unavailable(Unavailable::Busy))?;
     // A dropped reply means the actor stopped before answering: nothing was submitted.
-    rx.await.unwrap_or(Err(ActorError::Unavailable(Unavailable::Busy)))
+    rx.await
+        .unwrap_or(Err(ActorError::Unavailable(Unavailable::Busy)))
 }
 
 /// One actor's link to the persister: its identity and generation, and the sequence number of
@@ -61,7 +66,12 @@ pub struct Durability {
 
 impl Durability {
     pub fn new(key: ActorKey, generation: u64, persister: Persister) -> Durability {
-        Durability { key, generation, last_seq: 0, persister }
+        Durability {
+            key,
+            generation,
+            last_seq: 0,
+            persister,
+        }
     }
 
     pub fn dependency(&self) -> Dependency {
@@ -96,8 +106,13 @@ impl Durability {
     /// Commits `writes`, then sends `answer`. With no writes and nothing of ours in flight the
     /// answer goes at once; otherwise it waits behind our earlier writes, and becomes
     /// "unavailable" if they fail.
-    pub fn commit_then<T, E>(&mut self, permit: Permit, writes: Writes, reply: Reply<T, E>, answer: Result<T, E>)
-    where
+    pub fn commit_then<T, E>(
+        &mut self,
+        permit: Permit,
+        writes: Writes,
+        reply: Reply<T, E>,
+        answer: Result<T, E>,
+    ) where
         T: Send + 'static,
         E: Send + 'static,
     {
@@ -130,7 +145,12 @@ impl Durability {
     }
 
     /// Submits `writes` with a raw completion.
-    pub fn submit(&mut self, permit: Permit, writes: Writes, done: impl FnOnce(Result<(), Unavailable>) + Send + 'static) {
+    pub fn submit(
+        &mut self,
+        permit: Permit,
+        writes: Writes,
+        done: impl FnOnce(Result<(), Unavailable>) + Send + 'static,
+    ) {
         let seq = permit.submit(writes, Box::new(done));
         self.last_seq = self.last_seq.max(seq);
     }

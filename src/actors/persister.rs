@@ -7,8 +7,8 @@
 //! anything further that actor built on the undone state until it has rebuilt itself from the
 //! database under a new generation. No later decision outlives the change it was built on.
 
-use crate::store::{Store, Writes};
 use crate::domain::{ScheduleId, UserId};
+use crate::store::{Store, Writes};
 use dashmap::DashMap;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -102,9 +102,18 @@ pub struct Persister {
 impl Persister {
     /// Starts the commit loop on `runtime`. `capacity` bounds submissions in flight: past it,
     /// callers get a prompt "unavailable" instead of an unbounded queue.
-    pub fn start(store: Arc<Store>, runtime: &tokio::runtime::Handle, capacity: usize) -> (Persister, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        store: Arc<Store>,
+        runtime: &tokio::runtime::Handle,
+        capacity: usize,
+    ) -> (Persister, tokio::task::JoinHandle<()>) {
         let shared = Arc::new(Shared {
-            pending: Mutex::new(Pending { queue: VecDeque::new(), next_seq: 1, reserved: 0, closed: false }),
+            pending: Mutex::new(Pending {
+                queue: VecDeque::new(),
+                next_seq: 1,
+                reserved: 0,
+                closed: false,
+            }),
             wake: Notify::new(),
             resolved_seq: AtomicU64::new(0),
             stale: DashMap::new(),
@@ -137,12 +146,18 @@ impl Persister {
             return Err(Unavailable::Overloaded);
         }
         pending.reserved += 1;
-        Ok(Permit { shared: Some(self.shared.clone()), deps: deps.to_vec() })
+        Ok(Permit {
+            shared: Some(self.shared.clone()),
+            deps: deps.to_vec(),
+        })
     }
 
     /// Whether state at `dep`'s generation has been invalidated by a failed commit.
     pub fn is_stale(&self, (key, generation): Dependency) -> bool {
-        self.shared.stale.get(&key).is_some_and(|min| generation < *min)
+        self.shared
+            .stale
+            .get(&key)
+            .is_some_and(|min| generation < *min)
     }
 
     /// The generation an actor of `key` must be at for its writes to be accepted.
@@ -173,9 +188,12 @@ impl Persister {
     pub async fn flush(&self) -> Result<(), Unavailable> {
         let permit = self.reserve(&[])?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        permit.submit(Writes::default(), Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
+        permit.submit(
+            Writes::default(),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
         rx.await.unwrap_or(Err(Unavailable::ShuttingDown))
     }
 
@@ -193,7 +211,10 @@ impl Persister {
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Pending> {
     // A panic while holding this lock would be a bug in a few lines of queue bookkeeping; the
     // queue itself is still consistent, so keep serving rather than poisoning every caller.
-    shared.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared
+        .pending
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Room for one submission. Dropping it unused gives the room back.
@@ -215,7 +236,10 @@ impl Permit {
     }
 
     fn enqueue(&mut self, writes: Writes, done: Option<Completion>) -> u64 {
-        let shared = self.shared.take().expect("a permit is consumed once, by value");
+        let shared = self
+            .shared
+            .take()
+            .expect("a permit is consumed once, by value");
         let stale = self
             .deps
             .iter()
@@ -227,13 +251,22 @@ impl Permit {
             // never holds back the resolved watermark.
             drop(pending);
             if let Some(done) = done {
-                done(Err(if stale { Unavailable::Rebuilding } else { Unavailable::ShuttingDown }));
+                done(Err(if stale {
+                    Unavailable::Rebuilding
+                } else {
+                    Unavailable::ShuttingDown
+                }));
             }
             return 0;
         }
         let seq = pending.next_seq;
         pending.next_seq += 1;
-        pending.queue.push_back(Submission { seq, writes, deps: std::mem::take(&mut self.deps), done });
+        pending.queue.push_back(Submission {
+            seq,
+            writes,
+            deps: std::mem::take(&mut self.deps),
+            done,
+        });
         drop(pending);
         shared.wake.notify_one();
         seq
@@ -288,9 +321,13 @@ async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
         };
         let stats = &shared.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.submissions.fetch_add(submissions.len() as u64, Ordering::Relaxed);
+        stats
+            .submissions
+            .fetch_add(submissions.len() as u64, Ordering::Relaxed);
         stats.rows.fetch_add(writes.len() as u64, Ordering::Relaxed);
-        stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats
+            .commit_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match outcome {
             Ok(()) => {
                 shared.healthy.store(true, Ordering::Relaxed);
@@ -332,7 +369,11 @@ fn fail(shared: &Shared, mut failed: Vec<Submission>) {
         let last = failed.iter().map(|s| s.seq).max().unwrap_or(0);
         shared.resolved_seq.fetch_max(last, Ordering::AcqRel);
     }
-    tracing::warn!(submissions = failed.len(), actors = rebuild.len(), "answering unavailable and rebuilding");
+    tracing::warn!(
+        submissions = failed.len(),
+        actors = rebuild.len(),
+        "answering unavailable and rebuilding"
+    );
     for s in failed {
         if let Some(done) = s.done {
             done(Err(Unavailable::CommitFailed));

@@ -5,7 +5,9 @@
 use super::engine::Core;
 use super::persister::ActorKey;
 use super::{ActorError, Durability, Reply, Unavailable};
-use crate::domain::queue::{AdmissionPolicy, Joined, TokenRecord, TokenRule, TokenStatus, WaitingLine};
+use crate::domain::queue::{
+    AdmissionPolicy, Joined, TokenRecord, TokenRule, TokenStatus, WaitingLine,
+};
 use crate::domain::{Timestamp, TokenId, UserId};
 use crate::store::Writes;
 use actix::prelude::*;
@@ -26,7 +28,10 @@ pub struct QueueView {
 
 impl QueueView {
     pub fn new(line: WaitingLine) -> QueueView {
-        QueueView { line: RwLock::new(line), generation: AtomicU64::new(0) }
+        QueueView {
+            line: RwLock::new(line),
+            generation: AtomicU64::new(0),
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, WaitingLine> {
@@ -45,7 +50,12 @@ impl QueueView {
     }
 
     /// A poll: the token's place and state; refreshes the waiter's idle timer.
-    pub fn poll(&self, user: UserId, token: TokenId, now: Timestamp) -> Result<TokenStatus, TokenRule> {
+    pub fn poll(
+        &self,
+        user: UserId,
+        token: TokenId,
+        now: Timestamp,
+    ) -> Result<TokenStatus, TokenRule> {
         let line = self.read();
         let status = line.status(token, now).ok_or(TokenRule::Invalid)?;
         if status.record.user != user {
@@ -56,7 +66,12 @@ impl QueueView {
     }
 
     /// Checks that `token` is ACTIVE (and `user`'s, when given).
-    pub fn authorize(&self, token: TokenId, user: Option<UserId>, now: Timestamp) -> Result<TokenRecord, TokenRule> {
+    pub fn authorize(
+        &self,
+        token: TokenId,
+        user: Option<UserId>,
+        now: Timestamp,
+    ) -> Result<TokenRecord, TokenRule> {
         self.read().check_active(token, user, now)
     }
 
@@ -85,8 +100,14 @@ pub struct QueueActor {
 
 impl QueueActor {
     pub fn new(view: Arc<QueueView>, core: Arc<Core>) -> QueueActor {
-        let durability = Durability::new(ActorKey::Queue, view.generation(), core.persister.clone());
-        QueueActor { view, core, durability, ready: true }
+        let durability =
+            Durability::new(ActorKey::Queue, view.generation(), core.persister.clone());
+        QueueActor {
+            view,
+            core,
+            durability,
+            ready: true,
+        }
     }
 
     pub fn policy(settings: &super::EngineSettings) -> AdmissionPolicy {
@@ -104,22 +125,35 @@ impl QueueActor {
         if !self.ready {
             return;
         }
-        let Ok(permit) = self.durability.reserve() else { return };
+        let Ok(permit) = self.durability.reserve() else {
+            return;
+        };
         let changed = self.view.write().advance(self.core.clock.now());
         if !changed.is_empty() {
-            let writes = changed.into_iter().fold(Writes::default(), |w, t| w.token(t));
+            let writes = changed
+                .into_iter()
+                .fold(Writes::default(), |w, t| w.token(t));
             self.durability.submit_detached(permit, writes);
         }
     }
 
     fn reload(&mut self, ctx: &mut Context<Self>) {
         self.ready = false;
-        let fut = self.core.store.run(|store| async move { store.load_tokens().await });
+        let fut = self
+            .core
+            .store
+            .run(|store| async move { store.load_tokens().await });
         ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok(tokens) => {
-                let line = WaitingLine::restore(Self::policy(&act.core.settings), tokens, act.core.clock.now());
+                let line = WaitingLine::restore(
+                    Self::policy(&act.core.settings),
+                    tokens,
+                    act.core.clock.now(),
+                );
                 *act.view.write() = line;
-                act.view.generation.store(act.durability.generation(), Ordering::Release);
+                act.view
+                    .generation
+                    .store(act.durability.generation(), Ordering::Release);
                 act.ready = true;
                 act.advance();
             }
@@ -156,7 +190,10 @@ impl Handler<JoinQueue> for QueueActor {
     /// Gives the user a place at the back of the line (or their live token back).
     fn handle(&mut self, msg: JoinQueue, _: &mut Context<Self>) {
         if !self.ready || self.durability.is_stale() {
-            return drop(msg.reply.send(Err(ActorError::Unavailable(Unavailable::Rebuilding))));
+            return drop(
+                msg.reply
+                    .send(Err(ActorError::Unavailable(Unavailable::Rebuilding))),
+            );
         }
         let permit = match self.durability.reserve() {
             Ok(p) => p,
@@ -164,11 +201,24 @@ impl Handler<JoinQueue> for QueueActor {
         };
         let now = self.core.clock.now();
         let mut rng = rand::rng();
-        let joined = self.view.write().join(msg.user, || TokenId::random(&mut rng), now);
+        let joined = self
+            .view
+            .write()
+            .join(msg.user, || TokenId::random(&mut rng), now);
         match joined {
-            Joined::Existing(record) => self.durability.commit_then(permit, Writes::default(), msg.reply, Ok((record, false))),
+            Joined::Existing(record) => self.durability.commit_then(
+                permit,
+                Writes::default(),
+                msg.reply,
+                Ok((record, false)),
+            ),
             Joined::Created(record) => {
-                self.durability.commit_then(permit, Writes::default().token(record), msg.reply, Ok((record, true)));
+                self.durability.commit_then(
+                    permit,
+                    Writes::default().token(record),
+                    msg.reply,
+                    Ok((record, true)),
+                );
                 // Let the first users in without waiting for the tick.
                 self.advance();
             }

@@ -48,7 +48,7 @@ enum State {
     Loading,
     /// The last load failed; a retry is scheduled.
     Unloaded,
-    Ready(ScheduleBook),
+    Ready(Box<ScheduleBook>),
 }
 
 pub struct ScheduleActor {
@@ -61,14 +61,26 @@ pub struct ScheduleActor {
 impl ScheduleActor {
     /// An actor for a book already in memory (boot, or a schedule just created).
     pub fn ready(entry: Arc<ScheduleEntry>, core: Arc<Core>, book: ScheduleBook) -> ScheduleActor {
-        let durability = Durability::new(ActorKey::Schedule(entry.info.id), 0, core.persister.clone());
-        ScheduleActor { entry, core, durability, state: State::Ready(book) }
+        let durability =
+            Durability::new(ActorKey::Schedule(entry.info.id), 0, core.persister.clone());
+        ScheduleActor {
+            entry,
+            core,
+            durability,
+            state: State::Ready(Box::new(book)),
+        }
     }
 
     /// An actor that loads its book from the store when it starts.
     pub fn lazy(entry: Arc<ScheduleEntry>, core: Arc<Core>) -> ScheduleActor {
-        let durability = Durability::new(ActorKey::Schedule(entry.info.id), 0, core.persister.clone());
-        ScheduleActor { entry, core, durability, state: State::Loading }
+        let durability =
+            Durability::new(ActorKey::Schedule(entry.info.id), 0, core.persister.clone());
+        ScheduleActor {
+            entry,
+            core,
+            durability,
+            state: State::Loading,
+        }
     }
 
     fn policy(&self) -> HoldPolicy {
@@ -82,19 +94,35 @@ impl ScheduleActor {
     fn load(&mut self, ctx: &mut Context<Self>) {
         self.state = State::Loading;
         let id = self.entry.info.id;
-        let fut = self.core.store.run(move |store| async move { store.load_schedule(id).await });
-        ctx.wait(fut.into_actor(self).map(|result, act, ctx| act.install(result, ctx)));
+        let fut = self
+            .core
+            .store
+            .run(move |store| async move { store.load_schedule(id).await });
+        ctx.wait(
+            fut.into_actor(self)
+                .map(|result, act, ctx| act.install(result, ctx)),
+        );
     }
 
-    fn install(&mut self, loaded: Result<crate::store::ScheduleSnapshot, StoreError>, ctx: &mut Context<Self>) {
+    fn install(
+        &mut self,
+        loaded: Result<crate::store::ScheduleSnapshot, StoreError>,
+        ctx: &mut Context<Self>,
+    ) {
         let id = self.entry.info.id;
         let book = loaded.and_then(|snapshot| {
-            ScheduleBook::restore(self.entry.info.clone(), snapshot.seats, snapshot.reservations)
-                .map_err(|seat| StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds")))
+            ScheduleBook::restore(
+                self.entry.info.clone(),
+                snapshot.seats,
+                snapshot.reservations,
+            )
+            .map_err(|seat| {
+                StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds"))
+            })
         });
         match book {
             Ok(book) => {
-                self.state = State::Ready(book);
+                self.state = State::Ready(Box::new(book));
                 self.after_load(ctx);
             }
             Err(error) => {
@@ -112,7 +140,9 @@ impl ScheduleActor {
     /// After a (re)load: index reservations, expire what came due, arm the other timers.
     fn after_load(&mut self, ctx: &mut Context<Self>) {
         let now = self.core.clock.now();
-        let State::Ready(book) = &mut self.state else { return };
+        let State::Ready(book) = &mut self.state else {
+            return;
+        };
         let mut pending = Vec::new();
         for r in book.reservations() {
             self.core.reservations.insert(r.id, r.schedule);
@@ -120,7 +150,11 @@ impl ScheduleActor {
                 pending.push((r.id, r.expires_at));
             }
         }
-        let due: Vec<ReservationId> = pending.iter().filter(|(_, at)| *at <= now).map(|(id, _)| *id).collect();
+        let due: Vec<ReservationId> = pending
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(id, _)| *id)
+            .collect();
         if !due.is_empty() {
             match self.durability.reserve() {
                 Ok(permit) => {
@@ -141,15 +175,25 @@ impl ScheduleActor {
         self.publish();
     }
 
-    fn arm_expiry(&self, id: ReservationId, expires_at: Timestamp, now: Timestamp, ctx: &mut Context<Self>) {
+    fn arm_expiry(
+        &self,
+        id: ReservationId,
+        expires_at: Timestamp,
+        now: Timestamp,
+        ctx: &mut Context<Self>,
+    ) {
         ctx.run_later(now.until(expires_at), move |act, ctx| act.expire(id, ctx));
     }
 
     /// The hold timer fired: expire the hold if it is still pending and unpinned.
     fn expire(&mut self, id: ReservationId, ctx: &mut Context<Self>) {
         let now = self.core.clock.now();
-        let State::Ready(book) = &mut self.state else { return };
-        let Some(r) = book.reservation(id) else { return };
+        let State::Ready(book) = &mut self.state else {
+            return;
+        };
+        let Some(r) = book.reservation(id) else {
+            return;
+        };
         if r.status != crate::domain::schedule::ReservationStatus::Pending || r.pinned {
             return; // Settled, or its payment's unpin will expire it.
         }
@@ -177,7 +221,9 @@ impl ScheduleActor {
 
     fn publish(&self) {
         if let State::Ready(book) = &self.state {
-            self.entry.available.store(book.available_count(), Ordering::Relaxed);
+            self.entry
+                .available
+                .store(book.available_count(), Ordering::Relaxed);
         }
     }
 
@@ -197,7 +243,10 @@ impl ScheduleActor {
     }
 
     /// The book, or the reason there is none to answer from.
-    fn book_or_unavailable<T, E>(&mut self, reply: Reply<T, E>) -> Option<(Reply<T, E>, &mut ScheduleBook)> {
+    fn book_or_unavailable<T, E>(
+        &mut self,
+        reply: Reply<T, E>,
+    ) -> Option<(Reply<T, E>, &mut ScheduleBook)> {
         if self.durability.is_stale() {
             // A Rebuild is on its way; nothing decided from this state may go out.
             let _ = reply.send(Err(ActorError::Unavailable(Unavailable::Rebuilding)));
@@ -246,7 +295,9 @@ impl Handler<HoldSeats> for ScheduleActor {
         let now = self.core.clock.now();
         let policy = self.policy();
         let id = self.core.next_reservation_id();
-        let Some((reply, book)) = self.book_or_unavailable(msg.reply) else { return };
+        let Some((reply, book)) = self.book_or_unavailable(msg.reply) else {
+            return;
+        };
         match book.hold(id, msg.user, &msg.seats, now, policy) {
             Ok(r) => {
                 let r = r.clone();
@@ -254,9 +305,16 @@ impl Handler<HoldSeats> for ScheduleActor {
                 self.core.reservations.insert(id, r.schedule);
                 self.arm_expiry(id, r.expires_at, now, ctx);
                 self.publish();
-                self.durability.commit_then(permit, Writes::default().reservation(&r), reply, Ok(view));
+                self.durability.commit_then(
+                    permit,
+                    Writes::default().reservation(&r),
+                    reply,
+                    Ok(view),
+                );
             }
-            Err(rule) => self.durability.commit_then(permit, Writes::default(), reply, Err(rule)),
+            Err(rule) => self
+                .durability
+                .commit_then(permit, Writes::default(), reply, Err(rule)),
         }
     }
 }
@@ -283,7 +341,9 @@ impl Handler<ListSeats> for ScheduleActor {
 
     /// Answers the seat map as of every acknowledged hold.
     fn handle(&mut self, msg: ListSeats, _: &mut Context<Self>) {
-        let Some((reply, book)) = self.book_or_unavailable(msg.reply) else { return };
+        let Some((reply, book)) = self.book_or_unavailable(msg.reply) else {
+            return;
+        };
         let seats = book
             .seats()
             .map(|(s, state)| SeatView {
@@ -311,7 +371,9 @@ impl Handler<ReadReservation> for ScheduleActor {
 
     /// Answers the reservation's current state.
     fn handle(&mut self, msg: ReadReservation, _: &mut Context<Self>) {
-        let Some((reply, book)) = self.book_or_unavailable(msg.reply) else { return };
+        let Some((reply, book)) = self.book_or_unavailable(msg.reply) else {
+            return;
+        };
         let answer = book.owned(msg.id, msg.user).cloned();
         let answer = answer.map(|r| self.view_of(&r));
         self.durability.answer(reply, answer);
@@ -337,14 +399,23 @@ impl Handler<CancelReservation> for ScheduleActor {
             Err(u) => return drop(msg.reply.send(Err(ActorError::Unavailable(u)))),
         };
         let now = self.core.clock.now();
-        let Some((reply, book)) = self.book_or_unavailable(msg.reply) else { return };
+        let Some((reply, book)) = self.book_or_unavailable(msg.reply) else {
+            return;
+        };
         match book.cancel(msg.id, msg.user, now).cloned() {
             Ok(r) => {
                 let view = self.view_of(&r);
                 self.publish();
-                self.durability.commit_then(permit, Writes::default().reservation(&r), reply, Ok(view));
+                self.durability.commit_then(
+                    permit,
+                    Writes::default().reservation(&r),
+                    reply,
+                    Ok(view),
+                );
             }
-            Err(rule) => self.durability.commit_then(permit, Writes::default(), reply, Err(rule)),
+            Err(rule) => self
+                .durability
+                .commit_then(permit, Writes::default(), reply, Err(rule)),
         }
     }
 }
@@ -384,11 +455,18 @@ impl Handler<PinHold> for ScheduleActor {
         };
         let now = self.core.clock.now();
         let generation = self.durability.generation();
-        let Some((reply, book)) = self.book_or_unavailable(msg.reply) else { return };
-        let answer = book
-            .pin(msg.id, msg.user, now)
-            .map(|r| PinnedHold { reservation: r.clone(), generation });
-        let writes = if answer.is_err() { self.expired_write(msg.id) } else { Writes::default() };
+        let Some((reply, book)) = self.book_or_unavailable(msg.reply) else {
+            return;
+        };
+        let answer = book.pin(msg.id, msg.user, now).map(|r| PinnedHold {
+            reservation: r.clone(),
+            generation,
+        });
+        let writes = if answer.is_err() {
+            self.expired_write(msg.id)
+        } else {
+            Writes::default()
+        };
         self.publish();
         self.durability.commit_then(permit, writes, reply, answer);
     }

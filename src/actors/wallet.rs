@@ -52,15 +52,32 @@ pub struct WalletActor {
 
 impl WalletActor {
     pub fn new(user: UserId, instance: u64, core: Arc<Core>) -> WalletActor {
-        let durability = Durability::new(ActorKey::Wallet(user), core.wallet_generation(user), core.persister.clone());
-        WalletActor { user, instance, core, durability, state: State::Loading, last_used: Instant::now() }
+        let durability = Durability::new(
+            ActorKey::Wallet(user),
+            core.wallet_generation(user),
+            core.persister.clone(),
+        );
+        WalletActor {
+            user,
+            instance,
+            core,
+            durability,
+            state: State::Loading,
+            last_used: Instant::now(),
+        }
     }
 
     fn load(&mut self, ctx: &mut Context<Self>) {
         self.state = State::Loading;
         let user = self.user;
-        let fut = self.core.store.run(move |store| async move { store.load_wallet(user).await });
-        ctx.wait(fut.into_actor(self).map(|result, act, ctx| act.install(result, ctx)));
+        let fut = self
+            .core
+            .store
+            .run(move |store| async move { store.load_wallet(user).await });
+        ctx.wait(
+            fut.into_actor(self)
+                .map(|result, act, ctx| act.install(result, ctx)),
+        );
     }
 
     fn install(&mut self, loaded: Result<Option<Money>, StoreError>, ctx: &mut Context<Self>) {
@@ -80,7 +97,10 @@ impl WalletActor {
     }
 
     /// The wallet, or the reason there is none to answer from.
-    fn wallet<T>(&mut self, reply: Reply<T, WalletRefusal>) -> Option<(Reply<T, WalletRefusal>, &mut Wallet)> {
+    fn wallet<T>(
+        &mut self,
+        reply: Reply<T, WalletRefusal>,
+    ) -> Option<(Reply<T, WalletRefusal>, &mut Wallet)> {
         self.last_used = Instant::now();
         if self.durability.is_stale() {
             let _ = reply.send(Err(ActorError::Unavailable(Unavailable::Rebuilding)));
@@ -115,7 +135,8 @@ impl Actor for WalletActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.core.forget_wallet(self.user, self.instance, self.durability.generation());
+        self.core
+            .forget_wallet(self.user, self.instance, self.durability.generation());
     }
 }
 
@@ -140,12 +161,18 @@ impl Handler<Recharge> for WalletActor {
         let now = self.core.clock.now();
         let max = self.core.settings.max_recharge;
         let ledger_id = self.core.next_ledger_id();
-        let Some((reply, wallet)) = self.wallet(msg.reply) else { return };
+        let Some((reply, wallet)) = self.wallet(msg.reply) else {
+            return;
+        };
         match wallet.recharge(msg.amount, max) {
             Ok(balance) => {
                 let user = wallet.user;
                 let writes = Writes::default()
-                    .wallet(WalletRecord { user, balance, at: now })
+                    .wallet(WalletRecord {
+                        user,
+                        balance,
+                        at: now,
+                    })
                     .ledger(LedgerEntry {
                         id: ledger_id,
                         user,
@@ -156,9 +183,13 @@ impl Handler<Recharge> for WalletActor {
                         payment: None,
                         at: now,
                     });
-                self.durability.commit_then(permit, writes, reply, Ok(balance));
+                self.durability
+                    .commit_then(permit, writes, reply, Ok(balance));
             }
-            Err(rule) => self.durability.commit_then(permit, Writes::default(), reply, Err(rule.into())),
+            Err(rule) => {
+                self.durability
+                    .commit_then(permit, Writes::default(), reply, Err(rule.into()))
+            }
         }
     }
 }
@@ -175,7 +206,9 @@ impl Handler<ReadBalance> for WalletActor {
 
     /// Answers the balance as of every acknowledged change.
     fn handle(&mut self, msg: ReadBalance, _: &mut Context<Self>) {
-        let Some((reply, wallet)) = self.wallet(msg.reply) else { return };
+        let Some((reply, wallet)) = self.wallet(msg.reply) else {
+            return;
+        };
         let balance = wallet.balance();
         self.durability.answer(reply, Ok(balance));
     }
@@ -210,16 +243,35 @@ impl Handler<DebitForPayment> for WalletActor {
         let now = self.core.clock.now();
         let ledger_id = self.core.next_ledger_id();
         let amount = msg.paid.total;
-        let Some((reply, wallet)) = self.wallet(msg.reply) else { return };
+        let Some((reply, wallet)) = self.wallet(msg.reply) else {
+            return;
+        };
         let balance = match wallet.debit(amount) {
             Ok(balance) => balance,
-            Err(rule) => return self.durability.commit_then(permit, Writes::default(), reply, Err(rule.into())),
+            Err(rule) => {
+                return self.durability.commit_then(
+                    permit,
+                    Writes::default(),
+                    reply,
+                    Err(rule.into()),
+                )
+            }
         };
         let user = wallet.user;
         let mut writes = Writes::default()
             .reservation(&msg.paid)
-            .payment(PaymentRecord { id: msg.payment, reservation: msg.paid.id, user, amount, at: now })
-            .wallet(WalletRecord { user, balance, at: now })
+            .payment(PaymentRecord {
+                id: msg.payment,
+                reservation: msg.paid.id,
+                user,
+                amount,
+                at: now,
+            })
+            .wallet(WalletRecord {
+                user,
+                balance,
+                at: now,
+            })
             .ledger(LedgerEntry {
                 id: ledger_id,
                 user,
@@ -232,7 +284,10 @@ impl Handler<DebitForPayment> for WalletActor {
         if let Some(token) = msg.token {
             writes = writes.token(token);
         }
-        let receipt = PaymentReceipt { payment: msg.payment, amount };
+        let receipt = PaymentReceipt {
+            payment: msg.payment,
+            amount,
+        };
         let on_commit = msg.on_commit;
         // The payment's other states are part of this write: a failure must rebuild them too.
         self.durability.submit(permit, writes, move |outcome| {

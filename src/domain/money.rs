@@ -51,7 +51,9 @@ impl fmt::Display for Money {
 impl Money {
     /// The sum of `amounts`; `None` on overflow.
     pub fn sum(amounts: impl IntoIterator<Item = Money>) -> Option<Money> {
-        amounts.into_iter().try_fold(Money::ZERO, Money::checked_add)
+        amounts
+            .into_iter()
+            .try_fold(Money::ZERO, Money::checked_add)
     }
 }
 
@@ -62,8 +64,16 @@ mod tests {
     #[test]
     fn money_is_never_negative() {
         assert_eq!(Money::new(-1), None);
-        assert_eq!(Money::new(5).unwrap().checked_sub(Money::new(6).unwrap()), None);
-        assert_eq!(Money::new(i64::MAX).unwrap().checked_add(Money::new(1).unwrap()), None);
+        assert_eq!(
+            Money::new(5).unwrap().checked_sub(Money::new(6).unwrap()),
+            None
+        );
+        assert_eq!(
+            Money::new(i64::MAX)
+                .unwrap()
+                .checked_add(Money::new(1).unwrap()),
+            None
+        );
     }
 
     #[test]

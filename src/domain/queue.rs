@@ -15,8 +15,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenState {
     Waiting,
-    Active { admitted_at: Timestamp, expires_at: Timestamp },
-    Expired { at: Timestamp },
+    Active {
+        admitted_at: Timestamp,
+        expires_at: Timestamp,
+    },
+    Expired {
+        at: Timestamp,
+    },
 }
 
 impl TokenState {
@@ -130,7 +135,11 @@ impl WaitingLine {
 
     /// Rebuilds the line from stored tokens. Waiters count as seen at `now` (nobody could poll
     /// while the service was down); tokens due are expired by the next `advance`.
-    pub fn restore(policy: AdmissionPolicy, mut records: Vec<TokenRecord>, now: Timestamp) -> WaitingLine {
+    pub fn restore(
+        policy: AdmissionPolicy,
+        mut records: Vec<TokenRecord>,
+        now: Timestamp,
+    ) -> WaitingLine {
         records.sort_by_key(|r| r.position);
         let live_from = records
             .iter()
@@ -151,7 +160,8 @@ impl WaitingLine {
                 self.ranks.set(record.position, 1);
                 self.line.push_back(record.id);
                 self.waiting += 1;
-                self.idle_deadlines.push(Reverse((now.plus(self.policy.idle_timeout), record.id)));
+                self.idle_deadlines
+                    .push(Reverse((now.plus(self.policy.idle_timeout), record.id)));
             }
             TokenState::Active { expires_at, .. } => {
                 self.active += 1;
@@ -164,7 +174,13 @@ impl WaitingLine {
                 self.tokens.remove(&previous);
             }
         }
-        self.tokens.insert(record.id, Token { record, last_seen_ms: AtomicI64::new(now.millis()) });
+        self.tokens.insert(
+            record.id,
+            Token {
+                record,
+                last_seen_ms: AtomicI64::new(now.millis()),
+            },
+        );
     }
 
     pub fn policy(&self) -> AdmissionPolicy {
@@ -181,7 +197,10 @@ impl WaitingLine {
 
     /// The token a user holds (live or the last expired one).
     pub fn token_of(&self, user: UserId) -> Option<TokenRecord> {
-        self.current.get(&user).and_then(|id| self.tokens.get(id)).map(|t| t.record)
+        self.current
+            .get(&user)
+            .and_then(|id| self.tokens.get(id))
+            .map(|t| t.record)
     }
 
     /// Joins `user` to the back of the line, or returns the live token they already hold.
@@ -223,7 +242,9 @@ impl WaitingLine {
     /// Records that the holder of `id` polled at `now` (keeps a waiter in line).
     pub fn touch(&self, id: TokenId, now: Timestamp) {
         if let Some(token) = self.tokens.get(&id) {
-            token.last_seen_ms.fetch_max(now.millis(), Ordering::Relaxed);
+            token
+                .last_seen_ms
+                .fetch_max(now.millis(), Ordering::Relaxed);
         }
     }
 
@@ -234,7 +255,10 @@ impl WaitingLine {
         let (ahead, expires_at) = match record.state {
             TokenState::Waiting => {
                 let seen = Timestamp::from_millis(token.last_seen_ms.load(Ordering::Relaxed));
-                (self.ranks.count_before(record.position), seen.plus(self.policy.idle_timeout))
+                (
+                    self.ranks.count_before(record.position),
+                    seen.plus(self.policy.idle_timeout),
+                )
             }
             TokenState::Active { expires_at, .. } if now >= expires_at => {
                 // Due but not yet swept: report what it is.
@@ -244,11 +268,20 @@ impl WaitingLine {
             TokenState::Active { expires_at, .. } => (0, expires_at),
             TokenState::Expired { at } => (0, at),
         };
-        Some(TokenStatus { record, ahead, expires_at })
+        Some(TokenStatus {
+            record,
+            ahead,
+            expires_at,
+        })
     }
 
     /// Checks that `id` is an ACTIVE token of `user` at `now`.
-    pub fn check_active(&self, id: TokenId, user: Option<UserId>, now: Timestamp) -> Result<TokenRecord, TokenRule> {
+    pub fn check_active(
+        &self,
+        id: TokenId,
+        user: Option<UserId>,
+        now: Timestamp,
+    ) -> Result<TokenRecord, TokenRule> {
         let token = self.tokens.get(&id).ok_or(TokenRule::Invalid)?;
         let record = token.record;
         if user.is_some_and(|u| u != record.user) {
@@ -275,7 +308,10 @@ impl WaitingLine {
     /// The record of `id` as it would be stored once consumed at `now`.
     pub fn consumed_record(&self, id: TokenId, now: Timestamp) -> Option<TokenRecord> {
         let token = self.tokens.get(&id)?;
-        Some(TokenRecord { state: TokenState::Expired { at: now }, ..token.record })
+        Some(TokenRecord {
+            state: TokenState::Expired { at: now },
+            ..token.record
+        })
     }
 
     /// Moves time forward to `now`: expires due active tokens and abandoned waiters, then
@@ -301,7 +337,9 @@ impl WaitingLine {
                 break;
             }
             self.idle_deadlines.pop();
-            let Some(token) = self.tokens.get_mut(&id) else { continue };
+            let Some(token) = self.tokens.get_mut(&id) else {
+                continue;
+            };
             if token.record.state != TokenState::Waiting {
                 continue;
             }
@@ -320,7 +358,9 @@ impl WaitingLine {
         let mut budget = self.policy.max_active.saturating_sub(self.active);
         if self.policy.admit_per_sec > 0 {
             let rate = f64::from(self.policy.admit_per_sec);
-            let elapsed = self.refilled_at.map_or(0.0, |at| at.until(now).as_secs_f64());
+            let elapsed = self
+                .refilled_at
+                .map_or(0.0, |at| at.until(now).as_secs_f64());
             // A burst of at most a tenth of a second's worth (at least one) keeps outflow smooth.
             self.allowance = (self.allowance + elapsed * rate).min((rate / 10.0).max(1.0));
             self.refilled_at = Some(now);
@@ -328,13 +368,20 @@ impl WaitingLine {
         }
         let mut admitted = 0;
         while admitted < budget {
-            let Some(id) = self.line.pop_front() else { break };
-            let Some(token) = self.tokens.get_mut(&id) else { continue };
+            let Some(id) = self.line.pop_front() else {
+                break;
+            };
+            let Some(token) = self.tokens.get_mut(&id) else {
+                continue;
+            };
             if token.record.state != TokenState::Waiting {
                 continue;
             }
             let expires_at = now.plus(self.policy.active_ttl);
-            token.record.state = TokenState::Active { admitted_at: now, expires_at };
+            token.record.state = TokenState::Active {
+                admitted_at: now,
+                expires_at,
+            };
             self.ranks.set(token.record.position, 0);
             self.waiting -= 1;
             self.active += 1;
@@ -362,15 +409,23 @@ struct Fenwick {
 
 impl Fenwick {
     fn new(base: u64) -> Fenwick {
-        Fenwick { base, tree: vec![0], values: vec![0] }
+        Fenwick {
+            base,
+            tree: vec![0],
+            values: vec![0],
+        }
     }
 
     fn index(&self, position: u64) -> Option<usize> {
-        usize::try_from(position.checked_sub(self.base)?).ok().map(|i| i + 1)
+        usize::try_from(position.checked_sub(self.base)?)
+            .ok()
+            .map(|i| i + 1)
     }
 
     fn set(&mut self, position: u64, value: i8) {
-        let Some(i) = self.index(position) else { return };
+        let Some(i) = self.index(position) else {
+            return;
+        };
         while self.tree.len() <= i {
             self.push();
         }
@@ -448,10 +503,14 @@ mod tests {
     fn admission_is_fifo_under_the_cap() {
         let mut line = WaitingLine::new(policy(3), 1);
         let mut gen = ids();
-        let tokens: Vec<TokenRecord> =
-            (1..=10).map(|u| created(line.join(user(u), &mut gen, t(0)))).collect();
+        let tokens: Vec<TokenRecord> = (1..=10)
+            .map(|u| created(line.join(user(u), &mut gen, t(0))))
+            .collect();
         let admitted = line.advance(t(1));
-        assert_eq!(admitted.iter().map(|r| r.user).collect::<Vec<_>>(), vec![user(1), user(2), user(3)]);
+        assert_eq!(
+            admitted.iter().map(|r| r.user).collect::<Vec<_>>(),
+            vec![user(1), user(2), user(3)]
+        );
         assert_eq!(line.status(tokens[9].id, t(1)).unwrap().ahead, 6);
         assert!(line.advance(t(2)).is_empty(), "cap reached");
         line.consume(tokens[1].id, t(3)).unwrap();
@@ -482,10 +541,24 @@ mod tests {
         assert_eq!(changed.len(), 1, "only b is abandoned: {changed:?}");
         assert_eq!(changed[0].id, b.id);
         assert_eq!(line.status(c.id, t(120_000)).unwrap().ahead, 0);
-        assert_eq!(line.check_active(a.id, Some(user(1)), t(120_000)).unwrap().id, a.id);
-        assert_eq!(line.check_active(b.id, Some(user(2)), t(120_000)), Err(TokenRule::Expired));
-        assert_eq!(line.check_active(c.id, Some(user(3)), t(120_000)), Err(TokenRule::NotActive));
-        assert_eq!(line.check_active(c.id, Some(user(1)), t(120_000)), Err(TokenRule::Invalid));
+        assert_eq!(
+            line.check_active(a.id, Some(user(1)), t(120_000))
+                .unwrap()
+                .id,
+            a.id
+        );
+        assert_eq!(
+            line.check_active(b.id, Some(user(2)), t(120_000)),
+            Err(TokenRule::Expired)
+        );
+        assert_eq!(
+            line.check_active(c.id, Some(user(3)), t(120_000)),
+            Err(TokenRule::NotActive)
+        );
+        assert_eq!(
+            line.check_active(c.id, Some(user(1)), t(120_000)),
+            Err(TokenRule::Invalid)
+        );
     }
 
     #[test]
@@ -496,7 +569,10 @@ mod tests {
         let b = created(line.join(user(2), &mut gen, t(0)));
         line.advance(t(0));
         line.touch(b.id, t(599_000));
-        assert_eq!(line.check_active(a.id, None, t(600_000)), Err(TokenRule::Expired));
+        assert_eq!(
+            line.check_active(a.id, None, t(600_000)),
+            Err(TokenRule::Expired)
+        );
         let changed = line.advance(t(600_000));
         assert_eq!(changed.len(), 2);
         assert_eq!(changed[1].id, b.id);
@@ -508,7 +584,13 @@ mod tests {
 
     #[test]
     fn the_rate_caps_admissions_per_second() {
-        let mut line = WaitingLine::new(AdmissionPolicy { admit_per_sec: 50, ..policy(10_000) }, 1);
+        let mut line = WaitingLine::new(
+            AdmissionPolicy {
+                admit_per_sec: 50,
+                ..policy(10_000)
+            },
+            1,
+        );
         let mut gen = ids();
         for u in 1..=1000 {
             line.join(user(u), &mut gen, t(0));
@@ -525,8 +607,9 @@ mod tests {
     fn restore_keeps_order_and_counts() {
         let mut line = WaitingLine::new(policy(2), 1);
         let mut gen = ids();
-        let records: Vec<TokenRecord> =
-            (1..=6).map(|u| created(line.join(user(u), &mut gen, t(0)))).collect();
+        let records: Vec<TokenRecord> = (1..=6)
+            .map(|u| created(line.join(user(u), &mut gen, t(0))))
+            .collect();
         let mut stored = line.advance(t(1));
         stored.extend(records[2..].iter().copied());
         let restored = WaitingLine::restore(policy(2), stored, t(10));

@@ -167,7 +167,9 @@ impl ScheduleBook {
         for reservation in reservations {
             if reservation.status.is_live() {
                 for seat in &reservation.seats {
-                    let Some(&i) = book.index.get(seat) else { return Err(*seat) };
+                    let Some(&i) = book.index.get(seat) else {
+                        return Err(*seat);
+                    };
                     if book.states[i] != SeatState::Available {
                         return Err(*seat);
                     }
@@ -180,7 +182,13 @@ impl ScheduleBook {
                 *book.seats_by_user.entry(reservation.user).or_default() +=
                     reservation.seats.len() as u32;
             }
-            book.reservations.insert(reservation.id, Reservation { pinned: false, ..reservation });
+            book.reservations.insert(
+                reservation.id,
+                Reservation {
+                    pinned: false,
+                    ..reservation
+                },
+            );
         }
         book.check_invariants();
         Ok(book)
@@ -232,7 +240,10 @@ impl ScheduleBook {
             if seat_ids[..n].contains(seat) {
                 return Err(BookingRule::DuplicateSeat { seat: *seat });
             }
-            let i = *self.index.get(seat).ok_or(BookingRule::SeatNotFound { seat: *seat })?;
+            let i = *self
+                .index
+                .get(seat)
+                .ok_or(BookingRule::SeatNotFound { seat: *seat })?;
             positions.push(i);
         }
         if !self.is_open(now) {
@@ -242,8 +253,13 @@ impl ScheduleBook {
         if owned + seat_ids.len() as u32 > limit {
             return Err(BookingRule::SeatLimitExceeded { limit });
         }
-        if let Some(&i) = positions.iter().find(|&&i| self.states[i] != SeatState::Available) {
-            return Err(BookingRule::SeatUnavailable { seat: self.seats[i].id });
+        if let Some(&i) = positions
+            .iter()
+            .find(|&&i| self.states[i] != SeatState::Available)
+        {
+            return Err(BookingRule::SeatUnavailable {
+                seat: self.seats[i].id,
+            });
         }
         let total = Money::sum(positions.iter().map(|&i| self.seats[i].price))
             // Unreachable with at most `limit` seats of i64 prices unless prices are absurd;
@@ -272,7 +288,10 @@ impl ScheduleBook {
 
     /// The reservation if it is `user`'s; another user's is "not found", never "forbidden".
     pub fn owned(&self, id: ReservationId, user: UserId) -> Result<&Reservation, BookingRule> {
-        self.reservations.get(&id).filter(|r| r.user == user).ok_or(BookingRule::ReservationNotFound)
+        self.reservations
+            .get(&id)
+            .filter(|r| r.user == user)
+            .ok_or(BookingRule::ReservationNotFound)
     }
 
     /// Voids a pending, unpinned reservation of `user`: its seats are free at once.
@@ -341,7 +360,10 @@ impl ScheduleBook {
             }
             ReservationStatus::Pending => {}
         }
-        let r = self.reservations.get_mut(&id).expect("checked by owned() above");
+        let r = self
+            .reservations
+            .get_mut(&id)
+            .expect("checked by owned() above");
         r.pinned = true;
         Ok(r)
     }
@@ -383,7 +405,10 @@ impl ScheduleBook {
     }
 
     fn release(&mut self, id: ReservationId, to: ReservationStatus, now: Timestamp) {
-        let r = self.reservations.get_mut(&id).expect("callers looked the reservation up");
+        let r = self
+            .reservations
+            .get_mut(&id)
+            .expect("callers looked the reservation up");
         debug_assert_eq!(r.status, ReservationStatus::Pending);
         r.status = to;
         r.pinned = false;
@@ -403,7 +428,11 @@ impl ScheduleBook {
     /// held + sold + available = capacity, and every live reservation's seats point back at it.
     fn check_invariants(&self) {
         if cfg!(debug_assertions) {
-            let free = self.states.iter().filter(|s| **s == SeatState::Available).count();
+            let free = self
+                .states
+                .iter()
+                .filter(|s| **s == SeatState::Available)
+                .count();
             assert_eq!(free, self.available, "available count drifted");
             for r in self.reservations.values().filter(|r| r.status.is_live()) {
                 for seat in &r.seats {
@@ -426,7 +455,10 @@ mod tests {
     use std::collections::HashSet;
 
     const TTL: Duration = Duration::from_secs(300);
-    const POLICY: HoldPolicy = HoldPolicy { hold_ttl: TTL, max_seats_per_user: 4 };
+    const POLICY: HoldPolicy = HoldPolicy {
+        hold_ttl: TTL,
+        max_seats_per_user: 4,
+    };
 
     fn t(ms: i64) -> Timestamp {
         Timestamp::from_millis(ms)
@@ -465,24 +497,41 @@ mod tests {
         let mut b = book(10);
         b.hold(rid(1), user(1), &[seat(2)], t(1), POLICY).unwrap();
         let err = b.hold(rid(2), user(2), &[seat(1), seat(2), seat(3)], t(1), POLICY);
-        assert_eq!(err.unwrap_err(), BookingRule::SeatUnavailable { seat: seat(2) });
+        assert_eq!(
+            err.unwrap_err(),
+            BookingRule::SeatUnavailable { seat: seat(2) }
+        );
         assert_eq!(b.available_count(), 9);
-        assert!(b.hold(rid(3), user(2), &[seat(1), seat(3)], t(1), POLICY).is_ok());
+        assert!(b
+            .hold(rid(3), user(2), &[seat(1), seat(3)], t(1), POLICY)
+            .is_ok());
         assert_eq!(b.available_count(), 7);
     }
 
     #[test]
     fn requests_are_validated_before_anything_is_held() {
         let mut b = book(10);
-        assert_eq!(b.hold(rid(1), user(1), &[], t(1), POLICY).unwrap_err(), BookingRule::NoSeats);
         assert_eq!(
-            b.hold(rid(1), user(1), &[seat(1), seat(1)], t(1), POLICY).unwrap_err(),
+            b.hold(rid(1), user(1), &[], t(1), POLICY).unwrap_err(),
+            BookingRule::NoSeats
+        );
+        assert_eq!(
+            b.hold(rid(1), user(1), &[seat(1), seat(1)], t(1), POLICY)
+                .unwrap_err(),
             BookingRule::DuplicateSeat { seat: seat(1) }
         );
         assert_eq!(
-            b.hold(rid(1), user(1), &[seat(1), SeatId::new(5).unwrap()], t(1), POLICY)
-                .unwrap_err(),
-            BookingRule::SeatNotFound { seat: SeatId::new(5).unwrap() }
+            b.hold(
+                rid(1),
+                user(1),
+                &[seat(1), SeatId::new(5).unwrap()],
+                t(1),
+                POLICY
+            )
+            .unwrap_err(),
+            BookingRule::SeatNotFound {
+                seat: SeatId::new(5).unwrap()
+            }
         );
         assert_eq!(b.available_count(), 10);
     }
@@ -490,22 +539,31 @@ mod tests {
     #[test]
     fn the_per_user_limit_counts_what_the_user_already_has() {
         let mut b = book(10);
-        b.hold(rid(1), user(1), &[seat(1), seat(2), seat(3)], t(1), POLICY).unwrap();
+        b.hold(rid(1), user(1), &[seat(1), seat(2), seat(3)], t(1), POLICY)
+            .unwrap();
         assert_eq!(
-            b.hold(rid(2), user(1), &[seat(4), seat(5)], t(1), POLICY).unwrap_err(),
+            b.hold(rid(2), user(1), &[seat(4), seat(5)], t(1), POLICY)
+                .unwrap_err(),
             BookingRule::SeatLimitExceeded { limit: 4 }
         );
         b.cancel(rid(1), user(1), t(2)).unwrap();
-        assert!(b.hold(rid(3), user(1), &[seat(4), seat(5)], t(2), POLICY).is_ok());
+        assert!(b
+            .hold(rid(3), user(1), &[seat(4), seat(5)], t(2), POLICY)
+            .is_ok());
     }
 
     #[test]
     fn booking_is_open_only_between_reservation_at_and_the_concert() {
         let mut b = book(3);
         b.info.reservation_at = t(100);
-        assert_eq!(b.hold(rid(1), user(1), &[seat(1)], t(99), POLICY).unwrap_err(), BookingRule::NotOpen);
         assert_eq!(
-            b.hold(rid(1), user(1), &[seat(1)], t(10_000_000), POLICY).unwrap_err(),
+            b.hold(rid(1), user(1), &[seat(1)], t(99), POLICY)
+                .unwrap_err(),
+            BookingRule::NotOpen
+        );
+        assert_eq!(
+            b.hold(rid(1), user(1), &[seat(1)], t(10_000_000), POLICY)
+                .unwrap_err(),
             BookingRule::NotOpen
         );
         assert!(b.hold(rid(1), user(1), &[seat(1)], t(100), POLICY).is_ok());
@@ -517,9 +575,15 @@ mod tests {
         b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
         let due = TTL.as_millis() as i64;
         assert!(b.expire(rid(1), t(due - 1)).is_none());
-        assert_eq!(b.expire(rid(1), t(due)).unwrap().status, ReservationStatus::Expired);
+        assert_eq!(
+            b.expire(rid(1), t(due)).unwrap().status,
+            ReservationStatus::Expired
+        );
         assert_eq!(b.available_count(), 3);
-        assert!(b.expire(rid(1), t(due + 1)).is_none(), "expiry happens once");
+        assert!(
+            b.expire(rid(1), t(due + 1)).is_none(),
+            "expiry happens once"
+        );
     }
 
     #[test]
@@ -529,10 +593,16 @@ mod tests {
         let due = t(TTL.as_millis() as i64);
         b.pin(rid(1), user(1), t(10)).unwrap();
         assert!(b.expire(rid(1), due).is_none(), "pinned: expiry waits");
-        assert_eq!(b.pin(rid(1), user(1), t(11)).unwrap_err(), BookingRule::PaymentInProgress);
+        assert_eq!(
+            b.pin(rid(1), user(1), t(11)).unwrap_err(),
+            BookingRule::PaymentInProgress
+        );
         assert_eq!(b.post(rid(1), due).unwrap().status, ReservationStatus::Paid);
         assert!(b.expire(rid(1), due).is_none());
-        assert_eq!(b.pin(rid(1), user(1), due).unwrap_err(), BookingRule::AlreadyPaid);
+        assert_eq!(
+            b.pin(rid(1), user(1), due).unwrap_err(),
+            BookingRule::AlreadyPaid
+        );
         assert_eq!(b.seats().next().unwrap().1, SeatState::Sold(rid(1)));
     }
 
@@ -543,8 +613,14 @@ mod tests {
         b.pin(rid(1), user(1), t(10)).unwrap();
         let late = t(TTL.as_millis() as i64 + 5);
         b.unpin(rid(1));
-        assert_eq!(b.expire(rid(1), late).unwrap().status, ReservationStatus::Expired);
-        assert_eq!(b.pin(rid(1), user(1), late).unwrap_err(), BookingRule::Expired);
+        assert_eq!(
+            b.expire(rid(1), late).unwrap().status,
+            ReservationStatus::Expired
+        );
+        assert_eq!(
+            b.pin(rid(1), user(1), late).unwrap_err(),
+            BookingRule::Expired
+        );
     }
 
     #[test]
@@ -552,7 +628,10 @@ mod tests {
         let mut b = book(3);
         b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
         let due = t(TTL.as_millis() as i64);
-        assert_eq!(b.pin(rid(1), user(1), due).unwrap_err(), BookingRule::Expired);
+        assert_eq!(
+            b.pin(rid(1), user(1), due).unwrap_err(),
+            BookingRule::Expired
+        );
         assert_eq!(b.available_count(), 3);
     }
 
@@ -560,14 +639,21 @@ mod tests {
     fn another_users_reservation_is_not_found() {
         let mut b = book(3);
         b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
-        assert_eq!(b.pin(rid(1), user(2), t(1)).unwrap_err(), BookingRule::ReservationNotFound);
-        assert_eq!(b.cancel(rid(1), user(2), t(1)).unwrap_err(), BookingRule::ReservationNotFound);
+        assert_eq!(
+            b.pin(rid(1), user(2), t(1)).unwrap_err(),
+            BookingRule::ReservationNotFound
+        );
+        assert_eq!(
+            b.cancel(rid(1), user(2), t(1)).unwrap_err(),
+            BookingRule::ReservationNotFound
+        );
     }
 
     #[test]
     fn restore_rebuilds_seat_states() {
         let mut b = book(5);
-        b.hold(rid(1), user(1), &[seat(1), seat(2)], t(0), POLICY).unwrap();
+        b.hold(rid(1), user(1), &[seat(1), seat(2)], t(0), POLICY)
+            .unwrap();
         b.pin(rid(1), user(1), t(1)).unwrap();
         b.post(rid(1), t(2)).unwrap();
         b.hold(rid(2), user(2), &[seat(3)], t(3), POLICY).unwrap();
@@ -580,9 +666,15 @@ mod tests {
         assert_eq!(states, b.seats().map(|(_, s)| s).collect::<Vec<_>>());
         assert_eq!(restored.available_count(), 2);
         let mut doubled = all;
-        doubled.push(Reservation { id: rid(9), ..b.reservation(rid(2)).unwrap().clone() });
+        doubled.push(Reservation {
+            id: rid(9),
+            ..b.reservation(rid(2)).unwrap().clone()
+        });
         let seats = b.seats().map(|(s, _)| s.clone()).collect();
-        assert_eq!(ScheduleBook::restore(b.info.clone(), seats, doubled).unwrap_err(), seat(3));
+        assert_eq!(
+            ScheduleBook::restore(b.info.clone(), seats, doubled).unwrap_err(),
+            seat(3)
+        );
     }
 
     #[derive(Debug, Clone)]

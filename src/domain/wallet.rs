@@ -32,7 +32,9 @@ impl Wallet {
     pub fn recharge(&mut self, amount: i64, max_recharge: Money) -> Result<Money, WalletRule> {
         let invalid = WalletRule::InvalidRechargeAmount { amount };
         let amount = Money::new(amount).filter(|a| a.won() > 0 && *a <= max_recharge);
-        let balance = amount.and_then(|a| self.balance.checked_add(a)).ok_or(invalid)?;
+        let balance = amount
+            .and_then(|a| self.balance.checked_add(a))
+            .ok_or(invalid)?;
         self.balance = balance;
         Ok(balance)
     }
@@ -42,7 +44,10 @@ impl Wallet {
         let balance = self
             .balance
             .checked_sub(amount)
-            .ok_or(WalletRule::InsufficientFunds { available: self.balance, requested: amount })?;
+            .ok_or(WalletRule::InsufficientFunds {
+                available: self.balance,
+                requested: amount,
+            })?;
         self.balance = balance;
         Ok(balance)
     }

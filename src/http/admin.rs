@@ -73,7 +73,11 @@ fn check_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     let Some(key) = &state.admin_key else {
         return Err(ApiError::Forbidden("admin routes are disabled"));
     };
-    let given = req.headers().get("X-Admin-Key").map(|v| v.as_bytes()).unwrap_or_default();
+    let given = req
+        .headers()
+        .get("X-Admin-Key")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
     if same_key(given, key.as_bytes()) {
         Ok(())
     } else {
@@ -84,25 +88,41 @@ fn check_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
 fn name(text: &str) -> Result<String, ApiError> {
     let text = text.trim();
     if text.is_empty() || text.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::invalid(format!("name must be 1 to {MAX_NAME_CHARS} characters")));
+        return Err(ApiError::invalid(format!(
+            "name must be 1 to {MAX_NAME_CHARS} characters"
+        )));
     }
     Ok(text.to_string())
 }
 
 /// POST /v1/admin/users
-pub async fn create_user(state: web::Data<AppState>, req: HttpRequest, body: web::Json<CreateUserRequest>) -> Result<HttpResponse, ApiError> {
+pub async fn create_user(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<CreateUserRequest>,
+) -> Result<HttpResponse, ApiError> {
     check_admin(&state, &req)?;
     let name = name(&body.name)?;
-    let balance = Money::new(body.balance).ok_or_else(|| ApiError::invalid("balance must not be negative"))?;
+    let balance = Money::new(body.balance)
+        .ok_or_else(|| ApiError::invalid("balance must not be negative"))?;
     let user = within_deadline(state.engine.create_user(name, balance)).await?;
-    Ok(HttpResponse::Created().json(UserCreated { user_id: user.get() }))
+    Ok(HttpResponse::Created().json(UserCreated {
+        user_id: user.get(),
+    }))
 }
 
 /// POST /v1/admin/concerts
-pub async fn create_concert(state: web::Data<AppState>, req: HttpRequest, body: web::Json<CreateConcertRequest>) -> Result<HttpResponse, ApiError> {
+pub async fn create_concert(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<CreateConcertRequest>,
+) -> Result<HttpResponse, ApiError> {
     check_admin(&state, &req)?;
     let body = body.into_inner();
-    let concert = NewConcert { name: name(&body.name)?, schedules: schedules(&state, body.schedules)? };
+    let concert = NewConcert {
+        name: name(&body.name)?,
+        schedules: schedules(&state, body.schedules)?,
+    };
     let created = within_deadline(state.engine.create_concert(concert)).await?;
     Ok(HttpResponse::Created().json(ConcertCreated {
         concert_id: created.id.get(),
@@ -117,9 +137,14 @@ pub async fn create_concert(state: web::Data<AppState>, req: HttpRequest, body: 
     }))
 }
 
-fn schedules(state: &AppState, requested: Vec<ScheduleRequest>) -> Result<Vec<NewSchedule>, ApiError> {
+fn schedules(
+    state: &AppState,
+    requested: Vec<ScheduleRequest>,
+) -> Result<Vec<NewSchedule>, ApiError> {
     if requested.is_empty() || requested.len() > MAX_SCHEDULES {
-        return Err(ApiError::invalid(format!("a concert has 1 to {MAX_SCHEDULES} schedules")));
+        return Err(ApiError::invalid(format!(
+            "a concert has 1 to {MAX_SCHEDULES} schedules"
+        )));
     }
     let time = |field: &str, text: &str| {
         Timestamp::parse(text, state.timezone)
@@ -131,10 +156,14 @@ fn schedules(state: &AppState, requested: Vec<ScheduleRequest>) -> Result<Vec<Ne
             let concert_at = time("concertAt", &s.concert_at)?;
             let reservation_at = time("reservationAt", &s.reservation_at)?;
             if reservation_at > concert_at {
-                return Err(ApiError::invalid("reservationAt must not be after concertAt"));
+                return Err(ApiError::invalid(
+                    "reservationAt must not be after concertAt",
+                ));
             }
             if s.seats.is_empty() || s.seats.len() > MAX_SEATS_PER_SCHEDULE {
-                return Err(ApiError::invalid(format!("a schedule has 1 to {MAX_SEATS_PER_SCHEDULE} seats")));
+                return Err(ApiError::invalid(format!(
+                    "a schedule has 1 to {MAX_SEATS_PER_SCHEDULE} seats"
+                )));
             }
             let mut numbers = HashSet::new();
             let seats = s
@@ -142,15 +171,24 @@ fn schedules(state: &AppState, requested: Vec<ScheduleRequest>) -> Result<Vec<Ne
                 .iter()
                 .map(|seat| {
                     if !numbers.insert(seat.seat_number) {
-                        return Err(ApiError::invalid(format!("seat number {} appears twice", seat.seat_number)));
+                        return Err(ApiError::invalid(format!(
+                            "seat number {} appears twice",
+                            seat.seat_number
+                        )));
                     }
                     let price = Money::new(seat.price)
                         .filter(|p| p.won() <= MAX_PRICE)
-                        .ok_or_else(|| ApiError::invalid(format!("price must be 0 to {MAX_PRICE}")))?;
+                        .ok_or_else(|| {
+                            ApiError::invalid(format!("price must be 0 to {MAX_PRICE}"))
+                        })?;
                     Ok((seat.seat_number, price))
                 })
                 .collect::<Result<Vec<_>, ApiError>>()?;
-            Ok(NewSchedule { concert_at, reservation_at, seats })
+            Ok(NewSchedule {
+                concert_at,
+                reservation_at,
+                seats,
+            })
         })
         .collect()
 }

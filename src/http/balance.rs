@@ -20,16 +20,32 @@ struct BalanceBody {
 }
 
 /// POST /v1/balance/users/{userId}/recharge
-pub async fn recharge(state: web::Data<AppState>, path: web::Path<i64>, body: web::Json<RechargeRequest>) -> Result<HttpResponse, ApiError> {
+pub async fn recharge(
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: web::Json<RechargeRequest>,
+) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
-    let amount = body.amount.as_i64().ok_or(ApiError::InvalidRechargeAmount)?;
+    let amount = body
+        .amount
+        .as_i64()
+        .ok_or(ApiError::InvalidRechargeAmount)?;
     let balance = within_deadline(state.engine.recharge(user, amount)).await?;
-    Ok(HttpResponse::Ok().json(BalanceBody { user_id: user.get(), current_amount: balance.won() }))
+    Ok(HttpResponse::Ok().json(BalanceBody {
+        user_id: user.get(),
+        current_amount: balance.won(),
+    }))
 }
 
 /// GET /v1/balance/users/{userId}
-pub async fn balance(state: web::Data<AppState>, path: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn balance(
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     let balance = within_deadline(state.engine.balance(user)).await?;
-    Ok(HttpResponse::Ok().json(BalanceBody { user_id: user.get(), current_amount: balance.won() }))
+    Ok(HttpResponse::Ok().json(BalanceBody {
+        user_id: user.get(),
+        current_amount: balance.won(),
+    }))
 }

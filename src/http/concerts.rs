@@ -40,7 +40,11 @@ struct SeatBody {
 }
 
 /// GET /v1/concerts/{concertId}/schedules
-pub async fn schedules(state: web::Data<AppState>, path: web::Path<i64>, token: TokenHeader) -> Result<HttpResponse, ApiError> {
+pub async fn schedules(
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    token: TokenHeader,
+) -> Result<HttpResponse, ApiError> {
     let concert = id(path.into_inner(), ConcertId::new)?;
     state.engine.authorize(token.0, None)?;
     let events = state
@@ -54,11 +58,18 @@ pub async fn schedules(state: web::Data<AppState>, path: web::Path<i64>, token: 
             available_seat_count: available,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(SchedulesResponse { concert_id: concert.get(), events }))
+    Ok(HttpResponse::Ok().json(SchedulesResponse {
+        concert_id: concert.get(),
+        events,
+    }))
 }
 
 /// GET /v1/concerts/{concertId}/schedules/{scheduleId}/seats
-pub async fn seats(state: web::Data<AppState>, path: web::Path<(i64, i64)>, token: TokenHeader) -> Result<HttpResponse, ApiError> {
+pub async fn seats(
+    state: web::Data<AppState>,
+    path: web::Path<(i64, i64)>,
+    token: TokenHeader,
+) -> Result<HttpResponse, ApiError> {
     let (concert, schedule) = path.into_inner();
     let concert = id(concert, ConcertId::new)?;
     let schedule = id(schedule, ScheduleId::new)?;
@@ -72,7 +83,11 @@ pub async fn seats(state: web::Data<AppState>, path: web::Path<(i64, i64)>, toke
             .map(|s| SeatBody {
                 seat_id: s.id.get(),
                 seat_number: s.number,
-                seat_status: if s.available { "AVAILABLE" } else { "UNAVAILABLE" },
+                seat_status: if s.available {
+                    "AVAILABLE"
+                } else {
+                    "UNAVAILABLE"
+                },
                 seat_price: s.price.won(),
             })
             .collect(),

@@ -132,7 +132,9 @@ impl ResponseError for ApiError {
             | ApiError::ReservationExpired
             | ApiError::NotEnoughBalance
             | ApiError::InvalidRechargeAmount => StatusCode::BAD_REQUEST,
-            ApiError::InvalidToken | ApiError::TokenExpired | ApiError::TokenNotActive => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidToken | ApiError::TokenExpired | ApiError::TokenNotActive => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::UserNotFound
             | ApiError::TokenNotFound
@@ -142,9 +144,9 @@ impl ResponseError for ApiError {
             | ApiError::ReservationNotFound
             | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::ReservationAlreadyPaid | ApiError::PaymentInProgress | ApiError::ReservationCancelled => {
-                StatusCode::CONFLICT
-            }
+            ApiError::ReservationAlreadyPaid
+            | ApiError::PaymentInProgress
+            | ApiError::ReservationCancelled => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::PaymentFailed(_) | ApiError::RechargeFailed(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -156,7 +158,9 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         match self {
             ApiError::Unavailable(cause) => tracing::warn!(cause = %cause, "answered 503"),
-            ApiError::PaymentFailed(cause) | ApiError::RechargeFailed(cause) | ApiError::Internal(cause) => {
+            ApiError::PaymentFailed(cause)
+            | ApiError::RechargeFailed(cause)
+            | ApiError::Internal(cause) => {
                 tracing::error!(cause = %cause, slug = self.slug(), "answered 500")
             }
             _ => {}
@@ -165,7 +169,11 @@ impl ResponseError for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
-        response.json(Envelope { code: status.as_u16(), error: self.slug(), message: self.message() })
+        response.json(Envelope {
+            code: status.as_u16(),
+            error: self.slug(),
+            message: self.message(),
+        })
     }
 }
 
@@ -193,7 +201,9 @@ impl From<BookingRule> for ApiError {
             BookingRule::NotOpen => ApiError::ReservationNotOpen,
             BookingRule::SeatLimitExceeded { .. } => ApiError::SeatLimitExceeded,
             BookingRule::NoSeats => ApiError::invalid("seatIds must not be empty"),
-            BookingRule::DuplicateSeat { .. } => ApiError::invalid("seatIds must not repeat a seat"),
+            BookingRule::DuplicateSeat { .. } => {
+                ApiError::invalid("seatIds must not repeat a seat")
+            }
             BookingRule::ReservationNotFound => ApiError::ReservationNotFound,
             BookingRule::Expired => ApiError::ReservationExpired,
             BookingRule::AlreadyPaid => ApiError::ReservationAlreadyPaid,
@@ -260,11 +270,15 @@ impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
         match e {
             AdminError::Store(crate::store::StoreError::Database(error))
-                if error.as_database_error().is_some_and(|d| d.is_unique_violation()) =>
+                if error
+                    .as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
             {
                 ApiError::invalid("a seat number appears twice in one schedule")
             }
-            AdminError::Store(error) => ApiError::Unavailable(format!("admin write failed: {error:?}")),
+            AdminError::Store(error) => {
+                ApiError::Unavailable(format!("admin write failed: {error:?}"))
+            }
         }
     }
 }

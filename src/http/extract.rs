@@ -38,7 +38,8 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
         .content_type_required(false)
         .error_handler(|error, _| {
             let message = match &error {
-                JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+                JsonPayloadError::Overflow { limit }
+                | JsonPayloadError::OverflowKnownLength { limit, .. } => {
                     format!("request body is larger than {limit} bytes")
                 }
                 JsonPayloadError::Deserialize(e) => format!("malformed JSON body: {e}"),

@@ -42,7 +42,9 @@ impl AppState {
 }
 
 /// Waits for an engine operation, answering 503 if it takes unreasonably long.
-pub async fn within_deadline<T, E: Into<ApiError>>(op: impl Future<Output = Result<T, E>>) -> Result<T, ApiError> {
+pub async fn within_deadline<T, E: Into<ApiError>>(
+    op: impl Future<Output = Result<T, E>>,
+) -> Result<T, ApiError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, op).await {
         Ok(result) => result.map_err(Into::into),
         Err(_) => Err(ApiError::Unavailable("request deadline passed".into())),
@@ -60,9 +62,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(queue::token)),
         )
         .service(resource("/v1/queue-status/users/{userId}").route(web::get().to(queue::status)))
-        .service(resource("/v1/concerts/{concertId}/schedules").route(web::get().to(concerts::schedules)))
         .service(
-            resource("/v1/concerts/{concertId}/schedules/{scheduleId}/seats").route(web::get().to(concerts::seats)),
+            resource("/v1/concerts/{concertId}/schedules")
+                .route(web::get().to(concerts::schedules)),
+        )
+        .service(
+            resource("/v1/concerts/{concertId}/schedules/{scheduleId}/seats")
+                .route(web::get().to(concerts::seats)),
         )
         .service(resource("/v1/reservations").route(web::post().to(reservations::reserve)))
         .service(
@@ -72,7 +78,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/v1/payments/users/{userId}").route(web::post().to(payments::pay)))
         .service(resource("/v1/balance/users/{userId}").route(web::get().to(balance::balance)))
-        .service(resource("/v1/balance/users/{userId}/recharge").route(web::post().to(balance::recharge)))
+        .service(
+            resource("/v1/balance/users/{userId}/recharge")
+                .route(web::post().to(balance::recharge)),
+        )
         .service(
             web::scope("/v1/admin")
                 .app_data(extract::json_config(ADMIN_BODY_LIMIT))

@@ -21,7 +21,12 @@ struct PaymentBody {
 }
 
 /// POST /v1/payments/users/{userId}: debit, mark paid, record, expire the token — atomically.
-pub async fn pay(state: web::Data<AppState>, path: web::Path<i64>, token: TokenHeader, body: web::Json<PayRequest>) -> Result<HttpResponse, ApiError> {
+pub async fn pay(
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    token: TokenHeader,
+    body: web::Json<PayRequest>,
+) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     let reservation = id(body.reservation_id, ReservationId::new)?;
     if !state.engine.user_exists(user) {

@@ -40,22 +40,36 @@ fn token_response(state: &AppState, record: &TokenRecord) -> TokenResponse {
 }
 
 /// POST /v1/queue-tokens/users/{userId}: 201 with a new token, 200 with the live one.
-pub async fn join(state: web::Data<AppState>, path: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn join(
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     let (record, created) = within_deadline(state.engine.join_queue(user)).await?;
     let body = token_response(&state, &record);
-    Ok(if created { HttpResponse::Created().json(body) } else { HttpResponse::Ok().json(body) })
+    Ok(if created {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
 }
 
 /// GET /v1/queue-tokens/users/{userId}
-pub async fn token(state: web::Data<AppState>, path: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn token(
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     let record = state.engine.token_of(user)?;
     Ok(HttpResponse::Ok().json(token_response(&state, &record)))
 }
 
 /// GET /v1/queue-status/users/{userId}: answered from the published line, never the actor.
-pub async fn status(state: web::Data<AppState>, path: web::Path<i64>, token: TokenHeader) -> Result<HttpResponse, ApiError> {
+pub async fn status(
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    token: TokenHeader,
+) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     let status = state.engine.poll(user, token.0)?;
     Ok(HttpResponse::Ok().json(StatusResponse {

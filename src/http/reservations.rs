@@ -49,7 +49,14 @@ pub fn reservation_body(state: &AppState, view: &ReservationView) -> Reservation
         concert_id: view.concert_id.get(),
         concert_name: view.concert_name.clone(),
         concert_at: state.time(view.concert_at),
-        seats: view.seats.iter().map(|(n, p)| SeatLine { seat_number: *n, price: p.won() }).collect(),
+        seats: view
+            .seats
+            .iter()
+            .map(|(n, p)| SeatLine {
+                seat_number: *n,
+                price: p.won(),
+            })
+            .collect(),
         total_price: r.total.won(),
         reservation_status: r.status.as_str(),
         expires_at: state.time(r.expires_at),
@@ -57,7 +64,11 @@ pub fn reservation_body(state: &AppState, view: &ReservationView) -> Reservation
 }
 
 /// POST /v1/reservations: all seats held for the user, or none.
-pub async fn reserve(state: web::Data<AppState>, token: TokenHeader, body: web::Json<ReserveRequest>) -> Result<HttpResponse, ApiError> {
+pub async fn reserve(
+    state: web::Data<AppState>,
+    token: TokenHeader,
+    body: web::Json<ReserveRequest>,
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let user = id(body.user_id, UserId::new)?;
     let concert = id(body.concert_id, ConcertId::new)?;
@@ -68,7 +79,11 @@ pub async fn reserve(state: web::Data<AppState>, token: TokenHeader, body: web::
     if body.seat_ids.len() > state.engine.settings().max_seats_per_user as usize {
         return Err(ApiError::SeatLimitExceeded);
     }
-    let seats = body.seat_ids.iter().map(|s| id(*s, SeatId::new)).collect::<Result<Vec<_>, _>>()?;
+    let seats = body
+        .seat_ids
+        .iter()
+        .map(|s| id(*s, SeatId::new))
+        .collect::<Result<Vec<_>, _>>()?;
     if !state.engine.user_exists(user) {
         return Err(ApiError::UserNotFound);
     }
@@ -78,20 +93,35 @@ pub async fn reserve(state: web::Data<AppState>, token: TokenHeader, body: web::
 }
 
 /// GET /v1/reservations/{reservationId}?userId=…
-pub async fn read(state: web::Data<AppState>, path: web::Path<i64>, query: web::Query<OwnerQuery>, token: TokenHeader) -> Result<HttpResponse, ApiError> {
+pub async fn read(
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    query: web::Query<OwnerQuery>,
+    token: TokenHeader,
+) -> Result<HttpResponse, ApiError> {
     let (user, reservation) = owner(&state, path.into_inner(), query.user_id, token)?;
     let view = within_deadline(state.engine.reservation(user, reservation)).await?;
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))
 }
 
 /// DELETE /v1/reservations/{reservationId}?userId=…: voids a pending hold.
-pub async fn cancel(state: web::Data<AppState>, path: web::Path<i64>, query: web::Query<OwnerQuery>, token: TokenHeader) -> Result<HttpResponse, ApiError> {
+pub async fn cancel(
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    query: web::Query<OwnerQuery>,
+    token: TokenHeader,
+) -> Result<HttpResponse, ApiError> {
     let (user, reservation) = owner(&state, path.into_inner(), query.user_id, token)?;
     let view = within_deadline(state.engine.cancel(user, reservation)).await?;
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))
 }
 
-fn owner(state: &AppState, reservation: i64, user: i64, token: TokenHeader) -> Result<(UserId, ReservationId), ApiError> {
+fn owner(
+    state: &AppState,
+    reservation: i64,
+    user: i64,
+    token: TokenHeader,
+) -> Result<(UserId, ReservationId), ApiError> {
     let reservation = id(reservation, ReservationId::new)?;
     let user = id(user, UserId::new)?;
     if !state.engine.user_exists(user) {

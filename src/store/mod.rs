@@ -5,12 +5,16 @@
 //! the admin routes. Each backend is one module; nothing above this module sees SQL.
 
 mod postgres;
+mod sqlite;
 
 pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 use crate::domain::queue::TokenRecord;
 use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
-use crate::domain::{ConcertId, Money, PaymentId, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
+use crate::domain::{
+    ConcertId, Money, PaymentId, ReservationId, ScheduleId, Timestamp, TokenId, UserId,
+};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +28,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the stored data breaks an invariant: {0}")]
     Corrupt(String),
-    #[error("unsupported database url (expected postgres://…): {0}")]
+    #[error("unsupported database url (expected postgres://… or sqlite://FILE): {0}")]
     UnsupportedUrl(String),
     #[error("the store's runtime is gone")]
     RuntimeGone,
@@ -190,12 +194,14 @@ pub struct CreatedConcert {
 #[derive(Debug, Clone)]
 pub enum Store {
     Postgres(PgStore),
+    Sqlite(SqliteStore),
 }
 
 macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Store::Postgres($store) => $call,
+            Store::Sqlite($store) => $call,
         }
     };
 }
@@ -205,6 +211,9 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Store::Postgres(PgStore::connect(url).await?))
+        } else if url.starts_with("sqlite:") {
+            // sqlite://FILE, sqlite:FILE, sqlite://./dir/FILE or sqlite:///abs/FILE.
+            Ok(Store::Sqlite(SqliteStore::connect(url).await?))
         } else {
             Err(StoreError::UnsupportedUrl(redact(url)))
         }
@@ -252,7 +261,12 @@ impl Store {
     }
 
     /// Creates a user and an empty (or funded) wallet.
-    pub async fn create_user(&self, name: &str, balance: Money, now: Timestamp) -> Result<UserId, StoreError> {
+    pub async fn create_user(
+        &self,
+        name: &str,
+        balance: Money,
+        now: Timestamp,
+    ) -> Result<UserId, StoreError> {
         dispatch!(self, s => s.create_user(name, balance, now).await)
     }
 
@@ -275,7 +289,10 @@ pub struct StoreHandle {
 
 impl StoreHandle {
     pub fn new(store: Store, runtime: tokio::runtime::Handle) -> StoreHandle {
-        StoreHandle { store: Arc::new(store), runtime }
+        StoreHandle {
+            store: Arc::new(store),
+            runtime,
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -287,7 +304,10 @@ impl StoreHandle {
     }
 
     /// Runs `op` on the store's runtime and waits for it from any runtime.
-    pub fn run<T, F, Fut>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    pub fn run<T, F, Fut>(
+        &self,
+        op: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
     where
         T: Send + 'static,
         F: FnOnce(Arc<Store>) -> Fut + Send + 'static,

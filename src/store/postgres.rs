@@ -6,7 +6,9 @@ use super::{
 };
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ReservationStatus, ScheduleInfo, Seat};
-use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId};
+use crate::domain::{
+    ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
+};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use std::collections::HashMap;
@@ -36,7 +38,9 @@ impl PgStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/postgres").run(&self.pool).await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -71,7 +75,12 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| Ok((id(row.try_get("id")?, ConcertId::new)?, row.try_get("name")?)))
+            .map(|row| {
+                Ok((
+                    id(row.try_get("id")?, ConcertId::new)?,
+                    row.try_get("name")?,
+                ))
+            })
             .collect::<Result<Vec<(ConcertId, String)>, StoreError>>()?;
         let names: HashMap<ConcertId, String> = concerts.iter().cloned().collect();
         let schedules = sqlx::query(
@@ -91,10 +100,17 @@ impl PgStore {
             })
         })
         .collect::<Result<_, StoreError>>()?;
-        Ok(CatalogSnapshot { users, concerts, schedules })
+        Ok(CatalogSnapshot {
+            users,
+            concerts,
+            schedules,
+        })
     }
 
-    pub async fn load_schedule(&self, schedule: ScheduleId) -> Result<ScheduleSnapshot, StoreError> {
+    pub async fn load_schedule(
+        &self,
+        schedule: ScheduleId,
+    ) -> Result<ScheduleSnapshot, StoreError> {
         let seats = sqlx::query(
             "SELECT id, seat_number, price FROM seats WHERE schedule_id = $1 ORDER BY seat_number",
         )
@@ -133,7 +149,10 @@ impl PgStore {
                 reservation_row(row, schedule, seats_of.remove(&rid).unwrap_or_default())
             })
             .collect::<Result<_, _>>()?;
-        Ok(ScheduleSnapshot { seats, reservations })
+        Ok(ScheduleSnapshot {
+            seats,
+            reservations,
+        })
     }
 
     pub async fn load_wallet(&self, user: UserId) -> Result<Option<Money>, StoreError> {
@@ -172,22 +191,32 @@ impl PgStore {
         })
     }
 
-    pub async fn schedule_of(&self, reservation: ReservationId) -> Result<Option<ScheduleId>, StoreError> {
+    pub async fn schedule_of(
+        &self,
+        reservation: ReservationId,
+    ) -> Result<Option<ScheduleId>, StoreError> {
         let row = sqlx::query("SELECT schedule_id FROM reservations WHERE id = $1")
             .bind(reservation.get())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| id(row.try_get("schedule_id")?, ScheduleId::new)).transpose()
+        row.map(|row| id(row.try_get("schedule_id")?, ScheduleId::new))
+            .transpose()
     }
 
-    pub async fn create_user(&self, name: &str, balance: Money, now: Timestamp) -> Result<UserId, StoreError> {
+    pub async fn create_user(
+        &self,
+        name: &str,
+        balance: Money,
+        now: Timestamp,
+    ) -> Result<UserId, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let user: i64 = sqlx::query("INSERT INTO users (name, created_at_ms) VALUES ($1, $2) RETURNING id")
-            .bind(name)
-            .bind(now.millis())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("id")?;
+        let user: i64 =
+            sqlx::query("INSERT INTO users (name, created_at_ms) VALUES ($1, $2) RETURNING id")
+                .bind(name)
+                .bind(now.millis())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("id")?;
         sqlx::query("INSERT INTO wallets (user_id, balance, updated_at_ms) VALUES ($1, $2, $3)")
             .bind(user)
             .bind(balance.won())
@@ -244,7 +273,10 @@ impl PgStore {
             schedules.push((info, order_like(seats, &numbers)));
         }
         tx.commit().await?;
-        Ok(CreatedConcert { id: concert_id, schedules })
+        Ok(CreatedConcert {
+            id: concert_id,
+            schedules,
+        })
     }
 }
 
@@ -265,7 +297,10 @@ fn hold_state(status: ReservationStatus) -> &'static str {
     }
 }
 
-async fn write_reservations(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Result<(), StoreError> {
+async fn write_reservations(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &Writes,
+) -> Result<(), StoreError> {
     if batch.reservations.is_empty() {
         return Ok(());
     }
@@ -318,7 +353,10 @@ async fn write_reservations(tx: &mut Transaction<'_, Postgres>, batch: &Writes) 
     Ok(())
 }
 
-async fn write_payments(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Result<(), StoreError> {
+async fn write_payments(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &Writes,
+) -> Result<(), StoreError> {
     if batch.payments.is_empty() {
         return Ok(());
     }
@@ -337,7 +375,10 @@ async fn write_payments(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> R
     Ok(())
 }
 
-async fn write_wallets(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Result<(), StoreError> {
+async fn write_wallets(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &Writes,
+) -> Result<(), StoreError> {
     if batch.wallets.is_empty() {
         return Ok(());
     }
@@ -354,12 +395,19 @@ async fn write_wallets(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Re
     .await?
     .rows_affected();
     if updated != ws.len() as u64 {
-        return Err(StoreError::Corrupt(format!("{} of {} wallets exist", updated, ws.len())));
+        return Err(StoreError::Corrupt(format!(
+            "{} of {} wallets exist",
+            updated,
+            ws.len()
+        )));
     }
     Ok(())
 }
 
-async fn write_ledger(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Result<(), StoreError> {
+async fn write_ledger(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &Writes,
+) -> Result<(), StoreError> {
     if batch.ledger.is_empty() {
         return Ok(());
     }
@@ -374,14 +422,21 @@ async fn write_ledger(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Res
     .bind(ls.iter().map(|l| l.kind.as_str()).collect::<Vec<_>>())
     .bind(ls.iter().map(|l| l.amount.won()).collect::<Vec<_>>())
     .bind(ls.iter().map(|l| l.balance_after.won()).collect::<Vec<_>>())
-    .bind(ls.iter().map(|l| l.payment.map(|p| p.get())).collect::<Vec<_>>())
+    .bind(
+        ls.iter()
+            .map(|l| l.payment.map(|p| p.get()))
+            .collect::<Vec<_>>(),
+    )
     .bind(ls.iter().map(|l| l.at.millis()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-async fn write_tokens(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Result<(), StoreError> {
+async fn write_tokens(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &Writes,
+) -> Result<(), StoreError> {
     if batch.tokens.is_empty() {
         return Ok(());
     }
@@ -401,9 +456,10 @@ async fn write_tokens(tx: &mut Transaction<'_, Postgres>, batch: &Writes) -> Res
         for t in &ts {
             let (a, e, x) = match t.state {
                 TokenState::Waiting => (None, None, None),
-                TokenState::Active { admitted_at, expires_at } => {
-                    (Some(admitted_at.millis()), Some(expires_at.millis()), None)
-                }
+                TokenState::Active {
+                    admitted_at,
+                    expires_at,
+                } => (Some(admitted_at.millis()), Some(expires_at.millis()), None),
                 TokenState::Expired { at } => (None, None, Some(at.millis())),
             };
             admitted.push(a);
@@ -450,7 +506,11 @@ fn seat_row(row: &PgRow) -> Result<Seat, StoreError> {
     })
 }
 
-fn reservation_row(row: &PgRow, schedule: ScheduleId, seats: Vec<SeatId>) -> Result<Reservation, StoreError> {
+fn reservation_row(
+    row: &PgRow,
+    schedule: ScheduleId,
+    seats: Vec<SeatId>,
+) -> Result<Reservation, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(Reservation {
         id: id(row.try_get("id")?, ReservationId::new)?,
@@ -481,14 +541,17 @@ fn token_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
             admitted_at: at("admitted_at_ms")?,
             expires_at: at("active_expires_at_ms")?,
         },
-        "EXPIRED" => TokenState::Expired { at: at("expired_at_ms")? },
+        "EXPIRED" => TokenState::Expired {
+            at: at("expired_at_ms")?,
+        },
         other => return Err(StoreError::Corrupt(format!("token status {other}"))),
     };
     let position: i64 = row.try_get("position")?;
     Ok(TokenRecord {
         id: TokenId::new(row.try_get("id")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         user: id(row.try_get("user_id")?, UserId::new)?,
-        position: u64::try_from(position).map_err(|_| StoreError::Corrupt(format!("position {position}")))?,
+        position: u64::try_from(position)
+            .map_err(|_| StoreError::Corrupt(format!("position {position}")))?,
         created_at,
         state,
     })

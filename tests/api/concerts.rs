@@ -24,8 +24,17 @@ async fn schedules_list_only_upcoming_ones_by_date(backend: Backend) {
     assert_eq!(created.status().as_u16(), 201);
     let created = body(created).await;
     let concert = created["concertId"].as_i64().unwrap();
-    let ids: Vec<i64> = created["schedules"].as_array().unwrap().iter().map(|s| s["scheduleId"].as_i64().unwrap()).collect();
-    let listed = body(app.get(&format!("/v1/concerts/{concert}/schedules"), Some(token)).await).await;
+    let ids: Vec<i64> = created["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["scheduleId"].as_i64().unwrap())
+        .collect();
+    let listed = body(
+        app.get(&format!("/v1/concerts/{concert}/schedules"), Some(token))
+            .await,
+    )
+    .await;
     assert_eq!(listed["concertId"], concert);
     let events = listed["events"].as_array().unwrap();
     assert_eq!(events.len(), 2, "the past schedule is not listed: {listed}");
@@ -41,10 +50,31 @@ async fn concert_routes_need_an_active_token(backend: Backend) {
     let app = spawn_app(backend).await;
     let concert = app.create_concert(2, 100).await;
     let path = format!("/v1/concerts/{}/schedules", concert.id);
-    assert_error(app.get(&path, None).await, 401, "invalid_token", "invalid token").await;
-    assert_error(app.get(&path, Some(12345)).await, 401, "invalid_token", "invalid token").await;
-    let seats = format!("/v1/concerts/{}/schedules/{}/seats", concert.id, concert.schedule);
-    assert_error(app.get(&seats, None).await, 401, "invalid_token", "invalid token").await;
+    assert_error(
+        app.get(&path, None).await,
+        401,
+        "invalid_token",
+        "invalid token",
+    )
+    .await;
+    assert_error(
+        app.get(&path, Some(12345)).await,
+        401,
+        "invalid_token",
+        "invalid token",
+    )
+    .await;
+    let seats = format!(
+        "/v1/concerts/{}/schedules/{}/seats",
+        concert.id, concert.schedule
+    );
+    assert_error(
+        app.get(&seats, None).await,
+        401,
+        "invalid_token",
+        "invalid token",
+    )
+    .await;
 }
 on_postgres!(concert_routes_need_an_active_token);
 
@@ -54,13 +84,37 @@ async fn unknown_concerts_and_schedules_are_404(backend: Backend) {
     let token = app.active_token(user).await;
     let one = app.create_concert(2, 100).await;
     let other = app.create_concert(2, 100).await;
-    assert_error(app.get("/v1/concerts/999/schedules", Some(token)).await, 404, "concert_not_found", "concert not found").await;
+    assert_error(
+        app.get("/v1/concerts/999/schedules", Some(token)).await,
+        404,
+        "concert_not_found",
+        "concert not found",
+    )
+    .await;
     let path = format!("/v1/concerts/999/schedules/{}/seats", one.schedule);
-    assert_error(app.get(&path, Some(token)).await, 404, "concert_not_found", "concert not found").await;
+    assert_error(
+        app.get(&path, Some(token)).await,
+        404,
+        "concert_not_found",
+        "concert not found",
+    )
+    .await;
     let path = format!("/v1/concerts/{}/schedules/{}/seats", one.id, other.schedule);
-    assert_error(app.get(&path, Some(token)).await, 404, "schedule_not_found", "schedule not found").await;
+    assert_error(
+        app.get(&path, Some(token)).await,
+        404,
+        "schedule_not_found",
+        "schedule not found",
+    )
+    .await;
     let path = format!("/v1/concerts/{}/schedules/999/seats", one.id);
-    assert_error(app.get(&path, Some(token)).await, 404, "schedule_not_found", "schedule not found").await;
+    assert_error(
+        app.get(&path, Some(token)).await,
+        404,
+        "schedule_not_found",
+        "schedule not found",
+    )
+    .await;
 }
 on_postgres!(unknown_concerts_and_schedules_are_404);
 
@@ -69,13 +123,32 @@ async fn a_seat_map_shows_held_seats_as_unavailable(backend: Backend) {
     let user = app.create_user(0).await;
     let token = app.active_token(user).await;
     let concert = app.create_concert(3, 10_000).await;
-    let path = format!("/v1/concerts/{}/schedules/{}/seats", concert.id, concert.schedule);
+    let path = format!(
+        "/v1/concerts/{}/schedules/{}/seats",
+        concert.id, concert.schedule
+    );
     let listed = body(app.get(&path, Some(token)).await).await;
     assert_eq!(listed["concertId"], concert.id);
     assert_eq!(listed["concertAt"], "2099-01-01T10:00:00");
-    assert_eq!(listed["seats"][0], json!({ "seatId": concert.seats[0], "seatNumber": 1, "seatStatus": "AVAILABLE", "seatPrice": 10000 }));
-    assert_eq!(app.reserve(user, token, &concert, &concert.seats[1..2]).await.status().as_u16(), 201);
+    assert_eq!(
+        listed["seats"][0],
+        json!({ "seatId": concert.seats[0], "seatNumber": 1, "seatStatus": "AVAILABLE", "seatPrice": 10000 })
+    );
+    assert_eq!(
+        app.reserve(user, token, &concert, &concert.seats[1..2])
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
     let map = app.seat_map(token, &concert).await;
-    assert_eq!(map, vec![(concert.seats[0], true), (concert.seats[1], false), (concert.seats[2], true)]);
+    assert_eq!(
+        map,
+        vec![
+            (concert.seats[0], true),
+            (concert.seats[1], false),
+            (concert.seats[2], true)
+        ]
+    );
 }
 on_both_stores!(a_seat_map_shows_held_seats_as_unavailable);

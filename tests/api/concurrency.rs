@@ -16,7 +16,11 @@ async fn five_hundred_concurrent_attempts_never_hold_a_seat_twice(backend: Backe
     let attempts: Vec<(i64, i64, Vec<i64>)> = (0..500)
         .map(|i| {
             let count = 1 + i % 2;
-            let seats: Vec<i64> = concert.seats.choose_multiple(&mut rng, count).copied().collect();
+            let seats: Vec<i64> = concert
+                .seats
+                .choose_multiple(&mut rng, count)
+                .copied()
+                .collect();
             (users[i % 250], tokens[i % 250], seats)
         })
         .collect();
@@ -45,14 +49,27 @@ async fn five_hundred_concurrent_attempts_never_hold_a_seat_twice(backend: Backe
     }
     assert!(!owner.is_empty());
     assert!(per_user.values().all(|n| *n <= 4));
-    let live = app.db.scalar("SELECT COUNT(*) FROM holds WHERE state IN ('PENDING', 'POSTED')").await;
-    assert_eq!(live as usize, owner.len(), "the database agrees with the acknowledged holds");
+    let live = app
+        .db
+        .scalar("SELECT COUNT(*) FROM holds WHERE state IN ('PENDING', 'POSTED')")
+        .await;
+    assert_eq!(
+        live as usize,
+        owner.len(),
+        "the database agrees with the acknowledged holds"
+    );
     let doubled = app
         .db
         .scalar("SELECT COUNT(*) FROM (SELECT seat_id FROM holds WHERE state IN ('PENDING', 'POSTED') GROUP BY seat_id HAVING COUNT(*) > 1) AS d")
         .await;
     assert_eq!(doubled, 0);
-    let taken: HashSet<i64> = app.seat_map(tokens[0], &concert).await.into_iter().filter(|(_, free)| !free).map(|(id, _)| id).collect();
+    let taken: HashSet<i64> = app
+        .seat_map(tokens[0], &concert)
+        .await
+        .into_iter()
+        .filter(|(_, free)| !free)
+        .map(|(id, _)| id)
+        .collect();
     assert_eq!(taken, owner.keys().copied().collect::<HashSet<i64>>());
 }
 on_both_stores!(five_hundred_concurrent_attempts_never_hold_a_seat_twice);
@@ -70,7 +87,8 @@ async fn two_hundred_concurrent_recharges_and_payments_leave_an_exact_balance(ba
         assert_eq!(held.status().as_u16(), 201);
         reservations.push(body(held).await["reservationId"].as_i64().unwrap());
     }
-    let recharges = (0..100).map(|_| async { app.recharge(user, json!(1_000)).await.status().as_u16() });
+    let recharges =
+        (0..100).map(|_| async { app.recharge(user, json!(1_000)).await.status().as_u16() });
     let app = &app;
     let payments = reservations.iter().map(|id| async move {
         let response = app.pay(user, token, *id).await;
@@ -78,13 +96,19 @@ async fn two_hundred_concurrent_recharges_and_payments_leave_an_exact_balance(ba
         (status, body(response).await)
     });
     let (recharged, paid) = tokio::join!(join_all(recharges), join_all(payments));
-    assert!(recharged.iter().all(|s| *s == 200), "every recharge is acknowledged: {recharged:?}");
+    assert!(
+        recharged.iter().all(|s| *s == 200),
+        "every recharge is acknowledged: {recharged:?}"
+    );
     let mut ok_payments = 0;
     for (status, answer) in &paid {
         match status {
             201 => ok_payments += 1,
             400 => assert_eq!(answer["error"], "not_enough_balance"),
-            401 => assert_eq!(answer["error"], "token_expired", "the first payment spends the token"),
+            401 => assert_eq!(
+                answer["error"], "token_expired",
+                "the first payment spends the token"
+            ),
             other => panic!("unexpected {other}: {answer}"),
         }
     }
@@ -93,15 +117,32 @@ async fn two_hundred_concurrent_recharges_and_payments_leave_an_exact_balance(ba
     assert!(expected >= 0);
     assert_eq!(app.balance(user).await, expected);
     let db = &app.db;
-    assert_eq!(db.scalar(&format!("SELECT balance FROM wallets WHERE user_id = {user}")).await, expected);
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT balance FROM wallets WHERE user_id = {user}"
+        ))
+        .await,
+        expected
+    );
     let net = db
         .scalar(&format!(
             "SELECT CAST(COALESCE(SUM(CASE WHEN kind = 'RECHARGE' THEN amount ELSE -amount END), 0) AS BIGINT) FROM ledger WHERE user_id = {user}"
         ))
         .await;
     assert_eq!(opening + net, expected, "the ledger explains the balance");
-    assert_eq!(db.scalar("SELECT COUNT(*) FROM payments").await, ok_payments);
-    assert_eq!(db.scalar("SELECT COUNT(*) FROM reservations WHERE status = 'PAID'").await, ok_payments);
-    assert_eq!(db.scalar("SELECT COUNT(*) FROM ledger WHERE balance_after < 0").await, 0);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM payments").await,
+        ok_payments
+    );
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM reservations WHERE status = 'PAID'")
+            .await,
+        ok_payments
+    );
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM ledger WHERE balance_after < 0")
+            .await,
+        0
+    );
 }
 on_both_stores!(two_hundred_concurrent_recharges_and_payments_leave_an_exact_balance);

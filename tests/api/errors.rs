@@ -5,17 +5,65 @@ use crate::on_postgres;
 
 async fn unknown_routes_methods_and_bad_input_answer_the_envelope(backend: Backend) {
     let app = spawn_app(backend).await;
-    assert_error(app.get("/nowhere", None).await, 404, "not_found", "not found").await;
-    let put = app.client.put(app.url("/v1/balance/users/1")).send().await.unwrap();
+    assert_error(
+        app.get("/nowhere", None).await,
+        404,
+        "not_found",
+        "not found",
+    )
+    .await;
+    let put = app
+        .client
+        .put(app.url("/v1/balance/users/1"))
+        .send()
+        .await
+        .unwrap();
     assert_error(put, 405, "method_not_allowed", "method not allowed").await;
-    assert_error(app.get("/v1/balance/users/abc", None).await, 400, "invalid_request", "").await;
-    assert_error(app.get("/v1/balance/users/0", None).await, 400, "invalid_request", "").await;
-    assert_error(app.get("/v1/balance/users/99999999999999999999", None).await, 400, "invalid_request", "").await;
-    let truncated = app.client.post(app.url("/v1/balance/users/1/recharge")).body("{\"amount\":").send().await.unwrap();
+    assert_error(
+        app.get("/v1/balance/users/abc", None).await,
+        400,
+        "invalid_request",
+        "",
+    )
+    .await;
+    assert_error(
+        app.get("/v1/balance/users/0", None).await,
+        400,
+        "invalid_request",
+        "",
+    )
+    .await;
+    assert_error(
+        app.get("/v1/balance/users/99999999999999999999", None)
+            .await,
+        400,
+        "invalid_request",
+        "",
+    )
+    .await;
+    let truncated = app
+        .client
+        .post(app.url("/v1/balance/users/1/recharge"))
+        .body("{\"amount\":")
+        .send()
+        .await
+        .unwrap();
     assert_error(truncated, 400, "invalid_request", "").await;
-    let huge = app.client.post(app.url("/v1/reservations")).body(vec![b' '; 64 * 1024]).send().await.unwrap();
+    let huge = app
+        .client
+        .post(app.url("/v1/reservations"))
+        .body(vec![b' '; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
     assert_error(huge, 400, "invalid_request", "").await;
-    let wrong = app.client.post(app.url("/v1/reservations")).json(&serde_json::json!({ "userId": "x" })).send().await.unwrap();
+    let wrong = app
+        .client
+        .post(app.url("/v1/reservations"))
+        .json(&serde_json::json!({ "userId": "x" }))
+        .send()
+        .await
+        .unwrap();
     assert_error(wrong, 400, "invalid_request", "").await;
     let query = app.get("/v1/reservations/1?userId=abc", Some(1)).await;
     assert_error(query, 400, "invalid_request", "").await;

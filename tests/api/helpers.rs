@@ -22,7 +22,8 @@ pub enum Backend {
 
 /// The PostgreSQL server the tests use; `BOXOFFICE_TEST_POSTGRES` overrides it.
 pub fn postgres_server() -> String {
-    std::env::var("BOXOFFICE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("BOXOFFICE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -32,7 +33,12 @@ fn unique_name() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("boxoffice_test_{}_{}_{}", std::process::id(), nanos % 1_000_000_000, NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "boxoffice_test_{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A database that exists for one test and is dropped after it.
@@ -62,13 +68,23 @@ impl TestDb {
                     .await
                     .expect("create the test database");
                 pool.close().await;
-                Arc::new(TestDb { backend, url: format!("{server}/{name}"), name, dir: None })
+                Arc::new(TestDb {
+                    backend,
+                    url: format!("{server}/{name}"),
+                    name,
+                    dir: None,
+                })
             }
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join(&name);
                 std::fs::create_dir_all(&dir).expect("create a temp dir");
                 let url = format!("sqlite://{}", dir.join("boxoffice.db").display());
-                Arc::new(TestDb { backend, url, name, dir: Some(dir) })
+                Arc::new(TestDb {
+                    backend,
+                    url,
+                    name,
+                    dir: Some(dir),
+                })
             }
         }
     }
@@ -77,7 +93,9 @@ impl TestDb {
     pub async fn scalar(&self, sql: &str) -> i64 {
         match self.backend {
             Backend::Postgres => {
-                let pool = sqlx::PgPool::connect(&self.url).await.expect("connect to the test database");
+                let pool = sqlx::PgPool::connect(&self.url)
+                    .await
+                    .expect("connect to the test database");
                 let value: i64 = sqlx::query_scalar(sql)
                     .fetch_one(&pool)
                     .await
@@ -86,7 +104,9 @@ impl TestDb {
                 value
             }
             Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.url).await.expect("open the test database");
+                let pool = sqlx::SqlitePool::connect(&self.url)
+                    .await
+                    .expect("open the test database");
                 let value: i64 = sqlx::query_scalar(sql)
                     .fetch_one(&pool)
                     .await
@@ -108,7 +128,10 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs outside any async context we could borrow: use a short-lived runtime.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let pool = sqlx::PgPool::connect(&admin).await.ok()?;
                 let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
@@ -149,7 +172,11 @@ pub async fn spawn_app_with(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) 
     spawn_app_on(db, Arc::new(ManualClock::new()), tweak).await
 }
 
-pub async fn spawn_app_on(db: Arc<TestDb>, clock: Arc<ManualClock>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+pub async fn spawn_app_on(
+    db: Arc<TestDb>,
+    clock: Arc<ManualClock>,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     boxoffice::telemetry::init_with_default("warn");
     let mut settings = Settings::for_database(db.url.clone());
     settings.admin_key = Some(ADMIN_KEY.into());
@@ -169,7 +196,15 @@ pub async fn spawn_app_on(db: Arc<TestDb>, clock: Arc<ManualClock>, tweak: impl 
         .timeout(Duration::from_secs(30))
         .build()
         .expect("a client");
-    TestApp { address, client, db, settings, clock, handle, stopped }
+    TestApp {
+        address,
+        client,
+        db,
+        settings,
+        clock,
+        handle,
+        stopped,
+    }
 }
 
 impl TestApp {
@@ -229,11 +264,20 @@ impl TestApp {
 
     /// A concert whose one schedule is open for booking, with `seats` seats at `price`.
     pub async fn create_concert(&self, seats: usize, price: i64) -> Concert {
-        self.create_concert_with(seats, price, "2020-01-01T00:00:00", "2099-01-01T10:00:00").await
+        self.create_concert_with(seats, price, "2020-01-01T00:00:00", "2099-01-01T10:00:00")
+            .await
     }
 
-    pub async fn create_concert_with(&self, seats: usize, price: i64, reservation_at: &str, concert_at: &str) -> Concert {
-        let seat_map: Vec<Value> = (1..=seats).map(|n| json!({ "seatNumber": n, "price": price })).collect();
+    pub async fn create_concert_with(
+        &self,
+        seats: usize,
+        price: i64,
+        reservation_at: &str,
+        concert_at: &str,
+    ) -> Concert {
+        let seat_map: Vec<Value> = (1..=seats)
+            .map(|n| json!({ "seatNumber": n, "price": price }))
+            .collect();
         let response = self
             .client
             .post(self.url("/v1/admin/concerts"))
@@ -250,22 +294,36 @@ impl TestApp {
         Concert {
             id: created["concertId"].as_i64().expect("a concert id"),
             schedule: schedule["scheduleId"].as_i64().expect("a schedule id"),
-            seats: schedule["seatIds"].as_array().expect("seat ids").iter().filter_map(Value::as_i64).collect(),
+            seats: schedule["seatIds"]
+                .as_array()
+                .expect("seat ids")
+                .iter()
+                .filter_map(Value::as_i64)
+                .collect(),
         }
     }
 
     pub async fn join(&self, user: i64) -> Response {
-        self.client.post(self.url(&format!("/v1/queue-tokens/users/{user}"))).send().await.expect("request sent")
+        self.client
+            .post(self.url(&format!("/v1/queue-tokens/users/{user}")))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     pub async fn status(&self, user: i64, token: i64) -> Response {
-        self.get(&format!("/v1/queue-status/users/{user}"), Some(token)).await
+        self.get(&format!("/v1/queue-status/users/{user}"), Some(token))
+            .await
     }
 
     /// Joins and polls until admitted; returns the ACTIVE token.
     pub async fn active_token(&self, user: i64) -> i64 {
         let joined = self.join(user).await;
-        assert!(joined.status().is_success(), "join answered {}", joined.status());
+        assert!(
+            joined.status().is_success(),
+            "join answered {}",
+            joined.status()
+        );
         let token = body(joined).await["tokenId"].as_i64().expect("a token id");
         self.wait_for_status(user, token, "ACTIVE").await;
         token
@@ -279,40 +337,69 @@ impl TestApp {
             if polled["status"] == status {
                 return polled;
             }
-            assert!(Instant::now() < deadline, "token {token} never became {status}: {polled}");
+            assert!(
+                Instant::now() < deadline,
+                "token {token} never became {status}: {polled}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
-    pub async fn reserve(&self, user: i64, token: i64, concert: &Concert, seats: &[i64]) -> Response {
+    pub async fn reserve(
+        &self,
+        user: i64,
+        token: i64,
+        concert: &Concert,
+        seats: &[i64],
+    ) -> Response {
         let request = json!({ "userId": user, "concertId": concert.id, "scheduleId": concert.schedule, "seatIds": seats });
         self.post("/v1/reservations", Some(token), request).await
     }
 
     pub async fn pay(&self, user: i64, token: i64, reservation: i64) -> Response {
-        self.post(&format!("/v1/payments/users/{user}"), Some(token), json!({ "reservationId": reservation })).await
+        self.post(
+            &format!("/v1/payments/users/{user}"),
+            Some(token),
+            json!({ "reservationId": reservation }),
+        )
+        .await
     }
 
     pub async fn recharge(&self, user: i64, amount: Value) -> Response {
-        self.post(&format!("/v1/balance/users/{user}/recharge"), None, json!({ "amount": amount })).await
+        self.post(
+            &format!("/v1/balance/users/{user}/recharge"),
+            None,
+            json!({ "amount": amount }),
+        )
+        .await
     }
 
     pub async fn balance(&self, user: i64) -> i64 {
         let response = self.get(&format!("/v1/balance/users/{user}"), None).await;
         assert_eq!(response.status(), StatusCode::OK);
-        body(response).await["currentAmount"].as_i64().expect("an amount")
+        body(response).await["currentAmount"]
+            .as_i64()
+            .expect("an amount")
     }
 
     /// Seat id → AVAILABLE?
     pub async fn seat_map(&self, token: i64, concert: &Concert) -> Vec<(i64, bool)> {
-        let path = format!("/v1/concerts/{}/schedules/{}/seats", concert.id, concert.schedule);
+        let path = format!(
+            "/v1/concerts/{}/schedules/{}/seats",
+            concert.id, concert.schedule
+        );
         let response = self.get(&path, Some(token)).await;
         assert_eq!(response.status(), StatusCode::OK);
         body(response).await["seats"]
             .as_array()
             .expect("seats")
             .iter()
-            .map(|s| (s["seatId"].as_i64().expect("an id"), s["seatStatus"] == "AVAILABLE"))
+            .map(|s| {
+                (
+                    s["seatId"].as_i64().expect("an id"),
+                    s["seatStatus"] == "AVAILABLE",
+                )
+            })
             .collect()
     }
 }
@@ -320,7 +407,8 @@ impl TestApp {
 pub async fn body(response: Response) -> Value {
     let status = response.status();
     let text = response.text().await.expect("a body");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text}"))
 }
 
 /// Asserts the error envelope: status, slug and message.

@@ -14,15 +14,28 @@ async fn holds_payments_balances_and_the_line_survive_a_restart(backend: Backend
     let tb = app.active_token(b).await;
     let mut tokens = Vec::new();
     for user in [c, d, e] {
-        tokens.push(body(app.join(user).await).await["tokenId"].as_i64().unwrap());
+        tokens.push(
+            body(app.join(user).await).await["tokenId"]
+                .as_i64()
+                .unwrap(),
+        );
     }
     let (tc, td, te) = (tokens[0], tokens[1], tokens[2]);
     let concert = app.create_concert(4, 10_000).await;
-    let held = body(app.reserve(a, ta, &concert, &concert.seats[0..1]).await).await["reservationId"].as_i64().unwrap();
-    let sold = body(app.reserve(b, tb, &concert, &concert.seats[1..2]).await).await["reservationId"].as_i64().unwrap();
+    let held = body(app.reserve(a, ta, &concert, &concert.seats[0..1]).await).await
+        ["reservationId"]
+        .as_i64()
+        .unwrap();
+    let sold = body(app.reserve(b, tb, &concert, &concert.seats[1..2]).await).await
+        ["reservationId"]
+        .as_i64()
+        .unwrap();
     assert_eq!(app.pay(b, tb, sold).await.status().as_u16(), 201);
     app.wait_for_status(c, tc, "ACTIVE").await;
-    assert_eq!(body(app.recharge(a, json!(7_000)).await).await["currentAmount"], 37_000);
+    assert_eq!(
+        body(app.recharge(a, json!(7_000)).await).await["currentAmount"],
+        37_000
+    );
     let d_before = body(app.status(d, td).await).await;
     let e_before = body(app.status(e, te).await).await;
     assert_eq!(e_before["remainingWaitListCount"], 1);
@@ -30,12 +43,24 @@ async fn holds_payments_balances_and_the_line_survive_a_restart(backend: Backend
     let app = app.restart().await;
 
     let map = app.seat_map(ta, &concert).await;
-    assert_eq!(map.iter().map(|(_, free)| *free).collect::<Vec<_>>(), vec![false, false, true, true]);
-    let pending = app.get(&format!("/v1/reservations/{held}?userId={a}"), Some(ta)).await;
+    assert_eq!(
+        map.iter().map(|(_, free)| *free).collect::<Vec<_>>(),
+        vec![false, false, true, true]
+    );
+    let pending = app
+        .get(&format!("/v1/reservations/{held}?userId={a}"), Some(ta))
+        .await;
     assert_eq!(body(pending).await["reservationStatus"], "PAYMENT_PENDING");
     assert_eq!(app.balance(a).await, 37_000);
     assert_eq!(app.balance(b).await, 20_000);
-    assert_eq!(app.db.scalar(&format!("SELECT COUNT(*) FROM reservations WHERE id = {sold} AND status = 'PAID'")).await, 1);
+    assert_eq!(
+        app.db
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM reservations WHERE id = {sold} AND status = 'PAID'"
+            ))
+            .await,
+        1
+    );
     assert_eq!(body(app.status(b, tb).await).await["status"], "EXPIRED");
     assert_eq!(body(app.status(c, tc).await).await["status"], "ACTIVE");
     let d_after = body(app.status(d, td).await).await;
@@ -56,13 +81,30 @@ async fn holds_that_expired_while_down_are_released_at_boot(backend: Backend) {
     let user = app.create_user(100_000).await;
     let token = app.active_token(user).await;
     let concert = app.create_concert(2, 1_000).await;
-    let id = body(app.reserve(user, token, &concert, &concert.seats).await).await["reservationId"].as_i64().unwrap();
+    let id = body(app.reserve(user, token, &concert, &concert.seats).await).await["reservationId"]
+        .as_i64()
+        .unwrap();
     let (db, settings, clock) = app.stop().await;
     clock.advance(Duration::from_secs(301));
     let app = spawn_app_on(db, clock, move |s| *s = settings).await;
-    let expired = app.db.scalar(&format!("SELECT COUNT(*) FROM reservations WHERE id = {id} AND status = 'EXPIRED'")).await;
+    let expired = app
+        .db
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM reservations WHERE id = {id} AND status = 'EXPIRED'"
+        ))
+        .await;
     assert_eq!(expired, 1, "released before the port opened");
-    assert!(app.seat_map(token, &concert).await.iter().all(|(_, free)| *free));
-    assert_error(app.pay(user, token, id).await, 400, "reservation_expired", "reservation expired").await;
+    assert!(app
+        .seat_map(token, &concert)
+        .await
+        .iter()
+        .all(|(_, free)| *free));
+    assert_error(
+        app.pay(user, token, id).await,
+        400,
+        "reservation_expired",
+        "reservation expired",
+    )
+    .await;
 }
 on_both_stores!(holds_that_expired_while_down_are_released_at_boot);

@@ -1,0 +1,1169 @@
+//! The embedded SQLite backend: one database file, a pool of read-only connections for loads,
+//! and exactly one writer connection through which every write transaction goes.
+//!
+//! SQLite admits one writer at a time. Rather than let several connections race for the write
+//! lock (and wait out busy timeouts), writes queue for the single writer connection of their
+//! own pool, and each one takes the lock up front with `BEGIN IMMEDIATE`, so a transaction
+//! never fails half-way because another writer got there first. There is no `UNNEST`: a batch
+//! is one prepared statement per row inside one transaction, which is cheap in-process.
+
+use super::{
+    CatalogSnapshot, CreatedConcert, MaxIds, NewConcert, ScheduleSnapshot, StoreError, Writes,
+};
+use crate::domain::queue::{TokenRecord, TokenState};
+use crate::domain::schedule::{Reservation, ReservationStatus, ScheduleInfo, Seat};
+use crate::domain::{
+    ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, Row, Sqlite, Transaction};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How long a reader waits for a pooled connection before the store reports unavailable, as
+/// in the PostgreSQL store: a prompt 503 rather than a hang.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long SQLite waits on a lock held by another process (or a WAL checkpoint) before it
+/// gives up with `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write waits for its turn at the writer. Writes are short in-process
+/// transactions, so a queue this long means the writer is stuck, not busy.
+const WRITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections: boot loads and the admin routes. Each SQLite connection has its own
+/// worker thread, so a handful is plenty.
+const MAX_READERS: u32 = 4;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// Read-only connections: a write on one of them is an error, not a second writer.
+    readers: SqlitePool,
+    /// The one connection every write transaction goes through.
+    writer: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file named by a `sqlite:` url:
+    /// `sqlite://boxoffice.db`, `sqlite:boxoffice.db`, `sqlite://./dir/file.db` or
+    /// `sqlite:///abs/path.db`.
+    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            // WAL: readers never block the writer nor the writer the readers.
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: the service acknowledges a request only after its commit, so a committed
+            // transaction must survive a power loss (NORMAL may lose the last ones in WAL mode).
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // The writer connects first: it creates the file and switches it to WAL, which the
+        // read-only connections could not do.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(WRITE_ACQUIRE_TIMEOUT)
+            // One long-lived connection keeps its prepared statements.
+            .idle_timeout(None)
+            .max_lifetime(None)
+            // A writer connection must come back outside any transaction, or the next
+            // `BEGIN IMMEDIATE` on it would fail. The ping goes through the connection's command
+            // queue, so a rollback queued by a dropped transaction has run when it returns. A
+            // connection still in a transaction after that (SQLite can end one on its own after
+            // some errors, which leaves sqlx's bookkeeping behind) is closed and replaced.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    conn.ping().await?;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
+            .connect_with(options.clone())
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(MAX_READERS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.read_only(true))
+            .await;
+        let readers = match readers {
+            Ok(readers) => readers,
+            Err(e) => {
+                writer.close().await;
+                return Err(e.into());
+            }
+        };
+        Ok(SqliteStore { readers, writer })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        // On the writer: migrations are writes like any other and must not race one.
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+
+    pub async fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        let written = write_batch(&mut tx, batch).await;
+        finish(tx, written).await
+    }
+
+    pub async fn load_catalog(&self) -> Result<CatalogSnapshot, StoreError> {
+        // One read transaction: the three queries see one snapshot of the file.
+        let mut tx = self.readers.begin().await?;
+        let users = sqlx::query("SELECT id FROM users ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| id(row.try_get("id")?, UserId::new))
+            .collect::<Result<_, _>>()?;
+        let concerts = sqlx::query("SELECT id, name FROM concerts ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    id(row.try_get("id")?, ConcertId::new)?,
+                    row.try_get("name")?,
+                ))
+            })
+            .collect::<Result<Vec<(ConcertId, String)>, StoreError>>()?;
+        let names: HashMap<ConcertId, String> = concerts.iter().cloned().collect();
+        let schedules = sqlx::query(
+            "SELECT id, concert_id, concert_at_ms, reservation_at_ms FROM schedules ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| {
+            let concert_id = id(row.try_get("concert_id")?, ConcertId::new)?;
+            Ok(ScheduleInfo {
+                id: id(row.try_get("id")?, ScheduleId::new)?,
+                concert_id,
+                concert_name: names.get(&concert_id).cloned().unwrap_or_default(),
+                concert_at: Timestamp::from_millis(row.try_get("concert_at_ms")?),
+                reservation_at: Timestamp::from_millis(row.try_get("reservation_at_ms")?),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+        tx.commit().await?;
+        Ok(CatalogSnapshot {
+            users,
+            concerts,
+            schedules,
+        })
+    }
+
+    pub async fn load_schedule(
+        &self,
+        schedule: ScheduleId,
+    ) -> Result<ScheduleSnapshot, StoreError> {
+        // One read transaction: reservations and their holds from the same snapshot.
+        let mut tx = self.readers.begin().await?;
+        let seats = sqlx::query(
+            "SELECT id, seat_number, price FROM seats WHERE schedule_id = ?1 ORDER BY seat_number",
+        )
+        .bind(schedule.get())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(seat_row)
+        .collect::<Result<Vec<Seat>, StoreError>>()?;
+        let rows = sqlx::query(
+            "SELECT id, user_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms
+             FROM reservations WHERE schedule_id = ?1 ORDER BY id",
+        )
+        .bind(schedule.get())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut seats_of: HashMap<i64, Vec<SeatId>> = HashMap::new();
+        for row in sqlx::query(
+            "SELECT h.reservation_id, h.seat_id FROM holds h
+             JOIN reservations r ON r.id = h.reservation_id
+             WHERE r.schedule_id = ?1 ORDER BY h.reservation_id, h.seat_order",
+        )
+        .bind(schedule.get())
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            seats_of
+                .entry(row.try_get("reservation_id")?)
+                .or_default()
+                .push(id(row.try_get("seat_id")?, SeatId::new)?);
+        }
+        tx.commit().await?;
+        let reservations = rows
+            .iter()
+            .map(|row| {
+                let rid: i64 = row.try_get("id")?;
+                reservation_row(row, schedule, seats_of.remove(&rid).unwrap_or_default())
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ScheduleSnapshot {
+            seats,
+            reservations,
+        })
+    }
+
+    pub async fn load_wallet(&self, user: UserId) -> Result<Option<Money>, StoreError> {
+        let row = sqlx::query("SELECT balance FROM wallets WHERE user_id = ?1")
+            .bind(user.get())
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(|row| money(row.try_get("balance")?)).transpose()
+    }
+
+    pub async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        // SQLite has no DISTINCT ON. `position` is unique, so the row holding its user's
+        // highest position is exactly the row PostgreSQL's DISTINCT ON … ORDER BY position DESC
+        // keeps; the (user_id, position DESC) index answers the subquery.
+        sqlx::query(
+            "SELECT id, user_id, position, status, created_at_ms,
+                    admitted_at_ms, active_expires_at_ms, expired_at_ms
+             FROM queue_tokens q
+             WHERE position = (SELECT MAX(position) FROM queue_tokens WHERE user_id = q.user_id)
+             ORDER BY user_id",
+        )
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(token_row)
+        .collect()
+    }
+
+    pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM reservations) AS reservation,
+                    (SELECT COALESCE(MAX(id), 0) FROM payments) AS payment,
+                    (SELECT COALESCE(MAX(id), 0) FROM ledger) AS ledger",
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(MaxIds {
+            reservation: row.try_get("reservation")?,
+            payment: row.try_get("payment")?,
+            ledger: row.try_get("ledger")?,
+        })
+    }
+
+    pub async fn schedule_of(
+        &self,
+        reservation: ReservationId,
+    ) -> Result<Option<ScheduleId>, StoreError> {
+        let row = sqlx::query("SELECT schedule_id FROM reservations WHERE id = ?1")
+            .bind(reservation.get())
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(|row| id(row.try_get("schedule_id")?, ScheduleId::new))
+            .transpose()
+    }
+
+    pub async fn create_user(
+        &self,
+        name: &str,
+        balance: Money,
+        now: Timestamp,
+    ) -> Result<UserId, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let created = insert_user(&mut tx, name, balance, now).await;
+        finish(tx, created).await
+    }
+
+    pub async fn create_concert(&self, concert: &NewConcert) -> Result<CreatedConcert, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let created = insert_concert(&mut tx, concert).await;
+        finish(tx, created).await
+    }
+
+    /// A write transaction on the writer that holds SQLite's write lock from its first
+    /// statement: with a plain (deferred) `BEGIN` the lock would be taken at the first write,
+    /// where failing to get it can no longer be retried by waiting.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Commits `tx` if `result` is a success, rolls it back otherwise: a failed statement never
+/// leaves the earlier ones of its transaction behind.
+async fn finish<T>(
+    tx: Transaction<'static, Sqlite>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(value) => {
+            // A failed COMMIT drops `tx`, which rolls back.
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            // The first error is the one worth reporting; a failed rollback (SQLite may already
+            // have ended the transaction itself) only costs the connection, which the writer
+            // pool then replaces (see `after_release`).
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(%rollback, "rollback of a failed sqlite write failed");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn insert_user(
+    conn: &mut SqliteConnection,
+    name: &str,
+    balance: Money,
+    now: Timestamp,
+) -> Result<UserId, StoreError> {
+    let user: i64 =
+        sqlx::query("INSERT INTO users (name, created_at_ms) VALUES (?1, ?2) RETURNING id")
+            .bind(name)
+            .bind(now.millis())
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("id")?;
+    sqlx::query("INSERT INTO wallets (user_id, balance, updated_at_ms) VALUES (?1, ?2, ?3)")
+        .bind(user)
+        .bind(balance.won())
+        .bind(now.millis())
+        .execute(&mut *conn)
+        .await?;
+    id(user, UserId::new)
+}
+
+async fn insert_concert(
+    conn: &mut SqliteConnection,
+    concert: &NewConcert,
+) -> Result<CreatedConcert, StoreError> {
+    let concert_id: i64 = sqlx::query("INSERT INTO concerts (name) VALUES (?1) RETURNING id")
+        .bind(&concert.name)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("id")?;
+    let concert_id = id(concert_id, ConcertId::new)?;
+    let mut schedules = Vec::with_capacity(concert.schedules.len());
+    for s in &concert.schedules {
+        let schedule_id: i64 = sqlx::query(
+            "INSERT INTO schedules (concert_id, concert_at_ms, reservation_at_ms)
+             VALUES (?1, ?2, ?3) RETURNING id",
+        )
+        .bind(concert_id.get())
+        .bind(s.concert_at.millis())
+        .bind(s.reservation_at.millis())
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("id")?;
+        // One row at a time, so the ids come back in the order the seats were given.
+        let mut seats = Vec::with_capacity(s.seats.len());
+        for (number, price) in &s.seats {
+            let row = sqlx::query(
+                "INSERT INTO seats (schedule_id, seat_number, price) VALUES (?1, ?2, ?3)
+                 RETURNING id, seat_number, price",
+            )
+            .bind(schedule_id)
+            .bind(number)
+            .bind(price.won())
+            .fetch_one(&mut *conn)
+            .await?;
+            seats.push(seat_row(&row)?);
+        }
+        let info = ScheduleInfo {
+            id: id(schedule_id, ScheduleId::new)?,
+            concert_id,
+            concert_name: concert.name.clone(),
+            concert_at: s.concert_at,
+            reservation_at: s.reservation_at,
+        };
+        schedules.push((info, seats));
+    }
+    Ok(CreatedConcert {
+        id: concert_id,
+        schedules,
+    })
+}
+
+/// The same order as the PostgreSQL store: rows before the rows that reference them.
+async fn write_batch(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
+    write_reservations(conn, batch).await?;
+    write_payments(conn, batch).await?;
+    write_wallets(conn, batch).await?;
+    write_ledger(conn, batch).await?;
+    write_tokens(conn, batch).await?;
+    Ok(())
+}
+
+/// The hold state a reservation's seats carry.
+fn hold_state(status: ReservationStatus) -> &'static str {
+    match status {
+        ReservationStatus::Pending => "PENDING",
+        ReservationStatus::Paid => "POSTED",
+        ReservationStatus::Cancelled => "VOIDED",
+        ReservationStatus::Expired => "EXPIRED",
+    }
+}
+
+async fn write_reservations(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
+    for r in batch.reservations.values() {
+        sqlx::query(
+            "INSERT INTO reservations
+               (id, user_id, schedule_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (id) DO UPDATE
+               SET status = excluded.status, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(r.id.get())
+        .bind(r.user.get())
+        .bind(r.schedule.get())
+        .bind(r.status.as_str())
+        .bind(r.total.won())
+        .bind(r.created_at.millis())
+        .bind(r.expires_at.millis())
+        .bind(r.updated_at.millis())
+        .execute(&mut *conn)
+        .await?;
+    }
+    // Released holds first: the one-live-hold-per-seat index is checked row by row, so a seat
+    // released and taken again in the same batch must be freed before it is taken.
+    for live in [false, true] {
+        for r in batch
+            .reservations
+            .values()
+            .filter(|r| r.status.is_live() == live)
+        {
+            for (order, seat) in r.seats.iter().enumerate() {
+                let order =
+                    i64::try_from(order).expect("a reservation holds far fewer than 2^63 seats");
+                sqlx::query(
+                    "INSERT INTO holds (reservation_id, seat_id, seat_order, state)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (reservation_id, seat_id) DO UPDATE SET state = excluded.state",
+                )
+                .bind(r.id.get())
+                .bind(seat.get())
+                .bind(order)
+                .bind(hold_state(r.status))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_payments(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
+    for p in &batch.payments {
+        sqlx::query(
+            "INSERT INTO payments (id, reservation_id, user_id, amount, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(p.id.get())
+        .bind(p.reservation.get())
+        .bind(p.user.get())
+        .bind(p.amount.won())
+        .bind(p.at.millis())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_wallets(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
+    let mut updated = 0;
+    for w in batch.wallets.values() {
+        updated +=
+            sqlx::query("UPDATE wallets SET balance = ?2, updated_at_ms = ?3 WHERE user_id = ?1")
+                .bind(w.user.get())
+                .bind(w.balance.won())
+                .bind(w.at.millis())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+    }
+    // A wallet is created with its user; an update that finds none means the service's state
+    // and the database's disagree.
+    if updated != batch.wallets.len() as u64 {
+        return Err(StoreError::Corrupt(format!(
+            "{} of {} wallets exist",
+            updated,
+            batch.wallets.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn write_ledger(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
+    for l in &batch.ledger {
+        sqlx::query(
+            "INSERT INTO ledger (id, user_id, kind, amount, balance_after, payment_id, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(l.id)
+        .bind(l.user.get())
+        .bind(l.kind.as_str())
+        .bind(l.amount.won())
+        .bind(l.balance_after.won())
+        .bind(l.payment.map(|p| p.get()))
+        .bind(l.at.millis())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_tokens(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
+    // Expired first, for the one-live-token-per-user index (see write_reservations).
+    for live in [false, true] {
+        for t in batch
+            .tokens
+            .values()
+            .filter(|t| !matches!(t.state, TokenState::Expired { .. }) == live)
+        {
+            let (admitted, active_expires, expired) = match t.state {
+                TokenState::Waiting => (None, None, None),
+                TokenState::Active {
+                    admitted_at,
+                    expires_at,
+                } => (Some(admitted_at.millis()), Some(expires_at.millis()), None),
+                TokenState::Expired { at } => (None, None, Some(at.millis())),
+            };
+            let position = i64::try_from(t.position).map_err(|_| {
+                StoreError::Corrupt(format!("token position {} out of range", t.position))
+            })?;
+            // An expiry carries no admission times: keep the stored ones (COALESCE), as the
+            // PostgreSQL store does.
+            sqlx::query(
+                "INSERT INTO queue_tokens
+                   (id, user_id, position, status, created_at_ms, admitted_at_ms, active_expires_at_ms, expired_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+                   admitted_at_ms = COALESCE(excluded.admitted_at_ms, queue_tokens.admitted_at_ms),
+                   active_expires_at_ms = COALESCE(excluded.active_expires_at_ms, queue_tokens.active_expires_at_ms),
+                   expired_at_ms = excluded.expired_at_ms",
+            )
+            .bind(t.id.get())
+            .bind(t.user.get())
+            .bind(position)
+            .bind(t.state.name())
+            .bind(t.created_at.millis())
+            .bind(admitted)
+            .bind(active_expires)
+            .bind(expired)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn id<T>(raw: i64, parse: fn(i64) -> Result<T, crate::domain::IdError>) -> Result<T, StoreError> {
+    parse(raw).map_err(|e| StoreError::Corrupt(format!("id {raw}: {e}")))
+}
+
+fn money(raw: i64) -> Result<Money, StoreError> {
+    Money::new(raw).ok_or_else(|| StoreError::Corrupt(format!("negative amount {raw}")))
+}
+
+fn seat_row(row: &SqliteRow) -> Result<Seat, StoreError> {
+    Ok(Seat {
+        id: id(row.try_get("id")?, SeatId::new)?,
+        number: row.try_get("seat_number")?,
+        price: money(row.try_get("price")?)?,
+    })
+}
+
+fn reservation_row(
+    row: &SqliteRow,
+    schedule: ScheduleId,
+    seats: Vec<SeatId>,
+) -> Result<Reservation, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(Reservation {
+        id: id(row.try_get("id")?, ReservationId::new)?,
+        user: id(row.try_get("user_id")?, UserId::new)?,
+        schedule,
+        seats,
+        total: money(row.try_get("total_price")?)?,
+        created_at: Timestamp::from_millis(row.try_get("created_at_ms")?),
+        expires_at: Timestamp::from_millis(row.try_get("expires_at_ms")?),
+        status: ReservationStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("reservation status {status}")))?,
+        updated_at: Timestamp::from_millis(row.try_get("updated_at_ms")?),
+        pinned: false,
+    })
+}
+
+fn token_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    let status: String = row.try_get("status")?;
+    let created_at = Timestamp::from_millis(row.try_get("created_at_ms")?);
+    let at = |column: &str| -> Result<Timestamp, StoreError> {
+        let ms: Option<i64> = row.try_get(column)?;
+        ms.map(Timestamp::from_millis)
+            .ok_or_else(|| StoreError::Corrupt(format!("{status} token without {column}")))
+    };
+    let state = match status.as_str() {
+        "WAITING" => TokenState::Waiting,
+        "ACTIVE" => TokenState::Active {
+            admitted_at: at("admitted_at_ms")?,
+            expires_at: at("active_expires_at_ms")?,
+        },
+        "EXPIRED" => TokenState::Expired {
+            at: at("expired_at_ms")?,
+        },
+        other => return Err(StoreError::Corrupt(format!("token status {other}"))),
+    };
+    let position: i64 = row.try_get("position")?;
+    Ok(TokenRecord {
+        id: TokenId::new(row.try_get("id")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        user: id(row.try_get("user_id")?, UserId::new)?,
+        position: u64::try_from(position)
+            .map_err(|_| StoreError::Corrupt(format!("position {position}")))?,
+        created_at,
+        state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PaymentId;
+    use crate::store::{LedgerEntry, LedgerKind, NewSchedule, PaymentRecord, Store, WalletRecord};
+    use std::path::PathBuf;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// A database file of its own under the temp dir, removed (with its WAL files) on drop.
+    struct TempDb {
+        path: PathBuf,
+    }
+
+    impl TempDb {
+        fn new(label: &str) -> TempDb {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("the clock is after 1970")
+                .as_nanos();
+            let name = format!("boxoffice-sqlite-{label}-{}-{nanos}.db", std::process::id());
+            TempDb {
+                path: std::env::temp_dir().join(name),
+            }
+        }
+
+        /// `sqlite:///abs/path.db`: the temp dir is absolute.
+        fn url(&self) -> String {
+            format!("sqlite://{}", self.path.display())
+        }
+
+        async fn store(&self) -> SqliteStore {
+            let store = SqliteStore::connect(&self.url())
+                .await
+                .expect("open the temp database");
+            store.migrate().await.expect("migrate the temp database");
+            store
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = self.path.clone().into_os_string();
+                file.push(suffix);
+                // Missing files are fine: the WAL files go away on a clean close.
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+
+    fn ts(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+
+    fn won(amount: i64) -> Money {
+        Money::new(amount).expect("test amounts are not negative")
+    }
+
+    /// A user with `balance`, and a concert with one schedule of seats 1..=`seats` at 1000 won.
+    async fn fixture(store: &SqliteStore, seats: i32) -> (UserId, ScheduleId, Vec<Seat>) {
+        let user = store
+            .create_user("ada", won(10_000), ts(1))
+            .await
+            .expect("create user");
+        let created = store
+            .create_concert(&NewConcert {
+                name: "drop".into(),
+                schedules: vec![NewSchedule {
+                    concert_at: ts(2_000),
+                    reservation_at: ts(1_000),
+                    seats: (1..=seats).map(|n| (n, won(1_000))).collect(),
+                }],
+            })
+            .await
+            .expect("create concert");
+        let (info, seats) = created
+            .schedules
+            .into_iter()
+            .next()
+            .expect("one schedule was created");
+        (user, info.id, seats)
+    }
+
+    fn reservation(
+        id: i64,
+        user: UserId,
+        schedule: ScheduleId,
+        seats: &[&Seat],
+        status: ReservationStatus,
+    ) -> Reservation {
+        Reservation {
+            id: ReservationId::new(id).expect("test ids are positive"),
+            user,
+            schedule,
+            seats: seats.iter().map(|s| s.id).collect(),
+            total: won(1_000 * seats.len() as i64),
+            created_at: ts(10),
+            expires_at: ts(10_000),
+            status,
+            updated_at: ts(10 + id),
+            pinned: false,
+        }
+    }
+
+    fn token(id: i64, user: UserId, position: u64, state: TokenState) -> TokenRecord {
+        TokenRecord {
+            id: TokenId::new(id).expect("test token ids are in range"),
+            user,
+            position,
+            created_at: ts(position as i64),
+            state,
+        }
+    }
+
+    #[tokio::test]
+    async fn migrate_is_idempotent() {
+        let db = TempDb::new("migrate");
+        let store = db.store().await;
+        store.migrate().await.expect("a second migrate is a no-op");
+        store.ping().await.expect("ping");
+        // The durability settings hold on both pools.
+        for pool in [&store.readers, &store.writer] {
+            let pragma = |name: &'static str| async move {
+                sqlx::query(name)
+                    .fetch_one(pool)
+                    .await
+                    .expect("pragmas answer")
+            };
+            let journal: String = pragma("PRAGMA journal_mode")
+                .await
+                .try_get(0)
+                .expect("a mode name");
+            assert_eq!(journal, "wal");
+            let synchronous: i64 = pragma("PRAGMA synchronous")
+                .await
+                .try_get(0)
+                .expect("a level");
+            assert_eq!(synchronous, 2, "FULL");
+            let foreign_keys: i64 = pragma("PRAGMA foreign_keys")
+                .await
+                .try_get(0)
+                .expect("a flag");
+            assert_eq!(foreign_keys, 1);
+        }
+        // The readers cannot write: every write goes through the writer.
+        let refused = sqlx::query("INSERT INTO concerts (name) VALUES ('x')")
+            .execute(&store.readers)
+            .await;
+        assert!(refused.is_err());
+        store.close().await;
+        // And across reopenings of the file.
+        let store = db.store().await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn every_sqlite_url_form_reaches_the_store() {
+        let db = TempDb::new("urls");
+        for url in [db.url(), format!("sqlite:{}", db.path.display())] {
+            let store = Store::connect(&url)
+                .await
+                .expect("a sqlite url opens the sqlite store");
+            assert!(matches!(store, Store::Sqlite(_)));
+            store.migrate().await.expect("migrate");
+            store.close().await;
+        }
+        for (url, file) in [
+            ("sqlite://boxoffice.db", "boxoffice.db"),
+            ("sqlite:boxoffice.db", "boxoffice.db"),
+            ("sqlite://./some/dir/file.db", "./some/dir/file.db"),
+            ("sqlite:///abs/path.db", "/abs/path.db"),
+        ] {
+            let options = SqliteConnectOptions::from_str(url).expect("the url parses");
+            assert_eq!(options.get_filename(), std::path::Path::new(file), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_created_user_has_a_wallet() {
+        let db = TempDb::new("user");
+        let store = db.store().await;
+        let user = store
+            .create_user("ada", won(500), ts(1))
+            .await
+            .expect("create user");
+        assert_eq!(store.load_wallet(user).await.expect("load"), Some(won(500)));
+        let stranger = UserId::new(user.get() + 1).expect("positive");
+        assert_eq!(store.load_wallet(stranger).await.expect("load"), None);
+        assert_eq!(
+            store.load_catalog().await.expect("catalog").users,
+            vec![user]
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_queue_for_the_one_writer() {
+        let db = TempDb::new("concurrent");
+        let store = db.store().await;
+        let creates = (0..32).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_user(&format!("u{i}"), won(i), ts(i)).await })
+        });
+        for create in futures_util::future::join_all(creates).await {
+            create
+                .expect("the task ran")
+                .expect("no write fails for want of the lock");
+        }
+        assert_eq!(store.load_catalog().await.expect("catalog").users.len(), 32);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn created_seats_keep_the_order_they_were_given() {
+        let db = TempDb::new("concert");
+        let store = db.store().await;
+        let created = store
+            .create_concert(&NewConcert {
+                name: "drop".into(),
+                schedules: vec![
+                    NewSchedule {
+                        concert_at: ts(2_000),
+                        reservation_at: ts(1_000),
+                        seats: vec![(3, won(30)), (1, won(10)), (2, won(20))],
+                    },
+                    NewSchedule {
+                        concert_at: ts(3_000),
+                        reservation_at: ts(1_000),
+                        seats: vec![(1, won(5))],
+                    },
+                ],
+            })
+            .await
+            .expect("create concert");
+        assert_eq!(created.schedules.len(), 2);
+        let (info, seats) = &created.schedules[0];
+        assert_eq!(
+            seats.iter().map(|s| s.number).collect::<Vec<_>>(),
+            vec![3, 1, 2]
+        );
+        assert_eq!(
+            seats.iter().map(|s| s.price).collect::<Vec<_>>(),
+            vec![won(30), won(10), won(20)]
+        );
+        // Inserted one by one: ids ascend in input order.
+        assert!(seats.windows(2).all(|w| w[0].id < w[1].id));
+
+        let snapshot = store.load_schedule(info.id).await.expect("load schedule");
+        let mut by_number = seats.clone();
+        by_number.sort_by_key(|s| s.number);
+        assert_eq!(snapshot.seats, by_number);
+        assert!(snapshot.reservations.is_empty());
+
+        let catalog = store.load_catalog().await.expect("catalog");
+        assert_eq!(catalog.concerts, vec![(created.id, "drop".to_string())]);
+        assert_eq!(catalog.schedules.len(), 2);
+        assert_eq!(&catalog.schedules[0], info);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_seat_released_and_taken_again_in_one_batch_commits() {
+        let db = TempDb::new("retake");
+        let store = db.store().await;
+        let (user, schedule, seats) = fixture(&store, 3).await;
+        let first = reservation(
+            1,
+            user,
+            schedule,
+            &[&seats[1], &seats[0]],
+            ReservationStatus::Pending,
+        );
+        store
+            .commit(&Writes::default().reservation(&first))
+            .await
+            .expect("hold two seats");
+
+        // The expiry of the first and the hold that takes one of its seats, in one batch: the
+        // second reservation has the higher id, so a naive order would take the seat first.
+        let mut expired = first.clone();
+        expired.status = ReservationStatus::Expired;
+        expired.updated_at = ts(500);
+        let second = reservation(2, user, schedule, &[&seats[0]], ReservationStatus::Pending);
+        let batch = Writes::default().reservation(&second).reservation(&expired);
+        store
+            .commit(&batch)
+            .await
+            .expect("the released seat is freed before it is taken");
+
+        let snapshot = store.load_schedule(schedule).await.expect("load schedule");
+        assert_eq!(snapshot.reservations, vec![expired, second]);
+        // Seats come back in the order the reservation asked for them.
+        assert_eq!(
+            snapshot.reservations[0].seats,
+            vec![seats[1].id, seats[0].id]
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_breaks_a_constraint_writes_nothing() {
+        let db = TempDb::new("atomic");
+        let store = db.store().await;
+        let (user, schedule, seats) = fixture(&store, 2).await;
+        let a = reservation(1, user, schedule, &[&seats[0]], ReservationStatus::Pending);
+        let b = reservation(
+            2,
+            user,
+            schedule,
+            &[&seats[1], &seats[0]],
+            ReservationStatus::Pending,
+        );
+        let batch = Writes::default()
+            .reservation(&a)
+            .reservation(&b)
+            .wallet(WalletRecord {
+                user,
+                balance: won(1),
+                at: ts(20),
+            })
+            .ledger(LedgerEntry {
+                id: 1,
+                user,
+                kind: LedgerKind::Recharge,
+                amount: won(5),
+                balance_after: won(1),
+                payment: None,
+                at: ts(20),
+            });
+        let error = store
+            .commit(&batch)
+            .await
+            .expect_err("two live holds on one seat");
+        assert!(matches!(error, StoreError::Database(_)), "{error}");
+
+        let snapshot = store.load_schedule(schedule).await.expect("load schedule");
+        assert!(
+            snapshot.reservations.is_empty(),
+            "{:?}",
+            snapshot.reservations
+        );
+        assert_eq!(
+            store.load_wallet(user).await.expect("load"),
+            Some(won(10_000))
+        );
+        let ids = store.max_ids().await.expect("max ids");
+        assert_eq!((ids.reservation, ids.payment, ids.ledger), (0, 0, 0));
+
+        // The writer is usable again after the rollback.
+        store
+            .commit(&Writes::default().reservation(&a))
+            .await
+            .expect("a valid batch commits");
+        assert_eq!(
+            store
+                .load_schedule(schedule)
+                .await
+                .expect("load")
+                .reservations,
+            vec![a]
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_wallet_is_corrupt_and_rolls_back() {
+        let db = TempDb::new("wallet");
+        let store = db.store().await;
+        let (user, schedule, seats) = fixture(&store, 1).await;
+        let r = reservation(1, user, schedule, &[&seats[0]], ReservationStatus::Pending);
+        let ghost = UserId::new(user.get() + 100).expect("positive");
+        let batch = Writes::default()
+            .reservation(&r)
+            .wallet(WalletRecord {
+                user,
+                balance: won(7),
+                at: ts(20),
+            })
+            .wallet(WalletRecord {
+                user: ghost,
+                balance: won(7),
+                at: ts(20),
+            });
+        let error = store
+            .commit(&batch)
+            .await
+            .expect_err("the ghost has no wallet");
+        assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+        assert_eq!(
+            store.load_wallet(user).await.expect("load"),
+            Some(won(10_000))
+        );
+        assert_eq!(store.schedule_of(r.id).await.expect("schedule_of"), None);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_payment_settles_and_ids_and_owners_are_found() {
+        let db = TempDb::new("payment");
+        let store = db.store().await;
+        let (user, schedule, seats) = fixture(&store, 1).await;
+        let mut r = reservation(7, user, schedule, &[&seats[0]], ReservationStatus::Pending);
+        store
+            .commit(&Writes::default().reservation(&r))
+            .await
+            .expect("hold");
+        r.status = ReservationStatus::Paid;
+        r.updated_at = ts(99);
+        let payment = PaymentId::new(3).expect("positive");
+        let batch = Writes::default()
+            .reservation(&r)
+            .payment(PaymentRecord {
+                id: payment,
+                reservation: r.id,
+                user,
+                amount: won(1_000),
+                at: ts(99),
+            })
+            .wallet(WalletRecord {
+                user,
+                balance: won(9_000),
+                at: ts(99),
+            })
+            .ledger(LedgerEntry {
+                id: 11,
+                user,
+                kind: LedgerKind::Payment,
+                amount: won(1_000),
+                balance_after: won(9_000),
+                payment: Some(payment),
+                at: ts(99),
+            });
+        store.commit(&batch).await.expect("pay");
+
+        let ids = store.max_ids().await.expect("max ids");
+        assert_eq!((ids.reservation, ids.payment, ids.ledger), (7, 3, 11));
+        assert_eq!(
+            store.schedule_of(r.id).await.expect("schedule_of"),
+            Some(schedule)
+        );
+        let unknown = ReservationId::new(8).expect("positive");
+        assert_eq!(store.schedule_of(unknown).await.expect("schedule_of"), None);
+        assert_eq!(
+            store.load_wallet(user).await.expect("load"),
+            Some(won(9_000))
+        );
+        assert_eq!(
+            store
+                .load_schedule(schedule)
+                .await
+                .expect("load")
+                .reservations,
+            vec![r]
+        );
+        let state: String = sqlx::query("SELECT state FROM holds WHERE reservation_id = 7")
+            .fetch_one(&store.readers)
+            .await
+            .expect("the hold exists")
+            .try_get("state")
+            .expect("state is text");
+        assert_eq!(state, "POSTED");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn only_each_users_latest_token_is_loaded() {
+        let db = TempDb::new("tokens");
+        let store = db.store().await;
+        let ada = store
+            .create_user("ada", won(0), ts(1))
+            .await
+            .expect("create user");
+        let bob = store
+            .create_user("bob", won(0), ts(1))
+            .await
+            .expect("create user");
+        let waiting = token(100, ada, 1, TokenState::Waiting);
+        let active = TokenState::Active {
+            admitted_at: ts(5),
+            expires_at: ts(50),
+        };
+        let bobs = token(200, bob, 2, active);
+        store
+            .commit(&Writes::default().token(waiting).token(bobs))
+            .await
+            .expect("join");
+
+        // Ada's token expires and she joins again, in one batch: the new token's id sorts
+        // first, so a naive order would make her hold two live tokens for a moment.
+        let expired = token(100, ada, 1, TokenState::Expired { at: ts(60) });
+        let again = token(50, ada, 3, TokenState::Waiting);
+        // Bob's active token expires: its admission times must survive (COALESCE).
+        let bob_expired = token(200, bob, 2, TokenState::Expired { at: ts(61) });
+        let batch = Writes::default()
+            .token(expired)
+            .token(again)
+            .token(bob_expired);
+        store
+            .commit(&batch)
+            .await
+            .expect("the expired token is written first");
+
+        assert_eq!(
+            store.load_tokens().await.expect("load tokens"),
+            vec![again, bob_expired]
+        );
+        let row = sqlx::query(
+            "SELECT admitted_at_ms, active_expires_at_ms FROM queue_tokens WHERE id = 200",
+        )
+        .fetch_one(&store.readers)
+        .await
+        .expect("bob's token exists");
+        let admitted: Option<i64> = row.try_get("admitted_at_ms").expect("an integer or null");
+        let expires: Option<i64> = row
+            .try_get("active_expires_at_ms")
+            .expect("an integer or null");
+        assert_eq!((admitted, expires), (Some(5), Some(50)));
+
+        // Two live tokens for one user in one batch is refused, and writes nothing.
+        let twin = token(300, bob, 4, TokenState::Waiting);
+        let other = token(301, bob, 5, TokenState::Waiting);
+        assert!(store
+            .commit(&Writes::default().token(twin).token(other))
+            .await
+            .is_err());
+        assert_eq!(
+            store.load_tokens().await.expect("load tokens"),
+            vec![again, bob_expired]
+        );
+        store.close().await;
+    }
+}
