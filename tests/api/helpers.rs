@@ -89,6 +89,14 @@ impl TestDb {
         }
     }
 
+    /// Runs a statement against the test database (PostgreSQL only: fault injection).
+    pub async fn execute(&self, sql: &str) {
+        assert_eq!(self.backend, Backend::Postgres, "execute is for PostgreSQL fault injection");
+        let pool = sqlx::PgPool::connect(&self.url).await.expect("connect to the test database");
+        sqlx::raw_sql(sql).execute(&pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        pool.close().await;
+    }
+
     /// One number from the database, for checking what was really committed.
     pub async fn scalar(&self, sql: &str) -> i64 {
         match self.backend {

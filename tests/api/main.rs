@@ -7,6 +7,7 @@ mod balance;
 mod concerts;
 mod concurrency;
 mod errors;
+mod faults;
 mod payments;
 mod queue;
 mod reservations;
