@@ -9,7 +9,8 @@ use crate::domain::schedule::{Reservation, ReservationStatus, ScheduleInfo, Seat
 use crate::domain::{
     ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
 };
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::Connection;
 use sqlx::{Postgres, Row, Transaction};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -29,6 +30,12 @@ pub struct PgStore {
 impl PgStore {
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
         let options = PgConnectOptions::from_str(url)?.application_name("boxoffice");
+        // One direct connection first: its error names the cause ("connection refused",
+        // "database does not exist"), where the pool would only report a timeout.
+        let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        probe.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -81,6 +81,13 @@ impl SqliteStore {
             })
             .connect_with(options.clone())
             .await?;
+        // Reads succeed on a read-only or locked file (WAL lets readers through), so the
+        // service would start and then refuse every write. Take the write lock once now: a
+        // read-only file or another process holding the lock fails here, at startup.
+        if let Err(e) = probe_write(&writer).await {
+            writer.close().await;
+            return Err(e);
+        }
         let readers = SqlitePoolOptions::new()
             .max_connections(MAX_READERS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -633,6 +640,20 @@ fn token_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
         created_at,
         state,
     })
+}
+
+/// Takes and releases the write lock: fails if the file is read-only or another process
+/// holds the lock past the busy timeout.
+async fn probe_write(writer: &SqlitePool) -> Result<(), StoreError> {
+    let mut conn = writer.acquire().await?;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    // A real write (rolled back): BEGIN IMMEDIATE alone succeeds on a read-only connection.
+    let wrote = sqlx::query("CREATE TABLE boxoffice_write_probe (x INTEGER)")
+        .execute(&mut *conn)
+        .await;
+    sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+    wrote?;
+    Ok(())
 }
 
 #[cfg(test)]

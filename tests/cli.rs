@@ -1,0 +1,208 @@
+//! The binary as a newcomer meets it: `migrate` on both stores, and every startup mistake
+//! answered with one clear line and a non-zero exit — never a panic or a backtrace.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn boxoffice(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "error")
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("boxoffice {args:?} did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("boxoffice_cli_{}_{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    dir
+}
+
+/// Exits non-zero with one `error:` line that says `expected`, and no panic.
+fn assert_clear_failure(output: &Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "should fail: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("stack backtrace"),
+        "no panic: {stderr}"
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    assert!(
+        errors[0].contains(expected),
+        "{:?} should say {expected:?}",
+        errors[0]
+    );
+}
+
+#[test]
+fn migrate_prepares_an_sqlite_store() {
+    let dir = temp_dir("migrate");
+    let url = format!("sqlite://{}", dir.join("fresh.db").display());
+    let output = boxoffice(&["migrate", "--database-url", &url]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dir.join("fresh.db").exists());
+    let again = boxoffice(&["migrate", "--database-url", &url]);
+    assert!(again.status.success(), "migrate is idempotent");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn migrate_prepares_a_postgres_store() {
+    let server = std::env::var("BOXOFFICE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("boxoffice_cli_{}", std::process::id());
+    let psql = |sql: &str| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let pool = sqlx::PgPool::connect(&format!("{server}/postgres"))
+                .await
+                .expect("PostgreSQL is reachable");
+            sqlx::query(sql)
+                .execute(&pool)
+                .await
+                .expect("admin statement");
+        });
+    };
+    psql(&format!("DROP DATABASE IF EXISTS \"{name}\""));
+    psql(&format!("CREATE DATABASE \"{name}\""));
+    let output = boxoffice(&["migrate", "--database-url", &format!("{server}/{name}")]);
+    psql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("migrations applied"));
+}
+
+#[test]
+fn an_unreachable_postgres_is_one_clear_line() {
+    let output = boxoffice(&[
+        "serve",
+        "--database-url",
+        "postgres://postgres@127.0.0.1:1/nowhere",
+    ]);
+    assert_clear_failure(
+        &output,
+        "cannot open the database postgres://postgres@127.0.0.1:1/nowhere",
+    );
+}
+
+#[test]
+fn a_password_never_appears_in_the_message() {
+    let output = boxoffice(&[
+        "serve",
+        "--database-url",
+        "postgres://postgres:hunter2@127.0.0.1:1/nowhere",
+    ]);
+    assert_clear_failure(&output, "postgres://postgres:***@127.0.0.1:1/nowhere");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("hunter2"));
+}
+
+#[test]
+fn an_sqlite_file_that_cannot_be_created_is_one_clear_line() {
+    let output = boxoffice(&[
+        "serve",
+        "--database-url",
+        "sqlite:///nonexistent/dir/boxoffice.db",
+    ]);
+    assert_clear_failure(&output, "cannot open the database");
+}
+
+#[test]
+fn a_read_only_sqlite_file_is_one_clear_line() {
+    let dir = temp_dir("readonly");
+    let path = dir.join("ro.db");
+    let url = format!("sqlite://{}", path.display());
+    assert!(boxoffice(&["migrate", "--database-url", &url])
+        .status
+        .success());
+    // Read-only access (root ignores file permissions, so ask SQLite for it).
+    let output = boxoffice(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--database-url",
+        &format!("{url}?mode=ro"),
+    ]);
+    assert_clear_failure(&output, "readonly");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_locked_sqlite_file_is_one_clear_line() {
+    let dir = temp_dir("locked");
+    let url = format!("sqlite://{}", dir.join("locked.db").display());
+    assert!(boxoffice(&["migrate", "--database-url", &url])
+        .status
+        .success());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let holder = runtime.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut conn)
+            .await
+            .expect("lock");
+        conn
+    });
+    let output = boxoffice(&["serve", "--bind", "127.0.0.1:0", "--database-url", &url]);
+    assert_clear_failure(&output, "locked");
+    drop(holder);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_line() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = taken.local_addr().expect("an address").port();
+    let dir = temp_dir("port");
+    let url = format!("sqlite://{}", dir.join("port.db").display());
+    let output = boxoffice(&[
+        "serve",
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--database-url",
+        &url,
+    ]);
+    assert_clear_failure(&output, &format!("cannot listen on 127.0.0.1:{port}"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_malformed_flag_is_refused_before_anything_starts() {
+    let output = boxoffice(&["serve", "--hold-ttl-secs", "soon"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_clear_failure(&output, "--hold-ttl-secs");
+    let output = boxoffice(&["serve", "--timezone-offset", "KST"]);
+    assert_clear_failure(&output, "+09:00");
+    let output = boxoffice(&["serve", "--database-url", "mysql://x"]);
+    assert_clear_failure(&output, "unsupported database url");
+}
