@@ -22,7 +22,11 @@ async fn sabotage(app: &TestApp, table: &str, condition: &str) {
 }
 
 async fn heal(app: &TestApp, table: &str) {
-    app.db.execute(&format!("DROP TRIGGER chaos ON {table}; DROP FUNCTION chaos();")).await;
+    app.db
+        .execute(&format!(
+            "DROP TRIGGER chaos ON {table}; DROP FUNCTION chaos();"
+        ))
+        .await;
 }
 
 async fn a_debit_that_spent_an_uncommitted_recharge_is_never_acknowledged(backend: Backend) {
@@ -30,7 +34,9 @@ async fn a_debit_that_spent_an_uncommitted_recharge_is_never_acknowledged(backen
     let user = app.create_user(0).await;
     let token = app.active_token(user).await;
     let concert = app.create_concert(1, 500).await;
-    let id = body(app.reserve(user, token, &concert, &concert.seats).await).await["reservationId"].as_i64().unwrap();
+    let id = body(app.reserve(user, token, &concert, &concert.seats).await).await["reservationId"]
+        .as_i64()
+        .unwrap();
     sabotage(&app, "ledger", "NEW.amount = 777").await;
     let recharge = app.recharge(user, json!(777));
     let payment = async {
@@ -39,19 +45,37 @@ async fn a_debit_that_spent_an_uncommitted_recharge_is_never_acknowledged(backen
         app.pay(user, token, id).await
     };
     let (recharged, paid) = tokio::join!(recharge, payment);
-    assert_eq!(recharged.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("1"));
+    assert_eq!(
+        recharged
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
     assert_error(recharged, 503, "unavailable", "service unavailable").await;
     assert_error(paid, 503, "unavailable", "service unavailable").await;
     let not_ready = app.get("/readyz", None).await;
-    assert_eq!(not_ready.status().as_u16(), 503, "not ready after a failed commit");
+    assert_eq!(
+        not_ready.status().as_u16(),
+        503,
+        "not ready after a failed commit"
+    );
     heal(&app, "ledger").await;
-    assert_eq!(app.balance(user).await, 0, "the wallet was rebuilt from the database");
+    assert_eq!(
+        app.balance(user).await,
+        0,
+        "the wallet was rebuilt from the database"
+    );
     assert_eq!(app.db.scalar("SELECT COUNT(*) FROM payments").await, 0);
     // Nothing stays broken: the hold is intact and payable once money really arrives.
     assert_eq!(app.recharge(user, json!(500)).await.status().as_u16(), 200);
     assert_eq!(app.pay(user, token, id).await.status().as_u16(), 201);
     assert_eq!(app.balance(user).await, 0);
-    assert_eq!(app.get("/readyz", None).await.status().as_u16(), 200, "ready again by itself");
+    assert_eq!(
+        app.get("/readyz", None).await.status().as_u16(),
+        200,
+        "ready again by itself"
+    );
 }
 on_postgres!(a_debit_that_spent_an_uncommitted_recharge_is_never_acknowledged);
 
@@ -74,9 +98,26 @@ async fn a_refusal_caused_by_an_uncommitted_hold_is_never_acknowledged(backend: 
     // Bob was refused only because of Alice's hold, which never became durable.
     assert_error(second, 503, "unavailable", "service unavailable").await;
     heal(&app, "holds").await;
-    assert!(app.seat_map(tb, &concert).await.iter().all(|(_, free)| *free), "the schedule was rebuilt");
-    assert_eq!(app.reserve(bob, tb, &concert, &[seat]).await.status().as_u16(), 201);
-    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM holds WHERE state = 'PENDING'").await, 1);
+    assert!(
+        app.seat_map(tb, &concert)
+            .await
+            .iter()
+            .all(|(_, free)| *free),
+        "the schedule was rebuilt"
+    );
+    assert_eq!(
+        app.reserve(bob, tb, &concert, &[seat])
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM holds WHERE state = 'PENDING'")
+            .await,
+        1
+    );
 }
 on_postgres!(a_refusal_caused_by_an_uncommitted_hold_is_never_acknowledged);
 
@@ -84,9 +125,17 @@ async fn a_failed_join_leaves_no_token_and_the_line_recovers(backend: Backend) {
     let app = spawn_app(backend).await;
     let users = app.create_users(2, 0).await;
     sabotage(&app, "queue_tokens", &format!("NEW.user_id = {}", users[0])).await;
-    assert_error(app.join(users[0]).await, 503, "unavailable", "service unavailable").await;
+    assert_error(
+        app.join(users[0]).await,
+        503,
+        "unavailable",
+        "service unavailable",
+    )
+    .await;
     heal(&app, "queue_tokens").await;
-    let read = app.get(&format!("/v1/queue-tokens/users/{}", users[0]), None).await;
+    let read = app
+        .get(&format!("/v1/queue-tokens/users/{}", users[0]), None)
+        .await;
     assert_error(read, 404, "token_not_found", "token not found").await;
     assert_eq!(app.join(users[0]).await.status().as_u16(), 201);
     assert_eq!(app.join(users[1]).await.status().as_u16(), 201);

@@ -91,9 +91,18 @@ impl TestDb {
 
     /// Runs a statement against the test database (PostgreSQL only: fault injection).
     pub async fn execute(&self, sql: &str) {
-        assert_eq!(self.backend, Backend::Postgres, "execute is for PostgreSQL fault injection");
-        let pool = sqlx::PgPool::connect(&self.url).await.expect("connect to the test database");
-        sqlx::raw_sql(sql).execute(&pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(
+            self.backend,
+            Backend::Postgres,
+            "execute is for PostgreSQL fault injection"
+        );
+        let pool = sqlx::PgPool::connect(&self.url)
+            .await
+            .expect("connect to the test database");
+        sqlx::raw_sql(sql)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
         pool.close().await;
     }
 
