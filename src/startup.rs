@@ -149,8 +149,11 @@ impl Application {
             timezone: settings.timezone,
             admin_key: settings.admin_key.clone(),
         });
+        // Installed before the first request or decision records anything.
+        http::metrics::handle();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(http::metrics::track))
                 .app_data(state.clone())
                 .configure(http::configure)
         })

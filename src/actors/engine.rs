@@ -670,6 +670,22 @@ impl Engine {
         outcome.map_err(|e| PaymentError::from(WalletError::from(e)))
     }
 
+    /// The checkout screen: the reservation and the balance, read together. Changes nothing.
+    pub async fn checkout(&self, user: UserId, id: ReservationId) -> Result<(ReservationView, Money), PaymentError> {
+        if !self.user_exists(user) {
+            return Err(PaymentError::UserNotFound);
+        }
+        let addr = self.schedule(self.locate(id).await?)?;
+        let wallet = self.wallet(user);
+        let (view, balance) = tokio::join!(
+            ask(&addr, |reply| ReadReservation { id, user, reply }),
+            ask(&wallet, |reply| ReadBalance { reply }),
+        );
+        let view = view.map_err(BookingError::from)?;
+        let balance = balance.map_err(WalletError::from)?;
+        Ok((view, balance))
+    }
+
     // --- wallets ----------------------------------------------------------------------
 
     pub async fn recharge(&self, user: UserId, amount: i64) -> Result<Money, WalletError> {

@@ -36,6 +36,20 @@ pub enum ActorError<E> {
 /// Where an actor sends its answer.
 pub type Reply<T, E> = oneshot::Sender<Result<T, ActorError<E>>>;
 
+/// An actor kind, as metrics name it.
+pub trait Named {
+    const KIND: &'static str;
+}
+
+impl Named for queue::QueueActor {
+    const KIND: &'static str = "queue";
+}
+
+/// A message left the mailbox: the handler calls this first (pairs with [`ask`]).
+pub fn received<A: Named>() {
+    metrics::gauge!("boxoffice_mailbox_depth", "actor" => A::KIND).decrement(1.0);
+}
+
 /// Sends a message built around a reply channel and waits for the answer. A full mailbox or a
 /// stopped actor answers at once with `Unavailable::Busy`.
 pub async fn ask<A, M, T, E>(
@@ -43,12 +57,13 @@ pub async fn ask<A, M, T, E>(
     make: impl FnOnce(Reply<T, E>) -> M,
 ) -> Result<T, ActorError<E>>
 where
-    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<M>,
+    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<M> + Named,
     M: actix::Message<Result = ()> + Send + 'static,
 {
     let (tx, rx) = oneshot::channel();
     addr.try_send(make(tx))
         .map_err(|_| ActorError::Unavailable(Unavailable::Busy))?;
+    metrics::gauge!("boxoffice_mailbox_depth", "actor" => A::KIND).increment(1.0);
     // A dropped reply means the actor stopped before answering: nothing was submitted.
     rx.await
         .unwrap_or(Err(ActorError::Unavailable(Unavailable::Busy)))

@@ -319,6 +319,10 @@ async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
                 }
             }
         };
+        let elapsed = started.elapsed();
+        metrics::histogram!("boxoffice_persister_batch_submissions").record(submissions.len() as f64);
+        metrics::histogram!("boxoffice_persister_batch_rows").record(writes.len() as f64);
+        metrics::histogram!("boxoffice_persister_commit_seconds").record(elapsed.as_secs_f64());
         let stats = &shared.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats

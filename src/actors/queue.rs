@@ -189,6 +189,7 @@ impl Handler<JoinQueue> for QueueActor {
 
     /// Gives the user a place at the back of the line (or their live token back).
     fn handle(&mut self, msg: JoinQueue, _: &mut Context<Self>) {
+        super::received::<Self>();
         if !self.ready || self.durability.is_stale() {
             return drop(
                 msg.reply

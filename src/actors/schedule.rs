@@ -214,6 +214,7 @@ impl ScheduleActor {
         if let Some(r) = book.expire(id, now) {
             let writes = Writes::default().reservation(r);
             tracing::debug!(reservation_id = %id, "hold expired");
+            metrics::counter!("boxoffice_holds_total", "outcome" => "expired").increment(1);
             self.durability.submit_detached(permit, writes);
             self.publish();
         }
@@ -262,6 +263,10 @@ impl ScheduleActor {
     }
 }
 
+impl super::Named for ScheduleActor {
+    const KIND: &'static str = "schedule";
+}
+
 impl Actor for ScheduleActor {
     type Context = Context<Self>;
 
@@ -288,6 +293,7 @@ impl Handler<HoldSeats> for ScheduleActor {
 
     /// Holds the seats, writes the reservation, answers after the commit.
     fn handle(&mut self, msg: HoldSeats, ctx: &mut Context<Self>) {
+        super::received::<Self>();
         let permit = match self.durability.reserve() {
             Ok(p) => p,
             Err(u) => return drop(msg.reply.send(Err(ActorError::Unavailable(u)))),
@@ -303,6 +309,7 @@ impl Handler<HoldSeats> for ScheduleActor {
                 let r = r.clone();
                 let view = self.view_of(&r);
                 self.core.reservations.insert(id, r.schedule);
+                metrics::counter!("boxoffice_holds_total", "outcome" => "placed").increment(1);
                 self.arm_expiry(id, r.expires_at, now, ctx);
                 self.publish();
                 self.durability.commit_then(
@@ -341,6 +348,7 @@ impl Handler<ListSeats> for ScheduleActor {
 
     /// Answers the seat map as of every acknowledged hold.
     fn handle(&mut self, msg: ListSeats, _: &mut Context<Self>) {
+        super::received::<Self>();
         let Some((reply, book)) = self.book_or_unavailable(msg.reply) else {
             return;
         };
@@ -371,6 +379,7 @@ impl Handler<ReadReservation> for ScheduleActor {
 
     /// Answers the reservation's current state.
     fn handle(&mut self, msg: ReadReservation, _: &mut Context<Self>) {
+        super::received::<Self>();
         let Some((reply, book)) = self.book_or_unavailable(msg.reply) else {
             return;
         };
@@ -394,6 +403,7 @@ impl Handler<CancelReservation> for ScheduleActor {
 
     /// Voids the hold and answers after the commit.
     fn handle(&mut self, msg: CancelReservation, _: &mut Context<Self>) {
+        super::received::<Self>();
         let permit = match self.durability.reserve() {
             Ok(p) => p,
             Err(u) => return drop(msg.reply.send(Err(ActorError::Unavailable(u)))),
@@ -404,6 +414,7 @@ impl Handler<CancelReservation> for ScheduleActor {
         };
         match book.cancel(msg.id, msg.user, now).cloned() {
             Ok(r) => {
+                metrics::counter!("boxoffice_holds_total", "outcome" => "voided").increment(1);
                 let view = self.view_of(&r);
                 self.publish();
                 self.durability.commit_then(
@@ -449,6 +460,7 @@ impl Handler<PinHold> for ScheduleActor {
 
     /// Pins the hold if it is still valid; a hold past its time expires here instead.
     fn handle(&mut self, msg: PinHold, _: &mut Context<Self>) {
+        super::received::<Self>();
         let permit = match self.durability.reserve() {
             Ok(p) => p,
             Err(u) => return drop(msg.reply.send(Err(ActorError::Unavailable(u)))),
@@ -505,7 +517,10 @@ impl Handler<PostHold> for ScheduleActor {
     fn handle(&mut self, msg: PostHold, _: &mut Context<Self>) {
         let now = self.core.clock.now();
         if let State::Ready(book) = &mut self.state {
-            book.post(msg.id, now);
+            if let Some(r) = book.post(msg.id, now) {
+                metrics::counter!("boxoffice_holds_total", "outcome" => "posted").increment(1);
+                metrics::counter!("boxoffice_seats_sold_total").increment(r.seats.len() as u64);
+            }
         }
     }
 }

@@ -120,6 +120,10 @@ impl WalletActor {
     }
 }
 
+impl super::Named for WalletActor {
+    const KIND: &'static str = "wallet";
+}
+
 impl Actor for WalletActor {
     type Context = Context<Self>;
 
@@ -154,6 +158,7 @@ impl Handler<Recharge> for WalletActor {
 
     /// Adds the amount and answers the new balance after the commit.
     fn handle(&mut self, msg: Recharge, _: &mut Context<Self>) {
+        super::received::<Self>();
         let permit = match self.durability.reserve() {
             Ok(p) => p,
             Err(u) => return drop(msg.reply.send(Err(ActorError::Unavailable(u)))),
@@ -206,6 +211,7 @@ impl Handler<ReadBalance> for WalletActor {
 
     /// Answers the balance as of every acknowledged change.
     fn handle(&mut self, msg: ReadBalance, _: &mut Context<Self>) {
+        super::received::<Self>();
         let Some((reply, wallet)) = self.wallet(msg.reply) else {
             return;
         };
@@ -234,6 +240,7 @@ impl Handler<DebitForPayment> for WalletActor {
 
     /// Debits and submits the payment's writes; answers after the commit.
     fn handle(&mut self, msg: DebitForPayment, _: &mut Context<Self>) {
+        super::received::<Self>();
         let mut deps = msg.depends_on;
         deps.push(self.durability.dependency());
         let permit = match self.core.persister.reserve(&deps) {

@@ -1,10 +1,12 @@
 //! Admin routes (header `X-Admin-Key`): create users and concerts with their seat maps.
 
+use super::error::ErrorBody;
 use super::{within_deadline, ApiError, AppState};
 use crate::domain::{Money, Timestamp};
 use crate::store::{NewConcert, NewSchedule};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use std::collections::HashSet;
 
 const MAX_NAME_CHARS: usize = 200;
@@ -13,7 +15,7 @@ const MAX_SEATS_PER_SCHEDULE: usize = 20_000;
 /// Ten billion won: far above any ticket, far below overflow when four are summed.
 const MAX_PRICE: i64 = 10_000_000_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateUserRequest {
     name: String,
@@ -22,44 +24,48 @@ pub struct CreateUserRequest {
     balance: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateConcertRequest {
     name: String,
     schedules: Vec<ScheduleRequest>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ScheduleRequest {
+pub struct ScheduleRequest {
+    /// In the seed's format, in the service's zone.
+    #[schema(example = "2030-08-04T10:00:00")]
     concert_at: String,
+    /// When booking opens.
+    #[schema(example = "2030-07-19T10:00:00")]
     reservation_at: String,
     seats: Vec<SeatRequest>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SeatRequest {
+pub struct SeatRequest {
     seat_number: i32,
     price: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct UserCreated {
+pub struct UserCreated {
     user_id: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ConcertCreated {
+pub struct ConcertCreated {
     concert_id: i64,
     schedules: Vec<ScheduleCreated>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ScheduleCreated {
+pub struct ScheduleCreated {
     schedule_id: i64,
     seat_ids: Vec<i64>,
 }
@@ -95,7 +101,15 @@ fn name(text: &str) -> Result<String, ApiError> {
     Ok(text.to_string())
 }
 
-/// POST /v1/admin/users
+/// Create a user (and their wallet).
+#[utoipa::path(post, path = "/v1/admin/users", tag = "admin", request_body = CreateUserRequest,
+    params(("X-Admin-Key" = String, Header)),
+    responses(
+        (status = 201, body = UserCreated),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 403, description = "forbidden", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
+    ))]
 pub async fn create_user(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -111,7 +125,15 @@ pub async fn create_user(
     }))
 }
 
-/// POST /v1/admin/concerts
+/// Create a concert with its schedules and seat maps; seat ids come back in the order given.
+#[utoipa::path(post, path = "/v1/admin/concerts", tag = "admin", request_body = CreateConcertRequest,
+    params(("X-Admin-Key" = String, Header)),
+    responses(
+        (status = 201, body = ConcertCreated),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 403, description = "forbidden", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
+    ))]
 pub async fn create_concert(
     state: web::Data<AppState>,
     req: HttpRequest,

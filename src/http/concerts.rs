@@ -1,45 +1,56 @@
 //! Concert routes: upcoming schedules and a schedule's seat map (ACTIVE token required).
 
 use super::extract::{id, TokenHeader};
+use super::error::ErrorBody;
 use super::{within_deadline, ApiError, AppState};
 use crate::domain::{ConcertId, ScheduleId};
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SchedulesResponse {
+pub struct SchedulesResponse {
     concert_id: i64,
     events: Vec<Event>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Event {
+pub struct Event {
     schedule_id: i64,
     concert_at: String,
     reservation_at: String,
     available_seat_count: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SeatsResponse {
+pub struct SeatsResponse {
     concert_id: i64,
     concert_at: String,
     seats: Vec<SeatBody>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SeatBody {
+pub struct SeatBody {
     seat_id: i64,
     seat_number: i32,
+    #[schema(example = "AVAILABLE")]
     seat_status: &'static str,
     seat_price: i64,
 }
 
-/// GET /v1/concerts/{concertId}/schedules
+/// The schedules of a concert still to come, ordered by date.
+#[utoipa::path(get, path = "/v1/concerts/{concertId}/schedules", tag = "concerts",
+    params(("concertId" = i64, Path), ("TOKEN-ID" = i64, Header, description = "an ACTIVE queue token")),
+    responses(
+        (status = 200, body = SchedulesResponse),
+        (status = 400, description = "malformed concert id", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
+        (status = 404, description = "concert_not_found", body = ErrorBody),
+    ))]
 pub async fn schedules(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -64,7 +75,16 @@ pub async fn schedules(
     }))
 }
 
-/// GET /v1/concerts/{concertId}/schedules/{scheduleId}/seats
+/// A schedule's seat map; held and sold seats are UNAVAILABLE.
+#[utoipa::path(get, path = "/v1/concerts/{concertId}/schedules/{scheduleId}/seats", tag = "concerts",
+    params(("concertId" = i64, Path), ("scheduleId" = i64, Path), ("TOKEN-ID" = i64, Header, description = "an ACTIVE queue token")),
+    responses(
+        (status = 200, body = SeatsResponse),
+        (status = 400, description = "malformed ids", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
+        (status = 404, description = "concert_not_found, schedule_not_found", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
+    ))]
 pub async fn seats(
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,

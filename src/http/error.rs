@@ -67,10 +67,17 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
+/// The error envelope every route answers with.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The HTTP status, as a number.
+    #[schema(example = 404)]
     code: u16,
-    error: &'a str,
+    /// A stable machine-readable slug.
+    #[schema(example = "user_not_found")]
+    error: &'static str,
+    /// The seed's human-readable text.
+    #[schema(example = "user not found")]
     message: String,
 }
 
@@ -169,7 +176,7 @@ impl ResponseError for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
-        response.json(Envelope {
+        response.json(ErrorBody {
             code: status.as_u16(),
             error: self.slug(),
             message: self.message(),

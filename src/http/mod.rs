@@ -1,11 +1,14 @@
-//! The HTTP surface: routes, request parsing, JSON shapes, the error envelope. Handlers parse
-//! and check their input, call one engine operation, and shape its answer.
+//! The HTTP surface: routes, request parsing, JSON shapes, the error envelope, the OpenAPI
+//! document and request metrics. Handlers parse and check their input, call one engine
+//! operation, and shape its answer.
 
 mod admin;
 mod balance;
 mod concerts;
 pub mod error;
 mod extract;
+pub mod metrics;
+pub mod openapi;
 mod ops;
 mod payments;
 mod queue;
@@ -15,7 +18,8 @@ pub use error::ApiError;
 
 use crate::actors::Engine;
 use crate::domain::Timestamp;
-use actix_web::{web, HttpRequest};
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::FixedOffset;
 use std::future::Future;
 use std::time::Duration;
@@ -42,66 +46,93 @@ impl AppState {
 }
 
 /// Waits for an engine operation, answering 503 if it takes unreasonably long.
-pub async fn within_deadline<T, E: Into<ApiError>>(
-    op: impl Future<Output = Result<T, E>>,
-) -> Result<T, ApiError> {
+pub async fn within_deadline<T, E: Into<ApiError>>(op: impl Future<Output = Result<T, E>>) -> Result<T, ApiError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, op).await {
         Ok(result) => result.map_err(Into::into),
         Err(_) => Err(ApiError::Unavailable("request deadline passed".into())),
     }
 }
 
+/// One route: method, path template, handler, and an optional body limit of its own.
+struct RouteSpec {
+    method: Method,
+    path: &'static str,
+    route: actix_web::Route,
+    body_limit: Option<usize>,
+}
+
+fn spec(method: Method, path: &'static str, route: actix_web::Route) -> RouteSpec {
+    RouteSpec { method, path, route, body_limit: None }
+}
+
+/// Every route the service serves: `configure` registers exactly these, and the OpenAPI test
+/// compares the document with exactly these.
+fn routes() -> Vec<RouteSpec> {
+    use Method as M;
+    vec![
+        spec(M::POST, "/v1/queue-tokens/users/{userId}", web::post().to(queue::join)),
+        spec(M::GET, "/v1/queue-tokens/users/{userId}", web::get().to(queue::token)),
+        spec(M::GET, "/v1/queue-status/users/{userId}", web::get().to(queue::status)),
+        spec(M::GET, "/v1/concerts/{concertId}/schedules", web::get().to(concerts::schedules)),
+        spec(M::GET, "/v1/concerts/{concertId}/schedules/{scheduleId}/seats", web::get().to(concerts::seats)),
+        spec(M::POST, "/v1/reservations", web::post().to(reservations::reserve)),
+        spec(M::GET, "/v1/reservations/{reservationId}", web::get().to(reservations::read)),
+        spec(M::DELETE, "/v1/reservations/{reservationId}", web::delete().to(reservations::cancel)),
+        spec(M::POST, "/v1/payments/users/{userId}", web::post().to(payments::pay)),
+        spec(M::POST, "/v1/payments/users/{userId}/progress", web::post().to(payments::progress)),
+        spec(M::GET, "/v1/balance/users/{userId}", web::get().to(balance::balance)),
+        spec(M::POST, "/v1/balance/users/{userId}/recharge", web::post().to(balance::recharge)),
+        RouteSpec { body_limit: Some(ADMIN_BODY_LIMIT), ..spec(M::POST, "/v1/admin/users", web::post().to(admin::create_user)) },
+        RouteSpec {
+            body_limit: Some(ADMIN_BODY_LIMIT),
+            ..spec(M::POST, "/v1/admin/concerts", web::post().to(admin::create_concert))
+        },
+        spec(M::GET, "/healthz", web::get().to(ops::healthz)),
+        spec(M::GET, "/readyz", web::get().to(ops::readyz)),
+        spec(M::GET, "/metrics", web::get().to(ops::metrics)),
+        spec(M::GET, "/openapi.json", web::get().to(ops::openapi)),
+    ]
+}
+
+/// (method, path template) of every route served.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    routes().into_iter().map(|r| (r.method, r.path)).collect()
+}
+
 /// Registers every route, and the envelope for every way a request can fail to reach one.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(extract::json_config(BODY_LIMIT))
         .app_data(extract::path_config())
-        .app_data(extract::query_config())
-        .service(
-            resource("/v1/queue-tokens/users/{userId}")
-                .route(web::post().to(queue::join))
-                .route(web::get().to(queue::token)),
-        )
-        .service(resource("/v1/queue-status/users/{userId}").route(web::get().to(queue::status)))
-        .service(
-            resource("/v1/concerts/{concertId}/schedules")
-                .route(web::get().to(concerts::schedules)),
-        )
-        .service(
-            resource("/v1/concerts/{concertId}/schedules/{scheduleId}/seats")
-                .route(web::get().to(concerts::seats)),
-        )
-        .service(resource("/v1/reservations").route(web::post().to(reservations::reserve)))
-        .service(
-            resource("/v1/reservations/{reservationId}")
-                .route(web::get().to(reservations::read))
-                .route(web::delete().to(reservations::cancel)),
-        )
-        .service(resource("/v1/payments/users/{userId}").route(web::post().to(payments::pay)))
-        .service(resource("/v1/balance/users/{userId}").route(web::get().to(balance::balance)))
-        .service(
-            resource("/v1/balance/users/{userId}/recharge")
-                .route(web::post().to(balance::recharge)),
-        )
-        .service(
-            web::scope("/v1/admin")
-                .app_data(extract::json_config(ADMIN_BODY_LIMIT))
-                .service(resource("/users").route(web::post().to(admin::create_user)))
-                .service(resource("/concerts").route(web::post().to(admin::create_concert))),
-        )
-        .service(resource("/healthz").route(web::get().to(ops::healthz)))
-        .service(resource("/readyz").route(web::get().to(ops::readyz)))
-        .default_service(web::to(not_found));
+        .app_data(extract::query_config());
+    // Group the routes by path: one resource per path, so an unsupported method on a known
+    // path is a 405 envelope rather than a 404.
+    let mut by_path: Vec<(&'static str, Option<usize>, Vec<actix_web::Route>)> = Vec::new();
+    for r in routes() {
+        match by_path.iter_mut().find(|(path, _, _)| *path == r.path) {
+            Some((_, limit, list)) => {
+                *limit = limit.or(r.body_limit);
+                list.push(r.route);
+            }
+            None => by_path.push((r.path, r.body_limit, vec![r.route])),
+        }
+    }
+    for (path, limit, list) in by_path {
+        let mut resource = web::resource(path).default_service(web::to(method_not_allowed));
+        if let Some(limit) = limit {
+            resource = resource.app_data(extract::json_config(limit));
+        }
+        for route in list {
+            resource = resource.route(route);
+        }
+        cfg.service(resource);
+    }
+    cfg.default_service(web::to(not_found));
 }
 
-/// A resource whose unsupported methods answer with the envelope, not an empty 405.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-async fn not_found(_: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+async fn not_found(_: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-async fn method_not_allowed(_: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+async fn method_not_allowed(_: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }

@@ -1,42 +1,101 @@
-//! Payment route: pay a held reservation from the wallet (ACTIVE token of the same user).
+//! Payment routes: pay a held reservation from the wallet, and the checkout screen before it
+//! (ACTIVE token of the same user).
 
+use super::error::ErrorBody;
 use super::extract::{id, TokenHeader};
+use super::reservations::{reservation_body, ReservationBody};
 use super::{within_deadline, ApiError, AppState};
+use crate::domain::schedule::ReservationStatus;
 use crate::domain::{ReservationId, UserId};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PayRequest {
     reservation_id: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct PaymentBody {
+pub struct PaymentBody {
     payment_id: i64,
     amount: i64,
+    #[schema(example = "COMPLETED")]
     payment_status: &'static str,
 }
 
-/// POST /v1/payments/users/{userId}: debit, mark paid, record, expire the token — atomically.
-pub async fn pay(
-    state: web::Data<AppState>,
-    path: web::Path<i64>,
-    token: TokenHeader,
-    body: web::Json<PayRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let user = id(path.into_inner(), UserId::new)?;
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressBody {
+    user_id: i64,
+    /// The wallet's balance now.
+    current_amount: i64,
+    reservation: ReservationBody,
+    total_price: i64,
+    /// Pending, still held, and the balance covers it.
+    payable: bool,
+    /// What is missing to pay it (0 when the balance is enough).
+    shortfall: i64,
+    /// Whole seconds left on the hold (0 unless pending).
+    remaining_hold_seconds: u64,
+}
+
+fn parse(state: &AppState, user: i64, body: &PayRequest, token: TokenHeader) -> Result<(UserId, ReservationId, crate::domain::TokenId), ApiError> {
+    let user = id(user, UserId::new)?;
     let reservation = id(body.reservation_id, ReservationId::new)?;
     if !state.engine.user_exists(user) {
         return Err(ApiError::UserNotFound);
     }
     let token = state.engine.authorize(token.0, Some(user))?;
-    let receipt = within_deadline(state.engine.pay(user, reservation, token.id)).await?;
+    Ok((user, reservation, token.id))
+}
+
+/// Pay a reservation: debit, mark paid, record the payment, expire the token — atomically.
+#[utoipa::path(post, path = "/v1/payments/users/{userId}", tag = "payments", request_body = PayRequest,
+    params(("userId" = i64, Path), ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token")),
+    responses(
+        (status = 201, body = PaymentBody),
+        (status = 400, description = "invalid_request, not_enough_balance, reservation_expired", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
+        (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
+        (status = 409, description = "reservation_already_paid, reservation_cancelled, payment_in_progress", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
+    ))]
+pub async fn pay(state: web::Data<AppState>, path: web::Path<i64>, token: TokenHeader, body: web::Json<PayRequest>) -> Result<HttpResponse, ApiError> {
+    let (user, reservation, token) = parse(&state, path.into_inner(), &body, token)?;
+    let receipt = within_deadline(state.engine.pay(user, reservation, token)).await?;
     Ok(HttpResponse::Created().json(PaymentBody {
         payment_id: receipt.payment.get(),
         amount: receipt.amount.won(),
         payment_status: "COMPLETED",
+    }))
+}
+
+/// The checkout screen: what is being bought, the balance, whether it is enough. Changes nothing.
+#[utoipa::path(post, path = "/v1/payments/users/{userId}/progress", tag = "payments", request_body = PayRequest,
+    params(("userId" = i64, Path), ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token")),
+    responses(
+        (status = 200, body = ProgressBody),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
+        (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
+    ))]
+pub async fn progress(state: web::Data<AppState>, path: web::Path<i64>, token: TokenHeader, body: web::Json<PayRequest>) -> Result<HttpResponse, ApiError> {
+    let (user, reservation, _) = parse(&state, path.into_inner(), &body, token)?;
+    let (view, balance) = within_deadline(state.engine.checkout(user, reservation)).await?;
+    let r = &view.reservation;
+    let pending = r.status == ReservationStatus::Pending;
+    let remaining = if pending { state.engine.now().until(r.expires_at).as_secs() } else { 0 };
+    Ok(HttpResponse::Ok().json(ProgressBody {
+        user_id: user.get(),
+        current_amount: balance.won(),
+        reservation: reservation_body(&state, &view),
+        total_price: r.total.won(),
+        payable: pending && remaining > 0 && balance >= r.total,
+        shortfall: balance.shortfall(r.total).won(),
+        remaining_hold_seconds: remaining,
     }))
 }

@@ -1,23 +1,25 @@
 //! Waiting-room routes: join, read the token, poll the status.
 
 use super::extract::{id, TokenHeader};
+use super::error::ErrorBody;
 use super::{within_deadline, ApiError, AppState};
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::UserId;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TokenResponse {
+pub struct TokenResponse {
     token_id: i64,
     created_at: String,
     expired_at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct StatusResponse {
+pub struct StatusResponse {
     queue_id: u64,
     join_at: String,
     status: &'static str,
@@ -39,7 +41,16 @@ fn token_response(state: &AppState, record: &TokenRecord) -> TokenResponse {
     }
 }
 
-/// POST /v1/queue-tokens/users/{userId}: 201 with a new token, 200 with the live one.
+/// Join the waiting room: 201 with a new token, 200 with the user's live one.
+#[utoipa::path(post, path = "/v1/queue-tokens/users/{userId}", tag = "queue",
+    params(("userId" = i64, Path)),
+    responses(
+        (status = 201, description = "a new token at the back of the line", body = TokenResponse),
+        (status = 200, description = "the user's WAITING or ACTIVE token", body = TokenResponse),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 404, description = "user_not_found", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
+    ))]
 pub async fn join(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -54,7 +65,14 @@ pub async fn join(
     })
 }
 
-/// GET /v1/queue-tokens/users/{userId}
+/// The user's current (or last) token.
+#[utoipa::path(get, path = "/v1/queue-tokens/users/{userId}", tag = "queue",
+    params(("userId" = i64, Path)),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 404, description = "user_not_found, token_not_found", body = ErrorBody),
+    ))]
 pub async fn token(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -64,7 +82,15 @@ pub async fn token(
     Ok(HttpResponse::Ok().json(token_response(&state, &record)))
 }
 
-/// GET /v1/queue-status/users/{userId}: answered from the published line, never the actor.
+/// Poll the token's place in line; answered from the published line, never the actor.
+#[utoipa::path(get, path = "/v1/queue-status/users/{userId}", tag = "queue",
+    params(("userId" = i64, Path), ("TOKEN-ID" = i64, Header, description = "the user's queue token")),
+    responses(
+        (status = 200, description = "the token's state; EXPIRED tokens answer here too", body = StatusResponse),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "invalid_token", body = ErrorBody),
+        (status = 404, description = "user_not_found", body = ErrorBody),
+    ))]
 pub async fn status(
     state: web::Data<AppState>,
     path: web::Path<i64>,

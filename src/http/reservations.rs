@@ -1,28 +1,33 @@
 //! Reservation routes: hold seats, read and cancel a reservation (ACTIVE token of the same user).
 
 use super::extract::{id, TokenHeader};
+use super::error::ErrorBody;
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::schedule::ReservationView;
 use crate::domain::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReserveRequest {
     user_id: i64,
     concert_id: i64,
     schedule_id: i64,
+    /// Non-empty, no duplicates, at most the per-user seat limit.
     seat_ids: Vec<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct OwnerQuery {
+    /// The reservation's owner.
     user_id: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReservationBody {
     reservation_id: i64,
@@ -31,13 +36,14 @@ pub struct ReservationBody {
     concert_at: String,
     seats: Vec<SeatLine>,
     total_price: i64,
+    #[schema(example = "PAYMENT_PENDING")]
     reservation_status: &'static str,
     expires_at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SeatLine {
+pub struct SeatLine {
     seat_number: i32,
     price: i64,
 }
@@ -63,7 +69,16 @@ pub fn reservation_body(state: &AppState, view: &ReservationView) -> Reservation
     }
 }
 
-/// POST /v1/reservations: all seats held for the user, or none.
+/// Hold seats for the user: all of them for the hold time, or none.
+#[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = ReserveRequest,
+    params(("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token")),
+    responses(
+        (status = 201, body = ReservationBody),
+        (status = 400, description = "invalid_request, reservation_failed, reservation_not_open, seat_limit_exceeded", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
+        (status = 404, description = "user_not_found, concert_not_found, schedule_not_found, seat_not_found", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
+    ))]
 pub async fn reserve(
     state: web::Data<AppState>,
     token: TokenHeader,
@@ -92,7 +107,16 @@ pub async fn reserve(
     Ok(HttpResponse::Created().json(reservation_body(&state, &view)))
 }
 
-/// GET /v1/reservations/{reservationId}?userId=…
+/// A reservation of the user, with its current status.
+#[utoipa::path(get, path = "/v1/reservations/{reservationId}", tag = "reservations",
+    params(("reservationId" = i64, Path), OwnerQuery, ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token")),
+    responses(
+        (status = 200, body = ReservationBody),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
+        (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
+    ))]
 pub async fn read(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -104,7 +128,17 @@ pub async fn read(
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))
 }
 
-/// DELETE /v1/reservations/{reservationId}?userId=…: voids a pending hold.
+/// Cancel a PAYMENT_PENDING reservation: its seats are free at once.
+#[utoipa::path(delete, path = "/v1/reservations/{reservationId}", tag = "reservations",
+    params(("reservationId" = i64, Path), OwnerQuery, ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token")),
+    responses(
+        (status = 200, body = ReservationBody),
+        (status = 400, description = "invalid_request, reservation_expired", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
+        (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
+        (status = 409, description = "reservation_already_paid, reservation_cancelled, payment_in_progress", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
+    ))]
 pub async fn cancel(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -116,7 +150,7 @@ pub async fn cancel(
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))
 }
 
-fn owner(
+pub(super) fn owner(
     state: &AppState,
     reservation: i64,
     user: i64,

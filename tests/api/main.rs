@@ -8,6 +8,7 @@ mod concerts;
 mod concurrency;
 mod errors;
 mod faults;
+mod operations;
 mod payments;
 mod queue;
 mod reservations;
