@@ -41,6 +41,8 @@ pub struct EngineSettings {
     pub max_recharge: Money,
     /// Submissions the persister holds before it refuses more.
     pub persister_capacity: usize,
+    /// Messages a schedule or wallet actor's mailbox holds before senders are refused.
+    pub mailbox_capacity: usize,
     /// Threads the actors run on.
     pub actor_threads: usize,
 }
@@ -56,6 +58,7 @@ impl Default for EngineSettings {
             max_seats_per_user: 4,
             max_recharge: Money::new(10_000_000).expect("a positive constant"),
             persister_capacity: 65_536,
+            mailbox_capacity: super::MAILBOX_CAPACITY,
             actor_threads: 2,
         }
     }

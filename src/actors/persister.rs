@@ -45,6 +45,9 @@ pub enum Unavailable {
     Busy,
 }
 
+/// How often an idle persister checks the database after a failed commit.
+const HEALTH_PROBE_EVERY: Duration = Duration::from_millis(500);
+
 /// Called with the outcome once the submission is durable (or will never be).
 pub type Completion = Box<dyn FnOnce(Result<(), Unavailable>) + Send>;
 
@@ -295,7 +298,16 @@ async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
             batch
         };
         if batch.is_empty() {
-            shared.wake.notified().await;
+            if shared.healthy.load(Ordering::Relaxed) {
+                shared.wake.notified().await;
+            } else if tokio::time::timeout(HEALTH_PROBE_EVERY, shared.wake.notified()).await.is_err() {
+                // Idle after a failure: find out by ourselves when the database is back, so
+                // readiness recovers without waiting for traffic.
+                if let Ok(Ok(())) = tokio::time::timeout(HEALTH_PROBE_EVERY, store.ping()).await {
+                    tracing::info!("database reachable again");
+                    shared.healthy.store(true, Ordering::Relaxed);
+                }
+            }
             continue;
         }
         let last_seq = batch.last().map_or(0, |s| s.seq);

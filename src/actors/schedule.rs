@@ -271,7 +271,7 @@ impl Actor for ScheduleActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(self.core.settings.mailbox_capacity);
         match self.state {
             State::Ready(_) => self.after_load(ctx),
             _ => self.load(ctx),

@@ -128,7 +128,7 @@ impl Actor for WalletActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(self.core.settings.mailbox_capacity);
         self.load(ctx);
         ctx.run_interval(IDLE_STOP / 2, |act, ctx| {
             // Never stop with writes in flight: a successor would load a balance without them.

@@ -13,3 +13,4 @@ mod payments;
 mod queue;
 mod reservations;
 mod restart;
+mod survival;
