@@ -3,6 +3,7 @@
 //! that owns the state, and waits for the (durable) answer. Payment is the one operation that
 //! crosses actors; its saga runs detached, so a client hanging up cannot strand a pinned hold.
 
+use super::idempotency::{Idempotency, IdempotentWrite, RETENTION};
 use super::persister::{ActorKey, Persister};
 use super::queue::{ConsumeToken, JoinQueue, QueueActor, QueueView, RebuildQueue};
 use super::schedule::{
@@ -21,7 +22,7 @@ use crate::domain::wallet::WalletRule;
 use crate::domain::{
     ConcertId, Money, PaymentId, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
 };
-use crate::store::{CreatedConcert, NewConcert, StoreError, StoreHandle};
+use crate::store::{CreatedConcert, LedgerEntry, NewConcert, StoreError, StoreHandle};
 use actix::prelude::*;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -233,6 +234,7 @@ struct Inner {
     queue: Addr<QueueActor>,
     queue_view: Arc<QueueView>,
     arbiters: Vec<Arbiter>,
+    idempotency: Arc<Idempotency>,
     next_instance: AtomicU64,
     ready: AtomicBool,
 }
@@ -256,6 +258,11 @@ impl Engine {
         let max = store.run(|s| async move { s.max_ids().await }).await?;
         let tokens = store.run(|s| async move { s.load_tokens().await }).await?;
         let now = clock.now();
+        let keep_since = Timestamp::from_millis(now.millis() - 2 * RETENTION.as_millis() as i64);
+        let keys = store
+            .run(move |s| async move { s.load_idempotency(keep_since).await })
+            .await?;
+        let idempotency = Arc::new(Idempotency::restore(keys));
         let core = Arc::new(Core {
             settings: settings.clone(),
             clock,
@@ -287,6 +294,7 @@ impl Engine {
             queue,
             queue_view,
             arbiters,
+            idempotency: idempotency.clone(),
             next_instance: AtomicU64::new(1),
             ready: AtomicBool::new(false),
         });
@@ -318,6 +326,17 @@ impl Engine {
                 engine.start_schedule(entry, Some(book));
             }
         }
+        // Answers are replayable for RETENTION at least; forget them after twice that.
+        let forgetting = (idempotency, engine.inner.core.clock.clone());
+        engine.inner.arbiters[0].spawn(async move {
+            let (keys, clock) = forgetting;
+            loop {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                keys.forget_before(Timestamp::from_millis(
+                    clock.now().millis() - 2 * RETENTION.as_millis() as i64,
+                ));
+            }
+        });
         let weak = Arc::downgrade(&engine.inner);
         persister.on_rebuild(Box::new(move |keys| rebuild(&weak, keys)));
         // Releases of holds that expired while down were submitted as the actors started.
@@ -447,6 +466,11 @@ impl Engine {
         self.inner.users.is_empty() && self.inner.concerts.is_empty()
     }
 
+    /// The process's idempotency keys.
+    pub fn idempotency(&self) -> &Arc<Idempotency> {
+        &self.inner.idempotency
+    }
+
     pub fn user_exists(&self, user: UserId) -> bool {
         self.inner.users.contains_key(&user)
     }
@@ -554,13 +578,20 @@ impl Engine {
         concert: ConcertId,
         schedule: ScheduleId,
         seats: Vec<SeatId>,
+        idempotency: Option<IdempotentWrite<ReservationView>>,
     ) -> Result<ReservationView, BookingError> {
         if !self.user_exists(user) {
             return Err(BookingError::UserNotFound);
         }
         self.schedule_of_concert(concert, schedule)?;
         let addr = self.schedule(schedule)?;
-        Ok(ask(&addr, |reply| HoldSeats { user, seats, reply }).await?)
+        Ok(ask(&addr, |reply| HoldSeats {
+            user,
+            seats,
+            idempotency,
+            reply,
+        })
+        .await?)
     }
 
     /// Which schedule a reservation is on: from memory, or the store for old ones.
@@ -616,6 +647,7 @@ impl Engine {
         user: UserId,
         id: ReservationId,
         token: TokenId,
+        idempotency: Option<IdempotentWrite<PaymentReceipt>>,
     ) -> Result<PaymentReceipt, PaymentError> {
         if !self.user_exists(user) {
             return Err(PaymentError::UserNotFound);
@@ -625,7 +657,7 @@ impl Engine {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Detached: once pinned, the saga must reach post or unpin whatever the client does.
         actix_rt::spawn(async move {
-            let _ = tx.send(engine.settle(user, id, schedule, token).await);
+            let _ = tx.send(engine.settle(user, id, schedule, token, idempotency).await);
         });
         rx.await
             .unwrap_or(Err(PaymentError::Unavailable(Unavailable::Busy)))
@@ -637,6 +669,7 @@ impl Engine {
         id: ReservationId,
         schedule: ScheduleId,
         token: TokenId,
+        idempotency: Option<IdempotentWrite<PaymentReceipt>>,
     ) -> Result<PaymentReceipt, PaymentError> {
         let addr = self.schedule(schedule)?;
         let pinned = ask(&addr, |reply| PinHold { id, user, reply })
@@ -656,16 +689,19 @@ impl Engine {
                 queue.do_send(ConsumeToken { token });
             })
         };
-        let debit = DebitForPayment {
+        let token = self.inner.queue_view.consumed_record(token, now);
+        let payment = core.next_payment_id();
+        let wallet = self.wallet(user);
+        let outcome = ask(&wallet, |reply| DebitForPayment {
             paid,
-            token: self.inner.queue_view.consumed_record(token, now),
-            payment: core.next_payment_id(),
+            token,
+            payment,
             depends_on,
             on_commit,
-            reply: tokio::sync::oneshot::channel().0,
-        };
-        let wallet = self.wallet(user);
-        let outcome = ask(&wallet, |reply| DebitForPayment { reply, ..debit }).await;
+            idempotency,
+            reply,
+        })
+        .await;
         if outcome.is_err() {
             // Not debited: give the hold back to its timer.
             addr.do_send(UnpinHold { id });
@@ -674,7 +710,11 @@ impl Engine {
     }
 
     /// The checkout screen: the reservation and the balance, read together. Changes nothing.
-    pub async fn checkout(&self, user: UserId, id: ReservationId) -> Result<(ReservationView, Money), PaymentError> {
+    pub async fn checkout(
+        &self,
+        user: UserId,
+        id: ReservationId,
+    ) -> Result<(ReservationView, Money), PaymentError> {
         if !self.user_exists(user) {
             return Err(PaymentError::UserNotFound);
         }
@@ -691,11 +731,42 @@ impl Engine {
 
     // --- wallets ----------------------------------------------------------------------
 
-    pub async fn recharge(&self, user: UserId, amount: i64) -> Result<Money, WalletError> {
+    pub async fn recharge(
+        &self,
+        user: UserId,
+        amount: i64,
+        idempotency: Option<IdempotentWrite<Money>>,
+    ) -> Result<Money, WalletError> {
         if !self.user_exists(user) {
             return Err(WalletError::UserNotFound);
         }
-        Ok(ask(&self.wallet(user), |reply| Recharge { amount, reply }).await?)
+        Ok(ask(&self.wallet(user), |reply| Recharge {
+            amount,
+            idempotency,
+            reply,
+        })
+        .await?)
+    }
+
+    /// A page of the user's ledger, newest first: the rows the wallet itself persists.
+    pub async fn history(
+        &self,
+        user: UserId,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<LedgerEntry>, WalletError> {
+        if !self.user_exists(user) {
+            return Err(WalletError::UserNotFound);
+        }
+        let page = self
+            .inner
+            .core
+            .store
+            .run(move |s| async move { s.ledger_page(user, limit, before).await });
+        page.await.map_err(|error| {
+            tracing::warn!(error = %error, "ledger read failed");
+            WalletError::Unavailable(Unavailable::CommitFailed)
+        })
     }
 
     pub async fn balance(&self, user: UserId) -> Result<Money, WalletError> {

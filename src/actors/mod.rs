@@ -7,6 +7,7 @@
 //! commit. Mailboxes are bounded: a full one is a prompt "unavailable", never a growing queue.
 
 pub mod engine;
+pub mod idempotency;
 pub mod persister;
 pub mod queue;
 pub mod schedule;
@@ -140,6 +141,44 @@ impl Durability {
                 Ok(()) => answer.map_err(ActorError::Rejected),
                 Err(u) => Err(ActorError::Unavailable(u)),
             });
+        });
+    }
+
+    /// Commits the writes of a successful decision, then (in this order) runs `on_commit`,
+    /// completes the idempotency claim with the rendered answer written alongside, and
+    /// replies. A failed commit releases the claim and answers "unavailable".
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_answer<T, E>(
+        &mut self,
+        permit: Permit,
+        mut writes: Writes,
+        reply: Reply<T, E>,
+        answer: T,
+        idempotency: Option<idempotency::IdempotentWrite<T>>,
+        at: crate::domain::Timestamp,
+        on_commit: Option<Box<dyn FnOnce() + Send>>,
+    ) where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let record = idempotency.as_ref().map(|i| i.record(&answer, at));
+        if let Some(record) = &record {
+            writes.idempotency.push(record.clone());
+        }
+        self.submit(permit, writes, move |outcome| {
+            let sent = match outcome {
+                Ok(()) => {
+                    if let Some(hook) = on_commit {
+                        hook();
+                    }
+                    if let (Some(claim), Some(record)) = (idempotency, record) {
+                        claim.complete(record);
+                    }
+                    Ok(answer)
+                }
+                Err(u) => Err(ActorError::Unavailable(u)),
+            };
+            let _ = reply.send(sent);
         });
     }
 

@@ -300,7 +300,10 @@ async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
         if batch.is_empty() {
             if shared.healthy.load(Ordering::Relaxed) {
                 shared.wake.notified().await;
-            } else if tokio::time::timeout(HEALTH_PROBE_EVERY, shared.wake.notified()).await.is_err() {
+            } else if tokio::time::timeout(HEALTH_PROBE_EVERY, shared.wake.notified())
+                .await
+                .is_err()
+            {
                 // Idle after a failure: find out by ourselves when the database is back, so
                 // readiness recovers without waiting for traffic.
                 if let Ok(Ok(())) = tokio::time::timeout(HEALTH_PROBE_EVERY, store.ping()).await {
@@ -332,7 +335,8 @@ async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
             }
         };
         let elapsed = started.elapsed();
-        metrics::histogram!("boxoffice_persister_batch_submissions").record(submissions.len() as f64);
+        metrics::histogram!("boxoffice_persister_batch_submissions")
+            .record(submissions.len() as f64);
         metrics::histogram!("boxoffice_persister_batch_rows").record(writes.len() as f64);
         metrics::histogram!("boxoffice_persister_commit_seconds").record(elapsed.as_secs_f64());
         let stats = &shared.stats;

@@ -285,6 +285,7 @@ impl Actor for ScheduleActor {
 pub struct HoldSeats {
     pub user: UserId,
     pub seats: Vec<SeatId>,
+    pub idempotency: Option<super::idempotency::IdempotentWrite<ReservationView>>,
     pub reply: Reply<ReservationView, BookingRule>,
 }
 
@@ -312,11 +313,14 @@ impl Handler<HoldSeats> for ScheduleActor {
                 metrics::counter!("boxoffice_holds_total", "outcome" => "placed").increment(1);
                 self.arm_expiry(id, r.expires_at, now, ctx);
                 self.publish();
-                self.durability.commit_then(
+                self.durability.commit_answer(
                     permit,
                     Writes::default().reservation(&r),
                     reply,
-                    Ok(view),
+                    view,
+                    msg.idempotency,
+                    now,
+                    None,
                 );
             }
             Err(rule) => self

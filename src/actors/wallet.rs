@@ -150,6 +150,7 @@ impl Actor for WalletActor {
 pub struct Recharge {
     /// As the client sent it: the wallet judges it.
     pub amount: i64,
+    pub idempotency: Option<super::idempotency::IdempotentWrite<Money>>,
     pub reply: Reply<Money, WalletRefusal>,
 }
 
@@ -188,8 +189,15 @@ impl Handler<Recharge> for WalletActor {
                         payment: None,
                         at: now,
                     });
-                self.durability
-                    .commit_then(permit, writes, reply, Ok(balance));
+                self.durability.commit_answer(
+                    permit,
+                    writes,
+                    reply,
+                    balance,
+                    msg.idempotency,
+                    now,
+                    None,
+                );
             }
             Err(rule) => {
                 self.durability
@@ -232,6 +240,7 @@ pub struct DebitForPayment {
     pub depends_on: Vec<Dependency>,
     /// Runs after the commit, before the reply: posts the hold and frees the token's slot.
     pub on_commit: Box<dyn FnOnce() + Send>,
+    pub idempotency: Option<super::idempotency::IdempotentWrite<PaymentReceipt>>,
     pub reply: Reply<PaymentReceipt, WalletRefusal>,
 }
 
@@ -295,18 +304,16 @@ impl Handler<DebitForPayment> for WalletActor {
             payment: msg.payment,
             amount,
         };
-        let on_commit = msg.on_commit;
         // The payment's other states are part of this write: a failure must rebuild them too.
-        self.durability.submit(permit, writes, move |outcome| {
-            let answer = match outcome {
-                Ok(()) => {
-                    on_commit();
-                    Ok(receipt)
-                }
-                Err(u) => Err(ActorError::Unavailable(u)),
-            };
-            let _ = reply.send(answer);
-        });
+        self.durability.commit_answer(
+            permit,
+            writes,
+            reply,
+            receipt,
+            msg.idempotency,
+            now,
+            Some(msg.on_commit),
+        );
     }
 }
 

@@ -6,8 +6,8 @@ use crate::domain::{Money, Timestamp};
 use crate::store::{NewConcert, NewSchedule};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use std::collections::HashSet;
+use utoipa::ToSchema;
 
 const MAX_NAME_CHARS: usize = 200;
 const MAX_SCHEDULES: usize = 100;

@@ -1,12 +1,18 @@
 //! Wallet routes: recharge and read the balance.
 
-use super::extract::id;
 use super::error::ErrorBody;
+use super::extract::id;
+use super::idempotency::{begin, parse, respond, to_json, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
+use crate::actors::idempotency::Render;
+use crate::domain::Money;
 use crate::domain::UserId;
+use actix_web::HttpRequest;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde_json::Value;
+use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
 #[derive(Deserialize, ToSchema)]
 pub struct RechargeRequest {
@@ -24,28 +30,45 @@ pub struct BalanceBody {
 
 /// Add money to the user's wallet.
 #[utoipa::path(post, path = "/v1/balance/users/{userId}/recharge", tag = "wallet", request_body = RechargeRequest,
-    params(("userId" = i64, Path)),
+    params(("userId" = i64, Path), ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer for a retry")),
     responses(
         (status = 200, body = BalanceBody),
         (status = 400, description = "invalid_request, invalid_recharge_amount", body = ErrorBody),
         (status = 404, description = "user_not_found", body = ErrorBody),
+        (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn recharge(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<i64>,
-    body: web::Json<RechargeRequest>,
+    key: IdempotencyKey,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
-    let amount = body
+    let request: RechargeRequest = parse(&body)?;
+    let amount = request
         .amount
         .as_i64()
         .ok_or(ApiError::InvalidRechargeAmount)?;
-    let balance = within_deadline(state.engine.recharge(user, amount)).await?;
-    Ok(HttpResponse::Ok().json(BalanceBody {
-        user_id: user.get(),
-        current_amount: balance.won(),
-    }))
+    if !state.engine.user_exists(user) {
+        return Err(ApiError::UserNotFound);
+    }
+    let render: Render<Money> = Arc::new(move |balance: &Money| {
+        (
+            200,
+            to_json(&BalanceBody {
+                user_id: user.get(),
+                current_amount: balance.won(),
+            }),
+        )
+    });
+    let claim = match begin(&state, key, user, &req, &body, &render).await? {
+        Begin::Answer(replayed) => return Ok(replayed),
+        Begin::Go(claim) => claim,
+    };
+    let balance = within_deadline(state.engine.recharge(user, amount, claim)).await?;
+    Ok(respond(&render, &balance))
 }
 
 /// The user's balance.
@@ -66,5 +89,79 @@ pub async fn balance(
     Ok(HttpResponse::Ok().json(BalanceBody {
         user_id: user.get(),
         current_amount: balance.won(),
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Entries per page, 1 to 100 (default 20).
+    limit: Option<u32>,
+    /// Only entries older than this ledger id (the previous page's `nextBefore`).
+    before: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryBody {
+    user_id: i64,
+    /// Newest first.
+    entries: Vec<LedgerLine>,
+    /// Pass as `before` for the next page; null on the last page.
+    next_before: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerLine {
+    ledger_id: i64,
+    #[schema(example = "RECHARGE")]
+    kind: &'static str,
+    amount: i64,
+    balance_after: i64,
+    payment_id: Option<i64>,
+    created_at: String,
+}
+
+/// The user's ledger, newest first: every recharge and payment with the balance after it.
+#[utoipa::path(get, path = "/v1/balance/users/{userId}/history", tag = "wallet",
+    params(("userId" = i64, Path), HistoryQuery),
+    responses(
+        (status = 200, body = HistoryBody),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 404, description = "user_not_found", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
+    ))]
+pub async fn history(
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let user = id(path.into_inner(), UserId::new)?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("limit must be 1 to 100"));
+    }
+    if query.before.is_some_and(|b| b < 1) {
+        return Err(ApiError::invalid("before must be a positive ledger id"));
+    }
+    let entries = within_deadline(state.engine.history(user, limit, query.before)).await?;
+    let next_before = (entries.len() == limit as usize)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    Ok(HttpResponse::Ok().json(HistoryBody {
+        user_id: user.get(),
+        next_before,
+        entries: entries
+            .into_iter()
+            .map(|e| LedgerLine {
+                ledger_id: e.id,
+                kind: e.kind.as_str(),
+                amount: e.amount.won(),
+                balance_after: e.balance_after.won(),
+                payment_id: e.payment.map(|p| p.get()),
+                created_at: state.time(e.at),
+            })
+            .collect(),
     }))
 }

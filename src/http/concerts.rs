@@ -1,7 +1,7 @@
 //! Concert routes: upcoming schedules and a schedule's seat map (ACTIVE token required).
 
-use super::extract::{id, TokenHeader};
 use super::error::ErrorBody;
+use super::extract::{id, TokenHeader};
 use super::{within_deadline, ApiError, AppState};
 use crate::domain::{ConcertId, ScheduleId};
 use actix_web::{web, HttpResponse};

@@ -50,6 +50,8 @@ pub enum ApiError {
     NotEnoughBalance,
     #[error("invalid recharge amount")]
     InvalidRechargeAmount,
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("not found")]
@@ -104,6 +106,7 @@ impl ApiError {
             ApiError::ReservationCancelled => "reservation_cancelled",
             ApiError::NotEnoughBalance => "not_enough_balance",
             ApiError::InvalidRechargeAmount => "invalid_recharge_amount",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -151,6 +154,7 @@ impl ResponseError for ApiError {
             | ApiError::ReservationNotFound
             | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ReservationAlreadyPaid
             | ApiError::PaymentInProgress
             | ApiError::ReservationCancelled => StatusCode::CONFLICT,

@@ -9,8 +9,9 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 /// Latency buckets, in seconds: from a fast poll to a slow commit.
-const LATENCY_BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0];
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0,
+];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -19,25 +20,37 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets(&LATENCY_BUCKETS).ok()?;
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&LATENCY_BUCKETS)
+                .ok()?;
             builder.install_recorder().ok()
         })
         .as_ref()
 }
 
 /// Counts and times every request by method, route template and status.
-pub async fn track(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     // The template, not the path: one series per route, whatever the ids.
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_string());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().to_string();
     let response = next.call(req).await;
     let status = match &response {
         Ok(r) => r.status().as_u16(),
         Err(e) => e.as_response_error().status_code().as_u16(),
     };
-    let labels = [("method", method), ("route", route), ("status", status.to_string())];
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
     metrics::counter!("boxoffice_http_requests_total", &labels).increment(1);
-    metrics::histogram!("boxoffice_http_request_duration_seconds", &labels[..2]).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("boxoffice_http_request_duration_seconds", &labels[..2])
+        .record(started.elapsed().as_secs_f64());
     response
 }

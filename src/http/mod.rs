@@ -7,6 +7,7 @@ mod balance;
 mod concerts;
 pub mod error;
 mod extract;
+mod idempotency;
 pub mod metrics;
 pub mod openapi;
 mod ops;
@@ -46,7 +47,9 @@ impl AppState {
 }
 
 /// Waits for an engine operation, answering 503 if it takes unreasonably long.
-pub async fn within_deadline<T, E: Into<ApiError>>(op: impl Future<Output = Result<T, E>>) -> Result<T, ApiError> {
+pub async fn within_deadline<T, E: Into<ApiError>>(
+    op: impl Future<Output = Result<T, E>>,
+) -> Result<T, ApiError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, op).await {
         Ok(result) => result.map_err(Into::into),
         Err(_) => Err(ApiError::Unavailable("request deadline passed".into())),
@@ -62,7 +65,12 @@ struct RouteSpec {
 }
 
 fn spec(method: Method, path: &'static str, route: actix_web::Route) -> RouteSpec {
-    RouteSpec { method, path, route, body_limit: None }
+    RouteSpec {
+        method,
+        path,
+        route,
+        body_limit: None,
+    }
 }
 
 /// Every route the service serves: `configure` registers exactly these, and the OpenAPI test
@@ -70,22 +78,86 @@ fn spec(method: Method, path: &'static str, route: actix_web::Route) -> RouteSpe
 fn routes() -> Vec<RouteSpec> {
     use Method as M;
     vec![
-        spec(M::POST, "/v1/queue-tokens/users/{userId}", web::post().to(queue::join)),
-        spec(M::GET, "/v1/queue-tokens/users/{userId}", web::get().to(queue::token)),
-        spec(M::GET, "/v1/queue-status/users/{userId}", web::get().to(queue::status)),
-        spec(M::GET, "/v1/concerts/{concertId}/schedules", web::get().to(concerts::schedules)),
-        spec(M::GET, "/v1/concerts/{concertId}/schedules/{scheduleId}/seats", web::get().to(concerts::seats)),
-        spec(M::POST, "/v1/reservations", web::post().to(reservations::reserve)),
-        spec(M::GET, "/v1/reservations/{reservationId}", web::get().to(reservations::read)),
-        spec(M::DELETE, "/v1/reservations/{reservationId}", web::delete().to(reservations::cancel)),
-        spec(M::POST, "/v1/payments/users/{userId}", web::post().to(payments::pay)),
-        spec(M::POST, "/v1/payments/users/{userId}/progress", web::post().to(payments::progress)),
-        spec(M::GET, "/v1/balance/users/{userId}", web::get().to(balance::balance)),
-        spec(M::POST, "/v1/balance/users/{userId}/recharge", web::post().to(balance::recharge)),
-        RouteSpec { body_limit: Some(ADMIN_BODY_LIMIT), ..spec(M::POST, "/v1/admin/users", web::post().to(admin::create_user)) },
+        spec(
+            M::POST,
+            "/v1/queue-tokens/users/{userId}",
+            web::post().to(queue::join),
+        ),
+        spec(
+            M::GET,
+            "/v1/queue-tokens/users/{userId}",
+            web::get().to(queue::token),
+        ),
+        spec(
+            M::GET,
+            "/v1/queue-status/users/{userId}",
+            web::get().to(queue::status),
+        ),
+        spec(
+            M::GET,
+            "/v1/concerts/{concertId}/schedules",
+            web::get().to(concerts::schedules),
+        ),
+        spec(
+            M::GET,
+            "/v1/concerts/{concertId}/schedules/{scheduleId}/seats",
+            web::get().to(concerts::seats),
+        ),
+        spec(
+            M::POST,
+            "/v1/reservations",
+            web::post().to(reservations::reserve),
+        ),
+        spec(
+            M::GET,
+            "/v1/reservations/{reservationId}",
+            web::get().to(reservations::read),
+        ),
+        spec(
+            M::DELETE,
+            "/v1/reservations/{reservationId}",
+            web::delete().to(reservations::cancel),
+        ),
+        spec(
+            M::POST,
+            "/v1/payments/users/{userId}",
+            web::post().to(payments::pay),
+        ),
+        spec(
+            M::POST,
+            "/v1/payments/users/{userId}/progress",
+            web::post().to(payments::progress),
+        ),
+        spec(
+            M::GET,
+            "/v1/balance/users/{userId}",
+            web::get().to(balance::balance),
+        ),
+        spec(
+            M::POST,
+            "/v1/balance/users/{userId}/recharge",
+            web::post().to(balance::recharge),
+        ),
+        spec(
+            M::GET,
+            "/v1/balance/users/{userId}/history",
+            web::get().to(balance::history),
+        ),
         RouteSpec {
             body_limit: Some(ADMIN_BODY_LIMIT),
-            ..spec(M::POST, "/v1/admin/concerts", web::post().to(admin::create_concert))
+            ..spec(
+                M::POST,
+                "/v1/admin/users",
+                web::post().to(admin::create_user),
+            )
+        },
+        RouteSpec {
+            body_limit: Some(ADMIN_BODY_LIMIT),
+            ..spec(
+                M::POST,
+                "/v1/admin/concerts",
+                web::post().to(admin::create_concert),
+            )
         },
         spec(M::GET, "/healthz", web::get().to(ops::healthz)),
         spec(M::GET, "/readyz", web::get().to(ops::readyz)),

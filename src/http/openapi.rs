@@ -23,6 +23,7 @@ use utoipa::OpenApi;
         super::payments::progress,
         super::balance::balance,
         super::balance::recharge,
+        super::balance::history,
         super::admin::create_user,
         super::admin::create_concert,
         super::ops::healthz,
@@ -37,7 +38,9 @@ pub struct ApiDoc;
 /// The document, rendered once.
 pub fn document() -> &'static serde_json::Value {
     static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
-    DOC.get_or_init(|| serde_json::to_value(ApiDoc::openapi()).expect("an OpenAPI document serializes"))
+    DOC.get_or_init(|| {
+        serde_json::to_value(ApiDoc::openapi()).expect("an OpenAPI document serializes")
+    })
 }
 
 #[cfg(test)]
@@ -55,8 +58,10 @@ mod tests {
                 documented.insert((method.to_uppercase(), path.clone()));
             }
         }
-        let served: BTreeSet<(String, String)> =
-            super::super::route_table().into_iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        let served: BTreeSet<(String, String)> = super::super::route_table()
+            .into_iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
         assert_eq!(documented, served);
     }
 
@@ -66,12 +71,22 @@ mod tests {
         for (path, item) in doc["paths"].as_object().expect("paths") {
             for (method, op) in item.as_object().expect("a path item") {
                 let responses = op["responses"].as_object().expect("responses");
-                let errors: Vec<&String> = responses.keys().filter(|s| s.starts_with('4') || s.starts_with('5')).collect();
+                let errors: Vec<&String> = responses
+                    .keys()
+                    .filter(|s| s.starts_with('4') || s.starts_with('5'))
+                    .collect();
                 let plain = matches!(path.as_str(), "/healthz" | "/metrics" | "/openapi.json");
-                assert!(plain || !errors.is_empty(), "{method} {path} documents no error");
+                assert!(
+                    plain || !errors.is_empty(),
+                    "{method} {path} documents no error"
+                );
                 for status in errors {
-                    let schema = &responses[status]["content"]["application/json"]["schema"]["$ref"];
-                    assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path} {status}");
+                    let schema =
+                        &responses[status]["content"]["application/json"]["schema"]["$ref"];
+                    assert_eq!(
+                        schema, "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
                 }
             }
         }

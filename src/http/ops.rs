@@ -34,7 +34,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if ready {
         HttpResponse::Ok().json(Readiness { ready })
     } else {
-        HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "1")).json(Readiness { ready })
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(Readiness { ready })
     }
 }
 
@@ -48,9 +50,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     metrics::gauge!("boxoffice_queue_active_tokens").set(active as f64);
     metrics::gauge!("boxoffice_persister_queue_depth").set(engine.persister().depth() as f64);
     let stats = engine.persister().stats();
-    metrics::gauge!("boxoffice_persister_failed_commits").set(stats.failures.load(Ordering::Relaxed) as f64);
-    let body = super::metrics::handle().map(|h| h.render()).unwrap_or_default();
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
+    metrics::gauge!("boxoffice_persister_failed_commits")
+        .set(stats.failures.load(Ordering::Relaxed) as f64);
+    let body = super::metrics::handle()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body)
 }
 
 /// This document.

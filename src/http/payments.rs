@@ -3,12 +3,18 @@
 
 use super::error::ErrorBody;
 use super::extract::{id, TokenHeader};
+use super::idempotency::{begin, parse as parse_body, respond, to_json, Begin, IdempotencyKey};
 use super::reservations::{reservation_body, ReservationBody};
 use super::{within_deadline, ApiError, AppState};
+use crate::actors::idempotency::Render;
+use crate::actors::wallet::PaymentReceipt;
 use crate::domain::schedule::ReservationStatus;
 use crate::domain::{ReservationId, UserId};
+use actix_web::HttpRequest;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 #[derive(Deserialize, ToSchema)]
@@ -42,7 +48,12 @@ pub struct ProgressBody {
     remaining_hold_seconds: u64,
 }
 
-fn parse(state: &AppState, user: i64, body: &PayRequest, token: TokenHeader) -> Result<(UserId, ReservationId, crate::domain::TokenId), ApiError> {
+fn parse(
+    state: &AppState,
+    user: i64,
+    body: &PayRequest,
+    token: TokenHeader,
+) -> Result<(UserId, ReservationId, crate::domain::TokenId), ApiError> {
     let user = id(user, UserId::new)?;
     let reservation = id(body.reservation_id, ReservationId::new)?;
     if !state.engine.user_exists(user) {
@@ -54,23 +65,50 @@ fn parse(state: &AppState, user: i64, body: &PayRequest, token: TokenHeader) -> 
 
 /// Pay a reservation: debit, mark paid, record the payment, expire the token — atomically.
 #[utoipa::path(post, path = "/v1/payments/users/{userId}", tag = "payments", request_body = PayRequest,
-    params(("userId" = i64, Path), ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token")),
+    params(
+        ("userId" = i64, Path),
+        ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer for a retry, even after the token is spent"),
+    ),
     responses(
         (status = 201, body = PaymentBody),
         (status = 400, description = "invalid_request, not_enough_balance, reservation_expired", body = ErrorBody),
         (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
         (status = 409, description = "reservation_already_paid, reservation_cancelled, payment_in_progress", body = ErrorBody),
+        (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-pub async fn pay(state: web::Data<AppState>, path: web::Path<i64>, token: TokenHeader, body: web::Json<PayRequest>) -> Result<HttpResponse, ApiError> {
-    let (user, reservation, token) = parse(&state, path.into_inner(), &body, token)?;
-    let receipt = within_deadline(state.engine.pay(user, reservation, token)).await?;
-    Ok(HttpResponse::Created().json(PaymentBody {
-        payment_id: receipt.payment.get(),
-        amount: receipt.amount.won(),
-        payment_status: "COMPLETED",
-    }))
+pub async fn pay(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+    token: TokenHeader,
+    key: IdempotencyKey,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let user = id(path.into_inner(), UserId::new)?;
+    let request: PayRequest = parse_body(&body)?;
+    let reservation = id(request.reservation_id, ReservationId::new)?;
+    if !state.engine.user_exists(user) {
+        return Err(ApiError::UserNotFound);
+    }
+    let render: Render<PaymentReceipt> = Arc::new(|receipt: &PaymentReceipt| {
+        let body = PaymentBody {
+            payment_id: receipt.payment.get(),
+            amount: receipt.amount.won(),
+            payment_status: "COMPLETED",
+        };
+        (201, to_json(&body))
+    });
+    // Before the token check: a retry of a payment that went through carries a spent token.
+    let claim = match begin(&state, key, user, &req, &body, &render).await? {
+        Begin::Answer(replayed) => return Ok(replayed),
+        Begin::Go(claim) => claim,
+    };
+    let token = state.engine.authorize(token.0, Some(user))?;
+    let receipt = within_deadline(state.engine.pay(user, reservation, token.id, claim)).await?;
+    Ok(respond(&render, &receipt))
 }
 
 /// The checkout screen: what is being bought, the balance, whether it is enough. Changes nothing.
@@ -83,12 +121,21 @@ pub async fn pay(state: web::Data<AppState>, path: web::Path<i64>, token: TokenH
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-pub async fn progress(state: web::Data<AppState>, path: web::Path<i64>, token: TokenHeader, body: web::Json<PayRequest>) -> Result<HttpResponse, ApiError> {
+pub async fn progress(
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    token: TokenHeader,
+    body: web::Json<PayRequest>,
+) -> Result<HttpResponse, ApiError> {
     let (user, reservation, _) = parse(&state, path.into_inner(), &body, token)?;
     let (view, balance) = within_deadline(state.engine.checkout(user, reservation)).await?;
     let r = &view.reservation;
     let pending = r.status == ReservationStatus::Pending;
-    let remaining = if pending { state.engine.now().until(r.expires_at).as_secs() } else { 0 };
+    let remaining = if pending {
+        state.engine.now().until(r.expires_at).as_secs()
+    } else {
+        0
+    };
     Ok(HttpResponse::Ok().json(ProgressBody {
         user_id: user.get(),
         current_amount: balance.won(),

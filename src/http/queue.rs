@@ -1,7 +1,7 @@
 //! Waiting-room routes: join, read the token, poll the status.
 
-use super::extract::{id, TokenHeader};
 use super::error::ErrorBody;
+use super::extract::{id, TokenHeader};
 use super::{within_deadline, ApiError, AppState};
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::UserId;

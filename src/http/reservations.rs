@@ -1,12 +1,18 @@
 //! Reservation routes: hold seats, read and cancel a reservation (ACTIVE token of the same user).
 
-use super::extract::{id, TokenHeader};
 use super::error::ErrorBody;
+use super::extract::{id, TokenHeader};
+use super::idempotency::{begin, parse, respond, to_json, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
+use crate::actors::idempotency::Render;
 use crate::actors::schedule::ReservationView;
 use crate::domain::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
+use actix_web::HttpRequest;
 use actix_web::{web, HttpResponse};
+use chrono::FixedOffset;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Deserialize, ToSchema)]
@@ -49,12 +55,16 @@ pub struct SeatLine {
 }
 
 pub fn reservation_body(state: &AppState, view: &ReservationView) -> ReservationBody {
+    reservation_body_in(state.timezone, view)
+}
+
+fn reservation_body_in(tz: FixedOffset, view: &ReservationView) -> ReservationBody {
     let r = &view.reservation;
     ReservationBody {
         reservation_id: r.id.get(),
         concert_id: view.concert_id.get(),
         concert_name: view.concert_name.clone(),
-        concert_at: state.time(view.concert_at),
+        concert_at: view.concert_at.format(tz),
         seats: view
             .seats
             .iter()
@@ -65,36 +75,42 @@ pub fn reservation_body(state: &AppState, view: &ReservationView) -> Reservation
             .collect(),
         total_price: r.total.won(),
         reservation_status: r.status.as_str(),
-        expires_at: state.time(r.expires_at),
+        expires_at: r.expires_at.format(tz),
     }
 }
 
 /// Hold seats for the user: all of them for the hold time, or none.
 #[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = ReserveRequest,
-    params(("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token")),
+    params(
+        ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer for a retry"),
+    ),
     responses(
         (status = 201, body = ReservationBody),
         (status = 400, description = "invalid_request, reservation_failed, reservation_not_open, seat_limit_exceeded", body = ErrorBody),
         (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
         (status = 404, description = "user_not_found, concert_not_found, schedule_not_found, seat_not_found", body = ErrorBody),
+        (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn reserve(
     state: web::Data<AppState>,
+    req: HttpRequest,
     token: TokenHeader,
-    body: web::Json<ReserveRequest>,
+    key: IdempotencyKey,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let user = id(body.user_id, UserId::new)?;
-    let concert = id(body.concert_id, ConcertId::new)?;
-    let schedule = id(body.schedule_id, ScheduleId::new)?;
-    if body.seat_ids.is_empty() {
+    let request: ReserveRequest = parse(&body)?;
+    let user = id(request.user_id, UserId::new)?;
+    let concert = id(request.concert_id, ConcertId::new)?;
+    let schedule = id(request.schedule_id, ScheduleId::new)?;
+    if request.seat_ids.is_empty() {
         return Err(ApiError::invalid("seatIds must not be empty"));
     }
-    if body.seat_ids.len() > state.engine.settings().max_seats_per_user as usize {
+    if request.seat_ids.len() > state.engine.settings().max_seats_per_user as usize {
         return Err(ApiError::SeatLimitExceeded);
     }
-    let seats = body
+    let seats = request
         .seat_ids
         .iter()
         .map(|s| id(*s, SeatId::new))
@@ -102,9 +118,16 @@ pub async fn reserve(
     if !state.engine.user_exists(user) {
         return Err(ApiError::UserNotFound);
     }
+    let tz = state.timezone;
+    let render: Render<ReservationView> =
+        Arc::new(move |view: &ReservationView| (201, to_json(&reservation_body_in(tz, view))));
+    let claim = match begin(&state, key, user, &req, &body, &render).await? {
+        Begin::Answer(replayed) => return Ok(replayed),
+        Begin::Go(claim) => claim,
+    };
     state.engine.authorize(token.0, Some(user))?;
-    let view = within_deadline(state.engine.hold(user, concert, schedule, seats)).await?;
-    Ok(HttpResponse::Created().json(reservation_body(&state, &view)))
+    let view = within_deadline(state.engine.hold(user, concert, schedule, seats, claim)).await?;
+    Ok(respond(&render, &view))
 }
 
 /// A reservation of the user, with its current status.

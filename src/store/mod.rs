@@ -4,9 +4,11 @@
 //! state, commit a batch of row writes in one transaction, and the few catalog operations of
 //! the admin routes. Each backend is one module; nothing above this module sees SQL.
 
+mod memory;
 mod postgres;
 mod sqlite;
 
+pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -72,6 +74,18 @@ pub struct PaymentRecord {
     pub at: Timestamp,
 }
 
+/// The first successful answer to an idempotent request, kept with its effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub user: UserId,
+    pub key: String,
+    /// Method, path and canonical body of the request it answered.
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: String,
+    pub at: Timestamp,
+}
+
 /// A wallet's balance as of `at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalletRecord {
@@ -90,6 +104,7 @@ pub struct Writes {
     pub wallets: BTreeMap<UserId, WalletRecord>,
     pub payments: Vec<PaymentRecord>,
     pub ledger: Vec<LedgerEntry>,
+    pub idempotency: Vec<IdempotencyRecord>,
 }
 
 impl Writes {
@@ -99,6 +114,7 @@ impl Writes {
             && self.wallets.is_empty()
             && self.payments.is_empty()
             && self.ledger.is_empty()
+            && self.idempotency.is_empty()
     }
 
     pub fn reservation(mut self, r: &Reservation) -> Writes {
@@ -133,6 +149,7 @@ impl Writes {
         self.wallets.extend(later.wallets);
         self.payments.extend(later.payments);
         self.ledger.extend(later.ledger);
+        self.idempotency.extend(later.idempotency);
     }
 
     /// Number of rows, for metrics and logs.
@@ -142,6 +159,7 @@ impl Writes {
             + self.wallets.len()
             + self.payments.len()
             + self.ledger.len()
+            + self.idempotency.len()
     }
 }
 
@@ -195,6 +213,7 @@ pub struct CreatedConcert {
 pub enum Store {
     Postgres(PgStore),
     Sqlite(SqliteStore),
+    Memory(MemoryStore),
 }
 
 macro_rules! dispatch {
@@ -202,18 +221,23 @@ macro_rules! dispatch {
         match $self {
             Store::Postgres($store) => $call,
             Store::Sqlite($store) => $call,
+            Store::Memory($store) => $call,
         }
     };
 }
 
 impl Store {
-    /// Connects to the database named by `url`.
+    /// Connects to the database named by `url`: `postgres://…`, `sqlite://FILE`, or
+    /// `memory://NAME`, an in-memory store for benchmarks and tests that is not durable
+    /// (nothing survives the process; see [`MemoryStore`]).
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Store::Postgres(PgStore::connect(url).await?))
         } else if url.starts_with("sqlite:") {
             // sqlite://FILE, sqlite:FILE, sqlite://./dir/FILE or sqlite:///abs/FILE.
             Ok(Store::Sqlite(SqliteStore::connect(url).await?))
+        } else if url.starts_with("memory:") {
+            Ok(Store::Memory(MemoryStore::connect(url).await?))
         } else {
             Err(StoreError::UnsupportedUrl(redact(url)))
         }
@@ -258,6 +282,24 @@ impl Store {
     /// Which schedule a reservation belongs to.
     pub async fn schedule_of(&self, id: ReservationId) -> Result<Option<ScheduleId>, StoreError> {
         dispatch!(self, s => s.schedule_of(id).await)
+    }
+
+    /// A page of a user's ledger, newest first, below the id `before` when given.
+    pub async fn ledger_page(
+        &self,
+        user: UserId,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        dispatch!(self, s => s.ledger_page(user, limit, before).await)
+    }
+
+    /// Forgets idempotency keys older than `keep_since` and loads the rest.
+    pub async fn load_idempotency(
+        &self,
+        keep_since: Timestamp,
+    ) -> Result<Vec<IdempotencyRecord>, StoreError> {
+        dispatch!(self, s => s.load_idempotency(keep_since).await)
     }
 
     /// Creates a user and an empty (or funded) wallet.

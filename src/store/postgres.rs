@@ -2,7 +2,8 @@
 //! handful of statements in one transaction.
 
 use super::{
-    CatalogSnapshot, CreatedConcert, MaxIds, NewConcert, ScheduleSnapshot, StoreError, Writes,
+    CatalogSnapshot, CreatedConcert, IdempotencyRecord, LedgerEntry, LedgerKind, MaxIds,
+    NewConcert, ScheduleSnapshot, StoreError, Writes,
 };
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ReservationStatus, ScheduleInfo, Seat};
@@ -67,6 +68,7 @@ impl PgStore {
         write_wallets(&mut tx, batch).await?;
         write_ledger(&mut tx, batch).await?;
         write_tokens(&mut tx, batch).await?;
+        write_idempotency(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -208,6 +210,73 @@ impl PgStore {
             .await?;
         row.map(|row| id(row.try_get("schedule_id")?, ScheduleId::new))
             .transpose()
+    }
+
+    pub async fn ledger_page(
+        &self,
+        user: UserId,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        sqlx::query(
+            "SELECT id, kind, amount, balance_after, payment_id, created_at_ms FROM ledger
+             WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(user.get())
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            let kind: String = row.try_get("kind")?;
+            let payment: Option<i64> = row.try_get("payment_id")?;
+            Ok(LedgerEntry {
+                id: row.try_get("id")?,
+                user,
+                kind: match kind.as_str() {
+                    "RECHARGE" => LedgerKind::Recharge,
+                    "PAYMENT" => LedgerKind::Payment,
+                    other => return Err(StoreError::Corrupt(format!("ledger kind {other}"))),
+                },
+                amount: money(row.try_get("amount")?)?,
+                balance_after: money(row.try_get("balance_after")?)?,
+                payment: payment
+                    .map(|p| id(p, crate::domain::PaymentId::new))
+                    .transpose()?,
+                at: Timestamp::from_millis(row.try_get("created_at_ms")?),
+            })
+        })
+        .collect()
+    }
+
+    pub async fn load_idempotency(
+        &self,
+        keep_since: Timestamp,
+    ) -> Result<Vec<IdempotencyRecord>, StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at_ms < $1")
+            .bind(keep_since.millis())
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "SELECT user_id, key, fingerprint, status, body, created_at_ms FROM idempotency_keys",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            let status: i32 = row.try_get("status")?;
+            Ok(IdempotencyRecord {
+                user: id(row.try_get("user_id")?, UserId::new)?,
+                key: row.try_get("key")?,
+                fingerprint: row.try_get("fingerprint")?,
+                status: u16::try_from(status)
+                    .map_err(|_| StoreError::Corrupt(format!("status {status}")))?,
+                body: row.try_get("body")?,
+                at: Timestamp::from_millis(row.try_get("created_at_ms")?),
+            })
+        })
+        .collect()
     }
 
     pub async fn create_user(
@@ -562,4 +631,29 @@ fn token_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
         created_at,
         state,
     })
+}
+
+async fn write_idempotency(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &Writes,
+) -> Result<(), StoreError> {
+    if batch.idempotency.is_empty() {
+        return Ok(());
+    }
+    let rs = &batch.idempotency;
+    // DO NOTHING: the first answer stays the answer, even if a duplicate ever got this far.
+    sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, created_at_ms)
+         SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[])
+         ON CONFLICT (user_id, key) DO NOTHING",
+    )
+    .bind(rs.iter().map(|r| r.user.get()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.fingerprint.as_str()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| i32::from(r.status)).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.body.as_str()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.at.millis()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -8,7 +8,8 @@
 //! is one prepared statement per row inside one transaction, which is cheap in-process.
 
 use super::{
-    CatalogSnapshot, CreatedConcert, MaxIds, NewConcert, ScheduleSnapshot, StoreError, Writes,
+    CatalogSnapshot, CreatedConcert, IdempotencyRecord, LedgerEntry, LedgerKind, MaxIds,
+    NewConcert, ScheduleSnapshot, StoreError, Writes,
 };
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ReservationStatus, ScheduleInfo, Seat};
@@ -280,6 +281,77 @@ impl SqliteStore {
             .transpose()
     }
 
+    pub async fn ledger_page(
+        &self,
+        user: UserId,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        sqlx::query(
+            "SELECT id, kind, amount, balance_after, payment_id, created_at_ms FROM ledger
+             WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(user.get())
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(|row| {
+            let kind: String = row.try_get("kind")?;
+            let payment: Option<i64> = row.try_get("payment_id")?;
+            Ok(LedgerEntry {
+                id: row.try_get("id")?,
+                user,
+                kind: match kind.as_str() {
+                    "RECHARGE" => LedgerKind::Recharge,
+                    "PAYMENT" => LedgerKind::Payment,
+                    other => return Err(StoreError::Corrupt(format!("ledger kind {other}"))),
+                },
+                amount: money(row.try_get("amount")?)?,
+                balance_after: money(row.try_get("balance_after")?)?,
+                payment: payment
+                    .map(|p| id(p, crate::domain::PaymentId::new))
+                    .transpose()?,
+                at: Timestamp::from_millis(row.try_get("created_at_ms")?),
+            })
+        })
+        .collect()
+    }
+
+    pub async fn load_idempotency(
+        &self,
+        keep_since: Timestamp,
+    ) -> Result<Vec<IdempotencyRecord>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let pruned = sqlx::query("DELETE FROM idempotency_keys WHERE created_at_ms < ?")
+            .bind(keep_since.millis())
+            .execute(&mut *tx)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from);
+        finish(tx, pruned).await?;
+        sqlx::query(
+            "SELECT user_id, key, fingerprint, status, body, created_at_ms FROM idempotency_keys",
+        )
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(|row| {
+            let status: i64 = row.try_get("status")?;
+            Ok(IdempotencyRecord {
+                user: id(row.try_get("user_id")?, UserId::new)?,
+                key: row.try_get("key")?,
+                fingerprint: row.try_get("fingerprint")?,
+                status: u16::try_from(status)
+                    .map_err(|_| StoreError::Corrupt(format!("status {status}")))?,
+                body: row.try_get("body")?,
+                at: Timestamp::from_millis(row.try_get("created_at_ms")?),
+            })
+        })
+        .collect()
+    }
+
     pub async fn create_user(
         &self,
         name: &str,
@@ -409,6 +481,21 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), 
     write_wallets(conn, batch).await?;
     write_ledger(conn, batch).await?;
     write_tokens(conn, batch).await?;
+    for r in &batch.idempotency {
+        // OR IGNORE: the first answer stays the answer.
+        sqlx::query(
+            "INSERT OR IGNORE INTO idempotency_keys (user_id, key, fingerprint, status, body, created_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.user.get())
+        .bind(&r.key)
+        .bind(&r.fingerprint)
+        .bind(i64::from(r.status))
+        .bind(&r.body)
+        .bind(r.at.millis())
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod concerts;
 mod concurrency;
 mod errors;
 mod faults;
+mod idempotency;
 mod operations;
 mod payments;
 mod queue;

@@ -10,9 +10,13 @@ async fn checkout_progress_shows_what_is_bought_and_whether_it_is_payable(backen
     let user = app.create_user(15_000).await;
     let token = app.active_token(user).await;
     let concert = app.create_concert(2, 10_000).await;
-    let id = body(app.reserve(user, token, &concert, &concert.seats).await).await["reservationId"].as_i64().unwrap();
+    let id = body(app.reserve(user, token, &concert, &concert.seats).await).await["reservationId"]
+        .as_i64()
+        .unwrap();
     let path = format!("/v1/payments/users/{user}/progress");
-    let progress = app.post(&path, Some(token), json!({ "reservationId": id })).await;
+    let progress = app
+        .post(&path, Some(token), json!({ "reservationId": id }))
+        .await;
     assert_eq!(progress.status().as_u16(), 200);
     let progress = body(progress).await;
     assert_eq!(progress["userId"], user);
@@ -21,22 +25,51 @@ async fn checkout_progress_shows_what_is_bought_and_whether_it_is_payable(backen
     assert_eq!(progress["payable"], false);
     assert_eq!(progress["shortfall"], 5_000);
     assert_eq!(progress["reservation"]["reservationId"], id);
-    assert_eq!(progress["reservation"]["reservationStatus"], "PAYMENT_PENDING");
+    assert_eq!(
+        progress["reservation"]["reservationStatus"],
+        "PAYMENT_PENDING"
+    );
     let remaining = progress["remainingHoldSeconds"].as_u64().unwrap();
     assert!((298..=300).contains(&remaining), "{remaining}");
     app.recharge(user, json!(5_000)).await;
-    let progress = body(app.post(&path, Some(token), json!({ "reservationId": id })).await).await;
+    let progress = body(
+        app.post(&path, Some(token), json!({ "reservationId": id }))
+            .await,
+    )
+    .await;
     assert_eq!(progress["payable"], true);
     assert_eq!(progress["shortfall"], 0);
     app.clock.advance(Duration::from_secs(100));
-    let later = body(app.post(&path, Some(token), json!({ "reservationId": id })).await).await;
+    let later = body(
+        app.post(&path, Some(token), json!({ "reservationId": id }))
+            .await,
+    )
+    .await;
     assert!(later["remainingHoldSeconds"].as_u64().unwrap() <= 200);
     assert_eq!(app.balance(user).await, 20_000, "progress changes nothing");
     let other = app.create_user(0).await;
     let other_token = app.active_token(other).await;
-    let foreign = app.post(&format!("/v1/payments/users/{other}/progress"), Some(other_token), json!({ "reservationId": id })).await;
-    assert_error(foreign, 404, "reservation_not_found", "reservation not found").await;
-    assert_error(app.post(&path, None, json!({ "reservationId": id })).await, 401, "invalid_token", "invalid token").await;
+    let foreign = app
+        .post(
+            &format!("/v1/payments/users/{other}/progress"),
+            Some(other_token),
+            json!({ "reservationId": id }),
+        )
+        .await;
+    assert_error(
+        foreign,
+        404,
+        "reservation_not_found",
+        "reservation not found",
+    )
+    .await;
+    assert_error(
+        app.post(&path, None, json!({ "reservationId": id })).await,
+        401,
+        "invalid_token",
+        "invalid token",
+    )
+    .await;
 }
 on_both_stores!(checkout_progress_shows_what_is_bought_and_whether_it_is_payable);
 
@@ -45,7 +78,13 @@ async fn metrics_expose_requests_mailboxes_the_persister_and_the_line(backend: B
     let user = app.create_user(50_000).await;
     let token = app.active_token(user).await;
     let concert = app.create_concert(2, 1_000).await;
-    let id = body(app.reserve(user, token, &concert, &concert.seats[..1]).await).await["reservationId"].as_i64().unwrap();
+    let id = body(
+        app.reserve(user, token, &concert, &concert.seats[..1])
+            .await,
+    )
+    .await["reservationId"]
+        .as_i64()
+        .unwrap();
     assert_eq!(app.pay(user, token, id).await.status().as_u16(), 201);
     let response = app.get("/metrics", None).await;
     assert_eq!(response.status().as_u16(), 200);

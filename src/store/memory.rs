@@ -1,0 +1,621 @@
+//! The in-memory backend (`memory://NAME`): every table as a map behind one mutex, so the whole
+//! engine runs with persistence replaced by an in-memory sink. For benchmarks and tests only:
+//! nothing survives the process.
+//!
+//! It keeps the constraints the SQL schemas enforce (foreign keys, one live hold per seat, one
+//! live token per user, one payment per reservation, wallets that exist), and a batch is
+//! checked whole before any of it is applied, so a commit is all or nothing here too: a bug
+//! that the database would refuse is refused in a benchmark as well, not measured as speed.
+//!
+//! Stores are named: connecting twice to `memory://drop` in one process gives the same tables
+//! while any handle to them is alive (as a restart would find them), which is how a load
+//! generator checks its invariants against the store the application wrote to. `memory://`
+//! without a name is always a fresh, private store.
+
+use super::{
+    CatalogSnapshot, CreatedConcert, LedgerEntry, MaxIds, NewConcert, PaymentRecord,
+    ScheduleSnapshot, StoreError, WalletRecord, Writes,
+};
+use crate::domain::queue::{TokenRecord, TokenState};
+use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
+use crate::domain::{
+    ConcertId, Money, PaymentId, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+/// Named stores alive in this process. Weak: a store lives as long as someone holds it.
+type Registry = Mutex<HashMap<String, Weak<Mutex<Tables>>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// An in-memory store; cheap to clone (clones share the tables).
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    tables: Arc<Mutex<Tables>>,
+}
+
+/// Every row the store holds, as the SQL schema would.
+#[derive(Debug, Default)]
+struct Tables {
+    users: BTreeMap<UserId, String>,
+    wallets: HashMap<UserId, WalletRecord>,
+    concerts: BTreeMap<ConcertId, String>,
+    schedules: BTreeMap<ScheduleId, ScheduleInfo>,
+    /// Seats of each schedule, in creation order.
+    seats: HashMap<ScheduleId, Vec<Seat>>,
+    seat_ids: HashSet<SeatId>,
+    reservations: BTreeMap<ReservationId, Reservation>,
+    by_schedule: HashMap<ScheduleId, BTreeSet<ReservationId>>,
+    /// The partial unique index `holds_one_live_hold_per_seat`.
+    live_holds: HashMap<SeatId, ReservationId>,
+    payments: BTreeMap<PaymentId, PaymentRecord>,
+    paid_reservations: HashSet<ReservationId>,
+    ledger: BTreeMap<i64, LedgerEntry>,
+    tokens: HashMap<TokenId, TokenRecord>,
+    positions: HashMap<u64, TokenId>,
+    idempotency: HashMap<(UserId, String), super::IdempotencyRecord>,
+    /// The partial unique index `queue_tokens_one_live_per_user`.
+    live_token: HashMap<UserId, TokenId>,
+    next_user: i64,
+    next_concert: i64,
+    next_schedule: i64,
+    next_seat: i64,
+}
+
+/// What a load generator or a test reads back to check its invariants.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryTables {
+    pub reservations: Vec<Reservation>,
+    pub payments: Vec<PaymentRecord>,
+    pub ledger: Vec<LedgerEntry>,
+    pub wallets: Vec<WalletRecord>,
+}
+
+fn violated(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(format!("constraint violated: {}", what.into()))
+}
+
+fn id<T>(raw: i64, parse: fn(i64) -> Result<T, crate::domain::IdError>) -> Result<T, StoreError> {
+    parse(raw).map_err(|e| StoreError::Corrupt(format!("id {raw}: {e}")))
+}
+
+impl MemoryStore {
+    /// Opens `memory://NAME` (shared by name within the process) or `memory://` (private).
+    pub async fn connect(url: &str) -> Result<MemoryStore, StoreError> {
+        let name = url
+            .strip_prefix("memory://")
+            .or_else(|| url.strip_prefix("memory:"))
+            .ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
+        if name.is_empty() {
+            return Ok(MemoryStore {
+                tables: Arc::default(),
+            });
+        }
+        // The registry only maps names to tables; a panic elsewhere cannot leave it half-done.
+        let mut stores = registry().lock().unwrap_or_else(|p| p.into_inner());
+        stores.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(tables) = stores.get(name).and_then(Weak::upgrade) {
+            return Ok(MemoryStore { tables });
+        }
+        let tables: Arc<Mutex<Tables>> = Arc::default();
+        stores.insert(name.to_string(), Arc::downgrade(&tables));
+        Ok(MemoryStore { tables })
+    }
+
+    /// Nothing to migrate: the maps are the schema.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The tables stay while another handle holds them (see the module doc).
+    pub async fn close(&self) {}
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        // Every mutation validates first and applies after, with no panicking step between:
+        // a poisoned lock still guards consistent tables.
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a batch: checked whole first, so it is all of it or none of it.
+    pub async fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
+        let mut t = self.lock();
+        t.check(batch)?;
+        t.apply(batch);
+        Ok(())
+    }
+
+    pub async fn load_catalog(&self) -> Result<CatalogSnapshot, StoreError> {
+        let t = self.lock();
+        Ok(CatalogSnapshot {
+            users: t.users.keys().copied().collect(),
+            concerts: t
+                .concerts
+                .iter()
+                .map(|(id, name)| (*id, name.clone()))
+                .collect(),
+            schedules: t.schedules.values().cloned().collect(),
+        })
+    }
+
+    pub async fn load_schedule(&self, id: ScheduleId) -> Result<ScheduleSnapshot, StoreError> {
+        let t = self.lock();
+        let mut seats = t.seats.get(&id).cloned().unwrap_or_default();
+        seats.sort_by_key(|s| s.number);
+        let reservations = t
+            .by_schedule
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| t.reservations.get(r).cloned())
+            .collect();
+        Ok(ScheduleSnapshot {
+            seats,
+            reservations,
+        })
+    }
+
+    pub async fn load_wallet(&self, user: UserId) -> Result<Option<Money>, StoreError> {
+        Ok(self.lock().wallets.get(&user).map(|w| w.balance))
+    }
+
+    /// Each user's latest token (the highest position), as the SQL stores answer.
+    pub async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let t = self.lock();
+        let mut latest: BTreeMap<UserId, TokenRecord> = BTreeMap::new();
+        for token in t.tokens.values() {
+            let newer = latest
+                .get(&token.user)
+                .is_none_or(|seen| token.position > seen.position);
+            if newer {
+                latest.insert(token.user, *token);
+            }
+        }
+        Ok(latest.into_values().collect())
+    }
+
+    pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {
+        let t = self.lock();
+        Ok(MaxIds {
+            reservation: t.reservations.keys().next_back().map_or(0, |r| r.get()),
+            payment: t.payments.keys().next_back().map_or(0, |p| p.get()),
+            ledger: t.ledger.keys().next_back().copied().unwrap_or(0),
+        })
+    }
+
+    pub async fn schedule_of(
+        &self,
+        reservation: ReservationId,
+    ) -> Result<Option<ScheduleId>, StoreError> {
+        Ok(self
+            .lock()
+            .reservations
+            .get(&reservation)
+            .map(|r| r.schedule))
+    }
+
+    pub async fn create_user(
+        &self,
+        name: &str,
+        balance: Money,
+        now: Timestamp,
+    ) -> Result<UserId, StoreError> {
+        let mut t = self.lock();
+        let user = id(t.next_user + 1, UserId::new)?;
+        t.next_user += 1;
+        t.users.insert(user, name.to_string());
+        t.wallets.insert(
+            user,
+            WalletRecord {
+                user,
+                balance,
+                at: now,
+            },
+        );
+        Ok(user)
+    }
+
+    pub async fn ledger_page(
+        &self,
+        user: UserId,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let t = self.lock();
+        let below = before.unwrap_or(i64::MAX);
+        Ok(t.ledger
+            .range(..below)
+            .rev()
+            .filter(|(_, l)| l.user == user)
+            .take(limit as usize)
+            .map(|(_, l)| l.clone())
+            .collect())
+    }
+
+    pub async fn load_idempotency(
+        &self,
+        keep_since: Timestamp,
+    ) -> Result<Vec<super::IdempotencyRecord>, StoreError> {
+        let mut t = self.lock();
+        t.idempotency.retain(|_, r| r.at >= keep_since);
+        Ok(t.idempotency.values().cloned().collect())
+    }
+
+    pub async fn create_concert(&self, concert: &NewConcert) -> Result<CreatedConcert, StoreError> {
+        let mut t = self.lock();
+        // Checked before anything is allocated: the UNIQUE (schedule_id, seat_number) of SQL.
+        for s in &concert.schedules {
+            let mut numbers = HashSet::with_capacity(s.seats.len());
+            if let Some((n, _)) = s.seats.iter().find(|(n, _)| !numbers.insert(*n)) {
+                return Err(violated(format!("seat number {n} appears twice")));
+            }
+        }
+        let concert_id = id(t.next_concert + 1, ConcertId::new)?;
+        t.next_concert += 1;
+        t.concerts.insert(concert_id, concert.name.clone());
+        let mut schedules = Vec::with_capacity(concert.schedules.len());
+        for s in &concert.schedules {
+            let schedule_id = id(t.next_schedule + 1, ScheduleId::new)?;
+            t.next_schedule += 1;
+            let first = t.next_seat + 1;
+            let seats = s
+                .seats
+                .iter()
+                .zip(first..)
+                .map(|((number, price), raw)| {
+                    Ok(Seat {
+                        id: id(raw, SeatId::new)?,
+                        number: *number,
+                        price: *price,
+                    })
+                })
+                .collect::<Result<Vec<Seat>, StoreError>>()?;
+            t.next_seat += seats.len() as i64;
+            t.seat_ids.extend(seats.iter().map(|s| s.id));
+            let info = ScheduleInfo {
+                id: schedule_id,
+                concert_id,
+                concert_name: concert.name.clone(),
+                concert_at: s.concert_at,
+                reservation_at: s.reservation_at,
+            };
+            t.schedules.insert(schedule_id, info.clone());
+            t.seats.insert(schedule_id, seats.clone());
+            schedules.push((info, seats));
+        }
+        Ok(CreatedConcert {
+            id: concert_id,
+            schedules,
+        })
+    }
+
+    /// A copy of what was committed, for invariant checks.
+    pub fn tables(&self) -> MemoryTables {
+        let t = self.lock();
+        MemoryTables {
+            reservations: t.reservations.values().cloned().collect(),
+            payments: t.payments.values().cloned().collect(),
+            ledger: t.ledger.values().cloned().collect(),
+            wallets: t.wallets.values().copied().collect(),
+        }
+    }
+}
+
+impl Tables {
+    /// Every constraint the batch must meet, checked against the tables as the batch would
+    /// leave them. Mutates nothing.
+    fn check(&self, batch: &Writes) -> Result<(), StoreError> {
+        self.check_reservations(batch)?;
+        for p in &batch.payments {
+            if self.payments.contains_key(&p.id) {
+                return Err(violated(format!("payment {} exists", p.id)));
+            }
+            let known = self.reservations.contains_key(&p.reservation)
+                || batch.reservations.contains_key(&p.reservation);
+            if !known || !self.users.contains_key(&p.user) {
+                return Err(violated(format!("payment {} references nothing", p.id)));
+            }
+            if self.paid_reservations.contains(&p.reservation) {
+                return Err(violated(format!(
+                    "reservation {} paid twice",
+                    p.reservation
+                )));
+            }
+        }
+        let mut paid: HashSet<ReservationId> = HashSet::new();
+        if let Some(p) = batch.payments.iter().find(|p| !paid.insert(p.reservation)) {
+            return Err(violated(format!(
+                "reservation {} paid twice",
+                p.reservation
+            )));
+        }
+        let missing = batch
+            .wallets
+            .keys()
+            .filter(|u| !self.wallets.contains_key(u))
+            .count();
+        if missing > 0 {
+            // The PostgreSQL store's own words for the same failure.
+            return Err(StoreError::Corrupt(format!(
+                "{} of {} wallets exist",
+                batch.wallets.len() - missing,
+                batch.wallets.len()
+            )));
+        }
+        let batch_payments: HashSet<PaymentId> = batch.payments.iter().map(|p| p.id).collect();
+        let mut ledger_ids = HashSet::new();
+        for l in &batch.ledger {
+            if self.ledger.contains_key(&l.id) || !ledger_ids.insert(l.id) {
+                return Err(violated(format!("ledger entry {} exists", l.id)));
+            }
+            if l.amount == Money::ZERO || !self.users.contains_key(&l.user) {
+                return Err(violated(format!("ledger entry {} is invalid", l.id)));
+            }
+            if let Some(p) = l.payment {
+                if !self.payments.contains_key(&p) && !batch_payments.contains(&p) {
+                    return Err(violated(format!("ledger entry {} names no payment", l.id)));
+                }
+            }
+        }
+        self.check_tokens(batch)
+    }
+
+    /// Foreign keys and the one-live-hold-per-seat index, released holds before live ones
+    /// (as the SQL stores write them).
+    fn check_reservations(&self, batch: &Writes) -> Result<(), StoreError> {
+        // Seats whose live hold changes owner within this batch: seat → new owner (or none).
+        let mut changed: HashMap<SeatId, Option<ReservationId>> = HashMap::new();
+        for live in [false, true] {
+            for r in batch.reservations.values() {
+                if r.status.is_live() != live {
+                    continue;
+                }
+                let seats = match self.reservations.get(&r.id) {
+                    // An existing row keeps its seats: only status and time are updated.
+                    Some(stored) => &stored.seats,
+                    None => {
+                        if !self.users.contains_key(&r.user)
+                            || !self.schedules.contains_key(&r.schedule)
+                        {
+                            return Err(violated(format!(
+                                "reservation {} references nothing",
+                                r.id
+                            )));
+                        }
+                        &r.seats
+                    }
+                };
+                for seat in seats {
+                    if !self.seat_ids.contains(seat) {
+                        return Err(violated(format!("seat {seat} does not exist")));
+                    }
+                    let owner = changed
+                        .get(seat)
+                        .copied()
+                        .unwrap_or_else(|| self.live_holds.get(seat).copied());
+                    if live {
+                        if owner.is_some_and(|o| o != r.id) {
+                            return Err(violated(format!("seat {seat} has two live holds")));
+                        }
+                        changed.insert(*seat, Some(r.id));
+                    } else if owner == Some(r.id) {
+                        changed.insert(*seat, None);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Unique positions and the one-live-token-per-user index, expired tokens first.
+    fn check_tokens(&self, batch: &Writes) -> Result<(), StoreError> {
+        let mut live_of: HashMap<UserId, Option<TokenId>> = HashMap::new();
+        let mut positions: HashMap<u64, TokenId> = HashMap::new();
+        for live in [false, true] {
+            for t in batch.tokens.values() {
+                let is_live = !matches!(t.state, TokenState::Expired { .. });
+                if is_live != live {
+                    continue;
+                }
+                // An existing row keeps its user and position: only its state is updated.
+                let user = match self.tokens.get(&t.id) {
+                    Some(stored) => stored.user,
+                    None => {
+                        if !self.users.contains_key(&t.user) {
+                            return Err(violated(format!("token of unknown user {}", t.user)));
+                        }
+                        let taken = self
+                            .positions
+                            .get(&t.position)
+                            .or_else(|| positions.get(&t.position));
+                        if taken.is_some_and(|other| *other != t.id) {
+                            return Err(violated(format!("position {} is taken", t.position)));
+                        }
+                        positions.insert(t.position, t.id);
+                        t.user
+                    }
+                };
+                let current = live_of
+                    .get(&user)
+                    .copied()
+                    .unwrap_or_else(|| self.live_token.get(&user).copied());
+                if live {
+                    if current.is_some_and(|c| c != t.id) {
+                        return Err(violated(format!("user {user} has two live tokens")));
+                    }
+                    live_of.insert(user, Some(t.id));
+                } else if current == Some(t.id) {
+                    live_of.insert(user, None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a checked batch.
+    fn apply(&mut self, batch: &Writes) {
+        for live in [false, true] {
+            for r in batch.reservations.values() {
+                if r.status.is_live() != live {
+                    continue;
+                }
+                let stored = self
+                    .reservations
+                    .entry(r.id)
+                    .and_modify(|stored| {
+                        stored.status = r.status;
+                        stored.updated_at = r.updated_at;
+                    })
+                    .or_insert_with(|| Reservation {
+                        pinned: false,
+                        ..r.clone()
+                    });
+                let (id, schedule) = (stored.id, stored.schedule);
+                for seat in &stored.seats {
+                    if live {
+                        self.live_holds.insert(*seat, id);
+                    } else if self.live_holds.get(seat) == Some(&id) {
+                        self.live_holds.remove(seat);
+                    }
+                }
+                self.by_schedule.entry(schedule).or_default().insert(id);
+            }
+        }
+        for p in &batch.payments {
+            self.paid_reservations.insert(p.reservation);
+            self.payments.insert(p.id, p.clone());
+        }
+        for w in batch.wallets.values() {
+            self.wallets.insert(w.user, *w);
+        }
+        for r in &batch.idempotency {
+            // The first answer stays the answer, as ON CONFLICT DO NOTHING does.
+            self.idempotency
+                .entry((r.user, r.key.clone()))
+                .or_insert_with(|| r.clone());
+        }
+        for l in &batch.ledger {
+            self.ledger.insert(l.id, l.clone());
+        }
+        for live in [false, true] {
+            for t in batch.tokens.values() {
+                let is_live = !matches!(t.state, TokenState::Expired { .. });
+                if is_live != live {
+                    continue;
+                }
+                let stored = self
+                    .tokens
+                    .entry(t.id)
+                    .and_modify(|stored| stored.state = t.state)
+                    .or_insert(*t);
+                let (id, user, position) = (stored.id, stored.user, stored.position);
+                self.positions.insert(position, id);
+                if live {
+                    self.live_token.insert(user, id);
+                } else if self.live_token.get(&user) == Some(&id) {
+                    self.live_token.remove(&user);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::schedule::ReservationStatus;
+    use crate::store::NewSchedule;
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(f)
+    }
+
+    fn reservation(id: i64, user: UserId, schedule: ScheduleId, seats: &[SeatId]) -> Reservation {
+        Reservation {
+            id: ReservationId::new(id).expect("positive"),
+            user,
+            schedule,
+            seats: seats.to_vec(),
+            total: Money::ZERO,
+            created_at: Timestamp::from_millis(0),
+            expires_at: Timestamp::from_millis(1000),
+            status: ReservationStatus::Pending,
+            updated_at: Timestamp::from_millis(0),
+            pinned: false,
+        }
+    }
+
+    #[test]
+    fn a_seat_has_one_live_hold_and_a_failed_batch_changes_nothing() {
+        block(async {
+            let store = MemoryStore::connect("memory://").await.expect("opens");
+            let user = store
+                .create_user("kim", Money::ZERO, Timestamp::from_millis(0))
+                .await
+                .expect("a user");
+            let concert = store
+                .create_concert(&NewConcert {
+                    name: "c".into(),
+                    schedules: vec![NewSchedule {
+                        concert_at: Timestamp::from_millis(10),
+                        reservation_at: Timestamp::from_millis(0),
+                        seats: vec![(1, Money::ZERO), (2, Money::ZERO)],
+                    }],
+                })
+                .await
+                .expect("a concert");
+            let (info, seats) = &concert.schedules[0];
+            let first = reservation(1, user, info.id, &[seats[0].id]);
+            store
+                .commit(&Writes::default().reservation(&first))
+                .await
+                .expect("a free seat is held");
+            let clash = reservation(2, user, info.id, &[seats[1].id, seats[0].id]);
+            assert!(store
+                .commit(&Writes::default().reservation(&clash))
+                .await
+                .is_err());
+            assert_eq!(store.max_ids().await.expect("ids").reservation, 1);
+            // Released and re-taken in one batch: the release goes first.
+            let released = Reservation {
+                status: ReservationStatus::Expired,
+                ..first
+            };
+            let batch = Writes::default().reservation(&released).reservation(&clash);
+            store.commit(&batch).await.expect("released first");
+            let snapshot = store.load_schedule(info.id).await.expect("loads");
+            assert_eq!(snapshot.reservations.len(), 2);
+        });
+    }
+
+    #[test]
+    fn named_stores_are_shared_while_held() {
+        block(async {
+            let a = MemoryStore::connect("memory://shared-test")
+                .await
+                .expect("opens");
+            let b = MemoryStore::connect("memory://shared-test")
+                .await
+                .expect("opens");
+            a.create_user("kim", Money::ZERO, Timestamp::from_millis(0))
+                .await
+                .expect("a user");
+            assert_eq!(b.load_catalog().await.expect("loads").users.len(), 1);
+            drop((a, b));
+            let c = MemoryStore::connect("memory://shared-test")
+                .await
+                .expect("opens");
+            assert!(c.load_catalog().await.expect("loads").users.is_empty());
+        });
+    }
+}
