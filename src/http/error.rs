@@ -52,6 +52,8 @@ pub enum ApiError {
     InvalidRechargeAmount,
     #[error("idempotency key reused")]
     IdempotencyKeyReused,
+    #[error("request headers too large")]
+    HeadersTooLarge,
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("not found")]
@@ -107,6 +109,7 @@ impl ApiError {
             ApiError::NotEnoughBalance => "not_enough_balance",
             ApiError::InvalidRechargeAmount => "invalid_recharge_amount",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -155,6 +158,7 @@ impl ResponseError for ApiError {
             | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::ReservationAlreadyPaid
             | ApiError::PaymentInProgress
             | ApiError::ReservationCancelled => StatusCode::CONFLICT,

@@ -28,12 +28,25 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// Counts and times every request by method, route template and status.
+/// Largest total size of a request's headers: no valid request comes close. (Past about
+/// 128 KiB actix's HTTP codec refuses the request itself, with a bodiless 431.)
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Counts and times every request by method, route template and status; refuses oversized
+/// header sets with the envelope before any handler runs.
 pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(super::ApiError::HeadersTooLarge.into());
+    }
     // The template, not the path: one series per route, whatever the ids.
     let route = req
         .match_pattern()

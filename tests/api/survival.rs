@@ -291,6 +291,21 @@ async fn hostile_ids_tokens_and_sizes_get_the_envelope(backend: Backend) {
         .await
         .unwrap();
     assert_client_error(response, "a 1 MiB body").await;
+    let huge = "h".repeat(64 * 1024);
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/balance/users/{user}")))
+        .header("X-Huge", huge)
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        response,
+        431,
+        "headers_too_large",
+        "request headers too large",
+    )
+    .await;
     assert_eq!(
         app.balance(user).await,
         1_000,

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Fuzzes the running service from its own OpenAPI document: zero 5xx, every response (errors
+# included) must match the documented status codes and schemas (the envelope).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+cargo build --quiet
+
+work=$(mktemp -d)
+port=18765
+./target/debug/boxoffice serve --bind "127.0.0.1:$port" --database-url "sqlite://$work/fuzz.db" \
+  --demo --admin-key fuzz >"$work/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 1 60); do
+  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break
+  sleep 0.5
+done
+
+# The stateful phase is left out: schemathesis 4.32 fails on integer header values there.
+st run "http://127.0.0.1:$port/openapi.json" \
+  --checks not_a_server_error,response_schema_conformance,status_code_conformance \
+  --phases examples,coverage,fuzzing --max-examples 20 -H "X-Admin-Key: fuzz"
