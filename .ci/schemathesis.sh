@@ -19,6 +19,8 @@ for _ in $(seq 1 60); do
 done
 
 # The stateful phase is left out: schemathesis 4.32 fails on integer header values there.
-st run "http://127.0.0.1:$port/openapi.json" \
+# The CLI sits beside the interpreter that installed it (shims may not know it yet).
+st=$(python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "st"))')
+"$st" run "http://127.0.0.1:$port/openapi.json" \
   --checks not_a_server_error,response_schema_conformance,status_code_conformance \
   --phases examples,coverage,fuzzing --max-examples 20 -H "X-Admin-Key: fuzz"
