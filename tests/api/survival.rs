@@ -462,3 +462,52 @@ async fn losing_the_database_mid_load_answers_503_promptly_and_recovers_by_itsel
     );
 }
 on_postgres!(losing_the_database_mid_load_answers_503_promptly_and_recovers_by_itself);
+
+async fn tokens_expire_when_the_clock_passes_their_time(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let app = spawn_app_with(db, |s| s.engine.max_active = 1).await;
+    let first = app.create_user(0).await;
+    let second = app.create_user(0).await;
+    let active = app.active_token(first).await;
+    let waiting = body(app.join(second).await).await["tokenId"]
+        .as_i64()
+        .unwrap();
+    // Ten minutes pass in an instant: the active token is over at once, even before the tick.
+    app.clock.advance(Duration::from_secs(601));
+    let path = "/v1/concerts/1/schedules";
+    assert_error(
+        app.get(path, Some(active)).await,
+        401,
+        "token_expired",
+        "token expired",
+    )
+    .await;
+    assert_eq!(
+        body(app.status(first, active).await).await["status"],
+        "EXPIRED"
+    );
+    // The waiter has not polled for ten minutes either: the next tick abandons it (a poll now
+    // would count at the new time, so let the tick run first).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        body(app.status(second, waiting).await).await["status"],
+        "EXPIRED"
+    );
+    assert_error(
+        app.get(path, Some(waiting)).await,
+        401,
+        "token_expired",
+        "token expired",
+    )
+    .await;
+    // Both slots' worth of line is gone: a newcomer is admitted at once, with a later place.
+    let third = app.create_user(0).await;
+    let fresh = app.active_token(third).await;
+    let place = |token| async move {
+        body(app.status(third, token).await).await["queueId"]
+            .as_i64()
+            .unwrap()
+    };
+    assert!(place(fresh).await > 2);
+}
+on_postgres!(tokens_expire_when_the_clock_passes_their_time);
