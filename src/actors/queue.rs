@@ -1,6 +1,12 @@
 //! `QueueActor`: the single writer of the waiting room. It admits in join order on a short
 //! tick, expires tokens, and persists every transition; polls never enter its mailbox: they
 //! read the shared [`QueueView`] directly.
+//!
+//! What readers see is the line itself, published behind an `RwLock`: a poll takes the read
+//! lock for one hash lookup, one slot read and one Fenwick prefix sum, and refreshes its idle
+//! clock with an atomic. The writer's critical sections are short by construction: a join is
+//! O(log n), and one `advance` makes at most `STEP_BUDGET` transitions of each kind, so a poll
+//! never waits behind the mailbox and at most microseconds behind the writer.
 
 use super::engine::Core;
 use super::persister::ActorKey;
@@ -9,7 +15,7 @@ use crate::domain::queue::{
     AdmissionPolicy, Joined, TokenRecord, TokenRule, TokenStatus, WaitingLine,
 };
 use crate::domain::{Timestamp, TokenId, UserId};
-use crate::store::Writes;
+use crate::store::{StoreError, Writes};
 use actix::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -89,6 +95,11 @@ impl QueueView {
         let line = self.read();
         (line.waiting_count(), line.active_count())
     }
+
+    /// Admissions per second as the line measured them (see `RATE_WINDOW`), if any were seen.
+    pub fn measured_rate(&self, now: Timestamp) -> Option<f64> {
+        self.read().measured_rate(now)
+    }
 }
 
 pub struct QueueActor {
@@ -157,6 +168,11 @@ impl QueueActor {
                 act.ready = true;
                 act.advance();
             }
+            // The store's runtime ends only with the application: nothing left to rebuild for.
+            Err(StoreError::RuntimeGone) => {
+                tracing::info!("the store is gone; the queue actor stops");
+                ctx.stop();
+            }
             Err(error) => {
                 tracing::warn!(error = %error, "queue reload failed; retrying");
                 ctx.run_later(RELOAD_BACKOFF, |act, ctx| act.reload(ctx));
@@ -187,7 +203,10 @@ pub struct JoinQueue {
 impl Handler<JoinQueue> for QueueActor {
     type Result = ();
 
-    /// Gives the user a place at the back of the line (or their live token back).
+    /// Gives the user a place at the back of the line (or their live token back), and lets
+    /// the line move at once (the first users get in without waiting for the tick): the new
+    /// token, the predecessor it retires and any admissions go to the persister as one
+    /// submission, and the reply waits for that commit.
     fn handle(&mut self, msg: JoinQueue, _: &mut Context<Self>) {
         super::received::<Self>();
         if !self.ready || self.durability.is_stale() {
@@ -202,26 +221,36 @@ impl Handler<JoinQueue> for QueueActor {
         };
         let now = self.core.clock.now();
         let mut rng = rand::rng();
-        let joined = self
-            .view
-            .write()
-            .join(msg.user, || TokenId::random(&mut rng), now);
-        match joined {
-            Joined::Existing(record) => self.durability.commit_then(
-                permit,
-                Writes::default(),
-                msg.reply,
-                Ok((record, false)),
-            ),
-            Joined::Created(record) => {
+        let mut line = self.view.write();
+        match line.join(msg.user, || TokenId::random(&mut rng), now) {
+            Joined::Existing(record) => {
+                drop(line);
                 self.durability.commit_then(
                     permit,
-                    Writes::default().token(record),
+                    Writes::default(),
                     msg.reply,
-                    Ok((record, true)),
+                    Ok((record, false)),
                 );
-                // Let the first users in without waiting for the tick.
-                self.advance();
+            }
+            Joined::Created { token, retired } => {
+                let changed = line.advance(now);
+                drop(line);
+                // Admitted at once: answer with what is stored (ACTIVE and its expiry).
+                let answer = changed
+                    .iter()
+                    .rev()
+                    .find(|r| r.id == token.id)
+                    .copied()
+                    .unwrap_or(token);
+                // Writes are keyed by token id: the retired predecessor and the last state
+                // of each token are what the transaction stores.
+                let writes = retired
+                    .into_iter()
+                    .chain(std::iter::once(token))
+                    .chain(changed)
+                    .fold(Writes::default(), |w, t| w.token(t));
+                self.durability
+                    .commit_then(permit, writes, msg.reply, Ok((answer, true)));
             }
         }
     }

@@ -12,6 +12,7 @@ mod idempotency;
 mod operations;
 mod payments;
 mod queue;
+mod queue_scale;
 mod reservations;
 mod restart;
 mod survival;

@@ -221,3 +221,140 @@ async fn waiters_who_stop_polling_leave_the_line(backend: Backend) {
     );
 }
 on_postgres!(waiters_who_stop_polling_leave_the_line);
+
+/// The status keeps the seed's fields, in the seed's order, and adds the wait estimate and the
+/// poll pacing: 0 and the floor for ACTIVE, growing towards the back for WAITING.
+async fn the_status_estimates_the_wait_and_paces_the_polls(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let app = spawn_app_with(db, |s| {
+        s.engine.max_active = 1;
+        s.engine.idle_timeout = std::time::Duration::from_secs(600);
+    })
+    .await;
+    let users = app.create_users(4, 0).await;
+    let first = app.active_token(users[0]).await;
+    let mut tokens = vec![first];
+    for user in &users[1..] {
+        tokens.push(
+            body(app.join(*user).await).await["tokenId"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let raw = app.status(users[0], first).await.text().await.unwrap();
+    let keys: Vec<&str> = raw
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|k| k.chars().next().is_some_and(|c| c.is_ascii_lowercase()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "queueId",
+            "joinAt",
+            "status",
+            "remainingWaitListCount",
+            "expiredAt",
+            "estimatedWaitSeconds",
+            "pollAfterMs"
+        ],
+        "{raw}"
+    );
+    let active: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(active["status"], "ACTIVE");
+    assert_eq!(active["estimatedWaitSeconds"], 0);
+    assert_eq!(active["pollAfterMs"], 500);
+    // One admission was measured: WAITING estimates come from it and grow with the place.
+    let mut last = (0, 0);
+    for (user, token) in users[1..].iter().zip(&tokens[1..]) {
+        let polled = body(app.status(*user, *token).await).await;
+        assert_eq!(polled["status"], "WAITING", "{polled}");
+        let wait = polled["estimatedWaitSeconds"].as_u64().expect("a number");
+        let pause = polled["pollAfterMs"].as_u64().expect("a number");
+        assert!(wait >= 1 && wait >= last.0, "{polled}");
+        assert!(
+            (500..=30_000).contains(&pause) && pause >= last.1,
+            "{polled}"
+        );
+        last = (wait, pause);
+    }
+    // Stop before the database is dropped, so no tick writes to a missing database.
+    app.stop().await;
+}
+on_both_stores!(the_status_estimates_the_wait_and_paces_the_polls);
+
+/// Nothing admitted yet: the estimate uses admit_per_sec; without it, it is null.
+async fn without_a_measured_rate_the_estimate_falls_back_or_is_null(backend: Backend) {
+    for (rate, expected) in [
+        (4u32, vec![Some(1), Some(1), Some(1), Some(1), Some(2)]),
+        (0, vec![None; 5]),
+    ] {
+        let db = TestDb::create(backend).await;
+        let app = spawn_app_with(db, move |s| {
+            // Nobody is let in: nothing is ever measured.
+            s.engine.max_active = 0;
+            s.engine.admit_per_sec = rate;
+        })
+        .await;
+        let users = app.create_users(5, 0).await;
+        for (i, user) in users.iter().enumerate() {
+            let token = body(app.join(*user).await).await["tokenId"]
+                .as_i64()
+                .unwrap();
+            let polled = body(app.status(*user, token).await).await;
+            assert_eq!(polled["remainingWaitListCount"], i as u64);
+            assert_eq!(
+                polled["estimatedWaitSeconds"].as_u64(),
+                expected[i],
+                "rate {rate}, place {i}: {polled}"
+            );
+            assert!(polled["estimatedWaitSeconds"].is_null() == expected[i].is_none());
+            assert_eq!(polled["pollAfterMs"], 500, "near the front: the floor");
+        }
+        app.stop().await;
+    }
+}
+on_postgres!(without_a_measured_rate_the_estimate_falls_back_or_is_null);
+
+/// admit_per_sec over a few seconds of real ticks: the admissions stored in a window of the
+/// server's clock match the rate (the pure line is tested exactly over a simulated minute).
+async fn rate_based_admission_holds_its_rate(backend: Backend) {
+    const RATE: u32 = 40;
+    let db = TestDb::create(backend).await;
+    let app = spawn_app_with(db, |s| {
+        s.engine.max_active = 100_000;
+        s.engine.admit_per_sec = RATE;
+        s.engine.idle_timeout = std::time::Duration::from_secs(600);
+    })
+    .await;
+    let users = app.create_users(300, 0).await;
+    let joins = futures_util::future::join_all(users.iter().map(|u| app.join(*u))).await;
+    assert!(joins.iter().all(|r| r.status().as_u16() == 201));
+    // The line lasts about 7 s at 40/s: measure a 3-second window well inside it.
+    tokio::time::sleep(std::time::Duration::from_millis(5_000)).await;
+    let first = app
+        .db
+        .scalar("SELECT MIN(admitted_at_ms) FROM queue_tokens")
+        .await;
+    let (from, to) = (first + 1_000, first + 4_000);
+    let admitted = app
+        .db
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM queue_tokens WHERE admitted_at_ms >= {from} AND admitted_at_ms < {to}"
+        ))
+        .await;
+    let expected = 3 * i64::from(RATE);
+    assert!(
+        (admitted - expected).abs() <= expected / 10,
+        "admitted {admitted} in 3 s at {RATE}/s"
+    );
+    let waiting = app
+        .db
+        .scalar("SELECT COUNT(*) FROM queue_tokens WHERE status = 'WAITING'")
+        .await;
+    assert!(waiting > 0, "the line must not run dry inside the window");
+    // Stop before the database is dropped, so no tick writes to a missing database.
+    app.stop().await;
+}
+on_both_stores!(rate_based_admission_holds_its_rate);
