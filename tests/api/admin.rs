@@ -1,7 +1,7 @@
 //! Admin routes: guarded by the key, validated, seat ids in the order given.
 
 use crate::helpers::*;
-use crate::on_postgres;
+use crate::on_both_stores;
 use serde_json::json;
 
 async fn admin_routes_need_the_key(backend: Backend) {
@@ -36,7 +36,7 @@ async fn admin_routes_need_the_key(backend: Backend) {
         .unwrap();
     assert_error(disabled, 403, "forbidden", "admin routes are disabled").await;
 }
-on_postgres!(admin_routes_need_the_key);
+on_both_stores!(admin_routes_need_the_key);
 
 async fn concerts_are_validated_and_seat_ids_follow_the_input_order(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -95,4 +95,4 @@ async fn concerts_are_validated_and_seat_ids_follow_the_input_order(backend: Bac
         assert_error(post(case).await.unwrap(), 400, "invalid_request", "").await;
     }
 }
-on_postgres!(concerts_are_validated_and_seat_ids_follow_the_input_order);
+on_both_stores!(concerts_are_validated_and_seat_ids_follow_the_input_order);

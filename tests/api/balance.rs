@@ -1,7 +1,7 @@
 //! The wallet over HTTP: recharge limits, balance reads.
 
 use crate::helpers::*;
-use crate::{on_both_stores, on_postgres};
+use crate::on_both_stores;
 use serde_json::json;
 
 async fn recharges_add_up_and_are_durable(backend: Backend) {
@@ -79,7 +79,7 @@ async fn invalid_recharge_amounts_are_refused(backend: Backend) {
     )
     .await;
 }
-on_postgres!(invalid_recharge_amounts_are_refused);
+on_both_stores!(invalid_recharge_amounts_are_refused);
 
 async fn a_balance_cannot_overflow(backend: Backend) {
     let db = TestDb::create(backend).await;
@@ -97,4 +97,4 @@ async fn a_balance_cannot_overflow(backend: Backend) {
     .await;
     assert_eq!(app.balance(user).await, i64::MAX - 10);
 }
-on_postgres!(a_balance_cannot_overflow);
+on_both_stores!(a_balance_cannot_overflow);

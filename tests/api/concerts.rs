@@ -1,7 +1,7 @@
 //! Concerts and seats over HTTP: upcoming schedules, seat maps, token checks.
 
 use crate::helpers::*;
-use crate::{on_both_stores, on_postgres};
+use crate::on_both_stores;
 use serde_json::json;
 
 async fn schedules_list_only_upcoming_ones_by_date(backend: Backend) {
@@ -76,7 +76,7 @@ async fn concert_routes_need_an_active_token(backend: Backend) {
     )
     .await;
 }
-on_postgres!(concert_routes_need_an_active_token);
+on_both_stores!(concert_routes_need_an_active_token);
 
 async fn unknown_concerts_and_schedules_are_404(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -116,7 +116,7 @@ async fn unknown_concerts_and_schedules_are_404(backend: Backend) {
     )
     .await;
 }
-on_postgres!(unknown_concerts_and_schedules_are_404);
+on_both_stores!(unknown_concerts_and_schedules_are_404);
 
 async fn a_seat_map_shows_held_seats_as_unavailable(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -1,7 +1,7 @@
 //! Every way a request can go wrong answers the envelope, never HTML, never a 500.
 
 use crate::helpers::*;
-use crate::on_postgres;
+use crate::on_both_stores;
 
 async fn unknown_routes_methods_and_bad_input_answer_the_envelope(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -68,7 +68,7 @@ async fn unknown_routes_methods_and_bad_input_answer_the_envelope(backend: Backe
     let query = app.get("/v1/reservations/1?userId=abc", Some(1)).await;
     assert_error(query, 400, "invalid_request", "").await;
 }
-on_postgres!(unknown_routes_methods_and_bad_input_answer_the_envelope);
+on_both_stores!(unknown_routes_methods_and_bad_input_answer_the_envelope);
 
 async fn health_and_readiness_answer(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -77,4 +77,4 @@ async fn health_and_readiness_answer(backend: Backend) {
     assert_eq!(ready.status().as_u16(), 200);
     assert_eq!(body(ready).await["ready"], true);
 }
-on_postgres!(health_and_readiness_answer);
+on_both_stores!(health_and_readiness_answer);

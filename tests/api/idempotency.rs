@@ -1,7 +1,7 @@
 //! Idempotency keys and the ledger over HTTP.
 
 use crate::helpers::*;
-use crate::{on_both_stores, on_postgres};
+use crate::on_both_stores;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
@@ -96,7 +96,7 @@ async fn concurrent_reservations_with_one_key_hold_once(backend: Backend) {
         .all(|(s, text, _)| *s == 201 && *text == answers[0].1));
     assert_eq!(app.db.scalar("SELECT COUNT(*) FROM reservations").await, 1);
 }
-on_postgres!(concurrent_reservations_with_one_key_hold_once);
+on_both_stores!(concurrent_reservations_with_one_key_hold_once);
 
 async fn a_key_reused_for_another_request_is_refused(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -130,7 +130,7 @@ async fn a_key_reused_for_another_request_is_refused(backend: Backend) {
         with_key(&app, &path, None, &"k".repeat(255), json!({ "amount": 1 })).await;
     assert_eq!(status, 200, "255 characters are fine");
 }
-on_postgres!(a_key_reused_for_another_request_is_refused);
+on_both_stores!(a_key_reused_for_another_request_is_refused);
 
 async fn a_refused_attempt_does_not_use_up_the_key(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -163,7 +163,7 @@ async fn a_refused_attempt_does_not_use_up_the_key(backend: Backend) {
     assert!(!replayed);
     assert_eq!(app.balance(user).await, 0);
 }
-on_postgres!(a_refused_attempt_does_not_use_up_the_key);
+on_both_stores!(a_refused_attempt_does_not_use_up_the_key);
 
 async fn answers_are_replayed_after_a_restart(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -115,4 +115,4 @@ async fn the_openapi_document_is_served(backend: Backend) {
     assert!(doc["paths"]["/v1/reservations"]["post"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 }
-on_postgres!(the_openapi_document_is_served);
+on_both_stores!(the_openapi_document_is_served);

@@ -1,7 +1,7 @@
 //! Payments over HTTP: debit + paid reservation + payment + token expiry, atomically.
 
 use crate::helpers::*;
-use crate::{on_both_stores, on_postgres};
+use crate::on_both_stores;
 use serde_json::json;
 
 async fn a_payment_debits_sells_records_and_spends_the_token(backend: Backend) {
@@ -170,4 +170,4 @@ async fn payments_of_unknown_or_foreign_reservations_are_404(backend: Backend) {
     assert_error(bad, 400, "invalid_request", "").await;
     assert_eq!(app.balance(bob).await, 100_000);
 }
-on_postgres!(payments_of_unknown_or_foreign_reservations_are_404);
+on_both_stores!(payments_of_unknown_or_foreign_reservations_are_404);

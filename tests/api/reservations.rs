@@ -1,7 +1,7 @@
 //! Reservations over HTTP: all-or-nothing holds, limits, reading, cancelling, expiry.
 
 use crate::helpers::*;
-use crate::{on_both_stores, on_postgres};
+use crate::on_both_stores;
 use serde_json::json;
 use std::time::Duration;
 
@@ -161,7 +161,7 @@ async fn bad_reservation_requests_are_refused_clearly(backend: Backend) {
     )
     .await;
 }
-on_postgres!(bad_reservation_requests_are_refused_clearly);
+on_both_stores!(bad_reservation_requests_are_refused_clearly);
 
 async fn a_reservation_can_be_read_and_cancelled_by_its_owner(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -297,4 +297,4 @@ async fn a_payment_after_the_hold_time_loses_even_before_the_timer_fires(backend
         .iter()
         .all(|(_, free)| *free));
 }
-on_postgres!(a_payment_after_the_hold_time_loses_even_before_the_timer_fires);
+on_both_stores!(a_payment_after_the_hold_time_loses_even_before_the_timer_fires);

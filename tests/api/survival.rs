@@ -2,7 +2,7 @@
 //! and the database disappearing mid-load behind a proxy the test controls.
 
 use crate::helpers::*;
-use crate::on_postgres;
+use crate::{on_both_stores, on_postgres};
 use futures_util::future::join_all;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -73,7 +73,7 @@ async fn a_hold_expiring_during_its_payment_is_either_paid_or_expired_never_both
     assert_eq!(debited, paid * 1_000);
     assert_eq!(paid + expired, 40);
 }
-on_postgres!(a_hold_expiring_during_its_payment_is_either_paid_or_expired_never_both);
+on_both_stores!(a_hold_expiring_during_its_payment_is_either_paid_or_expired_never_both);
 
 async fn overload_gets_a_fast_503_and_admitted_work_completes(backend: Backend) {
     let db = TestDb::create(backend).await;
@@ -83,6 +83,7 @@ async fn overload_gets_a_fast_503_and_admitted_work_completes(backend: Backend) 
     })
     .await;
     let user = app.create_user(0).await;
+    let resident_before = resident_bytes();
     let started = Instant::now();
     let answers = join_all((0..1_000).map(|_| async {
         let t = Instant::now();
@@ -118,8 +119,25 @@ async fn overload_gets_a_fast_503_and_admitted_work_completes(backend: Backend) 
         ok,
         "every acknowledged recharge, and only those"
     );
+    let grown = resident_bytes().saturating_sub(resident_before);
+    assert!(
+        grown < 256 << 20,
+        "memory stayed bounded: grew {} MiB",
+        grown >> 20
+    );
 }
-on_postgres!(overload_gets_a_fast_503_and_admitted_work_completes);
+
+/// This process's resident memory (the app under test runs inside it).
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+on_both_stores!(overload_gets_a_fast_503_and_admitted_work_completes);
 
 /// Every non-2xx answer is the envelope with a 4xx; nothing is ever a 5xx.
 async fn assert_client_error(response: reqwest::Response, what: &str) {
@@ -213,7 +231,7 @@ async fn hostile_bodies_never_cause_a_5xx(backend: Backend) {
         assert_client_error(response, &format!("raw {:?}", String::from_utf8_lossy(raw))).await;
     }
 }
-on_postgres!(hostile_bodies_never_cause_a_5xx);
+on_both_stores!(hostile_bodies_never_cause_a_5xx);
 
 async fn hostile_ids_tokens_and_sizes_get_the_envelope(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -312,7 +330,7 @@ async fn hostile_ids_tokens_and_sizes_get_the_envelope(backend: Backend) {
         "nothing hostile changed anything"
     );
 }
-on_postgres!(hostile_ids_tokens_and_sizes_get_the_envelope);
+on_both_stores!(hostile_ids_tokens_and_sizes_get_the_envelope);
 
 /// A TCP proxy between the service and PostgreSQL that the test can cut and heal.
 struct Proxy {
@@ -510,4 +528,4 @@ async fn tokens_expire_when_the_clock_passes_their_time(backend: Backend) {
     };
     assert!(place(fresh).await > 2);
 }
-on_postgres!(tokens_expire_when_the_clock_passes_their_time);
+on_both_stores!(tokens_expire_when_the_clock_passes_their_time);
