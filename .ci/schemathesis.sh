@@ -9,14 +9,18 @@ cargo build --quiet
 
 work=$(mktemp -d)
 port=18765
-./target/debug/boxoffice serve --bind "127.0.0.1:$port" --database-url "sqlite://$work/fuzz.db" \
+"${CARGO_TARGET_DIR:-target}/debug/boxoffice" serve --bind "127.0.0.1:$port" --database-url "sqlite://$work/fuzz.db" \
   --demo --admin-key fuzz >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+ready=no
 for _ in $(seq 1 60); do
-  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break
+  if curl -fs "http://127.0.0.1:$port/readyz" >/dev/null; then ready=yes; break; fi
   sleep 0.5
 done
+if [ "$ready" != yes ]; then
+  echo "the service did not become ready:"; cat "$work/server.log"; exit 1
+fi
 
 # The stateful phase is left out: schemathesis 4.32 fails on integer header values there.
 # The CLI sits beside the interpreter that installed it (shims may not know it yet).
