@@ -12,15 +12,15 @@
 //!   admissions from the front of a line of 1,000,000.
 //! - `line_1m/restore`: rebuilding the line from 1,000,000 stored records (boot).
 //!
-//! Printed before criterion starts: the process RSS for a line of 1,000,000 waiters (from
-//! `/proc/self/statm`, measured before anything else is allocated), and the idle sweep: all
-//! 1,000,000 waiters abandon at once; how many ticks the sweep takes and the longest tick.
+//! Printed before criterion starts, in this order: the process RSS for a line of 1,000,000
+//! waiters (from `/proc/self/statm`, in a fresh process); `durable joins` (below); the idle
+//! sweep: all 1,000,000 waiters abandon at once, how many ticks the sweep takes and the
+//! longest tick.
 //!
-//! Printed after criterion: `durable joins`, not a criterion group because every join needs a
-//! fresh user: `BOXOFFICE_BENCH_JOINS` (default 200,000) users are inserted with one SQL
-//! statement, the engine starts on them, then every user joins concurrently (4,096 in
-//! flight: the actor's mailbox) through `Engine::join_queue`, whose answer comes after the
-//! group commit. Reported: joins/s, submissions per commit, process RSS with the line held,
+//! `durable joins` is not a criterion group because every join needs a fresh user:
+//! `BOXOFFICE_BENCH_JOINS` (default 200,000) users are inserted with one SQL statement, the
+//! engine starts on them, then every user joins concurrently (4,096 in flight: the actor's
+//! mailbox) through `Engine::join_queue`, whose answer comes after the group commit. Reported: joins/s, submissions per commit, process RSS with the line held,
 //! the time a restarted engine takes to reload the line, and a check that it is the same line
 //! in the same order. Needs PostgreSQL (`BOXOFFICE_TEST_POSTGRES` or
 //! `postgres://postgres@127.0.0.1:5432`); `BOXOFFICE_BENCH_JOINS=0` skips it.
@@ -431,7 +431,9 @@ fn idle_sweep() {
 }
 
 fn main() {
-    // Measured first, while the process holds nothing else.
+    // Measured first, while the process holds nothing else. Its pages go back to the system
+    // when it is dropped (every part is one large allocation), so the durable part after it
+    // starts from a clean process too; criterion's many lines come last.
     let before = rss_mb();
     let (line, tokens) = line_of(MILLION, 0);
     let after = rss_mb();
@@ -441,10 +443,9 @@ fn main() {
         "\n## memory: a line of {waiting} waiters\n\nprocess RSS {before:.1} MB → {after:.1} MB \
          (the line and the bench's own list of 1,000,000 token ids, 8 MB)\n"
     );
-
+    durable_joins();
     idle_sweep();
     let mut criterion = Criterion::default().configure_from_args();
     line_benches(&mut criterion);
     criterion.final_summary();
-    durable_joins();
 }

@@ -369,14 +369,16 @@ async fn poll_flat_out(
 }
 
 /// Every waiter polls again after the pollAfterMs of its last answer: a schedule of due polls
-/// served by `concurrency` connections. Returns the phase and the mean pollAfterMs answered.
+/// served by `concurrency` connections; a waiter whose answer is not WAITING stops polling (it
+/// left to book, or was dropped). Returns the phase, the mean pollAfterMs answered and how
+/// many waiters left.
 async fn poll_obeying(
     client: &Client,
     base: &str,
     pairs: &Arc<Vec<(i64, i64)>>,
     concurrency: usize,
     duration: Duration,
-) -> (Phase, f64) {
+) -> (Phase, f64, u64) {
     let started = Instant::now();
     // Spread the first polls over one second, as a crowd arriving would.
     let due: BinaryHeap<Reverse<(Duration, usize)>> = (0..pairs.len())
@@ -389,9 +391,10 @@ async fn poll_obeying(
         .collect();
     let due = Arc::new(Mutex::new(due));
     let advised = Arc::new(AtomicU64::new(0));
+    let left = Arc::new(AtomicU64::new(0));
     let workers = (0..concurrency.max(1)).map(|_| {
         let (client, base, pairs) = (client.clone(), base.to_string(), pairs.clone());
-        let (due, advised) = (due.clone(), advised.clone());
+        let (due, advised, left) = (due.clone(), advised.clone(), left.clone());
         tokio::spawn(async move {
             let mut latency = histogram();
             let (mut ok, mut errors) = (0u64, 0u64);
@@ -412,16 +415,12 @@ async fn poll_obeying(
                     .header("TOKEN-ID", token.to_string())
                     .send()
                     .await;
-                let pause = match response {
-                    Ok(r) if r.status().is_success() => r
-                        .json::<Value>()
-                        .await
-                        .ok()
-                        .and_then(|b| b["pollAfterMs"].as_u64()),
+                let answer = match response {
+                    Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
                     _ => None,
                 };
                 let _ = latency.record((sent.elapsed().as_micros() as u64).max(1));
-                let pause = match pause {
+                let pause = match answer.as_ref().and_then(|b| b["pollAfterMs"].as_u64()) {
                     Some(ms) => {
                         ok += 1;
                         advised.fetch_add(ms, Ordering::Relaxed);
@@ -432,6 +431,11 @@ async fn poll_obeying(
                         1_000
                     }
                 };
+                // Admitted (or dropped): the user leaves the waiting room to book.
+                if answer.is_some_and(|b| b["status"] != "WAITING") {
+                    left.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let again = started.elapsed() + Duration::from_millis(pause);
                 due.lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -456,7 +460,7 @@ async fn poll_obeying(
     }
     phase.elapsed = started.elapsed();
     let mean = advised.load(Ordering::Relaxed) as f64 / phase.ok.max(1) as f64;
-    (phase, mean)
+    (phase, mean, left.load(Ordering::Relaxed))
 }
 
 // --- the in-process server ----------------------------------------------------------------
@@ -558,9 +562,9 @@ async fn drive(args: &Args, base: &str, admin_key: &str, url: Option<&str>) -> R
     let duration = Duration::from_secs(args.poll_secs);
     let window_from = epoch_ms() + 1_000;
     let (poll, advised) = if args.obey_poll_after {
-        let (phase, mean) =
+        let (phase, mean, left) =
             poll_obeying(&client, base, &pairs, args.poll_concurrency, duration).await;
-        (phase, Some(mean))
+        (phase, Some((mean, left)))
     } else {
         (
             poll_flat_out(&client, base, &pairs, args.poll_concurrency, duration).await,
@@ -573,11 +577,10 @@ async fn drive(args: &Args, base: &str, admin_key: &str, url: Option<&str>) -> R
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!("{}", join.row());
     println!("{}", poll.row());
-    if let Some(mean) = advised {
+    if let Some((mean, left)) = advised {
         println!(
-            "\nmean pollAfterMs answered: {mean:.0} ms; {} waiters obeying it poll {:.0} times/s in all",
-            pairs.len(),
-            pairs.len() as f64 * 1000.0 / mean.max(1.0)
+            "\nmean pollAfterMs answered: {mean:.0} ms; {left} waiters were admitted (or dropped) \
+             and stopped polling"
         );
     }
     let who = if args.server_pid.is_some() {

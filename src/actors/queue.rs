@@ -63,11 +63,14 @@ impl QueueView {
         now: Timestamp,
     ) -> Result<TokenStatus, TokenRule> {
         let line = self.read();
-        let status = line.status(token, now).ok_or(TokenRule::Invalid)?;
+        let mut status = line.status(token, now).ok_or(TokenRule::Invalid)?;
         if status.record.user != user {
             return Err(TokenRule::Invalid);
         }
-        line.touch(token, now);
+        if line.touch(token, now) {
+            // This poll moved the idle deadline: answer the new one.
+            status.expires_at = now.plus(line.policy().idle_timeout);
+        }
         Ok(status)
     }
 

@@ -35,10 +35,13 @@ pub const BURST: Duration = Duration::from_millis(250);
 pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// A measured rate below this (one admission in 100 s) tells nothing about the wait.
 const MIN_RATE: f64 = 0.01;
-/// Shortest pause a poll is told to take (ACTIVE tokens and the front of the line).
-pub const POLL_FLOOR: Duration = Duration::from_millis(500);
-/// Longest pause a poll is told to take, whatever `idle_timeout` is.
-pub const POLL_CEILING: Duration = Duration::from_secs(30);
+/// Shortest pause a poll is told to take (ACTIVE tokens and the front of the line): a waiter
+/// learns of its admission within a second.
+pub const POLL_FLOOR: Duration = Duration::from_secs(1);
+/// Longest pause a poll is told to take, whatever `idle_timeout` is. Below it, the ceiling is
+/// a quarter of `idle_timeout` (30 s at the default 120 s): a drop expecting a million waiters
+/// can raise `idle_timeout` to slow the back of the line down (see `poll_after`).
+pub const POLL_CEILING: Duration = Duration::from_secs(120);
 /// Without any rate to go by, pace a waiter as if 100 people were admitted per second.
 const POLL_PER_WAITER_AHEAD: Duration = Duration::from_millis(10);
 
@@ -99,18 +102,20 @@ impl AdmissionPolicy {
 
     /// How long a client should wait before its next poll.
     ///
-    /// WAITING: a tenth of the estimated wait (so it sees about ten updates and arrives within
-    /// a tenth of its wait of its admission), or 10 ms per waiter ahead when no rate is known.
-    /// The farther back, the slower the polling: with a known rate `r`, the waiters poll
-    /// `10 r ln n` times a second in all, nearly flat in the length `n` of the line, until the
-    /// ceiling takes over (then each waiter polls once per ceiling: the least `idle_timeout`
-    /// allows). ACTIVE: the floor. EXPIRED: the ceiling (nothing will change; rejoin instead).
+    /// WAITING: a quarter of the estimated wait (the client notices its admission at most a
+    /// quarter of its wait late, and at most a second late near the front), or 10 ms per
+    /// waiter ahead when no rate is known. The farther back, the slower the polling: with a
+    /// known admission rate `r`, the waiters closer than `4 r × ceiling` poll
+    /// `4 r (1 + ln(ceiling / floor))` ≈ 18 r times a second in all, whatever the length of the
+    /// line; the `m` waiters behind them poll once per ceiling each (`m / ceiling`, the least
+    /// `idle_timeout` allows). ACTIVE: the floor. EXPIRED: the ceiling (nothing will change;
+    /// rejoin instead).
     pub fn poll_after(&self, state: TokenState, ahead: u64, wait: Option<Duration>) -> Duration {
         let ceiling = self.poll_ceiling();
         let floor = POLL_FLOOR.min(ceiling);
         let target = match state {
             TokenState::Waiting => match wait {
-                Some(wait) => wait / 10,
+                Some(wait) => wait / 4,
                 None => {
                     POLL_PER_WAITER_AHEAD.saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX))
                 }
@@ -589,23 +594,28 @@ impl WaitingLine {
         Joined::Created { token, retired }
     }
 
-    /// Records that the holder of `id` polled at `now` (keeps a waiter in line). A waiter
-    /// already past its idle deadline is not revived: it abandoned the line, swept or not.
-    pub fn touch(&self, id: TokenId, now: Timestamp) {
+    /// Records that the holder of `id` polled at `now` (keeps a waiter in line); returns
+    /// whether the waiter's idle deadline is now `now + idle_timeout`. A waiter already past
+    /// its idle deadline is not revived: it abandoned the line, swept or not.
+    pub fn touch(&self, id: TokenId, now: Timestamp) -> bool {
         let Some(slot) = self.by_token.get(&id).and_then(|p| self.slot(*p)) else {
-            return;
+            return false;
         };
         if slot.tag() != Tag::Waiting {
-            return;
+            return false;
         }
         let idle = i64::try_from(self.policy.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         let now = now.millis();
         // Lock-free: concurrent polls race only to move the clock forward.
-        let _ = slot
+        let refreshed = slot
             .clock
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seen| {
                 (seen < now && seen.saturating_add(idle) > now).then_some(now)
             });
+        match refreshed {
+            Ok(_) => true,
+            Err(seen) => seen >= now && seen.saturating_add(idle) > now,
+        }
     }
 
     /// Admissions per second, measured (see [`RATE_WINDOW`]) up to `now`; `None` before any
@@ -1076,7 +1086,7 @@ mod tests {
         let b = created(line.join(user(2), &mut gen, t(0)));
         let c = created(line.join(user(3), &mut gen, t(0)));
         line.advance(t(0));
-        line.touch(c.id, t(100_000));
+        assert!(line.touch(c.id, t(100_000)));
         let changed = line.advance(t(120_000));
         assert_eq!(changed.len(), 1, "only b is abandoned: {changed:?}");
         assert_eq!(changed[0].id, b.id);
@@ -1109,7 +1119,7 @@ mod tests {
         let b = created(line.join(user(2), &mut gen, t(0)));
         line.advance(t(0));
         // b polls after its deadline, before any sweep ran: still abandoned.
-        line.touch(b.id, t(120_000));
+        assert!(!line.touch(b.id, t(120_000)));
         let polled = line.status(b.id, t(120_000)).unwrap();
         assert_eq!(polled.record.state, TokenState::Expired { at: t(120_000) });
         assert_eq!(polled.estimated_wait, None);
@@ -1416,7 +1426,7 @@ mod tests {
             p.poll_after(waiting, 0, Some(Duration::from_secs(1))),
             POLL_FLOOR
         );
-        let mid = p.poll_after(waiting, 1000, Some(Duration::from_secs(100)));
+        let mid = p.poll_after(waiting, 1000, Some(Duration::from_secs(40)));
         assert_eq!(mid, Duration::from_secs(10));
         let far = p.poll_after(waiting, 1_000_000, Some(Duration::from_secs(10_000)));
         assert_eq!(far, Duration::from_secs(30));
