@@ -1,16 +1,15 @@
 //! The PostgreSQL backend: batched upserts with `UNNEST`, so a group commit of any size is a
 //! handful of statements in one transaction.
 
+use super::rows;
 use super::{
-    CatalogSnapshot, CreatedConcert, IdempotencyRecord, LedgerEntry, LedgerKind, MaxIds,
-    NewConcert, ScheduleSnapshot, StoreError, Writes,
+    CatalogSnapshot, CreatedConcert, IdempotencyRecord, LedgerEntry, MaxIds, NewConcert,
+    ScheduleSnapshot, StoreError, Writes,
 };
 use crate::domain::queue::{TokenRecord, TokenState};
-use crate::domain::schedule::{Reservation, ReservationStatus, ScheduleInfo, Seat};
-use crate::domain::{
-    ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
-};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
+use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
 use sqlx::{Postgres, Row, Transaction};
 use std::collections::HashMap;
@@ -78,7 +77,7 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| id(row.try_get("id")?, UserId::new))
+            .map(|row| rows::id(row.try_get("id")?, UserId::new))
             .collect::<Result<_, _>>()?;
         let concerts = sqlx::query("SELECT id, name FROM concerts ORDER BY id")
             .fetch_all(&self.pool)
@@ -86,7 +85,7 @@ impl PgStore {
             .iter()
             .map(|row| {
                 Ok((
-                    id(row.try_get("id")?, ConcertId::new)?,
+                    rows::id(row.try_get("id")?, ConcertId::new)?,
                     row.try_get("name")?,
                 ))
             })
@@ -99,9 +98,9 @@ impl PgStore {
         .await?
         .iter()
         .map(|row| {
-            let concert_id = id(row.try_get("concert_id")?, ConcertId::new)?;
+            let concert_id = rows::id(row.try_get("concert_id")?, ConcertId::new)?;
             Ok(ScheduleInfo {
-                id: id(row.try_get("id")?, ScheduleId::new)?,
+                id: rows::id(row.try_get("id")?, ScheduleId::new)?,
                 concert_id,
                 concert_name: names.get(&concert_id).cloned().unwrap_or_default(),
                 concert_at: Timestamp::from_millis(row.try_get("concert_at_ms")?),
@@ -127,7 +126,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(seat_row)
+        .map(rows::seat)
         .collect::<Result<Vec<Seat>, StoreError>>()?;
         let rows = sqlx::query(
             "SELECT id, user_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms
@@ -149,13 +148,13 @@ impl PgStore {
             seats_of
                 .entry(row.try_get("reservation_id")?)
                 .or_default()
-                .push(id(row.try_get("seat_id")?, SeatId::new)?);
+                .push(rows::id(row.try_get("seat_id")?, SeatId::new)?);
         }
         let reservations = rows
             .iter()
             .map(|row| {
                 let rid: i64 = row.try_get("id")?;
-                reservation_row(row, schedule, seats_of.remove(&rid).unwrap_or_default())
+                rows::reservation(row, schedule, seats_of.remove(&rid).unwrap_or_default())
             })
             .collect::<Result<_, _>>()?;
         Ok(ScheduleSnapshot {
@@ -169,7 +168,8 @@ impl PgStore {
             .bind(user.get())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| money(row.try_get("balance")?)).transpose()
+        row.map(|row| rows::money(row.try_get("balance")?))
+            .transpose()
     }
 
     pub async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -181,7 +181,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(token_row)
+        .map(rows::token)
         .collect()
     }
 
@@ -208,7 +208,7 @@ impl PgStore {
             .bind(reservation.get())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| id(row.try_get("schedule_id")?, ScheduleId::new))
+        row.map(|row| rows::id(row.try_get("schedule_id")?, ScheduleId::new))
             .transpose()
     }
 
@@ -228,25 +228,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|row| {
-            let kind: String = row.try_get("kind")?;
-            let payment: Option<i64> = row.try_get("payment_id")?;
-            Ok(LedgerEntry {
-                id: row.try_get("id")?,
-                user,
-                kind: match kind.as_str() {
-                    "RECHARGE" => LedgerKind::Recharge,
-                    "PAYMENT" => LedgerKind::Payment,
-                    other => return Err(StoreError::Corrupt(format!("ledger kind {other}"))),
-                },
-                amount: money(row.try_get("amount")?)?,
-                balance_after: money(row.try_get("balance_after")?)?,
-                payment: payment
-                    .map(|p| id(p, crate::domain::PaymentId::new))
-                    .transpose()?,
-                at: Timestamp::from_millis(row.try_get("created_at_ms")?),
-            })
-        })
+        .map(|row| rows::ledger_entry(row, user))
         .collect()
     }
 
@@ -264,18 +246,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|row| {
-            let status: i32 = row.try_get("status")?;
-            Ok(IdempotencyRecord {
-                user: id(row.try_get("user_id")?, UserId::new)?,
-                key: row.try_get("key")?,
-                fingerprint: row.try_get("fingerprint")?,
-                status: u16::try_from(status)
-                    .map_err(|_| StoreError::Corrupt(format!("status {status}")))?,
-                body: row.try_get("body")?,
-                at: Timestamp::from_millis(row.try_get("created_at_ms")?),
-            })
-        })
+        .map(rows::idempotency)
         .collect()
     }
 
@@ -300,7 +271,7 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        id(user, UserId::new)
+        rows::id(user, UserId::new)
     }
 
     pub async fn create_concert(&self, concert: &NewConcert) -> Result<CreatedConcert, StoreError> {
@@ -310,7 +281,7 @@ impl PgStore {
             .fetch_one(&mut *tx)
             .await?
             .try_get("id")?;
-        let concert_id = id(concert_id, ConcertId::new)?;
+        let concert_id = rows::id(concert_id, ConcertId::new)?;
         let mut schedules = Vec::with_capacity(concert.schedules.len());
         for s in &concert.schedules {
             let schedule_id: i64 = sqlx::query(
@@ -337,10 +308,10 @@ impl PgStore {
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(seat_row)
+            .map(rows::seat)
             .collect::<Result<Vec<Seat>, StoreError>>()?;
             let info = ScheduleInfo {
-                id: id(schedule_id, ScheduleId::new)?,
+                id: rows::id(schedule_id, ScheduleId::new)?,
                 concert_id,
                 concert_name: concert.name.clone(),
                 concert_at: s.concert_at,
@@ -361,16 +332,6 @@ fn order_like(mut seats: Vec<Seat>, numbers: &[i32]) -> Vec<Seat> {
     let order: HashMap<i32, usize> = numbers.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     seats.sort_by_key(|s| order.get(&s.number).copied().unwrap_or(usize::MAX));
     seats
-}
-
-/// The hold state a reservation's seats carry.
-fn hold_state(status: ReservationStatus) -> &'static str {
-    match status {
-        ReservationStatus::Pending => "PENDING",
-        ReservationStatus::Paid => "POSTED",
-        ReservationStatus::Cancelled => "VOIDED",
-        ReservationStatus::Expired => "EXPIRED",
-    }
 }
 
 async fn write_reservations(
@@ -408,7 +369,7 @@ async fn write_reservations(
                 reservation.push(r.id.get());
                 seat.push(s.get());
                 order.push(i as i32);
-                state.push(hold_state(r.status));
+                state.push(rows::hold_state(r.status));
             }
         }
         if reservation.is_empty() {
@@ -536,7 +497,15 @@ async fn write_tokens(
                     admitted_at,
                     expires_at,
                 } => (Some(admitted_at.millis()), Some(expires_at.millis()), None),
-                TokenState::Expired { at } => (None, None, Some(at.millis())),
+                // Admitted and expired in one batch: the admission is still recorded.
+                TokenState::Expired { at } => match batch.admissions.get(&t.id) {
+                    Some((admitted_at, expires_at)) => (
+                        Some(admitted_at.millis()),
+                        Some(expires_at.millis()),
+                        Some(at.millis()),
+                    ),
+                    None => (None, None, Some(at.millis())),
+                },
             };
             admitted.push(a);
             active_expires.push(e);
@@ -564,73 +533,6 @@ async fn write_tokens(
         .await?;
     }
     Ok(())
-}
-
-fn id<T>(raw: i64, parse: fn(i64) -> Result<T, crate::domain::IdError>) -> Result<T, StoreError> {
-    parse(raw).map_err(|e| StoreError::Corrupt(format!("id {raw}: {e}")))
-}
-
-fn money(raw: i64) -> Result<Money, StoreError> {
-    Money::new(raw).ok_or_else(|| StoreError::Corrupt(format!("negative amount {raw}")))
-}
-
-fn seat_row(row: &PgRow) -> Result<Seat, StoreError> {
-    Ok(Seat {
-        id: id(row.try_get("id")?, SeatId::new)?,
-        number: row.try_get("seat_number")?,
-        price: money(row.try_get("price")?)?,
-    })
-}
-
-fn reservation_row(
-    row: &PgRow,
-    schedule: ScheduleId,
-    seats: Vec<SeatId>,
-) -> Result<Reservation, StoreError> {
-    let status: String = row.try_get("status")?;
-    Ok(Reservation {
-        id: id(row.try_get("id")?, ReservationId::new)?,
-        user: id(row.try_get("user_id")?, UserId::new)?,
-        schedule,
-        seats,
-        total: money(row.try_get("total_price")?)?,
-        created_at: Timestamp::from_millis(row.try_get("created_at_ms")?),
-        expires_at: Timestamp::from_millis(row.try_get("expires_at_ms")?),
-        status: ReservationStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("reservation status {status}")))?,
-        updated_at: Timestamp::from_millis(row.try_get("updated_at_ms")?),
-        pinned: false,
-    })
-}
-
-fn token_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
-    let status: String = row.try_get("status")?;
-    let created_at = Timestamp::from_millis(row.try_get("created_at_ms")?);
-    let at = |column: &str| -> Result<Timestamp, StoreError> {
-        let ms: Option<i64> = row.try_get(column)?;
-        ms.map(Timestamp::from_millis)
-            .ok_or_else(|| StoreError::Corrupt(format!("{status} token without {column}")))
-    };
-    let state = match status.as_str() {
-        "WAITING" => TokenState::Waiting,
-        "ACTIVE" => TokenState::Active {
-            admitted_at: at("admitted_at_ms")?,
-            expires_at: at("active_expires_at_ms")?,
-        },
-        "EXPIRED" => TokenState::Expired {
-            at: at("expired_at_ms")?,
-        },
-        other => return Err(StoreError::Corrupt(format!("token status {other}"))),
-    };
-    let position: i64 = row.try_get("position")?;
-    Ok(TokenRecord {
-        id: TokenId::new(row.try_get("id")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        user: id(row.try_get("user_id")?, UserId::new)?,
-        position: u64::try_from(position)
-            .map_err(|_| StoreError::Corrupt(format!("position {position}")))?,
-        created_at,
-        state,
-    })
 }
 
 async fn write_idempotency(

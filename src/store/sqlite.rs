@@ -7,18 +7,17 @@
 //! never fails half-way because another writer got there first. There is no `UNNEST`: a batch
 //! is one prepared statement per row inside one transaction, which is cheap in-process.
 
+use super::rows;
 use super::{
-    CatalogSnapshot, CreatedConcert, IdempotencyRecord, LedgerEntry, LedgerKind, MaxIds,
-    NewConcert, ScheduleSnapshot, StoreError, Writes,
+    CatalogSnapshot, CreatedConcert, IdempotencyRecord, LedgerEntry, MaxIds, NewConcert,
+    ScheduleSnapshot, StoreError, Writes,
 };
 use crate::domain::queue::{TokenRecord, TokenState};
-use crate::domain::schedule::{Reservation, ReservationStatus, ScheduleInfo, Seat};
-use crate::domain::{
-    ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
-};
+use crate::domain::schedule::{ScheduleInfo, Seat};
+use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteSynchronous,
 };
 use sqlx::{Connection, Row, Sqlite, Transaction};
 use std::collections::HashMap;
@@ -138,7 +137,7 @@ impl SqliteStore {
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(|row| id(row.try_get("id")?, UserId::new))
+            .map(|row| rows::id(row.try_get("id")?, UserId::new))
             .collect::<Result<_, _>>()?;
         let concerts = sqlx::query("SELECT id, name FROM concerts ORDER BY id")
             .fetch_all(&mut *tx)
@@ -146,7 +145,7 @@ impl SqliteStore {
             .iter()
             .map(|row| {
                 Ok((
-                    id(row.try_get("id")?, ConcertId::new)?,
+                    rows::id(row.try_get("id")?, ConcertId::new)?,
                     row.try_get("name")?,
                 ))
             })
@@ -159,9 +158,9 @@ impl SqliteStore {
         .await?
         .iter()
         .map(|row| {
-            let concert_id = id(row.try_get("concert_id")?, ConcertId::new)?;
+            let concert_id = rows::id(row.try_get("concert_id")?, ConcertId::new)?;
             Ok(ScheduleInfo {
-                id: id(row.try_get("id")?, ScheduleId::new)?,
+                id: rows::id(row.try_get("id")?, ScheduleId::new)?,
                 concert_id,
                 concert_name: names.get(&concert_id).cloned().unwrap_or_default(),
                 concert_at: Timestamp::from_millis(row.try_get("concert_at_ms")?),
@@ -190,7 +189,7 @@ impl SqliteStore {
         .fetch_all(&mut *tx)
         .await?
         .iter()
-        .map(seat_row)
+        .map(rows::seat)
         .collect::<Result<Vec<Seat>, StoreError>>()?;
         let rows = sqlx::query(
             "SELECT id, user_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms
@@ -212,14 +211,14 @@ impl SqliteStore {
             seats_of
                 .entry(row.try_get("reservation_id")?)
                 .or_default()
-                .push(id(row.try_get("seat_id")?, SeatId::new)?);
+                .push(rows::id(row.try_get("seat_id")?, SeatId::new)?);
         }
         tx.commit().await?;
         let reservations = rows
             .iter()
             .map(|row| {
                 let rid: i64 = row.try_get("id")?;
-                reservation_row(row, schedule, seats_of.remove(&rid).unwrap_or_default())
+                rows::reservation(row, schedule, seats_of.remove(&rid).unwrap_or_default())
             })
             .collect::<Result<_, _>>()?;
         Ok(ScheduleSnapshot {
@@ -233,7 +232,8 @@ impl SqliteStore {
             .bind(user.get())
             .fetch_optional(&self.readers)
             .await?;
-        row.map(|row| money(row.try_get("balance")?)).transpose()
+        row.map(|row| rows::money(row.try_get("balance")?))
+            .transpose()
     }
 
     pub async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -250,7 +250,7 @@ impl SqliteStore {
         .fetch_all(&self.readers)
         .await?
         .iter()
-        .map(token_row)
+        .map(rows::token)
         .collect()
     }
 
@@ -277,7 +277,7 @@ impl SqliteStore {
             .bind(reservation.get())
             .fetch_optional(&self.readers)
             .await?;
-        row.map(|row| id(row.try_get("schedule_id")?, ScheduleId::new))
+        row.map(|row| rows::id(row.try_get("schedule_id")?, ScheduleId::new))
             .transpose()
     }
 
@@ -297,25 +297,7 @@ impl SqliteStore {
         .fetch_all(&self.readers)
         .await?
         .iter()
-        .map(|row| {
-            let kind: String = row.try_get("kind")?;
-            let payment: Option<i64> = row.try_get("payment_id")?;
-            Ok(LedgerEntry {
-                id: row.try_get("id")?,
-                user,
-                kind: match kind.as_str() {
-                    "RECHARGE" => LedgerKind::Recharge,
-                    "PAYMENT" => LedgerKind::Payment,
-                    other => return Err(StoreError::Corrupt(format!("ledger kind {other}"))),
-                },
-                amount: money(row.try_get("amount")?)?,
-                balance_after: money(row.try_get("balance_after")?)?,
-                payment: payment
-                    .map(|p| id(p, crate::domain::PaymentId::new))
-                    .transpose()?,
-                at: Timestamp::from_millis(row.try_get("created_at_ms")?),
-            })
-        })
+        .map(|row| rows::ledger_entry(row, user))
         .collect()
     }
 
@@ -337,18 +319,7 @@ impl SqliteStore {
         .fetch_all(&self.readers)
         .await?
         .iter()
-        .map(|row| {
-            let status: i64 = row.try_get("status")?;
-            Ok(IdempotencyRecord {
-                user: id(row.try_get("user_id")?, UserId::new)?,
-                key: row.try_get("key")?,
-                fingerprint: row.try_get("fingerprint")?,
-                status: u16::try_from(status)
-                    .map_err(|_| StoreError::Corrupt(format!("status {status}")))?,
-                body: row.try_get("body")?,
-                at: Timestamp::from_millis(row.try_get("created_at_ms")?),
-            })
-        })
+        .map(rows::idempotency)
         .collect()
     }
 
@@ -420,7 +391,7 @@ async fn insert_user(
         .bind(now.millis())
         .execute(&mut *conn)
         .await?;
-    id(user, UserId::new)
+    rows::id(user, UserId::new)
 }
 
 async fn insert_concert(
@@ -432,7 +403,7 @@ async fn insert_concert(
         .fetch_one(&mut *conn)
         .await?
         .try_get("id")?;
-    let concert_id = id(concert_id, ConcertId::new)?;
+    let concert_id = rows::id(concert_id, ConcertId::new)?;
     let mut schedules = Vec::with_capacity(concert.schedules.len());
     for s in &concert.schedules {
         let schedule_id: i64 = sqlx::query(
@@ -457,10 +428,10 @@ async fn insert_concert(
             .bind(price.won())
             .fetch_one(&mut *conn)
             .await?;
-            seats.push(seat_row(&row)?);
+            seats.push(rows::seat(&row)?);
         }
         let info = ScheduleInfo {
-            id: id(schedule_id, ScheduleId::new)?,
+            id: rows::id(schedule_id, ScheduleId::new)?,
             concert_id,
             concert_name: concert.name.clone(),
             concert_at: s.concert_at,
@@ -497,16 +468,6 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), 
         .await?;
     }
     Ok(())
-}
-
-/// The hold state a reservation's seats carry.
-fn hold_state(status: ReservationStatus) -> &'static str {
-    match status {
-        ReservationStatus::Pending => "PENDING",
-        ReservationStatus::Paid => "POSTED",
-        ReservationStatus::Cancelled => "VOIDED",
-        ReservationStatus::Expired => "EXPIRED",
-    }
 }
 
 async fn write_reservations(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
@@ -548,7 +509,7 @@ async fn write_reservations(conn: &mut SqliteConnection, batch: &Writes) -> Resu
                 .bind(r.id.get())
                 .bind(seat.get())
                 .bind(order)
-                .bind(hold_state(r.status))
+                .bind(rows::hold_state(r.status))
                 .execute(&mut *conn)
                 .await?;
             }
@@ -631,7 +592,15 @@ async fn write_tokens(conn: &mut SqliteConnection, batch: &Writes) -> Result<(),
                     admitted_at,
                     expires_at,
                 } => (Some(admitted_at.millis()), Some(expires_at.millis()), None),
-                TokenState::Expired { at } => (None, None, Some(at.millis())),
+                // Admitted and expired in one batch: the admission is still recorded.
+                TokenState::Expired { at } => match batch.admissions.get(&t.id) {
+                    Some((admitted_at, expires_at)) => (
+                        Some(admitted_at.millis()),
+                        Some(expires_at.millis()),
+                        Some(at.millis()),
+                    ),
+                    None => (None, None, Some(at.millis())),
+                },
             };
             let position = i64::try_from(t.position).map_err(|_| {
                 StoreError::Corrupt(format!("token position {} out of range", t.position))
@@ -662,73 +631,6 @@ async fn write_tokens(conn: &mut SqliteConnection, batch: &Writes) -> Result<(),
     Ok(())
 }
 
-fn id<T>(raw: i64, parse: fn(i64) -> Result<T, crate::domain::IdError>) -> Result<T, StoreError> {
-    parse(raw).map_err(|e| StoreError::Corrupt(format!("id {raw}: {e}")))
-}
-
-fn money(raw: i64) -> Result<Money, StoreError> {
-    Money::new(raw).ok_or_else(|| StoreError::Corrupt(format!("negative amount {raw}")))
-}
-
-fn seat_row(row: &SqliteRow) -> Result<Seat, StoreError> {
-    Ok(Seat {
-        id: id(row.try_get("id")?, SeatId::new)?,
-        number: row.try_get("seat_number")?,
-        price: money(row.try_get("price")?)?,
-    })
-}
-
-fn reservation_row(
-    row: &SqliteRow,
-    schedule: ScheduleId,
-    seats: Vec<SeatId>,
-) -> Result<Reservation, StoreError> {
-    let status: String = row.try_get("status")?;
-    Ok(Reservation {
-        id: id(row.try_get("id")?, ReservationId::new)?,
-        user: id(row.try_get("user_id")?, UserId::new)?,
-        schedule,
-        seats,
-        total: money(row.try_get("total_price")?)?,
-        created_at: Timestamp::from_millis(row.try_get("created_at_ms")?),
-        expires_at: Timestamp::from_millis(row.try_get("expires_at_ms")?),
-        status: ReservationStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("reservation status {status}")))?,
-        updated_at: Timestamp::from_millis(row.try_get("updated_at_ms")?),
-        pinned: false,
-    })
-}
-
-fn token_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
-    let status: String = row.try_get("status")?;
-    let created_at = Timestamp::from_millis(row.try_get("created_at_ms")?);
-    let at = |column: &str| -> Result<Timestamp, StoreError> {
-        let ms: Option<i64> = row.try_get(column)?;
-        ms.map(Timestamp::from_millis)
-            .ok_or_else(|| StoreError::Corrupt(format!("{status} token without {column}")))
-    };
-    let state = match status.as_str() {
-        "WAITING" => TokenState::Waiting,
-        "ACTIVE" => TokenState::Active {
-            admitted_at: at("admitted_at_ms")?,
-            expires_at: at("active_expires_at_ms")?,
-        },
-        "EXPIRED" => TokenState::Expired {
-            at: at("expired_at_ms")?,
-        },
-        other => return Err(StoreError::Corrupt(format!("token status {other}"))),
-    };
-    let position: i64 = row.try_get("position")?;
-    Ok(TokenRecord {
-        id: TokenId::new(row.try_get("id")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        user: id(row.try_get("user_id")?, UserId::new)?,
-        position: u64::try_from(position)
-            .map_err(|_| StoreError::Corrupt(format!("position {position}")))?,
-        created_at,
-        state,
-    })
-}
-
 /// Takes and releases the write lock: fails if the file is read-only or another process
 /// holds the lock past the busy timeout.
 async fn probe_write(writer: &SqlitePool) -> Result<(), StoreError> {
@@ -746,7 +648,8 @@ async fn probe_write(writer: &SqlitePool) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::PaymentId;
+    use crate::domain::schedule::{Reservation, ReservationStatus};
+    use crate::domain::{PaymentId, TokenId};
     use crate::store::{LedgerEntry, LedgerKind, NewSchedule, PaymentRecord, Store, WalletRecord};
     use std::path::PathBuf;
     use std::time::{SystemTime, UNIX_EPOCH};
