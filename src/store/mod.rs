@@ -6,13 +6,14 @@
 
 mod memory;
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-use crate::domain::queue::TokenRecord;
+use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
 use crate::domain::{
     ConcertId, Money, PaymentId, ReservationId, ScheduleId, Timestamp, TokenId, UserId,
@@ -101,6 +102,9 @@ pub struct WalletRecord {
 pub struct Writes {
     pub reservations: BTreeMap<ReservationId, Reservation>,
     pub tokens: BTreeMap<TokenId, TokenRecord>,
+    /// When each token in `tokens` was admitted and until when, kept apart because coalescing
+    /// an admission with a later expiry leaves only the EXPIRED state in `tokens`.
+    pub admissions: BTreeMap<TokenId, (Timestamp, Timestamp)>,
     pub wallets: BTreeMap<UserId, WalletRecord>,
     pub payments: Vec<PaymentRecord>,
     pub ledger: Vec<LedgerEntry>,
@@ -123,6 +127,13 @@ impl Writes {
     }
 
     pub fn token(mut self, t: TokenRecord) -> Writes {
+        if let TokenState::Active {
+            admitted_at,
+            expires_at,
+        } = t.state
+        {
+            self.admissions.insert(t.id, (admitted_at, expires_at));
+        }
         self.tokens.insert(t.id, t);
         self
     }
@@ -146,6 +157,7 @@ impl Writes {
     pub fn merge(&mut self, later: Writes) {
         self.reservations.extend(later.reservations);
         self.tokens.extend(later.tokens);
+        self.admissions.extend(later.admissions);
         self.wallets.extend(later.wallets);
         self.payments.extend(later.payments);
         self.ledger.extend(later.ledger);
@@ -377,6 +389,31 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coalescing_an_admission_with_its_expiry_keeps_the_admission() {
+        let t = |ms| Timestamp::from_millis(ms);
+        let token = TokenRecord {
+            id: TokenId::new(7).unwrap(),
+            user: UserId::new(1).unwrap(),
+            position: 1,
+            created_at: t(0),
+            state: TokenState::Active {
+                admitted_at: t(10),
+                expires_at: t(20),
+            },
+        };
+        let mut batch = Writes::default().token(token);
+        batch.merge(Writes::default().token(TokenRecord {
+            state: TokenState::Expired { at: t(20) },
+            ..token
+        }));
+        assert_eq!(
+            batch.tokens[&token.id].state,
+            TokenState::Expired { at: t(20) }
+        );
+        assert_eq!(batch.admissions[&token.id], (t(10), t(20)));
+    }
 
     #[test]
     fn passwords_are_redacted() {
