@@ -16,7 +16,7 @@ use super::wallet::{
 };
 use super::{ask, ActorError, Unavailable};
 use crate::clock::Clock;
-use crate::domain::queue::{TokenRecord, TokenRule, TokenStatus, WaitingLine};
+use crate::domain::queue::{TokenRecord, TokenRule, TokenStatus};
 use crate::domain::schedule::{BookingRule, ScheduleBook, ScheduleInfo};
 use crate::domain::wallet::WalletRule;
 use crate::domain::{
@@ -256,8 +256,8 @@ impl Engine {
     ) -> Result<Engine, StoreError> {
         let catalog = store.run(|s| async move { s.load_catalog().await }).await?;
         let max = store.run(|s| async move { s.max_ids().await }).await?;
-        let tokens = store.run(|s| async move { s.load_tokens().await }).await?;
         let now = clock.now();
+        let line = super::queue::load_line(&store, QueueActor::policy(&settings), now).await?;
         let keep_since = Timestamp::from_millis(now.millis() - 2 * RETENTION.as_millis() as i64);
         let keys = store
             .run(move |s| async move { s.load_idempotency(keep_since).await })
@@ -277,7 +277,6 @@ impl Engine {
         let arbiters: Vec<Arbiter> = (0..settings.actor_threads.max(1))
             .map(|_| Arbiter::new())
             .collect();
-        let line = WaitingLine::restore(QueueActor::policy(&settings), tokens, now);
         let queue_view = Arc::new(QueueView::new(line));
         let queue = {
             let (view, core) = (queue_view.clone(), core.clone());

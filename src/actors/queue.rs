@@ -12,10 +12,10 @@ use super::engine::Core;
 use super::persister::ActorKey;
 use super::{ActorError, Durability, Reply, Unavailable};
 use crate::domain::queue::{
-    AdmissionPolicy, Joined, TokenRecord, TokenRule, TokenStatus, WaitingLine,
+    AdmissionPolicy, Joined, LineLoader, TokenRecord, TokenRule, TokenStatus, WaitingLine,
 };
 use crate::domain::{Timestamp, TokenId, UserId};
-use crate::store::{StoreError, Writes};
+use crate::store::{StoreError, StoreHandle, Writes};
 use actix::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -153,17 +153,13 @@ impl QueueActor {
 
     fn reload(&mut self, ctx: &mut Context<Self>) {
         self.ready = false;
-        let fut = self
-            .core
-            .store
-            .run(|store| async move { store.load_tokens().await });
+        let fut = load_line(
+            &self.core.store,
+            Self::policy(&self.core.settings),
+            self.core.clock.now(),
+        );
         ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
-            Ok(tokens) => {
-                let line = WaitingLine::restore(
-                    Self::policy(&act.core.settings),
-                    tokens,
-                    act.core.clock.now(),
-                );
+            Ok(line) => {
                 *act.view.write() = line;
                 act.view
                     .generation
@@ -296,4 +292,18 @@ impl Handler<RebuildQueue> for QueueActor {
         self.durability.rebuilt(msg.generation);
         self.reload(ctx);
     }
+}
+
+/// Rebuilds the line from the store, streaming the stored tokens into it in position order:
+/// only the line itself is ever in memory, never every row at once.
+pub fn load_line(
+    store: &StoreHandle,
+    policy: AdmissionPolicy,
+    now: Timestamp,
+) -> impl std::future::Future<Output = Result<WaitingLine, StoreError>> + Send + 'static {
+    store.run(move |store| async move {
+        let mut loader = LineLoader::new(policy, now, 0);
+        store.load_tokens(&mut |token| loader.push(token)).await?;
+        Ok(loader.finish())
+    })
 }

@@ -320,6 +320,102 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Builds a [`WaitingLine`] from stored records pushed one at a time in ascending position
+/// order, so a store can stream its rows straight in and never hold them all at once (a
+/// million stored rows are hundreds of megabytes; the line itself is about 130). Waiters count
+/// as seen at `now` (nobody could poll while the service was down); tokens due are expired by
+/// the next `advance`.
+#[derive(Debug)]
+pub struct LineLoader {
+    line: WaitingLine,
+    idle_due: Timestamp,
+    now: Timestamp,
+    idle: Vec<Reverse<(Timestamp, u64)>>,
+    active: Vec<Reverse<(Timestamp, u64)>>,
+    /// Until the first waiter, everything is settled; from it on, the line region.
+    in_line: bool,
+    last: u64,
+}
+
+impl LineLoader {
+    /// A loader expecting about `expected` records (a capacity hint, not a limit).
+    pub fn new(policy: AdmissionPolicy, now: Timestamp, expected: usize) -> LineLoader {
+        let mut line = WaitingLine::new(policy, 1);
+        // The tree is built at the end; until then, updates to it (a duplicate's vacancy) are
+        // no-ops rather than growing a tree from position 1.
+        line.ranks = Fenwick::new(u64::MAX);
+        line.by_token.reserve(expected);
+        line.by_user.reserve(expected);
+        LineLoader {
+            line,
+            idle_due: now.plus(policy.idle_timeout),
+            now,
+            idle: Vec::new(),
+            active: Vec::new(),
+            in_line: false,
+            last: 0,
+        }
+    }
+
+    /// Adds the next record; its position must be above every earlier one's.
+    pub fn push(&mut self, record: TokenRecord) {
+        let line = &mut self.line;
+        let position = record.position;
+        debug_assert!(
+            position > self.last,
+            "records come in ascending position order"
+        );
+        self.last = position;
+        if !self.in_line && record.state == TokenState::Waiting {
+            self.in_line = true;
+            line.base = position;
+            line.head = position;
+        }
+        if let Some(previous) = line.by_user.insert(record.user, position) {
+            // The stores load one token per user; should two come, the later one wins.
+            line.vacate(previous);
+        }
+        line.by_token.insert(record.id, position);
+        let slot = Slot::new(&record, self.now);
+        match record.state {
+            TokenState::Waiting => {
+                line.waiting += 1;
+                self.idle.push(Reverse((self.idle_due, position)));
+            }
+            TokenState::Active { expires_at, .. } => {
+                line.active += 1;
+                self.active.push(Reverse((expires_at, position)));
+            }
+            TokenState::Expired { .. } => {}
+        }
+        if self.in_line {
+            while line.base + (line.slots.len() as u64) < position {
+                line.slots.push_back(Slot::vacant());
+            }
+            line.slots.push_back(slot);
+        } else {
+            line.settled.push((position, slot));
+        }
+    }
+
+    /// The line, with its rank index and deadline heaps built.
+    pub fn finish(self) -> WaitingLine {
+        let mut line = self.line;
+        line.next_position = self.last + 1;
+        if !self.in_line {
+            line.base = line.next_position;
+            line.head = line.next_position;
+        }
+        line.idle_deadlines = BinaryHeap::from(self.idle);
+        line.active_deadlines = BinaryHeap::from(self.active);
+        line.ranks = Fenwick::build(
+            line.base,
+            line.slots.iter().map(|s| s.tag() == Tag::Waiting),
+        );
+        line
+    }
+}
+
 /// The whole waiting room. Only the `QueueActor` mutates it; polls read it concurrently.
 #[derive(Debug)]
 pub struct WaitingLine {
@@ -384,73 +480,18 @@ impl WaitingLine {
     }
 
     /// [`WaitingLine::restore`] from records already in ascending position order, consumed one
-    /// by one: a store that streams its rows in that order never holds them all at once (a
-    /// million stored rows are hundreds of megabytes; the line itself is about 130).
+    /// by one (see [`LineLoader`]).
     pub fn restore_ordered(
         policy: AdmissionPolicy,
         records: impl IntoIterator<Item = TokenRecord>,
         now: Timestamp,
     ) -> WaitingLine {
         let records = records.into_iter();
-        let mut line = WaitingLine::new(policy, 1);
-        // The tree is built at the end; until then, updates to it (a duplicate's vacancy) are
-        // no-ops rather than growing a tree from position 1.
-        line.ranks = Fenwick::new(u64::MAX);
-        line.by_token.reserve(records.size_hint().0);
-        line.by_user.reserve(records.size_hint().0);
-        let idle_due = now.plus(policy.idle_timeout);
-        let mut idle = Vec::new();
-        let mut active = Vec::new();
-        // Until the first waiter, everything is settled; from it on, the line region.
-        let mut in_line = false;
-        let mut last = 0;
+        let mut loader = LineLoader::new(policy, now, records.size_hint().0);
         for record in records {
-            let position = record.position;
-            debug_assert!(position > last, "records come in ascending position order");
-            last = position;
-            if !in_line && record.state == TokenState::Waiting {
-                in_line = true;
-                line.base = position;
-                line.head = position;
-            }
-            if let Some(previous) = line.by_user.insert(record.user, position) {
-                // The stores load one token per user; should two come, the later one wins.
-                line.vacate(previous);
-            }
-            line.by_token.insert(record.id, position);
-            let slot = Slot::new(&record, now);
-            match record.state {
-                TokenState::Waiting => {
-                    line.waiting += 1;
-                    idle.push(Reverse((idle_due, position)));
-                }
-                TokenState::Active { expires_at, .. } => {
-                    line.active += 1;
-                    active.push(Reverse((expires_at, position)));
-                }
-                TokenState::Expired { .. } => {}
-            }
-            if in_line {
-                while line.base + (line.slots.len() as u64) < position {
-                    line.slots.push_back(Slot::vacant());
-                }
-                line.slots.push_back(slot);
-            } else {
-                line.settled.push((position, slot));
-            }
+            loader.push(record);
         }
-        line.next_position = last + 1;
-        if !in_line {
-            line.base = line.next_position;
-            line.head = line.next_position;
-        }
-        line.idle_deadlines = BinaryHeap::from(idle);
-        line.active_deadlines = BinaryHeap::from(active);
-        line.ranks = Fenwick::build(
-            line.base,
-            line.slots.iter().map(|s| s.tag() == Tag::Waiting),
-        );
-        line
+        loader.finish()
     }
 
     pub fn policy(&self) -> AdmissionPolicy {

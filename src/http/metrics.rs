@@ -3,7 +3,9 @@
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
+use metrics::SharedString;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -45,6 +47,12 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 /// 128 KiB actix's HTTP codec refuses the request itself, with a bodiless 431.)
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// The route template a resource serves, attached to it as app data so the request's metrics
+/// can name it after routing. (`HttpRequest::match_pattern` would match the path against every
+/// route again: that was half of the route matching in a poll's profile.)
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
+
 /// Counts and times every request by method, route template and status; refuses oversized
 /// header sets with the envelope before any handler runs.
 pub async fn track(
@@ -60,23 +68,41 @@ pub async fn track(
     if header_bytes > MAX_HEADER_BYTES {
         return Err(super::ApiError::HeadersTooLarge.into());
     }
-    // The template, not the path: one series per route, whatever the ids.
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
+    // (Routing needs the request unshared: it cannot be cloned and kept here.)
     let response = next.call(req).await;
-    let status = match &response {
-        Ok(r) => r.status().as_u16(),
-        Err(e) => e.as_response_error().status_code().as_u16(),
+    let (status, route) = match &response {
+        // The template, not the path: one series per route, whatever the ids.
+        Ok(r) => (
+            r.status(),
+            r.request()
+                .app_data::<RouteLabel>()
+                .map_or("unmatched", |label| label.0),
+        ),
+        // Handlers' errors are responses by now; this is a middleware's failure.
+        Err(e) => (e.as_response_error().status_code(), "unmatched"),
     };
     let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", status.to_string()),
+        ("method", SharedString::const_str(method)),
+        ("route", SharedString::const_str(route)),
+        ("status", SharedString::from(status.as_str().to_owned())),
     ];
     metrics::counter!("boxoffice_http_requests_total", &labels).increment(1);
     metrics::histogram!("boxoffice_http_request_duration_seconds", &labels[..2])
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a static label (no allocation per request); "OTHER" for extension methods.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }

@@ -189,7 +189,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }
     }
     for (path, limit, list) in by_path {
-        let mut resource = web::resource(path).default_service(web::to(method_not_allowed));
+        let mut resource = web::resource(path)
+            .app_data(metrics::RouteLabel(path))
+            .default_service(web::to(method_not_allowed));
         if let Some(limit) = limit {
             resource = resource.app_data(extract::json_config(limit));
         }

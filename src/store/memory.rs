@@ -199,8 +199,12 @@ impl MemoryStore {
         Ok(self.lock().wallets.get(&user).map(|w| w.balance))
     }
 
-    /// Each user's latest token (the highest position), as the SQL stores answer.
-    pub async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+    /// Each user's latest token (the highest position), in position order, as the SQL stores
+    /// answer.
+    pub async fn load_tokens(
+        &self,
+        each: &mut (dyn FnMut(TokenRecord) + Send),
+    ) -> Result<(), StoreError> {
         let t = self.lock();
         let mut latest: BTreeMap<UserId, TokenRecord> = BTreeMap::new();
         for token in t.tokens.values() {
@@ -211,7 +215,10 @@ impl MemoryStore {
                 latest.insert(token.user, *token);
             }
         }
-        Ok(latest.into_values().collect())
+        let mut latest: Vec<TokenRecord> = latest.into_values().collect();
+        latest.sort_unstable_by_key(|t| t.position);
+        latest.into_iter().for_each(each);
+        Ok(())
     }
 
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {

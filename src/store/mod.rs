@@ -282,9 +282,13 @@ impl Store {
         dispatch!(self, s => s.load_wallet(user).await)
     }
 
-    /// Every user's latest token (live ones included).
-    pub async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        dispatch!(self, s => s.load_tokens().await)
+    /// Every user's latest token (live ones included), streamed to `each` in ascending
+    /// position order: the caller builds what it needs without every row alive at once.
+    pub async fn load_tokens(
+        &self,
+        each: &mut (dyn FnMut(TokenRecord) + Send),
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.load_tokens(each).await)
     }
 
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {

@@ -9,6 +9,7 @@ use super::{
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
 use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
+use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
 use sqlx::{Postgres, Row, Transaction};
@@ -172,17 +173,22 @@ impl PgStore {
             .transpose()
     }
 
-    pub async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        sqlx::query(
-            "SELECT DISTINCT ON (user_id) id, user_id, position, status, created_at_ms,
-                    admitted_at_ms, active_expires_at_ms, expired_at_ms
-             FROM queue_tokens ORDER BY user_id, position DESC",
+    pub async fn load_tokens(
+        &self,
+        each: &mut (dyn FnMut(TokenRecord) + Send),
+    ) -> Result<(), StoreError> {
+        let mut rows = sqlx::query(
+            "SELECT * FROM (
+                 SELECT DISTINCT ON (user_id) id, user_id, position, status, created_at_ms,
+                        admitted_at_ms, active_expires_at_ms, expired_at_ms
+                 FROM queue_tokens ORDER BY user_id, position DESC
+             ) latest ORDER BY position",
         )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(rows::token)
-        .collect()
+        .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            each(rows::token(&row)?);
+        }
+        Ok(())
     }
 
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {

@@ -15,6 +15,7 @@ use super::{
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{ScheduleInfo, Seat};
 use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
+use futures_util::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -236,22 +237,26 @@ impl SqliteStore {
             .transpose()
     }
 
-    pub async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+    pub async fn load_tokens(
+        &self,
+        each: &mut (dyn FnMut(TokenRecord) + Send),
+    ) -> Result<(), StoreError> {
         // SQLite has no DISTINCT ON. `position` is unique, so the row holding its user's
         // highest position is exactly the row PostgreSQL's DISTINCT ON … ORDER BY position DESC
-        // keeps; the (user_id, position DESC) index answers the subquery.
-        sqlx::query(
+        // keeps; the (user_id, position DESC) index answers the subquery, the unique index on
+        // `position` the order.
+        let mut rows = sqlx::query(
             "SELECT id, user_id, position, status, created_at_ms,
                     admitted_at_ms, active_expires_at_ms, expired_at_ms
              FROM queue_tokens q
              WHERE position = (SELECT MAX(position) FROM queue_tokens WHERE user_id = q.user_id)
-             ORDER BY user_id",
+             ORDER BY position",
         )
-        .fetch_all(&self.readers)
-        .await?
-        .iter()
-        .map(rows::token)
-        .collect()
+        .fetch(&self.readers);
+        while let Some(row) = rows.try_next().await? {
+            each(rows::token(&row)?);
+        }
+        Ok(())
     }
 
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {
@@ -1148,10 +1153,7 @@ mod tests {
             .await
             .expect("the expired token is written first");
 
-        assert_eq!(
-            store.load_tokens().await.expect("load tokens"),
-            vec![again, bob_expired]
-        );
+        assert_eq!(latest_tokens(&store).await, vec![bob_expired, again]);
         let row = sqlx::query(
             "SELECT admitted_at_ms, active_expires_at_ms FROM queue_tokens WHERE id = 200",
         )
@@ -1171,10 +1173,16 @@ mod tests {
             .commit(&Writes::default().token(twin).token(other))
             .await
             .is_err());
-        assert_eq!(
-            store.load_tokens().await.expect("load tokens"),
-            vec![again, bob_expired]
-        );
+        assert_eq!(latest_tokens(&store).await, vec![bob_expired, again]);
         store.close().await;
+    }
+
+    async fn latest_tokens(store: &SqliteStore) -> Vec<TokenRecord> {
+        let mut tokens = Vec::new();
+        store
+            .load_tokens(&mut |t| tokens.push(t))
+            .await
+            .expect("load tokens");
+        tokens
     }
 }
