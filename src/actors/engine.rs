@@ -16,6 +16,7 @@ use super::wallet::{
 };
 use super::{ask, ActorError, Unavailable};
 use crate::clock::Clock;
+use crate::domain::ids::BuildIdHasher;
 use crate::domain::queue::{TokenRecord, TokenRule, TokenStatus};
 use crate::domain::schedule::{BookingRule, ScheduleBook, ScheduleInfo};
 use crate::domain::wallet::WalletRule;
@@ -83,6 +84,10 @@ struct WalletSlot {
     addr: Addr<WalletActor>,
 }
 
+/// A concurrent map keyed by a server-chosen id, hashed with one multiply (see
+/// [`crate::domain::ids::IdHasher`]): every request looks up a few of these.
+pub type IdDashMap<K, V> = DashMap<K, V, BuildIdHasher>;
+
 /// What every actor shares: settings, clock, persister, store, id allocators.
 pub struct Core {
     pub settings: EngineSettings,
@@ -90,11 +95,11 @@ pub struct Core {
     pub persister: Persister,
     pub store: StoreHandle,
     /// Which schedule each known reservation belongs to.
-    pub reservations: DashMap<ReservationId, ScheduleId>,
+    pub reservations: IdDashMap<ReservationId, ScheduleId>,
     next_reservation: AtomicI64,
     next_payment: AtomicI64,
     next_ledger: AtomicI64,
-    wallets: DashMap<UserId, WalletSlot>,
+    wallets: IdDashMap<UserId, WalletSlot>,
 }
 
 impl Core {
@@ -227,10 +232,10 @@ impl From<WalletError> for PaymentError {
 
 struct Inner {
     core: Arc<Core>,
-    users: DashMap<UserId, ()>,
-    concerts: DashMap<ConcertId, ConcertEntry>,
-    schedule_entries: DashMap<ScheduleId, Arc<ScheduleEntry>>,
-    schedules: DashMap<ScheduleId, Addr<ScheduleActor>>,
+    users: IdDashMap<UserId, ()>,
+    concerts: IdDashMap<ConcertId, ConcertEntry>,
+    schedule_entries: IdDashMap<ScheduleId, Arc<ScheduleEntry>>,
+    schedules: IdDashMap<ScheduleId, Addr<ScheduleActor>>,
     queue: Addr<QueueActor>,
     queue_view: Arc<QueueView>,
     arbiters: Vec<Arbiter>,
@@ -268,11 +273,11 @@ impl Engine {
             clock,
             persister: persister.clone(),
             store: store.clone(),
-            reservations: DashMap::new(),
+            reservations: IdDashMap::default(),
             next_reservation: AtomicI64::new(max.reservation + 1),
             next_payment: AtomicI64::new(max.payment + 1),
             next_ledger: AtomicI64::new(max.ledger + 1),
-            wallets: DashMap::new(),
+            wallets: IdDashMap::default(),
         });
         let arbiters: Vec<Arbiter> = (0..settings.actor_threads.max(1))
             .map(|_| Arbiter::new())
@@ -287,9 +292,9 @@ impl Engine {
         let inner = Arc::new(Inner {
             core: core.clone(),
             users: catalog.users.iter().map(|u| (*u, ())).collect(),
-            concerts: DashMap::new(),
-            schedule_entries: DashMap::new(),
-            schedules: DashMap::new(),
+            concerts: IdDashMap::default(),
+            schedule_entries: IdDashMap::default(),
+            schedules: IdDashMap::default(),
             queue,
             queue_view,
             arbiters,
@@ -544,6 +549,21 @@ impl Engine {
             .collect())
     }
 
+    /// [`Engine::schedule_of_concert`] without copying the schedule's details.
+    fn check_schedule_of_concert(
+        &self,
+        concert: ConcertId,
+        schedule: ScheduleId,
+    ) -> Result<(), BookingError> {
+        if !self.inner.concerts.contains_key(&concert) {
+            return Err(BookingError::ConcertNotFound);
+        }
+        match self.inner.schedule_entries.get(&schedule) {
+            Some(entry) if entry.info.concert_id == concert => Ok(()),
+            _ => Err(BookingError::ScheduleNotFound),
+        }
+    }
+
     fn schedule_of_concert(
         &self,
         concert: ConcertId,
@@ -582,7 +602,7 @@ impl Engine {
         if !self.user_exists(user) {
             return Err(BookingError::UserNotFound);
         }
-        self.schedule_of_concert(concert, schedule)?;
+        self.check_schedule_of_concert(concert, schedule)?;
         let addr = self.schedule(schedule)?;
         Ok(ask(&addr, |reply| HoldSeats {
             user,

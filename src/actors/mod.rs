@@ -108,6 +108,17 @@ impl Durability {
         self.persister.is_resolved(self.last_seq) && !self.persister.is_stale(self.dependency())
     }
 
+    /// The sequence number of this actor's latest submission (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Whether the submission numbered `seq` is committed: it has an outcome, and no failure
+    /// has undone this actor's state (a failure marks the actor stale before it resolves).
+    pub fn is_durable(&self, seq: u64) -> bool {
+        self.persister.is_resolved(seq) && !self.persister.is_stale(self.dependency())
+    }
+
     /// Whether this actor's state was undone by a failed commit and must be rebuilt.
     pub fn is_stale(&self) -> bool {
         self.persister.is_stale(self.dependency())

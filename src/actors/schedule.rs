@@ -1,14 +1,17 @@
 //! `ScheduleActor`: the only writer of one schedule's seats. Serializes holds (all or
-//! nothing), hold expiry (a timer per hold, due exactly at the hold time), cancellation, and
-//! the pin → post of a payment.
+//! nothing), hold expiry (a deadline heap under one timer, due exactly at the hold time),
+//! cancellation, and the pin → post of a payment.
 
 use super::engine::{Core, ScheduleEntry};
 use super::persister::ActorKey;
 use super::{ActorError, Durability, Reply, Unavailable};
+use crate::domain::ids::IdHashMap;
 use crate::domain::schedule::{BookingRule, HoldPolicy, Reservation, ScheduleBook, SeatState};
 use crate::domain::{Money, ReservationId, SeatId, Timestamp, UserId};
 use crate::store::{StoreError, Writes};
 use actix::prelude::*;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,30 +59,42 @@ pub struct ScheduleActor {
     core: Arc<Core>,
     durability: Durability,
     state: State,
+    /// Pending holds by expiry time, under one timer armed for the earliest. (actix polls
+    /// every spawned future on each wake-up: a timer per hold made every message slower as
+    /// holds accumulated.) Entries of holds settled since are skipped when they come due.
+    deadlines: BinaryHeap<Reverse<(Timestamp, ReservationId)>>,
+    /// The armed timer and the deadline it is for.
+    timer: Option<(Timestamp, SpawnHandle)>,
+    /// Holds whose creating write may not be committed yet, with its sequence number (and the
+    /// same in submission order, to forget them once committed). A refusal because a seat is
+    /// taken goes out at once unless the hold taking it is in here: it cannot be undone.
+    unconfirmed: IdHashMap<ReservationId, u64>,
+    unconfirmed_order: VecDeque<(u64, ReservationId)>,
 }
 
 impl ScheduleActor {
     /// An actor for a book already in memory (boot, or a schedule just created).
     pub fn ready(entry: Arc<ScheduleEntry>, core: Arc<Core>, book: ScheduleBook) -> ScheduleActor {
-        let durability =
-            Durability::new(ActorKey::Schedule(entry.info.id), 0, core.persister.clone());
-        ScheduleActor {
-            entry,
-            core,
-            durability,
-            state: State::Ready(Box::new(book)),
-        }
+        ScheduleActor::with_state(entry, core, State::Ready(Box::new(book)))
     }
 
     /// An actor that loads its book from the store when it starts.
     pub fn lazy(entry: Arc<ScheduleEntry>, core: Arc<Core>) -> ScheduleActor {
+        ScheduleActor::with_state(entry, core, State::Loading)
+    }
+
+    fn with_state(entry: Arc<ScheduleEntry>, core: Arc<Core>, state: State) -> ScheduleActor {
         let durability =
             Durability::new(ActorKey::Schedule(entry.info.id), 0, core.persister.clone());
         ScheduleActor {
             entry,
             core,
             durability,
-            state: State::Loading,
+            state,
+            deadlines: BinaryHeap::new(),
+            timer: None,
+            unconfirmed: IdHashMap::default(),
+            unconfirmed_order: VecDeque::new(),
         }
     }
 
@@ -143,6 +158,10 @@ impl ScheduleActor {
         let State::Ready(book) = &mut self.state else {
             return;
         };
+        // Deadlines and unconfirmed writes of the state thrown away mean nothing now.
+        self.deadlines.clear();
+        self.unconfirmed.clear();
+        self.unconfirmed_order.clear();
         let mut pending = Vec::new();
         for r in book.reservations() {
             self.core.reservations.insert(r.id, r.schedule);
@@ -169,20 +188,48 @@ impl ScheduleActor {
                 Err(u) => tracing::warn!(error = %u, "could not release expired holds yet"),
             }
         }
-        for (id, expires_at) in pending {
-            self.arm_expiry(id, expires_at, now, ctx);
-        }
+        self.deadlines
+            .extend(pending.into_iter().map(|(id, at)| Reverse((at, id))));
+        self.arm(ctx);
         self.publish();
     }
 
-    fn arm_expiry(
-        &self,
-        id: ReservationId,
-        expires_at: Timestamp,
-        now: Timestamp,
-        ctx: &mut Context<Self>,
-    ) {
-        ctx.run_later(now.until(expires_at), move |act, ctx| act.expire(id, ctx));
+    /// Expires `id` at `at` (or later, if it is pinned or settled by then).
+    fn expire_at(&mut self, id: ReservationId, at: Timestamp, ctx: &mut Context<Self>) {
+        self.deadlines.push(Reverse((at, id)));
+        self.arm(ctx);
+    }
+
+    /// Keeps the one timer armed for the earliest deadline.
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        let Some(&Reverse((next, _))) = self.deadlines.peek() else {
+            return;
+        };
+        if let Some((armed, handle)) = self.timer {
+            if armed <= next {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay = self.core.clock.now().until(next);
+        let handle = ctx.run_later(delay, |act, ctx| {
+            act.timer = None;
+            act.expire_due(ctx);
+        });
+        self.timer = Some((next, handle));
+    }
+
+    /// The timer fired: expires every hold that came due, then re-arms for the next.
+    fn expire_due(&mut self, ctx: &mut Context<Self>) {
+        let now = self.core.clock.now();
+        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            self.expire(id, ctx);
+        }
+        self.arm(ctx);
     }
 
     /// The hold timer fired: expire the hold if it is still pending and unpinned.
@@ -198,16 +245,17 @@ impl ScheduleActor {
             return; // Settled, or its payment's unpin will expire it.
         }
         if now < r.expires_at {
-            // The clock says not yet (timers can fire a hair early): look again then.
+            // Not yet: a deadline pushed before the hold's time moved (the clock is read
+            // again at every decision). Look again then.
             let at = r.expires_at;
-            self.arm_expiry(id, at, now, ctx);
+            self.expire_at(id, at, ctx);
             return;
         }
         let permit = match self.durability.reserve() {
             Ok(permit) => permit,
             Err(u) => {
                 tracing::warn!(reservation_id = %id, error = %u, "hold expiry postponed");
-                ctx.run_later(RELOAD_BACKOFF, move |act, ctx| act.expire(id, ctx));
+                self.expire_at(id, now.plus(RELOAD_BACKOFF), ctx);
                 return;
             }
         };
@@ -292,18 +340,34 @@ pub struct HoldSeats {
 impl Handler<HoldSeats> for ScheduleActor {
     type Result = ();
 
-    /// Holds the seats, writes the reservation, answers after the commit.
+    /// Holds the seats, writes the reservation, answers after the commit. A refusal that no
+    /// failed commit could make wrong goes out at once.
     fn handle(&mut self, msg: HoldSeats, ctx: &mut Context<Self>) {
         super::received::<Self>();
-        let permit = match self.durability.reserve() {
-            Ok(p) => p,
-            Err(u) => return drop(msg.reply.send(Err(ActorError::Unavailable(u)))),
-        };
         let now = self.core.clock.now();
         let policy = self.policy();
-        let id = self.core.next_reservation_id();
         let Some((reply, book)) = self.book_or_unavailable(msg.reply) else {
             return;
+        };
+        if let Err(rule) = book.check_hold(msg.user, &msg.seats, now, policy) {
+            let blocker = match rule {
+                BookingRule::SeatUnavailable { seat } => Blocker::Hold(book.holder(seat)),
+                // The user's own holds count, committed or not.
+                BookingRule::SeatLimitExceeded { limit } if msg.seats.len() <= limit as usize => {
+                    Blocker::Unknown
+                }
+                // The request alone (or the clock) decided it.
+                _ => Blocker::None,
+            };
+            return self.refuse(reply, rule, blocker);
+        }
+        let permit = match self.durability.reserve() {
+            Ok(p) => p,
+            Err(u) => return drop(reply.send(Err(ActorError::Unavailable(u)))),
+        };
+        let id = self.core.next_reservation_id();
+        let State::Ready(book) = &mut self.state else {
+            unreachable!("book_or_unavailable found the book ready just above");
         };
         match book.hold(id, msg.user, &msg.seats, now, policy) {
             Ok(r) => {
@@ -311,7 +375,7 @@ impl Handler<HoldSeats> for ScheduleActor {
                 let view = self.view_of(&r);
                 self.core.reservations.insert(id, r.schedule);
                 metrics::counter!("boxoffice_holds_total", "outcome" => "placed").increment(1);
-                self.arm_expiry(id, r.expires_at, now, ctx);
+                self.expire_at(id, r.expires_at, ctx);
                 self.publish();
                 self.durability.commit_answer(
                     permit,
@@ -322,10 +386,61 @@ impl Handler<HoldSeats> for ScheduleActor {
                     now,
                     None,
                 );
+                self.unconfirmed_hold(id);
             }
+            // check_hold said yes a moment ago, on the same state and clock reading.
             Err(rule) => self
                 .durability
                 .commit_then(permit, Writes::default(), reply, Err(rule)),
+        }
+    }
+}
+
+/// What a refused hold's answer depends on.
+enum Blocker {
+    /// Nothing that a failed commit could undo.
+    None,
+    /// The hold taking the seat (none: the book is inconsistent; wait to be safe).
+    Hold(Option<ReservationId>),
+    /// Possibly any of this actor's writes.
+    Unknown,
+}
+
+impl ScheduleActor {
+    /// Answers a refused hold: at once when what refused it is durable, otherwise after this
+    /// actor's writes in flight (a seat taken by a hold whose write then fails was free).
+    fn refuse(
+        &mut self,
+        reply: Reply<ReservationView, BookingRule>,
+        rule: BookingRule,
+        on: Blocker,
+    ) {
+        let durable = match on {
+            Blocker::None => true,
+            Blocker::Hold(Some(holder)) => self
+                .unconfirmed
+                .get(&holder)
+                .is_none_or(|seq| self.durability.is_durable(*seq)),
+            Blocker::Hold(None) | Blocker::Unknown => false,
+        };
+        if durable {
+            let _ = reply.send(Err(ActorError::Rejected(rule)));
+            return;
+        }
+        self.durability.answer(reply, Err(rule));
+    }
+
+    /// Remembers the hold just submitted as unconfirmed, and forgets those committed since.
+    fn unconfirmed_hold(&mut self, id: ReservationId) {
+        let seq = self.durability.last_seq();
+        self.unconfirmed.insert(id, seq);
+        self.unconfirmed_order.push_back((seq, id));
+        while let Some(&(seq, id)) = self.unconfirmed_order.front() {
+            if !self.durability.is_durable(seq) {
+                break;
+            }
+            self.unconfirmed_order.pop_front();
+            self.unconfirmed.remove(&id);
         }
     }
 }

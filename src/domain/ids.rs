@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Why a raw integer is not a valid identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -11,6 +12,39 @@ pub enum IdError {
     #[error("{kind} is out of range")]
     OutOfRange { kind: &'static str },
 }
+
+/// Hashes one integer id: a 128-bit multiply by the golden ratio, folded, so both the low
+/// bits (bucket) and the high bits (hashbrown's tag) depend on every bit of the id.
+///
+/// Only for maps keyed by ids the server chose (database ids, random token ids): clients can
+/// look such keys up but never choose what is inserted, so there is nothing to flood, and a
+/// lookup on the hot path (a poll, a hold) does not pay for SipHash.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        let product = u128::from(self.0) * 0x9E37_79B9_7F4A_7C15;
+        (product as u64) ^ ((product >> 64) as u64)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Ids hash through write_i64; anything else still hashes, just more slowly.
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x100_0000_01B3);
+        }
+    }
+
+    fn write_i64(&mut self, id: i64) {
+        self.0 = id as u64;
+    }
+}
+
+/// The [`IdHasher`] for `HashMap`s and `DashMap`s keyed by one id.
+pub type BuildIdHasher = BuildHasherDefault<IdHasher>;
+
+/// A `HashMap` keyed by one server-chosen id.
+pub type IdHashMap<K, V> = std::collections::HashMap<K, V, BuildIdHasher>;
 
 macro_rules! positive_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {

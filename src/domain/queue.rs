@@ -15,10 +15,10 @@
 //! each slot is walked past once. One `advance` does at most [`STEP_BUDGET`] transitions of
 //! each kind, so the writer's lock is never held for long even when a crowd leaves at once.
 
+use super::ids::BuildIdHasher;
 use super::{Timestamp, TokenId, UserId};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -293,32 +293,8 @@ impl Slot {
 // --- the line -----------------------------------------------------------------------------
 
 /// Id → position. Keyed by ids the server chose (random token ids, database user ids), never
-/// by client-chosen keys, so a flooding attack has nothing to insert: a one-multiply hash is
-/// safe here and a poll does not pay for SipHash.
-type IdMap<K> = HashMap<K, u64, BuildHasherDefault<IdHasher>>;
-
-/// Hashes one integer id: a 128-bit multiply by the golden ratio, folded, so both the low
-/// bits (bucket) and the high bits (hashbrown's tag) depend on every bit of the id.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        let product = u128::from(self.0) * 0x9E37_79B9_7F4A_7C15;
-        (product as u64) ^ ((product >> 64) as u64)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Ids hash through write_i64; anything else still hashes, just more slowly.
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x100_0000_01B3);
-        }
-    }
-
-    fn write_i64(&mut self, id: i64) {
-        self.0 = id as u64;
-    }
-}
+/// by client-chosen keys, so a flooding attack has nothing to insert (see [`super::ids::IdHasher`]).
+type IdMap<K> = HashMap<K, u64, BuildIdHasher>;
 
 /// Builds a [`WaitingLine`] from stored records pushed one at a time in ascending position
 /// order, so a store can stream its rows straight in and never hold them all at once (a

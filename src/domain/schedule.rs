@@ -5,8 +5,8 @@
 //! its seats; payment *posts* it (the seats are sold), cancellation *voids* it, and the hold
 //! time running out *expires* it. Posted, voided and expired are final.
 
+use super::ids::IdHashMap;
 use super::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// What a schedule is, as the catalog knows it.
@@ -130,10 +130,10 @@ pub struct ScheduleBook {
     pub info: ScheduleInfo,
     seats: Vec<Seat>,
     states: Vec<SeatState>,
-    index: HashMap<SeatId, usize>,
-    reservations: HashMap<ReservationId, Reservation>,
+    index: IdHashMap<SeatId, usize>,
+    reservations: IdHashMap<ReservationId, Reservation>,
     /// Seats each user holds or owns on this schedule, for the per-user limit.
-    seats_by_user: HashMap<UserId, u32>,
+    seats_by_user: IdHashMap<UserId, u32>,
     available: usize,
 }
 
@@ -149,8 +149,8 @@ impl ScheduleBook {
             seats,
             states,
             index,
-            reservations: HashMap::new(),
-            seats_by_user: HashMap::new(),
+            reservations: IdHashMap::default(),
+            seats_by_user: IdHashMap::default(),
             available,
         }
     }
@@ -219,15 +219,35 @@ impl ScheduleBook {
         self.info.reservation_at <= now && now < self.info.concert_at
     }
 
-    /// Holds every requested seat for `user`, or none (all or nothing).
-    pub fn hold(
-        &mut self,
-        id: ReservationId,
+    /// The reservation holding or owning `seat`, if any.
+    pub fn holder(&self, seat: SeatId) -> Option<ReservationId> {
+        match self.states[*self.index.get(&seat)?] {
+            SeatState::Available => None,
+            SeatState::Held(id) | SeatState::Sold(id) => Some(id),
+        }
+    }
+
+    /// Whether [`ScheduleBook::hold`] would hold these seats now, changing nothing: the
+    /// caller reserves room for the write first, and only then holds.
+    pub fn check_hold(
+        &self,
         user: UserId,
         seat_ids: &[SeatId],
         now: Timestamp,
         policy: HoldPolicy,
-    ) -> Result<&Reservation, BookingRule> {
+    ) -> Result<(), BookingRule> {
+        self.positions_to_hold(user, seat_ids, now, policy)
+            .map(drop)
+    }
+
+    /// The seats' positions if every one can be held by `user` now.
+    fn positions_to_hold(
+        &self,
+        user: UserId,
+        seat_ids: &[SeatId],
+        now: Timestamp,
+        policy: HoldPolicy,
+    ) -> Result<Vec<usize>, BookingRule> {
         if seat_ids.is_empty() {
             return Err(BookingRule::NoSeats);
         }
@@ -261,6 +281,19 @@ impl ScheduleBook {
                 seat: self.seats[i].id,
             });
         }
+        Ok(positions)
+    }
+
+    /// Holds every requested seat for `user`, or none (all or nothing).
+    pub fn hold(
+        &mut self,
+        id: ReservationId,
+        user: UserId,
+        seat_ids: &[SeatId],
+        now: Timestamp,
+        policy: HoldPolicy,
+    ) -> Result<&Reservation, BookingRule> {
+        let positions = self.positions_to_hold(user, seat_ids, now, policy)?;
         let total = Money::sum(positions.iter().map(|&i| self.seats[i].price))
             // Unreachable with at most `limit` seats of i64 prices unless prices are absurd;
             // refuse rather than wrap.
@@ -452,7 +485,7 @@ impl ScheduleBook {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
 
     const TTL: Duration = Duration::from_secs(300);
     const POLICY: HoldPolicy = HoldPolicy {

@@ -115,6 +115,52 @@ async fn a_refusal_caused_by_an_uncommitted_hold_is_never_acknowledged(backend: 
 }
 on_postgres!(a_refusal_caused_by_an_uncommitted_hold_is_never_acknowledged);
 
+async fn a_refusal_caused_by_a_committed_hold_does_not_wait_for_other_writes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let users = app.create_users(3, 0).await;
+    let (alice, bob, carol) = (users[0], users[1], users[2]);
+    let (ta, tb, tc) = (
+        app.active_token(alice).await,
+        app.active_token(bob).await,
+        app.active_token(carol).await,
+    );
+    let concert = app.create_concert(2, 500).await;
+    let (taken, stalled) = ([concert.seats[0]], [concert.seats[1]]);
+    let held = app.reserve(alice, ta, &concert, &taken).await;
+    assert_eq!(held.status().as_u16(), 201, "Alice's hold is committed");
+    sabotage(&app, "holds", &format!("NEW.seat_id = {}", stalled[0])).await;
+    // Carol's hold on the other seat sits in a stalled commit for 300 ms, then fails.
+    let carol_answer = app.reserve(carol, tc, &concert, &stalled);
+    tokio::pin!(carol_answer);
+    tokio::select! {
+        _ = &mut carol_answer => panic!("Carol's commit should be stalled"),
+        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+    }
+    // Bob wants Alice's seat: her hold is durable, so no failure can make his refusal wrong,
+    // and it must not wait for Carol's commit.
+    let bob_answer = tokio::select! {
+        answer = app.reserve(bob, tb, &concert, &taken) => answer,
+        _ = &mut carol_answer => panic!("Bob's refusal waited for an unrelated commit"),
+    };
+    assert_error(bob_answer, 400, "reservation_failed", "reservation failed").await;
+    assert_error(
+        carol_answer.await,
+        503,
+        "unavailable",
+        "service unavailable",
+    )
+    .await;
+    heal(&app, "holds").await;
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM holds WHERE state = 'PENDING'")
+            .await,
+        1,
+        "only Alice's hold exists"
+    );
+}
+on_postgres!(a_refusal_caused_by_a_committed_hold_does_not_wait_for_other_writes);
+
 async fn a_failed_join_leaves_no_token_and_the_line_recovers(backend: Backend) {
     let app = spawn_app(backend).await;
     let users = app.create_users(2, 0).await;
