@@ -119,6 +119,14 @@ impl Durability {
         self.persister.is_resolved(seq) && !self.persister.is_stale(self.dependency())
     }
 
+    /// Every submission up to the returned sequence number is committed — or `None` if a
+    /// failure has undone this actor's state. One reading for many checks.
+    pub fn durable_through(&self) -> Option<u64> {
+        // Resolved first: a failure marks the actor stale before it resolves its submissions.
+        let resolved = self.persister.resolved_seq();
+        (!self.persister.is_stale(self.dependency())).then_some(resolved)
+    }
+
     /// Whether this actor's state was undone by a failed commit and must be rebuilt.
     pub fn is_stale(&self) -> bool {
         self.persister.is_stale(self.dependency())

@@ -170,7 +170,12 @@ impl Persister {
 
     /// Every submission up to `seq` has an outcome.
     pub fn is_resolved(&self, seq: u64) -> bool {
-        self.shared.resolved_seq.load(Ordering::Acquire) >= seq
+        self.resolved_seq() >= seq
+    }
+
+    /// Every submission up to the returned one has an outcome.
+    pub fn resolved_seq(&self) -> u64 {
+        self.shared.resolved_seq.load(Ordering::Acquire)
     }
 
     /// Whether the last commit succeeded.

@@ -70,6 +70,9 @@ pub struct ScheduleActor {
     /// taken goes out at once unless the hold taking it is in here: it cannot be undone.
     unconfirmed: IdHashMap<ReservationId, u64>,
     unconfirmed_order: VecDeque<(u64, ReservationId)>,
+    /// The sequence number of the latest submission that freed seats (expiry, cancellation).
+    /// While it is not committed, the seat map waits: the database still has those seats held.
+    last_release: u64,
 }
 
 impl ScheduleActor {
@@ -95,6 +98,7 @@ impl ScheduleActor {
             timer: None,
             unconfirmed: IdHashMap::default(),
             unconfirmed_order: VecDeque::new(),
+            last_release: 0,
         }
     }
 
@@ -162,6 +166,7 @@ impl ScheduleActor {
         self.deadlines.clear();
         self.unconfirmed.clear();
         self.unconfirmed_order.clear();
+        self.last_release = 0;
         let mut pending = Vec::new();
         for r in book.reservations() {
             self.core.reservations.insert(r.id, r.schedule);
@@ -183,6 +188,7 @@ impl ScheduleActor {
                         .filter_map(|id| book.reservation(*id))
                         .fold(Writes::default(), |w, r| w.reservation(r));
                     self.durability.submit_detached(permit, writes);
+                    self.last_release = self.durability.last_seq();
                 }
                 // Retried by the timers below, which fire at once for these.
                 Err(u) => tracing::warn!(error = %u, "could not release expired holds yet"),
@@ -264,6 +270,7 @@ impl ScheduleActor {
             tracing::debug!(reservation_id = %id, "hold expired");
             metrics::counter!("boxoffice_holds_total", "outcome" => "expired").increment(1);
             self.durability.submit_detached(permit, writes);
+            self.last_release = self.durability.last_seq();
             self.publish();
         }
     }
@@ -465,22 +472,55 @@ pub struct ListSeats {
 impl Handler<ListSeats> for ScheduleActor {
     type Result = ();
 
-    /// Answers the seat map as of every acknowledged hold.
+    /// Answers the seat map as the database has it, at once: a seat taken by a hold whose
+    /// write is still in flight shows as available (a failed commit could free it again).
+    /// While seats freed by an expiry or cancellation are still being written, the map
+    /// instead waits for those writes, as every read did before.
     fn handle(&mut self, msg: ListSeats, _: &mut Context<Self>) {
         super::received::<Self>();
-        let Some((reply, book)) = self.book_or_unavailable(msg.reply) else {
+        let Some((reply, _)) = self.book_or_unavailable(msg.reply) else {
             return;
         };
+        let State::Ready(book) = &self.state else {
+            unreachable!("book_or_unavailable found the book ready just above");
+        };
+        let committed = self.durability.durable_through();
+        let Some(committed) = committed.filter(|seq| *seq >= self.last_release) else {
+            // Freed seats not yet durable: show them only once they are.
+            let seats = book
+                .seats()
+                .map(|(s, state)| seat_view(s, state, None))
+                .collect();
+            return self.durability.answer(reply, Ok(seats));
+        };
+        let unconfirmed = &self.unconfirmed;
+        let in_flight =
+            |id: &ReservationId| unconfirmed.get(id).is_some_and(|seq| *seq > committed);
         let seats = book
             .seats()
-            .map(|(s, state)| SeatView {
-                id: s.id,
-                number: s.number,
-                price: s.price,
-                available: state == SeatState::Available,
-            })
+            .map(|(s, state)| seat_view(s, state, Some(&in_flight)))
             .collect();
-        self.durability.answer(reply, Ok(seats));
+        let _ = reply.send(Ok(seats));
+    }
+}
+
+/// A seat as listed; with `in_flight`, a seat held by a hold still being written counts as
+/// available (as the database has it).
+fn seat_view(
+    seat: &crate::domain::schedule::Seat,
+    state: SeatState,
+    in_flight: Option<&dyn Fn(&ReservationId) -> bool>,
+) -> SeatView {
+    let available = match state {
+        SeatState::Available => true,
+        SeatState::Held(id) => in_flight.is_some_and(|f| f(&id)),
+        SeatState::Sold(_) => false,
+    };
+    SeatView {
+        id: seat.id,
+        number: seat.number,
+        price: seat.price,
+        available,
     }
 }
 
@@ -542,6 +582,7 @@ impl Handler<CancelReservation> for ScheduleActor {
                     reply,
                     Ok(view),
                 );
+                self.last_release = self.durability.last_seq();
             }
             Err(rule) => self
                 .durability
@@ -599,7 +640,11 @@ impl Handler<PinHold> for ScheduleActor {
             Writes::default()
         };
         self.publish();
+        let releases = !writes.is_empty();
         self.durability.commit_then(permit, writes, reply, answer);
+        if releases {
+            self.last_release = self.durability.last_seq();
+        }
     }
 }
 

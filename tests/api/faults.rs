@@ -161,6 +161,105 @@ async fn a_refusal_caused_by_a_committed_hold_does_not_wait_for_other_writes(bac
 }
 on_postgres!(a_refusal_caused_by_a_committed_hold_does_not_wait_for_other_writes);
 
+async fn the_seat_map_shows_committed_state_without_waiting_for_a_stalled_hold(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let users = app.create_users(3, 0).await;
+    let (alice, bob, carol) = (users[0], users[1], users[2]);
+    let (ta, tb, tc) = (
+        app.active_token(alice).await,
+        app.active_token(bob).await,
+        app.active_token(carol).await,
+    );
+    let concert = app.create_concert(3, 500).await;
+    let (sold, stalled) = ([concert.seats[0]], [concert.seats[1]]);
+    assert_eq!(
+        app.reserve(carol, tc, &concert, &sold)
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    sabotage(&app, "holds", &format!("NEW.seat_id = {}", stalled[0])).await;
+    // Alice's hold sits in a stalled commit for 300 ms, then fails.
+    let alice_answer = app.reserve(alice, ta, &concert, &stalled);
+    tokio::pin!(alice_answer);
+    tokio::select! {
+        _ = &mut alice_answer => panic!("Alice's commit should be stalled"),
+        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+    }
+    // Bob's map comes while Alice's hold is still being written, and shows what the
+    // database has: Carol's committed hold taken, Alice's seat still free.
+    let map = tokio::select! {
+        map = app.seat_map(tb, &concert) => map,
+        _ = &mut alice_answer => panic!("the seat map waited for an unrelated commit"),
+    };
+    assert_eq!(
+        map,
+        vec![
+            (concert.seats[0], false),
+            (concert.seats[1], true),
+            (concert.seats[2], true)
+        ]
+    );
+    assert_error(
+        alice_answer.await,
+        503,
+        "unavailable",
+        "service unavailable",
+    )
+    .await;
+    heal(&app, "holds").await;
+    assert_eq!(app.seat_map(tb, &concert).await, map, "and so it stays");
+}
+on_postgres!(the_seat_map_shows_committed_state_without_waiting_for_a_stalled_hold);
+
+async fn a_seat_map_waits_while_freed_seats_are_being_written(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let users = app.create_users(2, 0).await;
+    let (alice, bob) = (users[0], users[1]);
+    let (ta, tb) = (app.active_token(alice).await, app.active_token(bob).await);
+    let concert = app.create_concert(1, 500).await;
+    let held = body(app.reserve(alice, ta, &concert, &concert.seats).await).await;
+    let id = held["reservationId"].as_i64().expect("a reservation id");
+    // Alice cancels; the write that frees the seat stalls, then fails.
+    app.db
+        .execute(
+            "CREATE FUNCTION chaos() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.state = 'VOIDED' THEN PERFORM pg_sleep(0.3); RAISE EXCEPTION 'injected fault'; END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER chaos BEFORE INSERT ON holds FOR EACH ROW EXECUTE FUNCTION chaos();",
+        )
+        .await;
+    let cancel = async {
+        app.client
+            .delete(app.url(&format!("/v1/reservations/{id}?userId={alice}")))
+            .header("TOKEN-ID", ta)
+            .send()
+            .await
+            .expect("request sent")
+    };
+    let map = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let path = format!(
+            "/v1/concerts/{}/schedules/{}/seats",
+            concert.id, concert.schedule
+        );
+        app.get(&path, Some(tb)).await
+    };
+    let (cancelled, map) = tokio::join!(cancel, map);
+    assert_error(cancelled, 503, "unavailable", "service unavailable").await;
+    // The seat was free only in memory: the map never showed it so.
+    assert_error(map, 503, "unavailable", "service unavailable").await;
+    heal(&app, "holds").await;
+    assert_eq!(
+        app.seat_map(tb, &concert).await,
+        vec![(concert.seats[0], false)]
+    );
+}
+on_postgres!(a_seat_map_waits_while_freed_seats_are_being_written);
+
 async fn a_failed_join_leaves_no_token_and_the_line_recovers(backend: Backend) {
     let app = spawn_app(backend).await;
     let users = app.create_users(2, 0).await;
