@@ -75,7 +75,8 @@ pub async fn schedules(
     }))
 }
 
-/// A schedule's seat map; held and sold seats are UNAVAILABLE.
+/// A schedule's seat map as the database has it: held and sold seats are UNAVAILABLE; a seat
+/// whose hold is still being committed shows as AVAILABLE until the commit.
 #[utoipa::path(get, path = "/v1/concerts/{concertId}/schedules/{scheduleId}/seats", tag = "concerts",
     params(("concertId" = i64, Path), ("scheduleId" = i64, Path), ("TOKEN-ID" = i64, Header, description = "an ACTIVE queue token")),
     responses(
