@@ -156,7 +156,7 @@ impl ScheduleActor {
         }
     }
 
-    /// After a (re)load: index reservations, expire what came due, arm the other timers.
+    /// After a (re)load: index reservations, expire what came due, arm the deadline timer.
     fn after_load(&mut self, ctx: &mut Context<Self>) {
         let now = self.core.clock.now();
         let State::Ready(book) = &mut self.state else {
@@ -238,7 +238,8 @@ impl ScheduleActor {
         self.arm(ctx);
     }
 
-    /// The hold timer fired: expire the hold if it is still pending and unpinned.
+    /// A hold's deadline came (or its pin was released): expire it if it is still pending and
+    /// unpinned.
     fn expire(&mut self, id: ReservationId, ctx: &mut Context<Self>) {
         let now = self.core.clock.now();
         let State::Ready(book) = &mut self.state else {
