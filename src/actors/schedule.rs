@@ -443,8 +443,13 @@ impl ScheduleActor {
         let seq = self.durability.last_seq();
         self.unconfirmed.insert(id, seq);
         self.unconfirmed_order.push_back((seq, id));
+        // One reading of the persister for the whole sweep (a stale actor forgets nothing:
+        // its rebuild clears these).
+        let Some(committed) = self.durability.durable_through() else {
+            return;
+        };
         while let Some(&(seq, id)) = self.unconfirmed_order.front() {
-            if !self.durability.is_durable(seq) {
+            if seq > committed {
                 break;
             }
             self.unconfirmed_order.pop_front();

@@ -21,6 +21,16 @@ async fn sabotage(app: &TestApp, table: &str, condition: &str) {
         .await;
 }
 
+/// `N` users, each with an ACTIVE token.
+async fn users_with_tokens<const N: usize>(app: &TestApp) -> [(i64, i64); N] {
+    let users = app.create_users(N, 0).await;
+    let mut out = [(0, 0); N];
+    for (slot, user) in out.iter_mut().zip(users) {
+        *slot = (user, app.active_token(user).await);
+    }
+    out
+}
+
 async fn heal(app: &TestApp, table: &str) {
     app.db
         .execute(&format!(
@@ -117,13 +127,7 @@ on_postgres!(a_refusal_caused_by_an_uncommitted_hold_is_never_acknowledged);
 
 async fn a_refusal_caused_by_a_committed_hold_does_not_wait_for_other_writes(backend: Backend) {
     let app = spawn_app(backend).await;
-    let users = app.create_users(3, 0).await;
-    let (alice, bob, carol) = (users[0], users[1], users[2]);
-    let (ta, tb, tc) = (
-        app.active_token(alice).await,
-        app.active_token(bob).await,
-        app.active_token(carol).await,
-    );
+    let [(alice, ta), (bob, tb), (carol, tc)] = users_with_tokens(&app).await;
     let concert = app.create_concert(2, 500).await;
     let (taken, stalled) = ([concert.seats[0]], [concert.seats[1]]);
     let held = app.reserve(alice, ta, &concert, &taken).await;
@@ -163,13 +167,7 @@ on_postgres!(a_refusal_caused_by_a_committed_hold_does_not_wait_for_other_writes
 
 async fn the_seat_map_shows_committed_state_without_waiting_for_a_stalled_hold(backend: Backend) {
     let app = spawn_app(backend).await;
-    let users = app.create_users(3, 0).await;
-    let (alice, bob, carol) = (users[0], users[1], users[2]);
-    let (ta, tb, tc) = (
-        app.active_token(alice).await,
-        app.active_token(bob).await,
-        app.active_token(carol).await,
-    );
+    let [(alice, ta), (_bob, tb), (carol, tc)] = users_with_tokens(&app).await;
     let concert = app.create_concert(3, 500).await;
     let (sold, stalled) = ([concert.seats[0]], [concert.seats[1]]);
     assert_eq!(
@@ -215,23 +213,13 @@ on_postgres!(the_seat_map_shows_committed_state_without_waiting_for_a_stalled_ho
 
 async fn a_seat_map_waits_while_freed_seats_are_being_written(backend: Backend) {
     let app = spawn_app(backend).await;
-    let users = app.create_users(2, 0).await;
-    let (alice, bob) = (users[0], users[1]);
-    let (ta, tb) = (app.active_token(alice).await, app.active_token(bob).await);
+    let [(alice, ta), (_bob, tb)] = users_with_tokens(&app).await;
     let concert = app.create_concert(1, 500).await;
     let held = body(app.reserve(alice, ta, &concert, &concert.seats).await).await;
     let id = held["reservationId"].as_i64().expect("a reservation id");
     // Alice cancels; the write that frees the seat stalls, then fails.
-    app.db
-        .execute(
-            "CREATE FUNCTION chaos() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-               IF NEW.state = 'VOIDED' THEN PERFORM pg_sleep(0.3); RAISE EXCEPTION 'injected fault'; END IF;
-               RETURN NEW;
-             END $$;
-             CREATE TRIGGER chaos BEFORE INSERT ON holds FOR EACH ROW EXECUTE FUNCTION chaos();",
-        )
-        .await;
+    // (The release is an upsert: its attempted insert fires the trigger.)
+    sabotage(&app, "holds", "NEW.state = 'VOIDED'").await;
     let cancel = async {
         app.client
             .delete(app.url(&format!("/v1/reservations/{id}?userId={alice}")))
