@@ -7,8 +7,8 @@ use super::idempotency::{Idempotency, IdempotentWrite, RETENTION};
 use super::persister::{ActorKey, Persister};
 use super::queue::{ConsumeToken, JoinQueue, QueueActor, QueueView, RebuildQueue};
 use super::schedule::{
-    CancelReservation, HoldSeats, ListSeats, PinHold, PostHold, ReadReservation, RebuildSchedule,
-    ReservationView, ScheduleActor, SeatView, UnpinHold,
+    CancelReservation, DrainHolds, HoldIntake, HoldSeats, ListSeats, PinHold, PostHold, Pushed,
+    ReadReservation, RebuildSchedule, ReservationView, ScheduleActor, SeatView, UnpinHold,
 };
 use super::wallet::{
     DebitForPayment, PaymentReceipt, ReadBalance, RebuildWallet, Recharge, WalletActor,
@@ -72,12 +72,17 @@ pub struct ScheduleEntry {
     pub info: ScheduleInfo,
     /// Published by the schedule's actor after every change.
     pub available: AtomicUsize,
+    /// Holds on their way to the schedule's actor.
+    pub intake: HoldIntake,
 }
 
 #[derive(Debug)]
 struct ConcertEntry {
     schedules: Vec<Arc<ScheduleEntry>>,
 }
+
+type HoldReceiver =
+    tokio::sync::oneshot::Receiver<Result<ReservationView, ActorError<BookingRule>>>;
 
 struct WalletSlot {
     instance: u64,
@@ -358,6 +363,7 @@ impl Engine {
         let entry = Arc::new(ScheduleEntry {
             info,
             available: AtomicUsize::new(0),
+            intake: HoldIntake::default(),
         });
         self.inner
             .schedule_entries
@@ -550,20 +556,6 @@ impl Engine {
     }
 
     /// [`Engine::schedule_of_concert`] without copying the schedule's details.
-    fn check_schedule_of_concert(
-        &self,
-        concert: ConcertId,
-        schedule: ScheduleId,
-    ) -> Result<(), BookingError> {
-        if !self.inner.concerts.contains_key(&concert) {
-            return Err(BookingError::ConcertNotFound);
-        }
-        match self.inner.schedule_entries.get(&schedule) {
-            Some(entry) if entry.info.concert_id == concert => Ok(()),
-            _ => Err(BookingError::ScheduleNotFound),
-        }
-    }
-
     fn schedule_of_concert(
         &self,
         concert: ConcertId,
@@ -591,26 +583,99 @@ impl Engine {
 
     // --- reservations -----------------------------------------------------------------
 
-    pub async fn hold(
+    /// Holds `seats` for `user`, all or nothing; the answer comes after the commit. The
+    /// checks and the hand-off to the schedule's intake happen before the returned future is
+    /// first polled (it only waits for the reply, so it stays small).
+    pub fn hold(
         &self,
         user: UserId,
         concert: ConcertId,
         schedule: ScheduleId,
         seats: Vec<SeatId>,
         idempotency: Option<IdempotentWrite<ReservationView>>,
-    ) -> Result<ReservationView, BookingError> {
+    ) -> impl std::future::Future<Output = Result<ReservationView, BookingError>> + Send + 'static
+    {
+        let submitted = self.submit_hold(user, concert, schedule, seats, idempotency);
+        async move {
+            // A dropped reply means the actor stopped before deciding: nothing was submitted.
+            Ok(submitted?
+                .await
+                .unwrap_or(Err(ActorError::Unavailable(Unavailable::Busy)))?)
+        }
+    }
+
+    fn submit_hold(
+        &self,
+        user: UserId,
+        concert: ConcertId,
+        schedule: ScheduleId,
+        seats: Vec<SeatId>,
+        idempotency: Option<IdempotentWrite<ReservationView>>,
+    ) -> Result<HoldReceiver, BookingError> {
         if !self.user_exists(user) {
             return Err(BookingError::UserNotFound);
         }
-        self.check_schedule_of_concert(concert, schedule)?;
-        let addr = self.schedule(schedule)?;
-        Ok(ask(&addr, |reply| HoldSeats {
+        let Some(entry) = self.inner.schedule_entries.get(&schedule) else {
+            return Err(self.missing_schedule(concert));
+        };
+        if entry.info.concert_id != concert {
+            return Err(self.missing_schedule(concert));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let hold = HoldSeats {
             user,
             seats,
-            idempotency,
+            idempotency: idempotency.map(Box::new),
             reply,
-        })
-        .await?)
+        };
+        let pushed = entry
+            .intake
+            .push(hold, self.inner.core.settings.mailbox_capacity);
+        // The map's guard goes before the actor is looked up (in the same map).
+        drop(entry);
+        match pushed {
+            Pushed::Queued => {}
+            Pushed::SendDrain => self.send_drain(schedule)?,
+            Pushed::Full(_) => return Err(Unavailable::Busy.into()),
+        }
+        Ok(answer)
+    }
+
+    /// Tells the schedule's actor to take its intake. At most one drain per schedule is in
+    /// flight (the intake's flag), so one that finds the mailbox full may go past its bound.
+    fn send_drain(&self, id: ScheduleId) -> Result<(), BookingError> {
+        let abandon = || {
+            if let Some(entry) = self.inner.schedule_entries.get(&id) {
+                entry.intake.abandon();
+            }
+        };
+        let addr = match self.schedule(id) {
+            Ok(addr) => addr,
+            Err(e) => {
+                abandon();
+                return Err(e);
+            }
+        };
+        match addr.try_send(DrainHolds) {
+            Ok(()) => {}
+            Err(SendError::Full(drain)) => addr.do_send(drain),
+            Err(SendError::Closed(_)) => {
+                // The actor is gone: nobody will take these holds.
+                abandon();
+                return Err(Unavailable::Busy.into());
+            }
+        }
+        metrics::gauge!("boxoffice_mailbox_depth", "actor" => "schedule").increment(1.0);
+        Ok(())
+    }
+
+    /// The error for a schedule that is not one of `concert`'s.
+    fn missing_schedule(&self, concert: ConcertId) -> BookingError {
+        if self.inner.concerts.contains_key(&concert) {
+            BookingError::ScheduleNotFound
+        } else {
+            BookingError::ConcertNotFound
+        }
     }
 
     /// Which schedule a reservation is on: from memory, or the store for old ones.

@@ -10,6 +10,7 @@
 use crate::domain::{ScheduleId, UserId};
 use crate::store::{Store, Writes};
 use dashmap::DashMap;
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -58,10 +59,14 @@ pub type RebuildHook = Box<dyn Fn(Vec<(ActorKey, u64)>) + Send + Sync>;
 /// A dependency of a submission: the state of `key` at `generation`.
 pub type Dependency = (ActorKey, u64);
 
+/// A submission's dependencies: one actor's state in practice, so kept inline (no allocation
+/// per write).
+type Deps = SmallVec<[Dependency; 2]>;
+
 struct Submission {
     seq: u64,
     writes: Writes,
-    deps: Vec<Dependency>,
+    deps: Deps,
     done: Option<Completion>,
 }
 
@@ -90,6 +95,9 @@ struct Shared {
     resolved_seq: AtomicU64,
     /// Minimum valid generation of actors whose writes failed.
     stale: DashMap<ActorKey, u64>,
+    /// Whether `stale` has ever had an entry: until a commit fails, every actor's check that
+    /// it is still valid is one load instead of a map lookup.
+    any_stale: AtomicBool,
     capacity: usize,
     healthy: AtomicBool,
     rebuild: OnceLock<RebuildHook>,
@@ -120,6 +128,7 @@ impl Persister {
             wake: Notify::new(),
             resolved_seq: AtomicU64::new(0),
             stale: DashMap::new(),
+            any_stale: AtomicBool::new(false),
             capacity,
             healthy: AtomicBool::new(true),
             rebuild: OnceLock::new(),
@@ -151,12 +160,17 @@ impl Persister {
         pending.reserved += 1;
         Ok(Permit {
             shared: Some(self.shared.clone()),
-            deps: deps.to_vec(),
+            deps: Deps::from_slice(deps),
         })
     }
 
     /// Whether state at `dep`'s generation has been invalidated by a failed commit.
     pub fn is_stale(&self, (key, generation): Dependency) -> bool {
+        // Set before the entry and the resolved sequence number that follow a failure, so
+        // whoever sees either sees this.
+        if !self.shared.any_stale.load(Ordering::Acquire) {
+            return false;
+        }
         self.shared
             .stale
             .get(&key)
@@ -228,7 +242,7 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Pending> {
 /// Room for one submission. Dropping it unused gives the room back.
 pub struct Permit {
     shared: Option<Arc<Shared>>,
-    deps: Vec<Dependency>,
+    deps: Deps,
 }
 
 impl Permit {
@@ -248,10 +262,11 @@ impl Permit {
             .shared
             .take()
             .expect("a permit is consumed once, by value");
-        let stale = self
-            .deps
-            .iter()
-            .any(|(key, g)| shared.stale.get(key).is_some_and(|min| *g < *min));
+        let stale = shared.any_stale.load(Ordering::Acquire)
+            && self
+                .deps
+                .iter()
+                .any(|(key, g)| shared.stale.get(key).is_some_and(|min| *g < *min));
         let mut pending = lock(&shared);
         pending.reserved -= 1;
         if stale || pending.closed {
@@ -381,6 +396,7 @@ fn fail(shared: &Shared, mut failed: Vec<Submission>) {
         failed.extend(pending.queue.drain(..));
         for (key, generation) in failed.iter().flat_map(|s| s.deps.iter().copied()) {
             let next = generation + 1;
+            shared.any_stale.store(true, Ordering::Release);
             let mut min = shared.stale.entry(key).or_insert(0);
             if *min < next {
                 *min = next;

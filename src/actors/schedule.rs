@@ -1,6 +1,7 @@
 //! `ScheduleActor`: the only writer of one schedule's seats. Serializes holds (all or
-//! nothing), hold expiry (a deadline heap under one timer, due exactly at the hold time),
-//! cancellation, and the pin → post of a payment.
+//! nothing, taken in bursts from the schedule's [`HoldIntake`]), hold expiry (a deadline heap
+//! under one timer, due exactly at the hold time), cancellation, and the pin → post of a
+//! payment.
 
 use super::engine::{Core, ScheduleEntry};
 use super::persister::ActorKey;
@@ -13,7 +14,7 @@ use actix::prelude::*;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How long a schedule that failed to load waits before trying again.
@@ -73,6 +74,12 @@ pub struct ScheduleActor {
     /// The sequence number of the latest submission that freed seats (expiry, cancellation).
     /// While it is not committed, the seat map waits: the database still has those seats held.
     last_release: u64,
+    /// The buffer a burst of holds is taken into (kept to reuse its allocation).
+    burst: Vec<HoldSeats>,
+    /// Refusals of the burst being decided that must wait for writes in flight (a seat taken
+    /// by a hold not yet committed). They are answered together after the burst, behind one
+    /// submission, instead of one persister entry each.
+    deferred: Vec<(Reply<ReservationView, BookingRule>, BookingRule)>,
 }
 
 impl ScheduleActor {
@@ -99,6 +106,8 @@ impl ScheduleActor {
             unconfirmed: IdHashMap::default(),
             unconfirmed_order: VecDeque::new(),
             last_release: 0,
+            burst: Vec::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -333,26 +342,124 @@ impl Actor for ScheduleActor {
             _ => self.load(ctx),
         }
     }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Holds nobody will decide now: dropping their replies answers them "unavailable".
+        self.entry.intake.abandon();
+    }
 }
 
-/// Hold seats for a user, all or nothing.
+/// Holds on their way to the schedule's actor. A burst of holds reaches the actor as one
+/// [`DrainHolds`] message instead of one mailbox entry each: the sender appends under a short
+/// lock, and only the first hold after a drain sends the message. (Per hold, actix's envelope,
+/// mailbox node, `Addr` clone and wake-up were most of the cost of a decision.) Order is kept:
+/// the actor decides a burst in the order it arrived. Bounded like a mailbox.
+#[derive(Default)]
+pub struct HoldIntake {
+    queue: Mutex<IntakeQueue>,
+}
+
+#[derive(Default)]
+struct IntakeQueue {
+    holds: Vec<HoldSeats>,
+    /// A `DrainHolds` is on its way to the actor: the holds appended meanwhile go with it.
+    drain_sent: bool,
+}
+
+/// What [`HoldIntake::push`] did with a hold.
+pub enum Pushed {
+    /// Queued behind holds a `DrainHolds` already on its way will take.
+    Queued,
+    /// Queued first: the caller must send the actor a `DrainHolds`.
+    SendDrain,
+    /// The intake is full; the hold is handed back.
+    Full(HoldSeats),
+}
+
+impl std::fmt::Debug for HoldIntake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldIntake")
+            .field("waiting", &self.lock().holds.len())
+            .finish()
+    }
+}
+
+impl HoldIntake {
+    fn lock(&self) -> MutexGuard<'_, IntakeQueue> {
+        // Nothing panics while holding this lock (a push or a swap of two vectors); should it
+        // be poisoned anyway, the queue is still a valid vector.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `hold` unless `capacity` holds are already waiting.
+    pub fn push(&self, hold: HoldSeats, capacity: usize) -> Pushed {
+        let mut queue = self.lock();
+        if queue.holds.len() >= capacity {
+            return Pushed::Full(hold);
+        }
+        queue.holds.push(hold);
+        if queue.drain_sent {
+            Pushed::Queued
+        } else {
+            queue.drain_sent = true;
+            Pushed::SendDrain
+        }
+    }
+
+    /// The actor takes every waiting hold into `into` (empty); the next push sends a drain.
+    fn take(&self, into: &mut Vec<HoldSeats>) {
+        let mut queue = self.lock();
+        std::mem::swap(&mut queue.holds, into);
+        queue.drain_sent = false;
+    }
+
+    /// Drops every waiting hold (their callers hear "unavailable"): the actor cannot be told.
+    pub fn abandon(&self) {
+        let dropped = {
+            let mut queue = self.lock();
+            queue.drain_sent = false;
+            std::mem::take(&mut queue.holds)
+        };
+        drop(dropped);
+    }
+}
+
+/// Decide every hold waiting in the schedule's intake, in arrival order.
 #[derive(Message)]
 #[rtype(result = "()")]
+pub struct DrainHolds;
+
+impl Handler<DrainHolds> for ScheduleActor {
+    type Result = ();
+
+    fn handle(&mut self, _: DrainHolds, ctx: &mut Context<Self>) {
+        super::received::<Self>();
+        let mut burst = std::mem::take(&mut self.burst);
+        self.entry.intake.take(&mut burst);
+        // One clock reading for the burst: its holds are decided together, within
+        // microseconds of each other.
+        let now = self.core.clock.now();
+        for hold in burst.drain(..) {
+            self.hold(hold, now, ctx);
+        }
+        self.burst = burst;
+        self.answer_deferred();
+    }
+}
+
+/// Hold seats for a user, all or nothing (sent through the schedule's [`HoldIntake`]).
 pub struct HoldSeats {
     pub user: UserId,
     pub seats: Vec<SeatId>,
-    pub idempotency: Option<super::idempotency::IdempotentWrite<ReservationView>>,
+    /// Boxed: most holds carry none, and the intake moves every hold twice.
+    pub idempotency: Option<Box<super::idempotency::IdempotentWrite<ReservationView>>>,
     pub reply: Reply<ReservationView, BookingRule>,
 }
 
-impl Handler<HoldSeats> for ScheduleActor {
-    type Result = ();
-
+impl ScheduleActor {
     /// Holds the seats, writes the reservation, answers after the commit. A refusal that no
     /// failed commit could make wrong goes out at once.
-    fn handle(&mut self, msg: HoldSeats, ctx: &mut Context<Self>) {
-        super::received::<Self>();
-        let now = self.core.clock.now();
+    fn hold(&mut self, msg: HoldSeats, now: Timestamp, ctx: &mut Context<Self>) {
         let policy = self.policy();
         let Some((reply, book)) = self.book_or_unavailable(msg.reply) else {
             return;
@@ -390,7 +497,7 @@ impl Handler<HoldSeats> for ScheduleActor {
                     Writes::default().reservation(&r),
                     reply,
                     view,
-                    msg.idempotency,
+                    msg.idempotency.map(|b| *b),
                     now,
                     None,
                 );
@@ -431,11 +538,37 @@ impl ScheduleActor {
                 .is_none_or(|seq| self.durability.is_durable(*seq)),
             Blocker::Hold(None) | Blocker::Unknown => false,
         };
-        if durable {
+        if durable || self.durability.settled() {
             let _ = reply.send(Err(ActorError::Rejected(rule)));
             return;
         }
-        self.durability.answer(reply, Err(rule));
+        self.deferred.push((reply, rule));
+    }
+
+    /// Answers the burst's deferred refusals once every write submitted so far is durable:
+    /// one persister submission for all of them, after the burst's last write.
+    fn answer_deferred(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.deferred);
+        match self.durability.reserve() {
+            Ok(permit) => self
+                .durability
+                .submit(permit, Writes::default(), move |outcome| {
+                    for (reply, rule) in waiting {
+                        let _ = reply.send(match outcome {
+                            Ok(()) => Err(ActorError::Rejected(rule)),
+                            Err(u) => Err(ActorError::Unavailable(u)),
+                        });
+                    }
+                }),
+            Err(u) => {
+                for (reply, _) in waiting {
+                    let _ = reply.send(Err(ActorError::Unavailable(u)));
+                }
+            }
+        }
     }
 
     /// Remembers the hold just submitted as unconfirmed, and forgets those committed since.
@@ -713,5 +846,67 @@ impl Handler<RebuildSchedule> for ScheduleActor {
         tracing::info!(schedule_id = %self.entry.info.id, generation = msg.generation, "rebuilding schedule");
         self.durability.rebuilt(msg.generation);
         self.load(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    type Answer = oneshot::Receiver<Result<ReservationView, ActorError<BookingRule>>>;
+
+    fn hold(user: i64) -> (HoldSeats, Answer) {
+        let (reply, answer) = oneshot::channel();
+        let hold = HoldSeats {
+            user: UserId::new(user).expect("a positive id"),
+            seats: vec![SeatId::new(user).expect("a positive id")],
+            idempotency: None,
+            reply,
+        };
+        (hold, answer)
+    }
+
+    #[test]
+    fn only_the_first_hold_after_a_drain_sends_one() {
+        let intake = HoldIntake::default();
+        assert!(matches!(intake.push(hold(1).0, 8), Pushed::SendDrain));
+        assert!(matches!(intake.push(hold(2).0, 8), Pushed::Queued));
+        let mut burst = Vec::new();
+        intake.take(&mut burst);
+        let users: Vec<i64> = burst.iter().map(|h| h.user.get()).collect();
+        assert_eq!(users, [1, 2], "a burst keeps arrival order");
+        assert!(matches!(intake.push(hold(3).0, 8), Pushed::SendDrain));
+    }
+
+    #[test]
+    fn a_full_intake_hands_the_hold_back() {
+        let intake = HoldIntake::default();
+        for user in 1..=3 {
+            assert!(!matches!(intake.push(hold(user).0, 3), Pushed::Full(_)));
+        }
+        match intake.push(hold(4).0, 3) {
+            Pushed::Full(back) => assert_eq!(back.user.get(), 4),
+            _ => panic!("a fourth hold fits in an intake of three"),
+        }
+        let mut burst = Vec::new();
+        intake.take(&mut burst);
+        assert_eq!(burst.len(), 3, "nothing past the bound was kept");
+    }
+
+    #[test]
+    fn abandoned_holds_are_answered_not_stranded() {
+        let intake = HoldIntake::default();
+        let (first, mut answer) = hold(1);
+        intake.push(first, 8);
+        intake.abandon();
+        assert!(
+            matches!(answer.try_recv(), Err(oneshot::error::TryRecvError::Closed)),
+            "the caller learns at once that nobody will decide"
+        );
+        assert!(
+            matches!(intake.push(hold(2).0, 8), Pushed::SendDrain),
+            "the next hold sends a new drain"
+        );
     }
 }
