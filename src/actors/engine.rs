@@ -43,7 +43,8 @@ pub struct EngineSettings {
     pub max_recharge: Money,
     /// Submissions the persister holds before it refuses more.
     pub persister_capacity: usize,
-    /// Messages a schedule or wallet actor's mailbox holds before senders are refused.
+    /// Messages a schedule or wallet actor's mailbox holds before senders are refused; also
+    /// the holds a schedule's intake holds.
     pub mailbox_capacity: usize,
     /// Threads the actors run on.
     pub actor_threads: usize,
