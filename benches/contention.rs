@@ -20,9 +20,11 @@
 //! How it is driven: criterion cannot drive actix actors through `to_async`, so every
 //! measurement is an `iter_custom` that runs inside one `actix::SystemRunner`: per iteration a
 //! fresh schedule (or set of wallets) is set up untimed, then all clients are started at once
-//! with `join_all` and the clock stops when the last one has its answer. A client refused with
-//! "busy" (a full mailbox: backpressure, not a decision) yields and asks again, as an HTTP
-//! client does after a 503; those retries are counted and reported.
+//! and the clock stops when the last one has its answer. Hold clients hand their holds to the
+//! engine all at once and await their answers in turn (each on its own reply channel); wallet
+//! clients run as futures in one `FuturesUnordered`. A client refused with "busy" (a full
+//! intake or mailbox: backpressure, not a decision) yields and asks again, as an HTTP client
+//! does after a 503; those retries are counted and reported.
 
 use actix::SystemRunner;
 use boxoffice::actors::engine::{BookingError, WalletError};
