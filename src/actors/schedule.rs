@@ -17,6 +17,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+/// Room for holds that a drained burst buffer keeps (see `DrainHolds`).
+const BURST_KEPT: usize = 256;
+
 /// How long a schedule that failed to load waits before trying again.
 const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -442,6 +445,9 @@ impl Handler<DrainHolds> for ScheduleActor {
         for hold in burst.drain(..) {
             self.hold(hold, now, ctx);
         }
+        // The two vectors trade places on every drain: after a rush, keep a modest buffer
+        // rather than the rush's size for as long as the schedule lives.
+        burst.shrink_to(BURST_KEPT);
         self.burst = burst;
         self.answer_deferred();
     }
