@@ -419,16 +419,14 @@ async fn hold_batch(rig: &mut Rig, schedules: usize, seats: usize, rng: &mut Sma
     // is polled), then the answers are awaited one after another: each client has its own
     // reply channel, and no client waits for another's answer to be sent. (Driving 10,000
     // client futures through `FuturesUnordered` cost more CPU than the actor's decisions.)
-    let mut waiting: Vec<(usize, _)> = requests
-        .iter()
-        .enumerate()
-        .map(|(i, (user, schedule, seats))| {
-            (
-                i,
-                engine.hold(*user, concert, *schedule, seats.clone(), None),
-            )
-        })
-        .collect();
+    let submit = |i: usize| {
+        let (user, schedule, seats) = &requests[i];
+        (
+            i,
+            engine.hold(*user, concert, *schedule, seats.clone(), None),
+        )
+    };
+    let mut waiting: Vec<(usize, _)> = (0..requests.len()).map(submit).collect();
     while !waiting.is_empty() {
         let mut again = Vec::new();
         for (i, answer) in waiting {
@@ -446,16 +444,7 @@ async fn hold_batch(rig: &mut Rig, schedules: usize, seats: usize, rng: &mut Sma
         if !again.is_empty() {
             tokio::task::yield_now().await;
         }
-        waiting = again
-            .into_iter()
-            .map(|i| {
-                let (user, schedule, seats) = &requests[i];
-                (
-                    i,
-                    engine.hold(*user, concert, *schedule, seats.clone(), None),
-                )
-            })
-            .collect();
+        waiting = again.into_iter().map(submit).collect();
     }
     Tally {
         decisions: n as u64,

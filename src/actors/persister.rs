@@ -165,16 +165,8 @@ impl Persister {
     }
 
     /// Whether state at `dep`'s generation has been invalidated by a failed commit.
-    pub fn is_stale(&self, (key, generation): Dependency) -> bool {
-        // Set before the entry and the resolved sequence number that follow a failure, so
-        // whoever sees either sees this.
-        if !self.shared.any_stale.load(Ordering::Acquire) {
-            return false;
-        }
-        self.shared
-            .stale
-            .get(&key)
-            .is_some_and(|min| generation < *min)
+    pub fn is_stale(&self, dep: Dependency) -> bool {
+        self.shared.is_stale(dep)
     }
 
     /// The generation an actor of `key` must be at for its writes to be accepted.
@@ -230,6 +222,17 @@ impl Persister {
     }
 }
 
+impl Shared {
+    fn is_stale(&self, (key, generation): Dependency) -> bool {
+        // Set before the entry and the resolved sequence number that follow a failure, so
+        // whoever sees either sees this.
+        if !self.any_stale.load(Ordering::Acquire) {
+            return false;
+        }
+        self.stale.get(&key).is_some_and(|min| generation < *min)
+    }
+}
+
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Pending> {
     // A panic while holding this lock would be a bug in a few lines of queue bookkeeping; the
     // queue itself is still consistent, so keep serving rather than poisoning every caller.
@@ -262,11 +265,7 @@ impl Permit {
             .shared
             .take()
             .expect("a permit is consumed once, by value");
-        let stale = shared.any_stale.load(Ordering::Acquire)
-            && self
-                .deps
-                .iter()
-                .any(|(key, g)| shared.stale.get(key).is_some_and(|min| *g < *min));
+        let stale = self.deps.iter().any(|dep| shared.is_stale(*dep));
         let mut pending = lock(&shared);
         pending.reserved -= 1;
         if stale || pending.closed {

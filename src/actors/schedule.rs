@@ -418,6 +418,7 @@ impl HoldIntake {
 
     /// Drops every waiting hold (their callers hear "unavailable"): the actor cannot be told.
     pub fn abandon(&self) {
+        // Dropped after the lock is released: each drop wakes a waiting caller.
         let dropped = {
             let mut queue = self.lock();
             queue.drain_sent = false;

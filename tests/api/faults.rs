@@ -5,6 +5,8 @@
 use crate::helpers::*;
 use crate::on_postgres;
 use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 /// Makes every insert into `table` matching `condition` wait 300 ms, then fail.
@@ -19,6 +21,23 @@ async fn sabotage(app: &TestApp, table: &str, condition: &str) {
              CREATE TRIGGER chaos BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION chaos();"
         ))
         .await;
+}
+
+/// Starts `user`'s hold of `seats` (one seat) under a fault that stalls its commit for 300 ms
+/// and then fails it; returns the pending answer once it is seen to be stalled.
+async fn stalled_hold<'a>(
+    app: &'a TestApp,
+    (user, token): (i64, i64),
+    concert: &'a Concert,
+    seats: &'a [i64],
+) -> Pin<Box<dyn Future<Output = reqwest::Response> + 'a>> {
+    sabotage(app, "holds", &format!("NEW.seat_id = {}", seats[0])).await;
+    let mut answer = Box::pin(app.reserve(user, token, concert, seats));
+    tokio::select! {
+        _ = &mut answer => panic!("the hold's commit should be stalled"),
+        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+    }
+    answer
 }
 
 /// `N` users, each with an ACTIVE token.
@@ -132,14 +151,8 @@ async fn a_refusal_caused_by_a_committed_hold_does_not_wait_for_other_writes(bac
     let (taken, stalled) = ([concert.seats[0]], [concert.seats[1]]);
     let held = app.reserve(alice, ta, &concert, &taken).await;
     assert_eq!(held.status().as_u16(), 201, "Alice's hold is committed");
-    sabotage(&app, "holds", &format!("NEW.seat_id = {}", stalled[0])).await;
     // Carol's hold on the other seat sits in a stalled commit for 300 ms, then fails.
-    let carol_answer = app.reserve(carol, tc, &concert, &stalled);
-    tokio::pin!(carol_answer);
-    tokio::select! {
-        _ = &mut carol_answer => panic!("Carol's commit should be stalled"),
-        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-    }
+    let mut carol_answer = stalled_hold(&app, (carol, tc), &concert, &stalled).await;
     // Bob wants Alice's seat: her hold is durable, so no failure can make his refusal wrong,
     // and it must not wait for Carol's commit.
     let bob_answer = tokio::select! {
@@ -177,14 +190,8 @@ async fn the_seat_map_shows_committed_state_without_waiting_for_a_stalled_hold(b
             .as_u16(),
         201
     );
-    sabotage(&app, "holds", &format!("NEW.seat_id = {}", stalled[0])).await;
     // Alice's hold sits in a stalled commit for 300 ms, then fails.
-    let alice_answer = app.reserve(alice, ta, &concert, &stalled);
-    tokio::pin!(alice_answer);
-    tokio::select! {
-        _ = &mut alice_answer => panic!("Alice's commit should be stalled"),
-        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-    }
+    let mut alice_answer = stalled_hold(&app, (alice, ta), &concert, &stalled).await;
     // Bob's map comes while Alice's hold is still being written, and shows what the
     // database has: Carol's committed hold taken, Alice's seat still free.
     let map = tokio::select! {
