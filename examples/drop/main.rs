@@ -26,18 +26,22 @@ use boxoffice::store::MemoryStore;
 use clap::Parser;
 use futures_util::stream::{self, StreamExt};
 use hdrhistogram::Histogram;
+use memchr::memmem;
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
-use reqwest::{Client, RequestBuilder, StatusCode};
+use reqwest::{Client, RequestBuilder};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+use wire::{Conn, Failure, Pool, RequestBuf, Target};
+
+mod wire;
 
 const PRICE: i64 = 10_000;
 const SPAWN_ADMIN_KEY: &str = "drop-load-generator";
@@ -102,6 +106,9 @@ struct Args {
     /// on a throwaway SQLite file unless --database-url says otherwise.
     #[arg(long)]
     smoke: bool,
+    /// Check the seat-map scanner against a full JSON parse of every map (on with --smoke).
+    #[arg(long)]
+    verify_seat_maps: bool,
     /// Keep the throwaway SQLite file.
     #[arg(long)]
     keep: bool,
@@ -116,6 +123,7 @@ impl Args {
             self.schedules = 2;
             self.concurrency = 32;
             self.duration_secs = 20;
+            self.verify_seat_maps = true;
         }
         if self.base_url.is_none() {
             self.spawn = true;
@@ -304,17 +312,19 @@ fn report(stats: &Stats, elapsed: Duration, started: usize, dropped: u64) {
 
 /// What every virtual user shares.
 struct Scenario {
-    client: Client,
-    base: String,
+    target: Target,
+    pool: Pool,
     concert: i64,
     schedules: HashSet<i64>,
     args: Args,
+    /// Check the seat-map scanner against a full JSON parse of every map (the smoke run does).
+    verify_seat_maps: bool,
 }
 
 /// A response: the typed body of a success, or the error slug of a refusal.
 enum Answer<T> {
     Ok(T),
-    Refused(StatusCode, String),
+    Refused(u16, String),
     /// No response, a body that did not arrive, or a success whose body did not parse.
     Broken(String),
 }
@@ -324,7 +334,7 @@ impl<T> Answer<T> {
     fn why(&self) -> String {
         match self {
             Answer::Ok(_) => "ok".into(),
-            Answer::Refused(status, slug) => format!("{} {slug}", status.as_u16()),
+            Answer::Refused(status, slug) => format!("{status} {slug}"),
             Answer::Broken(why) => why.clone(),
         }
     }
@@ -336,9 +346,7 @@ struct ErrorBody {
     error: String,
 }
 
-// Typed bodies: only the fields the drop needs. The seat map is the largest response by far,
-// and parsing it into `serde_json::Value` cost the generator more CPU than the server spent
-// producing it.
+// Typed bodies: only the fields the drop needs.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct TokenBody {
@@ -362,6 +370,7 @@ struct EventBody {
     available_seat_count: i64,
 }
 
+/// The seat map, fully parsed: only to check [`free_seats`] against.
 #[derive(Deserialize)]
 struct SeatsBody {
     seats: Vec<SeatBody>,
@@ -371,15 +380,7 @@ struct SeatsBody {
 #[serde(rename_all = "camelCase")]
 struct SeatBody {
     seat_id: i64,
-    seat_status: SeatStatus,
-}
-
-#[derive(Deserialize, PartialEq, Eq)]
-enum SeatStatus {
-    #[serde(rename = "AVAILABLE")]
-    Available,
-    #[serde(other)]
-    Taken,
+    seat_status: String,
 }
 
 #[derive(Deserialize)]
@@ -388,65 +389,182 @@ struct ReservationBody {
     reservation_id: i64,
 }
 
-impl Scenario {
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| e.to_string())
+}
+
+static SEAT_ID: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"seatId\":"));
+static SEAT_STATUS: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"seatStatus\":\""));
+
+/// The free seats' ids in a seat map, found by scanning for the two fields the drop needs
+/// instead of parsing about 70 kB of JSON per map (that parse was the generator's largest
+/// cost after HTTP itself). It relies on the server writing `seatId` before `seatStatus` in
+/// each seat; with `verify` the answer is checked against a full parse, and a disagreement
+/// is an error (the CI smoke run verifies every map).
+fn free_seats(body: &[u8], verify: bool) -> Result<Vec<i64>, String> {
+    let start = memmem::find(body, b"\"seats\":[").ok_or("a seat map without seats")?;
+    let mut rest = &body[start..];
+    let mut free = Vec::new();
+    let mut seen = 0;
+    while let Some(at) = SEAT_ID.find(rest) {
+        rest = &rest[at + SEAT_ID.needle().len()..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 18 {
+            return Err("a seatId that is not a number".into());
+        }
+        let id = rest[..digits]
+            .iter()
+            .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+        let at = SEAT_STATUS
+            .find(rest)
+            .ok_or("a seat without a seatStatus")?;
+        rest = &rest[at + SEAT_STATUS.needle().len()..];
+        if rest.starts_with(b"AVAILABLE\"") {
+            free.push(id);
+        } else if !rest.starts_with(b"UNAVAILABLE\"") {
+            return Err("a seatStatus that is neither AVAILABLE nor UNAVAILABLE".into());
+        }
+        seen += 1;
+    }
+    if verify {
+        let parsed: SeatsBody = json(body)?;
+        let expected: Vec<i64> = parsed
+            .seats
+            .iter()
+            .filter(|s| s.seat_status == "AVAILABLE")
+            .map(|s| s.seat_id)
+            .collect();
+        if parsed.seats.len() != seen || expected != free {
+            return Err(format!(
+                "the seat-map scanner disagrees with the JSON parser: {seen} seats, {} free \
+                 scanned; {} seats, {} free parsed",
+                free.len(),
+                parsed.seats.len(),
+                expected.len()
+            ));
+        }
+    }
+    Ok(free)
+}
+
+/// Seat ids as a JSON array's contents.
+struct Ids<'a>(&'a [i64]);
+
+impl std::fmt::Display for Ids<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, id) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{id}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One virtual user's connection and request buffer, for its whole drop.
+struct Session<'s> {
+    sc: &'s Scenario,
+    conn: Option<Conn>,
+    request: RequestBuf,
+}
+
+impl<'s> Session<'s> {
+    fn new(sc: &'s Scenario) -> Session<'s> {
+        Session {
+            sc,
+            conn: None,
+            request: RequestBuf::new(),
+        }
     }
 
-    /// Sends a request built by `make`, timing it (until the whole body is in) into `step`;
-    /// a 503 is retried a few times.
-    async fn send<T: DeserializeOwned>(
-        &self,
+    /// Writes the next request (sent by [`Session::send`]).
+    fn prepare(
+        &mut self,
+        method: &str,
+        path: std::fmt::Arguments<'_>,
+        token: Option<i64>,
+        body: Option<std::fmt::Arguments<'_>>,
+    ) {
+        self.request
+            .prepare(&self.sc.target, method, path, token, body);
+    }
+
+    /// One exchange; sent once more on a new connection if a kept-alive one turned out to
+    /// be closed before any of the answer arrived (as hyper does).
+    async fn exchange(&mut self) -> Result<u16, String> {
+        let sc = self.sc;
+        let mut conn = match self.conn.take() {
+            Some(conn) if !conn.is_dead() => conn,
+            _ => sc.pool.take(&sc.target).await?,
+        };
+        let status = match conn.send(&sc.target, &self.request).await {
+            Ok(status) => status,
+            Err(Failure::Stale(_)) => {
+                conn = Conn::open(&sc.target).await?;
+                conn.send(&sc.target, &self.request)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            Err(failure) => return Err(failure.to_string()),
+        };
+        self.conn = Some(conn);
+        Ok(status)
+    }
+
+    /// Sends the prepared request, timing it (until the whole body is in) into `step`, and
+    /// parses a success with `parse`; a 503 is retried a few times.
+    async fn send<T>(
+        &mut self,
         stats: &mut Stats,
         step: Step,
-        make: impl Fn() -> RequestBuilder,
+        mut parse: impl FnMut(&[u8]) -> Result<T, String>,
     ) -> Answer<T> {
         let mut attempt = 0;
         loop {
             let started = Instant::now();
-            let received = match make().send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    response.bytes().await.map(|body| (status, body))
-                }
-                Err(e) => Err(e),
-            };
+            let exchanged = self.exchange().await;
             let micros = started.elapsed().as_micros() as u64;
             let s = stats.step(step);
             let _ = s.latency.record(micros.max(1));
-            let (status, body) = match received {
-                Ok(received) => received,
+            let status = match exchanged {
+                Ok(status) => status,
                 Err(e) => {
                     s.transport_errors += 1;
                     return Answer::Broken(format!("transport: {e}"));
                 }
             };
-            if status.is_success() {
+            // `exchange` leaves the connection in place after every answer.
+            let body = self.conn.as_ref().map(|c| c.body()).unwrap_or_default();
+            if (200..300).contains(&status) {
                 s.ok += 1;
-                return match serde_json::from_slice(&body) {
+                return match parse(body) {
                     Ok(parsed) => Answer::Ok(parsed),
                     Err(e) => Answer::Broken(format!("{status} with an unexpected body: {e}")),
                 };
             }
-            if status.is_server_error() {
+            if status >= 500 {
                 s.server_errors += 1;
             } else {
                 s.client_errors += 1;
             }
-            if status == StatusCode::SERVICE_UNAVAILABLE && attempt < UNAVAILABLE_RETRIES {
+            if status == 503 && attempt < UNAVAILABLE_RETRIES {
                 attempt += 1;
                 tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
                 continue;
             }
-            let slug = serde_json::from_slice::<ErrorBody>(&body)
-                .map(|b| b.error)
-                .unwrap_or_default();
+            let slug = json::<ErrorBody>(body).map(|b| b.error).unwrap_or_default();
             return Answer::Refused(status, slug);
         }
     }
 
-    fn with_token(&self, request: RequestBuilder, token: i64) -> RequestBuilder {
-        request.header("TOKEN-ID", token.to_string())
+    /// Gives the connection back for the next user.
+    fn finish(self) {
+        if let Some(conn) = self.conn {
+            self.sc.pool.give(conn);
+        }
     }
 }
 
@@ -458,25 +576,31 @@ enum Outcome {
 }
 
 /// One user's whole drop: join → poll until ACTIVE → schedules → seats → reserve → pay.
-async fn iteration(sc: &Scenario, user: i64, stats: &mut Stats, rng: &mut SmallRng) -> Outcome {
-    let joined: Answer<TokenBody> = sc
-        .send(stats, Step::Join, || {
-            sc.client
-                .post(sc.url(&format!("/v1/queue-tokens/users/{user}")))
-        })
-        .await;
-    let token = match joined {
+async fn iteration(
+    sc: &Scenario,
+    session: &mut Session<'_>,
+    user: i64,
+    stats: &mut Stats,
+    rng: &mut SmallRng,
+) -> Outcome {
+    session.prepare(
+        "POST",
+        format_args!("/v1/queue-tokens/users/{user}"),
+        None,
+        None,
+    );
+    let token = match session.send(stats, Step::Join, json::<TokenBody>).await {
         Answer::Ok(body) => body.token_id,
         other => return stats.fail(format!("join: {}", other.why())),
     };
-    let poll_path = sc.url(&format!("/v1/queue-status/users/{user}"));
     loop {
-        let polled: Answer<StatusBody> = sc
-            .send(stats, Step::Poll, || {
-                sc.with_token(sc.client.get(&poll_path), token)
-            })
-            .await;
-        match polled {
+        session.prepare(
+            "GET",
+            format_args!("/v1/queue-status/users/{user}"),
+            Some(token),
+            None,
+        );
+        match session.send(stats, Step::Poll, json::<StatusBody>).await {
             Answer::Ok(body) => match body.status.as_str() {
                 "ACTIVE" => break,
                 "WAITING" => {
@@ -487,16 +611,16 @@ async fn iteration(sc: &Scenario, user: i64, stats: &mut Stats, rng: &mut SmallR
             other => return stats.fail(format!("poll: {}", other.why())),
         }
     }
-    let listed: Answer<SchedulesBody> = sc
-        .send(stats, Step::Schedules, || {
-            sc.with_token(
-                sc.client
-                    .get(sc.url(&format!("/v1/concerts/{}/schedules", sc.concert))),
-                token,
-            )
-        })
-        .await;
-    let mut open: Vec<i64> = match listed {
+    session.prepare(
+        "GET",
+        format_args!("/v1/concerts/{}/schedules", sc.concert),
+        Some(token),
+        None,
+    );
+    let mut open: Vec<i64> = match session
+        .send(stats, Step::Schedules, json::<SchedulesBody>)
+        .await
+    {
         Answer::Ok(body) => body
             .events
             .iter()
@@ -516,19 +640,18 @@ async fn iteration(sc: &Scenario, user: i64, stats: &mut Stats, rng: &mut SmallR
             return stats.fail("gave up after repeated reservation failures");
         }
         let schedule = open[rng.random_range(0..open.len())];
-        let path = format!("/v1/concerts/{}/schedules/{schedule}/seats", sc.concert);
-        let seats: Answer<SeatsBody> = sc
-            .send(stats, Step::Seats, || {
-                sc.with_token(sc.client.get(sc.url(&path)), token)
-            })
-            .await;
-        let free: Vec<i64> = match seats {
-            Answer::Ok(body) => body
-                .seats
-                .iter()
-                .filter(|s| s.seat_status == SeatStatus::Available)
-                .map(|s| s.seat_id)
-                .collect(),
+        session.prepare(
+            "GET",
+            format_args!("/v1/concerts/{}/schedules/{schedule}/seats", sc.concert),
+            Some(token),
+            None,
+        );
+        let verify = sc.verify_seat_maps;
+        let free = match session
+            .send(stats, Step::Seats, |body| free_seats(body, verify))
+            .await
+        {
+            Answer::Ok(free) => free,
             other => return stats.fail(format!("seats: {}", other.why())),
         };
         if free.is_empty() {
@@ -540,35 +663,38 @@ async fn iteration(sc: &Scenario, user: i64, stats: &mut Stats, rng: &mut SmallR
             .random_range(1..=sc.args.seats_per_user as usize)
             .min(free.len());
         let chosen: Vec<i64> = free.choose_multiple(rng, want).copied().collect();
-        let body = json!({ "userId": user, "concertId": sc.concert, "scheduleId": schedule, "seatIds": chosen });
-        let reserved: Answer<ReservationBody> = sc
-            .send(stats, Step::Reserve, || {
-                sc.with_token(sc.client.post(sc.url("/v1/reservations")), token)
-                    .json(&body)
-            })
-            .await;
-        match reserved {
+        session.prepare(
+            "POST",
+            format_args!("/v1/reservations"),
+            Some(token),
+            Some(format_args!(
+                r#"{{"userId":{user},"concertId":{},"scheduleId":{schedule},"seatIds":[{}]}}"#,
+                sc.concert,
+                Ids(&chosen)
+            )),
+        );
+        match session
+            .send(stats, Step::Reserve, json::<ReservationBody>)
+            .await
+        {
             Answer::Ok(body) => reservation = Some(body.reservation_id),
             Answer::Refused(_, slug) if slug == "reservation_failed" => stats.conflicts += 1,
             other => return stats.fail(format!("reserve: {}", other.why())),
         }
     }
-    let body = json!({ "reservationId": reservation });
-    let paid: Answer<IgnoredAny> = sc
-        .send(stats, Step::Pay, || {
-            sc.with_token(
-                sc.client
-                    .post(sc.url(&format!("/v1/payments/users/{user}"))),
-                token,
-            )
-            .json(&body)
-        })
-        .await;
+    let Some(reservation) = reservation else {
+        unreachable!("the loop above ends only with a reservation")
+    };
+    session.prepare(
+        "POST",
+        format_args!("/v1/payments/users/{user}"),
+        Some(token),
+        Some(format_args!(r#"{{"reservationId":{reservation}}}"#)),
+    );
+    let paid = session.send(stats, Step::Pay, json::<IgnoredAny>).await;
     match paid {
         Answer::Ok(_) => Outcome::Completed,
-        Answer::Refused(status, _) if !status.is_server_error() => {
-            stats.fail(format!("pay: {}", paid.why()))
-        }
+        Answer::Refused(status, _) if status < 500 => stats.fail(format!("pay: {}", paid.why())),
         // A 5xx or no answer: the payment may or may not have been committed.
         other => {
             stats.unknown_payments += 1;
@@ -579,7 +705,9 @@ async fn iteration(sc: &Scenario, user: i64, stats: &mut Stats, rng: &mut SmallR
 
 /// Runs one user and records the iteration.
 async fn one_user(sc: &Scenario, user: i64, since: Instant, stats: &mut Stats, rng: &mut SmallRng) {
-    let outcome = iteration(sc, user, stats, rng).await;
+    let mut session = Session::new(sc);
+    let outcome = iteration(sc, &mut session, user, stats, rng).await;
+    session.finish();
     if outcome == Outcome::Completed {
         stats.completed += 1;
         let _ = stats
@@ -1177,9 +1305,17 @@ async fn drive(
             None => format!("closed loop, {} users at once", args.concurrency),
         }
     );
+    let target = match Target::resolve(&base, Duration::from_secs(30)).await {
+        Ok(target) => target,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let sc = Arc::new(Scenario {
-        client,
-        base,
+        target,
+        pool: Pool::new(),
+        verify_seat_maps: args.verify_seat_maps,
         concert,
         schedules: schedules.iter().copied().collect(),
         args: args.clone(),

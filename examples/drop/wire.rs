@@ -1,0 +1,308 @@
+//! The load generator's own HTTP/1.1 client: keep-alive connections, requests written into a
+//! reused buffer, responses framed by `Content-Length` and handed back as borrowed bytes.
+//!
+//! Why not reqwest: in a profile of the drop with the server in the same two cores, reqwest
+//! and hyper (connection pool, header maps, per-request allocations and wake-ups) were most
+//! of the generator's half of the CPU; the server was measured against its own load
+//! generator. This client does only what the drop needs: plain HTTP, one request at a time
+//! per connection, sized bodies (the server never sends chunked ones). Anything else is an
+//! error, never a guess.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The longest response head or body read before the answer is called broken: a seat map of
+/// 20,000 seats is about 1.4 MB.
+const MAX_RESPONSE: usize = 8 << 20;
+const HEADERS: usize = 32;
+
+/// Where the server is: the address to connect to and the `Host` header to send.
+pub struct Target {
+    addr: SocketAddr,
+    host: String,
+    timeout: Duration,
+}
+
+impl Target {
+    /// From a base URL `http://HOST:PORT` (no path, no TLS).
+    pub async fn resolve(base: &str, timeout: Duration) -> Result<Target, String> {
+        let host = base
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{base}: only http:// base URLs are supported"))?
+            .trim_end_matches('/');
+        if host.contains('/') {
+            return Err(format!("{base}: a base URL has no path"));
+        }
+        let with_port = if host.contains(':') {
+            host.to_string()
+        } else {
+            format!("{host}:80")
+        };
+        let addr = tokio::net::lookup_host(&with_port)
+            .await
+            .map_err(|e| format!("{base}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{base}: no address"))?;
+        Ok(Target {
+            addr,
+            host: host.to_string(),
+            timeout,
+        })
+    }
+}
+
+/// A request written once and sent as often as it must be (a retry after a 503, or on a new
+/// connection); the buffers are kept, so a request allocates nothing once they have grown.
+pub struct RequestBuf {
+    out: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl RequestBuf {
+    pub fn new() -> RequestBuf {
+        RequestBuf {
+            out: Vec::with_capacity(512),
+            body: Vec::with_capacity(256),
+        }
+    }
+
+    /// Writes the request: method, path, `Host`, the `TOKEN-ID` header if any, and a JSON
+    /// body if any.
+    pub fn prepare(
+        &mut self,
+        target: &Target,
+        method: &str,
+        path: std::fmt::Arguments<'_>,
+        token: Option<i64>,
+        body: Option<std::fmt::Arguments<'_>>,
+    ) {
+        // Writing into a Vec cannot fail.
+        self.out.clear();
+        self.body.clear();
+        let _ = write!(
+            self.out,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n",
+            target.host
+        );
+        if let Some(token) = token {
+            let _ = write!(self.out, "TOKEN-ID: {token}\r\n");
+        }
+        if let Some(body) = body {
+            let _ = self.body.write_fmt(body);
+            let _ = write!(
+                self.out,
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                self.body.len()
+            );
+        }
+        self.out.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(&self.body);
+    }
+}
+
+/// One keep-alive connection and the buffer its answers are read into.
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// Where the last answer's body is in `buf`.
+    body: std::ops::Range<usize>,
+    /// Answered at least once: a failure before the first byte of the next answer may be the
+    /// server closing an idle connection, and the request may be sent again on a new one.
+    used: bool,
+    /// The server said `Connection: close`, or the framing broke: do not reuse.
+    dead: bool,
+}
+
+/// Why no response came.
+#[derive(Debug)]
+pub enum Failure {
+    /// Nothing of an answer arrived on a connection that had answered before.
+    Stale(io::Error),
+    Other(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Stale(e) => write!(f, "connection closed before the answer: {e}"),
+            Failure::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Conn {
+    pub async fn open(target: &Target) -> Result<Conn, String> {
+        let stream = TcpStream::connect(target.addr)
+            .await
+            .map_err(|e| format!("connect {}: {e}", target.addr))?;
+        // Requests are one write each; Nagle would hold the next one behind a delayed ACK.
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(16 << 10),
+            body: 0..0,
+            used: false,
+            dead: false,
+        })
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// The body of the last answer.
+    pub fn body(&self) -> &[u8] {
+        &self.buf[self.body.clone()]
+    }
+
+    /// Sends `request` and reads the whole answer, within the target's timeout; returns its
+    /// status (the body is [`Conn::body`]).
+    pub async fn send(&mut self, target: &Target, request: &RequestBuf) -> Result<u16, Failure> {
+        match tokio::time::timeout(target.timeout, self.exchange(&request.out)).await {
+            Ok(Ok((status, head, len))) => {
+                self.body = head..head + len;
+                Ok(status)
+            }
+            Ok(Err(failure)) => {
+                self.dead = true;
+                Err(failure)
+            }
+            Err(_) => {
+                self.dead = true;
+                Err(Failure::Other(format!(
+                    "no answer within {:?}",
+                    target.timeout
+                )))
+            }
+        }
+    }
+
+    /// Writes the request and reads one answer: (status, head length, body length).
+    async fn exchange(&mut self, request: &[u8]) -> Result<(u16, usize, usize), Failure> {
+        let used = self.used;
+        let fail = |e: io::Error, got: usize| {
+            if used && got == 0 {
+                Failure::Stale(e)
+            } else {
+                Failure::Other(format!("transport: {e}"))
+            }
+        };
+        if let Err(e) = self.stream.write_all(request).await {
+            return Err(fail(e, 0));
+        }
+        self.buf.clear();
+        let (status, head, len) = loop {
+            if let Some(parsed) = self.parse_head()? {
+                break parsed;
+            }
+            self.read_more()
+                .await
+                .map_err(|e| fail(e, self.buf.len()))?;
+        };
+        let end = head + len;
+        if end > MAX_RESPONSE {
+            return Err(Failure::Other(format!("a {len}-byte body is too large")));
+        }
+        while self.buf.len() < end {
+            self.read_more()
+                .await
+                .map_err(|e| Failure::Other(format!("transport: {e}")))?;
+        }
+        if self.buf.len() > end {
+            // One request at a time: nothing may follow the answer.
+            self.dead = true;
+        }
+        self.used = true;
+        Ok((status, head, len))
+    }
+
+    /// The status, head length and body length once the whole head is in.
+    fn parse_head(&mut self) -> Result<Option<(u16, usize, usize)>, Failure> {
+        let mut headers = [httparse::EMPTY_HEADER; HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let head = match response.parse(&self.buf) {
+            Ok(httparse::Status::Complete(head)) => head,
+            Ok(httparse::Status::Partial) if self.buf.len() < MAX_RESPONSE => return Ok(None),
+            Ok(httparse::Status::Partial) => {
+                return Err(Failure::Other("an endless response head".into()))
+            }
+            Err(e) => return Err(Failure::Other(format!("a malformed response: {e}"))),
+        };
+        let status = response.code.unwrap_or(0);
+        let mut len = None;
+        for header in response.headers.iter() {
+            if header.name.eq_ignore_ascii_case("content-length") {
+                len = std::str::from_utf8(header.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(Failure::Other(
+                    "a chunked response (this client reads sized bodies only)".into(),
+                ));
+            } else if header.name.eq_ignore_ascii_case("connection")
+                && header.value.eq_ignore_ascii_case(b"close")
+            {
+                self.dead = true;
+            }
+        }
+        match len {
+            Some(len) => Ok(Some((status, head, len))),
+            None => Err(Failure::Other(format!(
+                "a {status} response without a Content-Length"
+            ))),
+        }
+    }
+
+    async fn read_more(&mut self) -> io::Result<()> {
+        if self.buf.capacity() - self.buf.len() < 8 << 10 {
+            self.buf.reserve(self.buf.capacity().max(16 << 10));
+        }
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Idle connections, shared by the virtual users: a user takes one for its whole drop and
+/// gives it back, so connections number the users in flight.
+pub struct Pool {
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl Pool {
+    pub fn new() -> Pool {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An idle connection, or a new one.
+    pub async fn take(&self, target: &Target) -> Result<Conn, String> {
+        // A poisoned lock only means another user panicked mid-push; the Vec is still whole.
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => Conn::open(target).await,
+        }
+    }
+
+    pub fn give(&self, conn: Conn) {
+        if !conn.dead {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+        }
+    }
+}
