@@ -173,8 +173,29 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Latencies in microseconds, one per request. Raw samples, not a histogram, until the
+/// report: a histogram of this range is about 250 kB, and an open-loop run keeps statistics
+/// per user (thousands per second); a few samples per user are a few bytes.
+#[derive(Default)]
+struct Samples(Vec<u64>);
+
+impl Samples {
+    fn record(&mut self, micros: u64) {
+        self.0.push(micros.max(1));
+    }
+
+    fn histogram(&self) -> Histogram<u64> {
+        let mut h = histogram();
+        for &v in &self.0 {
+            // Above the 10-minute bound only if a request outlived the 30 s timeout 20 times.
+            let _ = h.record(v);
+        }
+        h
+    }
+}
+
 struct StepStats {
-    latency: Histogram<u64>,
+    latency: Samples,
     ok: u64,
     client_errors: u64,
     server_errors: u64,
@@ -184,7 +205,7 @@ struct StepStats {
 impl StepStats {
     fn new() -> StepStats {
         StepStats {
-            latency: histogram(),
+            latency: Samples::default(),
             ok: 0,
             client_errors: 0,
             server_errors: 0,
@@ -194,7 +215,7 @@ impl StepStats {
 
     fn merge(&mut self, other: &StepStats) {
         // Same bounds on both sides: adding cannot fail.
-        let _ = self.latency.add(&other.latency);
+        self.latency.0.extend_from_slice(&other.latency.0);
         self.ok += other.ok;
         self.client_errors += other.client_errors;
         self.server_errors += other.server_errors;
@@ -205,7 +226,7 @@ impl StepStats {
 /// What one virtual user (or all of them, merged) saw.
 struct Stats {
     steps: Vec<StepStats>,
-    iteration: Histogram<u64>,
+    iteration: Samples,
     completed: u64,
     sold_out: u64,
     failed: u64,
@@ -221,7 +242,7 @@ impl Stats {
     fn new() -> Stats {
         Stats {
             steps: STEPS.iter().map(|_| StepStats::new()).collect(),
-            iteration: histogram(),
+            iteration: Samples::default(),
             completed: 0,
             sold_out: 0,
             failed: 0,
@@ -239,7 +260,7 @@ impl Stats {
         for (mine, theirs) in self.steps.iter_mut().zip(&other.steps) {
             mine.merge(theirs);
         }
-        let _ = self.iteration.add(&other.iteration);
+        self.iteration.0.extend_from_slice(&other.iteration.0);
         self.completed += other.completed;
         self.sold_out += other.sold_out;
         self.failed += other.failed;
@@ -267,7 +288,7 @@ fn report(stats: &Stats, elapsed: Duration, started: usize, dropped: u64) {
     println!("| step | requests | ok | 4xx | 5xx | transport errors | per second | p50 ms | p90 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (step, s) in STEPS.iter().zip(&stats.steps) {
-        let h = &s.latency;
+        let h = &s.latency.histogram();
         println!(
             "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
             step.name(),
@@ -283,7 +304,7 @@ fn report(stats: &Stats, elapsed: Duration, started: usize, dropped: u64) {
             ms(h.max()),
         );
     }
-    let h = &stats.iteration;
+    let h = &stats.iteration.histogram();
     println!("\n## drop: whole iterations (join → pay)\n");
     println!("| users started | completed (paid) | sold out | failed | dropped (open loop, cap reached) | reservation conflicts retried | full iterations per second | p50 ms | p90 ms | p99 ms | max ms |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -528,7 +549,7 @@ impl<'s> Session<'s> {
             let exchanged = self.exchange().await;
             let micros = started.elapsed().as_micros() as u64;
             let s = stats.step(step);
-            let _ = s.latency.record(micros.max(1));
+            s.latency.record(micros);
             let status = match exchanged {
                 Ok(status) => status,
                 Err(e) => {
@@ -710,9 +731,7 @@ async fn one_user(sc: &Scenario, user: i64, since: Instant, stats: &mut Stats, r
     session.finish();
     if outcome == Outcome::Completed {
         stats.completed += 1;
-        let _ = stats
-            .iteration
-            .record((since.elapsed().as_micros() as u64).max(1));
+        stats.iteration.record(since.elapsed().as_micros() as u64);
     }
 }
 
@@ -1144,9 +1163,11 @@ async fn run(sc: Arc<Scenario>, users: Arc<Vec<i64>>) -> (Stats, Duration, usize
             // Open loop: users arrive on a fixed schedule; an iteration's time counts from its
             // scheduled arrival, so a slow service cannot hide its queueing (no coordinated
             // omission). Past the in-flight cap an arrival is dropped and counted.
+            // Each user's statistics are merged as it finishes (they are a few samples; see
+            // `Samples`), so nothing piles up over the run.
             let in_flight = Arc::new(AtomicUsize::new(0));
             let gap = Duration::from_secs_f64(1.0 / rate.max(0.001));
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut running = tokio::task::JoinSet::new();
             let first = Instant::now();
             let mut n: u32 = 0;
             loop {
@@ -1155,6 +1176,11 @@ async fn run(sc: Arc<Scenario>, users: Arc<Vec<i64>>) -> (Stats, Duration, usize
                     break;
                 }
                 tokio::time::sleep_until(due.into()).await;
+                while let Some(done) = running.try_join_next() {
+                    if let Ok(stats) = done {
+                        total.merge(&stats);
+                    }
+                }
                 let user = users[n as usize];
                 n += 1;
                 if in_flight.load(Ordering::Relaxed) >= args.concurrency {
@@ -1162,20 +1188,20 @@ async fn run(sc: Arc<Scenario>, users: Arc<Vec<i64>>) -> (Stats, Duration, usize
                     continue;
                 }
                 in_flight.fetch_add(1, Ordering::Relaxed);
-                let (sc, in_flight, tx) = (sc.clone(), in_flight.clone(), tx.clone());
-                tokio::spawn(async move {
+                let (sc, in_flight) = (sc.clone(), in_flight.clone());
+                running.spawn(async move {
                     let mut stats = Stats::new();
                     let mut rng = SmallRng::seed_from_u64(u64::from(n));
                     one_user(&sc, user, due, &mut stats, &mut rng).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
-                    let _ = tx.send(stats);
+                    stats
                 });
             }
             next.store(n as usize, Ordering::Relaxed);
-            // Only the users' clones remain: the receiver ends when the last one is done.
-            std::mem::drop(tx);
-            while let Some(stats) = rx.recv().await {
-                total.merge(&stats);
+            while let Some(done) = running.join_next().await {
+                if let Ok(stats) = done {
+                    total.merge(&stats);
+                }
             }
         }
     }
