@@ -36,7 +36,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 use wire::{Conn, Failure, Pool, RequestBuf, Target};
@@ -109,6 +109,10 @@ struct Args {
     /// Check the seat-map scanner against a full JSON parse of every map (on with --smoke).
     #[arg(long)]
     verify_seat_maps: bool,
+    /// Print a line a second: users completed in that second, users in flight, the slowest
+    /// iteration completed in it.
+    #[arg(long)]
+    progress: bool,
     /// Keep the throwaway SQLite file.
     #[arg(long)]
     keep: bool,
@@ -340,6 +344,11 @@ struct Scenario {
     args: Args,
     /// Check the seat-map scanner against a full JSON parse of every map (the smoke run does).
     verify_seat_maps: bool,
+    /// For --progress: users completed, users in flight, the slowest iteration (µs) since
+    /// the last line.
+    completed: AtomicU64,
+    in_flight: AtomicUsize,
+    slowest: AtomicU64,
 }
 
 /// A response: the typed body of a success, or the error slug of a refusal.
@@ -727,11 +736,16 @@ async fn iteration(
 /// Runs one user and records the iteration.
 async fn one_user(sc: &Scenario, user: i64, since: Instant, stats: &mut Stats, rng: &mut SmallRng) {
     let mut session = Session::new(sc);
+    sc.in_flight.fetch_add(1, Ordering::Relaxed);
     let outcome = iteration(sc, &mut session, user, stats, rng).await;
+    sc.in_flight.fetch_sub(1, Ordering::Relaxed);
     session.finish();
     if outcome == Outcome::Completed {
+        let micros = since.elapsed().as_micros() as u64;
         stats.completed += 1;
-        stats.iteration.record(since.elapsed().as_micros() as u64);
+        stats.iteration.record(micros);
+        sc.completed.fetch_add(1, Ordering::Relaxed);
+        sc.slowest.fetch_max(micros, Ordering::Relaxed);
     }
 }
 
@@ -1135,6 +1149,26 @@ async fn run(sc: Arc<Scenario>, users: Arc<Vec<i64>>) -> (Stats, Duration, usize
     let started = Instant::now();
     let mut total = Stats::new();
     let mut dropped = 0;
+    let ticker = args.progress.then(|| {
+        let sc = sc.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            let (mut second, mut before) = (0, 0);
+            loop {
+                tick.tick().await;
+                second += 1;
+                let done = sc.completed.load(Ordering::Relaxed);
+                println!(
+                    "t={second:>3}s completed {:>5}/s, in flight {:>4}, slowest {} ms",
+                    done - before,
+                    sc.in_flight.load(Ordering::Relaxed),
+                    ms(sc.slowest.swap(0, Ordering::Relaxed)),
+                );
+                before = done;
+            }
+        })
+    });
     match args.open_loop_rate {
         None => {
             // Closed loop: each worker starts its next user when the last one is done.
@@ -1206,6 +1240,9 @@ async fn run(sc: Arc<Scenario>, users: Arc<Vec<i64>>) -> (Stats, Duration, usize
         }
     }
     let elapsed = started.elapsed();
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
     let began = next.load(Ordering::Relaxed).min(users.len());
     (total, elapsed, began, dropped)
 }
@@ -1342,6 +1379,9 @@ async fn drive(
         target,
         pool: Pool::new(),
         verify_seat_maps: args.verify_seat_maps,
+        completed: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        slowest: AtomicU64::new(0),
         concert,
         schedules: schedules.iter().copied().collect(),
         args: args.clone(),
