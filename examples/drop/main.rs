@@ -16,6 +16,10 @@
 //!     --database-url postgres://…/boxoffice
 //! ```
 //!
+//! The measured phase speaks HTTP/1.1 through its own small client (`wire.rs`), so the
+//! generator costs the shared cores as little as it can; `--verify-seat-maps` (on with
+//! `--smoke`) checks its seat-map scan against a full JSON parse.
+//!
 //! Setup (creating users, funding their wallets with a recharge, creating the concert) is done
 //! over HTTP with the admin key and is not part of the measured phase. Users are created with
 //! a zero balance and funded by a recharge so the ledger explains every balance.
