@@ -4,8 +4,9 @@
 //! SQLite admits one writer at a time. Rather than let several connections race for the write
 //! lock (and wait out busy timeouts), writes queue for the single writer connection of their
 //! own pool, and each one takes the lock up front with `BEGIN IMMEDIATE`, so a transaction
-//! never fails half-way because another writer got there first. There is no `UNNEST`: a batch
-//! is one prepared statement per row inside one transaction, which is cheap in-process.
+//! never fails half-way because another writer got there first. There is no `UNNEST`: each
+//! table's rows in a batch are bound as one JSON array and read back with `json_each`, one
+//! statement per table rather than per row (see `execute_rows`).
 
 use super::rows;
 use super::{
