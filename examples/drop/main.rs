@@ -1438,3 +1438,36 @@ async fn drive(
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAP: &[u8] = br#"{"concertId":1,"concertAt":"2099-01-01T10:00:00","seats":[{"seatId":11,"seatNumber":1,"seatStatus":"AVAILABLE","seatPrice":10000},{"seatId":12,"seatNumber":2,"seatStatus":"UNAVAILABLE","seatPrice":10000},{"seatId":13,"seatNumber":3,"seatStatus":"AVAILABLE","seatPrice":10000}]}"#;
+
+    #[test]
+    fn the_scan_finds_the_free_seats_and_agrees_with_the_parser() {
+        assert_eq!(free_seats(MAP, false), Ok(vec![11, 13]));
+        assert_eq!(free_seats(MAP, true), Ok(vec![11, 13]));
+        let none = br#"{"concertId":1,"concertAt":"x","seats":[]}"#;
+        assert_eq!(free_seats(none, true), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_map_the_scan_would_misread_is_an_error() {
+        // Status before id: the scan pairs each id with the next seat's status.
+        let reordered = br#"{"concertId":1,"concertAt":"x","seats":[{"seatStatus":"UNAVAILABLE","seatId":11},{"seatStatus":"AVAILABLE","seatId":12}]}"#;
+        assert!(free_seats(reordered, true).is_err());
+        let unknown = br#"{"seats":[{"seatId":11,"seatStatus":"SOLD"}]}"#;
+        assert!(free_seats(unknown, false).is_err());
+        let not_a_number = br#"{"seats":[{"seatId":"11","seatStatus":"AVAILABLE"}]}"#;
+        assert!(free_seats(not_a_number, false).is_err());
+        assert!(free_seats(b"{}", false).is_err());
+    }
+
+    #[test]
+    fn seat_ids_are_written_as_a_json_array() {
+        assert_eq!(format!("[{}]", Ids(&[])), "[]");
+        assert_eq!(format!("[{}]", Ids(&[4, 5, 6])), "[4,5,6]");
+    }
+}

@@ -306,3 +306,135 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server that answers each request on one connection with the next of `answers`,
+    /// written in pieces of `piece` bytes, then closes.
+    async fn serve(answers: Vec<&'static [u8]>, piece: usize) -> Target {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("a bound address");
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            for answer in answers {
+                // Read one request head (these tests send no bodies).
+                let mut request = Vec::new();
+                while !request.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0u8; 1];
+                    if socket.read(&mut byte).await.expect("read") == 0 {
+                        return;
+                    }
+                    request.push(byte[0]);
+                }
+                for chunk in answer.chunks(piece) {
+                    socket.write_all(chunk).await.expect("write");
+                    socket.flush().await.expect("flush");
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        Target::resolve(&format!("http://{addr}"), Duration::from_secs(5))
+            .await
+            .expect("a local address resolves")
+    }
+
+    fn get(target: &Target) -> RequestBuf {
+        let mut request = RequestBuf::new();
+        request.prepare(target, "GET", format_args!("/x"), Some(7), None);
+        request
+    }
+
+    #[tokio::test]
+    async fn an_answer_split_across_reads_is_framed_by_its_content_length() {
+        let target = serve(
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world"],
+            3,
+        )
+        .await;
+        let mut conn = Conn::open(&target).await.expect("connect");
+        let status = conn.send(&target, &get(&target)).await.expect("an answer");
+        assert_eq!(status, 200);
+        assert_eq!(conn.body(), b"hello world");
+        assert!(!conn.is_dead());
+    }
+
+    #[tokio::test]
+    async fn one_connection_carries_requests_until_the_server_says_close() {
+        let target = serve(
+            vec![
+                b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}",
+                b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbad",
+            ],
+            1024,
+        )
+        .await;
+        let mut conn = Conn::open(&target).await.expect("connect");
+        let request = get(&target);
+        assert_eq!(conn.send(&target, &request).await.expect("first"), 201);
+        assert_eq!(conn.body(), b"{}");
+        assert!(!conn.is_dead());
+        assert_eq!(conn.send(&target, &request).await.expect("second"), 400);
+        assert_eq!(conn.body(), b"bad");
+        assert!(conn.is_dead(), "Connection: close");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_closed_by_the_server_is_stale_and_may_be_retried() {
+        let target = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], 1024).await;
+        let mut conn = Conn::open(&target).await.expect("connect");
+        let request = get(&target);
+        assert_eq!(conn.send(&target, &request).await.expect("first"), 200);
+        match conn.send(&target, &request).await {
+            Err(Failure::Stale(_)) => {}
+            other => panic!("expected a stale connection, got {other:?}"),
+        }
+        assert!(conn.is_dead());
+    }
+
+    #[tokio::test]
+    async fn unsized_and_chunked_answers_are_errors_not_guesses() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"[..],
+            &b"HTTP/1.1 200 OK\r\n\r\nno length"[..],
+            &b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n"[..],
+        ] {
+            let target = serve(vec![answer], 1024).await;
+            let mut conn = Conn::open(&target).await.expect("connect");
+            match conn.send(&target, &get(&target)).await {
+                Err(Failure::Other(_)) => assert!(conn.is_dead()),
+                other => panic!(
+                    "{:?} was accepted: {other:?}",
+                    String::from_utf8_lossy(answer)
+                ),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_carries_its_token_and_a_sized_json_body() {
+        let target = Target::resolve("http://127.0.0.1:9", Duration::from_secs(1))
+            .await
+            .expect("a literal address resolves");
+        let mut request = RequestBuf::new();
+        request.prepare(
+            &target,
+            "POST",
+            format_args!("/v1/payments/users/{}", 5),
+            Some(42),
+            Some(format_args!(r#"{{"reservationId":{}}}"#, 9)),
+        );
+        assert_eq!(
+            String::from_utf8(request.out.clone()).expect("ASCII"),
+            "POST /v1/payments/users/5 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nTOKEN-ID: 42\r\n\
+             Content-Type: application/json\r\nContent-Length: 19\r\n\r\n{\"reservationId\":9}"
+        );
+        assert!(
+            Target::resolve("https://example.com", Duration::from_secs(1))
+                .await
+                .is_err()
+        );
+    }
+}
