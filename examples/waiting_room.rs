@@ -28,7 +28,6 @@
 //! read from the database (the last `--users` users), nothing is inserted.
 
 use boxoffice::config::Settings;
-use boxoffice::startup::Application;
 use boxoffice::store::Store;
 use clap::Parser;
 use futures_util::stream::{self, StreamExt};
@@ -44,6 +43,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[path = "support/server.rs"]
+mod server;
+use server::Spawned;
 
 const SPAWN_ADMIN_KEY: &str = "waiting-room-load-generator";
 
@@ -465,12 +468,7 @@ async fn poll_obeying(
 
 // --- the in-process server ----------------------------------------------------------------
 
-struct Spawned {
-    base: String,
-    handle: actix_web::dev::ServerHandle,
-    thread: std::thread::JoinHandle<()>,
-}
-
+/// Starts the application in-process with this run's settings.
 fn spawn_server(args: &Args, url: &str) -> Result<Spawned, String> {
     let mut settings = Settings::for_database(url);
     settings.admin_key = Some(SPAWN_ADMIN_KEY.into());
@@ -478,29 +476,7 @@ fn spawn_server(args: &Args, url: &str) -> Result<Spawned, String> {
     settings.engine.max_active = args.max_active;
     settings.engine.admit_per_sec = args.admit_per_sec;
     settings.engine.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let system = actix::System::new();
-        system.block_on(async move {
-            match Application::build(settings).await {
-                Ok(app) => {
-                    let _ = tx.send(Ok((app.port(), app.handle())));
-                    if let Err(e) = app.run_until_stopped().await {
-                        eprintln!("the server stopped with an error: {e}");
-                    }
-                }
-                Err(e) => std::mem::drop(tx.send(Err(e.to_string()))),
-            }
-        });
-    });
-    let (port, handle) = rx
-        .recv()
-        .map_err(|_| "the server thread ended before it started".to_string())??;
-    Ok(Spawned {
-        base: format!("http://127.0.0.1:{port}"),
-        handle,
-        thread,
-    })
+    server::spawn_server(settings)
 }
 
 fn write_tokens(path: &str, pairs: &[(i64, i64)]) -> std::io::Result<()> {

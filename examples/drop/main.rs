@@ -25,7 +25,6 @@
 //! a zero balance and funded by a recharge so the ledger explains every balance.
 
 use boxoffice::config::Settings;
-use boxoffice::startup::Application;
 use boxoffice::store::MemoryStore;
 use clap::Parser;
 use futures_util::stream::{self, StreamExt};
@@ -45,7 +44,10 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 use wire::{Conn, Failure, Pool, RequestBuf, Target};
 
+#[path = "../support/server.rs"]
+mod server;
 mod wire;
+use server::Spawned;
 
 const PRICE: i64 = 10_000;
 const SPAWN_ADMIN_KEY: &str = "drop-load-generator";
@@ -348,8 +350,8 @@ struct Scenario {
     args: Args,
     /// Check the seat-map scanner against a full JSON parse of every map (the smoke run does).
     verify_seat_maps: bool,
-    /// For --progress: users completed, users in flight, the slowest iteration (µs) since
-    /// the last line.
+    /// Users completed and the slowest iteration (µs) since the last --progress line; users
+    /// in flight (also the open loop's cap).
     completed: AtomicU64,
     in_flight: AtomicUsize,
     slowest: AtomicU64,
@@ -740,9 +742,7 @@ async fn iteration(
 /// Runs one user and records the iteration.
 async fn one_user(sc: &Scenario, user: i64, since: Instant, stats: &mut Stats, rng: &mut SmallRng) {
     let mut session = Session::new(sc);
-    sc.in_flight.fetch_add(1, Ordering::Relaxed);
     let outcome = iteration(sc, &mut session, user, stats, rng).await;
-    sc.in_flight.fetch_sub(1, Ordering::Relaxed);
     session.finish();
     if outcome == Outcome::Completed {
         let micros = since.elapsed().as_micros() as u64;
@@ -840,42 +840,14 @@ async fn create_concert(
 
 // --- the in-process server ----------------------------------------------------------------
 
-struct Spawned {
-    base: String,
-    handle: actix_web::dev::ServerHandle,
-    thread: std::thread::JoinHandle<()>,
-}
-
-/// Starts the application on its own thread and actix system.
+/// Starts the application in-process with this run's settings.
 fn spawn_server(args: &Args, url: &str) -> Result<Spawned, String> {
     let mut settings = Settings::for_database(url);
     settings.admin_key = Some(SPAWN_ADMIN_KEY.into());
     settings.http_workers = args.server_workers.max(1);
     settings.engine.max_active = args.max_active as usize;
     settings.engine.max_seats_per_user = args.seats_per_user as u32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let system = actix::System::new();
-        system.block_on(async move {
-            match Application::build(settings).await {
-                Ok(app) => {
-                    let _ = tx.send(Ok((app.port(), app.handle())));
-                    if let Err(e) = app.run_until_stopped().await {
-                        eprintln!("the server stopped with an error: {e}");
-                    }
-                }
-                Err(e) => std::mem::drop(tx.send(Err(e.to_string()))),
-            }
-        });
-    });
-    let (port, handle) = rx
-        .recv()
-        .map_err(|_| "the server thread ended before it started".to_string())??;
-    Ok(Spawned {
-        base: format!("http://127.0.0.1:{port}"),
-        handle,
-        thread,
-    })
+    server::spawn_server(settings)
 }
 
 // --- invariants ---------------------------------------------------------------------------
@@ -1185,7 +1157,9 @@ async fn run(sc: Arc<Scenario>, users: Arc<Vec<i64>>) -> (Stats, Duration, usize
                         while Instant::now() < deadline {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(user) = users.get(i) else { break };
+                            sc.in_flight.fetch_add(1, Ordering::Relaxed);
                             one_user(&sc, *user, Instant::now(), &mut stats, &mut rng).await;
+                            sc.in_flight.fetch_sub(1, Ordering::Relaxed);
                         }
                         stats
                     })
@@ -1203,7 +1177,6 @@ async fn run(sc: Arc<Scenario>, users: Arc<Vec<i64>>) -> (Stats, Duration, usize
             // omission). Past the in-flight cap an arrival is dropped and counted.
             // Each user's statistics are merged as it finishes (they are a few samples; see
             // `Samples`), so nothing piles up over the run.
-            let in_flight = Arc::new(AtomicUsize::new(0));
             let gap = Duration::from_secs_f64(1.0 / rate.max(0.001));
             let mut running = tokio::task::JoinSet::new();
             let first = Instant::now();
@@ -1221,17 +1194,18 @@ async fn run(sc: Arc<Scenario>, users: Arc<Vec<i64>>) -> (Stats, Duration, usize
                 }
                 let user = users[n as usize];
                 n += 1;
-                if in_flight.load(Ordering::Relaxed) >= args.concurrency {
+                if sc.in_flight.load(Ordering::Relaxed) >= args.concurrency {
                     dropped += 1;
                     continue;
                 }
-                in_flight.fetch_add(1, Ordering::Relaxed);
-                let (sc, in_flight) = (sc.clone(), in_flight.clone());
+                // Counted before the task starts, so a burst of arrivals cannot pass the cap.
+                sc.in_flight.fetch_add(1, Ordering::Relaxed);
+                let sc = sc.clone();
                 running.spawn(async move {
                     let mut stats = Stats::new();
                     let mut rng = SmallRng::seed_from_u64(u64::from(n));
                     one_user(&sc, user, due, &mut stats, &mut rng).await;
-                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                    sc.in_flight.fetch_sub(1, Ordering::Relaxed);
                     stats
                 });
             }
