@@ -27,9 +27,10 @@
 //! does after a 503; those retries are counted and reported.
 
 use actix::SystemRunner;
-use boxoffice::actors::engine::{BookingError, WalletError};
+use boxoffice::actors::{BookingError, WalletError};
 use boxoffice::actors::{Engine, EngineSettings, Persister, Unavailable};
 use boxoffice::clock::SystemClock;
+use boxoffice::domain::schedule::HoldRequest;
 use boxoffice::domain::{ConcertId, Money, ScheduleId, SeatId, Timestamp, UserId};
 use boxoffice::store::{NewConcert, NewSchedule, Store, StoreHandle};
 use criterion::measurement::WallTime;
@@ -423,7 +424,15 @@ async fn hold_batch(rig: &mut Rig, schedules: usize, seats: usize, rng: &mut Sma
         let (user, schedule, seats) = &requests[i];
         (
             i,
-            engine.hold(*user, concert, *schedule, seats.clone(), None),
+            engine.hold(
+                HoldRequest {
+                    user: *user,
+                    concert,
+                    schedule: *schedule,
+                    seats: seats.clone(),
+                },
+                None,
+            ),
         )
     };
     let mut waiting: Vec<(usize, _)> = (0..requests.len()).map(submit).collect();
@@ -432,7 +441,7 @@ async fn hold_batch(rig: &mut Rig, schedules: usize, seats: usize, rng: &mut Sma
         for (i, answer) in waiting {
             match answer.await {
                 Ok(_) => tally.held += 1,
-                Err(BookingError::Rule(_)) => tally.refused += 1,
+                Err(BookingError::Refused(_)) => tally.refused += 1,
                 // A full intake: backpressure, not a decision; that client asks again.
                 Err(BookingError::Unavailable(Unavailable::Busy)) => {
                     tally.busy_retries += 1;
@@ -793,7 +802,7 @@ async fn recharge_client(engine: &Engine, user: UserId, busy: &AtomicU64) -> Out
     loop {
         match engine.recharge(user, PRICE, None).await {
             Ok(_) => return Outcome::Held,
-            Err(WalletError::Rule(_)) => return Outcome::Refused,
+            Err(WalletError::Refused(_)) => return Outcome::Refused,
             Err(WalletError::Unavailable(Unavailable::Busy)) => {
                 busy.fetch_add(1, Ordering::Relaxed);
                 tokio::task::yield_now().await;

@@ -29,7 +29,7 @@
 //! runs one group (the durable part runs whenever `BOXOFFICE_BENCH_JOINS` is not 0).
 
 use actix::SystemRunner;
-use boxoffice::actors::engine::QueueError;
+use boxoffice::actors::QueueError;
 use boxoffice::actors::{Engine, EngineSettings, Persister, Unavailable};
 use boxoffice::clock::SystemClock;
 use boxoffice::domain::queue::{AdmissionPolicy, Joined, TokenRecord, WaitingLine};

@@ -1,10 +1,10 @@
 //! Demo data for `serve --demo`: users, a concert with upcoming schedules and a graded seat
 //! map, loaded only into an empty store, and a "try this" block to start from.
 
-use crate::actors::engine::AdminError;
+use crate::actors::AdminError;
 use crate::actors::Engine;
+use crate::domain::catalog::{NewConcert, NewSchedule};
 use crate::domain::{Money, Timestamp};
-use crate::store::{NewConcert, NewSchedule};
 use std::time::Duration;
 
 /// Demo users get ids 1..=USERS (the store is empty, so the sequence starts at 1).

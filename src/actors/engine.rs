@@ -3,6 +3,7 @@
 //! that owns the state, and waits for the (durable) answer. Payment is the one operation that
 //! crosses actors; its saga runs detached, so a client hanging up cannot strand a pinned hold.
 
+use super::error::{AdminError, BookingError, PaymentError, QueueError, WalletError};
 use super::idempotency::{Idempotency, IdempotentWrite, RETENTION};
 use super::persister::{ActorKey, Persister};
 use super::queue::{ConsumeToken, JoinQueue, QueueActor, QueueView, RebuildQueue};
@@ -12,16 +13,14 @@ use super::schedule::{
 };
 use super::wallet::{
     DebitForPayment, PaymentReceipt, ReadBalance, RebuildWallet, Recharge, WalletActor,
-    WalletRefusal,
 };
 use super::{ask, ActorError, Unavailable};
 use crate::clock::Clock;
 use crate::domain::ids::BuildIdHasher;
-use crate::domain::queue::{TokenRecord, TokenRule, TokenStatus};
-use crate::domain::schedule::{BookingRule, ScheduleBook, ScheduleInfo};
-use crate::domain::wallet::WalletRule;
+use crate::domain::queue::{TokenRecord, TokenRefusal, TokenStatus};
+use crate::domain::schedule::{BookingRefusal, HoldRequest, ScheduleBook, ScheduleInfo};
 use crate::domain::{
-    ConcertId, Money, PaymentId, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
+    ConcertId, Money, PaymentId, ReservationId, ScheduleId, Timestamp, TokenId, UserId,
 };
 use crate::store::{CreatedConcert, LedgerEntry, NewConcert, StoreError, StoreHandle};
 use actix::prelude::*;
@@ -83,7 +82,7 @@ struct ConcertEntry {
 }
 
 type HoldReceiver =
-    tokio::sync::oneshot::Receiver<Result<ReservationView, ActorError<BookingRule>>>;
+    tokio::sync::oneshot::Receiver<Result<ReservationView, ActorError<BookingRefusal>>>;
 
 struct WalletSlot {
     instance: u64,
@@ -132,107 +131,6 @@ impl Core {
     pub fn forget_wallet(&self, user: UserId, instance: u64, _generation: u64) {
         self.wallets
             .remove_if(&user, |_, slot| slot.instance == instance);
-    }
-}
-
-/// Why a queue operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueueError {
-    #[error("user not found")]
-    UserNotFound,
-    #[error("token not found")]
-    TokenNotFound,
-    #[error(transparent)]
-    Token(#[from] TokenRule),
-    #[error(transparent)]
-    Unavailable(#[from] Unavailable),
-}
-
-/// Why a concert, seat or reservation operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BookingError {
-    #[error("user not found")]
-    UserNotFound,
-    #[error("concert not found")]
-    ConcertNotFound,
-    #[error("schedule not found")]
-    ScheduleNotFound,
-    #[error(transparent)]
-    Rule(#[from] BookingRule),
-    #[error(transparent)]
-    Unavailable(#[from] Unavailable),
-}
-
-/// Why a wallet operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WalletError {
-    #[error("user not found")]
-    UserNotFound,
-    #[error(transparent)]
-    Rule(#[from] WalletRule),
-    #[error(transparent)]
-    Unavailable(#[from] Unavailable),
-}
-
-/// Why a payment did not happen (nothing was debited).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PaymentError {
-    #[error("user not found")]
-    UserNotFound,
-    #[error(transparent)]
-    Booking(#[from] BookingRule),
-    #[error(transparent)]
-    Wallet(#[from] WalletRule),
-    #[error(transparent)]
-    Unavailable(#[from] Unavailable),
-}
-
-/// Why an admin operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<ActorError<BookingRule>> for BookingError {
-    fn from(e: ActorError<BookingRule>) -> Self {
-        match e {
-            ActorError::Rejected(rule) => BookingError::Rule(rule),
-            ActorError::Unavailable(u) => BookingError::Unavailable(u),
-        }
-    }
-}
-
-impl From<ActorError<WalletRefusal>> for WalletError {
-    fn from(e: ActorError<WalletRefusal>) -> Self {
-        match e {
-            ActorError::Rejected(WalletRefusal::Rule(rule)) => WalletError::Rule(rule),
-            ActorError::Rejected(WalletRefusal::UserNotFound) => WalletError::UserNotFound,
-            ActorError::Unavailable(u) => WalletError::Unavailable(u),
-        }
-    }
-}
-
-impl From<BookingError> for PaymentError {
-    fn from(e: BookingError) -> Self {
-        match e {
-            BookingError::Rule(rule) => PaymentError::Booking(rule),
-            BookingError::Unavailable(u) => PaymentError::Unavailable(u),
-            BookingError::UserNotFound => PaymentError::UserNotFound,
-            BookingError::ConcertNotFound | BookingError::ScheduleNotFound => {
-                PaymentError::Booking(BookingRule::ReservationNotFound)
-            }
-        }
-    }
-}
-
-impl From<WalletError> for PaymentError {
-    fn from(e: WalletError) -> Self {
-        match e {
-            WalletError::Rule(rule) => PaymentError::Wallet(rule),
-            WalletError::Unavailable(u) => PaymentError::Unavailable(u),
-            WalletError::UserNotFound => PaymentError::UserNotFound,
-        }
     }
 }
 
@@ -521,7 +419,7 @@ impl Engine {
         if !self.user_exists(user) {
             return Err(QueueError::UserNotFound);
         }
-        let token = token.ok_or(QueueError::Token(TokenRule::Invalid))?;
+        let token = token.ok_or(QueueError::Token(TokenRefusal::Invalid))?;
         Ok(self.inner.queue_view.poll(user, token, self.now())?)
     }
 
@@ -530,8 +428,8 @@ impl Engine {
         &self,
         token: Option<TokenId>,
         user: Option<UserId>,
-    ) -> Result<TokenRecord, TokenRule> {
-        let token = token.ok_or(TokenRule::Invalid)?;
+    ) -> Result<TokenRecord, TokenRefusal> {
+        let token = token.ok_or(TokenRefusal::Invalid)?;
         self.inner.queue_view.authorize(token, user, self.now())
     }
 
@@ -589,14 +487,11 @@ impl Engine {
     /// first polled (it only waits for the reply, so it stays small).
     pub fn hold(
         &self,
-        user: UserId,
-        concert: ConcertId,
-        schedule: ScheduleId,
-        seats: Vec<SeatId>,
+        request: HoldRequest,
         idempotency: Option<IdempotentWrite<ReservationView>>,
     ) -> impl std::future::Future<Output = Result<ReservationView, BookingError>> + Send + 'static
     {
-        let submitted = self.submit_hold(user, concert, schedule, seats, idempotency);
+        let submitted = self.submit_hold(request, idempotency);
         async move {
             // A dropped reply means the actor stopped before deciding: nothing was submitted.
             Ok(submitted?
@@ -607,12 +502,15 @@ impl Engine {
 
     fn submit_hold(
         &self,
-        user: UserId,
-        concert: ConcertId,
-        schedule: ScheduleId,
-        seats: Vec<SeatId>,
+        request: HoldRequest,
         idempotency: Option<IdempotentWrite<ReservationView>>,
     ) -> Result<HoldReceiver, BookingError> {
+        let HoldRequest {
+            user,
+            concert,
+            schedule,
+            seats,
+        } = request;
         if !self.user_exists(user) {
             return Err(BookingError::UserNotFound);
         }
@@ -692,7 +590,7 @@ impl Engine {
             .await;
         match found {
             Ok(Some(schedule)) => Ok(schedule),
-            Ok(None) => Err(BookingRule::ReservationNotFound.into()),
+            Ok(None) => Err(BookingRefusal::ReservationNotFound.into()),
             Err(error) => {
                 tracing::warn!(error = %error, "reservation lookup failed");
                 Err(Unavailable::CommitFailed.into())

@@ -7,6 +7,7 @@
 //! commit. Mailboxes are bounded: a full one is a prompt "unavailable", never a growing queue.
 
 pub mod engine;
+pub mod error;
 pub mod idempotency;
 pub mod persister;
 pub mod queue;
@@ -14,6 +15,7 @@ pub mod schedule;
 pub mod wallet;
 
 pub use engine::{Engine, EngineSettings};
+pub use error::{ActorError, AdminError, BookingError, PaymentError, QueueError, WalletError};
 pub use persister::{ActorKey, Persister, Unavailable};
 
 use crate::store::Writes;
@@ -22,17 +24,6 @@ use tokio::sync::oneshot;
 
 /// How many messages wait in one actor's mailbox before senders are refused.
 pub const MAILBOX_CAPACITY: usize = 4096;
-
-/// Why an actor did not do what it was asked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ActorError<E> {
-    /// The rules said no.
-    #[error(transparent)]
-    Rejected(E),
-    /// The answer cannot be made durable (or the actor cannot be reached) right now.
-    #[error(transparent)]
-    Unavailable(Unavailable),
-}
 
 /// Where an actor sends its answer.
 pub type Reply<T, E> = oneshot::Sender<Result<T, ActorError<E>>>;

@@ -12,7 +12,7 @@ use super::engine::Core;
 use super::persister::ActorKey;
 use super::{ActorError, Durability, Reply, Unavailable};
 use crate::domain::queue::{
-    AdmissionPolicy, Joined, LineLoader, TokenRecord, TokenRule, TokenStatus, WaitingLine,
+    AdmissionPolicy, Joined, LineLoader, TokenRecord, TokenRefusal, TokenStatus, WaitingLine,
 };
 use crate::domain::{Timestamp, TokenId, UserId};
 use crate::store::{StoreError, StoreHandle, Writes};
@@ -61,11 +61,11 @@ impl QueueView {
         user: UserId,
         token: TokenId,
         now: Timestamp,
-    ) -> Result<TokenStatus, TokenRule> {
+    ) -> Result<TokenStatus, TokenRefusal> {
         let line = self.read();
-        let mut status = line.status(token, now).ok_or(TokenRule::Invalid)?;
+        let mut status = line.status(token, now).ok_or(TokenRefusal::Invalid)?;
         if status.record.user != user {
-            return Err(TokenRule::Invalid);
+            return Err(TokenRefusal::Invalid);
         }
         if line.touch(token, now) {
             // This poll moved the idle deadline: answer the new one.
@@ -80,7 +80,7 @@ impl QueueView {
         token: TokenId,
         user: Option<UserId>,
         now: Timestamp,
-    ) -> Result<TokenRecord, TokenRule> {
+    ) -> Result<TokenRecord, TokenRefusal> {
         self.read().check_active(token, user, now)
     }
 
@@ -196,7 +196,7 @@ impl Actor for QueueActor {
 pub struct JoinQueue {
     pub user: UserId,
     /// Answers the token and whether it is new.
-    pub reply: Reply<(TokenRecord, bool), TokenRule>,
+    pub reply: Reply<(TokenRecord, bool), TokenRefusal>,
 }
 
 impl Handler<JoinQueue> for QueueActor {

@@ -7,7 +7,7 @@ use super::engine::{Core, ScheduleEntry};
 use super::persister::ActorKey;
 use super::{ActorError, Durability, Reply, Unavailable};
 use crate::domain::ids::IdHashMap;
-use crate::domain::schedule::{BookingRule, HoldPolicy, Reservation, ScheduleBook, SeatState};
+use crate::domain::schedule::{BookingRefusal, HoldPolicy, Reservation, ScheduleBook, SeatState};
 use crate::domain::{Money, ReservationId, SeatId, Timestamp, UserId};
 use crate::store::{StoreError, Writes};
 use actix::prelude::*;
@@ -82,7 +82,7 @@ pub struct ScheduleActor {
     /// Refusals of the burst being decided that must wait for writes in flight (a seat taken
     /// by a hold not yet committed). They are answered together after the burst, behind one
     /// submission, instead of one persister entry each.
-    deferred: Vec<(Reply<ReservationView, BookingRule>, BookingRule)>,
+    deferred: Vec<(Reply<ReservationView, BookingRefusal>, BookingRefusal)>,
 }
 
 impl ScheduleActor {
@@ -460,7 +460,7 @@ pub struct HoldSeats {
     pub seats: Vec<SeatId>,
     /// Boxed: most holds carry none, and the intake moves every hold twice.
     pub idempotency: Option<Box<super::idempotency::IdempotentWrite<ReservationView>>>,
-    pub reply: Reply<ReservationView, BookingRule>,
+    pub reply: Reply<ReservationView, BookingRefusal>,
 }
 
 impl ScheduleActor {
@@ -473,9 +473,11 @@ impl ScheduleActor {
         };
         if let Err(rule) = book.check_hold(msg.user, &msg.seats, now, policy) {
             let blocker = match rule {
-                BookingRule::SeatUnavailable { seat } => Blocker::Hold(book.holder(seat)),
+                BookingRefusal::SeatUnavailable { seat } => Blocker::Hold(book.holder(seat)),
                 // The user's own holds count, committed or not.
-                BookingRule::SeatLimitExceeded { limit } if msg.seats.len() <= limit as usize => {
+                BookingRefusal::SeatLimitExceeded { limit }
+                    if msg.seats.len() <= limit as usize =>
+                {
                     Blocker::Unknown
                 }
                 // The request alone (or the clock) decided it.
@@ -533,8 +535,8 @@ impl ScheduleActor {
     /// actor's writes in flight (a seat taken by a hold whose write then fails was free).
     fn refuse(
         &mut self,
-        reply: Reply<ReservationView, BookingRule>,
-        rule: BookingRule,
+        reply: Reply<ReservationView, BookingRefusal>,
+        rule: BookingRefusal,
         on: Blocker,
     ) {
         let durable = match on {
@@ -612,7 +614,7 @@ impl ScheduleActor {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ListSeats {
-    pub reply: Reply<Vec<SeatView>, BookingRule>,
+    pub reply: Reply<Vec<SeatView>, BookingRefusal>,
 }
 
 impl Handler<ListSeats> for ScheduleActor {
@@ -676,7 +678,7 @@ fn seat_view(
 pub struct ReadReservation {
     pub id: ReservationId,
     pub user: UserId,
-    pub reply: Reply<ReservationView, BookingRule>,
+    pub reply: Reply<ReservationView, BookingRefusal>,
 }
 
 impl Handler<ReadReservation> for ScheduleActor {
@@ -700,7 +702,7 @@ impl Handler<ReadReservation> for ScheduleActor {
 pub struct CancelReservation {
     pub id: ReservationId,
     pub user: UserId,
-    pub reply: Reply<ReservationView, BookingRule>,
+    pub reply: Reply<ReservationView, BookingRefusal>,
 }
 
 impl Handler<CancelReservation> for ScheduleActor {
@@ -758,7 +760,7 @@ impl ScheduleActor {
 pub struct PinHold {
     pub id: ReservationId,
     pub user: UserId,
-    pub reply: Reply<PinnedHold, BookingRule>,
+    pub reply: Reply<PinnedHold, BookingRefusal>,
 }
 
 impl Handler<PinHold> for ScheduleActor {
@@ -861,7 +863,7 @@ mod tests {
     use super::*;
     use tokio::sync::oneshot;
 
-    type Answer = oneshot::Receiver<Result<ReservationView, ActorError<BookingRule>>>;
+    type Answer = oneshot::Receiver<Result<ReservationView, ActorError<BookingRefusal>>>;
 
     fn hold(user: i64) -> (HoldSeats, Answer) {
         let (reply, answer) = oneshot::channel();

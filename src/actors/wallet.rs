@@ -6,7 +6,7 @@ use super::persister::{ActorKey, Dependency};
 use super::{ActorError, Durability, Reply, Unavailable};
 use crate::domain::queue::TokenRecord;
 use crate::domain::schedule::Reservation;
-use crate::domain::wallet::{Wallet, WalletRule};
+use crate::domain::wallet::{Wallet, WalletRefusal};
 use crate::domain::{Money, PaymentId, UserId};
 use crate::store::{LedgerEntry, LedgerKind, PaymentRecord, StoreError, WalletRecord, Writes};
 use actix::prelude::*;
@@ -16,15 +16,6 @@ use std::time::{Duration, Instant};
 /// A wallet idle this long stops (it is reloaded from the database on next use).
 const IDLE_STOP: Duration = Duration::from_secs(60);
 const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
-
-/// Why a wallet operation did not happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum WalletRefusal {
-    #[error(transparent)]
-    Rule(#[from] WalletRule),
-    #[error("user not found")]
-    UserNotFound,
-}
 
 /// A payment's receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,10 +190,9 @@ impl Handler<Recharge> for WalletActor {
                     None,
                 );
             }
-            Err(rule) => {
-                self.durability
-                    .commit_then(permit, Writes::default(), reply, Err(rule.into()))
-            }
+            Err(rule) => self
+                .durability
+                .commit_then(permit, Writes::default(), reply, Err(rule)),
         }
     }
 }
@@ -265,12 +255,9 @@ impl Handler<DebitForPayment> for WalletActor {
         let balance = match wallet.debit(amount) {
             Ok(balance) => balance,
             Err(rule) => {
-                return self.durability.commit_then(
-                    permit,
-                    Writes::default(),
-                    reply,
-                    Err(rule.into()),
-                )
+                return self
+                    .durability
+                    .commit_then(permit, Writes::default(), reply, Err(rule))
             }
         };
         let user = wallet.user;

@@ -3,6 +3,7 @@
 //! Nothing in here knows about actix, sqlx or the wall clock: every function that depends on
 //! time takes `now` as an argument, so every rule can be tested exhaustively and replayed.
 
+pub mod catalog;
 pub mod ids;
 pub mod money;
 pub mod queue;

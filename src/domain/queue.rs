@@ -129,7 +129,7 @@ impl AdmissionPolicy {
 
 /// Why a token does not authorize a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TokenRule {
+pub enum TokenRefusal {
     /// Unknown, or owned by another user.
     #[error("invalid token")]
     Invalid,
@@ -695,20 +695,20 @@ impl WaitingLine {
         id: TokenId,
         user: Option<UserId>,
         now: Timestamp,
-    ) -> Result<TokenRecord, TokenRule> {
-        let position = *self.by_token.get(&id).ok_or(TokenRule::Invalid)?;
-        let slot = self.slot(position).ok_or(TokenRule::Invalid)?;
-        let record = slot.record(position).ok_or(TokenRule::Invalid)?;
+    ) -> Result<TokenRecord, TokenRefusal> {
+        let position = *self.by_token.get(&id).ok_or(TokenRefusal::Invalid)?;
+        let slot = self.slot(position).ok_or(TokenRefusal::Invalid)?;
+        let record = slot.record(position).ok_or(TokenRefusal::Invalid)?;
         if user.is_some_and(|u| u != record.user) {
-            return Err(TokenRule::Invalid);
+            return Err(TokenRefusal::Invalid);
         }
         match record.state {
             TokenState::Waiting if slot.idle_deadline(self.policy.idle_timeout) <= now => {
-                Err(TokenRule::Expired)
+                Err(TokenRefusal::Expired)
             }
-            TokenState::Waiting => Err(TokenRule::NotActive),
+            TokenState::Waiting => Err(TokenRefusal::NotActive),
             TokenState::Active { expires_at, .. } if now < expires_at => Ok(record),
-            TokenState::Active { .. } | TokenState::Expired { .. } => Err(TokenRule::Expired),
+            TokenState::Active { .. } | TokenState::Expired { .. } => Err(TokenRefusal::Expired),
         }
     }
 
@@ -1116,15 +1116,15 @@ mod tests {
         );
         assert_eq!(
             line.check_active(b.id, Some(user(2)), t(120_000)),
-            Err(TokenRule::Expired)
+            Err(TokenRefusal::Expired)
         );
         assert_eq!(
             line.check_active(c.id, Some(user(3)), t(120_000)),
-            Err(TokenRule::NotActive)
+            Err(TokenRefusal::NotActive)
         );
         assert_eq!(
             line.check_active(c.id, Some(user(1)), t(120_000)),
-            Err(TokenRule::Invalid)
+            Err(TokenRefusal::Invalid)
         );
     }
 
@@ -1142,7 +1142,7 @@ mod tests {
         assert_eq!(polled.estimated_wait, None);
         assert_eq!(
             line.check_active(b.id, None, t(120_000)),
-            Err(TokenRule::Expired)
+            Err(TokenRefusal::Expired)
         );
         // The slot frees up: b is not admitted, it is expired (at its deadline).
         line.consume(a.id, t(120_001)).unwrap();
@@ -1161,7 +1161,7 @@ mod tests {
         assert_eq!(line.status(b.id, t(120_002)), None);
         assert_eq!(
             line.check_active(b.id, None, t(120_002)),
-            Err(TokenRule::Invalid)
+            Err(TokenRefusal::Invalid)
         );
     }
 
@@ -1210,7 +1210,7 @@ mod tests {
         line.touch(b.id, t(595_000));
         assert_eq!(
             line.check_active(a.id, None, t(600_000)),
-            Err(TokenRule::Expired)
+            Err(TokenRefusal::Expired)
         );
         let changed = line.advance(t(600_000));
         assert_eq!(changed.len(), 2);

@@ -9,6 +9,15 @@ use super::ids::IdHashMap;
 use super::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
 use std::time::Duration;
 
+/// A request to hold seats, parsed at the edge: who asks, on which schedule, for which seats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRequest {
+    pub user: UserId,
+    pub concert: ConcertId,
+    pub schedule: ScheduleId,
+    pub seats: Vec<SeatId>,
+}
+
 /// What a schedule is, as the catalog knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleInfo {
@@ -92,7 +101,7 @@ pub struct Reservation {
 
 /// Why the book refused a request. Each maps to one error of the API contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BookingRule {
+pub enum BookingRefusal {
     #[error("seat {seat} is not in this schedule")]
     SeatNotFound { seat: SeatId },
     #[error("seat {seat} is held or sold")]
@@ -235,7 +244,7 @@ impl ScheduleBook {
         seat_ids: &[SeatId],
         now: Timestamp,
         policy: HoldPolicy,
-    ) -> Result<(), BookingRule> {
+    ) -> Result<(), BookingRefusal> {
         self.positions_to_hold(user, seat_ids, now, policy)
             .map(drop)
     }
@@ -247,37 +256,37 @@ impl ScheduleBook {
         seat_ids: &[SeatId],
         now: Timestamp,
         policy: HoldPolicy,
-    ) -> Result<Vec<usize>, BookingRule> {
+    ) -> Result<Vec<usize>, BookingRefusal> {
         if seat_ids.is_empty() {
-            return Err(BookingRule::NoSeats);
+            return Err(BookingRefusal::NoSeats);
         }
         let limit = policy.max_seats_per_user;
         if seat_ids.len() > limit as usize {
-            return Err(BookingRule::SeatLimitExceeded { limit });
+            return Err(BookingRefusal::SeatLimitExceeded { limit });
         }
         let mut positions = Vec::with_capacity(seat_ids.len());
         for (n, seat) in seat_ids.iter().enumerate() {
             if seat_ids[..n].contains(seat) {
-                return Err(BookingRule::DuplicateSeat { seat: *seat });
+                return Err(BookingRefusal::DuplicateSeat { seat: *seat });
             }
             let i = *self
                 .index
                 .get(seat)
-                .ok_or(BookingRule::SeatNotFound { seat: *seat })?;
+                .ok_or(BookingRefusal::SeatNotFound { seat: *seat })?;
             positions.push(i);
         }
         if !self.is_open(now) {
-            return Err(BookingRule::NotOpen);
+            return Err(BookingRefusal::NotOpen);
         }
         let owned = self.seats_by_user.get(&user).copied().unwrap_or(0);
         if owned + seat_ids.len() as u32 > limit {
-            return Err(BookingRule::SeatLimitExceeded { limit });
+            return Err(BookingRefusal::SeatLimitExceeded { limit });
         }
         if let Some(&i) = positions
             .iter()
             .find(|&&i| self.states[i] != SeatState::Available)
         {
-            return Err(BookingRule::SeatUnavailable {
+            return Err(BookingRefusal::SeatUnavailable {
                 seat: self.seats[i].id,
             });
         }
@@ -292,12 +301,12 @@ impl ScheduleBook {
         seat_ids: &[SeatId],
         now: Timestamp,
         policy: HoldPolicy,
-    ) -> Result<&Reservation, BookingRule> {
+    ) -> Result<&Reservation, BookingRefusal> {
         let positions = self.positions_to_hold(user, seat_ids, now, policy)?;
         let total = Money::sum(positions.iter().map(|&i| self.seats[i].price))
             // Unreachable with at most `limit` seats of i64 prices unless prices are absurd;
             // refuse rather than wrap.
-            .ok_or(BookingRule::SeatUnavailable { seat: seat_ids[0] })?;
+            .ok_or(BookingRefusal::SeatUnavailable { seat: seat_ids[0] })?;
         for &i in &positions {
             self.states[i] = SeatState::Held(id);
         }
@@ -320,11 +329,11 @@ impl ScheduleBook {
     }
 
     /// The reservation if it is `user`'s; another user's is "not found", never "forbidden".
-    pub fn owned(&self, id: ReservationId, user: UserId) -> Result<&Reservation, BookingRule> {
+    pub fn owned(&self, id: ReservationId, user: UserId) -> Result<&Reservation, BookingRefusal> {
         self.reservations
             .get(&id)
             .filter(|r| r.user == user)
-            .ok_or(BookingRule::ReservationNotFound)
+            .ok_or(BookingRefusal::ReservationNotFound)
     }
 
     /// Voids a pending, unpinned reservation of `user`: its seats are free at once.
@@ -333,13 +342,15 @@ impl ScheduleBook {
         id: ReservationId,
         user: UserId,
         now: Timestamp,
-    ) -> Result<&Reservation, BookingRule> {
+    ) -> Result<&Reservation, BookingRefusal> {
         let r = self.owned(id, user)?;
         match r.status {
-            ReservationStatus::Paid => return Err(BookingRule::AlreadyPaid),
-            ReservationStatus::Expired => return Err(BookingRule::Expired),
-            ReservationStatus::Cancelled => return Err(BookingRule::Cancelled),
-            ReservationStatus::Pending if r.pinned => return Err(BookingRule::PaymentInProgress),
+            ReservationStatus::Paid => return Err(BookingRefusal::AlreadyPaid),
+            ReservationStatus::Expired => return Err(BookingRefusal::Expired),
+            ReservationStatus::Cancelled => return Err(BookingRefusal::Cancelled),
+            ReservationStatus::Pending if r.pinned => {
+                return Err(BookingRefusal::PaymentInProgress)
+            }
             ReservationStatus::Pending => {}
         }
         self.release(id, ReservationStatus::Cancelled, now);
@@ -380,16 +391,18 @@ impl ScheduleBook {
         id: ReservationId,
         user: UserId,
         now: Timestamp,
-    ) -> Result<&Reservation, BookingRule> {
+    ) -> Result<&Reservation, BookingRefusal> {
         let r = self.owned(id, user)?;
         match r.status {
-            ReservationStatus::Paid => return Err(BookingRule::AlreadyPaid),
-            ReservationStatus::Expired => return Err(BookingRule::Expired),
-            ReservationStatus::Cancelled => return Err(BookingRule::Cancelled),
-            ReservationStatus::Pending if r.pinned => return Err(BookingRule::PaymentInProgress),
+            ReservationStatus::Paid => return Err(BookingRefusal::AlreadyPaid),
+            ReservationStatus::Expired => return Err(BookingRefusal::Expired),
+            ReservationStatus::Cancelled => return Err(BookingRefusal::Cancelled),
+            ReservationStatus::Pending if r.pinned => {
+                return Err(BookingRefusal::PaymentInProgress)
+            }
             ReservationStatus::Pending if now >= r.expires_at => {
                 self.release(id, ReservationStatus::Expired, now);
-                return Err(BookingRule::Expired);
+                return Err(BookingRefusal::Expired);
             }
             ReservationStatus::Pending => {}
         }
@@ -532,7 +545,7 @@ mod tests {
         let err = b.hold(rid(2), user(2), &[seat(1), seat(2), seat(3)], t(1), POLICY);
         assert_eq!(
             err.unwrap_err(),
-            BookingRule::SeatUnavailable { seat: seat(2) }
+            BookingRefusal::SeatUnavailable { seat: seat(2) }
         );
         assert_eq!(b.available_count(), 9);
         assert!(b
@@ -546,12 +559,12 @@ mod tests {
         let mut b = book(10);
         assert_eq!(
             b.hold(rid(1), user(1), &[], t(1), POLICY).unwrap_err(),
-            BookingRule::NoSeats
+            BookingRefusal::NoSeats
         );
         assert_eq!(
             b.hold(rid(1), user(1), &[seat(1), seat(1)], t(1), POLICY)
                 .unwrap_err(),
-            BookingRule::DuplicateSeat { seat: seat(1) }
+            BookingRefusal::DuplicateSeat { seat: seat(1) }
         );
         assert_eq!(
             b.hold(
@@ -562,7 +575,7 @@ mod tests {
                 POLICY
             )
             .unwrap_err(),
-            BookingRule::SeatNotFound {
+            BookingRefusal::SeatNotFound {
                 seat: SeatId::new(5).unwrap()
             }
         );
@@ -577,7 +590,7 @@ mod tests {
         assert_eq!(
             b.hold(rid(2), user(1), &[seat(4), seat(5)], t(1), POLICY)
                 .unwrap_err(),
-            BookingRule::SeatLimitExceeded { limit: 4 }
+            BookingRefusal::SeatLimitExceeded { limit: 4 }
         );
         b.cancel(rid(1), user(1), t(2)).unwrap();
         assert!(b
@@ -592,12 +605,12 @@ mod tests {
         assert_eq!(
             b.hold(rid(1), user(1), &[seat(1)], t(99), POLICY)
                 .unwrap_err(),
-            BookingRule::NotOpen
+            BookingRefusal::NotOpen
         );
         assert_eq!(
             b.hold(rid(1), user(1), &[seat(1)], t(10_000_000), POLICY)
                 .unwrap_err(),
-            BookingRule::NotOpen
+            BookingRefusal::NotOpen
         );
         assert!(b.hold(rid(1), user(1), &[seat(1)], t(100), POLICY).is_ok());
     }
@@ -628,13 +641,13 @@ mod tests {
         assert!(b.expire(rid(1), due).is_none(), "pinned: expiry waits");
         assert_eq!(
             b.pin(rid(1), user(1), t(11)).unwrap_err(),
-            BookingRule::PaymentInProgress
+            BookingRefusal::PaymentInProgress
         );
         assert_eq!(b.post(rid(1), due).unwrap().status, ReservationStatus::Paid);
         assert!(b.expire(rid(1), due).is_none());
         assert_eq!(
             b.pin(rid(1), user(1), due).unwrap_err(),
-            BookingRule::AlreadyPaid
+            BookingRefusal::AlreadyPaid
         );
         assert_eq!(b.seats().next().unwrap().1, SeatState::Sold(rid(1)));
     }
@@ -652,7 +665,7 @@ mod tests {
         );
         assert_eq!(
             b.pin(rid(1), user(1), late).unwrap_err(),
-            BookingRule::Expired
+            BookingRefusal::Expired
         );
     }
 
@@ -663,7 +676,7 @@ mod tests {
         let due = t(TTL.as_millis() as i64);
         assert_eq!(
             b.pin(rid(1), user(1), due).unwrap_err(),
-            BookingRule::Expired
+            BookingRefusal::Expired
         );
         assert_eq!(b.available_count(), 3);
     }
@@ -674,11 +687,11 @@ mod tests {
         b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
         assert_eq!(
             b.pin(rid(1), user(2), t(1)).unwrap_err(),
-            BookingRule::ReservationNotFound
+            BookingRefusal::ReservationNotFound
         );
         assert_eq!(
             b.cancel(rid(1), user(2), t(1)).unwrap_err(),
-            BookingRule::ReservationNotFound
+            BookingRefusal::ReservationNotFound
         );
     }
 

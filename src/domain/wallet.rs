@@ -4,12 +4,15 @@ use super::{Money, UserId};
 
 /// Why a wallet refused a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum WalletRule {
+pub enum WalletRefusal {
     /// Amount ≤ 0, above the per-charge limit, or a balance that would overflow.
     #[error("invalid recharge amount {amount}")]
     InvalidRechargeAmount { amount: i64 },
     #[error("not enough balance: {available} available, {requested} requested")]
     InsufficientFunds { available: Money, requested: Money },
+    /// The wallet's user does not exist (a wallet actor found no row to load).
+    #[error("user not found")]
+    UserNotFound,
 }
 
 /// The live balance of one user.
@@ -29,8 +32,8 @@ impl Wallet {
     }
 
     /// Adds `amount` (raw, as the client sent it) and returns the new balance.
-    pub fn recharge(&mut self, amount: i64, max_recharge: Money) -> Result<Money, WalletRule> {
-        let invalid = WalletRule::InvalidRechargeAmount { amount };
+    pub fn recharge(&mut self, amount: i64, max_recharge: Money) -> Result<Money, WalletRefusal> {
+        let invalid = WalletRefusal::InvalidRechargeAmount { amount };
         let amount = Money::new(amount).filter(|a| a.won() > 0 && *a <= max_recharge);
         let balance = amount
             .and_then(|a| self.balance.checked_add(a))
@@ -40,11 +43,11 @@ impl Wallet {
     }
 
     /// Takes `amount` out, or refuses without changing anything.
-    pub fn debit(&mut self, amount: Money) -> Result<Money, WalletRule> {
+    pub fn debit(&mut self, amount: Money) -> Result<Money, WalletRefusal> {
         let balance = self
             .balance
             .checked_sub(amount)
-            .ok_or(WalletRule::InsufficientFunds {
+            .ok_or(WalletRefusal::InsufficientFunds {
                 available: self.balance,
                 requested: amount,
             })?;
@@ -80,7 +83,7 @@ mod tests {
         let mut w = wallet(100);
         assert!(matches!(
             w.debit(Money::new(101).unwrap()),
-            Err(WalletRule::InsufficientFunds { .. })
+            Err(WalletRefusal::InsufficientFunds { .. })
         ));
         assert_eq!(w.balance().won(), 100);
         assert_eq!(w.debit(Money::new(100).unwrap()).unwrap(), Money::ZERO);

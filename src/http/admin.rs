@@ -2,8 +2,8 @@
 
 use super::error::ErrorBody;
 use super::{within_deadline, ApiError, AppState};
+use crate::domain::catalog::{NewConcert, NewSchedule};
 use crate::domain::{Money, Timestamp};
-use crate::store::{NewConcert, NewSchedule};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;

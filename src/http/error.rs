@@ -1,10 +1,9 @@
 //! The error envelope: every error of every route, mapped once from the typed errors below it.
 
-use crate::actors::engine::{AdminError, BookingError, PaymentError, QueueError, WalletError};
-use crate::actors::Unavailable;
-use crate::domain::queue::TokenRule;
-use crate::domain::schedule::BookingRule;
-use crate::domain::wallet::WalletRule;
+use crate::actors::{AdminError, BookingError, PaymentError, QueueError, Unavailable, WalletError};
+use crate::domain::queue::TokenRefusal;
+use crate::domain::schedule::BookingRefusal;
+use crate::domain::wallet::WalletRefusal;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -198,41 +197,42 @@ impl From<Unavailable> for ApiError {
     }
 }
 
-impl From<TokenRule> for ApiError {
-    fn from(rule: TokenRule) -> Self {
+impl From<TokenRefusal> for ApiError {
+    fn from(rule: TokenRefusal) -> Self {
         match rule {
-            TokenRule::Invalid => ApiError::InvalidToken,
-            TokenRule::Expired => ApiError::TokenExpired,
-            TokenRule::NotActive => ApiError::TokenNotActive,
+            TokenRefusal::Invalid => ApiError::InvalidToken,
+            TokenRefusal::Expired => ApiError::TokenExpired,
+            TokenRefusal::NotActive => ApiError::TokenNotActive,
         }
     }
 }
 
-impl From<BookingRule> for ApiError {
-    fn from(rule: BookingRule) -> Self {
+impl From<BookingRefusal> for ApiError {
+    fn from(rule: BookingRefusal) -> Self {
         match rule {
-            BookingRule::SeatNotFound { .. } => ApiError::SeatNotFound,
-            BookingRule::SeatUnavailable { .. } => ApiError::ReservationFailed,
-            BookingRule::NotOpen => ApiError::ReservationNotOpen,
-            BookingRule::SeatLimitExceeded { .. } => ApiError::SeatLimitExceeded,
-            BookingRule::NoSeats => ApiError::invalid("seatIds must not be empty"),
-            BookingRule::DuplicateSeat { .. } => {
+            BookingRefusal::SeatNotFound { .. } => ApiError::SeatNotFound,
+            BookingRefusal::SeatUnavailable { .. } => ApiError::ReservationFailed,
+            BookingRefusal::NotOpen => ApiError::ReservationNotOpen,
+            BookingRefusal::SeatLimitExceeded { .. } => ApiError::SeatLimitExceeded,
+            BookingRefusal::NoSeats => ApiError::invalid("seatIds must not be empty"),
+            BookingRefusal::DuplicateSeat { .. } => {
                 ApiError::invalid("seatIds must not repeat a seat")
             }
-            BookingRule::ReservationNotFound => ApiError::ReservationNotFound,
-            BookingRule::Expired => ApiError::ReservationExpired,
-            BookingRule::AlreadyPaid => ApiError::ReservationAlreadyPaid,
-            BookingRule::PaymentInProgress => ApiError::PaymentInProgress,
-            BookingRule::Cancelled => ApiError::ReservationCancelled,
+            BookingRefusal::ReservationNotFound => ApiError::ReservationNotFound,
+            BookingRefusal::Expired => ApiError::ReservationExpired,
+            BookingRefusal::AlreadyPaid => ApiError::ReservationAlreadyPaid,
+            BookingRefusal::PaymentInProgress => ApiError::PaymentInProgress,
+            BookingRefusal::Cancelled => ApiError::ReservationCancelled,
         }
     }
 }
 
-impl From<WalletRule> for ApiError {
-    fn from(rule: WalletRule) -> Self {
+impl From<WalletRefusal> for ApiError {
+    fn from(rule: WalletRefusal) -> Self {
         match rule {
-            WalletRule::InvalidRechargeAmount { .. } => ApiError::InvalidRechargeAmount,
-            WalletRule::InsufficientFunds { .. } => ApiError::NotEnoughBalance,
+            WalletRefusal::InvalidRechargeAmount { .. } => ApiError::InvalidRechargeAmount,
+            WalletRefusal::InsufficientFunds { .. } => ApiError::NotEnoughBalance,
+            WalletRefusal::UserNotFound => ApiError::UserNotFound,
         }
     }
 }
@@ -254,7 +254,7 @@ impl From<BookingError> for ApiError {
             BookingError::UserNotFound => ApiError::UserNotFound,
             BookingError::ConcertNotFound => ApiError::ConcertNotFound,
             BookingError::ScheduleNotFound => ApiError::ScheduleNotFound,
-            BookingError::Rule(rule) => rule.into(),
+            BookingError::Refused(rule) => rule.into(),
             BookingError::Unavailable(u) => u.into(),
         }
     }
@@ -264,7 +264,7 @@ impl From<WalletError> for ApiError {
     fn from(e: WalletError) -> Self {
         match e {
             WalletError::UserNotFound => ApiError::UserNotFound,
-            WalletError::Rule(rule) => rule.into(),
+            WalletError::Refused(rule) => rule.into(),
             WalletError::Unavailable(u) => u.into(),
         }
     }
@@ -284,15 +284,11 @@ impl From<PaymentError> for ApiError {
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
         match e {
-            AdminError::Store(crate::store::StoreError::Database(error))
-                if error
-                    .as_database_error()
-                    .is_some_and(|d| d.is_unique_violation()) =>
-            {
+            AdminError::DuplicateSeatNumber => {
                 ApiError::invalid("a seat number appears twice in one schedule")
             }
             AdminError::Store(error) => {
-                ApiError::Unavailable(format!("admin write failed: {error:?}"))
+                ApiError::Unavailable(format!("admin write failed: {error}"))
             }
         }
     }

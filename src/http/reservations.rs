@@ -6,6 +6,7 @@ use super::idempotency::{begin, parse, respond, to_json, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::idempotency::Render;
 use crate::actors::schedule::ReservationView;
+use crate::domain::schedule::HoldRequest;
 use crate::domain::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use actix_web::HttpRequest;
 use actix_web::{web, HttpResponse};
@@ -126,7 +127,16 @@ pub async fn reserve(
         Begin::Go(claim) => claim,
     };
     state.engine.authorize(token.0, Some(user))?;
-    let view = within_deadline(state.engine.hold(user, concert, schedule, seats, claim)).await?;
+    let view = within_deadline(state.engine.hold(
+        HoldRequest {
+            user,
+            concert,
+            schedule,
+            seats,
+        },
+        claim,
+    ))
+    .await?;
     Ok(respond(&render, &view))
 }
 

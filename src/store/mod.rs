@@ -35,6 +35,9 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("the store's runtime is gone")]
     RuntimeGone,
+    /// A new schedule lists one seat number twice (the database's unique key refused it).
+    #[error("a seat number appears twice in one schedule")]
+    DuplicateSeatNumber,
 }
 
 /// What a ledger row records.
@@ -198,27 +201,7 @@ pub struct MaxIds {
     pub ledger: i64,
 }
 
-/// A concert to create, from the admin route.
-#[derive(Debug, Clone)]
-pub struct NewConcert {
-    pub name: String,
-    pub schedules: Vec<NewSchedule>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewSchedule {
-    pub concert_at: Timestamp,
-    pub reservation_at: Timestamp,
-    /// (seat number, price), in the order given.
-    pub seats: Vec<(i32, Money)>,
-}
-
-/// A created concert: its schedules with their seats, ids in the order the seats were given.
-#[derive(Debug, Clone)]
-pub struct CreatedConcert {
-    pub id: ConcertId,
-    pub schedules: Vec<(ScheduleInfo, Vec<Seat>)>,
-}
+pub use crate::domain::catalog::{CreatedConcert, NewConcert, NewSchedule};
 
 /// The one interface above SQL. Each backend is a variant; callers never match on it.
 #[derive(Debug, Clone)]
@@ -329,7 +312,16 @@ impl Store {
     }
 
     pub async fn create_concert(&self, concert: &NewConcert) -> Result<CreatedConcert, StoreError> {
-        dispatch!(self, s => s.create_concert(concert).await)
+        dispatch!(self, s => s.create_concert(concert).await).map_err(|e| match e {
+            StoreError::Database(error)
+                if error
+                    .as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
+            {
+                StoreError::DuplicateSeatNumber
+            }
+            other => other,
+        })
     }
 
     pub async fn close(&self) {

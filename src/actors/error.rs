@@ -1,0 +1,133 @@
+//! The error of each area the engine serves (waiting room, booking, wallet, payment, admin),
+//! and how an actor's refusal or unavailability becomes one of them. `http::error` maps each
+//! to the envelope, once.
+
+use super::persister::Unavailable;
+use crate::domain::queue::TokenRefusal;
+use crate::domain::schedule::BookingRefusal;
+use crate::domain::wallet::WalletRefusal;
+use crate::store::StoreError;
+
+/// Why an actor did not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActorError<E> {
+    /// The rules said no.
+    #[error(transparent)]
+    Rejected(E),
+    /// The answer cannot be made durable (or the actor cannot be reached) right now.
+    #[error(transparent)]
+    Unavailable(Unavailable),
+}
+
+/// Why a queue operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("user not found")]
+    UserNotFound,
+    #[error("token not found")]
+    TokenNotFound,
+    #[error(transparent)]
+    Token(#[from] TokenRefusal),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why a concert, seat or reservation operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BookingError {
+    #[error("user not found")]
+    UserNotFound,
+    #[error("concert not found")]
+    ConcertNotFound,
+    #[error("schedule not found")]
+    ScheduleNotFound,
+    #[error(transparent)]
+    Refused(#[from] BookingRefusal),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why a wallet operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WalletError {
+    #[error("user not found")]
+    UserNotFound,
+    #[error(transparent)]
+    Refused(#[from] WalletRefusal),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why a payment did not happen (nothing was debited).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    #[error("user not found")]
+    UserNotFound,
+    #[error(transparent)]
+    Booking(#[from] BookingRefusal),
+    #[error(transparent)]
+    Wallet(#[from] WalletRefusal),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why an admin operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Two seats of one schedule carry the same number (the database's unique key said so).
+    #[error("a seat number appears twice in one schedule")]
+    DuplicateSeatNumber,
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DuplicateSeatNumber => AdminError::DuplicateSeatNumber,
+            other => AdminError::Store(other),
+        }
+    }
+}
+
+impl From<ActorError<BookingRefusal>> for BookingError {
+    fn from(e: ActorError<BookingRefusal>) -> Self {
+        match e {
+            ActorError::Rejected(rule) => BookingError::Refused(rule),
+            ActorError::Unavailable(u) => BookingError::Unavailable(u),
+        }
+    }
+}
+
+impl From<ActorError<WalletRefusal>> for WalletError {
+    fn from(e: ActorError<WalletRefusal>) -> Self {
+        match e {
+            ActorError::Rejected(WalletRefusal::UserNotFound) => WalletError::UserNotFound,
+            ActorError::Rejected(refusal) => WalletError::Refused(refusal),
+            ActorError::Unavailable(u) => WalletError::Unavailable(u),
+        }
+    }
+}
+
+impl From<BookingError> for PaymentError {
+    fn from(e: BookingError) -> Self {
+        match e {
+            BookingError::Refused(rule) => PaymentError::Booking(rule),
+            BookingError::Unavailable(u) => PaymentError::Unavailable(u),
+            BookingError::UserNotFound => PaymentError::UserNotFound,
+            BookingError::ConcertNotFound | BookingError::ScheduleNotFound => {
+                PaymentError::Booking(BookingRefusal::ReservationNotFound)
+            }
+        }
+    }
+}
+
+impl From<WalletError> for PaymentError {
+    fn from(e: WalletError) -> Self {
+        match e {
+            WalletError::Refused(rule) => PaymentError::Wallet(rule),
+            WalletError::Unavailable(u) => PaymentError::Unavailable(u),
+            WalletError::UserNotFound => PaymentError::UserNotFound,
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! What the catalog is made of: a concert to create with its schedules and seats, and what
+//! creating it produced. Shared by the admin route, the engine and the store.
+
+use super::schedule::{ScheduleInfo, Seat};
+use super::{ConcertId, Money, Timestamp};
+
+/// A concert to create, from the admin route.
+#[derive(Debug, Clone)]
+pub struct NewConcert {
+    pub name: String,
+    pub schedules: Vec<NewSchedule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSchedule {
+    pub concert_at: Timestamp,
+    pub reservation_at: Timestamp,
+    /// (seat number, price), in the order given.
+    pub seats: Vec<(i32, Money)>,
+}
+
+/// A created concert: its schedules with their seats, ids in the order the seats were given.
+#[derive(Debug, Clone)]
+pub struct CreatedConcert {
+    pub id: ConcertId,
+    pub schedules: Vec<(ScheduleInfo, Vec<Seat>)>,
+}
