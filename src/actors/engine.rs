@@ -1,150 +1,42 @@
-//! The engine: the registry of live actors and the one entry point the HTTP layer calls.
-//! Each operation checks what the catalog already knows, sends one message to the one actor
-//! that owns the state, and waits for the (durable) answer. Payment is the one operation that
-//! crosses actors; its saga runs detached, so a client hanging up cannot strand a pinned hold.
+//! The engine: the one entry point the HTTP layer calls. Each operation checks what the
+//! catalog already knows, sends one message to the one actor that owns the state, and waits
+//! for the (durable) answer. Payment is the one operation that crosses actors; its saga runs
+//! detached, so a client hanging up cannot strand a pinned hold. Boot is in
+//! [`super::recovery`].
 
-use super::error::{AdminError, BookingError, PaymentError, QueueError, WalletError};
-use super::idempotency::{Idempotency, IdempotentWrite, RETENTION};
-use super::persister::{ActorKey, Persister};
-use super::queue::{ConsumeToken, JoinQueue, QueueActor, QueueView, RebuildQueue};
+use super::catalog::Catalog;
+use super::env::{ActorEnv, EngineSettings};
+use super::error::{ActorError, AdminError, BookingError, PaymentError, QueueError, WalletError};
+use super::idempotency::{Idempotency, IdempotentWrite};
+use super::mailbox::ask;
+use super::persister::{ActorKey, Persister, Unavailable};
+use super::queue::{ConsumeToken, JoinQueue, QueueView};
+use super::registry::Registry;
 use super::schedule::{
-    CancelReservation, DrainHolds, HoldIntake, HoldSeats, ListSeats, PinHold, PostHold, Pushed,
-    ReadReservation, RebuildSchedule, ReservationView, ScheduleActor, SeatView, UnpinHold,
+    CancelReservation, DrainHolds, HoldSeats, ListSeats, PinHold, PostHold, Pushed,
+    ReadReservation, ReservationView, ScheduleActor, SeatView, UnpinHold,
 };
-use super::wallet::{
-    DebitForPayment, PaymentReceipt, ReadBalance, RebuildWallet, Recharge, WalletActor,
-};
-use super::{ask, ActorError, Unavailable};
-use crate::clock::Clock;
-use crate::domain::ids::BuildIdHasher;
+use super::wallet::{DebitForPayment, PaymentReceipt, ReadBalance, Recharge, WalletActor};
+use crate::domain::catalog::{CreatedConcert, NewConcert};
 use crate::domain::queue::{TokenRecord, TokenRefusal, TokenStatus};
 use crate::domain::schedule::{BookingRefusal, HoldRequest, ScheduleBook, ScheduleInfo};
-use crate::domain::{
-    ConcertId, Money, PaymentId, ReservationId, ScheduleId, Timestamp, TokenId, UserId,
-};
-use crate::store::{CreatedConcert, LedgerEntry, NewConcert, StoreError, StoreHandle};
+use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
+use crate::store::LedgerEntry;
 use actix::prelude::*;
-use dashmap::DashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// The rules of a drop, from configuration.
-#[derive(Debug, Clone)]
-pub struct EngineSettings {
-    pub hold_ttl: Duration,
-    pub active_ttl: Duration,
-    pub idle_timeout: Duration,
-    pub max_active: usize,
-    /// 0: no rate cap.
-    pub admit_per_sec: u32,
-    pub max_seats_per_user: u32,
-    pub max_recharge: Money,
-    /// Submissions the persister holds before it refuses more.
-    pub persister_capacity: usize,
-    /// Messages a schedule or wallet actor's mailbox holds before senders are refused; also
-    /// the holds a schedule's intake holds.
-    pub mailbox_capacity: usize,
-    /// Threads the actors run on.
-    pub actor_threads: usize,
-}
-
-impl Default for EngineSettings {
-    fn default() -> Self {
-        EngineSettings {
-            hold_ttl: Duration::from_secs(300),
-            active_ttl: Duration::from_secs(600),
-            idle_timeout: Duration::from_secs(120),
-            max_active: 1000,
-            admit_per_sec: 0,
-            max_seats_per_user: 4,
-            max_recharge: Money::new(10_000_000).expect("a positive constant"),
-            persister_capacity: 65_536,
-            mailbox_capacity: super::MAILBOX_CAPACITY,
-            actor_threads: 2,
-        }
-    }
-}
-
-/// A schedule as the catalog knows it, with its live count of free seats.
-#[derive(Debug)]
-pub struct ScheduleEntry {
-    pub info: ScheduleInfo,
-    /// Published by the schedule's actor after every change.
-    pub available: AtomicUsize,
-    /// Holds on their way to the schedule's actor.
-    pub intake: HoldIntake,
-}
-
-#[derive(Debug)]
-struct ConcertEntry {
-    schedules: Vec<Arc<ScheduleEntry>>,
-}
 
 type HoldReceiver =
     tokio::sync::oneshot::Receiver<Result<ReservationView, ActorError<BookingRefusal>>>;
 
-struct WalletSlot {
-    instance: u64,
-    addr: Addr<WalletActor>,
-}
-
-/// A concurrent map keyed by a server-chosen id, hashed with one multiply (see
-/// [`crate::domain::ids::IdHasher`]): every request looks up a few of these.
-pub type IdDashMap<K, V> = DashMap<K, V, BuildIdHasher>;
-
-/// What every actor shares: settings, clock, persister, store, id allocators.
-pub struct Core {
-    pub settings: EngineSettings,
-    pub clock: Arc<dyn Clock>,
-    pub persister: Persister,
-    pub store: StoreHandle,
-    /// Which schedule each known reservation belongs to.
-    pub reservations: IdDashMap<ReservationId, ScheduleId>,
-    next_reservation: AtomicI64,
-    next_payment: AtomicI64,
-    next_ledger: AtomicI64,
-    wallets: IdDashMap<UserId, WalletSlot>,
-}
-
-impl Core {
-    pub fn next_reservation_id(&self) -> ReservationId {
-        let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
-        ReservationId::new(id).expect("allocated above the stored maximum, which is ≥ 0")
-    }
-
-    pub fn next_payment_id(&self) -> PaymentId {
-        let id = self.next_payment.fetch_add(1, Ordering::Relaxed);
-        PaymentId::new(id).expect("allocated above the stored maximum, which is ≥ 0")
-    }
-
-    pub fn next_ledger_id(&self) -> i64 {
-        self.next_ledger.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The generation a new wallet actor of `user` starts at (past any failed commit).
-    pub fn wallet_generation(&self, user: UserId) -> u64 {
-        self.persister.min_generation(ActorKey::Wallet(user))
-    }
-
-    /// A stopped wallet actor leaves the registry (only if no successor took its place).
-    pub fn forget_wallet(&self, user: UserId, instance: u64, _generation: u64) {
-        self.wallets
-            .remove_if(&user, |_, slot| slot.instance == instance);
-    }
-}
-
 struct Inner {
-    core: Arc<Core>,
-    users: IdDashMap<UserId, ()>,
-    concerts: IdDashMap<ConcertId, ConcertEntry>,
-    schedule_entries: IdDashMap<ScheduleId, Arc<ScheduleEntry>>,
-    schedules: IdDashMap<ScheduleId, Addr<ScheduleActor>>,
-    queue: Addr<QueueActor>,
+    env: Arc<ActorEnv>,
+    catalog: Catalog,
+    registry: Arc<Registry>,
     queue_view: Arc<QueueView>,
-    arbiters: Vec<Arbiter>,
     idempotency: Arc<Idempotency>,
-    next_instance: AtomicU64,
+    /// Recovery finished: the port may answer.
     ready: AtomicBool,
 }
 
@@ -155,215 +47,76 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Rebuilds every actor from the store, releases holds that expired while the service was
-    /// down, and waits until those releases are durable. Must run inside an actix system.
-    pub async fn start(
-        settings: EngineSettings,
-        clock: Arc<dyn Clock>,
-        store: StoreHandle,
-        persister: Persister,
-    ) -> Result<Engine, StoreError> {
-        let catalog = store.run(|s| async move { s.load_catalog().await }).await?;
-        let max = store.run(|s| async move { s.max_ids().await }).await?;
-        let now = clock.now();
-        let line = super::queue::load_line(&store, QueueActor::policy(&settings), now).await?;
-        let keep_since = Timestamp::from_millis(now.millis() - 2 * RETENTION.as_millis() as i64);
-        let keys = store
-            .run(move |s| async move { s.load_idempotency(keep_since).await })
-            .await?;
-        let idempotency = Arc::new(Idempotency::restore(keys));
-        let core = Arc::new(Core {
-            settings: settings.clone(),
-            clock,
-            persister: persister.clone(),
-            store: store.clone(),
-            reservations: IdDashMap::default(),
-            next_reservation: AtomicI64::new(max.reservation + 1),
-            next_payment: AtomicI64::new(max.payment + 1),
-            next_ledger: AtomicI64::new(max.ledger + 1),
-            wallets: IdDashMap::default(),
-        });
-        let arbiters: Vec<Arbiter> = (0..settings.actor_threads.max(1))
-            .map(|_| Arbiter::new())
-            .collect();
-        let queue_view = Arc::new(QueueView::new(line));
-        let queue = {
-            let (view, core) = (queue_view.clone(), core.clone());
-            QueueActor::start_in_arbiter(&arbiters[0].handle(), move |_| {
-                QueueActor::new(view, core)
-            })
-        };
-        let inner = Arc::new(Inner {
-            core: core.clone(),
-            users: catalog.users.iter().map(|u| (*u, ())).collect(),
-            concerts: IdDashMap::default(),
-            schedule_entries: IdDashMap::default(),
-            schedules: IdDashMap::default(),
-            queue,
-            queue_view,
-            arbiters,
-            idempotency: idempotency.clone(),
-            next_instance: AtomicU64::new(1),
-            ready: AtomicBool::new(false),
-        });
-        let engine = Engine { inner };
-        for (id, _name) in &catalog.concerts {
-            engine.inner.concerts.insert(
-                *id,
-                ConcertEntry {
-                    schedules: Vec::new(),
-                },
-            );
+    /// Puts the engine together from its recovered parts (see [`super::recovery`]); it is
+    /// not ready until recovery marks it so.
+    pub(super) fn assemble(
+        env: Arc<ActorEnv>,
+        catalog: Catalog,
+        registry: Arc<Registry>,
+        queue_view: Arc<QueueView>,
+        idempotency: Arc<Idempotency>,
+    ) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                env,
+                catalog,
+                registry,
+                queue_view,
+                idempotency,
+                ready: AtomicBool::new(false),
+            }),
         }
-        for info in catalog.schedules {
-            let upcoming = info.concert_at > now;
-            let entry = engine.register_schedule(info);
-            if upcoming {
-                let id = entry.info.id;
-                let snapshot = store
-                    .run(move |s| async move { s.load_schedule(id).await })
-                    .await?;
-                let book = ScheduleBook::restore(
-                    entry.info.clone(),
-                    snapshot.seats,
-                    snapshot.reservations,
-                )
-                .map_err(|seat| {
-                    StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds"))
-                })?;
-                engine.start_schedule(entry, Some(book));
-            }
-        }
-        // Answers are replayable for RETENTION at least; forget them after twice that.
-        let forgetting = (idempotency, engine.inner.core.clock.clone());
-        engine.inner.arbiters[0].spawn(async move {
-            let (keys, clock) = forgetting;
-            loop {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                keys.forget_before(Timestamp::from_millis(
-                    clock.now().millis() - 2 * RETENTION.as_millis() as i64,
-                ));
-            }
-        });
-        let weak = Arc::downgrade(&engine.inner);
-        persister.on_rebuild(Box::new(move |keys| rebuild(&weak, keys)));
-        // Releases of holds that expired while down were submitted as the actors started.
-        // Wait for them, so the port opens on a state the database agrees with.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        persister
-            .flush()
-            .await
-            .map_err(|u| StoreError::Corrupt(format!("recovery writes failed: {u}")))?;
-        engine.inner.ready.store(true, Ordering::Release);
-        Ok(engine)
     }
 
-    fn register_schedule(&self, info: ScheduleInfo) -> Arc<ScheduleEntry> {
-        let entry = Arc::new(ScheduleEntry {
-            info,
-            available: AtomicUsize::new(0),
-            intake: HoldIntake::default(),
-        });
-        self.inner
-            .schedule_entries
-            .insert(entry.info.id, entry.clone());
-        let mut concert = self
-            .inner
-            .concerts
-            .entry(entry.info.concert_id)
-            .or_insert_with(|| ConcertEntry {
-                schedules: Vec::new(),
-            });
-        concert.schedules.push(entry.clone());
-        concert
-            .schedules
-            .sort_by_key(|s| (s.info.concert_at, s.info.id));
-        entry
+    pub(super) fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
     }
 
-    fn arbiter(&self, key: i64) -> ArbiterHandle {
-        let arbiters = &self.inner.arbiters;
-        arbiters[(key.unsigned_abs() % arbiters.len() as u64) as usize].handle()
+    pub(super) fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
     }
 
-    fn start_schedule(
-        &self,
-        entry: Arc<ScheduleEntry>,
-        book: Option<ScheduleBook>,
-    ) -> Addr<ScheduleActor> {
-        let id = entry.info.id;
-        let core = self.inner.core.clone();
-        let addr = ScheduleActor::start_in_arbiter(&self.arbiter(id.get()), move |_| match book {
-            Some(book) => ScheduleActor::ready(entry, core, book),
-            None => ScheduleActor::lazy(entry, core),
-        });
-        self.inner.schedules.insert(id, addr.clone());
-        addr
+    pub(super) fn mark_ready(&self) {
+        self.inner.ready.store(true, Ordering::Release);
     }
 
     /// The actor of a schedule, started (and loaded) on first use.
     fn schedule(&self, id: ScheduleId) -> Result<Addr<ScheduleActor>, BookingError> {
-        if let Some(addr) = self.inner.schedules.get(&id) {
-            return Ok(addr.clone());
+        if let Some(addr) = self.inner.registry.schedule(id) {
+            return Ok(addr);
         }
         let entry = self
             .inner
-            .schedule_entries
-            .get(&id)
-            .map(|e| e.clone())
+            .catalog
+            .schedule_entry(id)
             .ok_or(BookingError::ScheduleNotFound)?;
-        let inner = &self.inner;
-        let addr = inner.schedules.entry(id).or_insert_with(|| {
-            let core = inner.core.clone();
-            ScheduleActor::start_in_arbiter(&self.arbiter(id.get()), move |_| {
-                ScheduleActor::lazy(entry, core)
-            })
-        });
-        Ok(addr.clone())
+        Ok(self.inner.registry.schedule_or_load(entry))
     }
 
-    /// The wallet actor of a user, started on first use.
     fn wallet(&self, user: UserId) -> Addr<WalletActor> {
-        let core = &self.inner.core;
-        match core.wallets.entry(user) {
-            dashmap::Entry::Occupied(slot) if slot.get().addr.connected() => {
-                slot.get().addr.clone()
-            }
-            entry => {
-                let instance = self.inner.next_instance.fetch_add(1, Ordering::Relaxed);
-                let actor_core = core.clone();
-                let addr = WalletActor::start_in_arbiter(&self.arbiter(user.get()), move |_| {
-                    WalletActor::new(user, instance, actor_core)
-                });
-                entry.insert(WalletSlot {
-                    instance,
-                    addr: addr.clone(),
-                });
-                addr
-            }
-        }
+        self.inner.registry.wallet(user)
     }
 
     pub fn now(&self) -> Timestamp {
-        self.inner.core.clock.now()
+        self.inner.env.clock.now()
     }
 
     pub fn settings(&self) -> &EngineSettings {
-        &self.inner.core.settings
+        &self.inner.env.settings
     }
 
     pub fn persister(&self) -> &Persister {
-        &self.inner.core.persister
+        &self.inner.env.persister
     }
 
     /// Recovery finished and the last commit succeeded.
     pub fn is_ready(&self) -> bool {
-        self.inner.ready.load(Ordering::Acquire) && self.inner.core.persister.is_healthy()
+        self.inner.ready.load(Ordering::Acquire) && self.inner.env.persister.is_healthy()
     }
 
     /// Whether the database answers now.
     pub async fn ping_store(&self) -> bool {
-        let ping = self.inner.core.store.run(|s| async move { s.ping().await });
+        let ping = self.inner.env.store.run(|s| async move { s.ping().await });
         matches!(
             tokio::time::timeout(Duration::from_secs(1), ping).await,
             Ok(Ok(()))
@@ -372,7 +125,7 @@ impl Engine {
 
     /// No users and no concerts: a fresh store.
     pub fn is_empty(&self) -> bool {
-        self.inner.users.is_empty() && self.inner.concerts.is_empty()
+        self.inner.catalog.is_empty()
     }
 
     /// The process's idempotency keys.
@@ -381,7 +134,7 @@ impl Engine {
     }
 
     pub fn user_exists(&self, user: UserId) -> bool {
-        self.inner.users.contains_key(&user)
+        self.inner.catalog.user_exists(user)
     }
 
     /// (waiting, active) tokens.
@@ -396,12 +149,15 @@ impl Engine {
         if !self.user_exists(user) {
             return Err(QueueError::UserNotFound);
         }
-        ask(&self.inner.queue, |reply| JoinQueue { user, reply })
-            .await
-            .map_err(|e| match e {
-                ActorError::Rejected(rule) => QueueError::Token(rule),
-                ActorError::Unavailable(u) => QueueError::Unavailable(u),
-            })
+        ask(self.inner.registry.queue(), |reply| JoinQueue {
+            user,
+            reply,
+        })
+        .await
+        .map_err(|e| match e {
+            ActorError::Rejected(rule) => QueueError::Token(rule),
+            ActorError::Unavailable(u) => QueueError::Unavailable(u),
+        })
     }
 
     pub fn token_of(&self, user: UserId) -> Result<TokenRecord, QueueError> {
@@ -440,30 +196,22 @@ impl Engine {
         &self,
         concert: ConcertId,
     ) -> Result<Vec<(ScheduleInfo, usize)>, BookingError> {
-        let now = self.now();
-        let entry = self
-            .inner
-            .concerts
-            .get(&concert)
-            .ok_or(BookingError::ConcertNotFound)?;
-        Ok(entry
-            .schedules
-            .iter()
-            .filter(|s| s.info.concert_at > now)
-            .map(|s| (s.info.clone(), s.available.load(Ordering::Relaxed)))
-            .collect())
+        self.inner
+            .catalog
+            .upcoming(concert, self.now())
+            .ok_or(BookingError::ConcertNotFound)
     }
 
-    /// [`Engine::schedule_of_concert`] without copying the schedule's details.
+    /// The schedule's details, if it is one of `concert`'s.
     fn schedule_of_concert(
         &self,
         concert: ConcertId,
         schedule: ScheduleId,
     ) -> Result<ScheduleInfo, BookingError> {
-        if !self.inner.concerts.contains_key(&concert) {
+        if !self.inner.catalog.concert_exists(concert) {
             return Err(BookingError::ConcertNotFound);
         }
-        match self.inner.schedule_entries.get(&schedule) {
+        match self.inner.catalog.schedule(schedule) {
             Some(entry) if entry.info.concert_id == concert => Ok(entry.info.clone()),
             _ => Err(BookingError::ScheduleNotFound),
         }
@@ -514,7 +262,7 @@ impl Engine {
         if !self.user_exists(user) {
             return Err(BookingError::UserNotFound);
         }
-        let Some(entry) = self.inner.schedule_entries.get(&schedule) else {
+        let Some(entry) = self.inner.catalog.schedule(schedule) else {
             return Err(self.missing_schedule(concert));
         };
         if entry.info.concert_id != concert {
@@ -529,7 +277,7 @@ impl Engine {
         };
         let pushed = entry
             .intake
-            .push(hold, self.inner.core.settings.mailbox_capacity);
+            .push(hold, self.inner.env.settings.mailbox_capacity);
         // The map's guard goes before the actor is looked up (in the same map).
         drop(entry);
         match pushed {
@@ -544,7 +292,7 @@ impl Engine {
     /// flight (the intake's flag), so one that finds the mailbox full may go past its bound.
     fn send_drain(&self, id: ScheduleId) -> Result<(), BookingError> {
         let abandon = || {
-            if let Some(entry) = self.inner.schedule_entries.get(&id) {
+            if let Some(entry) = self.inner.catalog.schedule(id) {
                 entry.intake.abandon();
             }
         };
@@ -570,7 +318,7 @@ impl Engine {
 
     /// The error for a schedule that is not one of `concert`'s.
     fn missing_schedule(&self, concert: ConcertId) -> BookingError {
-        if self.inner.concerts.contains_key(&concert) {
+        if self.inner.catalog.concert_exists(concert) {
             BookingError::ScheduleNotFound
         } else {
             BookingError::ConcertNotFound
@@ -579,12 +327,12 @@ impl Engine {
 
     /// Which schedule a reservation is on: from memory, or the store for old ones.
     async fn locate(&self, id: ReservationId) -> Result<ScheduleId, BookingError> {
-        if let Some(schedule) = self.inner.core.reservations.get(&id) {
-            return Ok(*schedule);
+        if let Some(schedule) = self.inner.env.reservations.schedule_of(id) {
+            return Ok(schedule);
         }
         let found = self
             .inner
-            .core
+            .env
             .store
             .run(move |s| async move { s.schedule_of(id).await })
             .await;
@@ -659,21 +407,20 @@ impl Engine {
             .await
             .map_err(BookingError::from)?;
         let now = self.now();
-        let core = &self.inner.core;
         let paid = ScheduleBook::as_paid(&pinned.reservation, now);
         let depends_on = vec![
             (ActorKey::Schedule(schedule), pinned.generation),
             (ActorKey::Queue, self.inner.queue_view.generation()),
         ];
         let on_commit: Box<dyn FnOnce() + Send> = {
-            let (schedule, queue) = (addr.clone(), self.inner.queue.clone());
+            let (schedule, queue) = (addr.clone(), self.inner.registry.queue().clone());
             Box::new(move || {
                 schedule.do_send(PostHold { id });
                 queue.do_send(ConsumeToken { token });
             })
         };
         let token = self.inner.queue_view.consumed_record(token, now);
-        let payment = core.next_payment_id();
+        let payment = self.inner.env.ids.payment();
         let wallet = self.wallet(user);
         let outcome = ask(&wallet, |reply| DebitForPayment {
             paid,
@@ -743,7 +490,7 @@ impl Engine {
         }
         let page = self
             .inner
-            .core
+            .env
             .store
             .run(move |s| async move { s.ledger_page(user, limit, before).await });
         page.await.map_err(|error| {
@@ -765,31 +512,28 @@ impl Engine {
         let now = self.now();
         let user = self
             .inner
-            .core
+            .env
             .store
             .run(move |s| async move { s.create_user(&name, balance, now).await })
             .await?;
-        self.inner.users.insert(user, ());
+        self.inner.catalog.add_user(user);
         Ok(user)
     }
 
     pub async fn create_concert(&self, concert: NewConcert) -> Result<CreatedConcert, AdminError> {
         let created = self
             .inner
-            .core
+            .env
             .store
             .run(move |s| async move { s.create_concert(&concert).await })
             .await?;
-        self.inner
-            .concerts
-            .entry(created.id)
-            .or_insert_with(|| ConcertEntry {
-                schedules: Vec::new(),
-            });
+        self.inner.catalog.add_concert(created.id);
         for (info, seats) in &created.schedules {
-            let entry = self.register_schedule(info.clone());
+            let entry = self.inner.catalog.add_schedule(info.clone());
             entry.available.store(seats.len(), Ordering::Relaxed);
-            self.start_schedule(entry, Some(ScheduleBook::new(info.clone(), seats.clone())));
+            self.inner
+                .registry
+                .start_schedule(entry, Some(ScheduleBook::new(info.clone(), seats.clone())));
         }
         Ok(created)
     }
@@ -800,34 +544,10 @@ impl Engine {
     /// actor threads.
     pub async fn shutdown(&self) {
         self.inner.ready.store(false, Ordering::Release);
-        let persister = self.inner.core.persister.clone();
+        let persister = self.inner.env.persister.clone();
         // Anything already submitted is committed; nothing new is accepted after this.
         let _ = persister.flush().await;
         persister.close();
-        for arbiter in &self.inner.arbiters {
-            arbiter.stop();
-        }
-    }
-}
-
-/// Sends every actor whose writes failed the order to rebuild at its new generation.
-fn rebuild(engine: &Weak<Inner>, keys: Vec<(ActorKey, u64)>) {
-    let Some(inner) = engine.upgrade() else {
-        return;
-    };
-    for (key, generation) in keys {
-        match key {
-            ActorKey::Queue => inner.queue.do_send(RebuildQueue { generation }),
-            ActorKey::Schedule(id) => {
-                if let Some(addr) = inner.schedules.get(&id) {
-                    addr.do_send(RebuildSchedule { generation });
-                }
-            }
-            ActorKey::Wallet(user) => {
-                if let Some(slot) = inner.core.wallets.get(&user) {
-                    slot.addr.do_send(RebuildWallet { generation });
-                }
-            }
-        }
+        self.inner.registry.stop();
     }
 }

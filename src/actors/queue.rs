@@ -8,9 +8,11 @@
 //! O(log n), and one `advance` makes at most `STEP_BUDGET` transitions of each kind, so a poll
 //! never waits behind the mailbox and at most microseconds behind the writer.
 
-use super::engine::Core;
+use super::durability::Durability;
+use super::env::{ActorEnv, EngineSettings};
+use super::loading::{self, Fetch, Loaded, Loads, Rebuild};
+use super::mailbox::{received, refuse_unavailable, Named, Reply, MAILBOX_CAPACITY};
 use super::persister::ActorKey;
-use super::{ActorError, Durability, Reply, Unavailable};
 use crate::domain::queue::{
     AdmissionPolicy, Joined, LineLoader, TokenRecord, TokenRefusal, TokenStatus, WaitingLine,
 };
@@ -23,7 +25,6 @@ use std::time::Duration;
 
 /// How often the line moves: admission and expiry happen within this of being due.
 pub const TICK: Duration = Duration::from_millis(50);
-const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
 
 /// What readers of the waiting room see, without asking the actor.
 pub struct QueueView {
@@ -107,24 +108,25 @@ impl QueueView {
 
 pub struct QueueActor {
     view: Arc<QueueView>,
-    core: Arc<Core>,
+    env: Arc<ActorEnv>,
     durability: Durability,
-    ready: bool,
+    /// The line itself lives in `view`; this says whether it may be decided on.
+    state: Loaded<()>,
 }
 
 impl QueueActor {
-    pub fn new(view: Arc<QueueView>, core: Arc<Core>) -> QueueActor {
-        let durability =
-            Durability::new(ActorKey::Queue, view.generation(), core.persister.clone());
+    /// An actor for the line `view` already holds (loaded at boot).
+    pub fn new(view: Arc<QueueView>, env: Arc<ActorEnv>) -> QueueActor {
+        let durability = Durability::new(ActorKey::Queue, view.generation(), env.persister.clone());
         QueueActor {
             view,
-            core,
+            env,
             durability,
-            ready: true,
+            state: Loaded::Ready(()),
         }
     }
 
-    pub fn policy(settings: &super::EngineSettings) -> AdmissionPolicy {
+    pub fn policy(settings: &EngineSettings) -> AdmissionPolicy {
         AdmissionPolicy {
             max_active: settings.max_active,
             active_ttl: settings.active_ttl,
@@ -136,47 +138,53 @@ impl QueueActor {
     /// Moves the line to now and persists what changed. Skipped when the persister cannot take
     /// the writes: nothing changes that is not written.
     fn advance(&mut self) {
-        if !self.ready {
+        if self.state.ready().is_none() {
             return;
         }
         let Ok(permit) = self.durability.reserve() else {
             return;
         };
-        let changed = self.view.write().advance(self.core.clock.now());
+        let changed = self.view.write().advance(self.env.clock.now());
         if !changed.is_empty() {
             let writes = changed
                 .into_iter()
                 .fold(Writes::default(), |w, t| w.token(t));
-            self.durability.submit_detached(permit, writes);
+            self.durability.submit_unanswered(permit, writes);
         }
     }
+}
 
-    fn reload(&mut self, ctx: &mut Context<Self>) {
-        self.ready = false;
-        let fut = load_line(
-            &self.core.store,
-            Self::policy(&self.core.settings),
-            self.core.clock.now(),
-        );
-        ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
-            Ok(line) => {
-                *act.view.write() = line;
-                act.view
-                    .generation
-                    .store(act.durability.generation(), Ordering::Release);
-                act.ready = true;
-                act.advance();
-            }
-            // The store's runtime ends only with the application: nothing left to rebuild for.
-            Err(StoreError::RuntimeGone) => {
-                tracing::info!("the store is gone; the queue actor stops");
-                ctx.stop();
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "queue reload failed; retrying");
-                ctx.run_later(RELOAD_BACKOFF, |act, ctx| act.reload(ctx));
-            }
-        }));
+impl Named for QueueActor {
+    const KIND: &'static str = "queue";
+}
+
+impl Loads for QueueActor {
+    type State = ();
+    type Fetched = WaitingLine;
+
+    fn state_mut(&mut self) -> &mut Loaded<()> {
+        &mut self.state
+    }
+
+    fn durability_mut(&mut self) -> &mut Durability {
+        &mut self.durability
+    }
+
+    fn fetch(&self) -> Fetch<WaitingLine> {
+        Box::pin(load_line(
+            &self.env.store,
+            Self::policy(&self.env.settings),
+            self.env.clock.now(),
+        ))
+    }
+
+    fn install(&mut self, line: WaitingLine, _: &mut Context<Self>) {
+        *self.view.write() = line;
+        self.view
+            .generation
+            .store(self.durability.generation(), Ordering::Release);
+        self.state = Loaded::Ready(());
+        self.advance();
     }
 }
 
@@ -184,7 +192,7 @@ impl Actor for QueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         ctx.run_interval(TICK, |act, _| act.advance());
         self.advance();
     }
@@ -207,27 +215,23 @@ impl Handler<JoinQueue> for QueueActor {
     /// token, the predecessor it retires and any admissions go to the persister as one
     /// submission, and the reply waits for that commit.
     fn handle(&mut self, msg: JoinQueue, _: &mut Context<Self>) {
-        super::received::<Self>();
-        if !self.ready || self.durability.is_stale() {
-            return drop(
-                msg.reply
-                    .send(Err(ActorError::Unavailable(Unavailable::Rebuilding))),
-            );
+        received::<Self>();
+        if let Err(why) = self.state.ready_mut(&self.durability) {
+            return refuse_unavailable(msg.reply, why);
         }
-        let permit = match self.durability.reserve() {
-            Ok(p) => p,
-            Err(u) => return drop(msg.reply.send(Err(ActorError::Unavailable(u)))),
+        let Some((permit, reply)) = self.durability.reserve_or_refuse(msg.reply) else {
+            return;
         };
-        let now = self.core.clock.now();
+        let now = self.env.clock.now();
         let mut rng = rand::rng();
         let mut line = self.view.write();
         match line.join(msg.user, || TokenId::random(&mut rng), now) {
             Joined::Existing(record) => {
                 drop(line);
-                self.durability.commit_then(
+                self.durability.answer_after_commit(
                     permit,
                     Writes::default(),
-                    msg.reply,
+                    reply,
                     Ok((record, false)),
                 );
             }
@@ -249,7 +253,7 @@ impl Handler<JoinQueue> for QueueActor {
                     .chain(changed)
                     .fold(Writes::default(), |w, t| w.token(t));
                 self.durability
-                    .commit_then(permit, writes, msg.reply, Ok((answer, true)));
+                    .answer_after_commit(permit, writes, reply, Ok((answer, true)));
             }
         }
     }
@@ -267,30 +271,18 @@ impl Handler<ConsumeToken> for QueueActor {
 
     /// Expires the token in memory and admits the next in line.
     fn handle(&mut self, msg: ConsumeToken, _: &mut Context<Self>) {
-        let now = self.core.clock.now();
+        let now = self.env.clock.now();
         self.view.write().consume(msg.token, now);
         self.advance();
     }
 }
 
-/// Rebuild from the database after a failed commit.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RebuildQueue {
-    pub generation: u64,
-}
-
-impl Handler<RebuildQueue> for QueueActor {
+impl Handler<Rebuild> for QueueActor {
     type Result = ();
 
     /// Reloads every token under the new generation.
-    fn handle(&mut self, msg: RebuildQueue, ctx: &mut Context<Self>) {
-        if msg.generation <= self.durability.generation() {
-            return;
-        }
-        tracing::info!(generation = msg.generation, "rebuilding the waiting room");
-        self.durability.rebuilt(msg.generation);
-        self.reload(ctx);
+    fn handle(&mut self, msg: Rebuild, ctx: &mut Context<Self>) {
+        loading::rebuild(self, msg, ctx);
     }
 }
 

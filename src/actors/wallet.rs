@@ -1,21 +1,24 @@
 //! `WalletActor`: one per user, started on first use and stopped when idle. Orders the user's
 //! recharges and debits; the balance it keeps is never negative.
 
-use super::engine::Core;
+use super::durability::{Acknowledgement, Durability};
+use super::env::{ActorEnv, IdDashMap};
+use super::error::ActorError;
+use super::idempotency::IdempotentWrite;
+use super::loading::{self, Fetch, Loaded, Loads, Rebuild};
+use super::mailbox::{received, Named, Reply};
 use super::persister::{ActorKey, Dependency};
-use super::{ActorError, Durability, Reply, Unavailable};
 use crate::domain::queue::TokenRecord;
 use crate::domain::schedule::Reservation;
 use crate::domain::wallet::{Wallet, WalletRefusal};
 use crate::domain::{Money, PaymentId, UserId};
-use crate::store::{LedgerEntry, LedgerKind, PaymentRecord, StoreError, WalletRecord, Writes};
+use crate::store::{LedgerEntry, LedgerKind, PaymentRecord, WalletRecord, Writes};
 use actix::prelude::*;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// A wallet idle this long stops (it is reloaded from the database on next use).
 const IDLE_STOP: Duration = Duration::from_secs(60);
-const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
 
 /// A payment's receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,103 +27,137 @@ pub struct PaymentReceipt {
     pub amount: Money,
 }
 
-enum State {
-    Loading,
-    Unloaded,
-    Missing,
-    Ready(Wallet),
+/// The live wallet actors, by user. The registry owns it and starts actors into it; a wallet
+/// actor that stops removes itself through a `Weak`, so it never holds the registry.
+#[derive(Default)]
+pub struct WalletDirectory {
+    slots: IdDashMap<UserId, WalletSlot>,
+}
+
+struct WalletSlot {
+    /// Which incarnation of this user's wallet actor this is, so a stopped one removes only
+    /// itself, never a successor.
+    instance: u64,
+    addr: Addr<WalletActor>,
+}
+
+impl WalletDirectory {
+    /// The user's running wallet actor, or the one `start` starts (given its instance number).
+    pub fn get_or_start(
+        &self,
+        user: UserId,
+        instance: impl FnOnce() -> u64,
+        start: impl FnOnce(u64) -> Addr<WalletActor>,
+    ) -> Addr<WalletActor> {
+        match self.slots.entry(user) {
+            dashmap::Entry::Occupied(slot) if slot.get().addr.connected() => {
+                slot.get().addr.clone()
+            }
+            entry => {
+                let instance = instance();
+                let addr = start(instance);
+                entry.insert(WalletSlot {
+                    instance,
+                    addr: addr.clone(),
+                });
+                addr
+            }
+        }
+    }
+
+    /// The user's wallet actor, if one is running.
+    pub fn running(&self, user: UserId) -> Option<Addr<WalletActor>> {
+        self.slots.get(&user).map(|slot| slot.addr.clone())
+    }
+
+    /// A stopped actor leaves (only if no successor took its place).
+    fn forget(&self, user: UserId, instance: u64) {
+        self.slots
+            .remove_if(&user, |_, slot| slot.instance == instance);
+    }
 }
 
 pub struct WalletActor {
     user: UserId,
-    /// Which incarnation of this user's wallet actor this is, so the registry removes only us.
-    pub(super) instance: u64,
-    core: Arc<Core>,
+    instance: u64,
+    env: Arc<ActorEnv>,
+    directory: Weak<WalletDirectory>,
     durability: Durability,
-    state: State,
+    /// `Ready(None)`: the user has no wallet row (no such user).
+    state: Loaded<Option<Wallet>>,
     last_used: Instant,
 }
 
 impl WalletActor {
-    pub fn new(user: UserId, instance: u64, core: Arc<Core>) -> WalletActor {
-        let durability = Durability::new(
-            ActorKey::Wallet(user),
-            core.wallet_generation(user),
-            core.persister.clone(),
-        );
+    pub fn new(
+        user: UserId,
+        instance: u64,
+        env: Arc<ActorEnv>,
+        directory: Weak<WalletDirectory>,
+    ) -> WalletActor {
+        // Past any generation a failed commit left behind for this user.
+        let generation = env.persister.min_generation(ActorKey::Wallet(user));
+        let durability = Durability::new(ActorKey::Wallet(user), generation, env.persister.clone());
         WalletActor {
             user,
             instance,
-            core,
+            env,
+            directory,
             durability,
-            state: State::Loading,
+            state: Loaded::Loading,
             last_used: Instant::now(),
-        }
-    }
-
-    fn load(&mut self, ctx: &mut Context<Self>) {
-        self.state = State::Loading;
-        let user = self.user;
-        let fut = self
-            .core
-            .store
-            .run(move |store| async move { store.load_wallet(user).await });
-        ctx.wait(
-            fut.into_actor(self)
-                .map(|result, act, ctx| act.install(result, ctx)),
-        );
-    }
-
-    fn install(&mut self, loaded: Result<Option<Money>, StoreError>, ctx: &mut Context<Self>) {
-        match loaded {
-            Ok(Some(balance)) => self.state = State::Ready(Wallet::new(self.user, balance)),
-            Ok(None) => self.state = State::Missing,
-            Err(error) => {
-                tracing::warn!(user_id = %self.user, error = %error, "wallet load failed; retrying");
-                self.state = State::Unloaded;
-                ctx.run_later(RELOAD_BACKOFF, |act, ctx| {
-                    if matches!(act.state, State::Unloaded) {
-                        act.load(ctx);
-                    }
-                });
-            }
-        }
-    }
-
-    /// The wallet, or the reason there is none to answer from.
-    fn wallet<T>(
-        &mut self,
-        reply: Reply<T, WalletRefusal>,
-    ) -> Option<(Reply<T, WalletRefusal>, &mut Wallet)> {
-        self.last_used = Instant::now();
-        if self.durability.is_stale() {
-            let _ = reply.send(Err(ActorError::Unavailable(Unavailable::Rebuilding)));
-            return None;
-        }
-        match &mut self.state {
-            State::Ready(wallet) => Some((reply, wallet)),
-            State::Missing => {
-                let _ = reply.send(Err(ActorError::Rejected(WalletRefusal::UserNotFound)));
-                None
-            }
-            State::Loading | State::Unloaded => {
-                let _ = reply.send(Err(ActorError::Unavailable(Unavailable::Rebuilding)));
-                None
-            }
         }
     }
 }
 
-impl super::Named for WalletActor {
+/// The wallet to decide on, or the refusal to answer instead.
+fn wallet_or_refusal<'a>(
+    state: &'a mut Loaded<Option<Wallet>>,
+    durability: &Durability,
+) -> Result<&'a mut Wallet, ActorError<WalletRefusal>> {
+    match state.ready_mut(durability) {
+        Ok(Some(wallet)) => Ok(wallet),
+        Ok(None) => Err(ActorError::Rejected(WalletRefusal::UserNotFound)),
+        Err(why) => Err(ActorError::Unavailable(why)),
+    }
+}
+
+impl Named for WalletActor {
     const KIND: &'static str = "wallet";
+}
+
+impl Loads for WalletActor {
+    type State = Option<Wallet>;
+    type Fetched = Option<Money>;
+
+    fn state_mut(&mut self) -> &mut Loaded<Option<Wallet>> {
+        &mut self.state
+    }
+
+    fn durability_mut(&mut self) -> &mut Durability {
+        &mut self.durability
+    }
+
+    fn fetch(&self) -> Fetch<Option<Money>> {
+        let user = self.user;
+        Box::pin(
+            self.env
+                .store
+                .run(move |store| async move { store.load_wallet(user).await }),
+        )
+    }
+
+    fn install(&mut self, balance: Option<Money>, _: &mut Context<Self>) {
+        self.state = Loaded::Ready(balance.map(|b| Wallet::new(self.user, b)));
+    }
 }
 
 impl Actor for WalletActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.core.settings.mailbox_capacity);
-        self.load(ctx);
+        ctx.set_mailbox_capacity(self.env.settings.mailbox_capacity);
+        loading::load(self, ctx);
         ctx.run_interval(IDLE_STOP / 2, |act, ctx| {
             // Never stop with writes in flight: a successor would load a balance without them.
             if act.last_used.elapsed() >= IDLE_STOP && act.durability.settled() {
@@ -130,8 +167,9 @@ impl Actor for WalletActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.core
-            .forget_wallet(self.user, self.instance, self.durability.generation());
+        if let Some(directory) = self.directory.upgrade() {
+            directory.forget(self.user, self.instance);
+        }
     }
 }
 
@@ -141,7 +179,7 @@ impl Actor for WalletActor {
 pub struct Recharge {
     /// As the client sent it: the wallet judges it.
     pub amount: i64,
-    pub idempotency: Option<super::idempotency::IdempotentWrite<Money>>,
+    pub idempotency: Option<IdempotentWrite<Money>>,
     pub reply: Reply<Money, WalletRefusal>,
 }
 
@@ -150,16 +188,17 @@ impl Handler<Recharge> for WalletActor {
 
     /// Adds the amount and answers the new balance after the commit.
     fn handle(&mut self, msg: Recharge, _: &mut Context<Self>) {
-        super::received::<Self>();
-        let permit = match self.durability.reserve() {
-            Ok(p) => p,
-            Err(u) => return drop(msg.reply.send(Err(ActorError::Unavailable(u)))),
-        };
-        let now = self.core.clock.now();
-        let max = self.core.settings.max_recharge;
-        let ledger_id = self.core.next_ledger_id();
-        let Some((reply, wallet)) = self.wallet(msg.reply) else {
+        received::<Self>();
+        self.last_used = Instant::now();
+        let Some((permit, reply)) = self.durability.reserve_or_refuse(msg.reply) else {
             return;
+        };
+        let now = self.env.clock.now();
+        let max = self.env.settings.max_recharge;
+        let ledger_id = self.env.ids.ledger();
+        let wallet = match wallet_or_refusal(&mut self.state, &self.durability) {
+            Ok(wallet) => wallet,
+            Err(refused) => return drop(reply.send(Err(refused))),
         };
         match wallet.recharge(msg.amount, max) {
             Ok(balance) => {
@@ -180,19 +219,17 @@ impl Handler<Recharge> for WalletActor {
                         payment: None,
                         at: now,
                     });
-                self.durability.commit_answer(
-                    permit,
-                    writes,
-                    reply,
-                    balance,
-                    msg.idempotency,
-                    now,
-                    None,
-                );
+                let acknowledgement = Acknowledgement {
+                    idempotency: msg.idempotency,
+                    ..Acknowledgement::new(writes, balance, now)
+                };
+                self.durability
+                    .acknowledge_after_commit(permit, acknowledgement, reply);
             }
-            Err(rule) => self
-                .durability
-                .commit_then(permit, Writes::default(), reply, Err(rule)),
+            Err(refusal) => {
+                self.durability
+                    .answer_after_commit(permit, Writes::default(), reply, Err(refusal))
+            }
         }
     }
 }
@@ -209,12 +246,13 @@ impl Handler<ReadBalance> for WalletActor {
 
     /// Answers the balance as of every acknowledged change.
     fn handle(&mut self, msg: ReadBalance, _: &mut Context<Self>) {
-        super::received::<Self>();
-        let Some((reply, wallet)) = self.wallet(msg.reply) else {
-            return;
+        received::<Self>();
+        self.last_used = Instant::now();
+        let balance = match wallet_or_refusal(&mut self.state, &self.durability) {
+            Ok(wallet) => wallet.balance(),
+            Err(refused) => return drop(msg.reply.send(Err(refused))),
         };
-        let balance = wallet.balance();
-        self.durability.answer(reply, Ok(balance));
+        self.durability.answer_when_settled(msg.reply, Ok(balance));
     }
 }
 
@@ -230,7 +268,7 @@ pub struct DebitForPayment {
     pub depends_on: Vec<Dependency>,
     /// Runs after the commit, before the reply: posts the hold and frees the token's slot.
     pub on_commit: Box<dyn FnOnce() + Send>,
-    pub idempotency: Option<super::idempotency::IdempotentWrite<PaymentReceipt>>,
+    pub idempotency: Option<IdempotentWrite<PaymentReceipt>>,
     pub reply: Reply<PaymentReceipt, WalletRefusal>,
 }
 
@@ -239,25 +277,30 @@ impl Handler<DebitForPayment> for WalletActor {
 
     /// Debits and submits the payment's writes; answers after the commit.
     fn handle(&mut self, msg: DebitForPayment, _: &mut Context<Self>) {
-        super::received::<Self>();
-        let mut deps = msg.depends_on;
-        deps.push(self.durability.dependency());
-        let permit = match self.core.persister.reserve(&deps) {
-            Ok(p) => p,
-            Err(u) => return drop(msg.reply.send(Err(ActorError::Unavailable(u)))),
-        };
-        let now = self.core.clock.now();
-        let ledger_id = self.core.next_ledger_id();
-        let amount = msg.paid.total;
-        let Some((reply, wallet)) = self.wallet(msg.reply) else {
+        received::<Self>();
+        self.last_used = Instant::now();
+        let Some((permit, reply)) = self
+            .durability
+            .reserve_along_or_refuse(&msg.depends_on, msg.reply)
+        else {
             return;
+        };
+        let now = self.env.clock.now();
+        let ledger_id = self.env.ids.ledger();
+        let amount = msg.paid.total;
+        let wallet = match wallet_or_refusal(&mut self.state, &self.durability) {
+            Ok(wallet) => wallet,
+            Err(refused) => return drop(reply.send(Err(refused))),
         };
         let balance = match wallet.debit(amount) {
             Ok(balance) => balance,
-            Err(rule) => {
-                return self
-                    .durability
-                    .commit_then(permit, Writes::default(), reply, Err(rule))
+            Err(refusal) => {
+                return self.durability.answer_after_commit(
+                    permit,
+                    Writes::default(),
+                    reply,
+                    Err(refusal),
+                )
             }
         };
         let user = wallet.user;
@@ -292,34 +335,21 @@ impl Handler<DebitForPayment> for WalletActor {
             amount,
         };
         // The payment's other states are part of this write: a failure must rebuild them too.
-        self.durability.commit_answer(
-            permit,
-            writes,
-            reply,
-            receipt,
-            msg.idempotency,
-            now,
-            Some(msg.on_commit),
-        );
+        let acknowledgement = Acknowledgement {
+            idempotency: msg.idempotency,
+            on_commit: Some(msg.on_commit),
+            ..Acknowledgement::new(writes, receipt, now)
+        };
+        self.durability
+            .acknowledge_after_commit(permit, acknowledgement, reply);
     }
 }
 
-/// Rebuild from the database after a failed commit.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RebuildWallet {
-    pub generation: u64,
-}
-
-impl Handler<RebuildWallet> for WalletActor {
+impl Handler<Rebuild> for WalletActor {
     type Result = ();
 
     /// Reloads the balance under the new generation.
-    fn handle(&mut self, msg: RebuildWallet, ctx: &mut Context<Self>) {
-        if msg.generation <= self.durability.generation() {
-            return;
-        }
-        self.durability.rebuilt(msg.generation);
-        self.load(ctx);
+    fn handle(&mut self, msg: Rebuild, ctx: &mut Context<Self>) {
+        loading::rebuild(self, msg, ctx);
     }
 }

@@ -1,0 +1,121 @@
+//! What every actor is given when it starts: the drop's settings, the clock, the persister,
+//! the store, the id allocator, and the index that tells which schedule a reservation is on.
+//! Actors depend on this, never on the engine or the registry that start them.
+
+use super::mailbox::MAILBOX_CAPACITY;
+use super::persister::Persister;
+use crate::clock::Clock;
+use crate::domain::ids::BuildIdHasher;
+use crate::domain::{Money, PaymentId, ReservationId, ScheduleId};
+use crate::store::{MaxIds, StoreHandle};
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The rules of a drop, from configuration.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub hold_ttl: Duration,
+    pub active_ttl: Duration,
+    pub idle_timeout: Duration,
+    pub max_active: usize,
+    /// 0: no rate cap.
+    pub admit_per_sec: u32,
+    pub max_seats_per_user: u32,
+    pub max_recharge: Money,
+    /// Submissions the persister holds before it refuses more.
+    pub persister_capacity: usize,
+    /// Messages a schedule or wallet actor's mailbox holds before senders are refused; also
+    /// the holds a schedule's intake holds.
+    pub mailbox_capacity: usize,
+    /// Threads the actors run on.
+    pub actor_threads: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            hold_ttl: Duration::from_secs(300),
+            active_ttl: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(120),
+            max_active: 1000,
+            admit_per_sec: 0,
+            max_seats_per_user: 4,
+            max_recharge: Money::new(10_000_000).expect("a positive constant"),
+            persister_capacity: 65_536,
+            mailbox_capacity: MAILBOX_CAPACITY,
+            actor_threads: 2,
+        }
+    }
+}
+
+/// A concurrent map keyed by a server-chosen id, hashed with one multiply (see
+/// [`crate::domain::ids::IdHasher`]): every request looks up a few of these.
+pub type IdDashMap<K, V> = DashMap<K, V, BuildIdHasher>;
+
+/// Hands out the ids the service chooses, above the largest the store already has.
+#[derive(Debug)]
+pub struct IdAllocator {
+    next_reservation: AtomicI64,
+    next_payment: AtomicI64,
+    next_ledger: AtomicI64,
+}
+
+impl IdAllocator {
+    /// Starts past every id in the store.
+    pub fn above(max: &MaxIds) -> IdAllocator {
+        IdAllocator {
+            next_reservation: AtomicI64::new(max.reservation + 1),
+            next_payment: AtomicI64::new(max.payment + 1),
+            next_ledger: AtomicI64::new(max.ledger + 1),
+        }
+    }
+
+    pub fn reservation(&self) -> ReservationId {
+        let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
+        ReservationId::new(id).expect("allocated above the stored maximum, which is ≥ 0")
+    }
+
+    pub fn payment(&self) -> PaymentId {
+        let id = self.next_payment.fetch_add(1, Ordering::Relaxed);
+        PaymentId::new(id).expect("allocated above the stored maximum, which is ≥ 0")
+    }
+
+    pub fn ledger(&self) -> i64 {
+        self.next_ledger.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Which schedule each reservation this process has seen belongs to, so a read, cancel or
+/// payment goes straight to the right actor; a reservation not in here is looked up in the
+/// store.
+///
+/// Bound: one entry (16 bytes plus the map's overhead) per reservation made or loaded since
+/// the process started, and none is removed — a drop of a million holds costs tens of
+/// megabytes. Entries of settled reservations can go once settled reservations leave the
+/// schedule actors' memory (issue 15's grace period); the store fallback already serves them.
+#[derive(Debug, Default)]
+pub struct ReservationIndex {
+    schedules: IdDashMap<ReservationId, ScheduleId>,
+}
+
+impl ReservationIndex {
+    pub fn insert(&self, reservation: ReservationId, schedule: ScheduleId) {
+        self.schedules.insert(reservation, schedule);
+    }
+
+    pub fn schedule_of(&self, reservation: ReservationId) -> Option<ScheduleId> {
+        self.schedules.get(&reservation).map(|s| *s)
+    }
+}
+
+/// What every actor shares.
+pub struct ActorEnv {
+    pub settings: EngineSettings,
+    pub clock: Arc<dyn Clock>,
+    pub persister: Persister,
+    pub store: StoreHandle,
+    pub ids: IdAllocator,
+    pub reservations: ReservationIndex,
+}

@@ -1,0 +1,54 @@
+//! Voiding a pending hold at its owner's request: the seats are free at once, and the answer
+//! goes after the commit.
+
+use super::reads::view;
+use super::{ReservationView, ScheduleActor};
+use crate::actors::mailbox::{received, refuse_unavailable, Reply};
+use crate::domain::schedule::BookingRefusal;
+use crate::domain::{ReservationId, UserId};
+use crate::store::Writes;
+use actix::prelude::*;
+
+/// Void a pending reservation: its seats are free at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CancelReservation {
+    pub id: ReservationId,
+    pub user: UserId,
+    pub reply: Reply<ReservationView, BookingRefusal>,
+}
+
+impl Handler<CancelReservation> for ScheduleActor {
+    type Result = ();
+
+    /// Voids the hold and answers after the commit.
+    fn handle(&mut self, msg: CancelReservation, _: &mut Context<Self>) {
+        received::<Self>();
+        let Some((permit, reply)) = self.durability.reserve_or_refuse(msg.reply) else {
+            return;
+        };
+        let now = self.env.clock.now();
+        let book = match self.state.ready_mut(&self.durability) {
+            Ok(book) => book,
+            Err(why) => return refuse_unavailable(reply, why),
+        };
+        match book.cancel(msg.id, msg.user, now).cloned() {
+            Ok(r) => {
+                metrics::counter!("boxoffice_holds_total", "outcome" => "voided").increment(1);
+                let answer = view(book, &r);
+                self.publish();
+                self.durability.answer_after_commit(
+                    permit,
+                    Writes::default().reservation(&r),
+                    reply,
+                    Ok(answer),
+                );
+                self.last_release = self.durability.last_seq();
+            }
+            Err(refusal) => {
+                self.durability
+                    .answer_after_commit(permit, Writes::default(), reply, Err(refusal))
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! `ScheduleActor`: the only writer of one schedule's seats. It serializes holds (all or
+//! nothing, taken in bursts from the schedule's [`HoldIntake`]), hold expiry (a deadline heap
+//! under one timer), cancellation, and the pin → post of a payment. One concern a file:
+//!
+//! - this file: the actor, its state, load and rebuild;
+//! - [`intake`]: how holds reach it in bursts (`HoldIntake`, `DrainHolds`);
+//! - [`hold`]: the hold decision and how its refusals are answered;
+//! - [`unconfirmed`]: which holds' writes may not be committed yet;
+//! - [`cancel`]: voiding a hold;
+//! - [`expiry`]: the deadline heap and its timer;
+//! - [`payment`]: pin, unpin and post;
+//! - [`reads`]: the seat map and a reservation, as the client sees them.
+
+mod cancel;
+mod expiry;
+mod hold;
+mod intake;
+mod payment;
+mod reads;
+mod unconfirmed;
+
+pub use cancel::CancelReservation;
+pub use hold::HoldSeats;
+pub use intake::{DrainHolds, HoldIntake, Pushed};
+pub use payment::{PinHold, PinnedHold, PostHold, UnpinHold};
+pub use reads::{ListSeats, ReadReservation, ReservationView, SeatView};
+
+use super::durability::Durability;
+use super::env::ActorEnv;
+use super::loading::{self, Fetch, Loaded, Loads, Rebuild};
+use super::mailbox::{Named, Reply};
+use super::persister::ActorKey;
+use crate::domain::schedule::{
+    BookingRefusal, HoldPolicy, ReservationStatus, ScheduleBook, ScheduleInfo,
+};
+use crate::domain::{ReservationId, Timestamp};
+use crate::store::{StoreError, Writes};
+use actix::prelude::*;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use unconfirmed::Unconfirmed;
+
+/// A schedule as the catalog knows it, with its live count of free seats.
+#[derive(Debug)]
+pub struct ScheduleEntry {
+    pub info: ScheduleInfo,
+    /// Published by the schedule's actor after every change.
+    pub available: AtomicUsize,
+    /// Holds on their way to the schedule's actor.
+    pub intake: HoldIntake,
+}
+
+impl ScheduleEntry {
+    pub fn new(info: ScheduleInfo) -> ScheduleEntry {
+        ScheduleEntry {
+            info,
+            available: AtomicUsize::new(0),
+            intake: HoldIntake::default(),
+        }
+    }
+}
+
+pub struct ScheduleActor {
+    entry: Arc<ScheduleEntry>,
+    env: Arc<ActorEnv>,
+    durability: Durability,
+    state: Loaded<Box<ScheduleBook>>,
+    /// Pending holds by expiry time, under one timer armed for the earliest (see `expiry`).
+    /// Entries of holds settled since are skipped when they come due.
+    deadlines: BinaryHeap<Reverse<(Timestamp, ReservationId)>>,
+    /// The armed timer and the deadline it is for.
+    timer: Option<(Timestamp, SpawnHandle)>,
+    /// Holds whose creating write may not be committed yet. A refusal because a seat is taken
+    /// goes out at once unless the hold taking it is in here: it cannot be undone.
+    unconfirmed: Unconfirmed,
+    /// The sequence number of the latest submission that freed seats (expiry, cancellation).
+    /// While it is not committed, the seat map waits: the database still has those seats held.
+    last_release: u64,
+    /// The buffer a burst of holds is taken into (kept to reuse its allocation).
+    burst: Vec<HoldSeats>,
+    /// Refusals of the burst being decided that must wait for writes in flight (a seat taken
+    /// by a hold not yet committed). They are answered together after the burst, behind one
+    /// submission, instead of one persister entry each.
+    deferred: Vec<(Reply<ReservationView, BookingRefusal>, BookingRefusal)>,
+}
+
+impl ScheduleActor {
+    /// An actor for a book already in memory (boot, or a schedule just created).
+    pub fn ready(
+        entry: Arc<ScheduleEntry>,
+        env: Arc<ActorEnv>,
+        book: ScheduleBook,
+    ) -> ScheduleActor {
+        ScheduleActor::with_state(entry, env, Loaded::Ready(Box::new(book)))
+    }
+
+    /// An actor that loads its book from the store when it starts.
+    pub fn lazy(entry: Arc<ScheduleEntry>, env: Arc<ActorEnv>) -> ScheduleActor {
+        ScheduleActor::with_state(entry, env, Loaded::Loading)
+    }
+
+    fn with_state(
+        entry: Arc<ScheduleEntry>,
+        env: Arc<ActorEnv>,
+        state: Loaded<Box<ScheduleBook>>,
+    ) -> ScheduleActor {
+        let durability =
+            Durability::new(ActorKey::Schedule(entry.info.id), 0, env.persister.clone());
+        ScheduleActor {
+            entry,
+            env,
+            durability,
+            state,
+            deadlines: BinaryHeap::new(),
+            timer: None,
+            unconfirmed: Unconfirmed::default(),
+            last_release: 0,
+            burst: Vec::new(),
+            deferred: Vec::new(),
+        }
+    }
+
+    fn policy(&self) -> HoldPolicy {
+        HoldPolicy {
+            hold_ttl: self.env.settings.hold_ttl,
+            max_seats_per_user: self.env.settings.max_seats_per_user,
+        }
+    }
+
+    /// After a (re)load: index reservations, expire what came due, arm the deadline timer.
+    fn after_load(&mut self, ctx: &mut Context<Self>) {
+        let now = self.env.clock.now();
+        let Loaded::Ready(book) = &mut self.state else {
+            return;
+        };
+        // Deadlines and unconfirmed writes of the state thrown away mean nothing now.
+        self.deadlines.clear();
+        self.unconfirmed.clear();
+        self.last_release = 0;
+        let mut pending = Vec::new();
+        for r in book.reservations() {
+            self.env.reservations.insert(r.id, r.schedule);
+            if r.status == ReservationStatus::Pending {
+                pending.push((r.id, r.expires_at));
+            }
+        }
+        let due: Vec<ReservationId> = pending
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        if !due.is_empty() {
+            match self.durability.reserve() {
+                Ok(permit) => {
+                    book.expire_due(now);
+                    let writes = due
+                        .iter()
+                        .filter_map(|id| book.reservation(*id))
+                        .fold(Writes::default(), |w, r| w.reservation(r));
+                    self.durability.submit_unanswered(permit, writes);
+                    self.last_release = self.durability.last_seq();
+                }
+                // Retried by the timers below, which fire at once for these.
+                Err(u) => tracing::warn!(error = %u, "could not release expired holds yet"),
+            }
+        }
+        self.deadlines
+            .extend(pending.into_iter().map(|(id, at)| Reverse((at, id))));
+        self.arm(ctx);
+        self.publish();
+    }
+
+    /// Publishes the free-seat count the catalog shows.
+    fn publish(&self) {
+        if let Some(book) = self.state.ready() {
+            self.entry
+                .available
+                .store(book.available_count(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Named for ScheduleActor {
+    const KIND: &'static str = "schedule";
+}
+
+impl Loads for ScheduleActor {
+    type State = Box<ScheduleBook>;
+    type Fetched = ScheduleBook;
+
+    fn state_mut(&mut self) -> &mut Loaded<Box<ScheduleBook>> {
+        &mut self.state
+    }
+
+    fn durability_mut(&mut self) -> &mut Durability {
+        &mut self.durability
+    }
+
+    fn fetch(&self) -> Fetch<ScheduleBook> {
+        let info = self.entry.info.clone();
+        Box::pin(
+            self.env
+                .store
+                .run(move |store| async move { restore_book(info, &store).await }),
+        )
+    }
+
+    fn install(&mut self, book: ScheduleBook, ctx: &mut Context<Self>) {
+        self.state = Loaded::Ready(Box::new(book));
+        self.after_load(ctx);
+    }
+}
+
+/// Reads a schedule's seats and live reservations and rebuilds its book from them.
+pub async fn restore_book(
+    info: ScheduleInfo,
+    store: &crate::store::Store,
+) -> Result<ScheduleBook, StoreError> {
+    let id = info.id;
+    let snapshot = store.load_schedule(id).await?;
+    ScheduleBook::restore(info, snapshot.seats, snapshot.reservations).map_err(|seat| {
+        StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds"))
+    })
+}
+
+impl Actor for ScheduleActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.env.settings.mailbox_capacity);
+        match self.state {
+            Loaded::Ready(_) => self.after_load(ctx),
+            _ => loading::load(self, ctx),
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Holds nobody will decide now: dropping their replies answers them "unavailable".
+        self.entry.intake.abandon();
+    }
+}
+
+impl Handler<Rebuild> for ScheduleActor {
+    type Result = ();
+
+    /// Throws the in-memory book away and reloads it under the new generation.
+    fn handle(&mut self, msg: Rebuild, ctx: &mut Context<Self>) {
+        loading::rebuild(self, msg, ctx);
+    }
+}

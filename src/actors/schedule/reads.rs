@@ -1,0 +1,127 @@
+//! What a client reads of a schedule: the seat map (as the database has it) and one
+//! reservation. Reads change nothing; each waits only for the writes its answer depends on.
+
+use super::ScheduleActor;
+use crate::actors::mailbox::{received, refuse_unavailable, Reply};
+use crate::domain::schedule::{BookingRefusal, Reservation, ScheduleBook, Seat, SeatState};
+use crate::domain::{ConcertId, Money, ReservationId, SeatId, Timestamp, UserId};
+use actix::prelude::*;
+
+/// A reservation with what a client shows of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationView {
+    pub reservation: Reservation,
+    pub concert_name: String,
+    pub concert_at: Timestamp,
+    pub concert_id: ConcertId,
+    /// (seat number, price) in the order requested.
+    pub seats: Vec<(i32, Money)>,
+}
+
+/// One seat as listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatView {
+    pub id: SeatId,
+    pub number: i32,
+    pub price: Money,
+    pub available: bool,
+}
+
+/// The client's view of reservation `r` of `book`.
+pub fn view(book: &ScheduleBook, r: &Reservation) -> ReservationView {
+    ReservationView {
+        reservation: r.clone(),
+        concert_name: book.info.concert_name.clone(),
+        concert_at: book.info.concert_at,
+        concert_id: book.info.concert_id,
+        seats: r
+            .seats
+            .iter()
+            .filter_map(|s| book.seat(*s))
+            .map(|s| (s.number, s.price))
+            .collect(),
+    }
+}
+
+/// List the schedule's seats with their availability.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ListSeats {
+    pub reply: Reply<Vec<SeatView>, BookingRefusal>,
+}
+
+impl Handler<ListSeats> for ScheduleActor {
+    type Result = ();
+
+    /// Answers the seat map as the database has it, at once: a seat taken by a hold whose
+    /// write is still in flight shows as available (a failed commit could free it again).
+    /// While seats freed by an expiry or cancellation are still being written, the map
+    /// instead waits for those writes, as every read did before.
+    fn handle(&mut self, msg: ListSeats, _: &mut Context<Self>) {
+        received::<Self>();
+        let book = match self.state.ready_mut(&self.durability) {
+            Ok(book) => book,
+            Err(why) => return refuse_unavailable(msg.reply, why),
+        };
+        let committed = self.durability.durable_through();
+        let Some(committed) = committed.filter(|seq| *seq >= self.last_release) else {
+            // Freed seats not yet durable: show them only once they are.
+            let seats = book
+                .seats()
+                .map(|(s, state)| seat_view(s, state, None))
+                .collect();
+            return self.durability.answer_when_settled(msg.reply, Ok(seats));
+        };
+        let unconfirmed = &self.unconfirmed;
+        let in_flight = |id: &ReservationId| unconfirmed.in_flight(*id, committed);
+        let seats = book
+            .seats()
+            .map(|(s, state)| seat_view(s, state, Some(&in_flight)))
+            .collect();
+        let _ = msg.reply.send(Ok(seats));
+    }
+}
+
+/// A seat as listed; with `in_flight`, a seat held by a hold still being written counts as
+/// available (as the database has it).
+fn seat_view(
+    seat: &Seat,
+    state: SeatState,
+    in_flight: Option<&dyn Fn(&ReservationId) -> bool>,
+) -> SeatView {
+    let available = match state {
+        SeatState::Available => true,
+        SeatState::Held(id) => in_flight.is_some_and(|f| f(&id)),
+        SeatState::Sold(_) => false,
+    };
+    SeatView {
+        id: seat.id,
+        number: seat.number,
+        price: seat.price,
+        available,
+    }
+}
+
+/// Read one reservation of a user.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReadReservation {
+    pub id: ReservationId,
+    pub user: UserId,
+    pub reply: Reply<ReservationView, BookingRefusal>,
+}
+
+impl Handler<ReadReservation> for ScheduleActor {
+    type Result = ();
+
+    /// Answers the reservation's current state, once what it shows is durable.
+    fn handle(&mut self, msg: ReadReservation, _: &mut Context<Self>) {
+        received::<Self>();
+        let book = match self.state.ready_mut(&self.durability) {
+            Ok(book) => book,
+            Err(why) => return refuse_unavailable(msg.reply, why),
+        };
+        let answer = book.owned(msg.id, msg.user).map(|r| view(book, r));
+        self.durability.answer_when_settled(msg.reply, answer);
+    }
+}
