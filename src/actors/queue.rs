@@ -214,6 +214,7 @@ impl Handler<JoinQueue> for QueueActor {
     /// the line move at once (the first users get in without waiting for the tick): the new
     /// token, the predecessor it retires and any admissions go to the persister as one
     /// submission, and the reply waits for that commit.
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %msg.user))]
     fn handle(&mut self, msg: JoinQueue, _: &mut Context<Self>) {
         received::<Self>();
         if let Err(why) = self.state.ready_mut(&self.durability) {

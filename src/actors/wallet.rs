@@ -187,6 +187,7 @@ impl Handler<Recharge> for WalletActor {
     type Result = ();
 
     /// Adds the amount and answers the new balance after the commit.
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %self.user))]
     fn handle(&mut self, msg: Recharge, _: &mut Context<Self>) {
         received::<Self>();
         self.last_used = Instant::now();
@@ -245,6 +246,7 @@ impl Handler<ReadBalance> for WalletActor {
     type Result = ();
 
     /// Answers the balance as of every acknowledged change.
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %self.user))]
     fn handle(&mut self, msg: ReadBalance, _: &mut Context<Self>) {
         received::<Self>();
         self.last_used = Instant::now();
@@ -276,6 +278,7 @@ impl Handler<DebitForPayment> for WalletActor {
     type Result = ();
 
     /// Debits and submits the payment's writes; answers after the commit.
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %self.user, reservation_id = %msg.paid.id))]
     fn handle(&mut self, msg: DebitForPayment, _: &mut Context<Self>) {
         received::<Self>();
         self.last_used = Instant::now();

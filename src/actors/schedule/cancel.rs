@@ -22,6 +22,7 @@ impl Handler<CancelReservation> for ScheduleActor {
     type Result = ();
 
     /// Voids the hold and answers after the commit.
+    #[tracing::instrument(level = "debug", skip_all, fields(reservation_id = %msg.id, user_id = %msg.user))]
     fn handle(&mut self, msg: CancelReservation, _: &mut Context<Self>) {
         received::<Self>();
         let Some((permit, reply)) = self.durability.reserve_or_refuse(msg.reply) else {

@@ -94,6 +94,7 @@ impl Handler<DrainHolds> for ScheduleActor {
     type Result = ();
 
     /// Decides the burst, then answers its deferred refusals behind one submission.
+    #[tracing::instrument(level = "debug", skip_all, fields(schedule_id = %self.entry.info.id))]
     fn handle(&mut self, _: DrainHolds, ctx: &mut Context<Self>) {
         received::<Self>();
         let mut burst = std::mem::take(&mut self.burst);

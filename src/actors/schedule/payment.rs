@@ -30,6 +30,7 @@ impl Handler<PinHold> for ScheduleActor {
     type Result = ();
 
     /// Pins the hold if it is still valid; a hold past its time expires here instead.
+    #[tracing::instrument(level = "debug", skip_all, fields(reservation_id = %msg.id, user_id = %msg.user))]
     fn handle(&mut self, msg: PinHold, _: &mut Context<Self>) {
         received::<Self>();
         let Some((permit, reply)) = self.durability.reserve_or_refuse(msg.reply) else {
@@ -79,6 +80,7 @@ impl Handler<UnpinHold> for ScheduleActor {
     type Result = ();
 
     /// Unpins; the expiry path then releases the hold if it came due while pinned.
+    #[tracing::instrument(level = "debug", skip_all, fields(reservation_id = %msg.id))]
     fn handle(&mut self, msg: UnpinHold, ctx: &mut Context<Self>) {
         if let Loaded::Ready(book) = &mut self.state {
             book.unpin(msg.id);
@@ -98,6 +100,7 @@ impl Handler<PostHold> for ScheduleActor {
     type Result = ();
 
     /// Marks the reservation paid in memory (the database already says so).
+    #[tracing::instrument(level = "debug", skip_all, fields(reservation_id = %msg.id))]
     fn handle(&mut self, msg: PostHold, _: &mut Context<Self>) {
         let now = self.env.clock.now();
         if let Loaded::Ready(book) = &mut self.state {

@@ -57,6 +57,7 @@ impl Handler<ListSeats> for ScheduleActor {
     /// write is still in flight shows as available (a failed commit could free it again).
     /// While seats freed by an expiry or cancellation are still being written, the map
     /// instead waits for those writes, as every read did before.
+    #[tracing::instrument(level = "debug", skip_all, fields(schedule_id = %self.entry.info.id))]
     fn handle(&mut self, msg: ListSeats, _: &mut Context<Self>) {
         received::<Self>();
         let book = match self.state.ready_mut(&self.durability) {
@@ -115,6 +116,7 @@ impl Handler<ReadReservation> for ScheduleActor {
     type Result = ();
 
     /// Answers the reservation's current state, once what it shows is durable.
+    #[tracing::instrument(level = "debug", skip_all, fields(reservation_id = %msg.id, user_id = %msg.user))]
     fn handle(&mut self, msg: ReadReservation, _: &mut Context<Self>) {
         received::<Self>();
         let book = match self.state.ready_mut(&self.durability) {
