@@ -98,3 +98,55 @@ impl Args {
         self.seats.div_ceil(self.schedules).clamp(1, 20_000)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(flags: &[&str]) -> Args {
+        let command_line = std::iter::once("drop").chain(flags.iter().copied());
+        Args::try_parse_from(command_line)
+            .expect("the test passes valid flags")
+            .resolved()
+    }
+
+    #[test]
+    fn smoke_wins_over_the_sizes_given_with_it_and_spawns_a_server() {
+        let args = parsed(&["--smoke", "--users", "5", "--concurrency", "900"]);
+        assert_eq!((args.users, args.seats, args.schedules), (1_000, 1_000, 2));
+        assert_eq!(args.concurrency, 32);
+        assert!(args.verify_seat_maps && args.spawn);
+    }
+
+    #[test]
+    fn a_base_url_means_no_in_process_server_and_the_bounds_apply() {
+        let args = parsed(&[
+            "--base-url",
+            "http://x",
+            "--schedules",
+            "0",
+            "--concurrency",
+            "0",
+        ]);
+        assert!(!args.spawn);
+        assert_eq!((args.schedules, args.concurrency), (1, 1));
+        assert_eq!(parsed(&["--schedules", "1000"]).schedules, 100);
+    }
+
+    #[test]
+    fn seats_are_split_over_the_schedules_within_what_a_schedule_takes() {
+        assert_eq!(
+            parsed(&["--seats", "5000", "--schedules", "3"]).seats_per_schedule(),
+            1_667
+        );
+        assert_eq!(parsed(&["--seats", "90000"]).seats_per_schedule(), 20_000);
+        assert_eq!(parsed(&["--seats", "0"]).seats_per_schedule(), 1);
+    }
+
+    #[test]
+    fn seats_per_user_is_one_to_four() {
+        let with = |n: &str| Args::try_parse_from(["drop", "--seats-per-user", n]);
+        assert!(with("0").is_err() && with("5").is_err());
+        assert_eq!(with("4").map(|args| args.seats_per_user).ok(), Some(4));
+    }
+}

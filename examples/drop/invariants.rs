@@ -295,3 +295,65 @@ fn verdicts(e: &Expectations, n: Numbers) -> Vec<Check> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expecting(acknowledged_payments: u64, unknown_payments: u64) -> Expectations {
+        Expectations {
+            users: (1, 10),
+            schedules: vec![1],
+            acknowledged_payments,
+            unknown_payments,
+        }
+    }
+
+    fn consistent(paid: i64) -> Numbers {
+        Numbers {
+            double_sold: 0,
+            posted_unpaid: 0,
+            sold: paid * 2,
+            seats_of_paid: paid * 2,
+            paid,
+            unmatched_payments: 0,
+            wrong_balances: 0,
+            ledger_off_payments: 0,
+        }
+    }
+
+    fn failing(checks: &[Check]) -> Vec<&'static str> {
+        checks.iter().filter(|c| !c.1).map(|c| c.0).collect()
+    }
+
+    #[test]
+    fn a_consistent_store_passes_all_seven() {
+        let checks = verdicts(&expecting(5, 0), consistent(5));
+        assert_eq!(checks.len(), 7);
+        assert_eq!(failing(&checks), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn payments_of_unknown_outcome_widen_the_paid_count_only_upwards() {
+        let paid = "paid reservations = acknowledged payments (+ unknown outcomes)";
+        assert!(failing(&verdicts(&expecting(5, 2), consistent(7))).is_empty());
+        assert_eq!(failing(&verdicts(&expecting(5, 2), consistent(8))), [paid]);
+        assert_eq!(failing(&verdicts(&expecting(5, 2), consistent(4))), [paid]);
+    }
+
+    #[test]
+    fn each_broken_number_fails_its_own_verdict() {
+        let mut numbers = consistent(3);
+        numbers.double_sold = 1;
+        numbers.sold = 7;
+        numbers.wrong_balances = 2;
+        assert_eq!(
+            failing(&verdicts(&expecting(3, 0), numbers)),
+            [
+                "no seat sold (or held) twice",
+                "sold seats = seats of paid reservations",
+                "every balance = recharges − payments (ledger)",
+            ]
+        );
+    }
+}

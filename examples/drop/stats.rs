@@ -197,3 +197,39 @@ pub fn report(stats: &Stats, elapsed: Duration, started: usize, dropped: u64) {
         println!("\nfailed iterations by cause: {failures:?}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_adds_the_counts_the_causes_and_the_samples() {
+        let mut total = Stats::new();
+        let mut one = Stats::new();
+        assert_eq!(one.fail("join: 503 unavailable"), Outcome::Failed);
+        one.fail("join: 503 unavailable");
+        one.step(Step::Join).latency.record(0);
+        one.step(Step::Join).server_errors += 2;
+        let mut two = Stats::new();
+        two.fail("seats: transport: reset");
+        two.completed += 1;
+        two.iteration.record(2_000);
+        two.step(Step::Pay).ok += 1;
+        total.merge(&one);
+        total.merge(&two);
+        assert_eq!((total.failed, total.completed), (3, 1));
+        assert_eq!(total.failures["join: 503 unavailable"], 2);
+        assert_eq!(total.failures["seats: transport: reset"], 1);
+        assert_eq!(total.step(Step::Join).server_errors, 2);
+        assert_eq!(total.step(Step::Pay).ok, 1);
+        // A sample of 0 µs is kept as 1 µs, the histogram's lowest value.
+        assert_eq!(total.step(Step::Join).latency.histogram().min(), 1);
+        assert_eq!(total.iteration.histogram().len(), 1);
+    }
+
+    #[test]
+    fn milliseconds_have_two_decimals() {
+        assert_eq!(ms(1_234), "1.23");
+        assert_eq!(ms(0), "0.00");
+    }
+}
