@@ -1,0 +1,152 @@
+//! The generator's command line: what to run against, how big the drop is, closed or open
+//! loop, and the presets (`--smoke`) resolved into plain settings.
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "A ticket drop over HTTP, with latency percentiles and invariant checks")]
+pub struct Args {
+    /// A running server to hit (needs --admin-key); without it the server starts in-process.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Start the application in-process on --database-url (the default without --base-url).
+    #[arg(long)]
+    pub spawn: bool,
+    /// The store: where an in-process server writes, and where the invariants are checked.
+    /// postgres://…, sqlite://FILE or memory://NAME. Default with --spawn: a throwaway SQLite
+    /// file.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Virtual users (each does the drop once).
+    #[arg(long, default_value_t = 20_000)]
+    pub users: usize,
+    /// Seats in the drop, split evenly over --schedules (at most 20,000 per schedule).
+    #[arg(long, default_value_t = 5_000)]
+    pub seats: usize,
+    #[arg(long, default_value_t = 1)]
+    pub schedules: usize,
+    /// Closed loop: users in flight at once. Open loop: the cap on users in flight.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// No new user starts after this long.
+    #[arg(long, default_value_t = 60)]
+    pub duration_secs: u64,
+    /// Open loop: users arriving per second, whether or not earlier ones finished.
+    #[arg(long)]
+    pub open_loop_rate: Option<f64>,
+    /// X-Admin-Key of the server (an in-process server gets one of its own).
+    #[arg(long, env = "BOXOFFICE_ADMIN_KEY")]
+    pub admin_key: Option<String>,
+    /// Each user reserves 1 to this many seats.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4))]
+    pub seats_per_user: u64,
+    /// Reservation attempts per user (each after re-reading the seat map).
+    #[arg(long, default_value_t = 5)]
+    pub max_attempts: usize,
+    /// Pause between status polls of a WAITING token.
+    #[arg(long, default_value_t = 50)]
+    pub poll_interval_ms: u64,
+    /// HTTP workers of an in-process server.
+    #[arg(long, default_value_t = 2)]
+    pub server_workers: usize,
+    /// Threads of the load generator's own runtime.
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// ACTIVE tokens at once, for an in-process server (users that sold out keep theirs).
+    #[arg(long, default_value_t = 100_000)]
+    pub max_active: u64,
+    /// CI preset: 1,000 users, 1,000 seats on 2 schedules, 32 clients, at most 20 s, in-process
+    /// on a throwaway SQLite file unless --database-url says otherwise.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Check the seat-map scanner against a full JSON parse of every map (on with --smoke).
+    #[arg(long)]
+    pub verify_seat_maps: bool,
+    /// Print a line a second: users completed in that second, users in flight, the slowest
+    /// iteration completed in it.
+    #[arg(long)]
+    pub progress: bool,
+    /// Keep the throwaway SQLite file.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+impl Args {
+    /// The presets and bounds applied: `--smoke`, the in-process server without `--base-url`,
+    /// 1 to 100 schedules, at least one user in flight.
+    pub fn resolved(mut self) -> Args {
+        if self.smoke {
+            // More demand (about 1,500 seats) than seats: the sold-out path runs too.
+            self.users = 1_000;
+            self.seats = 1_000;
+            self.schedules = 2;
+            self.concurrency = 32;
+            self.duration_secs = 20;
+            self.verify_seat_maps = true;
+        }
+        if self.base_url.is_none() {
+            self.spawn = true;
+        }
+        self.schedules = self.schedules.clamp(1, 100);
+        self.concurrency = self.concurrency.max(1);
+        self
+    }
+
+    /// Seats in each schedule: --seats split evenly, at least 1 and at most 20,000 (the most
+    /// a schedule takes).
+    pub fn seats_per_schedule(&self) -> usize {
+        self.seats.div_ceil(self.schedules).clamp(1, 20_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(flags: &[&str]) -> Args {
+        let command_line = std::iter::once("drop").chain(flags.iter().copied());
+        Args::try_parse_from(command_line)
+            .expect("the test passes valid flags")
+            .resolved()
+    }
+
+    #[test]
+    fn smoke_wins_over_the_sizes_given_with_it_and_spawns_a_server() {
+        let args = parsed(&["--smoke", "--users", "5", "--concurrency", "900"]);
+        assert_eq!((args.users, args.seats, args.schedules), (1_000, 1_000, 2));
+        assert_eq!(args.concurrency, 32);
+        assert!(args.verify_seat_maps && args.spawn);
+    }
+
+    #[test]
+    fn a_base_url_means_no_in_process_server_and_the_bounds_apply() {
+        let args = parsed(&[
+            "--base-url",
+            "http://x",
+            "--schedules",
+            "0",
+            "--concurrency",
+            "0",
+        ]);
+        assert!(!args.spawn);
+        assert_eq!((args.schedules, args.concurrency), (1, 1));
+        assert_eq!(parsed(&["--schedules", "1000"]).schedules, 100);
+    }
+
+    #[test]
+    fn seats_are_split_over_the_schedules_within_what_a_schedule_takes() {
+        assert_eq!(
+            parsed(&["--seats", "5000", "--schedules", "3"]).seats_per_schedule(),
+            1_667
+        );
+        assert_eq!(parsed(&["--seats", "90000"]).seats_per_schedule(), 20_000);
+        assert_eq!(parsed(&["--seats", "0"]).seats_per_schedule(), 1);
+    }
+
+    #[test]
+    fn seats_per_user_is_one_to_four() {
+        let with = |n: &str| Args::try_parse_from(["drop", "--seats-per-user", n]);
+        assert!(with("0").is_err() && with("5").is_err());
+        assert_eq!(with("4").map(|args| args.seats_per_user).ok(), Some(4));
+    }
+}

@@ -1,0 +1,359 @@
+//! The post-run checks against the store: no seat sold twice, holds POSTED exactly for PAID
+//! reservations, sold seats = seats of paid reservations = acknowledged payments, every
+//! payment matched, every balance = recharges − payments. Seven verdicts, from SQL on
+//! PostgreSQL and SQLite or from the memory store's tables.
+
+use boxoffice::store::MemoryStore;
+use std::collections::{HashMap, HashSet};
+
+/// What the run knows, to check the store against.
+pub struct Expectations {
+    pub users: (i64, i64),
+    pub schedules: Vec<i64>,
+    pub acknowledged_payments: u64,
+    pub unknown_payments: u64,
+}
+
+enum Db {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+    Memory(MemoryStore),
+}
+
+impl Db {
+    async fn open(url: &str, memory: Option<MemoryStore>) -> Result<Db, String> {
+        if let Some(store) = memory {
+            return Ok(Db::Memory(store));
+        }
+        if url.starts_with("postgres") {
+            Ok(Db::Postgres(
+                sqlx::PgPool::connect(url)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ))
+        } else if url.starts_with("sqlite:") {
+            Ok(Db::Sqlite(
+                sqlx::SqlitePool::connect(url)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ))
+        } else {
+            Err(format!("cannot check invariants on {url}"))
+        }
+    }
+
+    /// One number; only standard SQL, so both databases answer it.
+    async fn number(&self, sql: &str) -> Result<i64, String> {
+        let fetched = match self {
+            Db::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
+            Db::Sqlite(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
+            Db::Memory(_) => return Err("no SQL on the memory store".into()),
+        };
+        fetched.map_err(|e| format!("{sql}: {e}"))
+    }
+}
+
+/// (what, holds, detail) for each invariant.
+pub type Check = (&'static str, bool, String);
+
+/// Checks the store at `url` (or the memory store the run held on to) against what the run saw.
+pub async fn check(
+    url: &str,
+    memory: Option<MemoryStore>,
+    expectations: &Expectations,
+) -> Result<Vec<Check>, String> {
+    match Db::open(url, memory).await {
+        Ok(Db::Memory(store)) => Ok(check_memory(&store, expectations)),
+        Ok(db) => check_sql(&db, expectations).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// Prints the verdicts; whether they all hold.
+pub fn print(checks: &[Check]) -> bool {
+    println!("\n## invariants (checked in the store)\n");
+    let mut all = true;
+    for (what, holds, detail) in checks {
+        all &= *holds;
+        println!(
+            "- [{}] {what}: {detail}",
+            if *holds { "ok" } else { "FAILED" }
+        );
+    }
+    all
+}
+
+async fn check_sql(db: &Db, e: &Expectations) -> Result<Vec<Check>, String> {
+    let schedules = e
+        .schedules
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (lo, hi) = e.users;
+    let double_sold = db
+        .number(
+            "SELECT COUNT(*) FROM (SELECT seat_id FROM holds WHERE state IN ('PENDING', 'POSTED')
+             GROUP BY seat_id HAVING COUNT(*) > 1) d",
+        )
+        .await?;
+    let posted_unpaid = db
+        .number(
+            "SELECT COUNT(*) FROM holds h JOIN reservations r ON r.id = h.reservation_id
+             WHERE (h.state = 'POSTED') <> (r.status = 'PAID')",
+        )
+        .await?;
+    let sold = db
+        .number(&format!(
+            "SELECT COUNT(*) FROM holds h JOIN reservations r ON r.id = h.reservation_id
+             WHERE h.state = 'POSTED' AND r.schedule_id IN ({schedules})"
+        ))
+        .await?;
+    let seats_of_paid = db
+        .number(&format!(
+            "SELECT COUNT(*) FROM holds h JOIN reservations r ON r.id = h.reservation_id
+             WHERE r.status = 'PAID' AND r.schedule_id IN ({schedules})"
+        ))
+        .await?;
+    let paid = db
+        .number(&format!(
+            "SELECT COUNT(*) FROM reservations WHERE status = 'PAID' AND schedule_id IN ({schedules})"
+        ))
+        .await?;
+    let unmatched_payments = db
+        .number(
+            "SELECT COUNT(*) FROM reservations r WHERE (r.status = 'PAID') <>
+               EXISTS (SELECT 1 FROM payments p WHERE p.reservation_id = r.id
+                       AND p.amount = r.total_price AND p.user_id = r.user_id)",
+        )
+        .await?;
+    // Aggregated once per user and joined: a correlated subquery per wallet had no index on
+    // payments.user_id to use and took 30 s for 20,000 users.
+    let per_user = format!(
+        "FROM wallets w
+         LEFT JOIN (SELECT user_id,
+                           SUM(CASE WHEN kind = 'RECHARGE' THEN amount ELSE -amount END) AS net,
+                           SUM(CASE WHEN kind = 'PAYMENT' THEN amount ELSE 0 END) AS paid
+                    FROM ledger GROUP BY user_id) l ON l.user_id = w.user_id
+         LEFT JOIN (SELECT user_id, SUM(amount) AS paid FROM payments GROUP BY user_id) p
+                ON p.user_id = w.user_id
+         WHERE w.user_id BETWEEN {lo} AND {hi}"
+    );
+    let wrong_balances = db
+        .number(&format!(
+            "SELECT COUNT(*) {per_user} AND w.balance <> COALESCE(l.net, 0)"
+        ))
+        .await?;
+    let ledger_off_payments = db
+        .number(&format!(
+            "SELECT COUNT(*) {per_user} AND COALESCE(l.paid, 0) <> COALESCE(p.paid, 0)"
+        ))
+        .await?;
+    Ok(verdicts(
+        e,
+        Numbers {
+            double_sold,
+            posted_unpaid,
+            sold,
+            seats_of_paid,
+            paid,
+            unmatched_payments,
+            wrong_balances,
+            ledger_off_payments,
+        },
+    ))
+}
+
+/// The same numbers, computed from the in-memory store's tables.
+fn check_memory(store: &MemoryStore, e: &Expectations) -> Vec<Check> {
+    let t = store.tables();
+    let ours: HashSet<i64> = e.schedules.iter().copied().collect();
+    let mut live: HashMap<i64, u64> = HashMap::new();
+    let (mut sold, mut seats_of_paid, mut paid) = (0, 0, 0);
+    for r in &t.reservations {
+        let is_paid = r.status.as_str() == "PAID";
+        if r.status.is_live() {
+            for s in &r.seats {
+                *live.entry(s.get()).or_default() += 1;
+            }
+        }
+        if ours.contains(&r.schedule.get()) && is_paid {
+            // Posted holds are exactly the seats of paid reservations here: one state column.
+            sold += r.seats.len() as i64;
+            seats_of_paid += r.seats.len() as i64;
+            paid += 1;
+        }
+    }
+    let payments: HashMap<i64, (i64, i64)> = t
+        .payments
+        .iter()
+        .map(|p| (p.reservation.get(), (p.amount.won(), p.user.get())))
+        .collect();
+    let unmatched_payments = t
+        .reservations
+        .iter()
+        .filter(|r| {
+            let matched = payments.get(&r.id.get()) == Some(&(r.total.won(), r.user.get()));
+            (r.status.as_str() == "PAID") != matched
+        })
+        .count() as i64;
+    let (lo, hi) = e.users;
+    let mut net: HashMap<i64, i64> = HashMap::new();
+    let mut ledger_paid: HashMap<i64, i64> = HashMap::new();
+    for l in &t.ledger {
+        let sign = if l.kind.as_str() == "RECHARGE" { 1 } else { -1 };
+        *net.entry(l.user.get()).or_default() += sign * l.amount.won();
+        if sign < 0 {
+            *ledger_paid.entry(l.user.get()).or_default() += l.amount.won();
+        }
+    }
+    let mut payments_of: HashMap<i64, i64> = HashMap::new();
+    for p in &t.payments {
+        *payments_of.entry(p.user.get()).or_default() += p.amount.won();
+    }
+    let ours_users = t
+        .wallets
+        .iter()
+        .filter(|w| (lo..=hi).contains(&w.user.get()));
+    let (mut wrong_balances, mut ledger_off_payments) = (0, 0);
+    for w in ours_users {
+        let u = w.user.get();
+        if w.balance.won() != net.get(&u).copied().unwrap_or(0) {
+            wrong_balances += 1;
+        }
+        if ledger_paid.get(&u).copied().unwrap_or(0) != payments_of.get(&u).copied().unwrap_or(0) {
+            ledger_off_payments += 1;
+        }
+    }
+    verdicts(
+        e,
+        Numbers {
+            double_sold: live.values().filter(|n| **n > 1).count() as i64,
+            posted_unpaid: 0,
+            sold,
+            seats_of_paid,
+            paid,
+            unmatched_payments,
+            wrong_balances,
+            ledger_off_payments,
+        },
+    )
+}
+
+struct Numbers {
+    double_sold: i64,
+    posted_unpaid: i64,
+    sold: i64,
+    seats_of_paid: i64,
+    paid: i64,
+    unmatched_payments: i64,
+    wrong_balances: i64,
+    ledger_off_payments: i64,
+}
+
+fn verdicts(e: &Expectations, n: Numbers) -> Vec<Check> {
+    let acked = e.acknowledged_payments as i64;
+    let unknown = e.unknown_payments as i64;
+    vec![
+        (
+            "no seat sold (or held) twice",
+            n.double_sold == 0,
+            format!("{} seats with two live holds", n.double_sold),
+        ),
+        (
+            "a hold is POSTED exactly when its reservation is PAID",
+            n.posted_unpaid == 0,
+            format!("{} holds disagree", n.posted_unpaid),
+        ),
+        (
+            "sold seats = seats of paid reservations",
+            n.sold == n.seats_of_paid,
+            format!("{} sold, {} in paid reservations", n.sold, n.seats_of_paid),
+        ),
+        (
+            "paid reservations = acknowledged payments (+ unknown outcomes)",
+            n.paid >= acked && n.paid <= acked + unknown,
+            format!(
+                "{} paid in the store, {acked} acknowledged, {unknown} unknown",
+                n.paid
+            ),
+        ),
+        (
+            "every paid reservation has its payment, and only those",
+            n.unmatched_payments == 0,
+            format!("{} reservations disagree", n.unmatched_payments),
+        ),
+        (
+            "every balance = recharges − payments (ledger)",
+            n.wrong_balances == 0,
+            format!("{} wallets disagree", n.wrong_balances),
+        ),
+        (
+            "ledger payments = payments, per user",
+            n.ledger_off_payments == 0,
+            format!("{} users disagree", n.ledger_off_payments),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expecting(acknowledged_payments: u64, unknown_payments: u64) -> Expectations {
+        Expectations {
+            users: (1, 10),
+            schedules: vec![1],
+            acknowledged_payments,
+            unknown_payments,
+        }
+    }
+
+    fn consistent(paid: i64) -> Numbers {
+        Numbers {
+            double_sold: 0,
+            posted_unpaid: 0,
+            sold: paid * 2,
+            seats_of_paid: paid * 2,
+            paid,
+            unmatched_payments: 0,
+            wrong_balances: 0,
+            ledger_off_payments: 0,
+        }
+    }
+
+    fn failing(checks: &[Check]) -> Vec<&'static str> {
+        checks.iter().filter(|c| !c.1).map(|c| c.0).collect()
+    }
+
+    #[test]
+    fn a_consistent_store_passes_all_seven() {
+        let checks = verdicts(&expecting(5, 0), consistent(5));
+        assert_eq!(checks.len(), 7);
+        assert_eq!(failing(&checks), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn payments_of_unknown_outcome_widen_the_paid_count_only_upwards() {
+        let paid = "paid reservations = acknowledged payments (+ unknown outcomes)";
+        assert!(failing(&verdicts(&expecting(5, 2), consistent(7))).is_empty());
+        assert_eq!(failing(&verdicts(&expecting(5, 2), consistent(8))), [paid]);
+        assert_eq!(failing(&verdicts(&expecting(5, 2), consistent(4))), [paid]);
+    }
+
+    #[test]
+    fn each_broken_number_fails_its_own_verdict() {
+        let mut numbers = consistent(3);
+        numbers.double_sold = 1;
+        numbers.sold = 7;
+        numbers.wrong_balances = 2;
+        assert_eq!(
+            failing(&verdicts(&expecting(3, 0), numbers)),
+            [
+                "no seat sold (or held) twice",
+                "sold seats = seats of paid reservations",
+                "every balance = recharges − payments (ledger)",
+            ]
+        );
+    }
+}

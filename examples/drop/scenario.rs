@@ -1,0 +1,338 @@
+//! What the virtual users do: one user's whole drop (join → poll until ACTIVE → schedules →
+//! seat map → reserve, again on other seats after a conflict → pay), and the closed- and
+//! open-loop drivers that start the users and merge what they saw.
+
+use crate::args::Args;
+use crate::seat_map::{free_seats, Ids};
+use crate::session::{json, Answer, Session};
+use crate::stats::{ms, Stats, Step};
+use crate::wire::{Pool, Target};
+use rand::rngs::SmallRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What every virtual user shares.
+pub struct Scenario {
+    target: Target,
+    pool: Pool,
+    concert: i64,
+    schedules: HashSet<i64>,
+    args: Args,
+    /// Check the seat-map scanner against a full JSON parse of every map (the smoke run does).
+    verify_seat_maps: bool,
+    /// Users completed and the slowest iteration (µs) since the last --progress line; users
+    /// in flight (also the open loop's cap).
+    completed: AtomicU64,
+    in_flight: AtomicUsize,
+    slowest: AtomicU64,
+}
+
+impl Scenario {
+    /// The run on `concert`, whose `schedules` are the drop's, before any user started.
+    pub fn new(target: Target, concert: i64, schedules: &[i64], args: &Args) -> Scenario {
+        Scenario {
+            target,
+            pool: Pool::new(),
+            verify_seat_maps: args.verify_seat_maps,
+            completed: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            slowest: AtomicU64::new(0),
+            concert,
+            schedules: schedules.iter().copied().collect(),
+            args: args.clone(),
+        }
+    }
+}
+
+// Typed bodies: only the fields the drop needs.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenBody {
+    token_id: i64,
+}
+
+#[derive(Deserialize)]
+struct StatusBody {
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct SchedulesBody {
+    events: Vec<EventBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventBody {
+    schedule_id: i64,
+    available_seat_count: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReservationBody {
+    reservation_id: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    SoldOut,
+    Failed,
+}
+
+/// One user's whole drop: join → poll until ACTIVE → schedules → seats → reserve → pay.
+async fn iteration(
+    sc: &Scenario,
+    session: &mut Session<'_>,
+    user: i64,
+    stats: &mut Stats,
+    rng: &mut SmallRng,
+) -> Outcome {
+    session.prepare(
+        "POST",
+        format_args!("/v1/queue-tokens/users/{user}"),
+        None,
+        None,
+    );
+    let token = match session.send(stats, Step::Join, json::<TokenBody>).await {
+        Answer::Ok(body) => body.token_id,
+        other => return stats.fail(format!("join: {}", other.why())),
+    };
+    loop {
+        session.prepare(
+            "GET",
+            format_args!("/v1/queue-status/users/{user}"),
+            Some(token),
+            None,
+        );
+        match session.send(stats, Step::Poll, json::<StatusBody>).await {
+            Answer::Ok(body) => match body.status.as_str() {
+                "ACTIVE" => break,
+                "WAITING" => {
+                    tokio::time::sleep(Duration::from_millis(sc.args.poll_interval_ms)).await
+                }
+                other => return stats.fail(format!("poll: {other}")),
+            },
+            other => return stats.fail(format!("poll: {}", other.why())),
+        }
+    }
+    session.prepare(
+        "GET",
+        format_args!("/v1/concerts/{}/schedules", sc.concert),
+        Some(token),
+        None,
+    );
+    let mut open: Vec<i64> = match session
+        .send(stats, Step::Schedules, json::<SchedulesBody>)
+        .await
+    {
+        Answer::Ok(body) => body
+            .events
+            .iter()
+            .filter(|e| e.available_seat_count > 0 && sc.schedules.contains(&e.schedule_id))
+            .map(|e| e.schedule_id)
+            .collect(),
+        other => return stats.fail(format!("schedules: {}", other.why())),
+    };
+    let mut reservation = None;
+    let mut attempts = 0;
+    while reservation.is_none() {
+        if open.is_empty() {
+            stats.sold_out += 1;
+            return Outcome::SoldOut;
+        }
+        if attempts == sc.args.max_attempts {
+            return stats.fail("gave up after repeated reservation failures");
+        }
+        let schedule = open[rng.random_range(0..open.len())];
+        session.prepare(
+            "GET",
+            format_args!("/v1/concerts/{}/schedules/{schedule}/seats", sc.concert),
+            Some(token),
+            None,
+        );
+        let verify = sc.verify_seat_maps;
+        let free = match session
+            .send(stats, Step::Seats, |body| free_seats(body, verify))
+            .await
+        {
+            Answer::Ok(free) => free,
+            other => return stats.fail(format!("seats: {}", other.why())),
+        };
+        if free.is_empty() {
+            open.retain(|s| *s != schedule);
+            continue;
+        }
+        attempts += 1;
+        let want = rng
+            .random_range(1..=sc.args.seats_per_user as usize)
+            .min(free.len());
+        let chosen: Vec<i64> = free.choose_multiple(rng, want).copied().collect();
+        session.prepare(
+            "POST",
+            format_args!("/v1/reservations"),
+            Some(token),
+            Some(format_args!(
+                r#"{{"userId":{user},"concertId":{},"scheduleId":{schedule},"seatIds":[{}]}}"#,
+                sc.concert,
+                Ids(&chosen)
+            )),
+        );
+        match session
+            .send(stats, Step::Reserve, json::<ReservationBody>)
+            .await
+        {
+            Answer::Ok(body) => reservation = Some(body.reservation_id),
+            Answer::Refused(_, slug) if slug == "reservation_failed" => stats.conflicts += 1,
+            other => return stats.fail(format!("reserve: {}", other.why())),
+        }
+    }
+    let Some(reservation) = reservation else {
+        unreachable!("the loop above ends only with a reservation")
+    };
+    session.prepare(
+        "POST",
+        format_args!("/v1/payments/users/{user}"),
+        Some(token),
+        Some(format_args!(r#"{{"reservationId":{reservation}}}"#)),
+    );
+    let paid = session.send(stats, Step::Pay, json::<IgnoredAny>).await;
+    match paid {
+        Answer::Ok(_) => Outcome::Completed,
+        Answer::Refused(status, _) if status < 500 => stats.fail(format!("pay: {}", paid.why())),
+        // A 5xx or no answer: the payment may or may not have been committed.
+        other => {
+            stats.unknown_payments += 1;
+            stats.fail(format!("pay: {}", other.why()))
+        }
+    }
+}
+
+/// Runs one user and records the iteration.
+async fn one_user(sc: &Scenario, user: i64, since: Instant, stats: &mut Stats, rng: &mut SmallRng) {
+    let mut session = Session::new(&sc.target, &sc.pool);
+    let outcome = iteration(sc, &mut session, user, stats, rng).await;
+    session.finish();
+    if outcome == Outcome::Completed {
+        let micros = since.elapsed().as_micros() as u64;
+        stats.completed += 1;
+        stats.iteration.record(micros);
+        sc.completed.fetch_add(1, Ordering::Relaxed);
+        sc.slowest.fetch_max(micros, Ordering::Relaxed);
+    }
+}
+
+/// Runs the measured phase; returns the merged stats, the wall time, users started and dropped.
+pub async fn run(sc: Arc<Scenario>, users: Arc<Vec<i64>>) -> (Stats, Duration, usize, u64) {
+    let args = &sc.args;
+    let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut total = Stats::new();
+    let mut dropped = 0;
+    let ticker = args.progress.then(|| {
+        let sc = sc.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            let (mut second, mut before) = (0, 0);
+            loop {
+                tick.tick().await;
+                second += 1;
+                let done = sc.completed.load(Ordering::Relaxed);
+                println!(
+                    "t={second:>3}s completed {:>5}/s, in flight {:>4}, slowest {} ms",
+                    done - before,
+                    sc.in_flight.load(Ordering::Relaxed),
+                    ms(sc.slowest.swap(0, Ordering::Relaxed)),
+                );
+                before = done;
+            }
+        })
+    });
+    match args.open_loop_rate {
+        None => {
+            // Closed loop: each worker starts its next user when the last one is done.
+            let workers: Vec<_> = (0..args.concurrency)
+                .map(|w| {
+                    let (sc, users, next) = (sc.clone(), users.clone(), next.clone());
+                    tokio::spawn(async move {
+                        let mut stats = Stats::new();
+                        let mut rng = SmallRng::seed_from_u64(w as u64);
+                        while Instant::now() < deadline {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(user) = users.get(i) else { break };
+                            sc.in_flight.fetch_add(1, Ordering::Relaxed);
+                            one_user(&sc, *user, Instant::now(), &mut stats, &mut rng).await;
+                            sc.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        stats
+                    })
+                })
+                .collect();
+            for worker in workers {
+                if let Ok(stats) = worker.await {
+                    total.merge(&stats);
+                }
+            }
+        }
+        Some(rate) => {
+            // Open loop: users arrive on a fixed schedule; an iteration's time counts from its
+            // scheduled arrival, so a slow service cannot hide its queueing (no coordinated
+            // omission). Past the in-flight cap an arrival is dropped and counted.
+            // Each user's statistics are merged as it finishes (they are a few samples; see
+            // `Samples`), so nothing piles up over the run.
+            let gap = Duration::from_secs_f64(1.0 / rate.max(0.001));
+            let mut running = tokio::task::JoinSet::new();
+            let first = Instant::now();
+            let mut n: u32 = 0;
+            loop {
+                let due = first + gap * n;
+                if due >= deadline || (n as usize) >= users.len() {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                while let Some(done) = running.try_join_next() {
+                    if let Ok(stats) = done {
+                        total.merge(&stats);
+                    }
+                }
+                let user = users[n as usize];
+                n += 1;
+                if sc.in_flight.load(Ordering::Relaxed) >= args.concurrency {
+                    dropped += 1;
+                    continue;
+                }
+                // Counted before the task starts, so a burst of arrivals cannot pass the cap.
+                sc.in_flight.fetch_add(1, Ordering::Relaxed);
+                let sc = sc.clone();
+                running.spawn(async move {
+                    let mut stats = Stats::new();
+                    let mut rng = SmallRng::seed_from_u64(u64::from(n));
+                    one_user(&sc, user, due, &mut stats, &mut rng).await;
+                    sc.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    stats
+                });
+            }
+            next.store(n as usize, Ordering::Relaxed);
+            while let Some(done) = running.join_next().await {
+                if let Ok(stats) = done {
+                    total.merge(&stats);
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    let began = next.load(Ordering::Relaxed).min(users.len());
+    (total, elapsed, began, dropped)
+}
