@@ -15,10 +15,10 @@
 //! each slot is walked past once. One `advance` does at most [`STEP_BUDGET`] transitions of
 //! each kind, so the writer's lock is never held for long even when a crowd leaves at once.
 
-use super::ids::BuildIdHasher;
+use super::ids::IdMap;
 use super::{Timestamp, TokenId, UserId};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -292,9 +292,10 @@ impl Slot {
 
 // --- the line -----------------------------------------------------------------------------
 
-/// Id → position. Keyed by ids the server chose (random token ids, database user ids), never
-/// by client-chosen keys, so a flooding attack has nothing to insert (see [`super::ids::IdHasher`]).
-type IdMap<K> = HashMap<K, u64, BuildIdHasher>;
+/// Id → join position. Keyed by ids the server chose (random token ids, database user ids),
+/// never by client-chosen keys, so a flooding attack has nothing to insert (see
+/// [`super::ids::IdHasher`]).
+type PositionIndex<K> = IdMap<K, u64>;
 
 /// Builds a [`WaitingLine`] from stored records pushed one at a time in ascending position
 /// order, so a store can stream its rows straight in and never hold them all at once (a
@@ -406,8 +407,8 @@ pub struct WaitingLine {
     settled: Vec<(u64, Slot)>,
     /// Vacant entries in `settled`, squeezed out once they are half of it.
     settled_vacant: usize,
-    by_token: IdMap<TokenId>,
-    by_user: IdMap<UserId>,
+    by_token: PositionIndex<TokenId>,
+    by_user: PositionIndex<UserId>,
     ranks: Fenwick,
     waiting: usize,
     active: usize,
@@ -430,8 +431,8 @@ impl WaitingLine {
             next_position,
             settled: Vec::new(),
             settled_vacant: 0,
-            by_token: IdMap::default(),
-            by_user: IdMap::default(),
+            by_token: PositionIndex::default(),
+            by_user: PositionIndex::default(),
             ranks: Fenwick::new(next_position),
             waiting: 0,
             active: 0,
