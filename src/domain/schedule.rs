@@ -5,7 +5,7 @@
 //! its seats; payment *posts* it (the seats are sold), cancellation *voids* it, and the hold
 //! time running out *expires* it. Posted, voided and expired are final.
 
-use super::ids::IdHashMap;
+use super::ids::IdMap;
 use super::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
 use std::time::Duration;
 
@@ -139,10 +139,10 @@ pub struct ScheduleBook {
     pub info: ScheduleInfo,
     seats: Vec<Seat>,
     states: Vec<SeatState>,
-    index: IdHashMap<SeatId, usize>,
-    reservations: IdHashMap<ReservationId, Reservation>,
+    index: IdMap<SeatId, usize>,
+    reservations: IdMap<ReservationId, Reservation>,
     /// Seats each user holds or owns on this schedule, for the per-user limit.
-    seats_by_user: IdHashMap<UserId, u32>,
+    seats_by_user: IdMap<UserId, u32>,
     available: usize,
 }
 
@@ -158,8 +158,8 @@ impl ScheduleBook {
             seats,
             states,
             index,
-            reservations: IdHashMap::default(),
-            seats_by_user: IdHashMap::default(),
+            reservations: IdMap::default(),
+            seats_by_user: IdMap::default(),
             available,
         }
     }

@@ -16,6 +16,7 @@ use super::{
     CatalogSnapshot, CreatedConcert, LedgerEntry, MaxIds, NewConcert, PaymentRecord,
     ScheduleSnapshot, StoreError, WalletRecord, Writes,
 };
+use crate::domain::ids::{IdMap, IdSet};
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
 use crate::domain::{
@@ -23,37 +24,7 @@ use crate::domain::{
 };
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-
-/// A multiplicative hash for the ids this store allocates or the engine draws: no key from
-/// outside the process reaches these maps, so SipHash's protection buys nothing, and it was a
-/// tenth of the sink's time in the profile of a 40,000-seat benchmark.
-#[derive(Debug, Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_i64(&mut self, n: i64) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
-type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// Named stores alive in this process. Weak: a store lives as long as someone holds it.
 type Registry = Mutex<HashMap<String, Weak<Mutex<Tables>>>>;

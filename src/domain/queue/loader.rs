@@ -1,0 +1,236 @@
+//! Rebuilding a [`WaitingLine`] from stored records, streamed one at a time.
+
+use super::fenwick::Fenwick;
+use super::slot::{Slot, Tag};
+use super::{AdmissionPolicy, TokenRecord, TokenState, WaitingLine};
+use crate::domain::Timestamp;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// Builds a [`WaitingLine`] from stored records pushed one at a time in ascending position
+/// order, so a store can stream its rows straight in and never hold them all at once (a
+/// million stored rows are hundreds of megabytes; the line itself is about 130). Waiters count
+/// as seen at `now` (nobody could poll while the service was down); tokens due are expired by
+/// the next `advance`.
+#[derive(Debug)]
+pub struct LineLoader {
+    line: WaitingLine,
+    idle_due: Timestamp,
+    now: Timestamp,
+    idle: Vec<Reverse<(Timestamp, u64)>>,
+    active: Vec<Reverse<(Timestamp, u64)>>,
+    /// Until the first waiter, everything is settled; from it on, the line region.
+    in_line: bool,
+    last: u64,
+}
+
+impl LineLoader {
+    /// A loader expecting about `expected` records (a capacity hint, not a limit).
+    pub fn new(policy: AdmissionPolicy, now: Timestamp, expected: usize) -> LineLoader {
+        let mut line = WaitingLine::new(policy, 1);
+        // The tree is built at the end; until then, updates to it (a duplicate's vacancy) are
+        // no-ops rather than growing a tree from position 1.
+        line.ranks = Fenwick::new(u64::MAX);
+        line.by_token.reserve(expected);
+        line.by_user.reserve(expected);
+        LineLoader {
+            line,
+            idle_due: now.plus(policy.idle_timeout),
+            now,
+            idle: Vec::new(),
+            active: Vec::new(),
+            in_line: false,
+            last: 0,
+        }
+    }
+
+    /// Adds the next record; its position must be above every earlier one's.
+    pub fn push(&mut self, record: TokenRecord) {
+        let line = &mut self.line;
+        let position = record.position;
+        debug_assert!(
+            position > self.last,
+            "records come in ascending position order"
+        );
+        self.last = position;
+        if !self.in_line && record.state == TokenState::Waiting {
+            self.in_line = true;
+            line.base = position;
+            line.head = position;
+        }
+        if let Some(previous) = line.by_user.insert(record.user, position) {
+            // The stores load one token per user; should two come, the later one wins.
+            line.vacate(previous);
+        }
+        line.by_token.insert(record.id, position);
+        let slot = Slot::new(&record, self.now);
+        match record.state {
+            TokenState::Waiting => {
+                line.waiting += 1;
+                self.idle.push(Reverse((self.idle_due, position)));
+            }
+            TokenState::Active { expires_at, .. } => {
+                line.active += 1;
+                self.active.push(Reverse((expires_at, position)));
+            }
+            TokenState::Expired { .. } => {}
+        }
+        if self.in_line {
+            while line.base + (line.slots.len() as u64) < position {
+                line.slots.push_back(Slot::vacant());
+            }
+            line.slots.push_back(slot);
+        } else {
+            line.settled.push((position, slot));
+        }
+    }
+
+    /// The line, with its rank index and deadline heaps built.
+    pub fn finish(self) -> WaitingLine {
+        let mut line = self.line;
+        line.next_position = self.last + 1;
+        if !self.in_line {
+            line.base = line.next_position;
+            line.head = line.next_position;
+        }
+        line.idle_deadlines = BinaryHeap::from(self.idle);
+        line.active_deadlines = BinaryHeap::from(self.active);
+        line.ranks = Fenwick::build(
+            line.base,
+            line.slots.iter().map(|s| s.tag() == Tag::Waiting),
+        );
+        line
+    }
+}
+
+impl WaitingLine {
+    /// Rebuilds the line from stored tokens (each user's latest), in O(n log n) for the sort
+    /// and O(n) for the rest. Waiters count as seen at `now` (nobody could poll while the
+    /// service was down); tokens due are expired by the next `advance`.
+    pub fn restore(
+        policy: AdmissionPolicy,
+        mut records: Vec<TokenRecord>,
+        now: Timestamp,
+    ) -> WaitingLine {
+        records.sort_unstable_by_key(|r| r.position);
+        Self::restore_ordered(policy, records, now)
+    }
+
+    /// [`WaitingLine::restore`] from records already in ascending position order, consumed one
+    /// by one (see [`LineLoader`]).
+    pub fn restore_ordered(
+        policy: AdmissionPolicy,
+        records: impl IntoIterator<Item = TokenRecord>,
+        now: Timestamp,
+    ) -> WaitingLine {
+        let records = records.into_iter();
+        let mut loader = LineLoader::new(policy, now, records.size_hint().0);
+        for record in records {
+            loader.push(record);
+        }
+        loader.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::queue::test_support::{created, ids, policy, t, user};
+    use crate::domain::TokenId;
+    use proptest::prelude::*;
+
+    #[test]
+    fn restore_keeps_order_and_counts() {
+        let mut line = WaitingLine::new(policy(2), 1);
+        let mut gen = ids();
+        let records: Vec<TokenRecord> = (1..=6)
+            .map(|u| created(line.join(user(u), &mut gen, t(0))))
+            .collect();
+        let mut stored = line.advance(t(1));
+        stored.extend(records[2..].iter().copied());
+        let restored = WaitingLine::restore(policy(2), stored, t(10));
+        assert_eq!(restored.active_count(), 2);
+        assert_eq!(restored.waiting_count(), 4);
+        assert_eq!(restored.status(records[5].id, t(10)).unwrap().ahead, 3);
+        let mut restored = restored;
+        let next = created(restored.join(user(9), &mut gen, t(11)));
+        assert_eq!(next.position, 7);
+    }
+
+    #[test]
+    fn restore_with_gaps_and_expired_tokens_in_the_middle() {
+        // Positions 3 and 6 belong to tokens superseded since (not loaded); 5 expired idle.
+        let record = |id: i64, u: i64, position: u64, state| TokenRecord {
+            id: TokenId::new(id).unwrap(),
+            user: user(u),
+            position,
+            created_at: t(0),
+            state,
+        };
+        let active = TokenState::Active {
+            admitted_at: t(1),
+            expires_at: t(600_001),
+        };
+        let stored = vec![
+            record(17, 7, 7, TokenState::Waiting),
+            record(11, 1, 1, TokenState::Expired { at: t(5) }),
+            record(12, 2, 2, active),
+            record(14, 4, 4, TokenState::Waiting),
+            record(15, 5, 5, TokenState::Expired { at: t(9) }),
+            record(18, 8, 8, TokenState::Waiting),
+        ];
+        let mut line = WaitingLine::restore(policy(2), stored, t(100));
+        assert_eq!((line.waiting_count(), line.active_count()), (3, 1));
+        let ahead = |line: &WaitingLine, id| {
+            line.status(TokenId::new(id).unwrap(), t(100))
+                .unwrap()
+                .ahead
+        };
+        assert_eq!(ahead(&line, 14), 0);
+        assert_eq!(ahead(&line, 17), 1);
+        assert_eq!(ahead(&line, 18), 2);
+        let admitted = line.advance(t(100));
+        assert_eq!(admitted.len(), 1);
+        assert_eq!(admitted[0].position, 4);
+        assert_eq!(ahead(&line, 18), 1);
+        let mut gen = ids();
+        assert_eq!(created(line.join(user(9), &mut gen, t(101))).position, 9);
+        assert_eq!(
+            line.token_of(user(5)).unwrap().state,
+            TokenState::Expired { at: t(9) }
+        );
+    }
+
+    proptest! {
+        /// A restore from what was stored gives the same line.
+        #[test]
+        fn restore_is_faithful(steps in prop::collection::vec((0..3u8, 1..30i64, 0..60_000i64), 1..150)) {
+            let mut line = WaitingLine::new(policy(2), 1);
+            let mut gen = ids();
+            let mut now = 0;
+            for (kind, u, dt) in steps {
+                now += dt;
+                match kind {
+                    0 => { line.join(user(u), &mut gen, t(now)); }
+                    1 => if let Some(r) = line.token_of(user(u)) { line.touch(r.id, t(now)); },
+                    _ => if let Some(r) = line.token_of(user(u)) { line.consume(r.id, t(now)); },
+                }
+                line.advance(t(now));
+            }
+            let stored: Vec<TokenRecord> = (1..30).filter_map(|u| line.token_of(user(u))).collect();
+            let restored = WaitingLine::restore(policy(2), stored.clone(), t(now));
+            prop_assert_eq!(restored.waiting_count(), line.waiting_count());
+            prop_assert_eq!(restored.active_count(), line.active_count());
+            for r in stored {
+                prop_assert_eq!(restored.token_of(r.user), Some(r));
+                if r.state == TokenState::Waiting {
+                    prop_assert_eq!(
+                        restored.status(r.id, t(now)).unwrap().ahead,
+                        line.status(r.id, t(now)).unwrap().ahead
+                    );
+                }
+            }
+            prop_assert_eq!(restored.next_position(), line.next_position());
+        }
+    }
+}
