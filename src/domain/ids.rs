@@ -71,9 +71,6 @@ pub type IdMap<K, V> = HashMap<K, V, BuildIdHasher>;
 /// A `HashSet` of server-chosen ids.
 pub type IdSet<K> = HashSet<K, BuildIdHasher>;
 
-// kept for actors/ until the lead's merge renames it
-pub type IdHashMap<K, V> = IdMap<K, V>;
-
 macro_rules! positive_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*

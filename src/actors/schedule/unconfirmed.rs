@@ -3,14 +3,14 @@
 //! seat again), and the seat map shows a seat held by an in-flight hold as free (as the
 //! database has it). Bounded by the writes in flight: committed entries are forgotten.
 
-use crate::domain::ids::IdHashMap;
+use crate::domain::ids::IdMap;
 use crate::domain::ReservationId;
 use std::collections::VecDeque;
 
 /// Holds submitted and not yet known to be committed, with their submissions' sequence numbers.
 #[derive(Debug, Default)]
 pub struct Unconfirmed {
-    seqs: IdHashMap<ReservationId, u64>,
+    seqs: IdMap<ReservationId, u64>,
     /// The same entries in submission order, to forget them front first once committed.
     order: VecDeque<(u64, ReservationId)>,
 }
