@@ -2,17 +2,20 @@
 //!
 //! The map of the crate, and the path of a reservation through it:
 //!
-//! - [`http`]: actix-web routes. A handler parses the request (ids become newtypes, bodies are
-//!   checked), checks the `TOKEN-ID` against the published waiting room, and calls one
-//!   [`actors::Engine`] operation.
-//! - [`actors`]: the live state. The engine sends one message to the one actor that owns the
-//!   state — the `QueueActor`, a schedule's `ScheduleActor`, a user's `WalletActor` — which
-//!   decides synchronously and hands its row writes to the [`actors::persister`].
+//! - [`http`]: actix-web routes. A handler parses the request into a domain request (ids
+//!   become newtypes, bodies are checked), checks the `TOKEN-ID` against the published waiting
+//!   room, and calls one [`actors::Engine`] operation.
+//! - [`actors`]: the live state. [`actors::engine`] finds the one actor that owns the state in
+//!   the [`actors::registry`] — the `QueueActor` ([`actors::queue`]), a schedule's
+//!   `ScheduleActor` ([`actors::schedule`]), a user's `WalletActor` ([`actors::wallet`]) — and
+//!   sends it one message. The actor decides synchronously and hands its row writes to the
+//!   persister through its [`actors::durability`] link; what every actor is given is in
+//!   [`actors::env`](mod@actors::env), boot in [`actors::recovery`].
 //! - [`actors::persister`]: group-commits writes from every actor, one transaction per batch,
 //!   and completes each reply only after its commit.
 //! - [`store`]: every SQL statement, behind one interface, one module per backend.
-//! - [`domain`]: the pure rules — ids, money, holds, wallets, the waiting line — with time
-//!   passed in, unit- and property-tested.
+//! - [`domain`]: the pure rules — ids, money, holds, wallets, the waiting line
+//!   ([`domain::queue`]) — with time passed in, unit- and property-tested.
 //! - [`config`], [`startup`], [`telemetry`], [`clock`], [`demo`]: settings, wiring, logs, time,
 //!   and the demo data of `serve --demo`.
 //!

@@ -12,7 +12,7 @@
 //! - [`error`]: the area errors; [`mailbox`]: asking an actor and hearing back;
 //! - [`idempotency`]: replayable answers; [`durability`]: an actor's link to the persister
 //!   and its named answer paths;
-//! - [`env`]: what every actor is given; [`loading`]: load, retry and rebuild;
+//! - [`env`](mod@env): what every actor is given; [`loading`]: load, retry and rebuild;
 //! - the actors: [`queue`], [`schedule`], [`wallet`];
 //! - [`catalog`]: what exists; [`registry`]: the live actors;
 //! - [`engine`]: the operations the HTTP layer calls; [`recovery`]: boot.

@@ -3,13 +3,13 @@
 //! under one timer), cancellation, and the pin → post of a payment. One concern a file:
 //!
 //! - this file: the actor, its state, load and rebuild;
-//! - [`intake`]: how holds reach it in bursts (`HoldIntake`, `DrainHolds`);
-//! - [`hold`]: the hold decision and how its refusals are answered;
-//! - [`unconfirmed`]: which holds' writes may not be committed yet;
-//! - [`cancel`]: voiding a hold;
-//! - [`expiry`]: the deadline heap and its timer;
-//! - [`payment`]: pin, unpin and post;
-//! - [`reads`]: the seat map and a reservation, as the client sees them.
+//! - `intake.rs`: how holds reach it in bursts (`HoldIntake`, `DrainHolds`);
+//! - `hold.rs`: the hold decision and how its refusals are answered;
+//! - `unconfirmed.rs`: which holds' writes may not be committed yet;
+//! - `cancel.rs`: voiding a hold;
+//! - `expiry.rs`: the deadline heap and its timer;
+//! - `payment.rs`: pin, unpin and post;
+//! - `reads.rs`: the seat map and a reservation, as the client sees them.
 
 mod cancel;
 mod expiry;

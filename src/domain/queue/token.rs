@@ -62,7 +62,7 @@ pub struct TokenStatus {
     /// `admit_per_sec` when nothing was measured yet; `None` when neither is known. ACTIVE:
     /// zero. EXPIRED: `None` (it will never be admitted).
     pub estimated_wait: Option<Duration>,
-    /// When the client should poll again ([`AdmissionPolicy::poll_after`]).
+    /// When the client should poll again ([`super::AdmissionPolicy::poll_after`]).
     pub poll_after: Duration,
 }
 
