@@ -423,3 +423,303 @@ fn fail(shared: &Shared, mut failed: Vec<Submission>) {
         hook(rebuild);
     }
 }
+
+/// The failure protocol of the module doc, statement by statement, over a memory store whose
+/// commits fail on request. Each test runs on the current-thread runtime of `#[tokio::test]`:
+/// the commit loop only runs while the test awaits, so everything submitted between two
+/// awaits is queued together, deterministically.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Money, Timestamp};
+    use crate::store::{MemoryStore, WalletRecord};
+    use tokio::sync::mpsc;
+
+    type Outcome = Result<(), Unavailable>;
+
+    /// A persister over a fresh memory store holding one user with 100 won.
+    struct Rig {
+        persister: Persister,
+        task: tokio::task::JoinHandle<()>,
+        memory: MemoryStore,
+        user: UserId,
+        rebuilds: mpsc::UnboundedReceiver<Vec<(ActorKey, u64)>>,
+    }
+
+    impl Rig {
+        async fn start(capacity: usize) -> Rig {
+            let memory = MemoryStore::connect("memory://")
+                .await
+                .expect("an unnamed memory store always opens");
+            let user = memory
+                .create_user("kim", won(100), Timestamp::from_millis(0))
+                .await
+                .expect("the memory store creates users");
+            let store = Arc::new(Store::Memory(memory.clone()));
+            let (persister, task) =
+                Persister::start(store, &tokio::runtime::Handle::current(), capacity);
+            let (sender, rebuilds) = mpsc::unbounded_channel();
+            persister.on_rebuild(Box::new(move |keys| {
+                // The receiver lives as long as the test that reads it.
+                let _ = sender.send(keys);
+            }));
+            Rig {
+                persister,
+                task,
+                memory,
+                user,
+                rebuilds,
+            }
+        }
+
+        /// Writes that set the user's balance: one row the memory store accepts.
+        fn balance(&self, amount: i64) -> Writes {
+            Writes::default().wallet(WalletRecord {
+                user: self.user,
+                balance: won(amount),
+                at: Timestamp::from_millis(1),
+            })
+        }
+
+        /// Submits `writes` built on `deps`; its outcome arrives on `outcomes`.
+        fn submit(
+            &self,
+            deps: &[Dependency],
+            writes: Writes,
+            outcomes: &mpsc::UnboundedSender<Outcome>,
+        ) -> u64 {
+            let outcomes = outcomes.clone();
+            self.persister
+                .reserve(deps)
+                .expect("the rig's persister has room and nothing stale yet")
+                .submit(
+                    writes,
+                    Box::new(move |outcome| {
+                        let _ = outcomes.send(outcome);
+                    }),
+                )
+        }
+
+        async fn stored_balance(&self) -> Option<Money> {
+            self.memory
+                .load_wallet(self.user)
+                .await
+                .expect("the memory store loads wallets")
+        }
+
+        async fn stop(self) {
+            self.persister.close();
+            self.task
+                .await
+                .expect("the commit loop ends without a panic");
+        }
+    }
+
+    fn won(amount: i64) -> Money {
+        Money::new(amount).expect("test amounts are not negative")
+    }
+
+    fn schedule(id: i64) -> ActorKey {
+        ActorKey::Schedule(ScheduleId::new(id).expect("test ids are positive"))
+    }
+
+    /// The next `count` outcomes, in the order they were answered.
+    async fn outcomes(
+        receiver: &mut mpsc::UnboundedReceiver<Outcome>,
+        count: usize,
+    ) -> Vec<Outcome> {
+        let mut all = Vec::with_capacity(count);
+        for _ in 0..count {
+            all.push(receiver.recv().await.expect("every submission is answered"));
+        }
+        all
+    }
+
+    /// The baseline the failure tests are measured against: a commit that works answers Ok
+    /// only once the rows are in the store, and marks nobody stale.
+    #[tokio::test]
+    async fn a_committed_batch_is_acknowledged_after_it_is_stored() {
+        let mut rig = Rig::start(16).await;
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let seq = rig.submit(&[(schedule(1), 0)], rig.balance(7), &sender);
+        assert_eq!(outcomes(&mut receiver, 1).await, vec![Ok(())]);
+        assert_eq!(rig.stored_balance().await, Some(won(7)));
+        assert!(rig.persister.is_resolved(seq));
+        assert!(rig.persister.is_healthy());
+        assert!(!rig.persister.is_stale((schedule(1), 0)));
+        assert!(
+            rig.rebuilds.try_recv().is_err(),
+            "no rebuild without a failure"
+        );
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_answers_its_batch_and_everything_queued_behind_it_unavailable() {
+        let rig = Rig::start(MAX_BATCH * 2).await;
+        rig.memory.fail_next_commits(1);
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        // One batch more than fits: the last submission waits behind the failing batch.
+        for _ in 0..MAX_BATCH {
+            rig.submit(&[(schedule(1), 0)], rig.balance(1), &sender);
+        }
+        let behind = rig.submit(&[(ActorKey::Queue, 0)], rig.balance(2), &sender);
+        let answered = outcomes(&mut receiver, MAX_BATCH + 1).await;
+        assert!(
+            answered
+                .iter()
+                .all(|o| *o == Err(Unavailable::CommitFailed)),
+            "{:?}",
+            answered
+                .iter()
+                .find(|o| **o != Err(Unavailable::CommitFailed))
+        );
+        // The one behind was answered with the batch, not committed in one of its own (only
+        // one commit was set to fail, so a second batch would have succeeded).
+        assert_eq!(rig.persister.stats().batches.load(Ordering::Relaxed), 1);
+        assert_eq!(rig.persister.stats().failures.load(Ordering::Relaxed), 1);
+        assert_eq!(rig.stored_balance().await, Some(won(100)));
+        assert!(rig.persister.is_resolved(behind));
+        assert!(!rig.persister.is_healthy());
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_marks_each_actor_with_a_write_stale_at_its_generation() {
+        let rig = Rig::start(16).await;
+        rig.memory.fail_next_commits(1);
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let wallet = ActorKey::Wallet(rig.user);
+        rig.submit(&[(schedule(1), 0)], rig.balance(1), &sender);
+        rig.submit(&[(schedule(1), 2)], rig.balance(2), &sender);
+        rig.submit(&[(wallet, 5)], rig.balance(3), &sender);
+        rig.submit(&[], rig.balance(4), &sender);
+        outcomes(&mut receiver, 4).await;
+
+        // Stale up to the highest generation among the failed writes, valid from the next.
+        assert_eq!(rig.persister.min_generation(schedule(1)), 3);
+        assert!(rig.persister.is_stale((schedule(1), 0)));
+        assert!(rig.persister.is_stale((schedule(1), 2)));
+        assert!(!rig.persister.is_stale((schedule(1), 3)));
+        assert_eq!(rig.persister.min_generation(wallet), 6);
+        assert!(rig.persister.is_stale((wallet, 5)));
+        assert!(!rig.persister.is_stale((wallet, 6)));
+        // Actors with no write in the failed batch keep their state.
+        assert_eq!(rig.persister.min_generation(schedule(2)), 0);
+        assert!(!rig.persister.is_stale((schedule(2), 0)));
+        assert!(!rig.persister.is_stale((ActorKey::Queue, 0)));
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn submissions_built_on_a_stale_generation_are_refused() {
+        let rig = Rig::start(16).await;
+        // Reserved before the failure, on the generation the failure invalidates.
+        let early = rig
+            .persister
+            .reserve(&[(schedule(1), 0)])
+            .expect("nothing is stale yet");
+        rig.memory.fail_next_commits(1);
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        rig.submit(&[(schedule(1), 0)], rig.balance(1), &sender);
+        outcomes(&mut receiver, 1).await;
+
+        assert!(matches!(
+            rig.persister.reserve(&[(schedule(1), 0)]),
+            Err(Unavailable::Rebuilding)
+        ));
+        // Any stale dependency refuses the whole submission.
+        assert!(matches!(
+            rig.persister.reserve(&[(schedule(2), 0), (schedule(1), 0)]),
+            Err(Unavailable::Rebuilding)
+        ));
+        let late = sender.clone();
+        let seq = early.submit(
+            rig.balance(9),
+            Box::new(move |outcome| {
+                let _ = late.send(outcome);
+            }),
+        );
+        assert_eq!(seq, 0, "refused without a sequence number");
+        assert_eq!(
+            outcomes(&mut receiver, 1).await,
+            vec![Err(Unavailable::Rebuilding)]
+        );
+        rig.persister
+            .flush()
+            .await
+            .expect("an empty flush is acknowledged");
+        assert_eq!(rig.stored_balance().await, Some(won(100)));
+        // The rebuilt generation is accepted.
+        assert!(rig.persister.reserve(&[(schedule(1), 1)]).is_ok());
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_asks_each_stale_actor_once_to_rebuild_to_its_new_generation() {
+        let mut rig = Rig::start(16).await;
+        rig.memory.fail_next_commits(1);
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let wallet = ActorKey::Wallet(rig.user);
+        rig.submit(&[(schedule(1), 0)], rig.balance(1), &sender);
+        rig.submit(&[(schedule(1), 2), (wallet, 5)], rig.balance(2), &sender);
+        rig.submit(&[(schedule(1), 1)], rig.balance(3), &sender);
+        outcomes(&mut receiver, 3).await;
+
+        // Bounded: a hook that is never called must fail the test, not hang it.
+        let mut keys = tokio::time::timeout(Duration::from_secs(5), rig.rebuilds.recv())
+            .await
+            .expect("the rebuild hook is called after a failed commit")
+            .expect("the hook's sender lives in the persister");
+        keys.sort_by_key(|(key, _)| format!("{key:?}"));
+        assert_eq!(keys, vec![(schedule(1), 3), (wallet, 6)]);
+        assert!(rig.rebuilds.try_recv().is_err(), "one call per failure");
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn commits_are_acknowledged_again_once_the_store_recovers() {
+        let rig = Rig::start(16).await;
+        rig.memory.fail_next_commits(2);
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        rig.submit(&[(schedule(1), 0)], rig.balance(1), &sender);
+        assert_eq!(
+            outcomes(&mut receiver, 1).await,
+            vec![Err(Unavailable::CommitFailed)]
+        );
+        // The actor rebuilt at generation 1; the store is still failing.
+        rig.submit(&[(schedule(1), 1)], rig.balance(2), &sender);
+        assert_eq!(
+            outcomes(&mut receiver, 1).await,
+            vec![Err(Unavailable::CommitFailed)]
+        );
+        assert_eq!(rig.persister.min_generation(schedule(1)), 2);
+        assert!(!rig.persister.is_healthy());
+        // Rebuilt again, and the store is back.
+        rig.submit(&[(schedule(1), 2)], rig.balance(3), &sender);
+        assert_eq!(outcomes(&mut receiver, 1).await, vec![Ok(())]);
+        assert_eq!(rig.stored_balance().await, Some(won(3)));
+        assert!(rig.persister.is_healthy());
+        assert_eq!(rig.persister.stats().failures.load(Ordering::Relaxed), 2);
+        rig.stop().await;
+    }
+
+    /// With no traffic after a failure, the persister probes the store by itself, so readiness
+    /// recovers without waiting for a request to commit.
+    #[tokio::test]
+    async fn an_idle_persister_finds_a_recovered_store_by_itself() {
+        let rig = Rig::start(16).await;
+        rig.memory.fail_next_commits(1);
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        rig.submit(&[(schedule(1), 0)], rig.balance(1), &sender);
+        outcomes(&mut receiver, 1).await;
+        assert!(!rig.persister.is_healthy());
+        // The memory store answers pings while its commits fail: the first probe succeeds.
+        let deadline = Instant::now() + HEALTH_PROBE_EVERY * 10;
+        while !rig.persister.is_healthy() {
+            assert!(Instant::now() < deadline, "no probe found the store again");
+            tokio::time::sleep(HEALTH_PROBE_EVERY / 5).await;
+        }
+        rig.stop().await;
+    }
+}

@@ -711,11 +711,15 @@ async fn the_first_idempotent_answer_stays_and_old_keys_are_forgotten(db: &TestS
     };
     let first = record("fresh", "first", 1_000);
     let old = record("old", "old", 10);
-    let mut batch = Writes::default();
-    batch.idempotency = vec![first.clone(), old.clone()];
+    let batch = Writes {
+        idempotency: vec![first.clone(), old.clone()],
+        ..Writes::default()
+    };
     store.commit(&batch).await.expect("the keys are stored");
-    let mut again = Writes::default();
-    again.idempotency = vec![record("fresh", "second", 1_001)];
+    let again = Writes {
+        idempotency: vec![record("fresh", "second", 1_001)],
+        ..Writes::default()
+    };
     store
         .commit(&again)
         .await
