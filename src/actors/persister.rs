@@ -437,12 +437,15 @@ mod tests {
 
     type Outcome = Result<(), Unavailable>;
 
-    /// A persister over a fresh memory store holding one user with 100 won.
+    /// A persister over a fresh memory store holding one user with 100 won, and the answers
+    /// to what the test submits, in the order they were given.
     struct Rig {
         persister: Persister,
         task: tokio::task::JoinHandle<()>,
         memory: MemoryStore,
         user: UserId,
+        outcome_sender: mpsc::UnboundedSender<Outcome>,
+        outcomes: mpsc::UnboundedReceiver<Outcome>,
         rebuilds: mpsc::UnboundedReceiver<Vec<(ActorKey, u64)>>,
     }
 
@@ -458,16 +461,19 @@ mod tests {
             let store = Arc::new(Store::Memory(memory.clone()));
             let (persister, task) =
                 Persister::start(store, &tokio::runtime::Handle::current(), capacity);
-            let (sender, rebuilds) = mpsc::unbounded_channel();
+            let (rebuild_sender, rebuilds) = mpsc::unbounded_channel();
             persister.on_rebuild(Box::new(move |keys| {
                 // The receiver lives as long as the test that reads it.
-                let _ = sender.send(keys);
+                let _ = rebuild_sender.send(keys);
             }));
+            let (outcome_sender, outcomes) = mpsc::unbounded_channel();
             Rig {
                 persister,
                 task,
                 memory,
                 user,
+                outcome_sender,
+                outcomes,
                 rebuilds,
             }
         }
@@ -481,23 +487,47 @@ mod tests {
             })
         }
 
-        /// Submits `writes` built on `deps`; its outcome arrives on `outcomes`.
-        fn submit(
-            &self,
-            deps: &[Dependency],
-            writes: Writes,
-            outcomes: &mpsc::UnboundedSender<Outcome>,
-        ) -> u64 {
-            let outcomes = outcomes.clone();
+        /// What the submission is answered, as a completion that reports to `outcomes`.
+        fn completion(&self) -> Completion {
+            let sender = self.outcome_sender.clone();
+            Box::new(move |outcome| {
+                let _ = sender.send(outcome);
+            })
+        }
+
+        /// Submits a balance of `amount` built on `deps`.
+        fn submit(&self, deps: &[Dependency], amount: i64) -> u64 {
             self.persister
                 .reserve(deps)
-                .expect("the rig's persister has room and nothing stale yet")
-                .submit(
-                    writes,
-                    Box::new(move |outcome| {
-                        let _ = outcomes.send(outcome);
-                    }),
-                )
+                .expect("the rig's persister has room, and the test's deps are valid")
+                .submit(self.balance(amount), self.completion())
+        }
+
+        /// The next `count` answers.
+        async fn answers(&mut self, count: usize) -> Vec<Outcome> {
+            let mut all = Vec::with_capacity(count);
+            for _ in 0..count {
+                all.push(
+                    self.outcomes
+                        .recv()
+                        .await
+                        .expect("the rig holds a sender: the channel stays open"),
+                );
+            }
+            all
+        }
+
+        /// Submits one write on each of `deps` as one batch whose commit fails.
+        async fn fail_a_batch(&mut self, deps: &[&[Dependency]]) {
+            self.memory.fail_next_commits(1);
+            for (amount, deps) in (1..).zip(deps) {
+                self.submit(deps, amount);
+            }
+            let answers = self.answers(deps.len()).await;
+            assert!(
+                answers.iter().all(|a| *a == Err(Unavailable::CommitFailed)),
+                "{answers:?}"
+            );
         }
 
         async fn stored_balance(&self) -> Option<Money> {
@@ -523,26 +553,13 @@ mod tests {
         ActorKey::Schedule(ScheduleId::new(id).expect("test ids are positive"))
     }
 
-    /// The next `count` outcomes, in the order they were answered.
-    async fn outcomes(
-        receiver: &mut mpsc::UnboundedReceiver<Outcome>,
-        count: usize,
-    ) -> Vec<Outcome> {
-        let mut all = Vec::with_capacity(count);
-        for _ in 0..count {
-            all.push(receiver.recv().await.expect("every submission is answered"));
-        }
-        all
-    }
-
     /// The baseline the failure tests are measured against: a commit that works answers Ok
     /// only once the rows are in the store, and marks nobody stale.
     #[tokio::test]
     async fn a_committed_batch_is_acknowledged_after_it_is_stored() {
         let mut rig = Rig::start(16).await;
-        let (sender, mut receiver) = mpsc::unbounded_channel();
-        let seq = rig.submit(&[(schedule(1), 0)], rig.balance(7), &sender);
-        assert_eq!(outcomes(&mut receiver, 1).await, vec![Ok(())]);
+        let seq = rig.submit(&[(schedule(1), 0)], 7);
+        assert_eq!(rig.answers(1).await, vec![Ok(())]);
         assert_eq!(rig.stored_balance().await, Some(won(7)));
         assert!(rig.persister.is_resolved(seq));
         assert!(rig.persister.is_healthy());
@@ -556,23 +573,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_commit_answers_its_batch_and_everything_queued_behind_it_unavailable() {
-        let rig = Rig::start(MAX_BATCH * 2).await;
+        let mut rig = Rig::start(MAX_BATCH * 2).await;
         rig.memory.fail_next_commits(1);
-        let (sender, mut receiver) = mpsc::unbounded_channel();
         // One batch more than fits: the last submission waits behind the failing batch.
         for _ in 0..MAX_BATCH {
-            rig.submit(&[(schedule(1), 0)], rig.balance(1), &sender);
+            rig.submit(&[(schedule(1), 0)], 1);
         }
-        let behind = rig.submit(&[(ActorKey::Queue, 0)], rig.balance(2), &sender);
-        let answered = outcomes(&mut receiver, MAX_BATCH + 1).await;
+        let behind = rig.submit(&[(ActorKey::Queue, 0)], 2);
+        let answers = rig.answers(MAX_BATCH + 1).await;
         assert!(
-            answered
-                .iter()
-                .all(|o| *o == Err(Unavailable::CommitFailed)),
+            answers.iter().all(|a| *a == Err(Unavailable::CommitFailed)),
             "{:?}",
-            answered
+            answers
                 .iter()
-                .find(|o| **o != Err(Unavailable::CommitFailed))
+                .find(|a| **a != Err(Unavailable::CommitFailed))
         );
         // The one behind was answered with the batch, not committed in one of its own (only
         // one commit was set to fail, so a second batch would have succeeded).
@@ -586,15 +600,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_commit_marks_each_actor_with_a_write_stale_at_its_generation() {
-        let rig = Rig::start(16).await;
-        rig.memory.fail_next_commits(1);
-        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let mut rig = Rig::start(16).await;
         let wallet = ActorKey::Wallet(rig.user);
-        rig.submit(&[(schedule(1), 0)], rig.balance(1), &sender);
-        rig.submit(&[(schedule(1), 2)], rig.balance(2), &sender);
-        rig.submit(&[(wallet, 5)], rig.balance(3), &sender);
-        rig.submit(&[], rig.balance(4), &sender);
-        outcomes(&mut receiver, 4).await;
+        rig.fail_a_batch(&[
+            &[(schedule(1), 0)],
+            &[(schedule(1), 2)],
+            &[(wallet, 5)],
+            &[],
+        ])
+        .await;
 
         // Stale up to the highest generation among the failed writes, valid from the next.
         assert_eq!(rig.persister.min_generation(schedule(1)), 3);
@@ -613,16 +627,13 @@ mod tests {
 
     #[tokio::test]
     async fn submissions_built_on_a_stale_generation_are_refused() {
-        let rig = Rig::start(16).await;
+        let mut rig = Rig::start(16).await;
         // Reserved before the failure, on the generation the failure invalidates.
         let early = rig
             .persister
             .reserve(&[(schedule(1), 0)])
             .expect("nothing is stale yet");
-        rig.memory.fail_next_commits(1);
-        let (sender, mut receiver) = mpsc::unbounded_channel();
-        rig.submit(&[(schedule(1), 0)], rig.balance(1), &sender);
-        outcomes(&mut receiver, 1).await;
+        rig.fail_a_batch(&[&[(schedule(1), 0)]]).await;
 
         assert!(matches!(
             rig.persister.reserve(&[(schedule(1), 0)]),
@@ -633,18 +644,9 @@ mod tests {
             rig.persister.reserve(&[(schedule(2), 0), (schedule(1), 0)]),
             Err(Unavailable::Rebuilding)
         ));
-        let late = sender.clone();
-        let seq = early.submit(
-            rig.balance(9),
-            Box::new(move |outcome| {
-                let _ = late.send(outcome);
-            }),
-        );
+        let seq = early.submit(rig.balance(9), rig.completion());
         assert_eq!(seq, 0, "refused without a sequence number");
-        assert_eq!(
-            outcomes(&mut receiver, 1).await,
-            vec![Err(Unavailable::Rebuilding)]
-        );
+        assert_eq!(rig.answers(1).await, vec![Err(Unavailable::Rebuilding)]);
         rig.persister
             .flush()
             .await
@@ -658,13 +660,13 @@ mod tests {
     #[tokio::test]
     async fn a_failed_commit_asks_each_stale_actor_once_to_rebuild_to_its_new_generation() {
         let mut rig = Rig::start(16).await;
-        rig.memory.fail_next_commits(1);
-        let (sender, mut receiver) = mpsc::unbounded_channel();
         let wallet = ActorKey::Wallet(rig.user);
-        rig.submit(&[(schedule(1), 0)], rig.balance(1), &sender);
-        rig.submit(&[(schedule(1), 2), (wallet, 5)], rig.balance(2), &sender);
-        rig.submit(&[(schedule(1), 1)], rig.balance(3), &sender);
-        outcomes(&mut receiver, 3).await;
+        rig.fail_a_batch(&[
+            &[(schedule(1), 0)],
+            &[(schedule(1), 2), (wallet, 5)],
+            &[(schedule(1), 1)],
+        ])
+        .await;
 
         // Bounded: a hook that is never called must fail the test, not hang it.
         let mut keys = tokio::time::timeout(Duration::from_secs(5), rig.rebuilds.recv())
@@ -679,25 +681,15 @@ mod tests {
 
     #[tokio::test]
     async fn commits_are_acknowledged_again_once_the_store_recovers() {
-        let rig = Rig::start(16).await;
-        rig.memory.fail_next_commits(2);
-        let (sender, mut receiver) = mpsc::unbounded_channel();
-        rig.submit(&[(schedule(1), 0)], rig.balance(1), &sender);
-        assert_eq!(
-            outcomes(&mut receiver, 1).await,
-            vec![Err(Unavailable::CommitFailed)]
-        );
+        let mut rig = Rig::start(16).await;
+        rig.fail_a_batch(&[&[(schedule(1), 0)]]).await;
         // The actor rebuilt at generation 1; the store is still failing.
-        rig.submit(&[(schedule(1), 1)], rig.balance(2), &sender);
-        assert_eq!(
-            outcomes(&mut receiver, 1).await,
-            vec![Err(Unavailable::CommitFailed)]
-        );
+        rig.fail_a_batch(&[&[(schedule(1), 1)]]).await;
         assert_eq!(rig.persister.min_generation(schedule(1)), 2);
         assert!(!rig.persister.is_healthy());
         // Rebuilt again, and the store is back.
-        rig.submit(&[(schedule(1), 2)], rig.balance(3), &sender);
-        assert_eq!(outcomes(&mut receiver, 1).await, vec![Ok(())]);
+        rig.submit(&[(schedule(1), 2)], 3);
+        assert_eq!(rig.answers(1).await, vec![Ok(())]);
         assert_eq!(rig.stored_balance().await, Some(won(3)));
         assert!(rig.persister.is_healthy());
         assert_eq!(rig.persister.stats().failures.load(Ordering::Relaxed), 2);
@@ -708,11 +700,8 @@ mod tests {
     /// recovers without waiting for a request to commit.
     #[tokio::test]
     async fn an_idle_persister_finds_a_recovered_store_by_itself() {
-        let rig = Rig::start(16).await;
-        rig.memory.fail_next_commits(1);
-        let (sender, mut receiver) = mpsc::unbounded_channel();
-        rig.submit(&[(schedule(1), 0)], rig.balance(1), &sender);
-        outcomes(&mut receiver, 1).await;
+        let mut rig = Rig::start(16).await;
+        rig.fail_a_batch(&[&[(schedule(1), 0)]]).await;
         assert!(!rig.persister.is_healthy());
         // The memory store answers pings while its commits fail: the first probe succeeds.
         let deadline = Instant::now() + HEALTH_PROBE_EVERY * 10;

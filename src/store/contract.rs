@@ -73,31 +73,11 @@ impl TestStore {
         T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
         T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
     {
-        // A connection of its own: the store's pools are not reachable from here, and a
-        // second reader is what WAL mode and PostgreSQL are for.
         match &self.place {
             Place::Memory => None,
-            Place::Sqlite(file) => {
-                let pool = sqlx::SqlitePool::connect(&file.url())
-                    .await
-                    .expect("open the test database file");
-                let value = sqlx::query_scalar(sql)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-                pool.close().await;
-                Some(value)
-            }
+            Place::Sqlite(file) => Some(sql_value::<sqlx::Sqlite, T>(&file.url(), sql).await),
             Place::Postgres(database) => {
-                let pool = sqlx::PgPool::connect(&database.url())
-                    .await
-                    .expect("connect to the test database");
-                let value = sqlx::query_scalar(sql)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-                pool.close().await;
-                Some(value)
+                Some(sql_value::<sqlx::Postgres, T>(&database.url(), sql).await)
             }
         }
     }
@@ -115,6 +95,27 @@ impl TestStore {
             }
         }
     }
+}
+
+/// One value from `sql` on the database at `url`, over a connection of its own: the store's
+/// pools are private to its backend, and a second reader is what WAL mode and PostgreSQL are for.
+async fn sql_value<Db, T>(url: &str, sql: &str) -> T
+where
+    Db: sqlx::Database,
+    for<'c> &'c mut Db::Connection: sqlx::Executor<'c, Database = Db>,
+    for<'q> Db::Arguments<'q>: sqlx::IntoArguments<'q, Db>,
+    (T,): for<'r> sqlx::FromRow<'r, Db::Row>,
+    T: Send + Unpin,
+{
+    let pool = sqlx::Pool::<Db>::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the test database: {e}"));
+    let value = sqlx::query_scalar::<Db, T>(sql)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pool.close().await;
+    value
 }
 
 /// One `#[tokio::test]` per behaviour and backend, named `contract::BACKEND::BEHAVIOUR`, so a
@@ -164,6 +165,22 @@ fn won(amount: i64) -> Money {
     Money::new(amount).expect("test amounts are not negative")
 }
 
+/// A concert named "drop" with a schedule per list of (seat number, price): the first at
+/// 2,000 ms, each next one a second later, all open for reservations from 1,000 ms.
+fn concert(seat_lists: Vec<Vec<(i32, Money)>>) -> NewConcert {
+    NewConcert {
+        name: "drop".into(),
+        schedules: (0..)
+            .zip(seat_lists)
+            .map(|(i, seats)| NewSchedule {
+                concert_at: ts(2_000 + 1_000 * i),
+                reservation_at: ts(1_000),
+                seats,
+            })
+            .collect(),
+    }
+}
+
 /// A user with 10,000 won, and a concert with one schedule of seats 1..=`seats` at 1000 won.
 async fn fixture(store: &Store, seats: i32) -> (UserId, ScheduleId, Vec<Seat>) {
     let user = store
@@ -171,14 +188,9 @@ async fn fixture(store: &Store, seats: i32) -> (UserId, ScheduleId, Vec<Seat>) {
         .await
         .expect("create user");
     let created = store
-        .create_concert(&NewConcert {
-            name: "drop".into(),
-            schedules: vec![NewSchedule {
-                concert_at: ts(2_000),
-                reservation_at: ts(1_000),
-                seats: (1..=seats).map(|n| (n, won(1_000))).collect(),
-            }],
-        })
+        .create_concert(&concert(vec![(1..=seats)
+            .map(|n| (n, won(1_000)))
+            .collect()]))
         .await
         .expect("create concert");
     let (info, seats) = created
@@ -264,21 +276,10 @@ async fn concurrent_user_creations_all_succeed(db: &TestStore) {
 async fn created_seats_keep_the_order_they_were_given(db: &TestStore) {
     let store = &db.store;
     let created = store
-        .create_concert(&NewConcert {
-            name: "drop".into(),
-            schedules: vec![
-                NewSchedule {
-                    concert_at: ts(2_000),
-                    reservation_at: ts(1_000),
-                    seats: vec![(3, won(30)), (1, won(10)), (2, won(20))],
-                },
-                NewSchedule {
-                    concert_at: ts(3_000),
-                    reservation_at: ts(1_000),
-                    seats: vec![(1, won(5))],
-                },
-            ],
-        })
+        .create_concert(&concert(vec![
+            vec![(3, won(30)), (1, won(10)), (2, won(20))],
+            vec![(1, won(5))],
+        ]))
         .await
         .expect("create concert");
     assert_eq!(created.schedules.len(), 2);
@@ -311,21 +312,10 @@ async fn created_seats_keep_the_order_they_were_given(db: &TestStore) {
 async fn a_seat_number_twice_in_a_schedule_is_refused_and_creates_nothing(db: &TestStore) {
     let store = &db.store;
     let error = store
-        .create_concert(&NewConcert {
-            name: "drop".into(),
-            schedules: vec![
-                NewSchedule {
-                    concert_at: ts(2_000),
-                    reservation_at: ts(1_000),
-                    seats: vec![(1, won(10)), (2, won(10))],
-                },
-                NewSchedule {
-                    concert_at: ts(3_000),
-                    reservation_at: ts(1_000),
-                    seats: vec![(1, won(10)), (2, won(10)), (1, won(10))],
-                },
-            ],
-        })
+        .create_concert(&concert(vec![
+            vec![(1, won(10)), (2, won(10))],
+            vec![(1, won(10)), (2, won(10)), (1, won(10))],
+        ]))
         .await
         .expect_err("seat 1 appears twice in the second schedule");
     assert!(matches!(error, StoreError::DuplicateSeatNumber), "{error}");
