@@ -423,3 +423,292 @@ fn fail(shared: &Shared, mut failed: Vec<Submission>) {
         hook(rebuild);
     }
 }
+
+/// The failure protocol of the module doc, statement by statement, over a memory store whose
+/// commits fail on request. Each test runs on the current-thread runtime of `#[tokio::test]`:
+/// the commit loop only runs while the test awaits, so everything submitted between two
+/// awaits is queued together, deterministically.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Money, Timestamp};
+    use crate::store::{MemoryStore, WalletRecord};
+    use tokio::sync::mpsc;
+
+    type Outcome = Result<(), Unavailable>;
+
+    /// A persister over a fresh memory store holding one user with 100 won, and the answers
+    /// to what the test submits, in the order they were given.
+    struct Rig {
+        persister: Persister,
+        task: tokio::task::JoinHandle<()>,
+        memory: MemoryStore,
+        user: UserId,
+        outcome_sender: mpsc::UnboundedSender<Outcome>,
+        outcomes: mpsc::UnboundedReceiver<Outcome>,
+        rebuilds: mpsc::UnboundedReceiver<Vec<(ActorKey, u64)>>,
+    }
+
+    impl Rig {
+        async fn start(capacity: usize) -> Rig {
+            let memory = MemoryStore::connect("memory://")
+                .await
+                .expect("an unnamed memory store always opens");
+            let user = memory
+                .create_user("kim", won(100), Timestamp::from_millis(0))
+                .await
+                .expect("the memory store creates users");
+            let store = Arc::new(Store::Memory(memory.clone()));
+            let (persister, task) =
+                Persister::start(store, &tokio::runtime::Handle::current(), capacity);
+            let (rebuild_sender, rebuilds) = mpsc::unbounded_channel();
+            persister.on_rebuild(Box::new(move |keys| {
+                // The receiver lives as long as the test that reads it.
+                let _ = rebuild_sender.send(keys);
+            }));
+            let (outcome_sender, outcomes) = mpsc::unbounded_channel();
+            Rig {
+                persister,
+                task,
+                memory,
+                user,
+                outcome_sender,
+                outcomes,
+                rebuilds,
+            }
+        }
+
+        /// Writes that set the user's balance: one row the memory store accepts.
+        fn balance(&self, amount: i64) -> Writes {
+            Writes::default().wallet(WalletRecord {
+                user: self.user,
+                balance: won(amount),
+                at: Timestamp::from_millis(1),
+            })
+        }
+
+        /// What the submission is answered, as a completion that reports to `outcomes`.
+        fn completion(&self) -> Completion {
+            let sender = self.outcome_sender.clone();
+            Box::new(move |outcome| {
+                let _ = sender.send(outcome);
+            })
+        }
+
+        /// Submits a balance of `amount` built on `deps`.
+        fn submit(&self, deps: &[Dependency], amount: i64) -> u64 {
+            self.persister
+                .reserve(deps)
+                .expect("the rig's persister has room, and the test's deps are valid")
+                .submit(self.balance(amount), self.completion())
+        }
+
+        /// The next `count` answers.
+        async fn answers(&mut self, count: usize) -> Vec<Outcome> {
+            let mut all = Vec::with_capacity(count);
+            for _ in 0..count {
+                all.push(
+                    self.outcomes
+                        .recv()
+                        .await
+                        .expect("the rig holds a sender: the channel stays open"),
+                );
+            }
+            all
+        }
+
+        /// Submits one write on each of `deps` as one batch whose commit fails.
+        async fn fail_a_batch(&mut self, deps: &[&[Dependency]]) {
+            self.memory.fail_next_commits(1);
+            for (amount, deps) in (1..).zip(deps) {
+                self.submit(deps, amount);
+            }
+            let answers = self.answers(deps.len()).await;
+            assert!(
+                answers.iter().all(|a| *a == Err(Unavailable::CommitFailed)),
+                "{answers:?}"
+            );
+        }
+
+        async fn stored_balance(&self) -> Option<Money> {
+            self.memory
+                .load_wallet(self.user)
+                .await
+                .expect("the memory store loads wallets")
+        }
+
+        async fn stop(self) {
+            self.persister.close();
+            self.task
+                .await
+                .expect("the commit loop ends without a panic");
+        }
+    }
+
+    fn won(amount: i64) -> Money {
+        Money::new(amount).expect("test amounts are not negative")
+    }
+
+    fn schedule(id: i64) -> ActorKey {
+        ActorKey::Schedule(ScheduleId::new(id).expect("test ids are positive"))
+    }
+
+    /// The baseline the failure tests are measured against: a commit that works answers Ok
+    /// only once the rows are in the store, and marks nobody stale.
+    #[tokio::test]
+    async fn a_committed_batch_is_acknowledged_after_it_is_stored() {
+        let mut rig = Rig::start(16).await;
+        let seq = rig.submit(&[(schedule(1), 0)], 7);
+        assert_eq!(rig.answers(1).await, vec![Ok(())]);
+        assert_eq!(rig.stored_balance().await, Some(won(7)));
+        assert!(rig.persister.is_resolved(seq));
+        assert!(rig.persister.is_healthy());
+        assert!(!rig.persister.is_stale((schedule(1), 0)));
+        assert!(
+            rig.rebuilds.try_recv().is_err(),
+            "no rebuild without a failure"
+        );
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_answers_its_batch_and_everything_queued_behind_it_unavailable() {
+        let mut rig = Rig::start(MAX_BATCH * 2).await;
+        rig.memory.fail_next_commits(1);
+        // One batch more than fits: the last submission waits behind the failing batch.
+        for _ in 0..MAX_BATCH {
+            rig.submit(&[(schedule(1), 0)], 1);
+        }
+        let behind = rig.submit(&[(ActorKey::Queue, 0)], 2);
+        let answers = rig.answers(MAX_BATCH + 1).await;
+        assert!(
+            answers.iter().all(|a| *a == Err(Unavailable::CommitFailed)),
+            "{:?}",
+            answers
+                .iter()
+                .find(|a| **a != Err(Unavailable::CommitFailed))
+        );
+        // The one behind was answered with the batch, not committed in one of its own (only
+        // one commit was set to fail, so a second batch would have succeeded).
+        assert_eq!(rig.persister.stats().batches.load(Ordering::Relaxed), 1);
+        assert_eq!(rig.persister.stats().failures.load(Ordering::Relaxed), 1);
+        assert_eq!(rig.stored_balance().await, Some(won(100)));
+        assert!(rig.persister.is_resolved(behind));
+        assert!(!rig.persister.is_healthy());
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_marks_each_actor_with_a_write_stale_at_its_generation() {
+        let mut rig = Rig::start(16).await;
+        let wallet = ActorKey::Wallet(rig.user);
+        rig.fail_a_batch(&[
+            &[(schedule(1), 0)],
+            &[(schedule(1), 2)],
+            &[(wallet, 5)],
+            &[],
+        ])
+        .await;
+
+        // Stale up to the highest generation among the failed writes, valid from the next.
+        assert_eq!(rig.persister.min_generation(schedule(1)), 3);
+        assert!(rig.persister.is_stale((schedule(1), 0)));
+        assert!(rig.persister.is_stale((schedule(1), 2)));
+        assert!(!rig.persister.is_stale((schedule(1), 3)));
+        assert_eq!(rig.persister.min_generation(wallet), 6);
+        assert!(rig.persister.is_stale((wallet, 5)));
+        assert!(!rig.persister.is_stale((wallet, 6)));
+        // Actors with no write in the failed batch keep their state.
+        assert_eq!(rig.persister.min_generation(schedule(2)), 0);
+        assert!(!rig.persister.is_stale((schedule(2), 0)));
+        assert!(!rig.persister.is_stale((ActorKey::Queue, 0)));
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn submissions_built_on_a_stale_generation_are_refused() {
+        let mut rig = Rig::start(16).await;
+        // Reserved before the failure, on the generation the failure invalidates.
+        let early = rig
+            .persister
+            .reserve(&[(schedule(1), 0)])
+            .expect("nothing is stale yet");
+        rig.fail_a_batch(&[&[(schedule(1), 0)]]).await;
+
+        assert!(matches!(
+            rig.persister.reserve(&[(schedule(1), 0)]),
+            Err(Unavailable::Rebuilding)
+        ));
+        // Any stale dependency refuses the whole submission.
+        assert!(matches!(
+            rig.persister.reserve(&[(schedule(2), 0), (schedule(1), 0)]),
+            Err(Unavailable::Rebuilding)
+        ));
+        let seq = early.submit(rig.balance(9), rig.completion());
+        assert_eq!(seq, 0, "refused without a sequence number");
+        assert_eq!(rig.answers(1).await, vec![Err(Unavailable::Rebuilding)]);
+        rig.persister
+            .flush()
+            .await
+            .expect("an empty flush is acknowledged");
+        assert_eq!(rig.stored_balance().await, Some(won(100)));
+        // The rebuilt generation is accepted.
+        assert!(rig.persister.reserve(&[(schedule(1), 1)]).is_ok());
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_asks_each_stale_actor_once_to_rebuild_to_its_new_generation() {
+        let mut rig = Rig::start(16).await;
+        let wallet = ActorKey::Wallet(rig.user);
+        rig.fail_a_batch(&[
+            &[(schedule(1), 0)],
+            &[(schedule(1), 2), (wallet, 5)],
+            &[(schedule(1), 1)],
+        ])
+        .await;
+
+        // Bounded: a hook that is never called must fail the test, not hang it.
+        let mut keys = tokio::time::timeout(Duration::from_secs(5), rig.rebuilds.recv())
+            .await
+            .expect("the rebuild hook is called after a failed commit")
+            .expect("the hook's sender lives in the persister");
+        keys.sort_by_key(|(key, _)| format!("{key:?}"));
+        assert_eq!(keys, vec![(schedule(1), 3), (wallet, 6)]);
+        assert!(rig.rebuilds.try_recv().is_err(), "one call per failure");
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn commits_are_acknowledged_again_once_the_store_recovers() {
+        let mut rig = Rig::start(16).await;
+        rig.fail_a_batch(&[&[(schedule(1), 0)]]).await;
+        // The actor rebuilt at generation 1; the store is still failing.
+        rig.fail_a_batch(&[&[(schedule(1), 1)]]).await;
+        assert_eq!(rig.persister.min_generation(schedule(1)), 2);
+        assert!(!rig.persister.is_healthy());
+        // Rebuilt again, and the store is back.
+        rig.submit(&[(schedule(1), 2)], 3);
+        assert_eq!(rig.answers(1).await, vec![Ok(())]);
+        assert_eq!(rig.stored_balance().await, Some(won(3)));
+        assert!(rig.persister.is_healthy());
+        assert_eq!(rig.persister.stats().failures.load(Ordering::Relaxed), 2);
+        rig.stop().await;
+    }
+
+    /// With no traffic after a failure, the persister probes the store by itself, so readiness
+    /// recovers without waiting for a request to commit.
+    #[tokio::test]
+    async fn an_idle_persister_finds_a_recovered_store_by_itself() {
+        let mut rig = Rig::start(16).await;
+        rig.fail_a_batch(&[&[(schedule(1), 0)]]).await;
+        assert!(!rig.persister.is_healthy());
+        // The memory store answers pings while its commits fail: the first probe succeeds.
+        let deadline = Instant::now() + HEALTH_PROBE_EVERY * 10;
+        while !rig.persister.is_healthy() {
+            assert!(Instant::now() < deadline, "no probe found the store again");
+            tokio::time::sleep(HEALTH_PROBE_EVERY / 5).await;
+        }
+        rig.stop().await;
+    }
+}

@@ -69,6 +69,8 @@ struct Tables {
     next_concert: i64,
     next_schedule: i64,
     next_seat: i64,
+    /// How many of the next commits to refuse (see [`MemoryStore::fail_next_commits`]).
+    commits_to_fail: u64,
 }
 
 /// What a load generator or a test reads back to check its invariants.
@@ -132,9 +134,23 @@ impl MemoryStore {
     /// Applies a batch: checked whole first, so it is all of it or none of it.
     pub async fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
         let mut t = self.lock();
+        if t.commits_to_fail > 0 {
+            t.commits_to_fail -= 1;
+            return Err(StoreError::InjectedFailure);
+        }
         t.check(batch)?;
         t.apply(batch);
         Ok(())
+    }
+
+    /// Makes the next `commits` calls to [`commit`](Self::commit) fail with
+    /// [`StoreError::InjectedFailure`] and change nothing, as commits to a database that is
+    /// down would; the ones after succeed again. Every other operation keeps working (a ping
+    /// answers), so it is the commit path alone that fails: how the persister's failure
+    /// protocol is tested without a database and its triggers. Replaces any count still
+    /// pending; shared by every handle to the same tables.
+    pub fn fail_next_commits(&self, commits: u64) {
+        self.lock().commits_to_fail = commits;
     }
 
     pub async fn load_catalog(&self) -> Result<CatalogSnapshot, StoreError> {
@@ -264,8 +280,9 @@ impl MemoryStore {
         // Checked before anything is allocated: the UNIQUE (schedule_id, seat_number) of SQL.
         for s in &concert.schedules {
             let mut numbers = HashSet::with_capacity(s.seats.len());
-            if let Some((n, _)) = s.seats.iter().find(|(n, _)| !numbers.insert(*n)) {
-                return Err(violated(format!("seat number {n} appears twice")));
+            if s.seats.iter().any(|(n, _)| !numbers.insert(*n)) {
+                // What `Store::create_concert` makes of the SQL stores' unique violation.
+                return Err(StoreError::DuplicateSeatNumber);
             }
         }
         let concert_id = id(t.next_concert + 1, ConcertId::new)?;
@@ -562,71 +579,59 @@ impl Tables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::schedule::ReservationStatus;
-    use crate::store::NewSchedule;
+    use crate::store::WalletRecord;
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
-            .expect("a runtime")
+            .expect("a runtime with no drivers builds: nothing to fail on")
             .block_on(f)
     }
 
-    fn reservation(id: i64, user: UserId, schedule: ScheduleId, seats: &[SeatId]) -> Reservation {
-        Reservation {
-            id: ReservationId::new(id).expect("positive"),
-            user,
-            schedule,
-            seats: seats.to_vec(),
-            total: Money::ZERO,
-            created_at: Timestamp::from_millis(0),
-            expires_at: Timestamp::from_millis(1000),
-            status: ReservationStatus::Pending,
-            updated_at: Timestamp::from_millis(0),
-            pinned: false,
-        }
+    fn won(amount: i64) -> Money {
+        Money::new(amount).expect("test amounts are not negative")
     }
 
     #[test]
-    fn a_seat_has_one_live_hold_and_a_failed_batch_changes_nothing() {
+    fn the_next_commits_fail_on_request_and_change_nothing() {
         block(async {
             let store = MemoryStore::connect("memory://").await.expect("opens");
             let user = store
-                .create_user("kim", Money::ZERO, Timestamp::from_millis(0))
+                .create_user("kim", won(100), Timestamp::from_millis(0))
                 .await
                 .expect("a user");
-            let concert = store
-                .create_concert(&NewConcert {
-                    name: "c".into(),
-                    schedules: vec![NewSchedule {
-                        concert_at: Timestamp::from_millis(10),
-                        reservation_at: Timestamp::from_millis(0),
-                        seats: vec![(1, Money::ZERO), (2, Money::ZERO)],
-                    }],
+            let batch = |balance| {
+                Writes::default().wallet(WalletRecord {
+                    user,
+                    balance: won(balance),
+                    at: Timestamp::from_millis(1),
                 })
-                .await
-                .expect("a concert");
-            let (info, seats) = &concert.schedules[0];
-            let first = reservation(1, user, info.id, &[seats[0].id]);
-            store
-                .commit(&Writes::default().reservation(&first))
-                .await
-                .expect("a free seat is held");
-            let clash = reservation(2, user, info.id, &[seats[1].id, seats[0].id]);
-            assert!(store
-                .commit(&Writes::default().reservation(&clash))
-                .await
-                .is_err());
-            assert_eq!(store.max_ids().await.expect("ids").reservation, 1);
-            // Released and re-taken in one batch: the release goes first.
-            let released = Reservation {
-                status: ReservationStatus::Expired,
-                ..first
             };
-            let batch = Writes::default().reservation(&released).reservation(&clash);
-            store.commit(&batch).await.expect("released first");
-            let snapshot = store.load_schedule(info.id).await.expect("loads");
-            assert_eq!(snapshot.reservations.len(), 2);
+            // A clone shares the tables, the switch included.
+            store.clone().fail_next_commits(2);
+            for balance in [1, 2] {
+                let error = store
+                    .commit(&batch(balance))
+                    .await
+                    .expect_err("an injected failure");
+                assert!(matches!(error, StoreError::InjectedFailure), "{error}");
+                assert_eq!(
+                    store.load_wallet(user).await.expect("loads"),
+                    Some(won(100))
+                );
+            }
+            // Only commits fail: the store still answers while they do.
+            store.ping().await.expect("ping answers");
+            store
+                .commit(&batch(3))
+                .await
+                .expect("the third commit succeeds");
+            assert_eq!(store.load_wallet(user).await.expect("loads"), Some(won(3)));
+            // A new count replaces the old one; zero turns the switch off.
+            store.fail_next_commits(5);
+            store.fail_next_commits(0);
+            store.commit(&batch(4)).await.expect("the switch is off");
+            assert_eq!(store.load_wallet(user).await.expect("loads"), Some(won(4)));
         });
     }
 

@@ -4,10 +4,14 @@
 //! state, commit a batch of row writes in one transaction, and the few catalog operations of
 //! the admin routes. Each backend is one module; nothing above this module sees SQL.
 
+#[cfg(test)]
+mod contract;
 mod memory;
 mod postgres;
 mod rows;
 mod sqlite;
+#[cfg(test)]
+mod temp_databases;
 
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
@@ -38,6 +42,10 @@ pub enum StoreError {
     /// A new schedule lists one seat number twice (the database's unique key refused it).
     #[error("a seat number appears twice in one schedule")]
     DuplicateSeatNumber,
+    /// A commit the memory store refused on purpose ([`MemoryStore::fail_next_commits`]), as a
+    /// database that is down would: for tests of what the service does then.
+    #[error("commit failed on purpose (MemoryStore::fail_next_commits)")]
+    InjectedFailure,
 }
 
 /// What a ledger row records.

@@ -1,0 +1,776 @@
+//! The store contract: every behaviour the actors rely on from a [`Store`], written once and run
+//! against each backend (memory, SQLite on a temp file, PostgreSQL on a database of its own).
+//!
+//! The memory store stands in for the databases in benchmarks and fast tests; these tests are
+//! what keeps it honest. A behaviour that only one backend's mechanics explain (SQLite's
+//! pragmas and url forms) stays in that backend's file.
+
+use super::temp_databases::{TempPostgres, TempSqlite};
+use super::{
+    IdempotencyRecord, LedgerEntry, LedgerKind, NewConcert, NewSchedule, PaymentRecord, Store,
+    StoreError, WalletRecord, Writes,
+};
+use crate::domain::queue::{TokenRecord, TokenState};
+use crate::domain::schedule::{Reservation, ReservationStatus, Seat};
+use crate::domain::{Money, PaymentId, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
+
+/// Which backend a contract test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+/// Where a test store's rows live, kept until the test ends.
+enum Place {
+    Memory,
+    Sqlite(TempSqlite),
+    Postgres(TempPostgres),
+}
+
+/// A fresh, migrated store of one backend for one test, removed after it.
+struct TestStore {
+    /// Declared first, so the store's connections go before the file or database they use.
+    store: Store,
+    backend: Backend,
+    place: Place,
+}
+
+impl TestStore {
+    async fn open(backend: Backend) -> TestStore {
+        let place = match backend {
+            Backend::Memory => Place::Memory,
+            Backend::Sqlite => Place::Sqlite(TempSqlite::new("contract")),
+            Backend::Postgres => Place::Postgres(TempPostgres::create().await),
+        };
+        let url = match &place {
+            // Unnamed: private to this test.
+            Place::Memory => "memory://".to_string(),
+            Place::Sqlite(file) => file.url(),
+            Place::Postgres(database) => database.url(),
+        };
+        let store = Store::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("open the {backend:?} test store: {e}"));
+        store
+            .migrate()
+            .await
+            .unwrap_or_else(|e| panic!("migrate the {backend:?} test store: {e}"));
+        TestStore {
+            store,
+            backend,
+            place,
+        }
+    }
+
+    /// One value read with raw SQL from the rows under the store, for what the store's own
+    /// interface does not show (how a row is encoded). `None` for the memory store, which has
+    /// no rows underneath.
+    async fn sql_value<T>(&self, sql: &str) -> Option<T>
+    where
+        T: Send + Unpin,
+        T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        match &self.place {
+            Place::Memory => None,
+            Place::Sqlite(file) => Some(sql_value::<sqlx::Sqlite, T>(&file.url(), sql).await),
+            Place::Postgres(database) => {
+                Some(sql_value::<sqlx::Postgres, T>(&database.url(), sql).await)
+            }
+        }
+    }
+
+    /// How a batch that breaks a constraint is reported: the SQL stores pass the database's
+    /// own error on; the memory store, which has no database to quote, names the constraint.
+    fn assert_refused_by_a_constraint(&self, error: &StoreError) {
+        match self.backend {
+            Backend::Memory => assert!(
+                matches!(error, StoreError::Corrupt(m) if m.starts_with("constraint violated")),
+                "{error}"
+            ),
+            Backend::Sqlite | Backend::Postgres => {
+                assert!(matches!(error, StoreError::Database(_)), "{error}")
+            }
+        }
+    }
+}
+
+/// One value from `sql` on the database at `url`, over a connection of its own: the store's
+/// pools are private to its backend, and a second reader is what WAL mode and PostgreSQL are for.
+async fn sql_value<Db, T>(url: &str, sql: &str) -> T
+where
+    Db: sqlx::Database,
+    for<'c> &'c mut Db::Connection: sqlx::Executor<'c, Database = Db>,
+    for<'q> Db::Arguments<'q>: sqlx::IntoArguments<'q, Db>,
+    (T,): for<'r> sqlx::FromRow<'r, Db::Row>,
+    T: Send + Unpin,
+{
+    let pool = sqlx::Pool::<Db>::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the test database: {e}"));
+    let value = sqlx::query_scalar::<Db, T>(sql)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pool.close().await;
+    value
+}
+
+/// One `#[tokio::test]` per behaviour and backend, named `contract::BACKEND::BEHAVIOUR`, so a
+/// failure says at once which backend broke which promise.
+macro_rules! contract {
+    ($($behaviour:ident),* $(,)?) => {
+        contract!(@backend memory, Memory, $($behaviour),*);
+        contract!(@backend sqlite, Sqlite, $($behaviour),*);
+        contract!(@backend postgres, Postgres, $($behaviour),*);
+    };
+    (@backend $module:ident, $backend:ident, $($behaviour:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let db = super::TestStore::open(super::Backend::$backend).await;
+                    super::$behaviour(&db).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    a_created_user_has_a_wallet,
+    concurrent_user_creations_all_succeed,
+    created_seats_keep_the_order_they_were_given,
+    a_seat_number_twice_in_a_schedule_is_refused_and_creates_nothing,
+    migrating_again_keeps_the_data,
+    a_held_seat_refuses_a_second_live_hold,
+    a_seat_released_and_taken_again_in_one_batch_commits,
+    a_batch_that_breaks_a_constraint_writes_nothing,
+    batched_rows_keep_every_character_null_and_integer,
+    a_missing_wallet_is_corrupt_and_rolls_back,
+    a_payment_settles_and_ids_and_owners_are_found,
+    only_each_users_latest_token_is_loaded,
+    the_first_idempotent_answer_stays_and_old_keys_are_forgotten,
+    a_ledger_page_is_the_users_newest_entries_below_the_cursor,
+);
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+fn won(amount: i64) -> Money {
+    Money::new(amount).expect("test amounts are not negative")
+}
+
+/// A concert named "drop" with a schedule per list of (seat number, price): the first at
+/// 2,000 ms, each next one a second later, all open for reservations from 1,000 ms.
+fn concert(seat_lists: Vec<Vec<(i32, Money)>>) -> NewConcert {
+    NewConcert {
+        name: "drop".into(),
+        schedules: (0..)
+            .zip(seat_lists)
+            .map(|(i, seats)| NewSchedule {
+                concert_at: ts(2_000 + 1_000 * i),
+                reservation_at: ts(1_000),
+                seats,
+            })
+            .collect(),
+    }
+}
+
+/// A user with 10,000 won, and a concert with one schedule of seats 1..=`seats` at 1000 won.
+async fn fixture(store: &Store, seats: i32) -> (UserId, ScheduleId, Vec<Seat>) {
+    let user = store
+        .create_user("ada", won(10_000), ts(1))
+        .await
+        .expect("create user");
+    let created = store
+        .create_concert(&concert(vec![(1..=seats)
+            .map(|n| (n, won(1_000)))
+            .collect()]))
+        .await
+        .expect("create concert");
+    let (info, seats) = created
+        .schedules
+        .into_iter()
+        .next()
+        .expect("one schedule was created");
+    (user, info.id, seats)
+}
+
+fn reservation(
+    id: i64,
+    user: UserId,
+    schedule: ScheduleId,
+    seats: &[&Seat],
+    status: ReservationStatus,
+) -> Reservation {
+    Reservation {
+        id: ReservationId::new(id).expect("test ids are positive"),
+        user,
+        schedule,
+        seats: seats.iter().map(|s| s.id).collect(),
+        total: won(1_000 * seats.len() as i64),
+        created_at: ts(10),
+        expires_at: ts(10_000),
+        status,
+        updated_at: ts(10 + id),
+        pinned: false,
+    }
+}
+
+fn token(id: i64, user: UserId, position: u64, state: TokenState) -> TokenRecord {
+    TokenRecord {
+        id: TokenId::new(id).expect("test token ids are in range"),
+        user,
+        position,
+        created_at: ts(position as i64),
+        state,
+    }
+}
+
+async fn latest_tokens(store: &Store) -> Vec<TokenRecord> {
+    let mut tokens = Vec::new();
+    store
+        .load_tokens(&mut |t| tokens.push(t))
+        .await
+        .expect("load tokens");
+    tokens
+}
+
+async fn a_created_user_has_a_wallet(db: &TestStore) {
+    let store = &db.store;
+    let user = store
+        .create_user("ada", won(500), ts(1))
+        .await
+        .expect("create user");
+    assert_eq!(store.load_wallet(user).await.expect("load"), Some(won(500)));
+    let stranger = UserId::new(user.get() + 1).expect("positive");
+    assert_eq!(store.load_wallet(stranger).await.expect("load"), None);
+    assert_eq!(
+        store.load_catalog().await.expect("catalog").users,
+        vec![user]
+    );
+}
+
+/// Writes from many tasks at once all land (SQLite queues them for its one writer).
+async fn concurrent_user_creations_all_succeed(db: &TestStore) {
+    let creates = (0..32).map(|i| {
+        let store = db.store.clone();
+        tokio::spawn(async move { store.create_user(&format!("u{i}"), won(i), ts(i)).await })
+    });
+    for create in futures_util::future::join_all(creates).await {
+        create
+            .expect("the task ran")
+            .expect("no write fails for want of the lock");
+    }
+    assert_eq!(
+        db.store.load_catalog().await.expect("catalog").users.len(),
+        32
+    );
+}
+
+async fn created_seats_keep_the_order_they_were_given(db: &TestStore) {
+    let store = &db.store;
+    let created = store
+        .create_concert(&concert(vec![
+            vec![(3, won(30)), (1, won(10)), (2, won(20))],
+            vec![(1, won(5))],
+        ]))
+        .await
+        .expect("create concert");
+    assert_eq!(created.schedules.len(), 2);
+    let (info, seats) = &created.schedules[0];
+    assert_eq!(
+        seats.iter().map(|s| s.number).collect::<Vec<_>>(),
+        vec![3, 1, 2]
+    );
+    assert_eq!(
+        seats.iter().map(|s| s.price).collect::<Vec<_>>(),
+        vec![won(30), won(10), won(20)]
+    );
+    // Ids ascend in input order.
+    assert!(seats.windows(2).all(|w| w[0].id < w[1].id));
+
+    let snapshot = store.load_schedule(info.id).await.expect("load schedule");
+    let mut by_number = seats.clone();
+    by_number.sort_by_key(|s| s.number);
+    assert_eq!(snapshot.seats, by_number);
+    assert!(snapshot.reservations.is_empty());
+
+    let catalog = store.load_catalog().await.expect("catalog");
+    assert_eq!(catalog.concerts, vec![(created.id, "drop".to_string())]);
+    assert_eq!(catalog.schedules.len(), 2);
+    assert_eq!(&catalog.schedules[0], info);
+}
+
+/// The admin route answers a duplicate seat number with its own error, and nothing of the
+/// concert stays behind: not the concert, not the schedule before the bad one.
+async fn a_seat_number_twice_in_a_schedule_is_refused_and_creates_nothing(db: &TestStore) {
+    let store = &db.store;
+    let error = store
+        .create_concert(&concert(vec![
+            vec![(1, won(10)), (2, won(10))],
+            vec![(1, won(10)), (2, won(10)), (1, won(10))],
+        ]))
+        .await
+        .expect_err("seat 1 appears twice in the second schedule");
+    assert!(matches!(error, StoreError::DuplicateSeatNumber), "{error}");
+    let catalog = store.load_catalog().await.expect("catalog");
+    assert!(catalog.concerts.is_empty(), "{:?}", catalog.concerts);
+    assert!(catalog.schedules.is_empty(), "{:?}", catalog.schedules);
+    // The store is usable after the refusal.
+    let (_, schedule, seats) = fixture(store, 2).await;
+    assert_eq!(
+        store.load_schedule(schedule).await.expect("load").seats,
+        seats
+    );
+}
+
+/// Every start migrates: a second run must leave what is stored alone.
+async fn migrating_again_keeps_the_data(db: &TestStore) {
+    let store = &db.store;
+    let (user, schedule, seats) = fixture(store, 2).await;
+    store.migrate().await.expect("a second migrate is a no-op");
+    store.ping().await.expect("ping");
+    assert_eq!(
+        store.load_wallet(user).await.expect("load"),
+        Some(won(10_000))
+    );
+    assert_eq!(
+        store.load_schedule(schedule).await.expect("load").seats,
+        seats
+    );
+}
+
+async fn a_held_seat_refuses_a_second_live_hold(db: &TestStore) {
+    let store = &db.store;
+    let (user, schedule, seats) = fixture(store, 2).await;
+    let first = reservation(1, user, schedule, &[&seats[0]], ReservationStatus::Pending);
+    store
+        .commit(&Writes::default().reservation(&first))
+        .await
+        .expect("a free seat is held");
+    let clash = reservation(
+        2,
+        user,
+        schedule,
+        &[&seats[1], &seats[0]],
+        ReservationStatus::Pending,
+    );
+    let error = store
+        .commit(&Writes::default().reservation(&clash))
+        .await
+        .expect_err("seat 1 is held");
+    db.assert_refused_by_a_constraint(&error);
+    assert_eq!(store.max_ids().await.expect("ids").reservation, 1);
+    // Released and re-taken in one batch: the release goes first.
+    let released = Reservation {
+        status: ReservationStatus::Expired,
+        ..first
+    };
+    let batch = Writes::default().reservation(&released).reservation(&clash);
+    store.commit(&batch).await.expect("released first");
+    let snapshot = store.load_schedule(schedule).await.expect("loads");
+    assert_eq!(snapshot.reservations.len(), 2);
+}
+
+async fn a_seat_released_and_taken_again_in_one_batch_commits(db: &TestStore) {
+    let store = &db.store;
+    let (user, schedule, seats) = fixture(store, 3).await;
+    let first = reservation(
+        1,
+        user,
+        schedule,
+        &[&seats[1], &seats[0]],
+        ReservationStatus::Pending,
+    );
+    store
+        .commit(&Writes::default().reservation(&first))
+        .await
+        .expect("hold two seats");
+
+    // The expiry of the first and the hold that takes one of its seats, in one batch: the
+    // second reservation has the higher id, so a naive order would take the seat first.
+    let mut expired = first.clone();
+    expired.status = ReservationStatus::Expired;
+    expired.updated_at = ts(500);
+    let second = reservation(2, user, schedule, &[&seats[0]], ReservationStatus::Pending);
+    let batch = Writes::default().reservation(&second).reservation(&expired);
+    store
+        .commit(&batch)
+        .await
+        .expect("the released seat is freed before it is taken");
+
+    let snapshot = store.load_schedule(schedule).await.expect("load schedule");
+    assert_eq!(snapshot.reservations, vec![expired, second]);
+    // Seats come back in the order the reservation asked for them.
+    assert_eq!(
+        snapshot.reservations[0].seats,
+        vec![seats[1].id, seats[0].id]
+    );
+}
+
+async fn a_batch_that_breaks_a_constraint_writes_nothing(db: &TestStore) {
+    let store = &db.store;
+    let (user, schedule, seats) = fixture(store, 2).await;
+    let a = reservation(1, user, schedule, &[&seats[0]], ReservationStatus::Pending);
+    let b = reservation(
+        2,
+        user,
+        schedule,
+        &[&seats[1], &seats[0]],
+        ReservationStatus::Pending,
+    );
+    let batch = Writes::default()
+        .reservation(&a)
+        .reservation(&b)
+        .wallet(WalletRecord {
+            user,
+            balance: won(1),
+            at: ts(20),
+        })
+        .ledger(LedgerEntry {
+            id: 1,
+            user,
+            kind: LedgerKind::Recharge,
+            amount: won(5),
+            balance_after: won(1),
+            payment: None,
+            at: ts(20),
+        });
+    let error = store
+        .commit(&batch)
+        .await
+        .expect_err("two live holds on one seat");
+    db.assert_refused_by_a_constraint(&error);
+
+    let snapshot = store.load_schedule(schedule).await.expect("load schedule");
+    assert!(
+        snapshot.reservations.is_empty(),
+        "{:?}",
+        snapshot.reservations
+    );
+    assert_eq!(
+        store.load_wallet(user).await.expect("load"),
+        Some(won(10_000))
+    );
+    let ids = store.max_ids().await.expect("max ids");
+    assert_eq!((ids.reservation, ids.payment, ids.ledger), (0, 0, 0));
+    assert!(store
+        .ledger_page(user, 10, None)
+        .await
+        .expect("ledger")
+        .is_empty());
+
+    // The store is usable again after the rollback.
+    store
+        .commit(&Writes::default().reservation(&a))
+        .await
+        .expect("a valid batch commits");
+    assert_eq!(
+        store
+            .load_schedule(schedule)
+            .await
+            .expect("load")
+            .reservations,
+        vec![a]
+    );
+}
+
+/// Every character of a text column, a NULL, and 64-bit integers come back as they went in
+/// (SQLite binds a batch as JSON, PostgreSQL as arrays: both encodings must be lossless).
+async fn batched_rows_keep_every_character_null_and_integer(db: &TestStore) {
+    let store = &db.store;
+    let (user, _, _) = fixture(store, 1).await;
+    let tricky = [
+        r#"{"reservationId":1,"concertName":"콘서트 \"live\""}"#,
+        "back\\slash, tab\t, newline\n, NUL-free \u{1F3AB}",
+        "' OR 1=1; --",
+        "",
+    ];
+    let mut batch = Writes::default();
+    for (i, body) in tricky.iter().enumerate() {
+        batch.idempotency.push(IdempotencyRecord {
+            user,
+            key: format!("key-{i}-{body}"),
+            fingerprint: format!("POST /v1/x {body}"),
+            status: 201,
+            body: (*body).to_string(),
+            at: ts(i64::MAX / 2 + i as i64),
+        });
+    }
+    let batch = batch
+        .ledger(LedgerEntry {
+            id: i64::MAX - 1,
+            user,
+            kind: LedgerKind::Recharge,
+            amount: won(i64::MAX / 4),
+            balance_after: won(i64::MAX / 2),
+            payment: None,
+            at: ts(5),
+        })
+        .wallet(WalletRecord {
+            user,
+            balance: won(i64::MAX / 2),
+            at: ts(5),
+        });
+    store.commit(&batch).await.expect("the batch commits");
+    let mut loaded = store.load_idempotency(ts(0)).await.expect("load keys");
+    loaded.sort_by_key(|k| k.at);
+    assert_eq!(loaded, batch.idempotency);
+    let ledger = store.ledger_page(user, 10, None).await.expect("ledger");
+    assert_eq!(ledger.first(), batch.ledger.first());
+    assert_eq!(
+        store.load_wallet(user).await.expect("load"),
+        Some(won(i64::MAX / 2))
+    );
+}
+
+async fn a_missing_wallet_is_corrupt_and_rolls_back(db: &TestStore) {
+    let store = &db.store;
+    let (user, schedule, seats) = fixture(store, 1).await;
+    let r = reservation(1, user, schedule, &[&seats[0]], ReservationStatus::Pending);
+    let ghost = UserId::new(user.get() + 100).expect("positive");
+    let batch = Writes::default()
+        .reservation(&r)
+        .wallet(WalletRecord {
+            user,
+            balance: won(7),
+            at: ts(20),
+        })
+        .wallet(WalletRecord {
+            user: ghost,
+            balance: won(7),
+            at: ts(20),
+        });
+    let error = store
+        .commit(&batch)
+        .await
+        .expect_err("the ghost has no wallet");
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+    assert_eq!(
+        store.load_wallet(user).await.expect("load"),
+        Some(won(10_000))
+    );
+    assert_eq!(store.schedule_of(r.id).await.expect("schedule_of"), None);
+}
+
+async fn a_payment_settles_and_ids_and_owners_are_found(db: &TestStore) {
+    let store = &db.store;
+    let (user, schedule, seats) = fixture(store, 1).await;
+    let mut r = reservation(7, user, schedule, &[&seats[0]], ReservationStatus::Pending);
+    store
+        .commit(&Writes::default().reservation(&r))
+        .await
+        .expect("hold");
+    r.status = ReservationStatus::Paid;
+    r.updated_at = ts(99);
+    let payment = PaymentId::new(3).expect("positive");
+    let batch = Writes::default()
+        .reservation(&r)
+        .payment(PaymentRecord {
+            id: payment,
+            reservation: r.id,
+            user,
+            amount: won(1_000),
+            at: ts(99),
+        })
+        .wallet(WalletRecord {
+            user,
+            balance: won(9_000),
+            at: ts(99),
+        })
+        .ledger(LedgerEntry {
+            id: 11,
+            user,
+            kind: LedgerKind::Payment,
+            amount: won(1_000),
+            balance_after: won(9_000),
+            payment: Some(payment),
+            at: ts(99),
+        });
+    store.commit(&batch).await.expect("pay");
+
+    let ids = store.max_ids().await.expect("max ids");
+    assert_eq!((ids.reservation, ids.payment, ids.ledger), (7, 3, 11));
+    assert_eq!(
+        store.schedule_of(r.id).await.expect("schedule_of"),
+        Some(schedule)
+    );
+    let unknown = ReservationId::new(8).expect("positive");
+    assert_eq!(store.schedule_of(unknown).await.expect("schedule_of"), None);
+    assert_eq!(
+        store.load_wallet(user).await.expect("load"),
+        Some(won(9_000))
+    );
+    assert_eq!(
+        store
+            .load_schedule(schedule)
+            .await
+            .expect("load")
+            .reservations,
+        vec![r]
+    );
+    assert_eq!(
+        store.ledger_page(user, 10, None).await.expect("ledger"),
+        batch.ledger
+    );
+    // A paid reservation's seat is sold: its hold row says so.
+    if let Some(state) = db
+        .sql_value::<String>("SELECT state FROM holds WHERE reservation_id = 7")
+        .await
+    {
+        assert_eq!(state, "POSTED");
+    }
+}
+
+async fn only_each_users_latest_token_is_loaded(db: &TestStore) {
+    let store = &db.store;
+    let ada = store
+        .create_user("ada", won(0), ts(1))
+        .await
+        .expect("create user");
+    let bob = store
+        .create_user("bob", won(0), ts(1))
+        .await
+        .expect("create user");
+    let waiting = token(100, ada, 1, TokenState::Waiting);
+    let active = TokenState::Active {
+        admitted_at: ts(5),
+        expires_at: ts(50),
+    };
+    let bobs = token(200, bob, 2, active);
+    store
+        .commit(&Writes::default().token(waiting).token(bobs))
+        .await
+        .expect("join");
+
+    // Ada's token expires and she joins again, in one batch: the new token's id sorts
+    // first, so a naive order would make her hold two live tokens for a moment.
+    let expired = token(100, ada, 1, TokenState::Expired { at: ts(60) });
+    let again = token(50, ada, 3, TokenState::Waiting);
+    // Bob's active token expires: its admission times must survive (COALESCE).
+    let bob_expired = token(200, bob, 2, TokenState::Expired { at: ts(61) });
+    let batch = Writes::default()
+        .token(expired)
+        .token(again)
+        .token(bob_expired);
+    store
+        .commit(&batch)
+        .await
+        .expect("the expired token is written first");
+
+    assert_eq!(latest_tokens(store).await, vec![bob_expired, again]);
+    let admitted = db
+        .sql_value::<Option<i64>>("SELECT admitted_at_ms FROM queue_tokens WHERE id = 200")
+        .await;
+    let expires = db
+        .sql_value::<Option<i64>>("SELECT active_expires_at_ms FROM queue_tokens WHERE id = 200")
+        .await;
+    if db.backend != Backend::Memory {
+        assert_eq!((admitted, expires), (Some(Some(5)), Some(Some(50))));
+    }
+
+    // Two live tokens for one user in one batch is refused, and writes nothing.
+    let twin = token(300, bob, 4, TokenState::Waiting);
+    let other = token(301, bob, 5, TokenState::Waiting);
+    let error = store
+        .commit(&Writes::default().token(twin).token(other))
+        .await
+        .expect_err("bob would hold two live tokens");
+    db.assert_refused_by_a_constraint(&error);
+    assert_eq!(latest_tokens(store).await, vec![bob_expired, again]);
+}
+
+/// A retried request finds the first answer, never a later one; keys older than the window
+/// are forgotten when the service loads them.
+async fn the_first_idempotent_answer_stays_and_old_keys_are_forgotten(db: &TestStore) {
+    let store = &db.store;
+    let (user, _, _) = fixture(store, 1).await;
+    let record = |key: &str, body: &str, at: i64| IdempotencyRecord {
+        user,
+        key: key.into(),
+        fingerprint: format!("POST /v1/x {key}"),
+        status: 201,
+        body: body.into(),
+        at: ts(at),
+    };
+    let first = record("fresh", "first", 1_000);
+    let old = record("old", "old", 10);
+    let batch = Writes {
+        idempotency: vec![first.clone(), old.clone()],
+        ..Writes::default()
+    };
+    store.commit(&batch).await.expect("the keys are stored");
+    let again = Writes {
+        idempotency: vec![record("fresh", "second", 1_001)],
+        ..Writes::default()
+    };
+    store
+        .commit(&again)
+        .await
+        .expect("a repeated key is not an error");
+
+    let mut kept = store.load_idempotency(ts(0)).await.expect("load keys");
+    kept.sort_by_key(|k| k.at);
+    assert_eq!(kept, vec![old, first.clone()]);
+    assert_eq!(
+        store.load_idempotency(ts(500)).await.expect("load keys"),
+        vec![first.clone()]
+    );
+    // Forgotten for good, not only filtered out of one answer.
+    assert_eq!(
+        store.load_idempotency(ts(0)).await.expect("load keys"),
+        vec![first]
+    );
+}
+
+/// The ledger pages newest first, only the asking user's entries, below the cursor.
+async fn a_ledger_page_is_the_users_newest_entries_below_the_cursor(db: &TestStore) {
+    let store = &db.store;
+    let ada = store
+        .create_user("ada", won(0), ts(1))
+        .await
+        .expect("create user");
+    let bob = store
+        .create_user("bob", won(0), ts(1))
+        .await
+        .expect("create user");
+    let entry = |id: i64, user: UserId| LedgerEntry {
+        id,
+        user,
+        kind: LedgerKind::Recharge,
+        amount: won(10),
+        balance_after: won(10 * id),
+        payment: None,
+        at: ts(id),
+    };
+    let mut batch = Writes::default();
+    for id in 1..=5 {
+        batch = batch.ledger(entry(id, ada));
+    }
+    batch = batch.ledger(entry(6, bob));
+    store.commit(&batch).await.expect("the ledger is written");
+
+    let ids = |page: Vec<LedgerEntry>| page.iter().map(|l| l.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.ledger_page(ada, 2, None).await.expect("page")),
+        vec![5, 4]
+    );
+    assert_eq!(
+        ids(store.ledger_page(ada, 2, Some(4)).await.expect("page")),
+        vec![3, 2]
+    );
+    assert_eq!(
+        ids(store.ledger_page(ada, 10, Some(2)).await.expect("page")),
+        vec![1]
+    );
+    assert_eq!(
+        store.ledger_page(bob, 10, None).await.expect("page"),
+        vec![entry(6, bob)]
+    );
+}
