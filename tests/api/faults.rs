@@ -23,6 +23,22 @@ async fn sabotage(app: &TestApp, table: &str, condition: &str) {
         .await;
 }
 
+/// Waits until a write of this test's database is inside the injected fault's stall, so a
+/// request sent now arrives while that commit is in flight (a fixed sleep raced it on a loaded
+/// machine).
+async fn until_stalled(app: &TestApp) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let stalled = "SELECT COUNT(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event = 'PgSleep'";
+    while app.db.scalar(stalled).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write reached the injected stall"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Starts `user`'s hold of `seats` (one seat) under a fault that stalls its commit for 300 ms
 /// and then fails it; returns the pending answer once it is seen to be stalled.
 async fn stalled_hold<'a>(
@@ -35,7 +51,7 @@ async fn stalled_hold<'a>(
     let mut answer = Box::pin(app.reserve(user, token, concert, seats));
     tokio::select! {
         _ = &mut answer => panic!("the hold's commit should be stalled"),
-        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        _ = until_stalled(app) => {}
     }
     answer
 }
@@ -70,7 +86,7 @@ async fn a_debit_that_spent_an_uncommitted_recharge_is_never_acknowledged(backen
     let recharge = app.recharge(user, json!(777));
     let payment = async {
         // Arrives while the recharge's commit is stalled: the wallet says 777 in memory.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        until_stalled(&app).await;
         app.pay(user, token, id).await
     };
     let (recharged, paid) = tokio::join!(recharge, payment);
@@ -113,7 +129,7 @@ async fn a_refusal_caused_by_an_uncommitted_hold_is_never_acknowledged(backend: 
     let wanted = [seat];
     let first = app.reserve(alice, ta, &concert, &wanted);
     let second = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        until_stalled(&app).await;
         app.reserve(bob, tb, &concert, &[seat]).await
     };
     let (first, second) = tokio::join!(first, second);
@@ -236,7 +252,7 @@ async fn a_seat_map_waits_while_freed_seats_are_being_written(backend: Backend) 
             .expect("request sent")
     };
     let map = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        until_stalled(&app).await;
         let path = format!(
             "/v1/concerts/{}/schedules/{}/seats",
             concert.id, concert.schedule
