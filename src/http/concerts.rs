@@ -107,10 +107,9 @@ pub async fn seats(
         )))
 }
 
-/// The seat map's JSON, the bytes serde would write for [`SeatsResponse`], written directly.
-/// In a profile of the drop on PostgreSQL, serde's serializer (a `SeatBody` per seat, then
-/// every field through `serialize_str`/`serialize_entry`) was 12–15 % of all CPU: the map is
-/// about 70 kB for 1,000 seats and every user reads it. A test checks the two byte for byte.
+/// The seat map's JSON, the bytes serde would write for [`SeatsResponse`], written directly:
+/// every user reads the whole map, and serde's per-field path was costly (docs/BENCHMARKS.md).
+/// A test checks the two byte for byte.
 fn seats_json(concert_id: i64, concert_at: &str, seats: &[SeatView]) -> Vec<u8> {
     // 78 bytes is a seat with a 7-digit id and price and an UNAVAILABLE status.
     let mut out = Vec::with_capacity(96 + seats.len() * 78);
