@@ -60,20 +60,18 @@ pub async fn schedules(
 ) -> Result<HttpResponse, ApiError> {
     let concert = id(path.into_inner(), ConcertId::new)?;
     state.engine.authorize(token.0, None)?;
-    let events = state
-        .engine
-        .upcoming_schedules(concert)?
-        .into_iter()
-        .map(|(info, available)| Event {
-            schedule_id: info.id.get(),
-            concert_at: state.time(info.concert_at),
-            reservation_at: state.time(info.reservation_at),
-            available_seat_count: available,
-        })
-        .collect();
+    let upcoming = state.engine.upcoming_schedules(concert)?;
     Ok(HttpResponse::Ok().json(SchedulesResponse {
         concert_id: concert.get(),
-        events,
+        events: upcoming
+            .into_iter()
+            .map(|(info, available)| Event {
+                schedule_id: info.id.get(),
+                concert_at: state.time(info.concert_at),
+                reservation_at: state.time(info.reservation_at),
+                available_seat_count: available,
+            })
+            .collect(),
     }))
 }
 

@@ -5,7 +5,7 @@
 use super::error::ErrorBody;
 use super::extract::{id, TokenHeader};
 use super::{within_deadline, ApiError, AppState};
-use crate::domain::queue::{TokenRecord, TokenState};
+use crate::domain::queue::{TokenRecord, TokenState, TokenStatus};
 use crate::domain::UserId;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -108,7 +108,11 @@ pub async fn status(
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     let status = state.engine.poll(user, token.0)?;
-    Ok(HttpResponse::Ok().json(StatusResponse {
+    Ok(HttpResponse::Ok().json(status_response(&state, &status)))
+}
+
+fn status_response(state: &AppState, status: &TokenStatus) -> StatusResponse {
+    StatusResponse {
         queue_id: status.record.position,
         join_at: state.time(status.record.created_at),
         status: status.record.state.name(),
@@ -118,5 +122,5 @@ pub async fn status(
             .estimated_wait
             .map(|wait| wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
         poll_after_ms: u64::try_from(status.poll_after.as_millis()).unwrap_or(u64::MAX),
-    }))
+    }
 }

@@ -6,7 +6,8 @@ use super::idempotency::{begin, parse, respond, to_json, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::idempotency::Render;
 use crate::actors::schedule::ReservationView;
-use crate::domain::schedule::HoldRequest;
+use crate::actors::EngineSettings;
+use crate::domain::schedule::{HoldRequest, UserReservation};
 use crate::domain::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use actix_web::HttpRequest;
 use actix_web::{web, HttpResponse};
@@ -80,6 +81,49 @@ fn reservation_body_in(tz: FixedOffset, view: &ReservationView) -> ReservationBo
     }
 }
 
+impl TryFrom<(ReserveRequest, &EngineSettings)> for HoldRequest {
+    type Error = ApiError;
+
+    /// The ids, then the seat list's size, then each seat id: the order clients see errors in.
+    fn try_from(
+        (request, settings): (ReserveRequest, &EngineSettings),
+    ) -> Result<HoldRequest, ApiError> {
+        let user = id(request.user_id, UserId::new)?;
+        let concert = id(request.concert_id, ConcertId::new)?;
+        let schedule = id(request.schedule_id, ScheduleId::new)?;
+        if request.seat_ids.is_empty() {
+            return Err(ApiError::invalid("seatIds must not be empty"));
+        }
+        if request.seat_ids.len() > settings.max_seats_per_user as usize {
+            return Err(ApiError::SeatLimitExceeded);
+        }
+        let seats = request
+            .seat_ids
+            .into_iter()
+            .map(|seat| id(seat, SeatId::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HoldRequest {
+            user,
+            concert,
+            schedule,
+            seats,
+        })
+    }
+}
+
+impl TryFrom<(ReservationId, OwnerQuery)> for UserReservation {
+    type Error = ApiError;
+
+    fn try_from(
+        (reservation, query): (ReservationId, OwnerQuery),
+    ) -> Result<UserReservation, ApiError> {
+        Ok(UserReservation {
+            user: id(query.user_id, UserId::new)?,
+            reservation,
+        })
+    }
+}
+
 /// Hold seats for the user: all of them for the hold time, or none.
 #[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = ReserveRequest,
     params(
@@ -101,42 +145,18 @@ pub async fn reserve(
     key: IdempotencyKey,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let request: ReserveRequest = parse(&body)?;
-    let user = id(request.user_id, UserId::new)?;
-    let concert = id(request.concert_id, ConcertId::new)?;
-    let schedule = id(request.schedule_id, ScheduleId::new)?;
-    if request.seat_ids.is_empty() {
-        return Err(ApiError::invalid("seatIds must not be empty"));
-    }
-    if request.seat_ids.len() > state.engine.settings().max_seats_per_user as usize {
-        return Err(ApiError::SeatLimitExceeded);
-    }
-    let seats = request
-        .seat_ids
-        .iter()
-        .map(|s| id(*s, SeatId::new))
-        .collect::<Result<Vec<_>, _>>()?;
-    if !state.engine.user_exists(user) {
-        return Err(ApiError::UserNotFound);
-    }
+    let hold = HoldRequest::try_from((parse::<ReserveRequest>(&body)?, state.engine.settings()))?;
+    state.known_user(hold.user)?;
     let tz = state.timezone;
     let render: Render<ReservationView> =
         Arc::new(move |view: &ReservationView| (201, to_json(&reservation_body_in(tz, view))));
-    let claim = match begin(&state, key, user, &req, &body, &render).await? {
+    // Before the token check: a retry replays the first answer whatever the token is now.
+    let claim = match begin(&state, key, hold.user, &req, &body, &render).await? {
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Go(claim) => claim,
     };
-    state.engine.authorize(token.0, Some(user))?;
-    let view = within_deadline(state.engine.hold(
-        HoldRequest {
-            user,
-            concert,
-            schedule,
-            seats,
-        },
-        claim,
-    ))
-    .await?;
+    state.engine.authorize(token.0, Some(hold.user))?;
+    let view = within_deadline(state.engine.hold(hold, claim)).await?;
     Ok(respond(&render, &view))
 }
 
@@ -156,8 +176,10 @@ pub async fn read(
     query: web::Query<OwnerQuery>,
     token: TokenHeader,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, reservation) = owner(&state, path.into_inner(), query.user_id, token)?;
-    let view = within_deadline(state.engine.reservation(user, reservation)).await?;
+    let reservation = id(path.into_inner(), ReservationId::new)?;
+    let request = UserReservation::try_from((reservation, query.into_inner()))?;
+    state.authorize_user(request.user, &token)?;
+    let view = within_deadline(state.engine.reservation(request.user, request.reservation)).await?;
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))
 }
 
@@ -178,22 +200,9 @@ pub async fn cancel(
     query: web::Query<OwnerQuery>,
     token: TokenHeader,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, reservation) = owner(&state, path.into_inner(), query.user_id, token)?;
-    let view = within_deadline(state.engine.cancel(user, reservation)).await?;
+    let reservation = id(path.into_inner(), ReservationId::new)?;
+    let request = UserReservation::try_from((reservation, query.into_inner()))?;
+    state.authorize_user(request.user, &token)?;
+    let view = within_deadline(state.engine.cancel(request.user, request.reservation)).await?;
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))
-}
-
-pub(super) fn owner(
-    state: &AppState,
-    reservation: i64,
-    user: i64,
-    token: TokenHeader,
-) -> Result<(UserId, ReservationId), ApiError> {
-    let reservation = id(reservation, ReservationId::new)?;
-    let user = id(user, UserId::new)?;
-    if !state.engine.user_exists(user) {
-        return Err(ApiError::UserNotFound);
-    }
-    state.engine.authorize(token.0, Some(user))?;
-    Ok((user, reservation))
 }
