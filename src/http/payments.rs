@@ -16,6 +16,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
+use tracing::field::Empty;
 use utoipa::ToSchema;
 
 #[derive(Deserialize, ToSchema)]
@@ -76,6 +77,7 @@ impl TryFrom<(UserId, PayRequest)> for UserReservation {
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(skip_all, fields(user_id = *path, reservation_id = Empty))]
 pub async fn pay(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -86,6 +88,7 @@ pub async fn pay(
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     let payment = UserReservation::try_from((user, parse_body::<PayRequest>(&body)?))?;
+    tracing::Span::current().record("reservation_id", payment.reservation.get());
     state.known_user(user)?;
     let render: Render<PaymentReceipt> = Arc::new(|receipt: &PaymentReceipt| {
         let body = PaymentBody {
@@ -116,6 +119,7 @@ pub async fn pay(
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(skip_all, fields(user_id = *path, reservation_id = body.reservation_id))]
 pub async fn progress(
     state: web::Data<AppState>,
     path: web::Path<i64>,

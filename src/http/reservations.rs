@@ -15,6 +15,7 @@ use chrono::FixedOffset;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
+use tracing::field::Empty;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Deserialize, ToSchema)]
@@ -138,6 +139,7 @@ impl TryFrom<(ReservationId, OwnerQuery)> for UserReservation {
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(skip_all, fields(user_id = Empty, concert_id = Empty, schedule_id = Empty))]
 pub async fn reserve(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -146,6 +148,7 @@ pub async fn reserve(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let hold = HoldRequest::try_from((parse::<ReserveRequest>(&body)?, state.engine.settings()))?;
+    record_ids(&hold);
     state.known_user(hold.user)?;
     let tz = state.timezone;
     let render: Render<ReservationView> =
@@ -160,6 +163,14 @@ pub async fn reserve(
     Ok(respond(&render, &view))
 }
 
+/// Names the hold's ids on the handler's span: they come in the body, after the span opened.
+fn record_ids(hold: &HoldRequest) {
+    let span = tracing::Span::current();
+    span.record("user_id", hold.user.get());
+    span.record("concert_id", hold.concert.get());
+    span.record("schedule_id", hold.schedule.get());
+}
+
 /// A reservation of the user, with its current status.
 #[utoipa::path(get, path = "/v1/reservations/{reservationId}", tag = "reservations",
     params(("reservationId" = i64, Path), OwnerQuery, ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token")),
@@ -170,6 +181,7 @@ pub async fn reserve(
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(skip_all, fields(reservation_id = *path, user_id = query.user_id))]
 pub async fn read(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -194,6 +206,7 @@ pub async fn read(
         (status = 409, description = "reservation_already_paid, reservation_cancelled, payment_in_progress", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(skip_all, fields(reservation_id = *path, user_id = query.user_id))]
 pub async fn cancel(
     state: web::Data<AppState>,
     path: web::Path<i64>,
