@@ -219,3 +219,50 @@ pub async fn cancel(
     let view = within_deadline(state.engine.cancel(request.user, request.reservation)).await?;
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(user_id: i64, seat_ids: Vec<i64>) -> Result<HoldRequest, ApiError> {
+        let request = ReserveRequest {
+            user_id,
+            concert_id: 1,
+            schedule_id: 2,
+            seat_ids,
+        };
+        HoldRequest::try_from((request, &EngineSettings::default()))
+    }
+
+    fn message(result: Result<HoldRequest, ApiError>) -> String {
+        result.expect_err("the request breaks a rule").to_string()
+    }
+
+    #[test]
+    fn a_hold_request_keeps_the_seats_in_the_order_given() {
+        let request = hold(7, vec![30, 10, 20]).expect("a valid request");
+        assert_eq!(request.user.get(), 7);
+        assert_eq!(request.concert.get(), 1);
+        assert_eq!(request.schedule.get(), 2);
+        let seats: Vec<i64> = request.seats.iter().map(|s| s.get()).collect();
+        assert_eq!(seats, [30, 10, 20]);
+    }
+
+    /// Which error wins when two rules are broken is part of the contract.
+    #[test]
+    fn a_hold_request_checks_ids_then_the_list_size_then_each_seat() {
+        assert_eq!(
+            message(hold(0, vec![])),
+            "userId must be a positive integer"
+        );
+        assert_eq!(message(hold(7, vec![])), "seatIds must not be empty");
+        assert!(matches!(
+            hold(7, vec![0, 1, 2, 3, 4]),
+            Err(ApiError::SeatLimitExceeded)
+        ));
+        assert_eq!(
+            message(hold(7, vec![1, 0])),
+            "seatId must be a positive integer"
+        );
+    }
+}
