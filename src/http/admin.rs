@@ -155,7 +155,7 @@ impl From<CreatedConcert> for ConcertCreated {
         (status = 403, description = "forbidden", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create_user(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -178,7 +178,7 @@ pub async fn create_user(
         (status = 403, description = "forbidden", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create_concert(
     state: web::Data<AppState>,
     req: HttpRequest,

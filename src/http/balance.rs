@@ -51,7 +51,7 @@ impl TryFrom<(UserId, RechargeRequest)> for Recharge {
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(user_id = *path))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn recharge(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -89,7 +89,7 @@ fn balance_body(user: UserId, balance: Money) -> BalanceBody {
         (status = 404, description = "user_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(user_id = *path))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn balance(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -163,7 +163,7 @@ pub struct LedgerLine {
         (status = 404, description = "user_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(user_id = *path))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn history(
     state: web::Data<AppState>,
     path: web::Path<i64>,

@@ -53,7 +53,7 @@ pub struct SeatBody {
         (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
         (status = 404, description = "concert_not_found", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(concert_id = *path))]
+#[tracing::instrument(level = "debug", skip_all, fields(concert_id = *path))]
 pub async fn schedules(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -87,7 +87,7 @@ pub async fn schedules(
         (status = 404, description = "concert_not_found, schedule_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(concert_id = path.0, schedule_id = path.1))]
+#[tracing::instrument(level = "debug", skip_all, fields(concert_id = path.0, schedule_id = path.1))]
 pub async fn seats(
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,

@@ -77,7 +77,7 @@ impl TryFrom<(UserId, PayRequest)> for UserReservation {
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(user_id = *path, reservation_id = Empty))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path, reservation_id = Empty))]
 pub async fn pay(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -119,7 +119,11 @@ pub async fn pay(
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(user_id = *path, reservation_id = body.reservation_id))]
+#[tracing::instrument(
+    level = "debug",
+    skip_all,
+    fields(user_id = *path, reservation_id = body.reservation_id)
+)]
 pub async fn progress(
     state: web::Data<AppState>,
     path: web::Path<i64>,

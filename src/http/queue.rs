@@ -61,7 +61,7 @@ fn token_response(state: &AppState, record: &TokenRecord) -> TokenResponse {
         (status = 404, description = "user_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(user_id = *path))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn join(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -84,7 +84,7 @@ pub async fn join(
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 404, description = "user_not_found, token_not_found", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(user_id = *path))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn token(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -103,7 +103,7 @@ pub async fn token(
         (status = 401, description = "invalid_token", body = ErrorBody),
         (status = 404, description = "user_not_found", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(user_id = *path))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn status(
     state: web::Data<AppState>,
     path: web::Path<i64>,

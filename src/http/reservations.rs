@@ -139,7 +139,11 @@ impl TryFrom<(ReservationId, OwnerQuery)> for UserReservation {
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(user_id = Empty, concert_id = Empty, schedule_id = Empty))]
+#[tracing::instrument(
+    level = "debug",
+    skip_all,
+    fields(user_id = Empty, concert_id = Empty, schedule_id = Empty)
+)]
 pub async fn reserve(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -181,7 +185,11 @@ fn record_ids(hold: &HoldRequest) {
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(reservation_id = *path, user_id = query.user_id))]
+#[tracing::instrument(
+    level = "debug",
+    skip_all,
+    fields(reservation_id = *path, user_id = query.user_id)
+)]
 pub async fn read(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -206,7 +214,11 @@ pub async fn read(
         (status = 409, description = "reservation_already_paid, reservation_cancelled, payment_in_progress", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(reservation_id = *path, user_id = query.user_id))]
+#[tracing::instrument(
+    level = "debug",
+    skip_all,
+    fields(reservation_id = *path, user_id = query.user_id)
+)]
 pub async fn cancel(
     state: web::Data<AppState>,
     path: web::Path<i64>,
