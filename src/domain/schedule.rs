@@ -494,6 +494,13 @@ impl ScheduleBook {
     }
 }
 
+/// One of a user's reservations, as a request names it: to read, cancel, pay or check out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserReservation {
+    pub user: UserId,
+    pub reservation: ReservationId,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

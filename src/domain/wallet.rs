@@ -56,6 +56,21 @@ impl Wallet {
     }
 }
 
+/// A request to add money, parsed at the edge: whose wallet, and the amount as the client sent
+/// it ([`Wallet::recharge`] decides whether it is a valid one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recharge {
+    pub user: UserId,
+    pub amount: i64,
+}
+
+/// A user to create, from the admin route, with their wallet's opening balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    pub name: String,
+    pub balance: Money,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,9 +2,11 @@
 
 use super::error::ErrorBody;
 use super::{within_deadline, ApiError, AppState};
-use crate::domain::catalog::{NewConcert, NewSchedule};
+use crate::domain::catalog::{CreatedConcert, NewConcert, NewSchedule};
+use crate::domain::wallet::NewUser;
 use crate::domain::{Money, Timestamp};
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::FixedOffset;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use utoipa::ToSchema;
@@ -75,6 +77,7 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Before the body's rules: a wrong key answers 403 even when a field breaks one.
 fn check_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     let Some(key) = &state.admin_key else {
         return Err(ApiError::Forbidden("admin routes are disabled"));
@@ -101,6 +104,48 @@ fn name(text: &str) -> Result<String, ApiError> {
     Ok(text.to_string())
 }
 
+impl TryFrom<CreateUserRequest> for NewUser {
+    type Error = ApiError;
+
+    fn try_from(body: CreateUserRequest) -> Result<NewUser, ApiError> {
+        Ok(NewUser {
+            name: name(&body.name)?,
+            balance: Money::new(body.balance)
+                .ok_or_else(|| ApiError::invalid("balance must not be negative"))?,
+        })
+    }
+}
+
+/// Timestamps are read in the service's zone.
+impl TryFrom<(CreateConcertRequest, FixedOffset)> for NewConcert {
+    type Error = ApiError;
+
+    fn try_from(
+        (body, timezone): (CreateConcertRequest, FixedOffset),
+    ) -> Result<NewConcert, ApiError> {
+        Ok(NewConcert {
+            name: name(&body.name)?,
+            schedules: schedules(timezone, body.schedules)?,
+        })
+    }
+}
+
+impl From<CreatedConcert> for ConcertCreated {
+    fn from(created: CreatedConcert) -> ConcertCreated {
+        ConcertCreated {
+            concert_id: created.id.get(),
+            schedules: created
+                .schedules
+                .iter()
+                .map(|(info, seats)| ScheduleCreated {
+                    schedule_id: info.id.get(),
+                    seat_ids: seats.iter().map(|s| s.id.get()).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Create a user (and their wallet).
 #[utoipa::path(post, path = "/v1/admin/users", tag = "admin", request_body = CreateUserRequest,
     params(("X-Admin-Key" = String, Header)),
@@ -110,16 +155,15 @@ fn name(text: &str) -> Result<String, ApiError> {
         (status = 403, description = "forbidden", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create_user(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<CreateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
     check_admin(&state, &req)?;
-    let name = name(&body.name)?;
-    let balance = Money::new(body.balance)
-        .ok_or_else(|| ApiError::invalid("balance must not be negative"))?;
-    let user = within_deadline(state.engine.create_user(name, balance)).await?;
+    let user = NewUser::try_from(body.into_inner())?;
+    let user = within_deadline(state.engine.create_user(user.name, user.balance)).await?;
     Ok(HttpResponse::Created().json(UserCreated {
         user_id: user.get(),
     }))
@@ -134,33 +178,20 @@ pub async fn create_user(
         (status = 403, description = "forbidden", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create_concert(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<CreateConcertRequest>,
 ) -> Result<HttpResponse, ApiError> {
     check_admin(&state, &req)?;
-    let body = body.into_inner();
-    let concert = NewConcert {
-        name: name(&body.name)?,
-        schedules: schedules(&state, body.schedules)?,
-    };
+    let concert = NewConcert::try_from((body.into_inner(), state.timezone))?;
     let created = within_deadline(state.engine.create_concert(concert)).await?;
-    Ok(HttpResponse::Created().json(ConcertCreated {
-        concert_id: created.id.get(),
-        schedules: created
-            .schedules
-            .iter()
-            .map(|(info, seats)| ScheduleCreated {
-                schedule_id: info.id.get(),
-                seat_ids: seats.iter().map(|s| s.id.get()).collect(),
-            })
-            .collect(),
-    }))
+    Ok(HttpResponse::Created().json(ConcertCreated::from(created)))
 }
 
 fn schedules(
-    state: &AppState,
+    timezone: FixedOffset,
     requested: Vec<ScheduleRequest>,
 ) -> Result<Vec<NewSchedule>, ApiError> {
     if requested.is_empty() || requested.len() > MAX_SCHEDULES {
@@ -169,7 +200,7 @@ fn schedules(
         )));
     }
     let time = |field: &str, text: &str| {
-        Timestamp::parse(text, state.timezone)
+        Timestamp::parse(text, timezone)
             .ok_or_else(|| ApiError::invalid(format!("{field} must look like 2024-07-04T10:00:00")))
     };
     requested

@@ -1,12 +1,12 @@
-//! Wallet routes: recharge and read the balance.
+//! Wallet routes: recharge, read the balance, page through the ledger.
 
 use super::error::ErrorBody;
 use super::extract::id;
 use super::idempotency::{begin, parse, respond, to_json, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::idempotency::Render;
-use crate::domain::Money;
-use crate::domain::UserId;
+use crate::domain::wallet::Recharge;
+use crate::domain::{Money, UserId};
 use actix_web::HttpRequest;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,19 @@ pub struct BalanceBody {
     current_amount: i64,
 }
 
+impl TryFrom<(UserId, RechargeRequest)> for Recharge {
+    type Error = ApiError;
+
+    /// Only a whole `i64` can be an amount; the wallet decides whether it is a valid one.
+    fn try_from((user, body): (UserId, RechargeRequest)) -> Result<Recharge, ApiError> {
+        let amount = body
+            .amount
+            .as_i64()
+            .ok_or(ApiError::InvalidRechargeAmount)?;
+        Ok(Recharge { user, amount })
+    }
+}
+
 /// Add money to the user's wallet.
 #[utoipa::path(post, path = "/v1/balance/users/{userId}/recharge", tag = "wallet", request_body = RechargeRequest,
     params(("userId" = i64, Path), ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer for a retry")),
@@ -38,6 +51,7 @@ pub struct BalanceBody {
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn recharge(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -46,29 +60,24 @@ pub async fn recharge(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
-    let request: RechargeRequest = parse(&body)?;
-    let amount = request
-        .amount
-        .as_i64()
-        .ok_or(ApiError::InvalidRechargeAmount)?;
-    if !state.engine.user_exists(user) {
-        return Err(ApiError::UserNotFound);
-    }
-    let render: Render<Money> = Arc::new(move |balance: &Money| {
-        (
-            200,
-            to_json(&BalanceBody {
-                user_id: user.get(),
-                current_amount: balance.won(),
-            }),
-        )
-    });
+    let recharge = Recharge::try_from((user, parse::<RechargeRequest>(&body)?))?;
+    state.known_user(user)?;
+    let render: Render<Money> =
+        Arc::new(move |balance: &Money| (200, to_json(&balance_body(user, *balance))));
     let claim = match begin(&state, key, user, &req, &body, &render).await? {
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Go(claim) => claim,
     };
-    let balance = within_deadline(state.engine.recharge(user, amount, claim)).await?;
+    let balance =
+        within_deadline(state.engine.recharge(recharge.user, recharge.amount, claim)).await?;
     Ok(respond(&render, &balance))
+}
+
+fn balance_body(user: UserId, balance: Money) -> BalanceBody {
+    BalanceBody {
+        user_id: user.get(),
+        current_amount: balance.won(),
+    }
 }
 
 /// The user's balance.
@@ -80,16 +89,14 @@ pub async fn recharge(
         (status = 404, description = "user_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn balance(
     state: web::Data<AppState>,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     let balance = within_deadline(state.engine.balance(user)).await?;
-    Ok(HttpResponse::Ok().json(BalanceBody {
-        user_id: user.get(),
-        current_amount: balance.won(),
-    }))
+    Ok(HttpResponse::Ok().json(balance_body(user, balance)))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -99,6 +106,30 @@ pub struct HistoryQuery {
     limit: Option<u32>,
     /// Only entries older than this ledger id (the previous page's `nextBefore`).
     before: Option<i64>,
+}
+
+/// One page of a ledger: at most `limit` entries, older than `before` when given.
+struct Page {
+    limit: u32,
+    before: Option<i64>,
+}
+
+impl TryFrom<HistoryQuery> for Page {
+    type Error = ApiError;
+
+    fn try_from(query: HistoryQuery) -> Result<Page, ApiError> {
+        let limit = query.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::invalid("limit must be 1 to 100"));
+        }
+        if query.before.is_some_and(|b| b < 1) {
+            return Err(ApiError::invalid("before must be a positive ledger id"));
+        }
+        Ok(Page {
+            limit,
+            before: query.before,
+        })
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -132,21 +163,17 @@ pub struct LedgerLine {
         (status = 404, description = "user_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn history(
     state: web::Data<AppState>,
     path: web::Path<i64>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("limit must be 1 to 100"));
-    }
-    if query.before.is_some_and(|b| b < 1) {
-        return Err(ApiError::invalid("before must be a positive ledger id"));
-    }
-    let entries = within_deadline(state.engine.history(user, limit, query.before)).await?;
-    let next_before = (entries.len() == limit as usize)
+    let page = Page::try_from(query.into_inner())?;
+    let entries = within_deadline(state.engine.history(user, page.limit, page.before)).await?;
+    // A full page may have more behind it; a short one is the last.
+    let next_before = (entries.len() == page.limit as usize)
         .then(|| entries.last().map(|e| e.id))
         .flatten();
     Ok(HttpResponse::Ok().json(HistoryBody {

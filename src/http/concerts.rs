@@ -53,6 +53,7 @@ pub struct SeatBody {
         (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
         (status = 404, description = "concert_not_found", body = ErrorBody),
     ))]
+#[tracing::instrument(level = "debug", skip_all, fields(concert_id = *path))]
 pub async fn schedules(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -60,20 +61,18 @@ pub async fn schedules(
 ) -> Result<HttpResponse, ApiError> {
     let concert = id(path.into_inner(), ConcertId::new)?;
     state.engine.authorize(token.0, None)?;
-    let events = state
-        .engine
-        .upcoming_schedules(concert)?
-        .into_iter()
-        .map(|(info, available)| Event {
-            schedule_id: info.id.get(),
-            concert_at: state.time(info.concert_at),
-            reservation_at: state.time(info.reservation_at),
-            available_seat_count: available,
-        })
-        .collect();
+    let upcoming = state.engine.upcoming_schedules(concert)?;
     Ok(HttpResponse::Ok().json(SchedulesResponse {
         concert_id: concert.get(),
-        events,
+        events: upcoming
+            .into_iter()
+            .map(|(info, available)| Event {
+                schedule_id: info.id.get(),
+                concert_at: state.time(info.concert_at),
+                reservation_at: state.time(info.reservation_at),
+                available_seat_count: available,
+            })
+            .collect(),
     }))
 }
 
@@ -88,6 +87,7 @@ pub async fn schedules(
         (status = 404, description = "concert_not_found, schedule_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(level = "debug", skip_all, fields(concert_id = path.0, schedule_id = path.1))]
 pub async fn seats(
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,
@@ -107,10 +107,9 @@ pub async fn seats(
         )))
 }
 
-/// The seat map's JSON, the bytes serde would write for [`SeatsResponse`], written directly.
-/// In a profile of the drop on PostgreSQL, serde's serializer (a `SeatBody` per seat, then
-/// every field through `serialize_str`/`serialize_entry`) was 12–15 % of all CPU: the map is
-/// about 70 kB for 1,000 seats and every user reads it. A test checks the two byte for byte.
+/// The seat map's JSON, the bytes serde would write for [`SeatsResponse`], written directly:
+/// every user reads the whole map, and serde's per-field path was costly (docs/BENCHMARKS.md).
+/// A test checks the two byte for byte.
 fn seats_json(concert_id: i64, concert_at: &str, seats: &[SeatView]) -> Vec<u8> {
     // 78 bytes is a seat with a 7-digit id and price and an UNAVAILABLE status.
     let mut out = Vec::with_capacity(96 + seats.len() * 78);

@@ -7,67 +7,37 @@ use crate::domain::wallet::WalletRefusal;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use std::fmt;
 
-/// Every error a client can see. The `Display` text is the envelope's `message`.
-#[derive(Debug, thiserror::Error)]
+/// Every error a client can see. [`ApiError::row`] gives each its status, slug and message.
+#[derive(Debug)]
 pub enum ApiError {
-    #[error("{0}")]
     InvalidRequest(String),
-    #[error("invalid token")]
     InvalidToken,
-    #[error("token expired")]
     TokenExpired,
-    #[error("token not active")]
     TokenNotActive,
-    #[error("user not found")]
     UserNotFound,
-    #[error("token not found")]
     TokenNotFound,
-    #[error("concert not found")]
     ConcertNotFound,
-    #[error("schedule not found")]
     ScheduleNotFound,
-    #[error("seat not found")]
     SeatNotFound,
-    #[error("reservation not found")]
     ReservationNotFound,
-    #[error("reservation failed")]
     ReservationFailed,
-    #[error("reservation not open")]
     ReservationNotOpen,
-    #[error("seat limit exceeded")]
     SeatLimitExceeded,
-    #[error("reservation expired")]
     ReservationExpired,
-    #[error("reservation already paid")]
     ReservationAlreadyPaid,
-    #[error("payment in progress")]
     PaymentInProgress,
-    #[error("reservation cancelled")]
     ReservationCancelled,
-    #[error("not enough balance")]
     NotEnoughBalance,
-    #[error("invalid recharge amount")]
     InvalidRechargeAmount,
-    #[error("idempotency key reused")]
     IdempotencyKeyReused,
-    #[error("request headers too large")]
     HeadersTooLarge,
-    #[error("{0}")]
     Forbidden(&'static str),
-    #[error("not found")]
     NotFound,
-    #[error("method not allowed")]
     MethodNotAllowed,
     /// The cause goes to the log, never to the client.
-    #[error("service unavailable")]
     Unavailable(String),
-    #[error("payment failed")]
-    PaymentFailed(String),
-    #[error("recharge failed")]
-    RechargeFailed(String),
-    #[error("internal error")]
-    Internal(String),
 }
 
 /// The error envelope every route answers with.
@@ -85,108 +55,72 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
-    /// The stable machine-readable slug.
-    pub fn slug(&self) -> &'static str {
-        match self {
-            ApiError::InvalidRequest(_) => "invalid_request",
-            ApiError::InvalidToken => "invalid_token",
-            ApiError::TokenExpired => "token_expired",
-            ApiError::TokenNotActive => "token_not_active",
-            ApiError::UserNotFound => "user_not_found",
-            ApiError::TokenNotFound => "token_not_found",
-            ApiError::ConcertNotFound => "concert_not_found",
-            ApiError::ScheduleNotFound => "schedule_not_found",
-            ApiError::SeatNotFound => "seat_not_found",
-            ApiError::ReservationNotFound => "reservation_not_found",
-            ApiError::ReservationFailed => "reservation_failed",
-            ApiError::ReservationNotOpen => "reservation_not_open",
-            ApiError::SeatLimitExceeded => "seat_limit_exceeded",
-            ApiError::ReservationExpired => "reservation_expired",
-            ApiError::ReservationAlreadyPaid => "reservation_already_paid",
-            ApiError::PaymentInProgress => "payment_in_progress",
-            ApiError::ReservationCancelled => "reservation_cancelled",
-            ApiError::NotEnoughBalance => "not_enough_balance",
-            ApiError::InvalidRechargeAmount => "invalid_recharge_amount",
-            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
-            ApiError::HeadersTooLarge => "headers_too_large",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::PaymentFailed(_) => "payment_failed",
-            ApiError::RechargeFailed(_) => "recharge_failed",
-            ApiError::Internal(_) => "internal_error",
-        }
-    }
-
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::InvalidRequest(message.into())
     }
 
-    fn message(&self) -> String {
+    /// The variant's (status, slug, message): the envelope's one table, laid out as the
+    /// contract's error table, so a new variant is one line. Slugs and messages are the
+    /// contract's, byte for byte.
+    #[rustfmt::skip]
+    fn row(&self) -> (u16, &'static str, &str) {
+        use ApiError::*;
         match self {
-            ApiError::Unavailable(_) => "service unavailable".into(),
-            ApiError::PaymentFailed(_) => "payment failed".into(),
-            ApiError::RechargeFailed(_) => "recharge failed".into(),
-            ApiError::Internal(_) => "internal error".into(),
-            other => other.to_string(),
+            InvalidRequest(message) => (400, "invalid_request",          message),
+            InvalidToken            => (401, "invalid_token",            "invalid token"),
+            TokenExpired            => (401, "token_expired",            "token expired"),
+            TokenNotActive          => (401, "token_not_active",         "token not active"),
+            UserNotFound            => (404, "user_not_found",           "user not found"),
+            TokenNotFound           => (404, "token_not_found",          "token not found"),
+            ConcertNotFound         => (404, "concert_not_found",        "concert not found"),
+            ScheduleNotFound        => (404, "schedule_not_found",       "schedule not found"),
+            SeatNotFound            => (404, "seat_not_found",           "seat not found"),
+            ReservationNotFound     => (404, "reservation_not_found",    "reservation not found"),
+            ReservationFailed       => (400, "reservation_failed",       "reservation failed"),
+            ReservationNotOpen      => (400, "reservation_not_open",     "reservation not open"),
+            SeatLimitExceeded       => (400, "seat_limit_exceeded",      "seat limit exceeded"),
+            ReservationExpired      => (400, "reservation_expired",      "reservation expired"),
+            ReservationAlreadyPaid  => (409, "reservation_already_paid", "reservation already paid"),
+            PaymentInProgress       => (409, "payment_in_progress",      "payment in progress"),
+            ReservationCancelled    => (409, "reservation_cancelled",    "reservation cancelled"),
+            NotEnoughBalance        => (400, "not_enough_balance",       "not enough balance"),
+            InvalidRechargeAmount   => (400, "invalid_recharge_amount",  "invalid recharge amount"),
+            IdempotencyKeyReused    => (422, "idempotency_key_reused",   "idempotency key reused"),
+            HeadersTooLarge         => (431, "headers_too_large",        "request headers too large"),
+            Forbidden(message)      => (403, "forbidden",                message),
+            NotFound                => (404, "not_found",                "not found"),
+            MethodNotAllowed        => (405, "method_not_allowed",       "method not allowed"),
+            Unavailable(_)          => (503, "unavailable",              "service unavailable"),
         }
     }
 }
 
+/// The envelope's `message`.
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.row().2)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::InvalidRequest(_)
-            | ApiError::ReservationFailed
-            | ApiError::ReservationNotOpen
-            | ApiError::SeatLimitExceeded
-            | ApiError::ReservationExpired
-            | ApiError::NotEnoughBalance
-            | ApiError::InvalidRechargeAmount => StatusCode::BAD_REQUEST,
-            ApiError::InvalidToken | ApiError::TokenExpired | ApiError::TokenNotActive => {
-                StatusCode::UNAUTHORIZED
-            }
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::UserNotFound
-            | ApiError::TokenNotFound
-            | ApiError::ConcertNotFound
-            | ApiError::ScheduleNotFound
-            | ApiError::SeatNotFound
-            | ApiError::ReservationNotFound
-            | ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ApiError::ReservationAlreadyPaid
-            | ApiError::PaymentInProgress
-            | ApiError::ReservationCancelled => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::PaymentFailed(_) | ApiError::RechargeFailed(_) | ApiError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        }
+        StatusCode::from_u16(self.row().0).expect("every status in the table is a valid code")
     }
 
     fn error_response(&self) -> HttpResponse {
+        let (_, slug, message) = self.row();
         let status = self.status_code();
-        match self {
-            ApiError::Unavailable(cause) => tracing::warn!(cause = %cause, "answered 503"),
-            ApiError::PaymentFailed(cause)
-            | ApiError::RechargeFailed(cause)
-            | ApiError::Internal(cause) => {
-                tracing::error!(cause = %cause, slug = self.slug(), "answered 500")
-            }
-            _ => {}
-        }
         let mut response = HttpResponse::build(status);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let ApiError::Unavailable(cause) = self {
+            tracing::warn!(cause = %cause, "answered 503");
             response.insert_header((header::RETRY_AFTER, "1"));
         }
         response.json(ErrorBody {
             code: status.as_u16(),
-            error: self.slug(),
-            message: self.message(),
+            error: slug,
+            message: message.to_owned(),
         })
     }
 }
@@ -291,5 +225,48 @@ impl From<AdminError> for ApiError {
                 ApiError::Unavailable(format!("admin write failed: {error}"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    /// (status, Retry-After, body) of the envelope an error answers with.
+    fn envelope(error: ApiError) -> (StatusCode, Option<String>, String) {
+        let (head, body) = error.error_response().into_parts();
+        let retry_after = head
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().expect("Retry-After is ASCII").to_owned());
+        let bytes = body
+            .try_into_bytes()
+            .expect("a JSON envelope is one complete body");
+        let text = String::from_utf8(bytes.to_vec()).expect("the envelope is UTF-8 JSON");
+        (head.status(), retry_after, text)
+    }
+
+    #[test]
+    fn a_503_keeps_its_cause_out_of_the_body_and_asks_for_a_retry() {
+        let (status, retry_after, body) =
+            envelope(ApiError::Unavailable("db at 10.0.0.7 refused".into()));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(
+            body,
+            r#"{"code":503,"error":"unavailable","message":"service unavailable"}"#
+        );
+    }
+
+    #[test]
+    fn a_variant_with_its_own_message_sends_it() {
+        let (status, retry_after, body) = envelope(ApiError::invalid("limit must be 1 to 100"));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(retry_after, None);
+        assert_eq!(
+            body,
+            r#"{"code":400,"error":"invalid_request","message":"limit must be 1 to 100"}"#
+        );
     }
 }

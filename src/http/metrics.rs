@@ -48,8 +48,8 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// The route template a resource serves, attached to it as app data so the request's metrics
-/// can name it after routing. (`HttpRequest::match_pattern` would match the path against every
-/// route again: that was half of the route matching in a poll's profile.)
+/// can name it after routing without matching the path against every route again
+/// (`HttpRequest::match_pattern` does).
 #[derive(Debug, Clone, Copy)]
 pub struct RouteLabel(pub &'static str);
 

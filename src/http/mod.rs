@@ -1,6 +1,6 @@
 //! The HTTP surface: routes, request parsing, JSON shapes, the error envelope, the OpenAPI
-//! document and request metrics. Handlers parse and check their input, call one engine
-//! operation, and shape its answer.
+//! document and request metrics. Every handler reads in four steps: parse its input into a
+//! domain request (`TryFrom`), authorize, call one engine operation, shape its answer.
 
 mod admin;
 mod balance;
@@ -18,7 +18,7 @@ mod reservations;
 pub use error::ApiError;
 
 use crate::actors::Engine;
-use crate::domain::Timestamp;
+use crate::domain::{Timestamp, UserId};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::FixedOffset;
@@ -43,6 +43,22 @@ impl AppState {
     /// A timestamp in the seed's format and the configured zone.
     pub fn time(&self, t: Timestamp) -> String {
         t.format(self.timezone)
+    }
+
+    /// 404 unless the user exists: before their token or idempotency key is looked at.
+    pub fn known_user(&self, user: UserId) -> Result<(), ApiError> {
+        if self.engine.user_exists(user) {
+            Ok(())
+        } else {
+            Err(ApiError::UserNotFound)
+        }
+    }
+
+    /// [`AppState::known_user`], then the user's ACTIVE token: the order clients see errors in.
+    fn authorize_user(&self, user: UserId, token: &extract::TokenHeader) -> Result<(), ApiError> {
+        self.known_user(user)?;
+        self.engine.authorize(token.0, Some(user))?;
+        Ok(())
     }
 }
 

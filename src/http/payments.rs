@@ -7,14 +7,16 @@ use super::idempotency::{begin, parse as parse_body, respond, to_json, Begin, Id
 use super::reservations::{reservation_body, ReservationBody};
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::idempotency::Render;
+use crate::actors::schedule::ReservationView;
 use crate::actors::wallet::PaymentReceipt;
-use crate::domain::schedule::ReservationStatus;
-use crate::domain::{ReservationId, UserId};
+use crate::domain::schedule::{ReservationStatus, UserReservation};
+use crate::domain::{Money, ReservationId, UserId};
 use actix_web::HttpRequest;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
+use tracing::field::Empty;
 use utoipa::ToSchema;
 
 #[derive(Deserialize, ToSchema)]
@@ -48,19 +50,15 @@ pub struct ProgressBody {
     remaining_hold_seconds: u64,
 }
 
-fn parse(
-    state: &AppState,
-    user: i64,
-    body: &PayRequest,
-    token: TokenHeader,
-) -> Result<(UserId, ReservationId, crate::domain::TokenId), ApiError> {
-    let user = id(user, UserId::new)?;
-    let reservation = id(body.reservation_id, ReservationId::new)?;
-    if !state.engine.user_exists(user) {
-        return Err(ApiError::UserNotFound);
+impl TryFrom<(UserId, PayRequest)> for UserReservation {
+    type Error = ApiError;
+
+    fn try_from((user, body): (UserId, PayRequest)) -> Result<UserReservation, ApiError> {
+        Ok(UserReservation {
+            user,
+            reservation: id(body.reservation_id, ReservationId::new)?,
+        })
     }
-    let token = state.engine.authorize(token.0, Some(user))?;
-    Ok((user, reservation, token.id))
 }
 
 /// Pay a reservation: debit, mark paid, record the payment, expire the token — atomically.
@@ -79,6 +77,7 @@ fn parse(
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path, reservation_id = Empty))]
 pub async fn pay(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -88,11 +87,9 @@ pub async fn pay(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
-    let request: PayRequest = parse_body(&body)?;
-    let reservation = id(request.reservation_id, ReservationId::new)?;
-    if !state.engine.user_exists(user) {
-        return Err(ApiError::UserNotFound);
-    }
+    let payment = UserReservation::try_from((user, parse_body::<PayRequest>(&body)?))?;
+    tracing::Span::current().record("reservation_id", payment.reservation.get());
+    state.known_user(user)?;
     let render: Render<PaymentReceipt> = Arc::new(|receipt: &PaymentReceipt| {
         let body = PaymentBody {
             payment_id: receipt.payment.get(),
@@ -107,7 +104,8 @@ pub async fn pay(
         Begin::Go(claim) => claim,
     };
     let token = state.engine.authorize(token.0, Some(user))?;
-    let receipt = within_deadline(state.engine.pay(user, reservation, token.id, claim)).await?;
+    let receipt =
+        within_deadline(state.engine.pay(user, payment.reservation, token.id, claim)).await?;
     Ok(respond(&render, &receipt))
 }
 
@@ -121,14 +119,30 @@ pub async fn pay(
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(
+    level = "debug",
+    skip_all,
+    fields(user_id = *path, reservation_id = body.reservation_id)
+)]
 pub async fn progress(
     state: web::Data<AppState>,
     path: web::Path<i64>,
     token: TokenHeader,
     body: web::Json<PayRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, reservation, _) = parse(&state, path.into_inner(), &body, token)?;
-    let (view, balance) = within_deadline(state.engine.checkout(user, reservation)).await?;
+    let user = id(path.into_inner(), UserId::new)?;
+    let request = UserReservation::try_from((user, body.into_inner()))?;
+    state.authorize_user(user, &token)?;
+    let (view, balance) = within_deadline(state.engine.checkout(user, request.reservation)).await?;
+    Ok(HttpResponse::Ok().json(progress_body(&state, user, &view, balance)))
+}
+
+fn progress_body(
+    state: &AppState,
+    user: UserId,
+    view: &ReservationView,
+    balance: Money,
+) -> ProgressBody {
     let r = &view.reservation;
     let pending = r.status == ReservationStatus::Pending;
     let remaining = if pending {
@@ -136,13 +150,13 @@ pub async fn progress(
     } else {
         0
     };
-    Ok(HttpResponse::Ok().json(ProgressBody {
+    ProgressBody {
         user_id: user.get(),
         current_amount: balance.won(),
-        reservation: reservation_body(&state, &view),
+        reservation: reservation_body(state, view),
         total_price: r.total.won(),
         payable: pending && remaining > 0 && balance >= r.total,
         shortfall: balance.shortfall(r.total).won(),
         remaining_hold_seconds: remaining,
-    }))
+    }
 }

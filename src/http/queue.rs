@@ -5,7 +5,7 @@
 use super::error::ErrorBody;
 use super::extract::{id, TokenHeader};
 use super::{within_deadline, ApiError, AppState};
-use crate::domain::queue::{TokenRecord, TokenState};
+use crate::domain::queue::{TokenRecord, TokenState, TokenStatus};
 use crate::domain::UserId;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -61,6 +61,7 @@ fn token_response(state: &AppState, record: &TokenRecord) -> TokenResponse {
         (status = 404, description = "user_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn join(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -83,6 +84,7 @@ pub async fn join(
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 404, description = "user_not_found, token_not_found", body = ErrorBody),
     ))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn token(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -101,6 +103,7 @@ pub async fn token(
         (status = 401, description = "invalid_token", body = ErrorBody),
         (status = 404, description = "user_not_found", body = ErrorBody),
     ))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn status(
     state: web::Data<AppState>,
     path: web::Path<i64>,
@@ -108,7 +111,11 @@ pub async fn status(
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     let status = state.engine.poll(user, token.0)?;
-    Ok(HttpResponse::Ok().json(StatusResponse {
+    Ok(HttpResponse::Ok().json(status_response(&state, &status)))
+}
+
+fn status_response(state: &AppState, status: &TokenStatus) -> StatusResponse {
+    StatusResponse {
         queue_id: status.record.position,
         join_at: state.time(status.record.created_at),
         status: status.record.state.name(),
@@ -118,5 +125,5 @@ pub async fn status(
             .estimated_wait
             .map(|wait| wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
         poll_after_ms: u64::try_from(status.poll_after.as_millis()).unwrap_or(u64::MAX),
-    }))
+    }
 }

@@ -6,7 +6,8 @@ use super::idempotency::{begin, parse, respond, to_json, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::idempotency::Render;
 use crate::actors::schedule::ReservationView;
-use crate::domain::schedule::HoldRequest;
+use crate::actors::EngineSettings;
+use crate::domain::schedule::{HoldRequest, UserReservation};
 use crate::domain::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use actix_web::HttpRequest;
 use actix_web::{web, HttpResponse};
@@ -14,6 +15,7 @@ use chrono::FixedOffset;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
+use tracing::field::Empty;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Deserialize, ToSchema)]
@@ -80,6 +82,49 @@ fn reservation_body_in(tz: FixedOffset, view: &ReservationView) -> ReservationBo
     }
 }
 
+impl TryFrom<(ReserveRequest, &EngineSettings)> for HoldRequest {
+    type Error = ApiError;
+
+    /// The ids, then the seat list's size, then each seat id: the order clients see errors in.
+    fn try_from(
+        (request, settings): (ReserveRequest, &EngineSettings),
+    ) -> Result<HoldRequest, ApiError> {
+        let user = id(request.user_id, UserId::new)?;
+        let concert = id(request.concert_id, ConcertId::new)?;
+        let schedule = id(request.schedule_id, ScheduleId::new)?;
+        if request.seat_ids.is_empty() {
+            return Err(ApiError::invalid("seatIds must not be empty"));
+        }
+        if request.seat_ids.len() > settings.max_seats_per_user as usize {
+            return Err(ApiError::SeatLimitExceeded);
+        }
+        let seats = request
+            .seat_ids
+            .into_iter()
+            .map(|seat| id(seat, SeatId::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HoldRequest {
+            user,
+            concert,
+            schedule,
+            seats,
+        })
+    }
+}
+
+impl TryFrom<(ReservationId, OwnerQuery)> for UserReservation {
+    type Error = ApiError;
+
+    fn try_from(
+        (reservation, query): (ReservationId, OwnerQuery),
+    ) -> Result<UserReservation, ApiError> {
+        Ok(UserReservation {
+            user: id(query.user_id, UserId::new)?,
+            reservation,
+        })
+    }
+}
+
 /// Hold seats for the user: all of them for the hold time, or none.
 #[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = ReserveRequest,
     params(
@@ -94,6 +139,11 @@ fn reservation_body_in(tz: FixedOffset, view: &ReservationView) -> ReservationBo
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(
+    level = "debug",
+    skip_all,
+    fields(user_id = Empty, concert_id = Empty, schedule_id = Empty)
+)]
 pub async fn reserve(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -101,43 +151,28 @@ pub async fn reserve(
     key: IdempotencyKey,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let request: ReserveRequest = parse(&body)?;
-    let user = id(request.user_id, UserId::new)?;
-    let concert = id(request.concert_id, ConcertId::new)?;
-    let schedule = id(request.schedule_id, ScheduleId::new)?;
-    if request.seat_ids.is_empty() {
-        return Err(ApiError::invalid("seatIds must not be empty"));
-    }
-    if request.seat_ids.len() > state.engine.settings().max_seats_per_user as usize {
-        return Err(ApiError::SeatLimitExceeded);
-    }
-    let seats = request
-        .seat_ids
-        .iter()
-        .map(|s| id(*s, SeatId::new))
-        .collect::<Result<Vec<_>, _>>()?;
-    if !state.engine.user_exists(user) {
-        return Err(ApiError::UserNotFound);
-    }
+    let hold = HoldRequest::try_from((parse::<ReserveRequest>(&body)?, state.engine.settings()))?;
+    record_ids(&hold);
+    state.known_user(hold.user)?;
     let tz = state.timezone;
     let render: Render<ReservationView> =
         Arc::new(move |view: &ReservationView| (201, to_json(&reservation_body_in(tz, view))));
-    let claim = match begin(&state, key, user, &req, &body, &render).await? {
+    // Before the token check: a retry replays the first answer whatever the token is now.
+    let claim = match begin(&state, key, hold.user, &req, &body, &render).await? {
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Go(claim) => claim,
     };
-    state.engine.authorize(token.0, Some(user))?;
-    let view = within_deadline(state.engine.hold(
-        HoldRequest {
-            user,
-            concert,
-            schedule,
-            seats,
-        },
-        claim,
-    ))
-    .await?;
+    state.engine.authorize(token.0, Some(hold.user))?;
+    let view = within_deadline(state.engine.hold(hold, claim)).await?;
     Ok(respond(&render, &view))
+}
+
+/// Names the hold's ids on the handler's span: they come in the body, after the span opened.
+fn record_ids(hold: &HoldRequest) {
+    let span = tracing::Span::current();
+    span.record("user_id", hold.user.get());
+    span.record("concert_id", hold.concert.get());
+    span.record("schedule_id", hold.schedule.get());
 }
 
 /// A reservation of the user, with its current status.
@@ -150,14 +185,21 @@ pub async fn reserve(
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(
+    level = "debug",
+    skip_all,
+    fields(reservation_id = *path, user_id = query.user_id)
+)]
 pub async fn read(
     state: web::Data<AppState>,
     path: web::Path<i64>,
     query: web::Query<OwnerQuery>,
     token: TokenHeader,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, reservation) = owner(&state, path.into_inner(), query.user_id, token)?;
-    let view = within_deadline(state.engine.reservation(user, reservation)).await?;
+    let reservation = id(path.into_inner(), ReservationId::new)?;
+    let request = UserReservation::try_from((reservation, query.into_inner()))?;
+    state.authorize_user(request.user, &token)?;
+    let view = within_deadline(state.engine.reservation(request.user, request.reservation)).await?;
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))
 }
 
@@ -172,28 +214,67 @@ pub async fn read(
         (status = 409, description = "reservation_already_paid, reservation_cancelled, payment_in_progress", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
+#[tracing::instrument(
+    level = "debug",
+    skip_all,
+    fields(reservation_id = *path, user_id = query.user_id)
+)]
 pub async fn cancel(
     state: web::Data<AppState>,
     path: web::Path<i64>,
     query: web::Query<OwnerQuery>,
     token: TokenHeader,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, reservation) = owner(&state, path.into_inner(), query.user_id, token)?;
-    let view = within_deadline(state.engine.cancel(user, reservation)).await?;
+    let reservation = id(path.into_inner(), ReservationId::new)?;
+    let request = UserReservation::try_from((reservation, query.into_inner()))?;
+    state.authorize_user(request.user, &token)?;
+    let view = within_deadline(state.engine.cancel(request.user, request.reservation)).await?;
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))
 }
 
-pub(super) fn owner(
-    state: &AppState,
-    reservation: i64,
-    user: i64,
-    token: TokenHeader,
-) -> Result<(UserId, ReservationId), ApiError> {
-    let reservation = id(reservation, ReservationId::new)?;
-    let user = id(user, UserId::new)?;
-    if !state.engine.user_exists(user) {
-        return Err(ApiError::UserNotFound);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(user_id: i64, seat_ids: Vec<i64>) -> Result<HoldRequest, ApiError> {
+        let request = ReserveRequest {
+            user_id,
+            concert_id: 1,
+            schedule_id: 2,
+            seat_ids,
+        };
+        HoldRequest::try_from((request, &EngineSettings::default()))
     }
-    state.engine.authorize(token.0, Some(user))?;
-    Ok((user, reservation))
+
+    fn message(result: Result<HoldRequest, ApiError>) -> String {
+        result.expect_err("the request breaks a rule").to_string()
+    }
+
+    #[test]
+    fn a_hold_request_keeps_the_seats_in_the_order_given() {
+        let request = hold(7, vec![30, 10, 20]).expect("a valid request");
+        assert_eq!(request.user.get(), 7);
+        assert_eq!(request.concert.get(), 1);
+        assert_eq!(request.schedule.get(), 2);
+        let seats: Vec<i64> = request.seats.iter().map(|s| s.get()).collect();
+        assert_eq!(seats, [30, 10, 20]);
+    }
+
+    /// Which error wins when two rules are broken is part of the contract.
+    #[test]
+    fn a_hold_request_checks_ids_then_the_list_size_then_each_seat() {
+        assert_eq!(
+            message(hold(0, vec![])),
+            "userId must be a positive integer"
+        );
+        assert_eq!(message(hold(7, vec![])), "seatIds must not be empty");
+        assert!(matches!(
+            hold(7, vec![0, 1, 2, 3, 4]),
+            Err(ApiError::SeatLimitExceeded)
+        ));
+        assert_eq!(
+            message(hold(7, vec![1, 0])),
+            "seatId must be a positive integer"
+        );
+    }
 }
