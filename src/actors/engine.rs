@@ -13,19 +13,46 @@ use super::persister::{ActorKey, Persister, Unavailable};
 use super::queue::{ConsumeToken, JoinQueue, QueueView};
 use super::registry::Registry;
 use super::schedule::{
-    CancelReservation, DrainHolds, HoldSeats, ListSeats, PinHold, PostHold, Pushed,
+    stored_view, CancelReservation, DrainHolds, HoldSeats, ListSeats, PinHold, PostHold, Pushed,
     ReadReservation, ReservationView, ScheduleActor, SeatView, UnpinHold,
 };
 use super::wallet::{DebitForPayment, PaymentReceipt, ReadBalance, Recharge, WalletActor};
 use crate::domain::catalog::{CreatedConcert, NewConcert};
 use crate::domain::queue::{TokenRecord, TokenRefusal, TokenStatus};
-use crate::domain::schedule::{BookingRefusal, HoldRequest, ScheduleBook, ScheduleInfo};
+use crate::domain::schedule::{
+    BookingRefusal, HoldRequest, ReservationStatus, ScheduleBook, ScheduleInfo,
+};
 use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 use crate::store::LedgerEntry;
 use actix::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Where a reservation is answered from.
+enum Located {
+    /// The actor of this schedule (which has it in memory, or loads it).
+    Actor(ScheduleId),
+    /// The store: settled, and gone from its actor's memory (boxed: the rare case).
+    Settled(Box<ReservationView>),
+}
+
+/// What the schedule actors keep in memory (see [`Engine::kept_in_memory`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeptInMemory {
+    pub reservations: usize,
+    pub deadlines: usize,
+    pub indexed: usize,
+}
+
+/// What a cancel or a payment of a settled reservation is refused with.
+fn settled_refusal(view: &ReservationView) -> BookingRefusal {
+    view.reservation
+        .status
+        .refusal()
+        // Only settled reservations are answered from the store.
+        .unwrap_or(BookingRefusal::ReservationNotFound)
+}
 
 type HoldReceiver =
     tokio::sync::oneshot::Receiver<Result<ReservationView, ActorError<BookingRefusal>>>;
@@ -325,25 +352,58 @@ impl Engine {
         }
     }
 
-    /// Which schedule a reservation is on: from memory, or the store for old ones.
-    async fn locate(&self, id: ReservationId) -> Result<ScheduleId, BookingError> {
+    /// Where reservation `id` of `user` is answered from: its schedule's actor while it is in
+    /// memory (or its schedule is not loaded yet), the store once it is settled and gone.
+    async fn locate(&self, user: UserId, id: ReservationId) -> Result<Located, BookingError> {
         if let Some(schedule) = self.inner.env.reservations.schedule_of(id) {
-            return Ok(schedule);
+            return Ok(Located::Actor(schedule));
         }
+        self.stored(user, id).await
+    }
+
+    /// Reservation `id` of `user` as the store has it. Another user's is "not found", as the
+    /// actor answers it.
+    async fn stored(&self, user: UserId, id: ReservationId) -> Result<Located, BookingError> {
         let found = self
             .inner
             .env
             .store
-            .run(move |s| async move { s.schedule_of(id).await })
+            .run(move |s| async move { s.load_reservation(id).await })
             .await;
-        match found {
-            Ok(Some(schedule)) => Ok(schedule),
-            Ok(None) => Err(BookingRefusal::ReservationNotFound.into()),
+        let stored = match found {
+            Ok(Some(stored)) if stored.reservation.user == user => stored,
+            Ok(_) => return Err(BookingRefusal::ReservationNotFound.into()),
             Err(error) => {
                 tracing::warn!(error = %error, "reservation lookup failed");
-                Err(Unavailable::CommitFailed.into())
+                return Err(Unavailable::CommitFailed.into());
             }
+        };
+        let schedule = stored.reservation.schedule;
+        if stored.reservation.status == ReservationStatus::Pending {
+            return Ok(Located::Actor(schedule));
         }
+        let Some(entry) = self.inner.catalog.schedule_entry(schedule) else {
+            return Err(BookingRefusal::ReservationNotFound.into());
+        };
+        Ok(Located::Settled(Box::new(stored_view(&entry.info, stored))))
+    }
+
+    /// After the actor answered "not found" for reservation `id` of `user`: the reservation
+    /// as the store has it if it left memory since it was located (it is no longer indexed)
+    /// and is settled; `None` when "not found" stands.
+    async fn left_memory(
+        &self,
+        user: UserId,
+        id: ReservationId,
+    ) -> Result<Option<ReservationView>, BookingError> {
+        if self.inner.env.reservations.schedule_of(id).is_some() {
+            return Ok(None);
+        }
+        Ok(match self.stored(user, id).await? {
+            Located::Settled(view) => Some(*view),
+            // Pending in the store, yet unknown to its actor: not one to answer for.
+            Located::Actor(_) => None,
+        })
     }
 
     pub async fn reservation(
@@ -354,8 +414,23 @@ impl Engine {
         if !self.user_exists(user) {
             return Err(BookingError::UserNotFound);
         }
-        let addr = self.schedule(self.locate(id).await?)?;
-        Ok(ask(&addr, |reply| ReadReservation { id, user, reply }).await?)
+        self.read(user, id).await
+    }
+
+    /// A reservation as its owner sees it: from memory, or from the store once settled.
+    async fn read(&self, user: UserId, id: ReservationId) -> Result<ReservationView, BookingError> {
+        let schedule = match self.locate(user, id).await? {
+            Located::Actor(schedule) => schedule,
+            Located::Settled(view) => return Ok(*view),
+        };
+        let addr = self.schedule(schedule)?;
+        match ask(&addr, |reply| ReadReservation { id, user, reply }).await {
+            Err(ActorError::Rejected(BookingRefusal::ReservationNotFound)) => self
+                .left_memory(user, id)
+                .await?
+                .ok_or_else(|| BookingRefusal::ReservationNotFound.into()),
+            answer => Ok(answer?),
+        }
     }
 
     pub async fn cancel(
@@ -366,8 +441,20 @@ impl Engine {
         if !self.user_exists(user) {
             return Err(BookingError::UserNotFound);
         }
-        let addr = self.schedule(self.locate(id).await?)?;
-        Ok(ask(&addr, |reply| CancelReservation { id, user, reply }).await?)
+        let schedule = match self.locate(user, id).await? {
+            Located::Actor(schedule) => schedule,
+            Located::Settled(view) => return Err(settled_refusal(&view).into()),
+        };
+        let addr = self.schedule(schedule)?;
+        match ask(&addr, |reply| CancelReservation { id, user, reply }).await {
+            Err(ActorError::Rejected(BookingRefusal::ReservationNotFound)) => {
+                Err(match self.left_memory(user, id).await? {
+                    Some(view) => settled_refusal(&view).into(),
+                    None => BookingRefusal::ReservationNotFound.into(),
+                })
+            }
+            answer => Ok(answer?),
+        }
     }
 
     // --- payments ---------------------------------------------------------------------
@@ -383,15 +470,29 @@ impl Engine {
         if !self.user_exists(user) {
             return Err(PaymentError::UserNotFound);
         }
-        let schedule = self.locate(id).await?;
+        let schedule = match self.locate(user, id).await? {
+            Located::Actor(schedule) => schedule,
+            Located::Settled(view) => return Err(settled_refusal(&view).into()),
+        };
         let engine = self.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Detached: once pinned, the saga must reach post or unpin whatever the client does.
         actix_rt::spawn(async move {
             let _ = tx.send(engine.settle(user, id, schedule, token, idempotency).await);
         });
-        rx.await
-            .unwrap_or(Err(PaymentError::Unavailable(Unavailable::Busy)))
+        let outcome = rx
+            .await
+            .unwrap_or(Err(PaymentError::Unavailable(Unavailable::Busy)));
+        match outcome {
+            // The pin found nothing: the reservation may have left memory since it was located.
+            Err(PaymentError::Booking(BookingRefusal::ReservationNotFound)) => {
+                Err(match self.left_memory(user, id).await? {
+                    Some(view) => settled_refusal(&view).into(),
+                    None => BookingRefusal::ReservationNotFound.into(),
+                })
+            }
+            outcome => outcome,
+        }
     }
 
     async fn settle(
@@ -448,15 +549,28 @@ impl Engine {
         if !self.user_exists(user) {
             return Err(PaymentError::UserNotFound);
         }
-        let addr = self.schedule(self.locate(id).await?)?;
         let wallet = self.wallet(user);
         let (view, balance) = tokio::join!(
-            ask(&addr, |reply| ReadReservation { id, user, reply }),
+            self.read(user, id),
             ask(&wallet, |reply| ReadBalance { reply }),
         );
-        let view = view.map_err(BookingError::from)?;
+        let view = view?;
         let balance = balance.map_err(WalletError::from)?;
         Ok((view, balance))
+    }
+
+    // --- memory ------------------------------------------------------------------------
+
+    /// What the schedule actors keep in memory now, for tests and metrics: the reservations
+    /// they hold (pending, and settled within their grace), their deadline entries, and the
+    /// index entries that point at them.
+    pub fn kept_in_memory(&self) -> KeptInMemory {
+        let env = &self.inner.env;
+        KeptInMemory {
+            reservations: env.reservations.kept().reservations(),
+            deadlines: env.reservations.kept().deadlines(),
+            indexed: env.reservations.len(),
+        }
     }
 
     // --- wallets ----------------------------------------------------------------------

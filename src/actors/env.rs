@@ -9,9 +9,16 @@ use crate::domain::ids::BuildIdHasher;
 use crate::domain::{Money, PaymentId, ReservationId, ScheduleId};
 use crate::store::{MaxIds, StoreHandle};
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a settled (paid, cancelled, expired) reservation stays in its schedule actor's
+/// memory: long enough that what a client reads right after paying or cancelling (the checkout
+/// progress, the reservation) is answered from memory, far longer than any commit takes (the
+/// persister gives up on one at 5 s), and short against a drop, which lasts hours. After it,
+/// the reservation is answered from the store.
+pub const SETTLED_GRACE: Duration = Duration::from_secs(120);
 
 /// The rules of a drop, from configuration.
 #[derive(Debug, Clone)]
@@ -31,6 +38,8 @@ pub struct EngineSettings {
     pub mailbox_capacity: usize,
     /// Threads the actors run on.
     pub actor_threads: usize,
+    /// How long a settled reservation stays in memory ([`SETTLED_GRACE`]; tests shorten it).
+    pub settled_grace: Duration,
 }
 
 impl Default for EngineSettings {
@@ -46,6 +55,7 @@ impl Default for EngineSettings {
             persister_capacity: 65_536,
             mailbox_capacity: MAILBOX_CAPACITY,
             actor_threads: 2,
+            settled_grace: SETTLED_GRACE,
         }
     }
 }
@@ -87,17 +97,19 @@ impl IdAllocator {
     }
 }
 
-/// Which schedule each reservation this process has seen belongs to, so a read, cancel or
-/// payment goes straight to the right actor; a reservation not in here is looked up in the
+/// Which schedule each reservation in a schedule actor's memory belongs to, so a read, cancel
+/// or payment goes straight to the right actor; a reservation not in here is looked up in the
 /// store.
 ///
-/// Bound: one entry (16 bytes plus the map's overhead) per reservation made or loaded since
-/// the process started, and none is removed — a drop of a million holds costs tens of
-/// megabytes. Entries of settled reservations can go once settled reservations leave the
-/// schedule actors' memory (issue 15's grace period); the store fallback already serves them.
+/// Bound: one entry (16 bytes plus the map's overhead) per reservation the schedule actors
+/// keep — the pending ones, and the settled ones within their grace period
+/// ([`EngineSettings::settled_grace`]): an entry leaves with its reservation.
+///
+/// It also sums what the actors keep ([`KeptGauges`]), for tests and metrics.
 #[derive(Debug, Default)]
 pub struct ReservationIndex {
     schedules: IdDashMap<ReservationId, ScheduleId>,
+    kept: KeptGauges,
 }
 
 impl ReservationIndex {
@@ -105,8 +117,53 @@ impl ReservationIndex {
         self.schedules.insert(reservation, schedule);
     }
 
+    pub fn remove(&self, reservation: ReservationId) {
+        self.schedules.remove(&reservation);
+    }
+
     pub fn schedule_of(&self, reservation: ReservationId) -> Option<ScheduleId> {
         self.schedules.get(&reservation).map(|s| *s)
+    }
+
+    /// Entries: reservations in the schedule actors' memory.
+    pub fn len(&self) -> usize {
+        self.schedules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.schedules.is_empty()
+    }
+
+    /// What the schedule actors keep in memory, summed.
+    pub fn kept(&self) -> &KeptGauges {
+        &self.kept
+    }
+}
+
+/// What the schedule actors keep in memory, summed over all of them: each adds what changed
+/// since it last published, so reading the totals costs two loads.
+#[derive(Debug, Default)]
+pub struct KeptGauges {
+    reservations: AtomicUsize,
+    deadlines: AtomicUsize,
+}
+
+impl KeptGauges {
+    /// One actor's counts went from `was` to `now` (reservations, deadline entries).
+    pub fn moved(&self, was: (usize, usize), now: (usize, usize)) {
+        // Added before subtracted: a reader may see a little more, never a wrapped total.
+        self.reservations.fetch_add(now.0, Ordering::Relaxed);
+        self.reservations.fetch_sub(was.0, Ordering::Relaxed);
+        self.deadlines.fetch_add(now.1, Ordering::Relaxed);
+        self.deadlines.fetch_sub(was.1, Ordering::Relaxed);
+    }
+
+    pub fn reservations(&self) -> usize {
+        self.reservations.load(Ordering::Relaxed)
+    }
+
+    pub fn deadlines(&self) -> usize {
+        self.deadlines.load(Ordering::Relaxed)
     }
 }
 

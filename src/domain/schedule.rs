@@ -79,6 +79,18 @@ impl ReservationStatus {
     pub fn is_live(self) -> bool {
         matches!(self, ReservationStatus::Pending | ReservationStatus::Paid)
     }
+
+    /// The refusal a cancel or a payment of a reservation in this state gets: none while it is
+    /// pending. Settled states are final, so a settled reservation read back from the store
+    /// is refused exactly as the one in memory was.
+    pub fn refusal(self) -> Option<BookingRefusal> {
+        match self {
+            ReservationStatus::Pending => None,
+            ReservationStatus::Paid => Some(BookingRefusal::AlreadyPaid),
+            ReservationStatus::Expired => Some(BookingRefusal::Expired),
+            ReservationStatus::Cancelled => Some(BookingRefusal::Cancelled),
+        }
+    }
 }
 
 /// One reservation of one user on one schedule.
@@ -140,8 +152,11 @@ pub struct ScheduleBook {
     seats: Vec<Seat>,
     states: Vec<SeatState>,
     index: IdMap<SeatId, usize>,
+    /// Every pending reservation, and the settled ones not yet [evicted](ScheduleBook::evict).
     reservations: IdMap<ReservationId, Reservation>,
-    /// Seats each user holds or owns on this schedule, for the per-user limit.
+    /// Seats each user holds or owns on this schedule, for the per-user limit. Kept apart from
+    /// `reservations`: a paid reservation's seats still count once it is evicted. Users at
+    /// zero have no entry.
     seats_by_user: IdMap<UserId, u32>,
     available: usize,
 }
@@ -223,6 +238,31 @@ impl ScheduleBook {
         self.reservations.values()
     }
 
+    /// How many reservations the book keeps in memory (pending, and settled not yet evicted).
+    pub fn reservation_count(&self) -> usize {
+        self.reservations.len()
+    }
+
+    /// Seats `user` holds or owns here, as the per-user limit counts them.
+    pub fn seats_of(&self, user: UserId) -> u32 {
+        self.seats_by_user.get(&user).copied().unwrap_or(0)
+    }
+
+    /// Forgets a settled (paid, cancelled or expired) reservation: its state is final and
+    /// stored, so reads of it can be answered from the store. A pending reservation — pinned
+    /// by a payment or not — stays. The seats of a paid one stay sold and still count for
+    /// its user's limit: the seat states and the per-user counts are not the reservation.
+    pub fn evict(&mut self, id: ReservationId) -> bool {
+        let settled = self
+            .reservations
+            .get(&id)
+            .is_some_and(|r| r.status != ReservationStatus::Pending && !r.pinned);
+        if settled {
+            self.reservations.remove(&id);
+        }
+        settled
+    }
+
     /// Whether booking is open at `now`: from `reservation_at` until the concert starts.
     pub fn is_open(&self, now: Timestamp) -> bool {
         self.info.reservation_at <= now && now < self.info.concert_at
@@ -278,7 +318,7 @@ impl ScheduleBook {
         if !self.is_open(now) {
             return Err(BookingRefusal::NotOpen);
         }
-        let owned = self.seats_by_user.get(&user).copied().unwrap_or(0);
+        let owned = self.seats_of(user);
         if owned + seat_ids.len() as u32 > limit {
             return Err(BookingRefusal::SeatLimitExceeded { limit });
         }
@@ -344,14 +384,11 @@ impl ScheduleBook {
         now: Timestamp,
     ) -> Result<&Reservation, BookingRefusal> {
         let r = self.owned(id, user)?;
-        match r.status {
-            ReservationStatus::Paid => return Err(BookingRefusal::AlreadyPaid),
-            ReservationStatus::Expired => return Err(BookingRefusal::Expired),
-            ReservationStatus::Cancelled => return Err(BookingRefusal::Cancelled),
-            ReservationStatus::Pending if r.pinned => {
-                return Err(BookingRefusal::PaymentInProgress)
-            }
-            ReservationStatus::Pending => {}
+        if let Some(refusal) = r.status.refusal() {
+            return Err(refusal);
+        }
+        if r.pinned {
+            return Err(BookingRefusal::PaymentInProgress);
         }
         self.release(id, ReservationStatus::Cancelled, now);
         Ok(&self.reservations[&id])
@@ -393,18 +430,15 @@ impl ScheduleBook {
         now: Timestamp,
     ) -> Result<&Reservation, BookingRefusal> {
         let r = self.owned(id, user)?;
-        match r.status {
-            ReservationStatus::Paid => return Err(BookingRefusal::AlreadyPaid),
-            ReservationStatus::Expired => return Err(BookingRefusal::Expired),
-            ReservationStatus::Cancelled => return Err(BookingRefusal::Cancelled),
-            ReservationStatus::Pending if r.pinned => {
-                return Err(BookingRefusal::PaymentInProgress)
-            }
-            ReservationStatus::Pending if now >= r.expires_at => {
-                self.release(id, ReservationStatus::Expired, now);
-                return Err(BookingRefusal::Expired);
-            }
-            ReservationStatus::Pending => {}
+        if let Some(refusal) = r.status.refusal() {
+            return Err(refusal);
+        }
+        if r.pinned {
+            return Err(BookingRefusal::PaymentInProgress);
+        }
+        if now >= r.expires_at {
+            self.release(id, ReservationStatus::Expired, now);
+            return Err(BookingRefusal::Expired);
         }
         let r = self
             .reservations
@@ -465,8 +499,13 @@ impl ScheduleBook {
             self.states[i] = SeatState::Available;
         }
         self.available += r.seats.len();
-        if let Some(count) = self.seats_by_user.get_mut(&r.user) {
-            *count -= r.seats.len() as u32;
+        let (user, released) = (r.user, r.seats.len() as u32);
+        if let Some(count) = self.seats_by_user.get_mut(&user) {
+            *count -= released;
+            if *count == 0 {
+                // A user who holds nothing here costs nothing here.
+                self.seats_by_user.remove(&user);
+            }
         }
         self.check_invariants();
     }
@@ -730,6 +769,58 @@ mod tests {
         );
     }
 
+    #[test]
+    fn only_settled_reservations_are_evicted_and_a_paid_ones_seats_still_count() {
+        let mut b = book(5);
+        b.hold(rid(1), user(1), &[seat(1), seat(2)], t(0), POLICY)
+            .unwrap();
+        assert!(!b.evict(rid(1)), "pending stays");
+        b.pin(rid(1), user(1), t(1)).unwrap();
+        assert!(!b.evict(rid(1)), "pinned by a payment stays");
+        b.post(rid(1), t(2)).unwrap();
+        b.hold(rid(2), user(1), &[seat(3)], t(3), POLICY).unwrap();
+        b.cancel(rid(2), user(1), t(4)).unwrap();
+        assert!(b.evict(rid(1)) && b.evict(rid(2)));
+        assert_eq!(b.reservation_count(), 0);
+        assert!(!b.evict(rid(1)), "evicted once");
+        assert_eq!(b.seats().next().unwrap().1, SeatState::Sold(rid(1)));
+        assert_eq!(
+            b.seats_of(user(1)),
+            2,
+            "the paid seats are still the user's"
+        );
+        assert_eq!(
+            b.hold(rid(3), user(1), &[seat(3), seat(4), seat(5)], t(5), POLICY)
+                .unwrap_err(),
+            BookingRefusal::SeatLimitExceeded { limit: 4 }
+        );
+        assert_eq!(
+            b.hold(rid(3), user(2), &[seat(1)], t(5), POLICY)
+                .unwrap_err(),
+            BookingRefusal::SeatUnavailable { seat: seat(1) }
+        );
+        assert!(b
+            .hold(rid(3), user(1), &[seat(3), seat(4)], t(5), POLICY)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_settled_state_is_refused_as_it_was_in_memory() {
+        let mut b = book(3);
+        b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
+        b.cancel(rid(1), user(1), t(1)).unwrap();
+        let stored = b.reservation(rid(1)).unwrap().status;
+        assert_eq!(
+            stored.refusal(),
+            Some(b.cancel(rid(1), user(1), t(2)).unwrap_err())
+        );
+        assert_eq!(
+            stored.refusal(),
+            Some(b.pin(rid(1), user(1), t(2)).unwrap_err())
+        );
+        assert_eq!(ReservationStatus::Pending.refusal(), None);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Hold { user: i64, seats: Vec<i64> },
@@ -737,6 +828,7 @@ mod tests {
         Pin { reservation: i64, user: i64 },
         Unpin { reservation: i64 },
         Post { reservation: i64 },
+        Evict { reservation: i64 },
         Advance { ms: i64 },
     }
 
@@ -748,19 +840,23 @@ mod tests {
             2 => (1..40i64, 1..6i64).prop_map(|(reservation, user)| Op::Pin { reservation, user }),
             1 => (1..40i64).prop_map(|reservation| Op::Unpin { reservation }),
             1 => (1..40i64).prop_map(|reservation| Op::Post { reservation }),
+            2 => (1..40i64).prop_map(|reservation| Op::Evict { reservation }),
             2 => (0..200_000i64).prop_map(|ms| Op::Advance { ms }),
         ]
     }
 
     proptest! {
-        /// Any interleaving of holds, cancels, pins, payments and the passing of time leaves
-        /// every seat held or sold by at most one live reservation, and the counters true.
+        /// Any interleaving of holds, cancels, pins, payments, evictions and the passing of time
+        /// leaves every seat held or sold by at most one live reservation, and the counters
+        /// true (an evicted paid reservation still owns its seats).
         #[test]
         fn a_seat_is_never_held_or_sold_twice(ops in prop::collection::vec(op(), 1..120)) {
             let mut b = book(12);
             let mut now = t(1);
             let mut next = 1;
             let mut pinned = HashSet::new();
+            // Paid reservations evicted from the book: the store still has them.
+            let mut evicted: Vec<Reservation> = Vec::new();
             for op in ops {
                 match op {
                     Op::Hold { user: u, seats } => {
@@ -773,6 +869,14 @@ mod tests {
                     }
                     Op::Unpin { reservation } => if pinned.remove(&reservation) { b.unpin(rid(reservation)); b.expire(rid(reservation), now); },
                     Op::Post { reservation } => if pinned.remove(&reservation) { b.post(rid(reservation), now); },
+                    Op::Evict { reservation } => {
+                        let before = b.reservation(rid(reservation)).cloned();
+                        let gone = b.evict(rid(reservation));
+                        prop_assert_eq!(gone, before.as_ref().is_some_and(|r| r.status != ReservationStatus::Pending && !r.pinned));
+                        if let Some(r) = before.filter(|r| gone && r.status == ReservationStatus::Paid) {
+                            evicted.push(r);
+                        }
+                    }
                     Op::Advance { ms } => {
                         now = t(now.millis() + ms);
                         let due: Vec<ReservationId> = b.reservations().map(|r| r.id).collect();
@@ -780,7 +884,8 @@ mod tests {
                     }
                 }
                 let mut owner: HashMap<SeatId, ReservationId> = HashMap::new();
-                for r in b.reservations().filter(|r| r.status.is_live()) {
+                let live: Vec<&Reservation> = b.reservations().filter(|r| r.status.is_live()).chain(&evicted).collect();
+                for r in live.iter().copied() {
                     for s in &r.seats {
                         prop_assert!(owner.insert(*s, r.id).is_none(), "seat {} taken twice", s);
                     }
@@ -794,10 +899,14 @@ mod tests {
                     }
                 }
                 let mut per_user: HashMap<UserId, usize> = HashMap::new();
-                for r in b.reservations().filter(|r| r.status.is_live()) {
+                for r in live {
                     *per_user.entry(r.user).or_default() += r.seats.len();
                 }
                 prop_assert!(per_user.values().all(|n| *n <= 4));
+                for u in 1..6 {
+                    let counted = per_user.get(&user(u)).copied().unwrap_or(0);
+                    prop_assert_eq!(b.seats_of(user(u)) as usize, counted);
+                }
             }
         }
     }

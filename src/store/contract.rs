@@ -152,6 +152,7 @@ contract!(
     batched_rows_keep_every_character_null_and_integer,
     a_missing_wallet_is_corrupt_and_rolls_back,
     a_payment_settles_and_ids_and_owners_are_found,
+    a_reservation_is_loaded_with_its_seats_in_the_order_asked,
     only_each_users_latest_token_is_loaded,
     the_first_idempotent_answer_stays_and_old_keys_are_forgotten,
     a_ledger_page_is_the_users_newest_entries_below_the_cursor,
@@ -556,7 +557,7 @@ async fn a_missing_wallet_is_corrupt_and_rolls_back(db: &TestStore) {
         store.load_wallet(user).await.expect("load"),
         Some(won(10_000))
     );
-    assert_eq!(store.schedule_of(r.id).await.expect("schedule_of"), None);
+    assert_eq!(store.load_reservation(r.id).await.expect("load"), None);
 }
 
 async fn a_payment_settles_and_ids_and_owners_are_found(db: &TestStore) {
@@ -598,11 +599,15 @@ async fn a_payment_settles_and_ids_and_owners_are_found(db: &TestStore) {
     let ids = store.max_ids().await.expect("max ids");
     assert_eq!((ids.reservation, ids.payment, ids.ledger), (7, 3, 11));
     assert_eq!(
-        store.schedule_of(r.id).await.expect("schedule_of"),
-        Some(schedule)
+        store
+            .load_reservation(r.id)
+            .await
+            .expect("load")
+            .map(|stored| stored.reservation),
+        Some(r.clone())
     );
     let unknown = ReservationId::new(8).expect("positive");
-    assert_eq!(store.schedule_of(unknown).await.expect("schedule_of"), None);
+    assert_eq!(store.load_reservation(unknown).await.expect("load"), None);
     assert_eq!(
         store.load_wallet(user).await.expect("load"),
         Some(won(9_000))
@@ -626,6 +631,59 @@ async fn a_payment_settles_and_ids_and_owners_are_found(db: &TestStore) {
     {
         assert_eq!(state, "POSTED");
     }
+}
+
+/// One reservation read back alone, as a settled one gone from memory is answered: its final
+/// state, and its seats' numbers and prices in the order the client asked for them.
+async fn a_reservation_is_loaded_with_its_seats_in_the_order_asked(db: &TestStore) {
+    let store = &db.store;
+    let user = store
+        .create_user("ada", won(10_000), ts(1))
+        .await
+        .expect("create user");
+    // Another schedule first, so this one's seat ids do not start at 1.
+    let created = store
+        .create_concert(&concert(vec![
+            vec![(1, won(5))],
+            vec![(1, won(100)), (2, won(200)), (3, won(300))],
+        ]))
+        .await
+        .expect("create concert");
+    let (info, seats) = created.schedules[1].clone();
+    let mut r = reservation(
+        5,
+        user,
+        info.id,
+        &[&seats[2], &seats[0]],
+        ReservationStatus::Pending,
+    );
+    r.total = won(400);
+    store
+        .commit(&Writes::default().reservation(&r))
+        .await
+        .expect("hold");
+    r.status = ReservationStatus::Cancelled;
+    r.updated_at = ts(50);
+    store
+        .commit(&Writes::default().reservation(&r))
+        .await
+        .expect("cancel");
+
+    let stored = store
+        .load_reservation(r.id)
+        .await
+        .expect("load")
+        .expect("the reservation is stored");
+    assert_eq!(stored.reservation, r);
+    assert_eq!(stored.seats, vec![seats[2].clone(), seats[0].clone()]);
+    let shown: Vec<(i32, i64)> = stored
+        .seats
+        .iter()
+        .map(|s| (s.number, s.price.won()))
+        .collect();
+    assert_eq!(shown, vec![(3, 300), (1, 100)]);
+    let unknown = ReservationId::new(6).expect("positive");
+    assert_eq!(store.load_reservation(unknown).await.expect("load"), None);
 }
 
 async fn only_each_users_latest_token_is_loaded(db: &TestStore) {

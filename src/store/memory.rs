@@ -14,7 +14,7 @@
 
 use super::{
     CatalogSnapshot, CreatedConcert, LedgerEntry, MaxIds, NewConcert, PaymentRecord,
-    ScheduleSnapshot, StoreError, WalletRecord, Writes,
+    ScheduleSnapshot, StoreError, StoredReservation, WalletRecord, Writes,
 };
 use crate::domain::ids::{IdMap, IdSet};
 use crate::domain::queue::{TokenRecord, TokenState};
@@ -217,15 +217,34 @@ impl MemoryStore {
         })
     }
 
-    pub async fn schedule_of(
+    pub async fn load_reservation(
         &self,
-        reservation: ReservationId,
-    ) -> Result<Option<ScheduleId>, StoreError> {
-        Ok(self
-            .lock()
-            .reservations
-            .get(&reservation)
-            .map(|r| r.schedule))
+        id: ReservationId,
+    ) -> Result<Option<StoredReservation>, StoreError> {
+        let t = self.lock();
+        let Some(r) = t.reservations.get(&id) else {
+            return Ok(None);
+        };
+        let of_schedule = t.seats.get(&r.schedule).map_or(&[][..], Vec::as_slice);
+        let seats = r
+            .seats
+            .iter()
+            .map(|wanted| {
+                // A schedule's seats got consecutive ids: the offset finds one at once.
+                let first = of_schedule.first().map_or(0, |s| s.id.get());
+                let at = usize::try_from(wanted.get() - first).unwrap_or(usize::MAX);
+                of_schedule
+                    .get(at)
+                    .filter(|s| s.id == *wanted)
+                    .or_else(|| of_schedule.iter().find(|s| s.id == *wanted))
+                    .cloned()
+                    .ok_or_else(|| violated(format!("seat {wanted} of reservation {id}")))
+            })
+            .collect::<Result<Vec<Seat>, StoreError>>()?;
+        Ok(Some(StoredReservation {
+            reservation: r.clone(),
+            seats,
+        }))
     }
 
     pub async fn create_user(

@@ -201,6 +201,14 @@ pub struct ScheduleSnapshot {
     pub reservations: Vec<Reservation>,
 }
 
+/// One reservation as stored, with its seats (id, number, price) in the order they were asked
+/// for: what a read of a settled reservation, gone from its actor's memory, answers from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReservation {
+    pub reservation: Reservation,
+    pub seats: Vec<Seat>,
+}
+
 /// The highest ids in use, so the service allocates above them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MaxIds {
@@ -286,9 +294,12 @@ impl Store {
         dispatch!(self, s => s.max_ids().await)
     }
 
-    /// Which schedule a reservation belongs to.
-    pub async fn schedule_of(&self, id: ReservationId) -> Result<Option<ScheduleId>, StoreError> {
-        dispatch!(self, s => s.schedule_of(id).await)
+    /// One reservation with its seats, or `None` if there is no such reservation.
+    pub async fn load_reservation(
+        &self,
+        id: ReservationId,
+    ) -> Result<Option<StoredReservation>, StoreError> {
+        dispatch!(self, s => s.load_reservation(id).await)
     }
 
     /// A page of a user's ledger, newest first, below the id `before` when given.

@@ -11,7 +11,7 @@
 use super::rows;
 use super::{
     CatalogSnapshot, CreatedConcert, IdempotencyRecord, LedgerEntry, MaxIds, NewConcert,
-    ScheduleSnapshot, StoreError, Writes,
+    ScheduleSnapshot, StoreError, StoredReservation, Writes,
 };
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{ScheduleInfo, Seat};
@@ -275,16 +275,37 @@ impl SqliteStore {
         })
     }
 
-    pub async fn schedule_of(
+    pub async fn load_reservation(
         &self,
-        reservation: ReservationId,
-    ) -> Result<Option<ScheduleId>, StoreError> {
-        let row = sqlx::query("SELECT schedule_id FROM reservations WHERE id = ?1")
-            .bind(reservation.get())
-            .fetch_optional(&self.readers)
-            .await?;
-        row.map(|row| rows::id(row.try_get("schedule_id")?, ScheduleId::new))
-            .transpose()
+        id: ReservationId,
+    ) -> Result<Option<StoredReservation>, StoreError> {
+        // One read transaction: the reservation and its seats from the same snapshot.
+        let mut tx = self.readers.begin().await?;
+        let Some(row) = sqlx::query(
+            "SELECT id, user_id, schedule_id, status, total_price, created_at_ms, expires_at_ms,
+                    updated_at_ms
+             FROM reservations WHERE id = ?1",
+        )
+        .bind(id.get())
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let seats = sqlx::query(
+            "SELECT s.id, s.seat_number, s.price FROM holds h JOIN seats s ON s.id = h.seat_id
+             WHERE h.reservation_id = ?1 ORDER BY h.seat_order",
+        )
+        .bind(id.get())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(rows::seat)
+        .collect::<Result<Vec<Seat>, StoreError>>()?;
+        tx.commit().await?;
+        let schedule = rows::id(row.try_get("schedule_id")?, ScheduleId::new)?;
+        let reservation = rows::reservation(&row, schedule, seats.iter().map(|s| s.id).collect())?;
+        Ok(Some(StoredReservation { reservation, seats }))
     }
 
     pub async fn ledger_page(

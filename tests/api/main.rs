@@ -7,6 +7,7 @@ mod balance;
 mod concerts;
 mod concurrency;
 mod errors;
+mod eviction;
 mod faults;
 mod idempotency;
 mod operations;

@@ -23,7 +23,7 @@ impl Handler<CancelReservation> for ScheduleActor {
 
     /// Voids the hold and answers after the commit.
     #[tracing::instrument(level = "debug", skip_all, fields(reservation_id = %msg.id, user_id = %msg.user))]
-    fn handle(&mut self, msg: CancelReservation, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: CancelReservation, ctx: &mut Context<Self>) {
         received::<Self>();
         let Some((permit, reply)) = self.durability.reserve_or_refuse(msg.reply) else {
             return;
@@ -45,6 +45,7 @@ impl Handler<CancelReservation> for ScheduleActor {
                     Ok(answer),
                 );
                 self.last_release = self.durability.last_seq();
+                self.settled(r.id, self.last_release, ctx);
             }
             Err(refusal) => {
                 self.durability

@@ -84,6 +84,7 @@ impl ScheduleActor {
             metrics::counter!("boxoffice_holds_total", "outcome" => "expired").increment(1);
             self.durability.submit_unanswered(permit, writes);
             self.last_release = self.durability.last_seq();
+            self.settled(id, self.last_release, ctx);
             self.publish();
         }
     }

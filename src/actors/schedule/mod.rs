@@ -8,10 +8,12 @@
 //! - `unconfirmed.rs`: which holds' writes may not be committed yet;
 //! - `cancel.rs`: voiding a hold;
 //! - `expiry.rs`: the deadline heap and its timer;
+//! - `eviction.rs`: settled reservations leaving memory after their grace period;
 //! - `payment.rs`: pin, unpin and post;
 //! - `reads.rs`: the seat map and a reservation, as the client sees them.
 
 mod cancel;
+mod eviction;
 mod expiry;
 mod hold;
 mod intake;
@@ -23,7 +25,7 @@ pub use cancel::CancelReservation;
 pub use hold::HoldSeats;
 pub use intake::{DrainHolds, HoldIntake, Pushed};
 pub use payment::{PinHold, PinnedHold, PostHold, UnpinHold};
-pub use reads::{ListSeats, ReadReservation, ReservationView, SeatView};
+pub use reads::{stored_view, ListSeats, ReadReservation, ReservationView, SeatView};
 
 use super::durability::Durability;
 use super::env::ActorEnv;
@@ -36,6 +38,7 @@ use crate::domain::schedule::{
 use crate::domain::{ReservationId, Timestamp};
 use crate::store::{StoreError, Writes};
 use actix::prelude::*;
+use eviction::Settled;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +53,10 @@ pub struct ScheduleEntry {
     pub available: AtomicUsize,
     /// Holds on their way to the schedule's actor.
     pub intake: HoldIntake,
+    /// What the actor keeps in memory, published with `available`: its reservations (pending,
+    /// and settled within their grace) and its deadline heap's entries.
+    pub reservations_kept: AtomicUsize,
+    pub deadlines_kept: AtomicUsize,
 }
 
 impl ScheduleEntry {
@@ -58,6 +65,8 @@ impl ScheduleEntry {
             info,
             available: AtomicUsize::new(0),
             intake: HoldIntake::default(),
+            reservations_kept: AtomicUsize::new(0),
+            deadlines_kept: AtomicUsize::new(0),
         }
     }
 }
@@ -72,6 +81,8 @@ pub struct ScheduleActor {
     deadlines: BinaryHeap<Reverse<(Timestamp, ReservationId)>>,
     /// The armed timer and the deadline it is for.
     timer: Option<(Timestamp, SpawnHandle)>,
+    /// Settled reservations waiting out their grace before they leave memory.
+    settled: Settled,
     /// Holds whose creating write may not be committed yet. A refusal because a seat is taken
     /// goes out at once unless the hold taking it is in here: it cannot be undone.
     unconfirmed: Unconfirmed,
@@ -115,6 +126,7 @@ impl ScheduleActor {
             state,
             deadlines: BinaryHeap::new(),
             timer: None,
+            settled: Settled::default(),
             unconfirmed: Unconfirmed::default(),
             last_release: 0,
             burst: Vec::new(),
@@ -129,16 +141,18 @@ impl ScheduleActor {
         }
     }
 
-    /// After a (re)load: index reservations, expire what came due, arm the deadline timer.
+    /// After a (re)load: let settled reservations past their grace go, index the rest, expire
+    /// what came due, arm the timers.
     fn after_load(&mut self, ctx: &mut Context<Self>) {
-        let now = self.env.clock.now();
-        let Loaded::Ready(book) = &mut self.state else {
-            return;
-        };
         // Deadlines and unconfirmed writes of the state thrown away mean nothing now.
         self.deadlines.clear();
         self.unconfirmed.clear();
         self.last_release = 0;
+        self.settle_loaded(ctx);
+        let now = self.env.clock.now();
+        let Loaded::Ready(book) = &mut self.state else {
+            return;
+        };
         let mut pending = Vec::new();
         for r in book.reservations() {
             self.env.reservations.insert(r.id, r.schedule);
@@ -161,6 +175,9 @@ impl ScheduleActor {
                         .fold(Writes::default(), |w, r| w.reservation(r));
                     self.durability.submit_unanswered(permit, writes);
                     self.last_release = self.durability.last_seq();
+                    for id in &due {
+                        self.settled(*id, self.last_release, ctx);
+                    }
                 }
                 // Retried by the timers below, which fire at once for these.
                 Err(u) => tracing::warn!(error = %u, "could not release expired holds yet"),
@@ -172,12 +189,18 @@ impl ScheduleActor {
         self.publish();
     }
 
-    /// Publishes the free-seat count the catalog shows.
+    /// Publishes the free-seat count the catalog shows, and what the actor keeps in memory.
     fn publish(&self) {
         if let Some(book) = self.state.ready() {
             self.entry
                 .available
                 .store(book.available_count(), Ordering::Relaxed);
+            let now = (book.reservation_count(), self.deadlines.len());
+            let was = (
+                self.entry.reservations_kept.swap(now.0, Ordering::Relaxed),
+                self.entry.deadlines_kept.swap(now.1, Ordering::Relaxed),
+            );
+            self.env.reservations.kept().moved(was, now);
         }
     }
 }

@@ -31,7 +31,7 @@ impl Handler<PinHold> for ScheduleActor {
 
     /// Pins the hold if it is still valid; a hold past its time expires here instead.
     #[tracing::instrument(level = "debug", skip_all, fields(reservation_id = %msg.id, user_id = %msg.user))]
-    fn handle(&mut self, msg: PinHold, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: PinHold, ctx: &mut Context<Self>) {
         received::<Self>();
         let Some((permit, reply)) = self.durability.reserve_or_refuse(msg.reply) else {
             return;
@@ -57,6 +57,7 @@ impl Handler<PinHold> for ScheduleActor {
             .answer_after_commit(permit, writes, reply, answer);
         if releases {
             self.last_release = self.durability.last_seq();
+            self.settled(msg.id, self.last_release, ctx);
         }
     }
 }
@@ -101,12 +102,14 @@ impl Handler<PostHold> for ScheduleActor {
 
     /// Marks the reservation paid in memory (the database already says so).
     #[tracing::instrument(level = "debug", skip_all, fields(reservation_id = %msg.id))]
-    fn handle(&mut self, msg: PostHold, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: PostHold, ctx: &mut Context<Self>) {
         let now = self.env.clock.now();
         if let Loaded::Ready(book) = &mut self.state {
             if let Some(r) = book.post(msg.id, now) {
                 metrics::counter!("boxoffice_holds_total", "outcome" => "posted").increment(1);
                 metrics::counter!("boxoffice_seats_sold_total").increment(r.seats.len() as u64);
+                // Its write is the payment's, committed before this message was sent.
+                self.settled(msg.id, 0, ctx);
             }
         }
     }

@@ -1,10 +1,14 @@
 //! What a client reads of a schedule: the seat map (as the database has it) and one
-//! reservation. Reads change nothing; each waits only for the writes its answer depends on.
+//! reservation — from memory, or, once settled and evicted, from the store with the same
+//! view. Reads change nothing; each waits only for the writes its answer depends on.
 
 use super::ScheduleActor;
 use crate::actors::mailbox::{received, refuse_unavailable, Reply};
-use crate::domain::schedule::{BookingRefusal, Reservation, ScheduleBook, Seat, SeatState};
+use crate::domain::schedule::{
+    BookingRefusal, Reservation, ScheduleBook, ScheduleInfo, Seat, SeatState,
+};
 use crate::domain::{ConcertId, Money, ReservationId, SeatId, Timestamp, UserId};
+use crate::store::StoredReservation;
 use actix::prelude::*;
 
 /// A reservation with what a client shows of it.
@@ -29,17 +33,27 @@ pub struct SeatView {
 
 /// The client's view of reservation `r` of `book`.
 pub fn view(book: &ScheduleBook, r: &Reservation) -> ReservationView {
+    let seats = r.seats.iter().filter_map(|s| book.seat(*s));
+    view_of(&book.info, r.clone(), seats)
+}
+
+/// The same view of a reservation read back from the store (settled, gone from memory): what
+/// its actor answered while it had it, field for field.
+pub fn stored_view(info: &ScheduleInfo, stored: StoredReservation) -> ReservationView {
+    view_of(info, stored.reservation, stored.seats.iter())
+}
+
+fn view_of<'a>(
+    info: &ScheduleInfo,
+    reservation: Reservation,
+    seats: impl Iterator<Item = &'a Seat>,
+) -> ReservationView {
     ReservationView {
-        reservation: r.clone(),
-        concert_name: book.info.concert_name.clone(),
-        concert_at: book.info.concert_at,
-        concert_id: book.info.concert_id,
-        seats: r
-            .seats
-            .iter()
-            .filter_map(|s| book.seat(*s))
-            .map(|s| (s.number, s.price))
-            .collect(),
+        reservation,
+        concert_name: info.concert_name.clone(),
+        concert_at: info.concert_at,
+        concert_id: info.concert_id,
+        seats: seats.map(|s| (s.number, s.price)).collect(),
     }
 }
 
