@@ -19,8 +19,9 @@ pub use error::ApiError;
 
 use crate::actors::Engine;
 use crate::domain::{Timestamp, UserId};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::FixedOffset;
 use std::future::Future;
 use std::time::Duration;
@@ -193,21 +194,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(extract::path_config())
         .app_data(extract::query_config());
     // Group the routes by path: one resource per path, so an unsupported method on a known
-    // path is a 405 envelope rather than a 404.
-    let mut by_path: Vec<(&'static str, Option<usize>, Vec<actix_web::Route>)> = Vec::new();
+    // path is a 405 envelope (with the path's methods in `Allow`) rather than a 404.
+    type Group = (
+        &'static str,
+        Option<usize>,
+        Vec<Method>,
+        Vec<actix_web::Route>,
+    );
+    let mut by_path: Vec<Group> = Vec::new();
     for r in routes() {
-        match by_path.iter_mut().find(|(path, _, _)| *path == r.path) {
-            Some((_, limit, list)) => {
+        match by_path.iter_mut().find(|(path, ..)| *path == r.path) {
+            Some((_, limit, methods, list)) => {
                 *limit = limit.or(r.body_limit);
+                methods.push(r.method);
                 list.push(r.route);
             }
-            None => by_path.push((r.path, r.body_limit, vec![r.route])),
+            None => by_path.push((r.path, r.body_limit, vec![r.method], vec![r.route])),
         }
     }
-    for (path, limit, list) in by_path {
+    for (path, limit, methods, list) in by_path {
+        let allow = allow_header(&methods);
         let mut resource = web::resource(path)
             .app_data(metrics::RouteLabel(path))
-            .default_service(web::to(method_not_allowed));
+            .default_service(web::to(move || method_not_allowed(allow.clone())));
         if let Some(limit) = limit {
             resource = resource.app_data(extract::json_config(limit));
         }
@@ -223,6 +232,15 @@ async fn not_found(_: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-async fn method_not_allowed(_: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// RFC 9110 §15.5.6: a 405 lists the methods the resource does support.
+async fn method_not_allowed(allow: HeaderValue) -> HttpResponse {
+    let mut response = ApiError::MethodNotAllowed.error_response();
+    response.headers_mut().insert(header::ALLOW, allow);
+    response
+}
+
+/// `Allow` for a path served with `methods`.
+fn allow_header(methods: &[Method]) -> HeaderValue {
+    let listed: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    HeaderValue::from_str(&listed.join(", ")).expect("method names are valid header text")
 }
