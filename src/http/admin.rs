@@ -1,6 +1,7 @@
 //! Admin routes (header `X-Admin-Key`): create users and concerts with their seat maps.
 
 use super::error::ErrorBody;
+use super::extract::whole;
 use super::{within_deadline, ApiError, AppState};
 use crate::domain::catalog::{CreatedConcert, NewConcert, NewSchedule};
 use crate::domain::wallet::NewUser;
@@ -20,16 +21,28 @@ const MAX_PRICE: i64 = 10_000_000_000;
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateUserRequest {
+    /// 1 to 200 characters once trimmed of white space (Unicode's, as the pattern spells
+    /// out), and no NUL.
+    #[schema(
+        pattern = r"^[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\u0000\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000](?:[^\u0000]{0,198}[^\u0000\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     name: String,
     /// Optional opening balance (demo and test setups).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::i64")]
+    #[schema(minimum = 0)]
     balance: i64,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateConcertRequest {
+    /// 1 to 200 characters once trimmed of white space (Unicode's, as the pattern spells
+    /// out), and no NUL.
+    #[schema(
+        pattern = r"^[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\u0000\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000](?:[^\u0000]{0,198}[^\u0000\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     name: String,
+    #[schema(min_items = 1, max_items = 100)]
     schedules: Vec<ScheduleRequest>,
 }
 
@@ -37,18 +50,29 @@ pub struct CreateConcertRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleRequest {
     /// In the seed's format, in the service's zone.
-    #[schema(example = "2030-08-04T10:00:00")]
+    #[schema(
+        example = "2030-08-04T10:00:00",
+        pattern = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d$"
+    )]
     concert_at: String,
-    /// When booking opens.
-    #[schema(example = "2030-07-19T10:00:00")]
+    /// When booking opens: not after `concertAt`.
+    #[schema(
+        example = "2030-07-19T10:00:00",
+        pattern = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d$"
+    )]
     reservation_at: String,
+    /// Seat numbers unique within the schedule.
+    #[schema(min_items = 1, max_items = 20000)]
     seats: Vec<SeatRequest>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeatRequest {
+    #[serde(deserialize_with = "whole::i32")]
     seat_number: i32,
+    #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
+    #[serde(deserialize_with = "whole::i64")]
     price: i64,
 }
 
@@ -96,6 +120,10 @@ fn check_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
 
 fn name(text: &str) -> Result<String, ApiError> {
     let text = text.trim();
+    if text.contains('\0') {
+        // PostgreSQL's text cannot hold it: the insert would fail, a 5xx.
+        return Err(ApiError::invalid("name must not contain NUL"));
+    }
     if text.is_empty() || text.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::invalid(format!(
             "name must be 1 to {MAX_NAME_CHARS} characters"

@@ -1,7 +1,7 @@
 //! Wallet routes: recharge, read the balance, page through the ledger.
 
 use super::error::ErrorBody;
-use super::extract::id;
+use super::extract::{id, whole};
 use super::idempotency::{begin, parse, respond, to_json, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::idempotency::Render;
@@ -17,7 +17,8 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Deserialize, ToSchema)]
 pub struct RechargeRequest {
     /// Any JSON number: one that is not a whole `i64` is an invalid amount, not a bad request.
-    #[schema(value_type = i64, example = 50000)]
+    /// At most the configured largest recharge (`maximum`).
+    #[schema(value_type = i64, example = 50000, minimum = 1)]
     amount: serde_json::Number,
 }
 
@@ -33,17 +34,14 @@ impl TryFrom<(UserId, RechargeRequest)> for Recharge {
 
     /// Only a whole `i64` can be an amount; the wallet decides whether it is a valid one.
     fn try_from((user, body): (UserId, RechargeRequest)) -> Result<Recharge, ApiError> {
-        let amount = body
-            .amount
-            .as_i64()
-            .ok_or(ApiError::InvalidRechargeAmount)?;
+        let amount = whole(&body.amount).ok_or(ApiError::InvalidRechargeAmount)?;
         Ok(Recharge { user, amount })
     }
 }
 
 /// Add money to the user's wallet.
 #[utoipa::path(post, path = "/v1/balance/users/{userId}/recharge", tag = "wallet", request_body = RechargeRequest,
-    params(("userId" = i64, Path), ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer for a retry")),
+    params(("userId" = i64, Path, minimum = 1), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "replays the first answer for a retry")),
     responses(
         (status = 200, body = BalanceBody),
         (status = 400, description = "invalid_request, invalid_recharge_amount", body = ErrorBody),
@@ -82,7 +80,7 @@ fn balance_body(user: UserId, balance: Money) -> BalanceBody {
 
 /// The user's balance.
 #[utoipa::path(get, path = "/v1/balance/users/{userId}", tag = "wallet",
-    params(("userId" = i64, Path)),
+    params(("userId" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = BalanceBody),
         (status = 400, description = "invalid_request", body = ErrorBody),
@@ -103,8 +101,10 @@ pub async fn balance(
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Entries per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// Only entries older than this ledger id (the previous page's `nextBefore`).
+    #[param(minimum = 1)]
     before: Option<i64>,
 }
 
@@ -156,7 +156,7 @@ pub struct LedgerLine {
 
 /// The user's ledger, newest first: every recharge and payment with the balance after it.
 #[utoipa::path(get, path = "/v1/balance/users/{userId}/history", tag = "wallet",
-    params(("userId" = i64, Path), HistoryQuery),
+    params(("userId" = i64, Path, minimum = 1), HistoryQuery),
     responses(
         (status = 200, body = HistoryBody),
         (status = 400, description = "invalid_request", body = ErrorBody),

@@ -46,7 +46,7 @@ pub struct SeatBody {
 
 /// The schedules of a concert still to come, ordered by date.
 #[utoipa::path(get, path = "/v1/concerts/{concertId}/schedules", tag = "concerts",
-    params(("concertId" = i64, Path), ("TOKEN-ID" = i64, Header, description = "an ACTIVE queue token")),
+    params(("concertId" = i64, Path, minimum = 1), ("TOKEN-ID" = String, Header, description = "an ACTIVE queue token, in decimal")),
     responses(
         (status = 200, body = SchedulesResponse),
         (status = 400, description = "malformed concert id", body = ErrorBody),
@@ -79,7 +79,7 @@ pub async fn schedules(
 /// A schedule's seat map as the database has it: held and sold seats are UNAVAILABLE; a seat
 /// whose hold is still being committed shows as AVAILABLE until the commit.
 #[utoipa::path(get, path = "/v1/concerts/{concertId}/schedules/{scheduleId}/seats", tag = "concerts",
-    params(("concertId" = i64, Path), ("scheduleId" = i64, Path), ("TOKEN-ID" = i64, Header, description = "an ACTIVE queue token")),
+    params(("concertId" = i64, Path, minimum = 1), ("scheduleId" = i64, Path, minimum = 1), ("TOKEN-ID" = String, Header, description = "an ACTIVE queue token, in decimal")),
     responses(
         (status = 200, body = SeatsResponse),
         (status = 400, description = "malformed ids", body = ErrorBody),

@@ -64,3 +64,44 @@ pub fn query_config() -> web::QueryConfig {
         ApiError::InvalidRequest(format!("malformed query: {error}")).into()
     })
 }
+
+/// The whole number a JSON number stands for: `7`, and also `7.0` or `7e0` — JSON Schema's
+/// `integer`, which the document promises, is any number with a zero fraction. `None` for a
+/// fraction or a value outside `i64`.
+pub fn whole(number: &serde_json::Number) -> Option<i64> {
+    // 2^63: the first float past i64::MAX (which, as an f64, rounds up to it).
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (-LIMIT..LIMIT).contains(f))
+            .map(|f| f as i64)
+    })
+}
+
+/// Body fields read through [`whole`] (`#[serde(deserialize_with = "…")]`).
+pub mod whole {
+    use serde::de::{Deserializer, Error, Unexpected};
+    use serde::Deserialize;
+    use serde_json::Number;
+
+    fn one<E: Error>(number: &Number) -> Result<i64, E> {
+        super::whole(number).ok_or_else(|| {
+            E::invalid_value(Unexpected::Other(&number.to_string()), &"a whole number")
+        })
+    }
+
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        one(&Number::deserialize(d)?)
+    }
+
+    pub fn i32<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+        let number = Number::deserialize(d)?;
+        i32::try_from(one::<D::Error>(&number)?)
+            .map_err(|_| D::Error::invalid_value(Unexpected::Other(&number.to_string()), &"an i32"))
+    }
+
+    pub fn vec_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+        Vec::<Number>::deserialize(d)?.iter().map(one).collect()
+    }
+}

@@ -1,6 +1,10 @@
 //! The OpenAPI 3 document of every route, generated from the handlers' annotations and the
-//! response types themselves, so it cannot drift from what the code serializes.
+//! response types themselves, so it cannot drift from what the code serializes. It declares
+//! every bound the service enforces on what it reads (ids ≥ 1, `limit` 1–100, names 1–200
+//! characters, list sizes, amounts), so a request valid by the document is never refused as
+//! malformed; `tests/api/document.rs` holds each bound to the service's own.
 
+use crate::actors::EngineSettings;
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -35,12 +39,32 @@ use utoipa::OpenApi;
 )]
 pub struct ApiDoc;
 
-/// The document, rendered once.
+/// The document, rendered once, with the bounds that do not depend on configuration.
 pub fn document() -> &'static serde_json::Value {
     static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
     DOC.get_or_init(|| {
-        serde_json::to_value(ApiDoc::openapi()).expect("an OpenAPI document serializes")
+        let mut doc =
+            serde_json::to_value(ApiDoc::openapi()).expect("an OpenAPI document serializes");
+        // What the attributes cannot say: utoipa has no `uniqueItems` for a `Vec`, nor bounds
+        // on its items.
+        let seat_ids = &mut doc["components"]["schemas"]["ReserveRequest"]["properties"]["seatIds"];
+        seat_ids["uniqueItems"] = true.into();
+        seat_ids["items"]["minimum"] = 1.into();
+        doc
     })
+}
+
+/// The document this service serves: [`document`] with the bounds its settings chose — the
+/// seats one hold may name, and the largest recharge — so that every request the document
+/// calls valid is one the service accepts.
+pub fn document_for(settings: &EngineSettings) -> serde_json::Value {
+    let mut doc = document().clone();
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["ReserveRequest"]["properties"]["seatIds"]["maxItems"] =
+        settings.max_seats_per_user.into();
+    schemas["RechargeRequest"]["properties"]["amount"]["maximum"] =
+        settings.max_recharge.won().into();
+    doc
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! (ACTIVE token of the same user).
 
 use super::error::ErrorBody;
-use super::extract::{id, TokenHeader};
+use super::extract::{id, whole, TokenHeader};
 use super::idempotency::{begin, parse as parse_body, respond, to_json, Begin, IdempotencyKey};
 use super::reservations::{reservation_body, ReservationBody};
 use super::{within_deadline, ApiError, AppState};
@@ -22,6 +22,8 @@ use utoipa::ToSchema;
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PayRequest {
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "whole::i64")]
     reservation_id: i64,
 }
 
@@ -64,9 +66,9 @@ impl TryFrom<(UserId, PayRequest)> for UserReservation {
 /// Pay a reservation: debit, mark paid, record the payment, expire the token — atomically.
 #[utoipa::path(post, path = "/v1/payments/users/{userId}", tag = "payments", request_body = PayRequest,
     params(
-        ("userId" = i64, Path),
-        ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer for a retry, even after the token is spent"),
+        ("userId" = i64, Path, minimum = 1),
+        ("TOKEN-ID" = String, Header, description = "the user's ACTIVE queue token, in decimal"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "replays the first answer for a retry, even after the token is spent"),
     ),
     responses(
         (status = 201, body = PaymentBody),
@@ -111,7 +113,7 @@ pub async fn pay(
 
 /// The checkout screen: what is being bought, the balance, whether it is enough. Changes nothing.
 #[utoipa::path(post, path = "/v1/payments/users/{userId}/progress", tag = "payments", request_body = PayRequest,
-    params(("userId" = i64, Path), ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token")),
+    params(("userId" = i64, Path, minimum = 1), ("TOKEN-ID" = String, Header, description = "the user's ACTIVE queue token, in decimal")),
     responses(
         (status = 200, body = ProgressBody),
         (status = 400, description = "invalid_request", body = ErrorBody),

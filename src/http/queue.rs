@@ -53,7 +53,7 @@ fn token_response(state: &AppState, record: &TokenRecord) -> TokenResponse {
 
 /// Join the waiting room: 201 with a new token, 200 with the user's live one.
 #[utoipa::path(post, path = "/v1/queue-tokens/users/{userId}", tag = "queue",
-    params(("userId" = i64, Path)),
+    params(("userId" = i64, Path, minimum = 1)),
     responses(
         (status = 201, description = "a new token at the back of the line", body = TokenResponse),
         (status = 200, description = "the user's WAITING or ACTIVE token", body = TokenResponse),
@@ -78,7 +78,7 @@ pub async fn join(
 
 /// The user's current (or last) token.
 #[utoipa::path(get, path = "/v1/queue-tokens/users/{userId}", tag = "queue",
-    params(("userId" = i64, Path)),
+    params(("userId" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = TokenResponse),
         (status = 400, description = "invalid_request", body = ErrorBody),
@@ -96,7 +96,7 @@ pub async fn token(
 
 /// Poll the token's place in line; answered from the published line, never the actor.
 #[utoipa::path(get, path = "/v1/queue-status/users/{userId}", tag = "queue",
-    params(("userId" = i64, Path), ("TOKEN-ID" = i64, Header, description = "the user's queue token")),
+    params(("userId" = i64, Path, minimum = 1), ("TOKEN-ID" = String, Header, description = "the user's queue token, in decimal")),
     responses(
         (status = 200, description = "the token's state; EXPIRED tokens answer here too", body = StatusResponse),
         (status = 400, description = "invalid_request", body = ErrorBody),

@@ -1,7 +1,7 @@
 //! Reservation routes: hold seats, read and cancel a reservation (ACTIVE token of the same user).
 
 use super::error::ErrorBody;
-use super::extract::{id, TokenHeader};
+use super::extract::{id, whole, TokenHeader};
 use super::idempotency::{begin, parse, respond, to_json, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::idempotency::Render;
@@ -21,10 +21,18 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReserveRequest {
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "whole::i64")]
     user_id: i64,
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "whole::i64")]
     concert_id: i64,
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "whole::i64")]
     schedule_id: i64,
-    /// Non-empty, no duplicates, at most the per-user seat limit.
+    /// Non-empty, no duplicates, at most the per-user seat limit (`maxItems`, as configured).
+    #[schema(min_items = 1)]
+    #[serde(deserialize_with = "whole::vec_i64")]
     seat_ids: Vec<i64>,
 }
 
@@ -33,6 +41,7 @@ pub struct ReserveRequest {
 #[into_params(parameter_in = Query)]
 pub struct OwnerQuery {
     /// The reservation's owner.
+    #[param(minimum = 1)]
     user_id: i64,
 }
 
@@ -128,8 +137,8 @@ impl TryFrom<(ReservationId, OwnerQuery)> for UserReservation {
 /// Hold seats for the user: all of them for the hold time, or none.
 #[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = ReserveRequest,
     params(
-        ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer for a retry"),
+        ("TOKEN-ID" = String, Header, description = "the user's ACTIVE queue token, in decimal"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "replays the first answer for a retry"),
     ),
     responses(
         (status = 201, body = ReservationBody),
@@ -177,7 +186,7 @@ fn record_ids(hold: &HoldRequest) {
 
 /// A reservation of the user, with its current status.
 #[utoipa::path(get, path = "/v1/reservations/{reservationId}", tag = "reservations",
-    params(("reservationId" = i64, Path), OwnerQuery, ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token")),
+    params(("reservationId" = i64, Path, minimum = 1), OwnerQuery, ("TOKEN-ID" = String, Header, description = "the user's ACTIVE queue token, in decimal")),
     responses(
         (status = 200, body = ReservationBody),
         (status = 400, description = "invalid_request", body = ErrorBody),
@@ -205,7 +214,7 @@ pub async fn read(
 
 /// Cancel a PAYMENT_PENDING reservation: its seats are free at once.
 #[utoipa::path(delete, path = "/v1/reservations/{reservationId}", tag = "reservations",
-    params(("reservationId" = i64, Path), OwnerQuery, ("TOKEN-ID" = i64, Header, description = "the user's ACTIVE queue token")),
+    params(("reservationId" = i64, Path, minimum = 1), OwnerQuery, ("TOKEN-ID" = String, Header, description = "the user's ACTIVE queue token, in decimal")),
     responses(
         (status = 200, body = ReservationBody),
         (status = 400, description = "invalid_request, reservation_expired", body = ErrorBody),

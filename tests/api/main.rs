@@ -6,6 +6,7 @@ mod admin;
 mod balance;
 mod concerts;
 mod concurrency;
+mod document;
 mod errors;
 mod eviction;
 mod faults;
