@@ -4,7 +4,9 @@ use crate::actors::EngineSettings;
 use crate::domain::time::parse_offset;
 use crate::domain::Money;
 use chrono::FixedOffset;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The default store: an embedded SQLite file beside the working directory.
@@ -42,6 +44,8 @@ pub struct ServeArgs {
     /// Key for the /v1/admin routes (header X-Admin-Key); without it they answer 403.
     #[arg(long, env = "BOXOFFICE_ADMIN_KEY")]
     pub admin_key: Option<String>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// How long a reservation holds its seats.
     #[arg(long, env = "BOXOFFICE_HOLD_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub hold_ttl_secs: u64,
@@ -74,6 +78,77 @@ pub struct ServeArgs {
     pub demo: bool,
 }
 
+/// Who may call the user-scoped routes (API.md §8).
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// none: a user is whoever the path names (the seed contract); jwt: every user-scoped
+    /// route needs `Authorization: Bearer <JWT>` whose `sub` is that user.
+    #[arg(long = "auth", env = "BOXOFFICE_AUTH", value_enum, default_value_t = AuthMode::None)]
+    pub mode: AuthMode,
+    /// HS256 secret of the bearer tokens (at least 32 bytes).
+    #[arg(long, env = "BOXOFFICE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key of the bearer tokens: RS256, ES256 or EdDSA by the key's type.
+    #[arg(long, env = "BOXOFFICE_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Required `iss` of the bearer tokens.
+    #[arg(long, env = "BOXOFFICE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of the bearer tokens.
+    #[arg(long, env = "BOXOFFICE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// With --auth jwt, a user's own bearer may recharge their wallet (otherwise only
+    /// X-Admin-Key, a payment provider's callback, may).
+    #[arg(long, env = "BOXOFFICE_USER_RECHARGE")]
+    pub user_recharge: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum AuthMode {
+    #[default]
+    None,
+    Jwt,
+}
+
+/// [`AuthArgs`], checked into a verifier at startup (`http::auth`).
+#[derive(Clone, Default)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    pub jwt_secret: Option<String>,
+    pub jwt_public_key: Option<PathBuf>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub user_recharge: bool,
+}
+
+/// Every field but the secret, which the log must never see.
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("mode", &self.mode)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "***"))
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("user_recharge", &self.user_recharge)
+            .finish()
+    }
+}
+
+impl From<AuthArgs> for AuthSettings {
+    fn from(args: AuthArgs) -> AuthSettings {
+        let given = |text: Option<String>| text.filter(|t| !t.is_empty());
+        AuthSettings {
+            mode: args.mode,
+            jwt_secret: given(args.jwt_secret),
+            jwt_public_key: args.jwt_public_key.filter(|p| !p.as_os_str().is_empty()),
+            jwt_issuer: given(args.jwt_issuer),
+            jwt_audience: given(args.jwt_audience),
+            user_recharge: args.user_recharge,
+        }
+    }
+}
+
 fn offset(text: &str) -> Result<FixedOffset, String> {
     parse_offset(text).ok_or_else(|| format!("expected an offset like +09:00, got {text:?}"))
 }
@@ -84,6 +159,7 @@ pub struct Settings {
     pub bind: String,
     pub database_url: String,
     pub admin_key: Option<String>,
+    pub auth: AuthSettings,
     pub engine: EngineSettings,
     pub timezone: FixedOffset,
     pub http_workers: usize,
@@ -99,6 +175,7 @@ impl Settings {
             bind: "127.0.0.1:0".into(),
             database_url: database_url.into(),
             admin_key: None,
+            auth: AuthSettings::default(),
             engine: EngineSettings::default(),
             timezone: FixedOffset::east_opt(0).expect("zero is a valid offset"),
             http_workers: 2,
@@ -115,6 +192,7 @@ impl From<ServeArgs> for Settings {
             bind: args.bind,
             database_url: args.database.database_url,
             admin_key: args.admin_key.filter(|k| !k.is_empty()),
+            auth: AuthSettings::from(args.auth),
             engine: EngineSettings {
                 hold_ttl: Duration::from_secs(args.hold_ttl_secs),
                 active_ttl: Duration::from_secs(args.active_ttl_secs),
@@ -166,6 +244,39 @@ mod tests {
         assert_eq!(settings.engine.hold_ttl, Duration::from_secs(7));
         assert_eq!(settings.engine.max_active, 3);
         assert_eq!(settings.timezone.local_minus_utc(), 9 * 3600);
+    }
+
+    #[test]
+    fn auth_flags_parse_and_the_secret_stays_out_of_debug() {
+        let cli = Cli::try_parse_from([
+            "boxoffice",
+            "serve",
+            "--auth",
+            "jwt",
+            "--jwt-secret",
+            "a-secret-of-thirty-two-bytes-000",
+            "--jwt-issuer",
+            "https://id.example",
+            "--user-recharge",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        let settings = Settings::from(args);
+        assert_eq!(settings.auth.mode, AuthMode::Jwt);
+        assert_eq!(
+            settings.auth.jwt_issuer.as_deref(),
+            Some("https://id.example")
+        );
+        assert!(settings.auth.user_recharge);
+        assert!(!format!("{settings:?}").contains("thirty-two"));
+        let default = Cli::try_parse_from(["boxoffice", "serve"]).unwrap();
+        let Command::Serve(args) = default.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(Settings::from(args).auth.mode, AuthMode::None);
+        assert!(Cli::try_parse_from(["boxoffice", "serve", "--auth", "basic"]).is_err());
     }
 
     #[test]

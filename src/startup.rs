@@ -14,6 +14,8 @@ use std::sync::Arc;
 /// Why the application could not start. Each is one clear line for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error(transparent)]
+    Auth(#[from] http::auth::AuthSetupError),
     #[error("cannot open the database {url}: {source}")]
     Connect { url: String, source: StoreError },
     #[error("cannot migrate the database: {0}")]
@@ -117,6 +119,8 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartupError> {
+        // Before the store opens: a bad key is the operator's mistake, told at once.
+        let auth = http::auth::Authenticator::new(&settings.auth)?;
         let runtime = StoreRuntime::new()?;
         let store = open_store(&settings.database_url, &runtime.handle()).await?;
         let store = StoreHandle::new(store, runtime.handle());
@@ -148,6 +152,7 @@ impl Application {
             engine: engine.clone(),
             timezone: settings.timezone,
             admin_key: settings.admin_key.clone(),
+            auth,
         });
         // Installed before the first request or decision records anything.
         http::metrics::handle();

@@ -78,7 +78,7 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Before the body's rules: a wrong key answers 403 even when a field breaks one.
-fn check_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+pub(super) fn check_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     let Some(key) = &state.admin_key else {
         return Err(ApiError::Forbidden("admin routes are disabled"));
     };

@@ -33,6 +33,10 @@ pub enum ApiError {
     InvalidRechargeAmount,
     IdempotencyKeyReused,
     HeadersTooLarge,
+    /// `--auth jwt`: the bearer is missing, malformed, forged, expired or of another algorithm.
+    Unauthorized,
+    /// The admin key is missing or wrong (its message says which), or a bearer is another
+    /// user's (message `forbidden`).
     Forbidden(&'static str),
     NotFound,
     MethodNotAllowed,
@@ -87,6 +91,7 @@ impl ApiError {
             InvalidRechargeAmount   => (400, "invalid_recharge_amount",  "invalid recharge amount"),
             IdempotencyKeyReused    => (422, "idempotency_key_reused",   "idempotency key reused"),
             HeadersTooLarge         => (431, "headers_too_large",        "request headers too large"),
+            Unauthorized            => (401, "unauthorized",             "unauthorized"),
             Forbidden(message)      => (403, "forbidden",                message),
             NotFound                => (404, "not_found",                "not found"),
             MethodNotAllowed        => (405, "method_not_allowed",       "method not allowed"),

@@ -3,6 +3,7 @@
 //! domain request (`TryFrom`), authorize, call one engine operation, shape its answer.
 
 mod admin;
+pub mod auth;
 mod balance;
 mod concerts;
 pub mod error;
@@ -37,12 +38,28 @@ pub struct AppState {
     pub engine: Engine,
     pub timezone: FixedOffset,
     pub admin_key: Option<String>,
+    pub auth: auth::Authenticator,
 }
 
 impl AppState {
     /// A timestamp in the seed's format and the configured zone.
     pub fn time(&self, t: Timestamp) -> String {
         t.format(self.timezone)
+    }
+
+    /// `--auth jwt`: 401 unless the request's bearer is valid, 403 unless it is `user`'s;
+    /// nothing in none mode. Before [`AppState::known_user`], so neither says who exists.
+    pub fn authenticate(&self, req: &HttpRequest, user: UserId) -> Result<(), ApiError> {
+        self.auth.authenticate(req, user)
+    }
+
+    /// Recharge's gate: open (none mode), the admin key, or the user's own bearer.
+    pub fn authorize_recharge(&self, req: &HttpRequest, user: UserId) -> Result<(), ApiError> {
+        match self.auth.recharge_gate(req) {
+            auth::RechargeGate::Open => Ok(()),
+            auth::RechargeGate::AdminKey => admin::check_admin(self, req),
+            auth::RechargeGate::OwnBearer => self.authenticate(req, user),
+        }
     }
 
     /// 404 unless the user exists: before their token or idempotency key is looked at.
