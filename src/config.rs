@@ -20,6 +20,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at startup: the size of the serve flags costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve the HTTP API.
     Serve(ServeArgs),
