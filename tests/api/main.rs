@@ -3,6 +3,7 @@
 mod helpers;
 
 mod admin;
+mod auth;
 mod balance;
 mod concerts;
 mod concurrency;
