@@ -468,3 +468,46 @@ macro_rules! on_postgres {
         }
     };
 }
+
+/// Starts the application with an `--ops-bind` listener on a free port; returns the app and
+/// the ops listener's base URL.
+pub async fn spawn_app_with_ops(
+    backend: Backend,
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, String) {
+    boxoffice::telemetry::init_with_default("warn");
+    let db = TestDb::create(backend).await;
+    let clock = Arc::new(ManualClock::new());
+    let mut settings = Settings::for_database(db.url.clone());
+    settings.admin_key = Some(ADMIN_KEY.into());
+    settings.ops_bind = Some("127.0.0.1:0".into());
+    tweak(&mut settings);
+    let app = Application::build_with_clock(settings.clone(), clock.clone() as Arc<dyn Clock>)
+        .await
+        .expect("the application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let ops = format!(
+        "http://127.0.0.1:{}",
+        app.ops_port().expect("an ops listener was asked for")
+    );
+    let handle = app.handle();
+    let (tx, stopped) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        let _ = app.run_until_stopped().await;
+        let _ = tx.send(());
+    });
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a client");
+    let app = TestApp {
+        address,
+        client,
+        db,
+        settings,
+        clock,
+        handle,
+        stopped,
+    };
+    (app, ops)
+}
