@@ -469,45 +469,23 @@ macro_rules! on_postgres {
     };
 }
 
-/// Starts the application with an `--ops-bind` listener on a free port; returns the app and
-/// the ops listener's base URL.
+/// Starts the application with an `--ops-bind` listener; returns the app and the ops
+/// listener's base URL. The port is one the kernel just handed out and took back: the next
+/// port 0 it hands out is another, so nothing else takes it first.
 pub async fn spawn_app_with_ops(
     backend: Backend,
     tweak: impl FnOnce(&mut Settings),
 ) -> (TestApp, String) {
-    boxoffice::telemetry::init_with_default("warn");
-    let db = TestDb::create(backend).await;
-    let clock = Arc::new(ManualClock::new());
-    let mut settings = Settings::for_database(db.url.clone());
-    settings.admin_key = Some(ADMIN_KEY.into());
-    settings.ops_bind = Some("127.0.0.1:0".into());
-    tweak(&mut settings);
-    let app = Application::build_with_clock(settings.clone(), clock.clone() as Arc<dyn Clock>)
-        .await
-        .expect("the application starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let ops = format!(
-        "http://127.0.0.1:{}",
-        app.ops_port().expect("an ops listener was asked for")
-    );
-    let handle = app.handle();
-    let (tx, stopped) = tokio::sync::oneshot::channel();
-    actix_web::rt::spawn(async move {
-        let _ = app.run_until_stopped().await;
-        let _ = tx.send(());
-    });
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("a client");
-    let app = TestApp {
-        address,
-        client,
-        db,
-        settings,
-        clock,
-        handle,
-        stopped,
-    };
-    (app, ops)
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let ops = format!("127.0.0.1:{port}");
+    let bind = ops.clone();
+    let app = spawn_app_with(TestDb::create(backend).await, move |s| {
+        s.ops_bind = Some(bind);
+        tweak(s);
+    })
+    .await;
+    (app, format!("http://{ops}"))
 }
