@@ -3,6 +3,7 @@
 use crate::actors::EngineSettings;
 use crate::domain::time::parse_offset;
 use crate::domain::Money;
+use crate::http::rate_limit::Rate;
 use chrono::FixedOffset;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::fmt;
@@ -75,6 +76,27 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "BOXOFFICE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
+    /// Requests a second one client address may make (0: no limit).
+    #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_IP", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_per_ip: u32,
+    /// Requests one client address may make at once above its rate (default: one second's worth).
+    #[arg(long, env = "BOXOFFICE_RATE_LIMIT_BURST", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit_burst: Option<u32>,
+    /// Requests a second one user may make, in jwt mode (0: no limit).
+    #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_USER", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_per_user: u32,
+    /// Requests one user may make at once above their rate (default: one second's worth).
+    #[arg(long, env = "BOXOFFICE_RATE_LIMIT_USER_BURST", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit_user_burst: Option<u32>,
+    /// Proxies (CIDR or address) whose X-Forwarded-For names the client; comma-separated in the environment.
+    #[arg(long, env = "BOXOFFICE_TRUSTED_PROXY", value_delimiter = ',', num_args = 1.., value_parser = crate::http::client_ip::parse_network)]
+    pub trusted_proxy: Vec<ipnet::IpNet>,
+    /// A request body not complete this long after its head answers 408.
+    #[arg(long, env = "BOXOFFICE_BODY_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub body_timeout_secs: u64,
+    /// Serve /metrics (and /openapi.json, /healthz, /readyz) on this address, and not /metrics publicly.
+    #[arg(long, env = "BOXOFFICE_OPS_BIND")]
+    pub ops_bind: Option<String>,
     /// Load demo users, a concert and seats when the store is empty.
     #[arg(long)]
     pub demo: bool,
@@ -165,6 +187,16 @@ pub struct Settings {
     pub engine: EngineSettings,
     pub timezone: FixedOffset,
     pub http_workers: usize,
+    /// `--rate-limit-per-ip` and its burst; `None`: no limit.
+    pub rate_limit_per_ip: Option<Rate>,
+    /// `--rate-limit-per-user` and its burst (jwt mode); `None`: no limit.
+    pub rate_limit_per_user: Option<Rate>,
+    /// `--trusted-proxy`: whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `--body-timeout-secs`.
+    pub body_timeout: Duration,
+    /// `--ops-bind`: the address of the operations listener, if any.
+    pub ops_bind: Option<String>,
     /// Whether the server stops itself on SIGINT/SIGTERM (off in tests).
     pub handle_signals: bool,
     pub demo: bool,
@@ -181,6 +213,11 @@ impl Settings {
             engine: EngineSettings::default(),
             timezone: FixedOffset::east_opt(0).expect("zero is a valid offset"),
             http_workers: 2,
+            rate_limit_per_ip: None,
+            rate_limit_per_user: None,
+            trusted_proxies: Vec::new(),
+            body_timeout: Duration::from_secs(10),
+            ops_bind: None,
             handle_signals: false,
             demo: false,
         }
@@ -208,6 +245,11 @@ impl From<ServeArgs> for Settings {
             },
             timezone: args.timezone_offset,
             http_workers: args.workers.map_or(cores, usize::from),
+            rate_limit_per_ip: Rate::new(args.rate_limit_per_ip, args.rate_limit_burst),
+            rate_limit_per_user: Rate::new(args.rate_limit_per_user, args.rate_limit_user_burst),
+            trusted_proxies: args.trusted_proxy,
+            body_timeout: Duration::from_secs(args.body_timeout_secs),
+            ops_bind: args.ops_bind.filter(|a| !a.is_empty()),
             handle_signals: true,
             demo: args.demo,
         }
@@ -282,7 +324,58 @@ mod tests {
     }
 
     #[test]
+    fn limits_and_the_ops_bind_parse_into_settings() {
+        let cli = Cli::try_parse_from([
+            "boxoffice",
+            "serve",
+            "--rate-limit-per-ip",
+            "20",
+            "--rate-limit-burst",
+            "40",
+            "--rate-limit-per-user",
+            "5",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "192.168.0.1",
+            "--body-timeout-secs",
+            "3",
+            "--ops-bind",
+            "127.0.0.1:9090",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        let settings = Settings::from(args);
+        let per_ip = settings.rate_limit_per_ip.expect("a rate was given");
+        assert_eq!((per_ip.per_second.get(), per_ip.burst.get()), (20, 40));
+        let per_user = settings.rate_limit_per_user.expect("a rate was given");
+        assert_eq!((per_user.per_second.get(), per_user.burst.get()), (5, 5));
+        assert_eq!(settings.trusted_proxies.len(), 2);
+        assert_eq!(settings.body_timeout, Duration::from_secs(3));
+        assert_eq!(settings.ops_bind.as_deref(), Some("127.0.0.1:9090"));
+    }
+
+    #[test]
+    fn without_limit_flags_nothing_is_limited() {
+        let cli = Cli::try_parse_from(["boxoffice", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        let settings = Settings::from(args);
+        assert_eq!(settings.rate_limit_per_ip, None);
+        assert_eq!(settings.rate_limit_per_user, None);
+        assert!(settings.trusted_proxies.is_empty());
+        assert_eq!(settings.body_timeout, Duration::from_secs(10));
+        assert_eq!(settings.ops_bind, None);
+    }
+
+    #[test]
     fn bad_flags_are_refused() {
+        assert!(
+            Cli::try_parse_from(["boxoffice", "serve", "--trusted-proxy", "10.0.0.0/99"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["boxoffice", "serve", "--body-timeout-secs", "0"]).is_err());
         assert!(Cli::try_parse_from(["boxoffice", "serve", "--hold-ttl-secs", "0"]).is_err());
         assert!(Cli::try_parse_from(["boxoffice", "serve", "--timezone-offset", "KST"]).is_err());
         assert!(Cli::try_parse_from(["boxoffice", "serve", "--max-recharge", "-1"]).is_err());

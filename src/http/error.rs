@@ -40,6 +40,12 @@ pub enum ApiError {
     Forbidden(&'static str),
     NotFound,
     MethodNotAllowed,
+    /// Over a request budget; `Retry-After` says when the next request can pass.
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The request body did not arrive within `--body-timeout-secs`.
+    RequestTimeout,
     /// The cause goes to the log, never to the client.
     Unavailable(String),
 }
@@ -95,6 +101,8 @@ impl ApiError {
             Forbidden(message)      => (403, "forbidden",                message),
             NotFound                => (404, "not_found",                "not found"),
             MethodNotAllowed        => (405, "method_not_allowed",       "method not allowed"),
+            RateLimited { .. }      => (429, "rate_limited",             "too many requests"),
+            RequestTimeout          => (408, "request_timeout",          "request timeout"),
             Unavailable(_)          => (503, "unavailable",              "service unavailable"),
         }
     }
@@ -118,9 +126,19 @@ impl ResponseError for ApiError {
         let (_, slug, message) = self.row();
         let status = self.status_code();
         let mut response = HttpResponse::build(status);
-        if let ApiError::Unavailable(cause) = self {
-            tracing::warn!(cause = %cause, "answered 503");
-            response.insert_header((header::RETRY_AFTER, "1"));
+        match self {
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(cause = %cause, "answered 503");
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            // The rest of a late body may never come: the connection is not reused.
+            ApiError::RequestTimeout => {
+                response.force_close();
+            }
+            _ => {}
         }
         response.json(ErrorBody {
             code: status.as_u16(),
@@ -261,6 +279,25 @@ mod tests {
         assert_eq!(
             body,
             r#"{"code":503,"error":"unavailable","message":"service unavailable"}"#
+        );
+    }
+
+    #[test]
+    fn a_refusal_over_budget_says_when_to_come_back() {
+        let (status, retry_after, body) = envelope(ApiError::RateLimited {
+            retry_after_secs: 3,
+        });
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry_after.as_deref(), Some("3"));
+        assert_eq!(
+            body,
+            r#"{"code":429,"error":"rate_limited","message":"too many requests"}"#
+        );
+        let (status, _, body) = envelope(ApiError::RequestTimeout);
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            body,
+            r#"{"code":408,"error":"request_timeout","message":"request timeout"}"#
         );
     }
 

@@ -5,6 +5,7 @@
 mod admin;
 pub mod auth;
 mod balance;
+pub mod client_ip;
 mod concerts;
 pub mod error;
 mod extract;
@@ -14,7 +15,9 @@ pub mod openapi;
 mod ops;
 mod payments;
 mod queue;
+pub mod rate_limit;
 mod reservations;
+pub mod slow_clients;
 
 pub use error::ApiError;
 
@@ -39,6 +42,10 @@ pub struct AppState {
     pub timezone: FixedOffset,
     pub admin_key: Option<String>,
     pub auth: auth::Authenticator,
+    /// `/readyz`'s cached database ping.
+    pub store_ping: ops::StorePing,
+    /// jwt mode's per-user budget (`--rate-limit-per-user`), checked once the bearer names the user.
+    pub user_budget: Option<rate_limit::UserBudget>,
 }
 
 impl AppState {
@@ -204,15 +211,41 @@ pub fn route_table() -> Vec<(Method, &'static str)> {
     routes().into_iter().map(|r| (r.method, r.path)).collect()
 }
 
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Every route: the one listener when `--ops-bind` is not set.
+    All,
+    /// Every route but [`ops::OPS_ONLY_PATHS`]: the public listener beside an ops listener.
+    Public,
+    /// Only [`ops::OPS_PATHS`]: the `--ops-bind` listener.
+    Ops,
+}
+
+impl Listener {
+    fn serves(self, path: &str) -> bool {
+        match self {
+            Listener::All => true,
+            Listener::Public => !ops::OPS_ONLY_PATHS.contains(&path),
+            Listener::Ops => ops::OPS_PATHS.contains(&path),
+        }
+    }
+}
+
 /// Registers every route, and the envelope for every way a request can fail to reach one.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    configure_for(cfg, Listener::All)
+}
+
+/// [`configure`] for one listener: the routes it does not serve are 404 envelopes.
+pub fn configure_for(cfg: &mut web::ServiceConfig, listener: Listener) {
     cfg.app_data(extract::json_config(BODY_LIMIT))
         .app_data(extract::path_config())
         .app_data(extract::query_config());
     // Group the routes by path: one resource per path, so an unsupported method on a known
     // path is a 405 envelope rather than a 404.
     let mut by_path: Vec<(&'static str, Option<usize>, Vec<actix_web::Route>)> = Vec::new();
-    for r in routes() {
+    for r in routes().into_iter().filter(|r| listener.serves(r.path)) {
         match by_path.iter_mut().find(|(path, _, _)| *path == r.path) {
             Some((_, limit, list)) => {
                 *limit = limit.or(r.body_limit);

@@ -10,6 +10,7 @@ mod concurrency;
 mod errors;
 mod faults;
 mod idempotency;
+mod limits;
 mod operations;
 mod payments;
 mod queue;

@@ -46,10 +46,7 @@ impl Handler<CancelReservation> for ScheduleActor {
                 );
                 self.last_release = self.durability.last_seq();
             }
-            Err(refusal) => {
-                self.durability
-                    .answer_after_commit(permit, Writes::default(), reply, Err(refusal))
-            }
+            Err(refusal) => self.durability.refuse_after_commit(permit, reply, refusal),
         }
     }
 }
