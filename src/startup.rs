@@ -3,7 +3,7 @@
 
 use crate::actors::{Engine, Persister};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{Settings, SettingsError};
 use crate::http::{self, AppState};
 use crate::store::{redact, Store, StoreError, StoreHandle};
 use actix_web::dev::{Server, ServerHandle};
@@ -14,6 +14,8 @@ use std::sync::Arc;
 /// Why the application could not start. Each is one clear line for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error("{0}")]
+    Settings(#[from] SettingsError),
     #[error("cannot open the database {url}: {source}")]
     Connect { url: String, source: StoreError },
     #[error("cannot migrate the database: {0}")]
@@ -117,6 +119,7 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartupError> {
+        settings.validate()?;
         let runtime = StoreRuntime::new()?;
         let store = open_store(&settings.database_url, &runtime.handle()).await?;
         let store = StoreHandle::new(store, runtime.handle());

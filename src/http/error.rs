@@ -33,6 +33,12 @@ pub enum ApiError {
     InvalidRechargeAmount,
     IdempotencyKeyReused,
     HeadersTooLarge,
+    /// A JSON body not sent as JSON, or an encoded (compressed) request body.
+    UnsupportedMediaType(&'static str),
+    /// Past a limit that frees up with time: `Retry-After` says when to try again.
+    RateLimited {
+        retry_after_secs: u64,
+    },
     Forbidden(&'static str),
     NotFound,
     MethodNotAllowed,
@@ -87,6 +93,8 @@ impl ApiError {
             InvalidRechargeAmount   => (400, "invalid_recharge_amount",  "invalid recharge amount"),
             IdempotencyKeyReused    => (422, "idempotency_key_reused",   "idempotency key reused"),
             HeadersTooLarge         => (431, "headers_too_large",        "request headers too large"),
+            UnsupportedMediaType(m) => (415, "unsupported_media_type",   m),
+            RateLimited { .. }      => (429, "rate_limited",             "too many requests"),
             Forbidden(message)      => (403, "forbidden",                message),
             NotFound                => (404, "not_found",                "not found"),
             MethodNotAllowed        => (405, "method_not_allowed",       "method not allowed"),
@@ -116,6 +124,9 @@ impl ResponseError for ApiError {
         if let ApiError::Unavailable(cause) = self {
             tracing::warn!(cause = %cause, "answered 503");
             response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response.insert_header((header::RETRY_AFTER, (*retry_after_secs).max(1).to_string()));
         }
         response.json(ErrorBody {
             code: status.as_u16(),
@@ -256,6 +267,27 @@ mod tests {
         assert_eq!(
             body,
             r#"{"code":503,"error":"unavailable","message":"service unavailable"}"#
+        );
+    }
+
+    #[test]
+    fn a_429_says_when_to_retry_and_a_415_why() {
+        let (status, retry_after, body) = envelope(ApiError::RateLimited {
+            retry_after_secs: 3600,
+        });
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry_after.as_deref(), Some("3600"));
+        assert_eq!(
+            body,
+            r#"{"code":429,"error":"rate_limited","message":"too many requests"}"#
+        );
+        let (status, retry_after, body) =
+            envelope(ApiError::UnsupportedMediaType("expected a JSON body"));
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(retry_after, None);
+        assert_eq!(
+            body,
+            r#"{"code":415,"error":"unsupported_media_type","message":"expected a JSON body"}"#
         );
     }
 

@@ -36,7 +36,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct AppState {
     pub engine: Engine,
     pub timezone: FixedOffset,
-    pub admin_key: Option<String>,
+    pub admin_key: Option<crate::config::Secret>,
 }
 
 impl AppState {
@@ -206,6 +206,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }
     for (path, limit, list) in by_path {
         let mut resource = web::resource(path)
+            // Before any extractor: an encoded body is refused unread.
+            .wrap(actix_web::middleware::from_fn(
+                extract::refuse_encoded_bodies,
+            ))
             .app_data(metrics::RouteLabel(path))
             .default_service(web::to(method_not_allowed));
         if let Some(limit) = limit {
