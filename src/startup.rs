@@ -3,7 +3,7 @@
 
 use crate::actors::{Engine, Persister};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{Settings, SettingsError};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::rate_limit::{IpBudget, UserBudget};
 use crate::http::slow_clients::BodyTimeout;
@@ -37,6 +37,8 @@ const BACKLOG: u32 = 4096;
 /// Why the application could not start. Each is one clear line for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error("{0}")]
+    Settings(#[from] SettingsError),
     #[error("cannot open the database {url}: {source}")]
     Connect { url: String, source: StoreError },
     #[error("cannot migrate the database: {0}")]
@@ -179,6 +181,7 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartupError> {
+        settings.validate()?;
         let runtime = StoreRuntime::new()?;
         let store = open_store(&settings.database_url, &runtime.handle()).await?;
         let store = StoreHandle::new(store, runtime.handle());

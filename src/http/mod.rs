@@ -39,7 +39,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct AppState {
     pub engine: Engine,
     pub timezone: FixedOffset,
-    pub admin_key: Option<String>,
+    pub admin_key: Option<crate::config::Secret>,
     /// `/readyz`'s cached database ping.
     pub store_ping: ops::StorePing,
     /// jwt mode's per-user budget (`--rate-limit-per-user`), checked once the bearer names the user.
@@ -239,6 +239,10 @@ pub fn configure_for(cfg: &mut web::ServiceConfig, listener: Listener) {
     }
     for (path, limit, list) in by_path {
         let mut resource = web::resource(path)
+            // Before any extractor: an encoded body is refused unread.
+            .wrap(actix_web::middleware::from_fn(
+                extract::refuse_encoded_bodies,
+            ))
             .app_data(metrics::RouteLabel(path))
             .default_service(web::to(method_not_allowed));
         if let Some(limit) = limit {
