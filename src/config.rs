@@ -4,6 +4,7 @@ use crate::actors::EngineSettings;
 use crate::domain::time::parse_offset;
 use crate::domain::Money;
 use crate::http::rate_limit::Rate;
+use crate::store::redact;
 use chrono::FixedOffset;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::fmt;
@@ -12,6 +13,37 @@ use std::time::Duration;
 
 /// The default store: an embedded SQLite file beside the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://boxoffice.db";
+/// Shortest admin key served: 32 random bytes are beyond guessing, however many tries.
+pub const MIN_ADMIN_KEY_BYTES: usize = 32;
+
+/// A setting that must never reach a log or a panic message: its `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(text: String) -> Secret {
+        Secret(text)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(text: &str) -> Secret {
+        Secret(text.to_string())
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "boxoffice", version, about = "A ticket-drop booking engine")]
@@ -33,7 +65,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// postgres://… for PostgreSQL, sqlite://FILE for the embedded store.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
 }
 
@@ -44,9 +76,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "BOXOFFICE_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
-    /// Key for the /v1/admin routes (header X-Admin-Key); without it they answer 403.
-    #[arg(long, env = "BOXOFFICE_ADMIN_KEY")]
-    pub admin_key: Option<String>,
+    /// Key for the /v1/admin routes (header X-Admin-Key), at least 32 bytes; without it they
+    /// answer 403.
+    #[arg(long, env = "BOXOFFICE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<Secret>,
     #[command(flatten)]
     pub auth: AuthArgs,
     /// How long a reservation holds its seats.
@@ -70,6 +103,10 @@ pub struct ServeArgs {
     /// Largest single recharge, in won.
     #[arg(long, env = "BOXOFFICE_MAX_RECHARGE", default_value_t = 10_000_000, value_parser = clap::value_parser!(i64).range(1..))]
     pub max_recharge: i64,
+    /// Idempotency keys one user may have live (an answer is kept up to two days); past it a
+    /// new key answers 429.
+    #[arg(long, env = "BOXOFFICE_MAX_IDEMPOTENCY_KEYS_PER_USER", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_idempotency_keys_per_user: u32,
     /// Zone of every timestamp in and out, e.g. +09:00.
     #[arg(long, env = "BOXOFFICE_TZ_OFFSET", default_value = "+00:00", value_parser = offset)]
     pub timezone_offset: FixedOffset,
@@ -111,7 +148,7 @@ pub struct AuthArgs {
     pub mode: AuthMode,
     /// HS256 secret of the bearer tokens (at least 32 bytes).
     #[arg(long, env = "BOXOFFICE_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// PEM public key of the bearer tokens: RS256, ES256 or EdDSA by the key's type.
     #[arg(long, env = "BOXOFFICE_JWT_PUBLIC_KEY", value_name = "FILE")]
     pub jwt_public_key: Option<PathBuf>,
@@ -135,28 +172,14 @@ pub enum AuthMode {
 }
 
 /// [`AuthArgs`], checked into a verifier at startup (`http::auth`).
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct AuthSettings {
     pub mode: AuthMode,
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     pub jwt_public_key: Option<PathBuf>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub user_recharge: bool,
-}
-
-/// Every field but the secret, which the log must never see.
-impl fmt::Debug for AuthSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthSettings")
-            .field("mode", &self.mode)
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "***"))
-            .field("jwt_public_key", &self.jwt_public_key)
-            .field("jwt_issuer", &self.jwt_issuer)
-            .field("jwt_audience", &self.jwt_audience)
-            .field("user_recharge", &self.user_recharge)
-            .finish()
-    }
 }
 
 impl From<AuthArgs> for AuthSettings {
@@ -164,7 +187,7 @@ impl From<AuthArgs> for AuthSettings {
         let given = |text: Option<String>| text.filter(|t| !t.is_empty());
         AuthSettings {
             mode: args.mode,
-            jwt_secret: given(args.jwt_secret),
+            jwt_secret: args.jwt_secret.filter(|k| !k.expose().is_empty()),
             jwt_public_key: args.jwt_public_key.filter(|p| !p.as_os_str().is_empty()),
             jwt_issuer: given(args.jwt_issuer),
             jwt_audience: given(args.jwt_audience),
@@ -177,12 +200,12 @@ fn offset(text: &str) -> Result<FixedOffset, String> {
     parse_offset(text).ok_or_else(|| format!("expected an offset like +09:00, got {text:?}"))
 }
 
-/// Everything the application needs to start.
-#[derive(Debug, Clone)]
+/// Everything the application needs to start. Its `Debug` shows no secret.
+#[derive(Clone)]
 pub struct Settings {
     pub bind: String,
     pub database_url: String,
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Secret>,
     pub auth: AuthSettings,
     pub engine: EngineSettings,
     pub timezone: FixedOffset,
@@ -202,7 +225,24 @@ pub struct Settings {
     pub demo: bool,
 }
 
+/// Why settings cannot be served: one line for the operator, without the secret itself.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("the admin key must be at least {MIN_ADMIN_KEY_BYTES} bytes, not {0} (try `openssl rand -hex 32`)")]
+    AdminKeyTooShort(usize),
+}
+
 impl Settings {
+    /// Refuses settings that would serve unsafely.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        match &self.admin_key {
+            Some(key) if key.expose().len() < MIN_ADMIN_KEY_BYTES => {
+                Err(SettingsError::AdminKeyTooShort(key.expose().len()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Defaults for a given database, as tests and tools start from.
     pub fn for_database(database_url: impl Into<String>) -> Settings {
         Settings {
@@ -230,7 +270,7 @@ impl From<ServeArgs> for Settings {
         Settings {
             bind: args.bind,
             database_url: args.database.database_url,
-            admin_key: args.admin_key.filter(|k| !k.is_empty()),
+            admin_key: args.admin_key.filter(|k| !k.expose().is_empty()),
             auth: AuthSettings::from(args.auth),
             engine: EngineSettings {
                 hold_ttl: Duration::from_secs(args.hold_ttl_secs),
@@ -240,6 +280,7 @@ impl From<ServeArgs> for Settings {
                 admit_per_sec: args.admit_per_sec,
                 max_seats_per_user: args.max_seats_per_user,
                 max_recharge: Money::new(args.max_recharge).expect("clap keeps it ≥ 1"),
+                max_idempotency_keys_per_user: args.max_idempotency_keys_per_user as usize,
                 actor_threads: cores.clamp(1, 8),
                 ..EngineSettings::default()
             },
@@ -253,6 +294,29 @@ impl From<ServeArgs> for Settings {
             handle_signals: true,
             demo: args.demo,
         }
+    }
+}
+
+/// Written out so that a secret never shows: the database url without its password, the keys
+/// as `Secret(***)`. A field added to `Settings` stays out of it until listed here.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("database_url", &redact(&self.database_url))
+            .field("admin_key", &self.admin_key)
+            .field("auth", &self.auth)
+            .field("engine", &self.engine)
+            .field("timezone", &self.timezone)
+            .field("http_workers", &self.http_workers)
+            .field("handle_signals", &self.handle_signals)
+            .field("demo", &self.demo)
+            .field("rate_limit_per_ip", &self.rate_limit_per_ip)
+            .field("rate_limit_per_user", &self.rate_limit_per_user)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("body_timeout", &self.body_timeout)
+            .field("ops_bind", &self.ops_bind)
+            .finish()
     }
 }
 
@@ -379,5 +443,56 @@ mod tests {
         assert!(Cli::try_parse_from(["boxoffice", "serve", "--hold-ttl-secs", "0"]).is_err());
         assert!(Cli::try_parse_from(["boxoffice", "serve", "--timezone-offset", "KST"]).is_err());
         assert!(Cli::try_parse_from(["boxoffice", "serve", "--max-recharge", "-1"]).is_err());
+    }
+
+    #[test]
+    fn the_debug_form_of_settings_shows_no_secret() {
+        let cli = Cli::try_parse_from([
+            "boxoffice",
+            "serve",
+            "--database-url",
+            "postgres://app:db-hunter2@db/boxoffice?sslpassword=ssl-hunter2",
+            "--admin-key",
+            "admin-hunter2-admin-hunter2-admin-hunter2",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        let settings = Settings::from(args);
+        let shown = format!("{settings:?} {:?}", settings.clone());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://app:***@db/boxoffice"), "{shown}");
+        assert!(shown.contains("admin_key: Some(Secret(***))"), "{shown}");
+    }
+
+    #[test]
+    fn an_admin_key_shorter_than_32_bytes_is_refused() {
+        let mut settings = Settings::for_database("memory://x");
+        assert!(settings.validate().is_ok(), "no key: admin disabled");
+        settings.admin_key = Some("k".repeat(31).into());
+        let refused = settings.validate().expect_err("31 bytes is too short");
+        assert!(!refused.to_string().contains("kkk"), "{refused}");
+        settings.admin_key = Some("k".repeat(32).into());
+        assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn at_most_1000_idempotency_keys_per_user_by_default() {
+        let cli = Cli::try_parse_from(["boxoffice", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(
+            Settings::from(args).engine.max_idempotency_keys_per_user,
+            1000
+        );
+        assert!(Cli::try_parse_from([
+            "boxoffice",
+            "serve",
+            "--max-idempotency-keys-per-user",
+            "0"
+        ])
+        .is_err());
     }
 }

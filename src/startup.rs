@@ -3,7 +3,7 @@
 
 use crate::actors::{Engine, Persister};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{Settings, SettingsError};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::rate_limit::{IpBudget, UserBudget};
 use crate::http::slow_clients::BodyTimeout;
@@ -39,6 +39,8 @@ const BACKLOG: u32 = 4096;
 pub enum StartupError {
     #[error(transparent)]
     Auth(#[from] http::auth::AuthSetupError),
+    #[error("{0}")]
+    Settings(#[from] SettingsError),
     #[error("cannot open the database {url}: {source}")]
     Connect { url: String, source: StoreError },
     #[error("cannot migrate the database: {0}")]
@@ -181,6 +183,7 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartupError> {
+        settings.validate()?;
         // Before the store opens: a bad key is the operator's mistake, told at once.
         let auth = http::auth::Authenticator::new(&settings.auth)?;
         let runtime = StoreRuntime::new()?;

@@ -98,11 +98,11 @@ impl Authenticator {
         let (key, algorithm) = match (&settings.jwt_secret, &settings.jwt_public_key) {
             (None, None) => return Err(AuthSetupError::NoKey),
             (Some(_), Some(_)) => return Err(AuthSetupError::TwoKeys),
-            (Some(secret), None) if secret.len() < MIN_SECRET_BYTES => {
-                return Err(AuthSetupError::ShortSecret(secret.len()))
+            (Some(secret), None) if secret.expose().len() < MIN_SECRET_BYTES => {
+                return Err(AuthSetupError::ShortSecret(secret.expose().len()))
             }
             (Some(secret), None) => (
-                DecodingKey::from_secret(secret.as_bytes()),
+                DecodingKey::from_secret(secret.expose().as_bytes()),
                 Algorithm::HS256,
             ),
             (None, Some(path)) => public_key(path)?,
@@ -131,6 +131,11 @@ impl Authenticator {
             verifier: Some(Verifier { key, validation }),
             user_recharge: settings.user_recharge,
         })
+    }
+
+    /// Whether requests carry a verified bearer (`--auth jwt`).
+    pub fn is_jwt(&self) -> bool {
+        self.verifier.is_some()
     }
 
     /// `--auth none`: nothing to check. `--auth jwt`: 401 unless the request carries a valid
@@ -258,7 +263,7 @@ mod tests {
     #[test]
     fn a_key_without_jwt_mode_is_refused() {
         let stray = AuthSettings {
-            jwt_secret: Some("x".repeat(32)),
+            jwt_secret: Some("x".repeat(32).into()),
             ..settings(AuthMode::None)
         };
         assert!(matches!(
@@ -275,7 +280,7 @@ mod tests {
             Err(AuthSetupError::NoKey)
         ));
         let short = AuthSettings {
-            jwt_secret: Some("x".repeat(31)),
+            jwt_secret: Some("x".repeat(31).into()),
             ..settings(AuthMode::Jwt)
         };
         assert!(matches!(
@@ -283,7 +288,7 @@ mod tests {
             Err(AuthSetupError::ShortSecret(31))
         ));
         let both = AuthSettings {
-            jwt_secret: Some("x".repeat(32)),
+            jwt_secret: Some("x".repeat(32).into()),
             jwt_public_key: Some("key.pem".into()),
             ..settings(AuthMode::Jwt)
         };
@@ -292,7 +297,7 @@ mod tests {
             Err(AuthSetupError::TwoKeys)
         ));
         let enough = AuthSettings {
-            jwt_secret: Some("x".repeat(32)),
+            jwt_secret: Some("x".repeat(32).into()),
             ..settings(AuthMode::Jwt)
         };
         assert!(Authenticator::new(&enough).is_ok());

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RechargeRequest {
     /// Any JSON number: one that is not a whole `i64` is an invalid amount, not a bad request.
     #[schema(value_type = i64, example = 50000)]
@@ -50,7 +51,9 @@ impl TryFrom<(UserId, RechargeRequest)> for Recharge {
         (status = 401, description = "unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
         (status = 403, description = "forbidden (--auth jwt: X-Admin-Key missing or wrong; with --user-recharge, a bearer of another user)", body = ErrorBody),
         (status = 404, description = "user_not_found", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many live idempotency keys", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]

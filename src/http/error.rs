@@ -37,10 +37,13 @@ pub enum ApiError {
     Unauthorized,
     /// The admin key is missing or wrong (its message says which), or a bearer is another
     /// user's (message `forbidden`).
+    /// A JSON body not sent as JSON, or an encoded (compressed) request body.
+    UnsupportedMediaType(&'static str),
     Forbidden(&'static str),
     NotFound,
     MethodNotAllowed,
-    /// Over a request budget; `Retry-After` says when the next request can pass.
+    /// Over a request budget or a limit that frees up with time; `Retry-After` says when the
+    /// next request can pass.
     RateLimited {
         retry_after_secs: u64,
     },
@@ -98,6 +101,7 @@ impl ApiError {
             IdempotencyKeyReused    => (422, "idempotency_key_reused",   "idempotency key reused"),
             HeadersTooLarge         => (431, "headers_too_large",        "request headers too large"),
             Unauthorized            => (401, "unauthorized",             "unauthorized"),
+            UnsupportedMediaType(m) => (415, "unsupported_media_type",   m),
             Forbidden(message)      => (403, "forbidden",                message),
             NotFound                => (404, "not_found",                "not found"),
             MethodNotAllowed        => (405, "method_not_allowed",       "method not allowed"),
@@ -132,7 +136,8 @@ impl ResponseError for ApiError {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             ApiError::RateLimited { retry_after_secs } => {
-                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+                let secs = (*retry_after_secs).max(1);
+                response.insert_header((header::RETRY_AFTER, secs.to_string()));
             }
             // The rest of a late body may never come: the connection is not reused.
             ApiError::RequestTimeout => {
@@ -298,6 +303,27 @@ mod tests {
         assert_eq!(
             body,
             r#"{"code":408,"error":"request_timeout","message":"request timeout"}"#
+        );
+    }
+
+    #[test]
+    fn a_429_says_when_to_retry_and_a_415_why() {
+        let (status, retry_after, body) = envelope(ApiError::RateLimited {
+            retry_after_secs: 3600,
+        });
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry_after.as_deref(), Some("3600"));
+        assert_eq!(
+            body,
+            r#"{"code":429,"error":"rate_limited","message":"too many requests"}"#
+        );
+        let (status, retry_after, body) =
+            envelope(ApiError::UnsupportedMediaType("expected a JSON body"));
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(retry_after, None);
+        assert_eq!(
+            body,
+            r#"{"code":415,"error":"unsupported_media_type","message":"expected a JSON body"}"#
         );
     }
 

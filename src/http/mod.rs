@@ -40,7 +40,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct AppState {
     pub engine: Engine,
     pub timezone: FixedOffset,
-    pub admin_key: Option<String>,
+    pub admin_key: Option<crate::config::Secret>,
     pub auth: auth::Authenticator,
     /// `/readyz`'s cached database ping.
     pub store_ping: ops::StorePing,
@@ -54,10 +54,16 @@ impl AppState {
         t.format(self.timezone)
     }
 
-    /// `--auth jwt`: 401 unless the request's bearer is valid, 403 unless it is `user`'s;
-    /// nothing in none mode. Before [`AppState::known_user`], so neither says who exists.
+    /// `--auth jwt`: 401 unless the request's bearer is valid, 403 unless it is `user`'s, then
+    /// 429 past the user's budget (`--rate-limit-per-user`); nothing in none mode. Before
+    /// [`AppState::known_user`], so neither says who exists.
     pub fn authenticate(&self, req: &HttpRequest, user: UserId) -> Result<(), ApiError> {
-        self.auth.authenticate(req, user)
+        self.auth.authenticate(req, user)?;
+        match &self.user_budget {
+            // Only a verified bearer names the user who spends; a path names anyone.
+            Some(budget) if self.auth.is_jwt() => budget.check(user),
+            _ => Ok(()),
+        }
     }
 
     /// Recharge's gate: open (none mode), the admin key, or the user's own bearer.
@@ -256,6 +262,10 @@ pub fn configure_for(cfg: &mut web::ServiceConfig, listener: Listener) {
     }
     for (path, limit, list) in by_path {
         let mut resource = web::resource(path)
+            // Before any extractor: an encoded body is refused unread.
+            .wrap(actix_web::middleware::from_fn(
+                extract::refuse_encoded_bodies,
+            ))
             .app_data(metrics::RouteLabel(path))
             .default_service(web::to(method_not_allowed));
         if let Some(limit) = limit {

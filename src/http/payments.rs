@@ -21,7 +21,7 @@ use tracing::field::Empty;
 use utoipa::ToSchema;
 
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PayRequest {
     reservation_id: i64,
 }
@@ -76,7 +76,9 @@ impl TryFrom<(UserId, PayRequest)> for UserReservation {
         (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
         (status = 409, description = "reservation_already_paid, reservation_cancelled, payment_in_progress", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many live idempotency keys", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(level = "debug", skip_all, fields(user_id = *path, reservation_id = Empty))]
@@ -127,6 +129,7 @@ pub async fn pay(
         (status = 401, description = "invalid_token, token_expired, token_not_active; unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
         (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(

@@ -19,7 +19,7 @@ use tracing::field::Empty;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReserveRequest {
     user_id: i64,
     concert_id: i64,
@@ -137,7 +137,9 @@ impl TryFrom<(ReservationId, OwnerQuery)> for UserReservation {
         (status = 401, description = "invalid_token, token_expired, token_not_active; unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
         (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found, concert_not_found, schedule_not_found, seat_not_found", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many live idempotency keys", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(

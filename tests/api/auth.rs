@@ -850,3 +850,44 @@ async fn a_stored_answer_is_not_replayed_to_a_bearer_refused_now() {
         assert_eq!((again, &text, replayed), (status, &first, true), "{path}");
     }
 }
+
+#[actix_web::test]
+async fn a_user_past_their_budget_waits_and_others_do_not() {
+    let app = spawn_jwt_app(Backend::Sqlite, |s| {
+        s.rate_limit_per_user = boxoffice::http::rate_limit::Rate::new(1, Some(3));
+    })
+    .await;
+    let busy = app.create_user(0).await;
+    let calm = app.create_user(0).await;
+    let balance = |user: i64| format!("/v1/balance/users/{user}");
+    let bearer = mint(busy);
+    for _ in 0..3 {
+        let ok = app
+            .send(Method::GET, &balance(busy), Some(&bearer), None, None)
+            .await;
+        assert_eq!(ok.status(), 200);
+    }
+    let over = app
+        .send(Method::GET, &balance(busy), Some(&bearer), None, None)
+        .await;
+    assert!(over.headers().contains_key("retry-after"));
+    assert_error(over, 429, "rate_limited", "too many requests").await;
+    let other = app
+        .send(Method::GET, &balance(calm), Some(&mint(calm)), None, None)
+        .await;
+    assert_eq!(other.status(), 200, "another user has their own budget");
+    // A request without a valid bearer spends nobody's budget: it names no one.
+    let (db, mut settings, clock) = app.stop().await;
+    settings.rate_limit_per_user = boxoffice::http::rate_limit::Rate::new(1, Some(1));
+    let app = spawn_app_on(db, clock, move |s| *s = settings).await;
+    for _ in 0..3 {
+        let refused = app
+            .send(Method::GET, &balance(calm), None, None, None)
+            .await;
+        assert_eq!(refused.status(), 401);
+    }
+    let ok = app
+        .send(Method::GET, &balance(calm), Some(&mint(calm)), None, None)
+        .await;
+    assert_eq!(ok.status(), 200);
+}

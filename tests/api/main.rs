@@ -9,6 +9,7 @@ mod concerts;
 mod concurrency;
 mod errors;
 mod faults;
+mod hygiene;
 mod idempotency;
 mod limits;
 mod operations;
