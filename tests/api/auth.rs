@@ -100,25 +100,37 @@ fn user_routes(
     ]
 }
 
-/// A user with an ACTIVE token and a PAYMENT_PENDING reservation, all through their bearer.
-async fn user_with_a_hold(app: &TestApp, concert: &Concert, seat: usize) -> (i64, i64, i64) {
-    let user = app.create_user(100_000).await;
-    let bearer = mint(user);
-    let token = app.active_token_as(user, &bearer).await;
+/// Holds `concert`'s seat number `seat` for `user`, through their bearer; the reservation id.
+async fn hold_as(
+    app: &TestApp,
+    user: i64,
+    bearer: &str,
+    token: i64,
+    concert: &Concert,
+    seat: usize,
+) -> i64 {
     let hold = json!({ "userId": user, "concertId": concert.id, "scheduleId": concert.schedule, "seatIds": [concert.seats[seat]] });
     let reserved = app
         .send(
             Method::POST,
             "/v1/reservations",
-            Some(&bearer),
+            Some(bearer),
             Some(token),
             Some(&hold),
         )
         .await;
     assert_eq!(reserved.status(), 201);
-    let reservation = body(reserved).await["reservationId"]
+    body(reserved).await["reservationId"]
         .as_i64()
-        .expect("an id");
+        .expect("an id")
+}
+
+/// A user with an ACTIVE token and a PAYMENT_PENDING reservation, all through their bearer.
+async fn user_with_a_hold(app: &TestApp, concert: &Concert, seat: usize) -> (i64, i64, i64) {
+    let user = app.create_user(100_000).await;
+    let bearer = mint(user);
+    let token = app.active_token_as(user, &bearer).await;
+    let reservation = hold_as(app, user, &bearer, token, concert, seat).await;
     (user, token, reservation)
 }
 
@@ -159,6 +171,12 @@ async fn every_bearer_that_is_not_valid_is_401_and_says_nothing_more() {
             URL_SAFE_NO_PAD.encode(with(json!({ "sub": (user + 1).to_string() })).to_string());
         format!("{}.{}.{}", parts[0], other, parts[2])
     };
+    let bearer = |claims: Value| Some(format!("Bearer {}", hs256(claims)));
+    let hs384 = sign(
+        &good,
+        Algorithm::HS384,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    );
     let bad: Vec<(&str, Option<String>)> = vec![
         ("no header", None),
         ("empty", Some(String::new())),
@@ -168,88 +186,36 @@ async fn every_bearer_that_is_not_valid_is_401_and_says_nothing_more() {
         ("three empty parts", Some("Bearer ..".into())),
         ("forged signature", Some(format!("Bearer {forged}"))),
         ("tampered payload", Some(format!("Bearer {tampered}"))),
-        (
-            "expired",
-            Some(format!(
-                "Bearer {}",
-                hs256(with(json!({ "exp": now - 3600 })))
-            )),
-        ),
-        (
-            "exp as text",
-            Some(format!("Bearer {}", hs256(with(json!({ "exp": "never" }))))),
-        ),
-        ("no exp", Some(format!("Bearer {}", hs256(without("exp"))))),
         ("alg none", Some(format!("Bearer {}", unsigned(&good)))),
-        (
-            "HS384",
-            Some(format!(
-                "Bearer {}",
-                sign(
-                    &good,
-                    Algorithm::HS384,
-                    &EncodingKey::from_secret(JWT_SECRET.as_bytes())
-                )
-            )),
-        ),
+        ("HS384", Some(format!("Bearer {hs384}"))),
+        ("expired", bearer(with(json!({ "exp": now - 3600 })))),
+        ("exp as text", bearer(with(json!({ "exp": "never" })))),
+        ("no exp", bearer(without("exp"))),
         (
             "wrong iss",
-            Some(format!(
-                "Bearer {}",
-                hs256(with(json!({ "iss": "https://evil.example" })))
-            )),
+            bearer(with(json!({ "iss": "https://evil.example" }))),
         ),
-        ("no iss", Some(format!("Bearer {}", hs256(without("iss"))))),
-        (
-            "iss as a number",
-            Some(format!("Bearer {}", hs256(with(json!({ "iss": 7 }))))),
-        ),
+        ("no iss", bearer(without("iss"))),
+        ("iss as a number", bearer(with(json!({ "iss": 7 })))),
         (
             "wrong aud",
-            Some(format!(
-                "Bearer {}",
-                hs256(with(json!({ "aud": "another-service" })))
-            )),
+            bearer(with(json!({ "aud": "another-service" }))),
         ),
-        ("no aud", Some(format!("Bearer {}", hs256(without("aud"))))),
-        (
-            "aud as a number",
-            Some(format!("Bearer {}", hs256(with(json!({ "aud": 7 }))))),
-        ),
-        (
-            "future nbf",
-            Some(format!(
-                "Bearer {}",
-                hs256(with(json!({ "nbf": now + 3600 })))
-            )),
-        ),
-        ("no sub", Some(format!("Bearer {}", hs256(without("sub"))))),
-        (
-            "sub a name",
-            Some(format!("Bearer {}", hs256(with(json!({ "sub": "alice" }))))),
-        ),
-        (
-            "sub a number",
-            Some(format!("Bearer {}", hs256(with(json!({ "sub": user }))))),
-        ),
+        ("no aud", bearer(without("aud"))),
+        ("aud as a number", bearer(with(json!({ "aud": 7 })))),
+        ("future nbf", bearer(with(json!({ "nbf": now + 3600 })))),
+        ("no sub", bearer(without("sub"))),
+        ("sub a name", bearer(with(json!({ "sub": "alice" })))),
+        ("sub a number", bearer(with(json!({ "sub": user })))),
         (
             "sub zero-padded",
-            Some(format!(
-                "Bearer {}",
-                hs256(with(json!({ "sub": format!("0{user}") })))
-            )),
+            bearer(with(json!({ "sub": format!("0{user}") }))),
         ),
         (
             "sub signed",
-            Some(format!(
-                "Bearer {}",
-                hs256(with(json!({ "sub": format!("+{user}") })))
-            )),
+            bearer(with(json!({ "sub": format!("+{user}") }))),
         ),
-        (
-            "sub zero",
-            Some(format!("Bearer {}", hs256(with(json!({ "sub": "0" }))))),
-        ),
+        ("sub zero", bearer(with(json!({ "sub": "0" })))),
     ];
     for target in [user, NOBODY] {
         let path = format!("/v1/balance/users/{target}");
@@ -376,20 +342,7 @@ async fn an_own_bearer_works_end_to_end(backend: Backend) {
         .expect("sent");
     assert_eq!(recharged.status(), 200);
     let token = app.active_token_as(user, &bearer).await;
-    let hold = json!({ "userId": user, "concertId": concert.id, "scheduleId": concert.schedule, "seatIds": [concert.seats[0]] });
-    let reserved = app
-        .send(
-            Method::POST,
-            "/v1/reservations",
-            Some(&bearer),
-            Some(token),
-            Some(&hold),
-        )
-        .await;
-    assert_eq!(reserved.status(), 201);
-    let reservation = body(reserved).await["reservationId"]
-        .as_i64()
-        .expect("an id");
+    let reservation = hold_as(&app, user, &bearer, token, &concert, 0).await;
     let pay = json!({ "reservationId": reservation });
     let progress = app
         .send(
@@ -474,6 +427,17 @@ async fn a_queue_token_is_given_only_to_its_owner() {
     assert_eq!(body(read).await["tokenId"], token);
 }
 
+/// A recharge as the back office sends it.
+async fn with_admin_key(app: &TestApp, path: &str, key: &str, amount: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .header("X-Admin-Key", key)
+        .json(amount)
+        .send()
+        .await
+        .expect("sent")
+}
+
 #[actix_web::test]
 async fn recharge_needs_the_admin_key_unless_users_may_recharge() {
     let app = spawn_jwt_app(Backend::Sqlite, |_| {}).await;
@@ -484,23 +448,9 @@ async fn recharge_needs_the_admin_key_unless_users_may_recharge() {
         .send(Method::POST, &path, Some(&mint(user)), None, Some(&amount))
         .await;
     assert_error(own, 403, "forbidden", "").await;
-    let wrong_key = app
-        .client
-        .post(app.url(&path))
-        .header("X-Admin-Key", "not-the-key")
-        .json(&amount)
-        .send()
-        .await
-        .expect("sent");
+    let wrong_key = with_admin_key(&app, &path, "not-the-key", &amount).await;
     assert_error(wrong_key, 403, "forbidden", "").await;
-    let back_office = app
-        .client
-        .post(app.url(&path))
-        .header("X-Admin-Key", ADMIN_KEY)
-        .json(&amount)
-        .send()
-        .await
-        .expect("sent");
+    let back_office = with_admin_key(&app, &path, ADMIN_KEY, &amount).await;
     assert_eq!(back_office.status(), 200);
     let (db, mut settings, clock) = app.stop().await;
     settings.auth.user_recharge = true;
@@ -518,14 +468,7 @@ async fn recharge_needs_the_admin_key_unless_users_may_recharge() {
         .send(Method::POST, &path, None, None, Some(&amount))
         .await;
     assert_eq!(answer(anonymous).await, (401, UNAUTHORIZED.to_string()));
-    let back_office = app
-        .client
-        .post(app.url(&path))
-        .header("X-Admin-Key", ADMIN_KEY)
-        .json(&amount)
-        .send()
-        .await
-        .expect("sent");
+    let back_office = with_admin_key(&app, &path, ADMIN_KEY, &amount).await;
     assert_eq!(
         back_office.status(),
         200,
