@@ -48,7 +48,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod server;
 use server::Spawned;
 
-const SPAWN_ADMIN_KEY: &str = "waiting-room-load-generator";
+const SPAWN_ADMIN_KEY: &str = "waiting-room-load-generator-admin-key";
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "A ticket drop's waiting line over HTTP: join, then poll")]

@@ -3,17 +3,44 @@
 
 use crate::actors::{Engine, Persister};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
-use crate::http::{self, AppState};
+use crate::config::{Settings, SettingsError};
+use crate::http::client_ip::TrustedProxies;
+use crate::http::rate_limit::{IpBudget, UserBudget};
+use crate::http::slow_clients::BodyTimeout;
+use crate::http::{self, AppState, Listener};
 use crate::store::{redact, Store, StoreError, StoreHandle};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Connections one worker holds at once (actix's default is 25,000). Each costs a socket and
+/// a few KiB; past this the listener stops accepting until one closes, rather than the
+/// process running out of file descriptors or memory under a connection flood.
+const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
+/// TLS handshakes one worker runs at once. This server speaks plain HTTP (TLS ends at the
+/// proxy in front), so actix ignores it; set so a TLS build does not inherit a silent default.
+const MAX_CONNECTION_RATE_PER_WORKER: usize = 256;
+/// How long an idle keep-alive connection stays open: long enough for a poller's next poll to
+/// reuse it, short enough that idle sockets do not pile up.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How long a client has to send a request's whole head (a slow head gets actix's 408).
+/// The body has `--body-timeout-secs` (`http::slow_clients`).
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing connection may take to shut down before it is dropped.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections the kernel queues before the server accepts them: a drop's first second
+/// arrives all at once.
+const BACKLOG: u32 = 4096;
 
 /// Why the application could not start. Each is one clear line for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error(transparent)]
+    Auth(#[from] http::auth::AuthSetupError),
+    #[error("{0}")]
+    Settings(#[from] SettingsError),
     #[error("cannot open the database {url}: {source}")]
     Connect { url: String, source: StoreError },
     #[error("cannot migrate the database: {0}")]
@@ -97,10 +124,49 @@ pub async fn migrate(url: &str) -> Result<(), StartupError> {
     Ok(())
 }
 
+/// The `--ops-bind` listener, running on its own task from the start.
+struct OpsListener {
+    port: u16,
+    handle: ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// The `--ops-bind` listener: one worker serving the operations routes only.
+fn ops_server(bind: &str, state: web::Data<AppState>) -> Result<OpsListener, StartupError> {
+    let bind_error = |source| StartupError::Bind {
+        bind: bind.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(bind).map_err(bind_error)?;
+    let port = listener.local_addr().map_err(bind_error)?.port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(|cfg| http::configure_for(cfg, Listener::Ops))
+    })
+    .workers(1)
+    .backlog(128)
+    .keep_alive(KEEP_ALIVE)
+    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+    .shutdown_timeout(1)
+    .disable_signals()
+    .listen(listener)
+    .map_err(bind_error)?
+    .run();
+    Ok(OpsListener {
+        port,
+        handle: server.handle(),
+        task: actix_web::rt::spawn(server),
+    })
+}
+
 /// A built application, bound and ready to serve.
 pub struct Application {
     port: u16,
     server: Server,
+    /// The `--ops-bind` listener, already serving.
+    ops: Option<OpsListener>,
     engine: Engine,
     persister_task: tokio::task::JoinHandle<()>,
     store: StoreHandle,
@@ -117,6 +183,9 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartupError> {
+        settings.validate()?;
+        // Before the store opens: a bad key is the operator's mistake, told at once.
+        let auth = http::auth::Authenticator::new(&settings.auth)?;
         let runtime = StoreRuntime::new()?;
         let store = open_store(&settings.database_url, &runtime.handle()).await?;
         let store = StoreHandle::new(store, runtime.handle());
@@ -148,23 +217,58 @@ impl Application {
             engine: engine.clone(),
             timezone: settings.timezone,
             admin_key: settings.admin_key.clone(),
+            auth,
+            store_ping: Default::default(),
+            user_budget: settings.rate_limit_per_user.map(UserBudget::new),
         });
         // Installed before the first request or decision records anything.
         http::metrics::handle();
+        let ip_budget = settings.rate_limit_per_ip.map(|rate| {
+            web::Data::new(IpBudget::new(
+                rate,
+                TrustedProxies::new(settings.trusted_proxies.clone()),
+            ))
+        });
+        let body_timeout = BodyTimeout(settings.body_timeout);
+        let public = if settings.ops_bind.is_some() {
+            Listener::Public
+        } else {
+            Listener::All
+        };
+        let serving = state.clone();
         let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap(actix_web::middleware::from_fn(http::metrics::track))
-                .app_data(state.clone())
-                .configure(http::configure)
+            let mut app = App::new().app_data(serving.clone()).app_data(body_timeout);
+            if let Some(budget) = &ip_budget {
+                app = app.app_data(budget.clone());
+            }
+            // The last wrap runs first: metrics see every answer, the address budget refuses
+            // before the body deadline is armed, and both before any route reads the body.
+            app.wrap(actix_web::middleware::from_fn(
+                http::slow_clients::body_deadline,
+            ))
+            .wrap(actix_web::middleware::from_fn(
+                http::rate_limit::limit_by_address,
+            ))
+            .wrap(actix_web::middleware::from_fn(http::metrics::track))
+            .configure(|cfg| http::configure_for(cfg, public))
         })
         .workers(settings.http_workers.max(1))
-        .backlog(4096)
+        .backlog(BACKLOG)
+        .max_connections(MAX_CONNECTIONS_PER_WORKER)
+        .max_connection_rate(MAX_CONNECTION_RATE_PER_WORKER)
+        .keep_alive(KEEP_ALIVE)
+        .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+        .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
         .shutdown_timeout(10);
         if !settings.handle_signals {
             server = server.disable_signals();
         }
         let server = server.listen(listener).map_err(bind_error)?.run();
-        tracing::info!(port, database = %redact(&settings.database_url), "boxoffice is serving");
+        let ops = match &settings.ops_bind {
+            Some(bind) => Some(ops_server(bind, state.clone())?),
+            None => None,
+        };
+        tracing::info!(port, ops_port = ops.as_ref().map(|o| o.port), database = %redact(&settings.database_url), "boxoffice is serving");
         if let Some(concert) = demo {
             let host = settings
                 .bind
@@ -183,6 +287,7 @@ impl Application {
         Ok(Application {
             port,
             server,
+            ops,
             engine,
             persister_task,
             store,
@@ -192,6 +297,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The `--ops-bind` listener's port, when there is one.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops.as_ref().map(|o| o.port)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -207,6 +317,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application {
             server,
+            ops,
             engine,
             persister_task,
             store,
@@ -214,6 +325,11 @@ impl Application {
             ..
         } = self;
         let served = server.await;
+        // The ops listener follows the public one down (it handles no signals of its own).
+        if let Some(ops) = ops {
+            ops.handle.stop(true).await;
+            let _ = ops.task.await;
+        }
         engine.shutdown().await;
         let _ = persister_task.await;
         let _ = store

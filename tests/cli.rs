@@ -7,9 +7,16 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn boxoffice(args: &[&str]) -> Output {
+    boxoffice_with_env(args, &[])
+}
+
+/// Runs the binary with `env` set on top of a clean environment for its settings.
+fn boxoffice_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_boxoffice"))
         .args(args)
         .env_remove("DATABASE_URL")
+        .env_remove("BOXOFFICE_ADMIN_KEY")
+        .envs(env.iter().copied())
         .env("RUST_LOG", "error")
         .env("RUST_BACKTRACE", "1")
         .stdout(Stdio::piped())
@@ -205,4 +212,59 @@ fn a_malformed_flag_is_refused_before_anything_starts() {
     assert_clear_failure(&output, "+09:00");
     let output = boxoffice(&["serve", "--database-url", "mysql://x"]);
     assert_clear_failure(&output, "unsupported database url");
+}
+
+#[test]
+fn serve_help_shows_no_secret_taken_from_the_environment() {
+    let output = boxoffice_with_env(
+        &["serve", "--help"],
+        &[
+            (
+                "BOXOFFICE_ADMIN_KEY",
+                "admin-hunter2-admin-hunter2-admin-hunter2",
+            ),
+            ("DATABASE_URL", "postgres://app:db-hunter2@db/boxoffice"),
+        ],
+    );
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.contains("BOXOFFICE_ADMIN_KEY") && help.contains("DATABASE_URL"),
+        "the variables are still named: {help}"
+    );
+    assert!(!help.contains("hunter2"), "{help}");
+}
+
+#[test]
+fn an_admin_key_shorter_than_32_bytes_is_refused_at_startup() {
+    let dir = temp_dir("short_key");
+    let url = format!("sqlite://{}", dir.join("short.db").display());
+    let short = "k".repeat(31);
+    let flag = boxoffice(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--database-url",
+        &url,
+        "--admin-key",
+        &short,
+    ]);
+    assert_clear_failure(&flag, "at least 32 bytes");
+    let env = boxoffice_with_env(
+        &["serve", "--bind", "127.0.0.1:0", "--database-url", &url],
+        &[("BOXOFFICE_ADMIN_KEY", "short-but-secret")],
+    );
+    assert_clear_failure(&env, "at least 32 bytes");
+    for output in [&flag, &env] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains(&short) && !stderr.contains("short-but-secret"),
+            "the key itself is not printed: {stderr}"
+        );
+    }
+    assert!(
+        !dir.join("short.db").exists(),
+        "refused before the store is opened"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

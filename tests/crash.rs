@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const ADMIN_KEY: &str = "crash-test";
+const ADMIN_KEY: &str = "crash-test-admin-key-at-least-32-bytes";
 const USERS: usize = 24;
 const OPENING: i64 = 1_000_000;
 const SEATS: usize = 2_000;

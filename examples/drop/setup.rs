@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 /// Every seat's price, in won.
 pub const PRICE: i64 = 10_000;
 /// The admin key an in-process server is given.
-pub const SPAWN_ADMIN_KEY: &str = "drop-load-generator";
+pub const SPAWN_ADMIN_KEY: &str = "drop-load-generator-admin-key-32-bytes";
 
 /// A POST carrying the admin key.
 fn admin(drop_client: &Client, key: &str, url: String) -> RequestBuilder {

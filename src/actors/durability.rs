@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`Durability::answer_when_settled`] | once this actor's earlier writes are durable (at once if they are) |
 //! | [`Durability::answer_after_commit`] | once `writes` (and every earlier write) commit; at once if there is nothing to wait for |
+//! | [`Durability::refuse_after_commit`] | a refusal, once every earlier write commits (at once if none is in flight) |
 //! | [`Durability::acknowledge_after_commit`] | the same, for a success that also stores its idempotent replay and runs a hook |
 //! | [`Durability::call_after_commit`] | by the caller's own completion, with the commit's outcome |
 //! | [`Durability::submit_unanswered`] | never: nobody waits (expiry, admission) |
@@ -160,6 +161,16 @@ impl Durability {
                 Err(u) => Err(ActorError::Unavailable(u)),
             });
         });
+    }
+
+    /// Refuses, once this actor's earlier writes are durable: the refusal may rest on them
+    /// (a balance that includes a recharge still being written).
+    pub fn refuse_after_commit<T, E>(&mut self, permit: Permit, reply: Reply<T, E>, refusal: E)
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        self.answer_after_commit(permit, Writes::default(), reply, Err(refusal));
     }
 
     /// Commits a successful decision's writes (with its replay record, if any), then runs its

@@ -31,6 +31,8 @@ pub struct EngineSettings {
     pub admit_per_sec: u32,
     pub max_seats_per_user: u32,
     pub max_recharge: Money,
+    /// Live idempotency keys one user may hold; past it a new key is refused.
+    pub max_idempotency_keys_per_user: usize,
     /// Submissions the persister holds before it refuses more.
     pub persister_capacity: usize,
     /// Messages a schedule or wallet actor's mailbox holds before senders are refused; also
@@ -52,6 +54,7 @@ impl Default for EngineSettings {
             admit_per_sec: 0,
             max_seats_per_user: 4,
             max_recharge: Money::new(10_000_000).expect("a positive constant"),
+            max_idempotency_keys_per_user: 1000,
             persister_capacity: 65_536,
             mailbox_capacity: MAILBOX_CAPACITY,
             actor_threads: 2,

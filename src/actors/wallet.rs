@@ -227,10 +227,7 @@ impl Handler<Recharge> for WalletActor {
                 self.durability
                     .acknowledge_after_commit(permit, acknowledgement, reply);
             }
-            Err(refusal) => {
-                self.durability
-                    .answer_after_commit(permit, Writes::default(), reply, Err(refusal))
-            }
+            Err(refusal) => self.durability.refuse_after_commit(permit, reply, refusal),
         }
     }
 }
@@ -297,14 +294,7 @@ impl Handler<DebitForPayment> for WalletActor {
         };
         let balance = match wallet.debit(amount) {
             Ok(balance) => balance,
-            Err(refusal) => {
-                return self.durability.answer_after_commit(
-                    permit,
-                    Writes::default(),
-                    reply,
-                    Err(refusal),
-                )
-            }
+            Err(refusal) => return self.durability.refuse_after_commit(permit, reply, refusal),
         };
         let user = wallet.user;
         let mut writes = Writes::default()

@@ -31,8 +31,8 @@ impl Timestamp {
     }
 
     /// Formats in the seed's format, in the given zone offset. Years 0..=9999 are formatted
-    /// by hand: chrono's strftime interpreter was 5 % of a poll's CPU, and every schedule
-    /// list formats two times per schedule. Other years take chrono's path.
+    /// by hand, because every response formats times and chrono's strftime interpreter is slow
+    /// (docs/BENCHMARKS.md); other years take chrono's path.
     pub fn format(self, offset: FixedOffset) -> String {
         let local = self.0.div_euclid(1000) + i64::from(offset.local_minus_utc());
         let (days, secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));

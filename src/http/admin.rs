@@ -6,10 +6,14 @@ use super::{within_deadline, ApiError, AppState};
 use crate::domain::catalog::{CreatedConcert, NewConcert, NewSchedule};
 use crate::domain::wallet::NewUser;
 use crate::domain::{Money, Timestamp};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use chrono::FixedOffset;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::HashSet;
+use std::future::{ready, Ready};
+use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 const MAX_NAME_CHARS: usize = 200;
@@ -19,7 +23,7 @@ const MAX_SEATS_PER_SCHEDULE: usize = 20_000;
 const MAX_PRICE: i64 = 10_000_000_000;
 
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// 1 to 200 characters once trimmed of white space (Unicode's, as the pattern spells
     /// out), and no NUL.
@@ -34,7 +38,7 @@ pub struct CreateUserRequest {
 }
 
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateConcertRequest {
     /// 1 to 200 characters once trimmed of white space (Unicode's, as the pattern spells
     /// out), and no NUL.
@@ -47,7 +51,7 @@ pub struct CreateConcertRequest {
 }
 
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScheduleRequest {
     /// In the seed's format, in the service's zone.
     #[schema(
@@ -67,7 +71,7 @@ pub struct ScheduleRequest {
 }
 
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SeatRequest {
     #[serde(deserialize_with = "whole::i32")]
     seat_number: i32,
@@ -96,13 +100,14 @@ pub struct ScheduleCreated {
     seat_ids: Vec<i64>,
 }
 
-/// Compares in time independent of where the keys differ.
-fn same_key(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares in time independent of the keys: both sides are hashed first, so neither where
+/// they differ nor how long the right key is shows in the time taken.
+fn same_key(given: &[u8], key: &[u8]) -> bool {
+    Sha256::digest(given).ct_eq(&Sha256::digest(key)).into()
 }
 
 /// Before the body's rules: a wrong key answers 403 even when a field breaks one.
-fn check_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+pub(super) fn check_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     let Some(key) = &state.admin_key else {
         return Err(ApiError::Forbidden("admin routes are disabled"));
     };
@@ -111,10 +116,28 @@ fn check_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
         .get("X-Admin-Key")
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if same_key(given, key.as_bytes()) {
+    if same_key(given, key.expose().as_bytes()) {
         Ok(())
     } else {
         Err(ApiError::Forbidden("invalid admin key"))
+    }
+}
+
+/// The request carries the admin key. The first argument of an admin handler: extractors run
+/// in order and the first refusal answers, so a request without the key gets its 403 before
+/// `web::Json` reads a byte of its (up to 4 MiB) body.
+pub(super) struct AdminAccess;
+
+impl FromRequest for AdminAccess {
+    type Error = ApiError;
+    type Future = Ready<Result<AdminAccess, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let access = match req.app_data::<web::Data<AppState>>() {
+            Some(state) => check_admin(state, req).map(|()| AdminAccess),
+            None => Err(ApiError::Unavailable("no application state".into())),
+        };
+        ready(access)
     }
 }
 
@@ -181,15 +204,15 @@ impl From<CreatedConcert> for ConcertCreated {
         (status = 201, body = UserCreated),
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 403, description = "forbidden", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn create_user(
+    _admin: AdminAccess,
     state: web::Data<AppState>,
-    req: HttpRequest,
     body: web::Json<CreateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    check_admin(&state, &req)?;
     let user = NewUser::try_from(body.into_inner())?;
     let user = within_deadline(state.engine.create_user(user.name, user.balance)).await?;
     Ok(HttpResponse::Created().json(UserCreated {
@@ -204,15 +227,15 @@ pub async fn create_user(
         (status = 201, body = ConcertCreated),
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 403, description = "forbidden", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn create_concert(
+    _admin: AdminAccess,
     state: web::Data<AppState>,
-    req: HttpRequest,
     body: web::Json<CreateConcertRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    check_admin(&state, &req)?;
     let concert = NewConcert::try_from((body.into_inner(), state.timezone))?;
     let created = within_deadline(state.engine.create_concert(concert)).await?;
     Ok(HttpResponse::Created().json(ConcertCreated::from(created)))

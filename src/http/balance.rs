@@ -15,6 +15,7 @@ use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RechargeRequest {
     /// Any JSON number: one that is not a whole `i64` is an invalid amount, not a bad request.
     /// At most the configured largest recharge (`maximum`).
@@ -40,13 +41,17 @@ impl TryFrom<(UserId, RechargeRequest)> for Recharge {
 }
 
 /// Add money to the user's wallet.
-#[utoipa::path(post, path = "/v1/balance/users/{userId}/recharge", tag = "wallet", request_body = RechargeRequest,
-    params(("userId" = i64, Path, minimum = 1), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "replays the first answer for a retry")),
+#[utoipa::path(post, path = "/v1/balance/users/{userId}/recharge", tag = "wallet", security((), ("bearerAuth" = [])), request_body = RechargeRequest,
+    params(("userId" = i64, Path, minimum = 1), ("X-Admin-Key" = Option<String>, Header, description = "--auth jwt: a back-office recharge (a payment provider's callback); optional with --user-recharge"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "replays the first answer for a retry")),
     responses(
         (status = 200, body = BalanceBody),
         (status = 400, description = "invalid_request, invalid_recharge_amount", body = ErrorBody),
+        (status = 401, description = "unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
+        (status = 403, description = "forbidden (--auth jwt: X-Admin-Key missing or wrong; with --user-recharge, a bearer of another user)", body = ErrorBody),
         (status = 404, description = "user_not_found", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many live idempotency keys", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
@@ -59,6 +64,7 @@ pub async fn recharge(
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     let recharge = Recharge::try_from((user, parse::<RechargeRequest>(&body)?))?;
+    state.authorize_recharge(&req, user)?;
     state.known_user(user)?;
     let render: Render<Money> =
         Arc::new(move |balance: &Money| (200, to_json(&balance_body(user, *balance))));
@@ -79,20 +85,24 @@ fn balance_body(user: UserId, balance: Money) -> BalanceBody {
 }
 
 /// The user's balance.
-#[utoipa::path(get, path = "/v1/balance/users/{userId}", tag = "wallet",
+#[utoipa::path(get, path = "/v1/balance/users/{userId}", tag = "wallet", security((), ("bearerAuth" = [])),
     params(("userId" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = BalanceBody),
         (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
+        (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn balance(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
+    state.authenticate(&req, user)?;
     let balance = within_deadline(state.engine.balance(user)).await?;
     Ok(HttpResponse::Ok().json(balance_body(user, balance)))
 }
@@ -155,21 +165,25 @@ pub struct LedgerLine {
 }
 
 /// The user's ledger, newest first: every recharge and payment with the balance after it.
-#[utoipa::path(get, path = "/v1/balance/users/{userId}/history", tag = "wallet",
+#[utoipa::path(get, path = "/v1/balance/users/{userId}/history", tag = "wallet", security((), ("bearerAuth" = [])),
     params(("userId" = i64, Path, minimum = 1), HistoryQuery),
     responses(
         (status = 200, body = HistoryBody),
         (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
+        (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn history(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<i64>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
+    state.authenticate(&req, user)?;
     let page = Page::try_from(query.into_inner())?;
     let entries = within_deadline(state.engine.history(user, page.limit, page.before)).await?;
     // A full page may have more behind it; a short one is the last.

@@ -33,9 +33,22 @@ pub enum ApiError {
     InvalidRechargeAmount,
     IdempotencyKeyReused,
     HeadersTooLarge,
+    /// `--auth jwt`: the bearer is missing, malformed, forged, expired or of another algorithm.
+    Unauthorized,
+    /// The admin key is missing or wrong (its message says which), or a bearer is another
+    /// user's (message `forbidden`).
+    /// A JSON body not sent as JSON, or an encoded (compressed) request body.
+    UnsupportedMediaType(&'static str),
     Forbidden(&'static str),
     NotFound,
     MethodNotAllowed,
+    /// Over a request budget or a limit that frees up with time; `Retry-After` says when the
+    /// next request can pass.
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The request body did not arrive within `--body-timeout-secs`.
+    RequestTimeout,
     /// The cause goes to the log, never to the client.
     Unavailable(String),
 }
@@ -87,9 +100,13 @@ impl ApiError {
             InvalidRechargeAmount   => (400, "invalid_recharge_amount",  "invalid recharge amount"),
             IdempotencyKeyReused    => (422, "idempotency_key_reused",   "idempotency key reused"),
             HeadersTooLarge         => (431, "headers_too_large",        "request headers too large"),
+            Unauthorized            => (401, "unauthorized",             "unauthorized"),
+            UnsupportedMediaType(m) => (415, "unsupported_media_type",   m),
             Forbidden(message)      => (403, "forbidden",                message),
             NotFound                => (404, "not_found",                "not found"),
             MethodNotAllowed        => (405, "method_not_allowed",       "method not allowed"),
+            RateLimited { .. }      => (429, "rate_limited",             "too many requests"),
+            RequestTimeout          => (408, "request_timeout",          "request timeout"),
             Unavailable(_)          => (503, "unavailable",              "service unavailable"),
         }
     }
@@ -113,9 +130,20 @@ impl ResponseError for ApiError {
         let (_, slug, message) = self.row();
         let status = self.status_code();
         let mut response = HttpResponse::build(status);
-        if let ApiError::Unavailable(cause) = self {
-            tracing::warn!(cause = %cause, "answered 503");
-            response.insert_header((header::RETRY_AFTER, "1"));
+        match self {
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(cause = %cause, "answered 503");
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                let secs = (*retry_after_secs).max(1);
+                response.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            // The rest of a late body may never come: the connection is not reused.
+            ApiError::RequestTimeout => {
+                response.force_close();
+            }
+            _ => {}
         }
         response.json(ErrorBody {
             code: status.as_u16(),
@@ -256,6 +284,46 @@ mod tests {
         assert_eq!(
             body,
             r#"{"code":503,"error":"unavailable","message":"service unavailable"}"#
+        );
+    }
+
+    #[test]
+    fn a_refusal_over_budget_says_when_to_come_back() {
+        let (status, retry_after, body) = envelope(ApiError::RateLimited {
+            retry_after_secs: 3,
+        });
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry_after.as_deref(), Some("3"));
+        assert_eq!(
+            body,
+            r#"{"code":429,"error":"rate_limited","message":"too many requests"}"#
+        );
+        let (status, _, body) = envelope(ApiError::RequestTimeout);
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            body,
+            r#"{"code":408,"error":"request_timeout","message":"request timeout"}"#
+        );
+    }
+
+    #[test]
+    fn a_429_says_when_to_retry_and_a_415_why() {
+        let (status, retry_after, body) = envelope(ApiError::RateLimited {
+            retry_after_secs: 3600,
+        });
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry_after.as_deref(), Some("3600"));
+        assert_eq!(
+            body,
+            r#"{"code":429,"error":"rate_limited","message":"too many requests"}"#
+        );
+        let (status, retry_after, body) =
+            envelope(ApiError::UnsupportedMediaType("expected a JSON body"));
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(retry_after, None);
+        assert_eq!(
+            body,
+            r#"{"code":415,"error":"unsupported_media_type","message":"expected a JSON body"}"#
         );
     }
 

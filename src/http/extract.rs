@@ -1,11 +1,20 @@
-//! Request parsing: path ids, the `TOKEN-ID` header, and the envelope for bodies that do not parse.
+//! Request parsing: path ids, the `TOKEN-ID` header, the media type and encoding a body must
+//! come in, and the envelope for bodies that do not parse.
 
 use super::ApiError;
 use crate::domain::{IdError, TokenId};
-use actix_web::dev::Payload;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::header;
+use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpRequest};
 use std::future::{ready, Ready};
+
+/// The 415 message of a JSON route's body sent as anything but JSON.
+pub const NOT_JSON: &str = "expected a JSON body (Content-Type: application/json)";
+/// The 415 message of an encoded request body.
+pub const ENCODED_BODY: &str = "request bodies must not be encoded (Content-Encoding)";
 
 /// The `TOKEN-ID` header, if it holds a token id at all. A missing or malformed header is
 /// "invalid token", decided where the token is checked.
@@ -31,23 +40,54 @@ pub fn id<T>(raw: i64, parse: fn(i64) -> Result<T, IdError>) -> Result<T, ApiErr
     parse(raw).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
+/// Bodies of JSON routes: at most `limit` bytes, and sent as JSON. The media type is required
+/// (actix's default, kept on purpose): `text/plain` and form bodies are what a browser sends
+/// cross-site without a preflight, so they are refused unread. actix counts
+/// `application/json` and any other `…/json` or `…+json` type as JSON; none of those is a
+/// type a cross-site form may send.
 pub fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(limit)
-        // Clients that forget the header (curl -d) still get JSON parsed, not a 400.
-        .content_type_required(false)
+        .content_type_required(true)
         .error_handler(|error, _| {
             let message = match &error {
+                JsonPayloadError::ContentType => {
+                    return ApiError::UnsupportedMediaType(NOT_JSON).into()
+                }
                 JsonPayloadError::Overflow { limit }
                 | JsonPayloadError::OverflowKnownLength { limit, .. } => {
                     format!("request body is larger than {limit} bytes")
                 }
                 JsonPayloadError::Deserialize(e) => format!("malformed JSON body: {e}"),
-                JsonPayloadError::ContentType => "expected a JSON body".to_string(),
                 _ => "could not read the request body".to_string(),
             };
             ApiError::InvalidRequest(message).into()
         })
+}
+
+/// Refuses a request whose body is encoded (`Content-Encoding` other than `identity`) before
+/// anything reads it: nothing here inflates bodies (a 16 KiB gzip body can inflate to
+/// megabytes before a size limit sees it), so an encoded body could only be misread.
+pub async fn refuse_encoded_bodies(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let encoded = req
+        .headers()
+        .get_all(header::CONTENT_ENCODING)
+        .any(|value| !is_identity(value.as_bytes()));
+    if encoded {
+        return Err(ApiError::UnsupportedMediaType(ENCODED_BODY).into());
+    }
+    next.call(req).await
+}
+
+/// `identity` (any case, padded, or listed more than once), or an empty value: no encoding.
+fn is_identity(value: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .map(|coding| coding.trim_ascii())
+        .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case(b"identity"))
 }
 
 pub fn path_config() -> web::PathConfig {
@@ -103,5 +143,37 @@ pub mod whole {
 
     pub fn vec_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
         Vec::<Number>::deserialize(d)?.iter().map(one).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_identity_coding_counts_as_unencoded() {
+        for plain in [
+            &b"identity"[..],
+            b"IDENTITY",
+            b" identity ",
+            b"identity, identity",
+            b"",
+        ] {
+            assert!(is_identity(plain), "{:?}", String::from_utf8_lossy(plain));
+        }
+        for encoded in [
+            &b"gzip"[..],
+            b"br",
+            b"deflate",
+            b"identity, gzip",
+            b"x-gzip",
+            b"zstd",
+        ] {
+            assert!(
+                !is_identity(encoded),
+                "{:?}",
+                String::from_utf8_lossy(encoded)
+            );
+        }
     }
 }

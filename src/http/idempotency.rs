@@ -2,7 +2,9 @@
 //! replaying a stored answer byte for byte.
 
 use super::{ApiError, AppState, REQUEST_TIMEOUT};
-use crate::actors::idempotency::{Answer, Claim, IdempotentWrite, Render, MAX_KEY_CHARS};
+use crate::actors::idempotency::{
+    Answer, Claim, Fingerprint, IdempotentWrite, Render, FULL_RETRY_AFTER, MAX_KEY_CHARS,
+};
 use crate::domain::UserId;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
@@ -42,6 +44,7 @@ pub enum Begin<T> {
 }
 
 /// Claims the key for this request: method, path and canonical body (keys sorted) identify it.
+/// A new key past the user's live-key limit answers 429.
 pub async fn begin<T>(
     state: &AppState,
     key: IdempotencyKey,
@@ -53,10 +56,14 @@ pub async fn begin<T>(
     let Some(key) = key.0 else {
         return Ok(Begin::Go(None));
     };
-    let fingerprint = format!("{} {}\n{}", req.method(), req.path(), body);
+    let fingerprint = Fingerprint::of_request(req.method().as_str(), req.path(), body);
+    let max_live_keys = state.engine.settings().max_idempotency_keys_per_user;
     let claim = tokio::time::timeout(
         REQUEST_TIMEOUT,
-        state.engine.idempotency().claim(user, key, fingerprint),
+        state
+            .engine
+            .idempotency()
+            .claim(user, key, fingerprint, max_live_keys),
     )
     .await
     .map_err(|_| ApiError::Unavailable("waited too long for the same key's request".into()))?;
@@ -64,6 +71,9 @@ pub async fn begin<T>(
         Claim::Fresh(guard) => Ok(Begin::Go(Some(guard.write(render.clone())))),
         Claim::Replay(answer) => Ok(Begin::Answer(replay(answer))),
         Claim::Reused => Err(ApiError::IdempotencyKeyReused),
+        Claim::Full => Err(ApiError::RateLimited {
+            retry_after_secs: FULL_RETRY_AFTER.as_secs(),
+        }),
     }
 }
 

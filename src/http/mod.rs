@@ -3,7 +3,9 @@
 //! domain request (`TryFrom`), authorize, call one engine operation, shape its answer.
 
 mod admin;
+pub mod auth;
 mod balance;
+pub mod client_ip;
 mod concerts;
 pub mod error;
 mod extract;
@@ -13,7 +15,9 @@ pub mod openapi;
 mod ops;
 mod payments;
 mod queue;
+pub mod rate_limit;
 mod reservations;
+pub mod slow_clients;
 
 pub use error::ApiError;
 
@@ -37,13 +41,39 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct AppState {
     pub engine: Engine,
     pub timezone: FixedOffset,
-    pub admin_key: Option<String>,
+    pub admin_key: Option<crate::config::Secret>,
+    pub auth: auth::Authenticator,
+    /// `/readyz`'s cached database ping.
+    pub store_ping: ops::StorePing,
+    /// jwt mode's per-user budget (`--rate-limit-per-user`), checked once the bearer names the user.
+    pub user_budget: Option<rate_limit::UserBudget>,
 }
 
 impl AppState {
     /// A timestamp in the seed's format and the configured zone.
     pub fn time(&self, t: Timestamp) -> String {
         t.format(self.timezone)
+    }
+
+    /// `--auth jwt`: 401 unless the request's bearer is valid, 403 unless it is `user`'s, then
+    /// 429 past the user's budget (`--rate-limit-per-user`); nothing in none mode. Before
+    /// [`AppState::known_user`], so neither says who exists.
+    pub fn authenticate(&self, req: &HttpRequest, user: UserId) -> Result<(), ApiError> {
+        self.auth.authenticate(req, user)?;
+        match &self.user_budget {
+            // Only a verified bearer names the user who spends; a path names anyone.
+            Some(budget) if self.auth.is_jwt() => budget.check(user),
+            _ => Ok(()),
+        }
+    }
+
+    /// Recharge's gate: open (none mode), the admin key, or the user's own bearer.
+    pub fn authorize_recharge(&self, req: &HttpRequest, user: UserId) -> Result<(), ApiError> {
+        match self.auth.recharge_gate(req) {
+            auth::RechargeGate::Open => Ok(()),
+            auth::RechargeGate::AdminKey => admin::check_admin(self, req),
+            auth::RechargeGate::OwnBearer => self.authenticate(req, user),
+        }
     }
 
     /// 404 unless the user exists: before their token or idempotency key is looked at.
@@ -188,8 +218,34 @@ pub fn route_table() -> Vec<(Method, &'static str)> {
     routes().into_iter().map(|r| (r.method, r.path)).collect()
 }
 
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Every route: the one listener when `--ops-bind` is not set.
+    All,
+    /// Every route but [`ops::OPS_ONLY_PATHS`]: the public listener beside an ops listener.
+    Public,
+    /// Only [`ops::OPS_PATHS`]: the `--ops-bind` listener.
+    Ops,
+}
+
+impl Listener {
+    fn serves(self, path: &str) -> bool {
+        match self {
+            Listener::All => true,
+            Listener::Public => !ops::OPS_ONLY_PATHS.contains(&path),
+            Listener::Ops => ops::OPS_PATHS.contains(&path),
+        }
+    }
+}
+
 /// Registers every route, and the envelope for every way a request can fail to reach one.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    configure_for(cfg, Listener::All)
+}
+
+/// [`configure`] for one listener: the routes it does not serve are 404 envelopes.
+pub fn configure_for(cfg: &mut web::ServiceConfig, listener: Listener) {
     cfg.app_data(extract::json_config(BODY_LIMIT))
         .app_data(extract::path_config())
         .app_data(extract::query_config());
@@ -202,7 +258,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         Vec<actix_web::Route>,
     );
     let mut by_path: Vec<Group> = Vec::new();
-    for r in routes() {
+    for r in routes().into_iter().filter(|r| listener.serves(r.path)) {
         match by_path.iter_mut().find(|(path, ..)| *path == r.path) {
             Some((_, limit, methods, list)) => {
                 *limit = limit.or(r.body_limit);
@@ -215,6 +271,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     for (path, limit, methods, list) in by_path {
         let allow = allow_header(&methods);
         let mut resource = web::resource(path)
+            // Before any extractor: an encoded body is refused unread.
+            .wrap(actix_web::middleware::from_fn(
+                extract::refuse_encoded_bodies,
+            ))
             .app_data(metrics::RouteLabel(path))
             .default_service(web::to(move || method_not_allowed(allow.clone())));
         if let Some(limit) = limit {

@@ -5,7 +5,8 @@
 //! malformed; `tests/api/document.rs` holds each bound to the service's own.
 
 use crate::actors::EngineSettings;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,9 +36,31 @@ use utoipa::OpenApi;
         super::ops::metrics,
         super::ops::openapi,
     ),
-    components(schemas(super::error::ErrorBody))
+    components(schemas(super::error::ErrorBody)),
+    modifiers(&BearerScheme)
 )]
 pub struct ApiDoc;
+
+/// `bearerAuth`: the JWT every user-scoped route needs with `--auth jwt`. Those routes list it
+/// beside an empty requirement, as the default `--auth none` asks for nothing.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some(
+                "With --auth jwt: HS256, RS256, ES256 or EdDSA as the server's key fixes; \
+                 `sub` is the user id as a decimal string, `exp` is required.",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearerAuth", SecurityScheme::Http(scheme));
+    }
+}
 
 /// The document, rendered once, with the bounds that do not depend on configuration.
 pub fn document() -> &'static serde_json::Value {
@@ -87,6 +110,46 @@ mod tests {
             .map(|(m, p)| (m.to_string(), p.to_string()))
             .collect();
         assert_eq!(documented, served);
+    }
+
+    /// Every route whose path, body or query names a user takes the bearer, and says what a
+    /// bad one answers; no other route does.
+    #[test]
+    fn the_user_scoped_routes_document_the_bearer() {
+        let doc = document();
+        let scheme = &doc["components"]["securitySchemes"]["bearerAuth"];
+        assert_eq!(scheme["type"], "http");
+        assert_eq!(scheme["scheme"], "bearer");
+        assert_eq!(scheme["bearerFormat"], "JWT");
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("a path item") {
+                let names_user = path.contains("{userId}")
+                    || path.starts_with("/v1/reservations")
+                    || path.starts_with("/v1/payments");
+                let security = op["security"].as_array().map(Vec::as_slice);
+                if !names_user {
+                    assert!(security.is_none(), "{method} {path} takes no bearer");
+                    continue;
+                }
+                let security = security.unwrap_or_else(|| panic!("{method} {path}: no security"));
+                assert!(
+                    security.iter().any(|r| r.get("bearerAuth").is_some()),
+                    "{method} {path}"
+                );
+                assert!(
+                    security
+                        .iter()
+                        .any(|r| r.as_object().is_some_and(|o| o.is_empty())),
+                    "{method} {path}: --auth none needs no bearer"
+                );
+                for status in ["401", "403"] {
+                    assert!(
+                        op["responses"][status].is_object(),
+                        "{method} {path} documents {status}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,11 +1,54 @@
-//! Operating routes: liveness, readiness, metrics, the OpenAPI document.
+//! Operating routes: liveness, readiness, metrics, the OpenAPI document; and which of them the
+//! `--ops-bind` listener serves instead of the public one.
 
 use super::error::ErrorBody;
 use super::AppState;
+use crate::actors::Engine;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use utoipa::ToSchema;
+
+/// The routes an `--ops-bind` listener serves.
+pub const OPS_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
+/// The routes that leave the public listener when `--ops-bind` is set: queue length and sales
+/// figures need not be public.
+pub const OPS_ONLY_PATHS: [&str; 1] = ["/metrics"];
+
+/// How long one database ping answers `/readyz`: a flood of `/readyz` is then one ping a
+/// second, not a flood of pings.
+pub const READINESS_PING_FOR: Duration = Duration::from_secs(1);
+
+/// The last database ping and when it was made; the lock is held across a ping, so callers
+/// arriving during one wait for its answer instead of pinging too.
+#[derive(Debug, Default)]
+pub struct StorePing {
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    pings: AtomicU64,
+}
+
+impl StorePing {
+    /// Whether the database answered, at most [`READINESS_PING_FOR`] ago.
+    pub async fn answers(&self, engine: &Engine) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, answered)) = *last {
+            if at.elapsed() < READINESS_PING_FOR {
+                return answered;
+            }
+        }
+        let answered = engine.ping_store().await;
+        self.pings.fetch_add(1, Ordering::Relaxed);
+        *last = Some((Instant::now(), answered));
+        answered
+    }
+
+    /// Database pings made so far.
+    pub fn pings(&self) -> u64 {
+        self.pings.load(Ordering::Relaxed)
+    }
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -30,7 +73,7 @@ pub async fn healthz() -> HttpResponse {
     (status = 503, description = "not ready (the body says ready: false)", body = ErrorBody),
 ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let ready = state.engine.is_ready() && state.engine.ping_store().await;
+    let ready = state.engine.is_ready() && state.store_ping.answers(&state.engine).await;
     if ready {
         HttpResponse::Ok().json(Readiness { ready })
     } else {
@@ -52,9 +95,15 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let stats = engine.persister().stats();
     metrics::gauge!("boxoffice_persister_failed_commits")
         .set(stats.failures.load(Ordering::Relaxed) as f64);
-    let body = super::metrics::handle()
+    let mut body = super::metrics::handle()
         .map(|h| h.render())
         .unwrap_or_default();
+    // This application's own count (the recorder is the process's, shared by every server
+    // in it), so a test can see how often `/readyz` reached the database.
+    body.push_str(&format!(
+        "# TYPE boxoffice_readiness_pings_total counter\nboxoffice_readiness_pings_total {}\n",
+        state.store_ping.pings()
+    ));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(body)

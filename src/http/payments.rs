@@ -9,6 +9,7 @@ use super::{within_deadline, ApiError, AppState};
 use crate::actors::idempotency::Render;
 use crate::actors::schedule::ReservationView;
 use crate::actors::wallet::PaymentReceipt;
+use crate::domain::queue::TokenRefusal;
 use crate::domain::schedule::{ReservationStatus, UserReservation};
 use crate::domain::{Money, ReservationId, UserId};
 use actix_web::HttpRequest;
@@ -20,7 +21,7 @@ use tracing::field::Empty;
 use utoipa::ToSchema;
 
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PayRequest {
     #[schema(minimum = 1)]
     #[serde(deserialize_with = "whole::i64")]
@@ -64,7 +65,7 @@ impl TryFrom<(UserId, PayRequest)> for UserReservation {
 }
 
 /// Pay a reservation: debit, mark paid, record the payment, expire the token — atomically.
-#[utoipa::path(post, path = "/v1/payments/users/{userId}", tag = "payments", request_body = PayRequest,
+#[utoipa::path(post, path = "/v1/payments/users/{userId}", tag = "payments", security((), ("bearerAuth" = [])), request_body = PayRequest,
     params(
         ("userId" = i64, Path, minimum = 1),
         ("TOKEN-ID" = String, Header, description = "the user's ACTIVE queue token, in decimal"),
@@ -73,10 +74,13 @@ impl TryFrom<(UserId, PayRequest)> for UserReservation {
     responses(
         (status = 201, body = PaymentBody),
         (status = 400, description = "invalid_request, not_enough_balance, reservation_expired", body = ErrorBody),
-        (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_not_active; unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
+        (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
         (status = 409, description = "reservation_already_paid, reservation_cancelled, payment_in_progress", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many live idempotency keys", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(level = "debug", skip_all, fields(user_id = *path, reservation_id = Empty))]
@@ -91,7 +95,15 @@ pub async fn pay(
     let user = id(path.into_inner(), UserId::new)?;
     let payment = UserReservation::try_from((user, parse_body::<PayRequest>(&body)?))?;
     tracing::Span::current().record("reservation_id", payment.reservation.get());
+    state.authenticate(&req, user)?;
     state.known_user(user)?;
+    // Before the key is looked at: the user's own token, as the first request showed it. A
+    // retry of a payment that went through carries the token the payment spent, so an
+    // expired token of this user passes here; the full check runs before a fresh attempt.
+    match state.engine.authorize(token.0, Some(user)) {
+        Ok(_) | Err(TokenRefusal::Expired) => {}
+        Err(refusal) => return Err(refusal.into()),
+    }
     let render: Render<PaymentReceipt> = Arc::new(|receipt: &PaymentReceipt| {
         let body = PaymentBody {
             payment_id: receipt.payment.get(),
@@ -100,7 +112,6 @@ pub async fn pay(
         };
         (201, to_json(&body))
     });
-    // Before the token check: a retry of a payment that went through carries a spent token.
     let claim = match begin(&state, key, user, &req, &body, &render).await? {
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Go(claim) => claim,
@@ -112,13 +123,15 @@ pub async fn pay(
 }
 
 /// The checkout screen: what is being bought, the balance, whether it is enough. Changes nothing.
-#[utoipa::path(post, path = "/v1/payments/users/{userId}/progress", tag = "payments", request_body = PayRequest,
+#[utoipa::path(post, path = "/v1/payments/users/{userId}/progress", tag = "payments", security((), ("bearerAuth" = [])), request_body = PayRequest,
     params(("userId" = i64, Path, minimum = 1), ("TOKEN-ID" = String, Header, description = "the user's ACTIVE queue token, in decimal")),
     responses(
         (status = 200, body = ProgressBody),
         (status = 400, description = "invalid_request", body = ErrorBody),
-        (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_not_active; unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
+        (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(
@@ -128,12 +141,14 @@ pub async fn pay(
 )]
 pub async fn progress(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<i64>,
     token: TokenHeader,
     body: web::Json<PayRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     let request = UserReservation::try_from((user, body.into_inner()))?;
+    state.authenticate(&req, user)?;
     state.authorize_user(user, &token)?;
     let (view, balance) = within_deadline(state.engine.checkout(user, request.reservation)).await?;
     Ok(HttpResponse::Ok().json(progress_body(&state, user, &view, balance)))

@@ -7,7 +7,7 @@ use super::extract::{id, TokenHeader};
 use super::{within_deadline, ApiError, AppState};
 use crate::domain::queue::{TokenRecord, TokenState, TokenStatus};
 use crate::domain::UserId;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -52,21 +52,25 @@ fn token_response(state: &AppState, record: &TokenRecord) -> TokenResponse {
 }
 
 /// Join the waiting room: 201 with a new token, 200 with the user's live one.
-#[utoipa::path(post, path = "/v1/queue-tokens/users/{userId}", tag = "queue",
+#[utoipa::path(post, path = "/v1/queue-tokens/users/{userId}", tag = "queue", security((), ("bearerAuth" = [])),
     params(("userId" = i64, Path, minimum = 1)),
     responses(
         (status = 201, description = "a new token at the back of the line", body = TokenResponse),
         (status = 200, description = "the user's WAITING or ACTIVE token", body = TokenResponse),
         (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
+        (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn join(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
+    state.authenticate(&req, user)?;
     let (record, created) = within_deadline(state.engine.join_queue(user)).await?;
     let body = token_response(&state, &record);
     Ok(if created {
@@ -77,39 +81,46 @@ pub async fn join(
 }
 
 /// The user's current (or last) token.
-#[utoipa::path(get, path = "/v1/queue-tokens/users/{userId}", tag = "queue",
+#[utoipa::path(get, path = "/v1/queue-tokens/users/{userId}", tag = "queue", security((), ("bearerAuth" = [])),
     params(("userId" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = TokenResponse),
         (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
+        (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found, token_not_found", body = ErrorBody),
     ))]
 #[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn token(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
+    state.authenticate(&req, user)?;
     let record = state.engine.token_of(user)?;
     Ok(HttpResponse::Ok().json(token_response(&state, &record)))
 }
 
 /// Poll the token's place in line; answered from the published line, never the actor.
-#[utoipa::path(get, path = "/v1/queue-status/users/{userId}", tag = "queue",
+#[utoipa::path(get, path = "/v1/queue-status/users/{userId}", tag = "queue", security((), ("bearerAuth" = [])),
     params(("userId" = i64, Path, minimum = 1), ("TOKEN-ID" = String, Header, description = "the user's queue token, in decimal")),
     responses(
         (status = 200, description = "the token's state; EXPIRED tokens answer here too", body = StatusResponse),
         (status = 400, description = "invalid_request", body = ErrorBody),
-        (status = 401, description = "invalid_token", body = ErrorBody),
+        (status = 401, description = "invalid_token; unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
+        (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found", body = ErrorBody),
     ))]
 #[tracing::instrument(level = "debug", skip_all, fields(user_id = *path))]
 pub async fn status(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<i64>,
     token: TokenHeader,
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
+    state.authenticate(&req, user)?;
     let status = state.engine.poll(user, token.0)?;
     Ok(HttpResponse::Ok().json(status_response(&state, &status)))
 }

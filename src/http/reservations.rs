@@ -19,7 +19,7 @@ use tracing::field::Empty;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReserveRequest {
     #[schema(minimum = 1)]
     #[serde(deserialize_with = "whole::i64")]
@@ -135,7 +135,7 @@ impl TryFrom<(ReservationId, OwnerQuery)> for UserReservation {
 }
 
 /// Hold seats for the user: all of them for the hold time, or none.
-#[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = ReserveRequest,
+#[utoipa::path(post, path = "/v1/reservations", tag = "reservations", security((), ("bearerAuth" = [])), request_body = ReserveRequest,
     params(
         ("TOKEN-ID" = String, Header, description = "the user's ACTIVE queue token, in decimal"),
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "replays the first answer for a retry"),
@@ -143,9 +143,12 @@ impl TryFrom<(ReservationId, OwnerQuery)> for UserReservation {
     responses(
         (status = 201, body = ReservationBody),
         (status = 400, description = "invalid_request, reservation_failed, reservation_not_open, seat_limit_exceeded", body = ErrorBody),
-        (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_not_active; unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
+        (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found, concert_not_found, schedule_not_found, seat_not_found", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many live idempotency keys", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(
@@ -162,16 +165,17 @@ pub async fn reserve(
 ) -> Result<HttpResponse, ApiError> {
     let hold = HoldRequest::try_from((parse::<ReserveRequest>(&body)?, state.engine.settings()))?;
     record_ids(&hold);
+    state.authenticate(&req, hold.user)?;
     state.known_user(hold.user)?;
+    // Before the key is looked at: a replay answers only whom the first request would have.
+    state.engine.authorize(token.0, Some(hold.user))?;
     let tz = state.timezone;
     let render: Render<ReservationView> =
         Arc::new(move |view: &ReservationView| (201, to_json(&reservation_body_in(tz, view))));
-    // Before the token check: a retry replays the first answer whatever the token is now.
     let claim = match begin(&state, key, hold.user, &req, &body, &render).await? {
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Go(claim) => claim,
     };
-    state.engine.authorize(token.0, Some(hold.user))?;
     let view = within_deadline(state.engine.hold(hold, claim)).await?;
     Ok(respond(&render, &view))
 }
@@ -185,12 +189,13 @@ fn record_ids(hold: &HoldRequest) {
 }
 
 /// A reservation of the user, with its current status.
-#[utoipa::path(get, path = "/v1/reservations/{reservationId}", tag = "reservations",
+#[utoipa::path(get, path = "/v1/reservations/{reservationId}", tag = "reservations", security((), ("bearerAuth" = [])),
     params(("reservationId" = i64, Path, minimum = 1), OwnerQuery, ("TOKEN-ID" = String, Header, description = "the user's ACTIVE queue token, in decimal")),
     responses(
         (status = 200, body = ReservationBody),
         (status = 400, description = "invalid_request", body = ErrorBody),
-        (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_not_active; unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
+        (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
@@ -201,24 +206,27 @@ fn record_ids(hold: &HoldRequest) {
 )]
 pub async fn read(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<i64>,
     query: web::Query<OwnerQuery>,
     token: TokenHeader,
 ) -> Result<HttpResponse, ApiError> {
     let reservation = id(path.into_inner(), ReservationId::new)?;
     let request = UserReservation::try_from((reservation, query.into_inner()))?;
+    state.authenticate(&req, request.user)?;
     state.authorize_user(request.user, &token)?;
     let view = within_deadline(state.engine.reservation(request.user, request.reservation)).await?;
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))
 }
 
 /// Cancel a PAYMENT_PENDING reservation: its seats are free at once.
-#[utoipa::path(delete, path = "/v1/reservations/{reservationId}", tag = "reservations",
+#[utoipa::path(delete, path = "/v1/reservations/{reservationId}", tag = "reservations", security((), ("bearerAuth" = [])),
     params(("reservationId" = i64, Path, minimum = 1), OwnerQuery, ("TOKEN-ID" = String, Header, description = "the user's ACTIVE queue token, in decimal")),
     responses(
         (status = 200, body = ReservationBody),
         (status = 400, description = "invalid_request, reservation_expired", body = ErrorBody),
-        (status = 401, description = "invalid_token, token_expired, token_not_active", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_not_active; unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
+        (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found, reservation_not_found", body = ErrorBody),
         (status = 409, description = "reservation_already_paid, reservation_cancelled, payment_in_progress", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
@@ -230,12 +238,14 @@ pub async fn read(
 )]
 pub async fn cancel(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<i64>,
     query: web::Query<OwnerQuery>,
     token: TokenHeader,
 ) -> Result<HttpResponse, ApiError> {
     let reservation = id(path.into_inner(), ReservationId::new)?;
     let request = UserReservation::try_from((reservation, query.into_inner()))?;
+    state.authenticate(&req, request.user)?;
     state.authorize_user(request.user, &token)?;
     let view = within_deadline(state.engine.cancel(request.user, request.reservation)).await?;
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))

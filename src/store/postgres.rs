@@ -446,11 +446,9 @@ async fn write_wallets(
         return Ok(());
     }
     let ws: Vec<_> = batch.wallets.values().collect();
-    // Not a kept prepared statement: its generic plan is made once per connection, and one
-    // made while `wallets` was still small (a fresh database's first recharges) is a hash
-    // join over a sequential scan, kept until the table is next analysed. In the drop that
-    // was 3 ms per commit for 20 wallets, scanning all 20,000. Planned per execution, the
-    // update is an index lookup per wallet whatever the table's history.
+    // Not a kept prepared statement: a generic plan made while `wallets` was still small is a
+    // sequential scan kept for the connection's life; planned per execution, the update is an
+    // index lookup per wallet (docs/BENCHMARKS.md, "What moved the numbers").
     let updated = sqlx::query(
         "UPDATE wallets SET balance = u.balance, updated_at_ms = u.at
          FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS u(user_id, balance, at)

@@ -473,10 +473,8 @@ async fn insert_concert(
 }
 
 // Every table's rows in a batch go to SQLite as one JSON array bound to one statement
-// (`json_each`), not one statement per row. Each statement is a round trip to sqlx's SQLite
-// worker thread: in a profile of the drop on SQLite, the store's thread spent most of its
-// samples switching to and from that worker, about 12 statements per bought ticket. The array
-// keeps the batch's order, and SQLite checks the one-live-row indexes row by row in that order,
+// (`json_each`), not one statement per row: each statement is a round trip to sqlx's SQLite
+// worker thread (docs/BENCHMARKS.md, "What moved the numbers"). The array keeps the batch's order, and SQLite checks the one-live-row indexes row by row in that order,
 // so rows that free a seat or a user's token still come before the rows that take it.
 // `WHERE true` is SQLite's own advice for `INSERT … SELECT … ON CONFLICT` (it keeps the parser
 // from reading ON as a join constraint).

@@ -44,6 +44,7 @@ async fn unknown_routes_methods_and_bad_input_answer_the_envelope(backend: Backe
     let truncated = app
         .client
         .post(app.url("/v1/balance/users/1/recharge"))
+        .header("Content-Type", "application/json")
         .body("{\"amount\":")
         .send()
         .await
@@ -52,6 +53,7 @@ async fn unknown_routes_methods_and_bad_input_answer_the_envelope(backend: Backe
     let huge = app
         .client
         .post(app.url("/v1/reservations"))
+        .header("Content-Type", "application/json")
         .body(vec![b' '; 64 * 1024])
         .send()
         .await

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const ADMIN_KEY: &str = "test-admin-key";
+pub const ADMIN_KEY: &str = "test-admin-key-at-least-32-bytes-long";
 
 /// Which store a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -467,4 +467,132 @@ macro_rules! on_postgres {
             }
         }
     };
+}
+
+// --- `--auth jwt` -------------------------------------------------------------------------
+
+/// The HS256 secret of the jwt-mode test apps (at least 32 bytes).
+pub const JWT_SECRET: &str = "boxoffice-test-secret-0123456789abcdef";
+
+/// Settings for `--auth jwt` with [`JWT_SECRET`].
+pub fn jwt_mode(settings: &mut Settings) {
+    settings.auth.mode = boxoffice::config::AuthMode::Jwt;
+    settings.auth.jwt_secret = Some(JWT_SECRET.into());
+}
+
+/// An app in `--auth jwt` mode with [`JWT_SECRET`], further adjusted by `tweak`.
+pub async fn spawn_jwt_app(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with(TestDb::create(backend).await, |s| {
+        jwt_mode(s);
+        tweak(s);
+    })
+    .await
+}
+
+/// Seconds since the epoch, as `exp` counts them.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_secs()
+}
+
+/// A JWT of `claims`, signed with `key` under `algorithm`.
+pub fn sign(
+    claims: &Value,
+    algorithm: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), claims, key)
+        .expect("the claims serialize")
+}
+
+/// A valid bearer of `user` for the jwt-mode test apps: HS256, an hour to live.
+pub fn mint(user: i64) -> String {
+    let claims = json!({ "sub": user.to_string(), "exp": unix_now() + 3600 });
+    sign(
+        &claims,
+        jsonwebtoken::Algorithm::HS256,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+}
+
+impl TestApp {
+    /// Any request, with an optional bearer, `TOKEN-ID` and JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        token: Option<i64>,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        if let Some(token) = token {
+            request = request.header("TOKEN-ID", token.to_string());
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// [`TestApp::active_token`] with the user's bearer.
+    pub async fn active_token_as(&self, user: i64, bearer: &str) -> i64 {
+        let path = format!("/v1/queue-tokens/users/{user}");
+        let joined = self
+            .send(reqwest::Method::POST, &path, Some(bearer), None, None)
+            .await;
+        assert!(
+            joined.status().is_success(),
+            "join answered {}",
+            joined.status()
+        );
+        let token = body(joined).await["tokenId"].as_i64().expect("a token id");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = format!("/v1/queue-status/users/{user}");
+        loop {
+            let polled = self
+                .send(
+                    reqwest::Method::GET,
+                    &status,
+                    Some(bearer),
+                    Some(token),
+                    None,
+                )
+                .await;
+            if body(polled).await["status"] == "ACTIVE" {
+                return token;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "token {token} never became ACTIVE"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Starts the application with an `--ops-bind` listener; returns the app and the ops
+/// listener's base URL. The port is one the kernel just handed out and took back: the next
+/// port 0 it hands out is another, so nothing else takes it first.
+pub async fn spawn_app_with_ops(
+    backend: Backend,
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let ops = format!("127.0.0.1:{port}");
+    let bind = ops.clone();
+    let app = spawn_app_with(TestDb::create(backend).await, move |s| {
+        s.ops_bind = Some(bind);
+        tweak(s);
+    })
+    .await;
+    (app, format!("http://{ops}"))
 }

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod admin;
+mod auth;
 mod balance;
 mod concerts;
 mod concurrency;
@@ -10,7 +11,9 @@ mod document;
 mod errors;
 mod eviction;
 mod faults;
+mod hygiene;
 mod idempotency;
+mod limits;
 mod operations;
 mod payments;
 mod queue;

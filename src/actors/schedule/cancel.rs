@@ -47,10 +47,7 @@ impl Handler<CancelReservation> for ScheduleActor {
                 self.last_release = self.durability.last_seq();
                 self.settled(r.id, self.last_release, ctx);
             }
-            Err(refusal) => {
-                self.durability
-                    .answer_after_commit(permit, Writes::default(), reply, Err(refusal))
-            }
+            Err(refusal) => self.durability.refuse_after_commit(permit, reply, refusal),
         }
     }
 }

@@ -69,14 +69,7 @@ impl ScheduleActor {
                 (r, answer)
             }
             // check_hold said yes a moment ago, on the same state and clock reading.
-            Err(refusal) => {
-                return self.durability.answer_after_commit(
-                    permit,
-                    Writes::default(),
-                    reply,
-                    Err(refusal),
-                )
-            }
+            Err(refusal) => return self.durability.refuse_after_commit(permit, reply, refusal),
         };
         self.env.reservations.insert(id, reservation.schedule);
         metrics::counter!("boxoffice_holds_total", "outcome" => "placed").increment(1);
