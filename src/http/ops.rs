@@ -92,6 +92,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     metrics::gauge!("boxoffice_queue_waiting").set(waiting as f64);
     metrics::gauge!("boxoffice_queue_active_tokens").set(active as f64);
     metrics::gauge!("boxoffice_persister_queue_depth").set(engine.persister().depth() as f64);
+    let kept = engine.kept_in_memory();
+    metrics::gauge!("boxoffice_reservations_in_memory").set(kept.reservations as f64);
+    metrics::gauge!("boxoffice_hold_deadlines_in_memory").set(kept.deadlines as f64);
     let stats = engine.persister().stats();
     metrics::gauge!("boxoffice_persister_failed_commits")
         .set(stats.failures.load(Ordering::Relaxed) as f64);

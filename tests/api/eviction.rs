@@ -308,6 +308,19 @@ async fn settled_reservations_answer_the_same_from_the_store(backend: Backend) {
     );
     let (status, body) = app.reserve(buyer, token, on, &seats[3..6]).await;
     assert_eq!(status, 201, "{body}");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("request sent")
+        .text()
+        .await
+        .expect("a body");
+    assert!(
+        metrics.contains("boxoffice_reservations_in_memory"),
+        "{metrics}"
+    );
     app.handle.stop(true).await;
 }
 on_both_stores!(settled_reservations_answer_the_same_from_the_store);
