@@ -13,58 +13,62 @@ work=$(mktemp -d)
 port=${PORT:-18765}
 base="http://127.0.0.1:$port"
 admin_key="fuzz-admin-key-that-is-long-enough-000"
-"${CARGO_TARGET_DIR:-target}/debug/boxoffice" serve --bind "127.0.0.1:$port" \
-  --database-url "${FUZZ_DATABASE_URL:-sqlite://$work/fuzz.db}" --admin-key "$admin_key" >"$work/server.log" 2>&1 &
-server=$!
+server=
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
-ready=no
-for _ in $(seq 1 60); do
-  if curl -fs "$base/readyz" >/dev/null; then ready=yes; break; fi
-  sleep 0.5
-done
-if [ "$ready" != yes ]; then
-  echo "the service did not become ready:"; cat "$work/server.log"; exit 1
-fi
 
-# Through the API, as a client would: a user (id 1, the smallest id the document allows, so
-# the fuzzer's boundary values name it), a concert open for booking (concert 1, schedule 1,
-# seats 1-50), and that user's token once ACTIVE.
-json() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"; }
-admin() { curl -fs -XPOST "$base$1" -H "X-Admin-Key: $admin_key" -H 'Content-Type: application/json' -d "$2"; }
-user=$(admin /v1/admin/users '{"name":"fuzzer","balance":100000000}' | json userId)
-seats=$(seq -s, 1 50 | sed 's/\([0-9]*\)/{"seatNumber":\1,"price":1000}/g')
-admin /v1/admin/concerts "{\"name\":\"fuzz\",\"schedules\":[{\"concertAt\":\"2099-01-01T20:00:00\",\
+# Starts the service on a fresh database with the given extra flags, and prepares it through
+# the API, as a client would: a user (id 1, the smallest id the document allows, so the
+# fuzzer's boundary values name it), a concert open for booking (concert 1, schedule 1, seats
+# 1-50), and that user's token once ACTIVE. With a bearer (jwt mode) every user-scoped call
+# carries it. Leaves the parameters for the fuzzer in $work/schemathesis.toml.
+start() {
+  local name=$1; shift
+  "${CARGO_TARGET_DIR:-target}/debug/boxoffice" serve --bind "127.0.0.1:$port" \
+    --database-url "${FUZZ_DATABASE_URL:-sqlite://$work/$name.db}" --admin-key "$admin_key" "$@" \
+    >"$work/server-$name.log" 2>&1 &
+  server=$!
+  local ready=no
+  for _ in $(seq 1 60); do
+    if curl -fs "$base/readyz" >/dev/null; then ready=yes; break; fi
+    sleep 0.5
+  done
+  if [ "$ready" != yes ]; then
+    echo "the service did not become ready:"; cat "$work/server-$name.log"; exit 1
+  fi
+  json() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"; }
+  admin() { curl -fs -XPOST "$base$1" -H "X-Admin-Key: $admin_key" -H 'Content-Type: application/json' -d "$2"; }
+  user=$(admin /v1/admin/users '{"name":"fuzzer","balance":100000000}' | json userId)
+  seats=$(seq -s, 1 50 | sed 's/\([0-9]*\)/{"seatNumber":\1,"price":1000}/g')
+  admin /v1/admin/concerts "{\"name\":\"fuzz\",\"schedules\":[{\"concertAt\":\"2099-01-01T20:00:00\",\
 \"reservationAt\":\"2020-01-01T00:00:00\",\"seats\":[$seats]}]}" >/dev/null
-token=$(curl -fs -XPOST "$base/v1/queue-tokens/users/$user" | json tokenId)
-status=
-for _ in $(seq 1 50); do
-  status=$(curl -fs "$base/v1/queue-status/users/$user" -H "TOKEN-ID: $token" | json status)
-  if [ "$status" = ACTIVE ]; then break; fi
-  sleep 0.1
-done
-if [ "$status" != ACTIVE ]; then
-  echo "token $token of user $user never became ACTIVE ($status)"; exit 1
-fi
+  local authorization=()
+  if [ -n "${bearer:-}" ]; then authorization=(-H "Authorization: Bearer $bearer"); fi
+  token=$(curl -fs -XPOST "$base/v1/queue-tokens/users/$user" "${authorization[@]}" | json tokenId)
+  local status=
+  for _ in $(seq 1 50); do
+    status=$(curl -fs "$base/v1/queue-status/users/$user" -H "TOKEN-ID: $token" "${authorization[@]}" | json status)
+    if [ "$status" = ACTIVE ]; then break; fi
+    sleep 0.1
+  done
+  if [ "$status" != ACTIVE ]; then
+    echo "token $token of user $user never became ACTIVE ($status)"; exit 1
+  fi
+  # The key, the token and the bearer are parameter values, not `-H` headers: a header added
+  # to every request replaces the fuzzer's invalid values after it chose them, and a request
+  # it meant as invalid is then (rightly) accepted.
+  {
+    echo '[parameters]'
+    echo "\"header.X-Admin-Key\" = \"$admin_key\""
+    echo "\"header.TOKEN-ID\" = \"$token\""
+    if [ -n "${bearer:-}" ]; then echo "\"header.Authorization\" = \"Bearer $bearer\""; fi
+  } >"$work/schemathesis.toml"
+}
 
-# The key and the token are parameter values, not `-H` headers: a header added to every
-# request replaces the fuzzer's invalid values after it chose them, and a request it meant as
-# invalid is then (rightly) accepted.
-cat >"$work/schemathesis.toml" <<TOML
-[parameters]
-"header.X-Admin-Key" = "$admin_key"
-"header.TOKEN-ID" = "$token"
-TOML
+stop() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+}
 
-# A request valid by the document may still be refused by a rule about the state it meets —
-# a seat already taken, the per-user limit with seats already held, a hold that expired, not
-# enough balance, a balance a recharge would overflow, an idempotency key reused for another
-# request — or by a rule across fields
-# of a new concert (booking opens before the concert; seat numbers unique; a real date), which
-# no JSON Schema can state. The contract answers those 400 or 422. This check is
-# schemathesis's positive_data_acceptance except for exactly those answers: any other refusal
-# of valid data (a bound the document does not declare) still fails. The document's bounds
-# themselves are held to the service's by tests/api/document.rs. It replaces the built-in
-# check (excluded below; `all` includes the hook's).
 mkdir -p "$work/hooks"
 cat >"$work/hooks/boxoffice_hooks.py" <<'PY'
 import json
@@ -114,7 +118,24 @@ PY
 
 # The CLI sits beside the interpreter that installed it (shims may not know it yet).
 st=$(python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "st"))')
-PYTHONPATH="$work/hooks" SCHEMATHESIS_HOOKS=boxoffice_hooks \
-  "$st" --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
-  --checks all --exclude-checks positive_data_acceptance \
-  --phases examples,coverage,fuzzing,stateful --max-examples "${MAX_EXAMPLES:-20}"
+fuzz() {
+  PYTHONPATH="$work/hooks" SCHEMATHESIS_HOOKS=boxoffice_hooks \
+    "$st" --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
+    --checks all --exclude-checks positive_data_acceptance \
+    --phases examples,coverage,fuzzing,stateful --max-examples "${MAX_EXAMPLES:-20}"
+}
+
+# The seed's mode: users named by the id in the path.
+echo "== schemathesis: --auth none"
+start seed
+fuzz
+stop
+
+# jwt mode (API.md §8): the fuzzer holds user 1's bearer; every other user's route answers 403
+# and every bearer it mangles 401, each as documented. Users may recharge with their bearer.
+echo "== schemathesis: --auth jwt"
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+bearer=$(cargo run --quiet --example mint_token -- --user 1 --secret "$secret" --ttl-secs 7200)
+start jwt --auth jwt --jwt-secret "$secret" --user-recharge
+fuzz
+stop
