@@ -570,3 +570,67 @@ async fn fingerprints_are_digests_and_older_rows_still_replay(backend: Backend) 
     assert_error(other, 422, "idempotency_key_reused", "").await;
 }
 on_both_stores!(fingerprints_are_digests_and_older_rows_still_replay);
+
+/// In `--auth jwt` mode the same refusals hold for a caller with a valid bearer (and with the
+/// admin key): a body not sent as JSON, an encoded body and an unknown field are refused, and
+/// nothing is applied.
+async fn jwt_mode_refuses_the_same_bodies(backend: Backend) {
+    let app = spawn_jwt_app(backend, |settings| settings.auth.user_recharge = true).await;
+    let user = app.create_user(0).await;
+    let bearer = format!("Bearer {}", mint(user));
+    let token = app.active_token_as(user, &mint(user)).await.to_string();
+    let concert = app.create_concert(2, 100).await;
+    let authorized = [
+        ("Authorization", bearer.as_str()),
+        ("TOKEN-ID", token.as_str()),
+        ("X-Admin-Key", ADMIN_KEY),
+    ];
+    for (path, request) in json_routes(user, &concert) {
+        let mut as_text = authorized.to_vec();
+        as_text.push(("Content-Type", "text/plain"));
+        let response = post_raw(&app, &path, &as_text, request.to_string()).await;
+        assert_eq!(response.status().as_u16(), 415, "POST {path} as text/plain");
+        let mut encoded = authorized.to_vec();
+        encoded.extend([
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+        ]);
+        let response = post_raw(&app, &path, &encoded, gzip(request.to_string().as_bytes())).await;
+        assert_eq!(response.status().as_u16(), 415, "POST {path} gzip-encoded");
+    }
+    let recharge = format!("/v1/balance/users/{user}/recharge");
+    let mut as_json = authorized.to_vec();
+    as_json.push(("Content-Type", "application/json"));
+    let extra = post_raw(
+        &app,
+        &recharge,
+        &as_json,
+        r#"{"amount":500,"bonus":1000000}"#,
+    )
+    .await;
+    assert_eq!(extra.status().as_u16(), 400, "an unknown field");
+    assert_eq!(body(extra).await["error"], "invalid_request");
+    assert_eq!(
+        app.db.scalar("SELECT COUNT(*) FROM reservations").await,
+        0,
+        "no refused hold"
+    );
+    // The user's own bearer still recharges with a proper body: the refusals were the body's.
+    let own = post_raw(&app, &recharge, &as_json, r#"{"amount":500}"#).await;
+    assert_eq!(own.status().as_u16(), 200);
+    let balance = app
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/balance/users/{user}"),
+            Some(&mint(user)),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        body(balance).await["currentAmount"],
+        500,
+        "only the proper recharge"
+    );
+}
+on_both_stores!(jwt_mode_refuses_the_same_bodies);
