@@ -73,8 +73,40 @@ pub fn document() -> &'static serde_json::Value {
         let seat_ids = &mut doc["components"]["schemas"]["ReserveRequest"]["properties"]["seatIds"];
         seat_ids["uniqueItems"] = true.into();
         seat_ids["items"]["minimum"] = 1.into();
+        document_limits(&mut doc);
         doc
     })
+}
+
+/// The answers any route can give once a limit of API.md §8 applies: 429 over a rate limit
+/// (`--rate-limit-per-ip`, the per-user budget), and 408 for a body not complete within
+/// `--body-timeout-secs` on the routes that take one. They come from middleware in front of
+/// every route, so they are added to every operation here rather than on each handler.
+fn document_limits(doc: &mut serde_json::Value) {
+    let error = |description: &str| {
+        serde_json::json!({
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        })
+    };
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(operations) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in operations.values_mut() {
+            let takes_body = operation.get("requestBody").is_some();
+            let responses = &mut operation["responses"];
+            if responses.get("429").is_none() {
+                responses["429"] = error("rate_limited");
+            }
+            if takes_body && responses.get("408").is_none() {
+                responses["408"] = error("request_timeout");
+            }
+        }
+    }
 }
 
 /// The document this service serves: [`document`] with the bounds its settings chose — the
@@ -94,6 +126,24 @@ pub fn document_for(settings: &EngineSettings) -> serde_json::Value {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    /// Every operation says it can be rate limited, and every one with a body that a late
+    /// body times out.
+    #[test]
+    fn every_route_documents_the_limits_in_front_of_it() {
+        for (path, item) in document()["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
+                let responses = &operation["responses"];
+                assert!(responses.get("429").is_some(), "{method} {path}: no 429");
+                let takes_body = operation.get("requestBody").is_some();
+                assert_eq!(
+                    responses.get("408").is_some(),
+                    takes_body,
+                    "{method} {path}: 408 exactly when it takes a body"
+                );
+            }
+        }
+    }
 
     /// A route served but not documented, or documented but not served, fails here.
     #[test]
