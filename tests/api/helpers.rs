@@ -89,21 +89,30 @@ impl TestDb {
         }
     }
 
-    /// Runs a statement against the test database (PostgreSQL only: fault injection).
+    /// Runs statements against the test database (fault injection, rows of an older version).
     pub async fn execute(&self, sql: &str) {
-        assert_eq!(
-            self.backend,
-            Backend::Postgres,
-            "execute is for PostgreSQL fault injection"
-        );
-        let pool = sqlx::PgPool::connect(&self.url)
-            .await
-            .expect("connect to the test database");
-        sqlx::raw_sql(sql)
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        pool.close().await;
+        match self.backend {
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url)
+                    .await
+                    .expect("connect to the test database");
+                sqlx::raw_sql(sql)
+                    .execute(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                pool.close().await;
+            }
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url)
+                    .await
+                    .expect("open the test database");
+                sqlx::raw_sql(sql)
+                    .execute(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                pool.close().await;
+            }
+        }
     }
 
     /// One number from the database, for checking what was really committed.
