@@ -149,6 +149,8 @@ contract!(
     a_held_seat_refuses_a_second_live_hold,
     a_seat_released_and_taken_again_in_one_batch_commits,
     a_batch_that_breaks_a_constraint_writes_nothing,
+    a_batch_without_money_is_all_or_nothing_too,
+    a_users_token_ended_and_renewed_in_one_batch_commits,
     batched_rows_keep_every_character_null_and_integer,
     a_missing_wallet_is_corrupt_and_rolls_back,
     a_payment_settles_and_ids_and_owners_are_found,
@@ -480,6 +482,88 @@ async fn a_batch_that_breaks_a_constraint_writes_nothing(db: &TestStore) {
             .reservations,
         vec![a]
     );
+}
+
+/// Holds, queue tokens and idempotency keys with no money in the batch: PostgreSQL sends such a
+/// batch as one statement (store/postgres_writes.rs). One clashing hold must still keep every
+/// other row of it out, and the same rows without the clash must all be stored.
+async fn a_batch_without_money_is_all_or_nothing_too(db: &TestStore) {
+    let store = &db.store;
+    let (user, schedule, seats) = fixture(store, 3).await;
+    let held = reservation(1, user, schedule, &[&seats[0]], ReservationStatus::Pending);
+    store
+        .commit(&Writes::default().reservation(&held))
+        .await
+        .expect("a free seat is held");
+    let fine = reservation(2, user, schedule, &[&seats[1]], ReservationStatus::Pending);
+    let clash = reservation(
+        3,
+        user,
+        schedule,
+        &[&seats[2], &seats[0]],
+        ReservationStatus::Pending,
+    );
+    let key = IdempotencyRecord {
+        user,
+        key: "k".into(),
+        fingerprint: "POST /v1/x".into(),
+        status: 201,
+        body: "{}".into(),
+        at: ts(50),
+    };
+    let with = |r: &[&Reservation]| {
+        let mut w = Writes::default().token(token(7, user, 1, TokenState::Waiting));
+        for r in r {
+            w = w.reservation(r);
+        }
+        w.idempotency.push(key.clone());
+        w
+    };
+    let error = store
+        .commit(&with(&[&fine, &clash]))
+        .await
+        .expect_err("seat 1 is held by reservation 1");
+    db.assert_refused_by_a_constraint(&error);
+    let snapshot = store.load_schedule(schedule).await.expect("load schedule");
+    assert_eq!(snapshot.reservations, vec![held.clone()]);
+    assert!(latest_tokens(store).await.is_empty());
+    assert!(store
+        .load_idempotency(ts(0))
+        .await
+        .expect("keys")
+        .is_empty());
+
+    store
+        .commit(&with(&[&fine]))
+        .await
+        .expect("without the clash the batch commits");
+    let snapshot = store.load_schedule(schedule).await.expect("load schedule");
+    assert_eq!(snapshot.reservations, vec![held, fine]);
+    assert_eq!(latest_tokens(store).await.len(), 1);
+    assert_eq!(
+        store.load_idempotency(ts(0)).await.expect("keys"),
+        vec![key]
+    );
+}
+
+/// A user's token ended and a new one taken in one batch: the one-live-token index needs the
+/// end first, whatever order the rows were given in (PostgreSQL then uses a transaction).
+async fn a_users_token_ended_and_renewed_in_one_batch_commits(db: &TestStore) {
+    let store = &db.store;
+    let (user, _, _) = fixture(store, 1).await;
+    store
+        .commit(&Writes::default().token(token(1, user, 1, TokenState::Waiting)))
+        .await
+        .expect("a first token");
+    let batch = Writes::default()
+        .token(token(2, user, 2, TokenState::Waiting))
+        .token(token(1, user, 1, TokenState::Expired { at: ts(9) }));
+    store
+        .commit(&batch)
+        .await
+        .expect("the old token ends before the new one starts");
+    let latest = latest_tokens(store).await;
+    assert_eq!(latest, vec![token(2, user, 2, TokenState::Waiting)]);
 }
 
 /// Every character of a text column, a NULL, and 64-bit integers come back as they went in

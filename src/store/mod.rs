@@ -8,6 +8,7 @@
 mod contract;
 mod memory;
 mod postgres;
+mod postgres_writes;
 mod rows;
 mod sqlite;
 #[cfg(test)]

@@ -1,18 +1,18 @@
-//! The PostgreSQL backend: batched upserts with `UNNEST`, so a group commit of any size is a
-//! handful of statements in one transaction.
+//! The PostgreSQL backend: loads, the catalog, and the group commit (its statements are in
+//! `postgres_writes.rs`: batched upserts with `UNNEST`, usually one statement per batch).
 
 use super::rows;
 use super::{
     CatalogSnapshot, CreatedConcert, IdempotencyRecord, LedgerEntry, MaxIds, NewConcert,
     ScheduleSnapshot, StoreError, StoredReservation, Writes,
 };
-use crate::domain::queue::{TokenRecord, TokenState};
-use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
+use crate::domain::queue::TokenRecord;
+use crate::domain::schedule::{ScheduleInfo, Seat};
 use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::Row;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -40,6 +40,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // No ping before each use: it is a round trip on every commit, and a dead
+            // connection is found by the statement itself, whose error takes the failed-commit
+            // path (503, rebuild from the database) like any other.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(PgStore { pool })
@@ -62,15 +66,7 @@ impl PgStore {
     }
 
     pub async fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        write_reservations(&mut tx, batch).await?;
-        write_payments(&mut tx, batch).await?;
-        write_wallets(&mut tx, batch).await?;
-        write_ledger(&mut tx, batch).await?;
-        write_tokens(&mut tx, batch).await?;
-        write_idempotency(&mut tx, batch).await?;
-        tx.commit().await?;
-        Ok(())
+        super::postgres_writes::commit(&self.pool, batch).await
     }
 
     pub async fn load_catalog(&self) -> Result<CatalogSnapshot, StoreError> {
@@ -358,234 +354,4 @@ fn order_like(mut seats: Vec<Seat>, numbers: &[i32]) -> Vec<Seat> {
     let order: HashMap<i32, usize> = numbers.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     seats.sort_by_key(|s| order.get(&s.number).copied().unwrap_or(usize::MAX));
     seats
-}
-
-async fn write_reservations(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &Writes,
-) -> Result<(), StoreError> {
-    if batch.reservations.is_empty() {
-        return Ok(());
-    }
-    let rs: Vec<&Reservation> = batch.reservations.values().collect();
-    sqlx::query(
-        "INSERT INTO reservations
-           (id, user_id, schedule_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms)
-         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int8[],
-                              $6::int8[], $7::int8[], $8::int8[])
-         ON CONFLICT (id) DO UPDATE
-           SET status = EXCLUDED.status, updated_at_ms = EXCLUDED.updated_at_ms",
-    )
-    .bind(rs.iter().map(|r| r.id.get()).collect::<Vec<_>>())
-    .bind(rs.iter().map(|r| r.user.get()).collect::<Vec<_>>())
-    .bind(rs.iter().map(|r| r.schedule.get()).collect::<Vec<_>>())
-    .bind(rs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-    .bind(rs.iter().map(|r| r.total.won()).collect::<Vec<_>>())
-    .bind(rs.iter().map(|r| r.created_at.millis()).collect::<Vec<_>>())
-    .bind(rs.iter().map(|r| r.expires_at.millis()).collect::<Vec<_>>())
-    .bind(rs.iter().map(|r| r.updated_at.millis()).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    // Released holds first: the one-live-hold-per-seat index is checked row by row, so a seat
-    // released and taken again in the same batch must be freed before it is taken.
-    for live in [false, true] {
-        let (mut reservation, mut seat, mut order, mut state) = (vec![], vec![], vec![], vec![]);
-        for r in rs.iter().filter(|r| r.status.is_live() == live) {
-            for (i, s) in r.seats.iter().enumerate() {
-                reservation.push(r.id.get());
-                seat.push(s.get());
-                order.push(i as i32);
-                state.push(rows::hold_state(r.status));
-            }
-        }
-        if reservation.is_empty() {
-            continue;
-        }
-        sqlx::query(
-            "INSERT INTO holds (reservation_id, seat_id, seat_order, state)
-             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int4[], $4::text[])
-             ON CONFLICT (reservation_id, seat_id) DO UPDATE SET state = EXCLUDED.state",
-        )
-        .bind(reservation)
-        .bind(seat)
-        .bind(order)
-        .bind(state)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
-async fn write_payments(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &Writes,
-) -> Result<(), StoreError> {
-    if batch.payments.is_empty() {
-        return Ok(());
-    }
-    let ps = &batch.payments;
-    sqlx::query(
-        "INSERT INTO payments (id, reservation_id, user_id, amount, created_at_ms)
-         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[])",
-    )
-    .bind(ps.iter().map(|p| p.id.get()).collect::<Vec<_>>())
-    .bind(ps.iter().map(|p| p.reservation.get()).collect::<Vec<_>>())
-    .bind(ps.iter().map(|p| p.user.get()).collect::<Vec<_>>())
-    .bind(ps.iter().map(|p| p.amount.won()).collect::<Vec<_>>())
-    .bind(ps.iter().map(|p| p.at.millis()).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn write_wallets(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &Writes,
-) -> Result<(), StoreError> {
-    if batch.wallets.is_empty() {
-        return Ok(());
-    }
-    let ws: Vec<_> = batch.wallets.values().collect();
-    // Not a kept prepared statement: a generic plan made while `wallets` was still small is a
-    // sequential scan kept for the connection's life; planned per execution, the update is an
-    // index lookup per wallet (docs/BENCHMARKS.md, "What moved the numbers").
-    let updated = sqlx::query(
-        "UPDATE wallets SET balance = u.balance, updated_at_ms = u.at
-         FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS u(user_id, balance, at)
-         WHERE wallets.user_id = u.user_id",
-    )
-    .bind(ws.iter().map(|w| w.user.get()).collect::<Vec<_>>())
-    .bind(ws.iter().map(|w| w.balance.won()).collect::<Vec<_>>())
-    .bind(ws.iter().map(|w| w.at.millis()).collect::<Vec<_>>())
-    .persistent(false)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if updated != ws.len() as u64 {
-        return Err(StoreError::Corrupt(format!(
-            "{} of {} wallets exist",
-            updated,
-            ws.len()
-        )));
-    }
-    Ok(())
-}
-
-async fn write_ledger(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &Writes,
-) -> Result<(), StoreError> {
-    if batch.ledger.is_empty() {
-        return Ok(());
-    }
-    let ls = &batch.ledger;
-    sqlx::query(
-        "INSERT INTO ledger (id, user_id, kind, amount, balance_after, payment_id, created_at_ms)
-         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::int8[],
-                              $6::int8[], $7::int8[])",
-    )
-    .bind(ls.iter().map(|l| l.id).collect::<Vec<_>>())
-    .bind(ls.iter().map(|l| l.user.get()).collect::<Vec<_>>())
-    .bind(ls.iter().map(|l| l.kind.as_str()).collect::<Vec<_>>())
-    .bind(ls.iter().map(|l| l.amount.won()).collect::<Vec<_>>())
-    .bind(ls.iter().map(|l| l.balance_after.won()).collect::<Vec<_>>())
-    .bind(
-        ls.iter()
-            .map(|l| l.payment.map(|p| p.get()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(ls.iter().map(|l| l.at.millis()).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn write_tokens(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &Writes,
-) -> Result<(), StoreError> {
-    if batch.tokens.is_empty() {
-        return Ok(());
-    }
-    // Expired first, for the one-live-token-per-user index (see write_reservations).
-    for live in [false, true] {
-        let ts: Vec<&TokenRecord> = batch
-            .tokens
-            .values()
-            .filter(|t| !matches!(t.state, TokenState::Expired { .. }) == live)
-            .collect();
-        if ts.is_empty() {
-            continue;
-        }
-        let mut admitted = Vec::with_capacity(ts.len());
-        let mut active_expires = Vec::with_capacity(ts.len());
-        let mut expired = Vec::with_capacity(ts.len());
-        for t in &ts {
-            let (a, e, x) = match t.state {
-                TokenState::Waiting => (None, None, None),
-                TokenState::Active {
-                    admitted_at,
-                    expires_at,
-                } => (Some(admitted_at.millis()), Some(expires_at.millis()), None),
-                // Admitted and expired in one batch: the admission is still recorded.
-                TokenState::Expired { at } => match batch.admissions.get(&t.id) {
-                    Some((admitted_at, expires_at)) => (
-                        Some(admitted_at.millis()),
-                        Some(expires_at.millis()),
-                        Some(at.millis()),
-                    ),
-                    None => (None, None, Some(at.millis())),
-                },
-            };
-            admitted.push(a);
-            active_expires.push(e);
-            expired.push(x);
-        }
-        sqlx::query(
-            "INSERT INTO queue_tokens
-               (id, user_id, position, status, created_at_ms, admitted_at_ms, active_expires_at_ms, expired_at_ms)
-             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int8[],
-                                  $6::int8[], $7::int8[], $8::int8[])
-             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
-               admitted_at_ms = COALESCE(EXCLUDED.admitted_at_ms, queue_tokens.admitted_at_ms),
-               active_expires_at_ms = COALESCE(EXCLUDED.active_expires_at_ms, queue_tokens.active_expires_at_ms),
-               expired_at_ms = EXCLUDED.expired_at_ms",
-        )
-        .bind(ts.iter().map(|t| t.id.get()).collect::<Vec<_>>())
-        .bind(ts.iter().map(|t| t.user.get()).collect::<Vec<_>>())
-        .bind(ts.iter().map(|t| t.position as i64).collect::<Vec<_>>())
-        .bind(ts.iter().map(|t| t.state.name()).collect::<Vec<_>>())
-        .bind(ts.iter().map(|t| t.created_at.millis()).collect::<Vec<_>>())
-        .bind(admitted)
-        .bind(active_expires)
-        .bind(expired)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
-async fn write_idempotency(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &Writes,
-) -> Result<(), StoreError> {
-    if batch.idempotency.is_empty() {
-        return Ok(());
-    }
-    let rs = &batch.idempotency;
-    // DO NOTHING: the first answer stays the answer, even if a duplicate ever got this far.
-    sqlx::query(
-        "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, created_at_ms)
-         SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[])
-         ON CONFLICT (user_id, key) DO NOTHING",
-    )
-    .bind(rs.iter().map(|r| r.user.get()).collect::<Vec<_>>())
-    .bind(rs.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
-    .bind(rs.iter().map(|r| r.fingerprint.as_str()).collect::<Vec<_>>())
-    .bind(rs.iter().map(|r| i32::from(r.status)).collect::<Vec<_>>())
-    .bind(rs.iter().map(|r| r.body.as_str()).collect::<Vec<_>>())
-    .bind(rs.iter().map(|r| r.at.millis()).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

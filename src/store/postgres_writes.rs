@@ -1,0 +1,473 @@
+//! The statements of one PostgreSQL group commit, and how they are sent: a batch's rows as
+//! `UNNEST` arrays, one statement per table and state, in the order the constraints need.
+//!
+//! Most batches of a drop are holds, expiries and queue changes, with no two rows of the batch
+//! racing for one unique slot (a seat released and taken again, a user's token expired and a
+//! new one made). Such a batch is sent as **one statement**: its parts become data-modifying
+//! `WITH` clauses of a single `INSERT`, which PostgreSQL runs atomically and commits on its own.
+//! That is one round trip and one WAL flush instead of `BEGIN`, a statement per part, and
+//! `COMMIT` (docs/BENCHMARKS.md, issue 14). Durability is unchanged: an autocommitted
+//! statement answers only after its commit record is flushed (`synchronous_commit` stays on).
+//!
+//! A batch that does need an order inside it (the parts of a `WITH` run in no promised order),
+//! or that moves money (the wallet update must check how many rows it touched before anything
+//! commits), is sent as before: one transaction, its statements in order.
+
+use super::rows;
+use super::{StoreError, Writes};
+use crate::domain::queue::{TokenRecord, TokenState};
+use crate::domain::schedule::Reservation;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgPool, Postgres};
+use std::collections::HashSet;
+
+/// One `UNNEST` argument: a column of the batch's rows.
+enum Column<'a> {
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    Text(Vec<&'a str>),
+    OptI64(Vec<Option<i64>>),
+}
+
+/// What a statement's result must show before the batch may commit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    None,
+    /// Exactly this many rows updated: every wallet written must exist.
+    RowsAffected(u64),
+}
+
+/// One statement of the batch: its SQL with parameters numbered from `$1`, and its columns.
+struct Part<'a> {
+    sql: &'static str,
+    columns: Vec<Column<'a>>,
+    check: Check,
+    /// Planned per execution instead of kept prepared (see `wallets`).
+    persistent: bool,
+}
+
+impl<'a> Part<'a> {
+    fn new(sql: &'static str, columns: Vec<Column<'a>>) -> Part<'a> {
+        Part {
+            sql,
+            columns,
+            check: Check::None,
+            persistent: true,
+        }
+    }
+}
+
+fn bind<'q>(
+    mut query: Query<'q, Postgres, PgArguments>,
+    columns: Vec<Column<'q>>,
+) -> Query<'q, Postgres, PgArguments> {
+    for column in columns {
+        query = match column {
+            Column::I64(v) => query.bind(v),
+            Column::I32(v) => query.bind(v),
+            Column::Text(v) => query.bind(v),
+            Column::OptI64(v) => query.bind(v),
+        };
+    }
+    query
+}
+
+/// Commits `batch`: as one statement when nothing in it needs an order, else as a transaction.
+pub(super) async fn commit(pool: &PgPool, batch: &Writes) -> Result<(), StoreError> {
+    let parts = parts(batch);
+    if parts.is_empty() {
+        return Ok(());
+    }
+    if fits_one_statement(batch, &parts) {
+        let (sql, columns) = one_statement(parts);
+        bind(sqlx::query(&sql), columns).execute(pool).await?;
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for part in parts {
+        let affected = bind(sqlx::query(part.sql), part.columns)
+            .persistent(part.persistent)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if let Check::RowsAffected(expected) = part.check {
+            if affected != expected {
+                // Dropping the transaction rolls it back: nothing of the batch is kept.
+                return Err(StoreError::Corrupt(format!(
+                    "{affected} of {expected} wallets exist"
+                )));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether the batch's parts can run in any order: no checked part, no seat both released
+/// and taken in it, no user with both an ended and a live token in it.
+fn fits_one_statement(batch: &Writes, parts: &[Part<'_>]) -> bool {
+    if parts.len() == 1 && parts[0].check == Check::None {
+        return true;
+    }
+    if parts.iter().any(|p| p.check != Check::None) {
+        return false;
+    }
+    let mut released = HashSet::new();
+    for r in batch.reservations.values().filter(|r| !r.status.is_live()) {
+        released.extend(r.seats.iter().copied());
+    }
+    if !released.is_empty()
+        && batch
+            .reservations
+            .values()
+            .filter(|r| r.status.is_live())
+            .any(|r| r.seats.iter().any(|s| released.contains(s)))
+    {
+        return false;
+    }
+    let ended: HashSet<_> = batch
+        .tokens
+        .values()
+        .filter(|t| matches!(t.state, TokenState::Expired { .. }))
+        .map(|t| t.user)
+        .collect();
+    ended.is_empty()
+        || !batch
+            .tokens
+            .values()
+            .any(|t| !matches!(t.state, TokenState::Expired { .. }) && ended.contains(&t.user))
+}
+
+/// The parts as `WITH p0 AS (…), p1 AS (…) … SELECT`, their parameters renumbered in order.
+/// A data-modifying `WITH` clause runs whether or not the main query reads it.
+fn one_statement(parts: Vec<Part<'_>>) -> (String, Vec<Column<'_>>) {
+    if parts.len() == 1 {
+        let part = parts.into_iter().next().expect("one part, checked above");
+        return (part.sql.to_string(), part.columns);
+    }
+    let mut sql = String::from("WITH ");
+    let mut columns = Vec::new();
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("p{i} AS ("));
+        sql.push_str(&renumber(part.sql, columns.len()));
+        sql.push(')');
+        columns.extend(part.columns);
+    }
+    sql.push_str(" SELECT 1");
+    (sql, columns)
+}
+
+/// `sql` with every parameter `$n` written as `$(n + offset)`.
+fn renumber(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let mut n = 0usize;
+        let mut digits = false;
+        while let Some((_, d)) = chars.peek().copied() {
+            let Some(v) = d.to_digit(10) else { break };
+            n = n * 10 + v as usize;
+            digits = true;
+            chars.next();
+        }
+        if digits {
+            out.push_str(&(n + offset).to_string());
+        }
+    }
+    out
+}
+
+/// The batch's statements, in the order a transaction must run them.
+fn parts(batch: &Writes) -> Vec<Part<'_>> {
+    let mut parts = Vec::new();
+    let rs: Vec<&Reservation> = batch.reservations.values().collect();
+    if !rs.is_empty() {
+        parts.push(Part::new(
+            "INSERT INTO reservations
+               (id, user_id, schedule_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int8[],
+                                  $6::int8[], $7::int8[], $8::int8[])
+             ON CONFLICT (id) DO UPDATE
+               SET status = EXCLUDED.status, updated_at_ms = EXCLUDED.updated_at_ms",
+            vec![
+                Column::I64(rs.iter().map(|r| r.id.get()).collect()),
+                Column::I64(rs.iter().map(|r| r.user.get()).collect()),
+                Column::I64(rs.iter().map(|r| r.schedule.get()).collect()),
+                Column::Text(rs.iter().map(|r| r.status.as_str()).collect()),
+                Column::I64(rs.iter().map(|r| r.total.won()).collect()),
+                Column::I64(rs.iter().map(|r| r.created_at.millis()).collect()),
+                Column::I64(rs.iter().map(|r| r.expires_at.millis()).collect()),
+                Column::I64(rs.iter().map(|r| r.updated_at.millis()).collect()),
+            ],
+        ));
+    }
+    // Released holds first: the one-live-hold-per-seat index is checked row by row, so a seat
+    // released and taken again in the same batch must be freed before it is taken.
+    for live in [false, true] {
+        let (mut reservation, mut seat, mut order, mut state) = (vec![], vec![], vec![], vec![]);
+        for r in rs.iter().filter(|r| r.status.is_live() == live) {
+            for (i, s) in r.seats.iter().enumerate() {
+                reservation.push(r.id.get());
+                seat.push(s.get());
+                order.push(i as i32);
+                state.push(rows::hold_state(r.status));
+            }
+        }
+        if reservation.is_empty() {
+            continue;
+        }
+        parts.push(Part::new(
+            "INSERT INTO holds (reservation_id, seat_id, seat_order, state)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int4[], $4::text[])
+             ON CONFLICT (reservation_id, seat_id) DO UPDATE SET state = EXCLUDED.state",
+            vec![
+                Column::I64(reservation),
+                Column::I64(seat),
+                Column::I32(order),
+                Column::Text(state),
+            ],
+        ));
+    }
+    let ps = &batch.payments;
+    if !ps.is_empty() {
+        parts.push(Part::new(
+            "INSERT INTO payments (id, reservation_id, user_id, amount, created_at_ms)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[])",
+            vec![
+                Column::I64(ps.iter().map(|p| p.id.get()).collect()),
+                Column::I64(ps.iter().map(|p| p.reservation.get()).collect()),
+                Column::I64(ps.iter().map(|p| p.user.get()).collect()),
+                Column::I64(ps.iter().map(|p| p.amount.won()).collect()),
+                Column::I64(ps.iter().map(|p| p.at.millis()).collect()),
+            ],
+        ));
+    }
+    let ws: Vec<_> = batch.wallets.values().collect();
+    if !ws.is_empty() {
+        parts.push(Part {
+            sql: "UPDATE wallets SET balance = u.balance, updated_at_ms = u.at
+                  FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS u(user_id, balance, at)
+                  WHERE wallets.user_id = u.user_id",
+            columns: vec![
+                Column::I64(ws.iter().map(|w| w.user.get()).collect()),
+                Column::I64(ws.iter().map(|w| w.balance.won()).collect()),
+                Column::I64(ws.iter().map(|w| w.at.millis()).collect()),
+            ],
+            check: Check::RowsAffected(ws.len() as u64),
+            // Not a kept prepared statement: a generic plan made while `wallets` was still
+            // small is a sequential scan kept for the connection's life; planned per
+            // execution, the update is an index lookup per wallet (docs/BENCHMARKS.md, "What
+            // moved the numbers").
+            persistent: false,
+        });
+    }
+    let ls = &batch.ledger;
+    if !ls.is_empty() {
+        parts.push(Part::new(
+            "INSERT INTO ledger (id, user_id, kind, amount, balance_after, payment_id, created_at_ms)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::int8[],
+                                  $6::int8[], $7::int8[])",
+            vec![
+                Column::I64(ls.iter().map(|l| l.id).collect()),
+                Column::I64(ls.iter().map(|l| l.user.get()).collect()),
+                Column::Text(ls.iter().map(|l| l.kind.as_str()).collect()),
+                Column::I64(ls.iter().map(|l| l.amount.won()).collect()),
+                Column::I64(ls.iter().map(|l| l.balance_after.won()).collect()),
+                Column::OptI64(ls.iter().map(|l| l.payment.map(|p| p.get())).collect()),
+                Column::I64(ls.iter().map(|l| l.at.millis()).collect()),
+            ],
+        ));
+    }
+    // Ended tokens first, for the one-live-token-per-user index (as with holds above).
+    for live in [false, true] {
+        let ts: Vec<&TokenRecord> = batch
+            .tokens
+            .values()
+            .filter(|t| !matches!(t.state, TokenState::Expired { .. }) == live)
+            .collect();
+        if ts.is_empty() {
+            continue;
+        }
+        let mut admitted = Vec::with_capacity(ts.len());
+        let mut active_expires = Vec::with_capacity(ts.len());
+        let mut expired = Vec::with_capacity(ts.len());
+        for t in &ts {
+            let (a, e, x) = match t.state {
+                TokenState::Waiting => (None, None, None),
+                TokenState::Active {
+                    admitted_at,
+                    expires_at,
+                } => (Some(admitted_at.millis()), Some(expires_at.millis()), None),
+                // Admitted and expired in one batch: the admission is still recorded.
+                TokenState::Expired { at } => match batch.admissions.get(&t.id) {
+                    Some((admitted_at, expires_at)) => (
+                        Some(admitted_at.millis()),
+                        Some(expires_at.millis()),
+                        Some(at.millis()),
+                    ),
+                    None => (None, None, Some(at.millis())),
+                },
+            };
+            admitted.push(a);
+            active_expires.push(e);
+            expired.push(x);
+        }
+        parts.push(Part::new(
+            "INSERT INTO queue_tokens
+               (id, user_id, position, status, created_at_ms, admitted_at_ms, active_expires_at_ms, expired_at_ms)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int8[],
+                                  $6::int8[], $7::int8[], $8::int8[])
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
+               admitted_at_ms = COALESCE(EXCLUDED.admitted_at_ms, queue_tokens.admitted_at_ms),
+               active_expires_at_ms = COALESCE(EXCLUDED.active_expires_at_ms, queue_tokens.active_expires_at_ms),
+               expired_at_ms = EXCLUDED.expired_at_ms",
+            vec![
+                Column::I64(ts.iter().map(|t| t.id.get()).collect()),
+                Column::I64(ts.iter().map(|t| t.user.get()).collect()),
+                Column::I64(ts.iter().map(|t| t.position as i64).collect()),
+                Column::Text(ts.iter().map(|t| t.state.name()).collect()),
+                Column::I64(ts.iter().map(|t| t.created_at.millis()).collect()),
+                Column::OptI64(admitted),
+                Column::OptI64(active_expires),
+                Column::OptI64(expired),
+            ],
+        ));
+    }
+    let ks = &batch.idempotency;
+    if !ks.is_empty() {
+        // DO NOTHING: the first answer stays the answer, even if a duplicate ever got this far.
+        parts.push(Part::new(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, created_at_ms)
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[])
+             ON CONFLICT (user_id, key) DO NOTHING",
+            vec![
+                Column::I64(ks.iter().map(|r| r.user.get()).collect()),
+                Column::Text(ks.iter().map(|r| r.key.as_str()).collect()),
+                Column::Text(ks.iter().map(|r| r.fingerprint.as_str()).collect()),
+                Column::I32(ks.iter().map(|r| i32::from(r.status)).collect()),
+                Column::Text(ks.iter().map(|r| r.body.as_str()).collect()),
+                Column::I64(ks.iter().map(|r| r.at.millis()).collect()),
+            ],
+        ));
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::schedule::ReservationStatus;
+    use crate::domain::{Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId};
+    use crate::store::WalletRecord;
+
+    fn reservation(id: i64, seats: &[i64], status: ReservationStatus) -> Reservation {
+        Reservation {
+            id: ReservationId::new(id).expect("positive"),
+            user: UserId::new(1).expect("positive"),
+            schedule: ScheduleId::new(1).expect("positive"),
+            seats: seats
+                .iter()
+                .map(|s| SeatId::new(*s).expect("positive"))
+                .collect(),
+            total: Money::new(10).expect("positive"),
+            created_at: Timestamp::from_millis(1),
+            expires_at: Timestamp::from_millis(2),
+            status,
+            updated_at: Timestamp::from_millis(1),
+            pinned: false,
+        }
+    }
+
+    fn token(id: i64, user: i64, state: TokenState) -> TokenRecord {
+        TokenRecord {
+            id: TokenId::new(id).expect("in range"),
+            user: UserId::new(user).expect("positive"),
+            position: id as u64,
+            created_at: Timestamp::from_millis(1),
+            state,
+        }
+    }
+
+    fn one_statement_for(batch: &Writes) -> bool {
+        fits_one_statement(batch, &parts(batch))
+    }
+
+    #[test]
+    fn holds_queue_changes_and_releases_of_other_seats_go_as_one_statement() {
+        let batch = Writes::default()
+            .reservation(&reservation(1, &[1, 2], ReservationStatus::Pending))
+            .reservation(&reservation(2, &[3], ReservationStatus::Expired))
+            .token(token(1, 1, TokenState::Waiting))
+            .token(token(
+                2,
+                2,
+                TokenState::Expired {
+                    at: Timestamp::from_millis(3),
+                },
+            ));
+        assert!(one_statement_for(&batch));
+    }
+
+    #[test]
+    fn a_seat_released_and_taken_again_needs_the_ordered_transaction() {
+        let batch = Writes::default()
+            .reservation(&reservation(1, &[1, 2], ReservationStatus::Pending))
+            .reservation(&reservation(2, &[2], ReservationStatus::Cancelled));
+        assert!(!one_statement_for(&batch));
+    }
+
+    #[test]
+    fn a_users_token_ended_and_renewed_needs_the_ordered_transaction() {
+        let batch = Writes::default()
+            .token(token(
+                1,
+                5,
+                TokenState::Expired {
+                    at: Timestamp::from_millis(3),
+                },
+            ))
+            .token(token(2, 5, TokenState::Waiting));
+        assert!(!one_statement_for(&batch));
+    }
+
+    #[test]
+    fn money_goes_in_a_transaction_that_checks_the_wallets_exist() {
+        let batch = Writes::default().wallet(WalletRecord {
+            user: UserId::new(1).expect("positive"),
+            balance: Money::new(5).expect("positive"),
+            at: Timestamp::from_millis(1),
+        });
+        assert!(!one_statement_for(&batch));
+    }
+
+    #[test]
+    fn the_one_statement_numbers_each_parts_parameters_after_the_last() {
+        let batch = Writes::default()
+            .reservation(&reservation(1, &[1], ReservationStatus::Pending))
+            .token(token(1, 1, TokenState::Waiting));
+        let (sql, columns) = one_statement(parts(&batch));
+        // Reservations (8), live holds (4), live tokens (8).
+        assert_eq!(columns.len(), 20);
+        assert!(sql.starts_with("WITH p0 AS (INSERT INTO reservations"));
+        assert!(sql.contains("$20::int8[]") && !sql.contains("$21"));
+        assert!(sql.ends_with(" SELECT 1"));
+    }
+
+    #[test]
+    fn parameters_are_renumbered_past_the_earlier_parts() {
+        assert_eq!(
+            renumber("SELECT $1::int8[], $2, $10 FROM t WHERE a = $1", 8),
+            "SELECT $9::int8[], $10, $18 FROM t WHERE a = $9"
+        );
+        // A lone dollar sign is left alone.
+        assert_eq!(renumber("SELECT '$' || $1", 2), "SELECT '$' || $3");
+    }
+}
