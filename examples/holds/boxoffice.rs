@@ -166,7 +166,9 @@ async fn setup(base: &str, plan: &Plan) -> Result<Setup, String> {
             .map_err(|e| e.to_string())?;
         let concert = r["concertId"].as_i64().ok_or(format!("concert: {r}"))?;
         let schedule = &r["schedules"][0];
-        let id = schedule["scheduleId"].as_i64().ok_or(format!("schedule: {r}"))?;
+        let id = schedule["scheduleId"]
+            .as_i64()
+            .ok_or(format!("schedule: {r}"))?;
         let seats = schedule["seatIds"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_i64).collect())
@@ -209,8 +211,16 @@ async fn setup(base: &str, plan: &Plan) -> Result<Setup, String> {
 
 pub async fn run(args: &Args, plan: &Plan) -> Result<Outcome, String> {
     let mut server = start(args).await?;
-    eprintln!("boxoffice ({}): setting up {} users, {} schedules", args.store, plan.users, plan.schedules);
+    eprintln!(
+        "boxoffice ({}): setting up {} users, {} schedules",
+        args.store, plan.users, plan.schedules
+    );
+    let began = Instant::now();
     let setup = Arc::new(setup(&server.base, plan).await?);
+    eprintln!(
+        "boxoffice: set up in {:.1} s; holding",
+        began.elapsed().as_secs_f64()
+    );
     let target = Arc::new(Target::resolve(&server.base, Duration::from_secs(10)).await?);
     let pid = server.child.id();
     let mut parts = vec![("boxoffice", Processes::Pid(pid))];

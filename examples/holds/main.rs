@@ -42,13 +42,21 @@ pub struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     pub seats: usize,
     /// Which systems, comma separated: boxoffice, redis, rowlocks.
-    #[arg(long, value_delimiter = ',', default_value = "boxoffice,redis,rowlocks")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "boxoffice,redis,rowlocks"
+    )]
     pub systems: Vec<String>,
     /// The store of the boxoffice run: postgres or sqlite.
     #[arg(long, default_value = "postgres")]
     pub store: String,
     /// The PostgreSQL server (a fresh database is created on it and dropped after).
-    #[arg(long, env = "BOXOFFICE_TEST_POSTGRES", default_value = "postgres://postgres@127.0.0.1:5432")]
+    #[arg(
+        long,
+        env = "BOXOFFICE_TEST_POSTGRES",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
     pub postgres: String,
     /// The boxoffice binary (default: beside this example, `target/release/boxoffice`).
     #[arg(long)]
@@ -85,7 +93,11 @@ async fn run(args: &Args) -> Result<Vec<Outcome>, String> {
             "boxoffice" => boxoffice::run(args, &plan).await?,
             "redis" => redis::run(args, &plan).await?,
             "rowlocks" => row_locks::run(args, &plan).await?,
-            other => return Err(format!("unknown system {other:?} (boxoffice, redis, rowlocks)")),
+            other => {
+                return Err(format!(
+                    "unknown system {other:?} (boxoffice, redis, rowlocks)"
+                ))
+            }
         };
         eprintln!("{}", outcome.summary());
         results.push(outcome);

@@ -31,7 +31,9 @@ impl Plan {
         let schedules = seats.div_ceil(SEATS_PER_SCHEDULE).max(1);
         let users = schedules * SEATS_PER_SCHEDULE / (SEATS_PER_HOLD * HOLDS_PER_USER);
         if users < connections {
-            return Err(format!("{seats} seats give {users} users: fewer than the connections"));
+            return Err(format!(
+                "{seats} seats give {users} users: fewer than the connections"
+            ));
         }
         Ok(Plan {
             schedules,

@@ -73,7 +73,11 @@ impl Resp {
                 break i;
             }
             let mut chunk = [0u8; 512];
-            let n = self.stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| e.to_string())?;
             if n == 0 {
                 return Err("redis closed the connection".into());
             }
@@ -84,13 +88,19 @@ impl Resp {
             let len: usize = len.parse().map_err(|_| format!("bad reply {line}"))?;
             while self.buf.len() < line_end + 2 + len + 2 {
                 let mut chunk = [0u8; 512];
-                let n = self.stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+                let n = self
+                    .stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if n == 0 {
                     return Err("redis closed the connection".into());
                 }
                 self.buf.extend_from_slice(&chunk[..n]);
             }
-            return Ok(String::from_utf8_lossy(&self.buf[line_end + 2..line_end + 2 + len]).to_string());
+            return Ok(
+                String::from_utf8_lossy(&self.buf[line_end + 2..line_end + 2 + len]).to_string(),
+            );
         }
         Ok(line)
     }
@@ -103,7 +113,14 @@ async fn start() -> Result<(Redis, u16), String> {
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
         .arg(&dir)
-        .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?;
@@ -111,7 +128,10 @@ async fn start() -> Result<(Redis, u16), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(mut c) = Resp::open(port).await {
-            if c.call(&command(&[b"PING"])).await.is_ok_and(|r| r == "+PONG") {
+            if c.call(&command(&[b"PING"]))
+                .await
+                .is_ok_and(|r| r == "+PONG")
+            {
                 return Ok((redis, port));
             }
         }
@@ -125,14 +145,18 @@ async fn start() -> Result<(Redis, u16), String> {
 pub async fn run(args: &Args, plan: &Plan) -> Result<Outcome, String> {
     let (redis, port) = start().await?;
     let mut setup = Resp::open(port).await?;
-    let sha = setup.call(&command(&[b"SCRIPT", b"LOAD", HOLD.as_bytes()])).await?;
+    let sha = setup
+        .call(&command(&[b"SCRIPT", b"LOAD", HOLD.as_bytes()]))
+        .await?;
     if sha.len() != 40 {
         return Err(format!("SCRIPT LOAD answered {sha}"));
     }
     // The baseline is only fair if every write is on disk before its answer.
     let info = setup.call(&command(&[b"INFO", b"persistence"])).await?;
     if !info.contains("aof_enabled:1") {
-        return Err(format!("redis on port {port} has no append-only file: {info}"));
+        return Err(format!(
+            "redis on port {port} has no append-only file: {info}"
+        ));
     }
     let sha = Arc::new(sha);
     let plan = Arc::new(Plan {

@@ -26,7 +26,12 @@ CREATE TABLE reservations (
     created_at_ms BIGINT NOT NULL
 );";
 
-async fn hold(pool: &sqlx::PgPool, user: i64, schedule: i64, seats: &[i64; 2]) -> Result<bool, sqlx::Error> {
+async fn hold(
+    pool: &sqlx::PgPool,
+    user: i64,
+    schedule: i64,
+    seats: &[i64; 2],
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let free: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT id, price FROM seats WHERE id = ANY($1) AND reservation_id IS NULL FOR UPDATE",
@@ -65,7 +70,10 @@ pub async fn run(args: &Args, plan: &Plan) -> Result<Outcome, String> {
         .connect(&url)
         .await
         .map_err(|e| e.to_string())?;
-    sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(|e| e.to_string())?;
+    sqlx::raw_sql(SCHEMA)
+        .execute(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
     sqlx::query(
         "INSERT INTO seats (id, schedule_id, price)
          SELECT g, (g - 1) / $1, 10000 FROM generate_series(1, $2::bigint) g",
@@ -75,7 +83,10 @@ pub async fn run(args: &Args, plan: &Plan) -> Result<Outcome, String> {
     .execute(&pool)
     .await
     .map_err(|e| e.to_string())?;
-    sqlx::raw_sql("VACUUM ANALYZE seats").execute(&pool).await.map_err(|e| e.to_string())?;
+    sqlx::raw_sql("VACUUM ANALYZE seats")
+        .execute(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
     let pool = Arc::new(pool);
     let plan = Arc::new(Plan {
         schedules: plan.schedules,
