@@ -82,8 +82,11 @@ pub async fn drop_postgres(server: &str, name: &str) {
     }
 }
 
-async fn start(args: &Args) -> Result<Server, String> {
-    let bin = server_bin(args)?;
+async fn start(args: &Args, bin: Option<&std::path::Path>) -> Result<Server, String> {
+    let bin = match bin {
+        Some(bin) => bin.to_path_buf(),
+        None => server_bin(args)?,
+    };
     let port = free_port()?;
     let (url, drop_database, sqlite_dir) = match args.store.as_str() {
         "postgres" => {
@@ -209,8 +212,13 @@ async fn setup(base: &str, plan: &Plan) -> Result<Setup, String> {
     Ok(Setup { users, schedules })
 }
 
-pub async fn run(args: &Args, plan: &Plan) -> Result<Outcome, String> {
-    let mut server = start(args).await?;
+/// Runs the holds against this build's server, or against `bin` (labelled "before").
+pub async fn run(
+    args: &Args,
+    plan: &Plan,
+    bin: Option<&std::path::Path>,
+) -> Result<Outcome, String> {
+    let mut server = start(args, bin).await?;
     eprintln!(
         "boxoffice ({}): setting up {} users, {} schedules",
         args.store, plan.users, plan.schedules
@@ -233,7 +241,11 @@ pub async fn run(args: &Args, plan: &Plan) -> Result<Outcome, String> {
         connections: plan.connections,
     });
     let outcome = drive(
-        format!("boxoffice over HTTP ({})", args.store),
+        format!(
+            "boxoffice over HTTP ({}){}",
+            args.store,
+            if bin.is_some() { ", before" } else { "" }
+        ),
         args,
         CpuMeter::new(parts),
         |c, window| {

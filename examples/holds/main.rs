@@ -41,7 +41,8 @@ pub struct Args {
     /// Seats available per system: enough that no run runs out (two per hold).
     #[arg(long, default_value_t = 1_000_000)]
     pub seats: usize,
-    /// Which systems, comma separated: boxoffice, redis, rowlocks.
+    /// Which systems, comma separated: boxoffice, redis, rowlocks, and `before` (with
+    /// --before-bin).
     #[arg(
         long,
         value_delimiter = ',',
@@ -61,6 +62,9 @@ pub struct Args {
     /// The boxoffice binary (default: beside this example, `target/release/boxoffice`).
     #[arg(long)]
     pub server_bin: Option<std::path::PathBuf>,
+    /// Another boxoffice binary (an older build), run as the system `before` in the same run.
+    #[arg(long)]
+    pub before_bin: Option<std::path::PathBuf>,
     /// HTTP worker threads of the boxoffice server (default: its own default).
     #[arg(long)]
     pub server_workers: Option<u16>,
@@ -90,7 +94,14 @@ async fn run(args: &Args) -> Result<Vec<Outcome>, String> {
     let mut results = Vec::new();
     for system in &args.systems {
         let outcome = match system.as_str() {
-            "boxoffice" => boxoffice::run(args, &plan).await?,
+            "boxoffice" => boxoffice::run(args, &plan, None).await?,
+            "before" => {
+                let bin = args
+                    .before_bin
+                    .as_deref()
+                    .ok_or("the system `before` needs --before-bin")?;
+                boxoffice::run(args, &plan, Some(bin)).await?
+            }
             "redis" => redis::run(args, &plan).await?,
             "rowlocks" => row_locks::run(args, &plan).await?,
             other => {
