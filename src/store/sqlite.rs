@@ -196,10 +196,14 @@ impl SqliteStore {
             .iter()
             .map(rows::seat)
             .collect::<Result<Vec<Seat>, StoreError>>()?;
-        let plan = seat_rows
+        let mut plan = seat_rows
             .iter()
             .map(rows::seat_plan)
             .collect::<Result<Vec<SeatPlan>, StoreError>>()?;
+        if plan.iter().all(SeatPlan::is_empty) {
+            // No seat has a label: no plan, as the memory store has it.
+            plan.clear();
+        }
         let rows = sqlx::query(
             "SELECT id, user_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms
              FROM reservations WHERE schedule_id = ?1 ORDER BY id",
