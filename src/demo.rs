@@ -99,7 +99,11 @@ pub fn try_this(address: &str, concert: i64) -> String {
             let named = if *rows == 1 {
                 format!("row {}", letters(first_row))
             } else {
-                format!("rows {}-{}", letters(first_row), letters(first_row + rows - 1))
+                format!(
+                    "rows {}-{}",
+                    letters(first_row),
+                    letters(first_row + rows - 1)
+                )
             };
             first_row += rows;
             format!("{} {g} at {p} in {named}", rows * SEATS_PER_ROW)
@@ -137,7 +141,13 @@ mod tests {
         let label = |n: usize| {
             let p = &plan[n - 1];
             let at = p.position().unwrap();
-            (p.grade().unwrap(), p.row().unwrap(), at.x(), at.y(), seats[n - 1].1.won())
+            (
+                p.grade().unwrap(),
+                p.row().unwrap(),
+                at.x(),
+                at.y(),
+                seats[n - 1].1.won(),
+            )
         };
         assert_eq!(label(1), ("VIP", "A", 0, 0, 150_000));
         assert_eq!(label(5), ("VIP", "A", 4, 0, 150_000));

@@ -172,7 +172,11 @@ impl ScheduleBook {
 
     /// A book with every seat available and the seats' plan labels: `plan` is in the order of
     /// `seats`, one per seat, or empty when no seat has a label.
-    pub fn planned(info: ScheduleInfo, mut seats: Vec<Seat>, mut plan: Vec<SeatPlan>) -> ScheduleBook {
+    pub fn planned(
+        info: ScheduleInfo,
+        mut seats: Vec<Seat>,
+        mut plan: Vec<SeatPlan>,
+    ) -> ScheduleBook {
         let plan = if plan.is_empty() {
             seats.sort_by_key(|s| (s.number, s.id));
             None
@@ -780,7 +784,11 @@ mod tests {
             price: Money::new(1).unwrap(),
         };
         let grade = |g: &str| SeatPlan::new(Some(g.into()), None, None, None).unwrap();
-        let seats = vec![seat_numbered(1, 3), seat_numbered(2, 1), seat_numbered(3, 2)];
+        let seats = vec![
+            seat_numbered(1, 3),
+            seat_numbered(2, 1),
+            seat_numbered(3, 2),
+        ];
         let b = ScheduleBook::planned(
             info.clone(),
             seats.clone(),
@@ -807,7 +815,8 @@ mod tests {
         b.cancel(rid(3), user(3), t(4)).unwrap();
         let all: Vec<Reservation> = b.reservations().cloned().collect();
         let seats = b.seats().map(|(s, _)| s.clone()).collect();
-        let restored = ScheduleBook::restore(b.info.clone(), seats, Vec::new(), all.clone()).unwrap();
+        let restored =
+            ScheduleBook::restore(b.info.clone(), seats, Vec::new(), all.clone()).unwrap();
         let states: Vec<SeatState> = restored.seats().map(|(_, s)| s).collect();
         assert_eq!(states, b.seats().map(|(_, s)| s).collect::<Vec<_>>());
         assert_eq!(restored.available_count(), 2);

@@ -227,10 +227,19 @@ mod tests {
             refused(None, text("\u{85}"), None, None),
             "row must not contain control characters"
         );
-        assert_eq!(refused(None, None, Some(1), None), "x and y must be given together");
-        assert_eq!(refused(None, None, None, Some(1)), "x and y must be given together");
+        assert_eq!(
+            refused(None, None, Some(1), None),
+            "x and y must be given together"
+        );
+        assert_eq!(
+            refused(None, None, None, Some(1)),
+            "x and y must be given together"
+        );
         assert_eq!(refused(None, None, Some(-1), Some(0)), "x must be 0 to 999");
-        assert_eq!(refused(None, None, Some(0), Some(1000)), "y must be 0 to 999");
+        assert_eq!(
+            refused(None, None, Some(0), Some(1000)),
+            "y must be 0 to 999"
+        );
         assert_eq!(
             refused(None, None, Some(i64::MAX), Some(0)),
             "x must be 0 to 999"

@@ -84,11 +84,21 @@ pub struct SeatRequest {
     price: i64,
     /// The seat's grade ("VIP"): 1 to 32 characters, no control characters.
     #[serde(default)]
-    #[schema(example = "VIP", min_length = 1, max_length = 32, pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,32}$")]
+    #[schema(
+        example = "VIP",
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,32}$"
+    )]
     grade: Option<String>,
     /// The seat's row label ("B"): 1 to 8 characters, no control characters.
     #[serde(default)]
-    #[schema(example = "B", min_length = 1, max_length = 8, pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,8}$")]
+    #[schema(
+        example = "B",
+        min_length = 1,
+        max_length = 8,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,8}$"
+    )]
     row: Option<String>,
     /// Where the seat is drawn on the plan, 0 to 999; given together with `y`, or neither.
     #[serde(default, deserialize_with = "optional_whole")]
@@ -318,8 +328,8 @@ fn schedules(
                         .ok_or_else(|| {
                             ApiError::invalid(format!("price must be 0 to {MAX_PRICE}"))
                         })?;
-                    let labels = SeatPlan::new(seat.grade, seat.row, seat.x, seat.y)
-                        .map_err(|e| {
+                    let labels =
+                        SeatPlan::new(seat.grade, seat.row, seat.x, seat.y).map_err(|e| {
                             ApiError::invalid(format!("seat {}: {e}", seat.seat_number))
                         })?;
                     plan.push(labels);

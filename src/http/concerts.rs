@@ -129,7 +129,11 @@ fn seats_json(concert_id: i64, concert_at: &str, map: &SeatMap) -> Vec<u8> {
     let seats = &map.seats;
     // The plan, when there is one, has one entry per seat in the same order.
     let plan = map.plan.as_deref().filter(|p| p.len() == seats.len());
-    debug_assert_eq!(plan.is_some(), map.plan.is_some(), "one plan entry per seat");
+    debug_assert_eq!(
+        plan.is_some(),
+        map.plan.is_some(),
+        "one plan entry per seat"
+    );
     // 78 bytes is a seat with a 7-digit id and price and an UNAVAILABLE status; a plan adds
     // about 40 (a short grade and row, three-digit x and y).
     let per_seat = if plan.is_some() { 120 } else { 78 };

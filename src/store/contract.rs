@@ -335,11 +335,20 @@ async fn seat_plan_labels_come_back_with_their_seats(db: &TestStore) {
         labels(None, Some("Box 1"), Some((7, 3))),
     ];
     let mut planned = concert(vec![
-        vec![(3, won(30)), (1, won(10)), (2, won(20)), (5, won(50)), (4, won(40))],
+        vec![
+            (3, won(30)),
+            (1, won(10)),
+            (2, won(20)),
+            (5, won(50)),
+            (4, won(40)),
+        ],
         vec![(1, won(5))],
     ]);
     planned.schedules[0].plan = given.clone();
-    let created = store.create_concert(&planned).await.expect("create concert");
+    let created = store
+        .create_concert(&planned)
+        .await
+        .expect("create concert");
     assert_eq!(created.schedules[0].plan, given);
 
     let snapshot = store

@@ -13,8 +13,8 @@
 //! without a name is always a fresh, private store.
 
 use super::{
-    CatalogSnapshot, CreatedConcert, CreatedSchedule, LedgerEntry, MaxIds, NewConcert, PaymentRecord,
-    ScheduleSnapshot, StoreError, StoredReservation, WalletRecord, Writes,
+    CatalogSnapshot, CreatedConcert, CreatedSchedule, LedgerEntry, MaxIds, NewConcert,
+    PaymentRecord, ScheduleSnapshot, StoreError, StoredReservation, WalletRecord, Writes,
 };
 use crate::domain::ids::{IdMap, IdSet};
 use crate::domain::queue::{TokenRecord, TokenState};

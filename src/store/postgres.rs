@@ -3,8 +3,8 @@
 
 use super::rows::{self, PlanColumns};
 use super::{
-    CatalogSnapshot, CreatedConcert, CreatedSchedule, IdempotencyRecord, LedgerEntry, MaxIds, NewConcert,
-    ScheduleSnapshot, StoreError, StoredReservation, Writes,
+    CatalogSnapshot, CreatedConcert, CreatedSchedule, IdempotencyRecord, LedgerEntry, MaxIds,
+    NewConcert, ScheduleSnapshot, StoreError, StoredReservation, Writes,
 };
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};

@@ -87,12 +87,17 @@ async fn the_seat_map_shows_each_seats_plan_labels_after_the_seed_fields(backend
     let text = seat_map_text(&app, token, &concert).await;
     let seats = expected_seats(&concert, &[]);
     assert!(
-        text.starts_with(&format!(r#"{{"concertId":{},"concertAt":"2099-01-01T20:00:00","seats":["#, concert.id)),
+        text.starts_with(&format!(
+            r#"{{"concertId":{},"concertAt":"2099-01-01T20:00:00","seats":["#,
+            concert.id
+        )),
         "{text}"
     );
     assert!(text.ends_with(&format!("{seats}]}}")), "{text}");
     // A hold changes the status, and nothing of the plan.
-    let held = app.reserve(user, token, &concert, &concert.seats[0..1]).await;
+    let held = app
+        .reserve(user, token, &concert, &concert.seats[0..1])
+        .await;
     assert_eq!(held.status().as_u16(), 201);
     let text = seat_map_text(&app, token, &concert).await;
     assert!(
@@ -133,12 +138,18 @@ async fn each_refused_plan_label_is_a_400_and_creates_nothing(backend: Backend) 
         json!([{ "seatNumber": 1, "price": 1000, "grade": "R", "x": 0, "y": 0 }, seat])
     };
     let cases = [
-        (json!({ "grade": "" }), "seat 9: grade must be 1 to 32 characters"),
+        (
+            json!({ "grade": "" }),
+            "seat 9: grade must be 1 to 32 characters",
+        ),
         (
             json!({ "grade": "G".repeat(33) }),
             "seat 9: grade must be 1 to 32 characters",
         ),
-        (json!({ "row": "" }), "seat 9: row must be 1 to 8 characters"),
+        (
+            json!({ "row": "" }),
+            "seat 9: row must be 1 to 8 characters",
+        ),
         (
             json!({ "row": "열".repeat(9) }),
             "seat 9: row must be 1 to 8 characters",
@@ -197,7 +208,9 @@ async fn plan_labels_survive_a_restart(backend: Backend) {
     let concert = create_planned(&app, planned_seats()).await;
     let user = app.create_user(1_000_000).await;
     let token = app.active_token(user).await;
-    let held = app.reserve(user, token, &concert, &concert.seats[2..3]).await;
+    let held = app
+        .reserve(user, token, &concert, &concert.seats[2..3])
+        .await;
     assert_eq!(held.status().as_u16(), 201);
     let before = seat_map_text(&app, token, &concert).await;
 

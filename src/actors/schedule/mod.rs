@@ -243,9 +243,9 @@ pub async fn restore_book(
 ) -> Result<ScheduleBook, StoreError> {
     let id = info.id;
     let snapshot = store.load_schedule(id).await?;
-    ScheduleBook::restore(info, snapshot.seats, snapshot.plan, snapshot.reservations).map_err(|seat| {
-        StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds"))
-    })
+    ScheduleBook::restore(info, snapshot.seats, snapshot.plan, snapshot.reservations).map_err(
+        |seat| StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds")),
+    )
 }
 
 impl Actor for ScheduleActor {
