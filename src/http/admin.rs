@@ -110,16 +110,14 @@ pub struct SeatRequest {
     y: Option<i64>,
 }
 
-/// An optional whole number, read as [`whole`](super::extract::whole) reads one: `null` or
-/// absent is `None`.
+/// A coordinate, read as [`whole`](super::extract::whole) reads a number. Absent is `None`
+/// (the field's `default`); `null` is refused: the document lists `x` and `y` as integers
+/// that require each other, and a `null` would be present without being a position.
 fn optional_whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    Option::<serde_json::Number>::deserialize(d)?
-        .map(|number| {
-            super::extract::whole(&number).ok_or_else(|| {
-                D::Error::invalid_value(Unexpected::Other(&number.to_string()), &"a whole number")
-            })
-        })
-        .transpose()
+    let number = serde_json::Number::deserialize(d)?;
+    super::extract::whole(&number).map(Some).ok_or_else(|| {
+        D::Error::invalid_value(Unexpected::Other(&number.to_string()), &"a whole number")
+    })
 }
 
 #[derive(Serialize, ToSchema)]

@@ -73,6 +73,13 @@ pub fn document() -> &'static serde_json::Value {
         let seat_ids = &mut doc["components"]["schemas"]["ReserveRequest"]["properties"]["seatIds"];
         seat_ids["uniqueItems"] = true.into();
         seat_ids["items"]["minimum"] = 1.into();
+        // Nor a seat's `x` and `y` requiring each other (JSON Schema's `dependentRequired`),
+        // and they are integers, never `null`, when present.
+        let seat = &mut doc["components"]["schemas"]["SeatRequest"];
+        seat["dependentRequired"] = serde_json::json!({ "x": ["y"], "y": ["x"] });
+        for axis in ["x", "y"] {
+            seat["properties"][axis]["type"] = "integer".into();
+        }
         document_limits(&mut doc);
         doc
     })

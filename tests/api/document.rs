@@ -342,7 +342,12 @@ async fn the_seat_plan_bounds_are_the_services_rules() {
             (&json!(0), &json!(999)),
             "{axis}"
         );
+        assert_eq!(seat[axis]["type"], "integer", "{axis} is never null");
     }
+    assert_eq!(
+        doc["components"]["schemas"]["SeatRequest"]["dependentRequired"],
+        json!({ "x": ["y"], "y": ["x"] })
+    );
     let concert_with = |seat: Value| {
         let mut full = json!({ "seatNumber": 1, "price": 1 });
         for (k, v) in seat.as_object().expect("an object") {
@@ -387,7 +392,13 @@ async fn the_seat_plan_bounds_are_the_services_rules() {
             );
         }
     }
-    for (x, y, expected) in [(0, 0, 201), (999, 999, 201), (1000, 0, 400), (0, -1, 400)] {
+    for (x, y, expected) in [
+        (json!(0), json!(0), 201),
+        (json!(999), json!(999), 201),
+        (json!(1000), json!(0), 400),
+        (json!(0), json!(-1), 400),
+        (json!(null), json!(0), 400),
+    ] {
         let response = admin(
             &app,
             "/v1/admin/concerts",
