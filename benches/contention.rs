@@ -338,6 +338,7 @@ impl Rig {
                     seats: (1..=seats as i32)
                         .map(|n| (n, Money::new(PRICE).expect("a positive price")))
                         .collect(),
+                    plan: Vec::new(),
                 })
                 .collect(),
         };
@@ -349,7 +350,7 @@ impl Rig {
         let schedules = created
             .schedules
             .iter()
-            .map(|(info, seats)| (info.id, seats.iter().map(|s| s.id).collect()))
+            .map(|s| (s.info.id, s.seats.iter().map(|seat| seat.id).collect()))
             .collect();
         (created.id, schedules)
     }

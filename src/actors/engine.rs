@@ -14,7 +14,7 @@ use super::queue::{ConsumeToken, JoinQueue, QueueView};
 use super::registry::Registry;
 use super::schedule::{
     stored_view, CancelReservation, DrainHolds, HoldSeats, ListSeats, PinHold, PostHold, Pushed,
-    ReadReservation, ReservationView, ScheduleActor, SeatView, UnpinHold,
+    ReadReservation, ReservationView, ScheduleActor, SeatMap, UnpinHold,
 };
 use super::wallet::{DebitForPayment, PaymentReceipt, ReadBalance, Recharge, WalletActor};
 use crate::domain::catalog::{CreatedConcert, NewConcert};
@@ -248,7 +248,7 @@ impl Engine {
         &self,
         concert: ConcertId,
         schedule: ScheduleId,
-    ) -> Result<(ScheduleInfo, Vec<SeatView>), BookingError> {
+    ) -> Result<(ScheduleInfo, SeatMap), BookingError> {
         let info = self.schedule_of_concert(concert, schedule)?;
         let addr = self.schedule(schedule)?;
         let seats = ask(&addr, |reply| ListSeats { reply }).await?;
@@ -642,12 +642,17 @@ impl Engine {
             .run(move |s| async move { s.create_concert(&concert).await })
             .await?;
         self.inner.catalog.add_concert(created.id);
-        for (info, seats) in &created.schedules {
-            let entry = self.inner.catalog.add_schedule(info.clone());
-            entry.available.store(seats.len(), Ordering::Relaxed);
-            self.inner
-                .registry
-                .start_schedule(entry, Some(ScheduleBook::new(info.clone(), seats.clone())));
+        for schedule in &created.schedules {
+            let entry = self.inner.catalog.add_schedule(schedule.info.clone());
+            entry
+                .available
+                .store(schedule.seats.len(), Ordering::Relaxed);
+            let book = ScheduleBook::planned(
+                schedule.info.clone(),
+                schedule.seats.clone(),
+                schedule.plan.clone(),
+            );
+            self.inner.registry.start_schedule(entry, Some(book));
         }
         Ok(created)
     }

@@ -2,6 +2,7 @@
 //! creating it produced. Shared by the admin route, the engine and the store.
 
 use super::schedule::{ScheduleInfo, Seat};
+use super::seat_plan::SeatPlan;
 use super::{ConcertId, Money, Timestamp};
 
 /// A concert to create, from the admin route.
@@ -17,11 +18,22 @@ pub struct NewSchedule {
     pub reservation_at: Timestamp,
     /// (seat number, price), in the order given.
     pub seats: Vec<(i32, Money)>,
+    /// The seats' plan labels in the same order, one per seat; empty when none has any.
+    pub plan: Vec<SeatPlan>,
 }
 
 /// A created concert: its schedules with their seats, ids in the order the seats were given.
 #[derive(Debug, Clone)]
 pub struct CreatedConcert {
     pub id: ConcertId,
-    pub schedules: Vec<(ScheduleInfo, Vec<Seat>)>,
+    pub schedules: Vec<CreatedSchedule>,
+}
+
+/// A created schedule: its seats in the order given, and their plan labels in the same order
+/// (empty when no seat has any).
+#[derive(Debug, Clone)]
+pub struct CreatedSchedule {
+    pub info: ScheduleInfo,
+    pub seats: Vec<Seat>,
+    pub plan: Vec<SeatPlan>,
 }

@@ -1,4 +1,5 @@
-//! The pure rules of a ticket drop: ids, money, time, seats and holds, wallets, the waiting line.
+//! The pure rules of a ticket drop: ids, money, time, seats and holds, seat plans, wallets, the
+//! waiting line.
 //!
 //! Nothing in here knows about actix, sqlx or the wall clock: every function that depends on
 //! time takes `now` as an argument, so every rule can be tested exhaustively and replayed.
@@ -8,6 +9,7 @@ pub mod ids;
 pub mod money;
 pub mod queue;
 pub mod schedule;
+pub mod seat_plan;
 pub mod time;
 pub mod wallet;
 

@@ -6,6 +6,7 @@
 //! time running out *expires* it. Posted, voided and expired are final.
 
 use super::ids::IdMap;
+use super::seat_plan::{schedule_plan, SchedulePlan, SeatPlan};
 use super::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
 use std::time::Duration;
 
@@ -150,6 +151,8 @@ pub struct HoldPolicy {
 pub struct ScheduleBook {
     pub info: ScheduleInfo,
     seats: Vec<Seat>,
+    /// The seats' plan labels, in the order of `seats`; `None` when no seat has any.
+    plan: SchedulePlan,
     states: Vec<SeatState>,
     index: IdMap<SeatId, usize>,
     /// Every pending reservation, and the settled ones not yet [evicted](ScheduleBook::evict).
@@ -163,14 +166,38 @@ pub struct ScheduleBook {
 
 impl ScheduleBook {
     /// A book with every seat available.
-    pub fn new(info: ScheduleInfo, mut seats: Vec<Seat>) -> ScheduleBook {
-        seats.sort_by_key(|s| (s.number, s.id));
+    pub fn new(info: ScheduleInfo, seats: Vec<Seat>) -> ScheduleBook {
+        ScheduleBook::planned(info, seats, Vec::new())
+    }
+
+    /// A book with every seat available and the seats' plan labels: `plan` is in the order of
+    /// `seats`, one per seat, or empty when no seat has a label.
+    pub fn planned(
+        info: ScheduleInfo,
+        mut seats: Vec<Seat>,
+        mut plan: Vec<SeatPlan>,
+    ) -> ScheduleBook {
+        let plan = if plan.is_empty() {
+            seats.sort_by_key(|s| (s.number, s.id));
+            None
+        } else {
+            // Sorted together, so each seat keeps its own labels; a short list means the
+            // seats past its end have none.
+            debug_assert_eq!(plan.len(), seats.len(), "one plan entry per seat");
+            plan.resize(seats.len(), SeatPlan::default());
+            let mut both: Vec<(Seat, SeatPlan)> = seats.into_iter().zip(plan).collect();
+            both.sort_by_key(|(s, _)| (s.number, s.id));
+            let (sorted, plan): (Vec<Seat>, Vec<SeatPlan>) = both.into_iter().unzip();
+            seats = sorted;
+            schedule_plan(plan)
+        };
         let index = seats.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
         let states = vec![SeatState::Available; seats.len()];
         let available = seats.len();
         ScheduleBook {
             info,
             seats,
+            plan,
             states,
             index,
             reservations: IdMap::default(),
@@ -185,9 +212,10 @@ impl ScheduleBook {
     pub fn restore(
         info: ScheduleInfo,
         seats: Vec<Seat>,
+        plan: Vec<SeatPlan>,
         reservations: Vec<Reservation>,
     ) -> Result<ScheduleBook, SeatId> {
-        let mut book = ScheduleBook::new(info, seats);
+        let mut book = ScheduleBook::planned(info, seats, plan);
         for reservation in reservations {
             if reservation.status.is_live() {
                 for seat in &reservation.seats {
@@ -220,6 +248,12 @@ impl ScheduleBook {
 
     pub fn seats(&self) -> impl Iterator<Item = (&Seat, SeatState)> {
         self.seats.iter().zip(self.states.iter().copied())
+    }
+
+    /// The seats' plan labels in the order of [`ScheduleBook::seats`], shared: `None` when no
+    /// seat has any.
+    pub fn plan(&self) -> &SchedulePlan {
+        &self.plan
     }
 
     pub fn seat(&self, id: SeatId) -> Option<&Seat> {
@@ -742,6 +776,34 @@ mod tests {
     }
 
     #[test]
+    fn each_seat_keeps_its_own_plan_labels_when_the_book_sorts_its_seats() {
+        let info = book(0).info;
+        let seat_numbered = |id: i64, number: i32| Seat {
+            id: SeatId::new(id).unwrap(),
+            number,
+            price: Money::new(1).unwrap(),
+        };
+        let grade = |g: &str| SeatPlan::new(Some(g.into()), None, None, None).unwrap();
+        let seats = vec![
+            seat_numbered(1, 3),
+            seat_numbered(2, 1),
+            seat_numbered(3, 2),
+        ];
+        let b = ScheduleBook::planned(
+            info.clone(),
+            seats.clone(),
+            vec![grade("S"), grade("VIP"), SeatPlan::default()],
+        );
+        let numbers: Vec<i32> = b.seats().map(|(s, _)| s.number).collect();
+        assert_eq!(numbers, [1, 2, 3]);
+        let plan = b.plan().as_ref().expect("two seats have a grade");
+        let grades: Vec<Option<&str>> = plan.iter().map(SeatPlan::grade).collect();
+        assert_eq!(grades, [Some("VIP"), None, Some("S")]);
+        let unlabelled = ScheduleBook::planned(info, seats, vec![SeatPlan::default(); 3]);
+        assert!(unlabelled.plan().is_none(), "no label, no plan");
+    }
+
+    #[test]
     fn restore_rebuilds_seat_states() {
         let mut b = book(5);
         b.hold(rid(1), user(1), &[seat(1), seat(2)], t(0), POLICY)
@@ -753,7 +815,8 @@ mod tests {
         b.cancel(rid(3), user(3), t(4)).unwrap();
         let all: Vec<Reservation> = b.reservations().cloned().collect();
         let seats = b.seats().map(|(s, _)| s.clone()).collect();
-        let restored = ScheduleBook::restore(b.info.clone(), seats, all.clone()).unwrap();
+        let restored =
+            ScheduleBook::restore(b.info.clone(), seats, Vec::new(), all.clone()).unwrap();
         let states: Vec<SeatState> = restored.seats().map(|(_, s)| s).collect();
         assert_eq!(states, b.seats().map(|(_, s)| s).collect::<Vec<_>>());
         assert_eq!(restored.available_count(), 2);
@@ -764,7 +827,7 @@ mod tests {
         });
         let seats = b.seats().map(|(s, _)| s.clone()).collect();
         assert_eq!(
-            ScheduleBook::restore(b.info.clone(), seats, doubled).unwrap_err(),
+            ScheduleBook::restore(b.info.clone(), seats, Vec::new(), doubled).unwrap_err(),
             seat(3)
         );
     }

@@ -4,11 +4,13 @@ use super::error::ErrorBody;
 use super::extract::whole;
 use super::{within_deadline, ApiError, AppState};
 use crate::domain::catalog::{CreatedConcert, NewConcert, NewSchedule};
+use crate::domain::seat_plan::SeatPlan;
 use crate::domain::wallet::NewUser;
 use crate::domain::{Money, Timestamp};
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use chrono::FixedOffset;
+use serde::de::{Deserializer, Error as _, Unexpected};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -70,6 +72,8 @@ pub struct ScheduleRequest {
     seats: Vec<SeatRequest>,
 }
 
+/// A seat, with its optional place on the plan: `grade`, `row`, and `x` with `y` (both or
+/// neither). A seat without them shows in the seat map exactly as in the seed contract.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SeatRequest {
@@ -78,6 +82,44 @@ pub struct SeatRequest {
     #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     #[serde(deserialize_with = "whole::i64")]
     price: i64,
+    /// The seat's grade ("VIP"): 1 to 32 characters, no control characters.
+    #[serde(default)]
+    #[schema(
+        example = "VIP",
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,32}$"
+    )]
+    grade: Option<String>,
+    /// The seat's row label ("B"): 1 to 8 characters, no control characters.
+    #[serde(default)]
+    #[schema(
+        example = "B",
+        min_length = 1,
+        max_length = 8,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,8}$"
+    )]
+    row: Option<String>,
+    /// Where the seat is drawn on the plan, 0 to 999; given together with `y`, or neither.
+    #[serde(default, deserialize_with = "optional_whole")]
+    #[schema(minimum = 0, maximum = 999)]
+    x: Option<i64>,
+    /// Where the seat is drawn on the plan, 0 to 999; given together with `x`, or neither.
+    #[serde(default, deserialize_with = "optional_whole")]
+    #[schema(minimum = 0, maximum = 999)]
+    y: Option<i64>,
+}
+
+/// An optional whole number, read as [`whole`](super::extract::whole) reads one: `null` or
+/// absent is `None`.
+fn optional_whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(d)?
+        .map(|number| {
+            super::extract::whole(&number).ok_or_else(|| {
+                D::Error::invalid_value(Unexpected::Other(&number.to_string()), &"a whole number")
+            })
+        })
+        .transpose()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -188,9 +230,9 @@ impl From<CreatedConcert> for ConcertCreated {
             schedules: created
                 .schedules
                 .iter()
-                .map(|(info, seats)| ScheduleCreated {
-                    schedule_id: info.id.get(),
-                    seat_ids: seats.iter().map(|s| s.id.get()).collect(),
+                .map(|schedule| ScheduleCreated {
+                    schedule_id: schedule.info.id.get(),
+                    seat_ids: schedule.seats.iter().map(|s| s.id.get()).collect(),
                 })
                 .collect(),
         }
@@ -270,9 +312,10 @@ fn schedules(
                 )));
             }
             let mut numbers = HashSet::new();
+            let mut plan = Vec::with_capacity(s.seats.len());
             let seats = s
                 .seats
-                .iter()
+                .into_iter()
                 .map(|seat| {
                     if !numbers.insert(seat.seat_number) {
                         return Err(ApiError::invalid(format!(
@@ -285,13 +328,23 @@ fn schedules(
                         .ok_or_else(|| {
                             ApiError::invalid(format!("price must be 0 to {MAX_PRICE}"))
                         })?;
+                    let labels =
+                        SeatPlan::new(seat.grade, seat.row, seat.x, seat.y).map_err(|e| {
+                            ApiError::invalid(format!("seat {}: {e}", seat.seat_number))
+                        })?;
+                    plan.push(labels);
                     Ok((seat.seat_number, price))
                 })
                 .collect::<Result<Vec<_>, ApiError>>()?;
+            if plan.iter().all(SeatPlan::is_empty) {
+                // No seat has a label: the schedule has no plan at all (the seed's map).
+                plan = Vec::new();
+            }
             Ok(NewSchedule {
                 concert_at,
                 reservation_at,
                 seats,
+                plan,
             })
         })
         .collect()

@@ -3,7 +3,8 @@
 use super::error::ErrorBody;
 use super::extract::{id, TokenHeader};
 use super::{within_deadline, ApiError, AppState};
-use crate::actors::schedule::SeatView;
+use crate::actors::schedule::SeatMap;
+use crate::domain::seat_plan::SeatPlan;
 use crate::domain::{ConcertId, ScheduleId};
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
@@ -34,6 +35,8 @@ pub struct SeatsResponse {
     seats: Vec<SeatBody>,
 }
 
+/// A seat of the map. `seatGrade`, `row`, `x` and `y` appear only on seats created with them
+/// (`x` and `y` together), after the seed's fields.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeatBody {
@@ -42,6 +45,18 @@ pub struct SeatBody {
     #[schema(example = "AVAILABLE")]
     seat_status: &'static str,
     seat_price: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "VIP", min_length = 1, max_length = 32)]
+    seat_grade: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "B", min_length = 1, max_length = 8)]
+    row: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0, maximum = 999)]
+    x: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0, maximum = 999)]
+    y: Option<u16>,
 }
 
 /// The schedules of a concert still to come, ordered by date.
@@ -97,22 +112,32 @@ pub async fn seats(
     let concert = id(concert, ConcertId::new)?;
     let schedule = id(schedule, ScheduleId::new)?;
     state.engine.authorize(token.0, None)?;
-    let (info, seats) = within_deadline(state.engine.seats(concert, schedule)).await?;
+    let (info, map) = within_deadline(state.engine.seats(concert, schedule)).await?;
     Ok(HttpResponse::Ok()
         .insert_header(ContentType::json())
         .body(seats_json(
             concert.get(),
             &state.time(info.concert_at),
-            &seats,
+            &map,
         )))
 }
 
 /// The seat map's JSON, the bytes serde would write for [`SeatsResponse`], written directly:
 /// every user reads the whole map, and serde's per-field path was costly (docs/BENCHMARKS.md).
 /// A test checks the two byte for byte.
-fn seats_json(concert_id: i64, concert_at: &str, seats: &[SeatView]) -> Vec<u8> {
-    // 78 bytes is a seat with a 7-digit id and price and an UNAVAILABLE status.
-    let mut out = Vec::with_capacity(96 + seats.len() * 78);
+fn seats_json(concert_id: i64, concert_at: &str, map: &SeatMap) -> Vec<u8> {
+    let seats = &map.seats;
+    // The plan, when there is one, has one entry per seat in the same order.
+    let plan = map.plan.as_deref().filter(|p| p.len() == seats.len());
+    debug_assert_eq!(
+        plan.is_some(),
+        map.plan.is_some(),
+        "one plan entry per seat"
+    );
+    // 78 bytes is a seat with a 7-digit id and price and an UNAVAILABLE status; a plan adds
+    // about 40 (a short grade and row, three-digit x and y).
+    let per_seat = if plan.is_some() { 120 } else { 78 };
+    let mut out = Vec::with_capacity(96 + seats.len() * per_seat);
     let mut n = itoa::Buffer::new();
     out.extend_from_slice(b"{\"concertId\":");
     out.extend_from_slice(n.format(concert_id).as_bytes());
@@ -134,26 +159,53 @@ fn seats_json(concert_id: i64, concert_at: &str, seats: &[SeatView]) -> Vec<u8> 
             b",\"seatStatus\":\"UNAVAILABLE\",\"seatPrice\":"
         });
         out.extend_from_slice(n.format(seat.price.won()).as_bytes());
+        if let Some(labels) = plan.map(|p| &p[i]) {
+            plan_json(&mut out, &mut n, labels);
+        }
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
     out
 }
 
+/// A seat's plan fields, each only when set, in [`SeatBody`]'s order.
+fn plan_json(out: &mut Vec<u8>, n: &mut itoa::Buffer, labels: &SeatPlan) {
+    if let Some(grade) = labels.grade() {
+        out.extend_from_slice(b",\"seatGrade\":");
+        // Serializing a &str into a Vec cannot fail; serde_json escapes it as it would anywhere.
+        let _ = serde_json::to_writer(&mut *out, grade);
+    }
+    if let Some(row) = labels.row() {
+        out.extend_from_slice(b",\"row\":");
+        let _ = serde_json::to_writer(&mut *out, row);
+    }
+    if let Some(position) = labels.position() {
+        out.extend_from_slice(b",\"x\":");
+        out.extend_from_slice(n.format(position.x()).as_bytes());
+        out.extend_from_slice(b",\"y\":");
+        out.extend_from_slice(n.format(position.y()).as_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actors::schedule::SeatView;
+    use crate::domain::seat_plan::schedule_plan;
     use crate::domain::{Money, SeatId};
     use proptest::prelude::*;
 
     /// What `HttpResponse::json` would have sent.
-    fn serde_bytes(concert_id: i64, concert_at: &str, seats: &[SeatView]) -> Vec<u8> {
+    fn serde_bytes(concert_id: i64, concert_at: &str, map: &SeatMap) -> Vec<u8> {
+        let labels = |i: usize| map.plan.as_ref().map(|p| &p[i]);
         let response = SeatsResponse {
             concert_id,
             concert_at: concert_at.to_string(),
-            seats: seats
+            seats: map
+                .seats
                 .iter()
-                .map(|s| SeatBody {
+                .enumerate()
+                .map(|(i, s)| SeatBody {
                     seat_id: s.id.get(),
                     seat_number: s.number,
                     seat_status: if s.available {
@@ -162,10 +214,28 @@ mod tests {
                         "UNAVAILABLE"
                     },
                     seat_price: s.price.won(),
+                    seat_grade: labels(i).and_then(SeatPlan::grade).map(str::to_owned),
+                    row: labels(i).and_then(SeatPlan::row).map(str::to_owned),
+                    x: labels(i).and_then(SeatPlan::position).map(|p| p.x()),
+                    y: labels(i).and_then(SeatPlan::position).map(|p| p.y()),
                 })
                 .collect(),
         };
         serde_json::to_vec(&response).expect("a SeatsResponse always serializes")
+    }
+
+    /// Plan labels as the admin route would accept them, or none: texts with quotes,
+    /// backslashes, spaces, non-ASCII and U+2028 (legal unescaped in JSON). Control characters,
+    /// the rest of what JSON escapes, are refused by the route and never reach the map.
+    fn labels() -> impl Strategy<Value = SeatPlan> {
+        (
+            prop::option::of("[A-Z\"\\\\é가/\u{2028} ]{1,32}"),
+            prop::option::of("[A-Z0-9\"\\\\열]{1,8}"),
+            prop::option::of((0..=999i64, 0..=999i64)),
+        )
+            .prop_filter_map("labels the route accepts", |(grade, row, position)| {
+                SeatPlan::new(grade, row, position.map(|p| p.0), position.map(|p| p.1)).ok()
+            })
     }
 
     proptest! {
@@ -174,25 +244,52 @@ mod tests {
             concert_id in 1..i64::MAX,
             concert_at in "[0-9T:\\-\"\\\\é]{0,24}",
             seats in prop::collection::vec(
-                (1..i64::MAX, i32::MIN..i32::MAX, 0..i64::MAX, any::<bool>()),
+                (1..i64::MAX, i32::MIN..i32::MAX, 0..i64::MAX, any::<bool>(), labels()),
                 0..40,
             ),
+            planned in any::<bool>(),
         ) {
-            let seats: Vec<SeatView> = seats
+            let (seats, plan): (Vec<SeatView>, Vec<SeatPlan>) = seats
                 .into_iter()
-                .filter_map(|(id, number, price, available)| {
-                    Some(SeatView {
-                        id: SeatId::new(id).ok()?,
-                        number,
-                        price: Money::new(price)?,
-                        available,
-                    })
+                .filter_map(|(id, number, price, available, labels)| {
+                    Some((
+                        SeatView {
+                            id: SeatId::new(id).ok()?,
+                            number,
+                            price: Money::new(price)?,
+                            available,
+                        },
+                        labels,
+                    ))
                 })
-                .collect();
+                .unzip();
+            // Without a plan the bytes are the seed's; with one, each seat's set labels follow.
+            let plan = if planned { schedule_plan(plan) } else { None };
+            let map = SeatMap { seats, plan };
             prop_assert_eq!(
-                String::from_utf8(seats_json(concert_id, &concert_at, &seats)).unwrap(),
-                String::from_utf8(serde_bytes(concert_id, &concert_at, &seats)).unwrap()
+                String::from_utf8(seats_json(concert_id, &concert_at, &map)).unwrap(),
+                String::from_utf8(serde_bytes(concert_id, &concert_at, &map)).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn plan_labels_follow_the_seed_fields_and_are_escaped() {
+        let seat = |id: i64| SeatView {
+            id: SeatId::new(id).unwrap(),
+            number: id as i32,
+            price: Money::new(100).unwrap(),
+            available: true,
+        };
+        let labelled =
+            SeatPlan::new(Some("V\"I\\P".into()), Some("A".into()), Some(3), Some(0)).unwrap();
+        let map = SeatMap {
+            seats: vec![seat(1), seat(2)],
+            plan: schedule_plan(vec![labelled, SeatPlan::default()]),
+        };
+        assert_eq!(
+            String::from_utf8(seats_json(1, "t", &map)).unwrap(),
+            r#"{"concertId":1,"concertAt":"t","seats":[{"seatId":1,"seatNumber":1,"seatStatus":"AVAILABLE","seatPrice":100,"seatGrade":"V\"I\\P","row":"A","x":3,"y":0},{"seatId":2,"seatNumber":2,"seatStatus":"AVAILABLE","seatPrice":100}]}"#
+        );
     }
 }

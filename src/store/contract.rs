@@ -12,6 +12,7 @@ use super::{
 };
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ReservationStatus, Seat};
+use crate::domain::seat_plan::{SeatPlan, MAX_GRADE_CHARS};
 use crate::domain::{Money, PaymentId, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 
 /// Which backend a contract test runs against.
@@ -144,6 +145,7 @@ contract!(
     a_created_user_has_a_wallet,
     concurrent_user_creations_all_succeed,
     created_seats_keep_the_order_they_were_given,
+    seat_plan_labels_come_back_with_their_seats,
     a_seat_number_twice_in_a_schedule_is_refused_and_creates_nothing,
     migrating_again_keeps_the_data,
     a_held_seat_refuses_a_second_live_hold,
@@ -177,6 +179,7 @@ fn concert(seat_lists: Vec<Vec<(i32, Money)>>) -> NewConcert {
                 concert_at: ts(2_000 + 1_000 * i),
                 reservation_at: ts(1_000),
                 seats,
+                plan: Vec::new(),
             })
             .collect(),
     }
@@ -194,12 +197,12 @@ async fn fixture(store: &Store, seats: i32) -> (UserId, ScheduleId, Vec<Seat>) {
             .collect()]))
         .await
         .expect("create concert");
-    let (info, seats) = created
+    let schedule = created
         .schedules
         .into_iter()
         .next()
         .expect("one schedule was created");
-    (user, info.id, seats)
+    (user, schedule.info.id, schedule.seats)
 }
 
 fn reservation(
@@ -284,7 +287,7 @@ async fn created_seats_keep_the_order_they_were_given(db: &TestStore) {
         .await
         .expect("create concert");
     assert_eq!(created.schedules.len(), 2);
-    let (info, seats) = &created.schedules[0];
+    let (info, seats) = (&created.schedules[0].info, &created.schedules[0].seats);
     assert_eq!(
         seats.iter().map(|s| s.number).collect::<Vec<_>>(),
         vec![3, 1, 2]
@@ -300,12 +303,77 @@ async fn created_seats_keep_the_order_they_were_given(db: &TestStore) {
     let mut by_number = seats.clone();
     by_number.sort_by_key(|s| s.number);
     assert_eq!(snapshot.seats, by_number);
+    assert!(snapshot.plan.is_empty(), "no labels given, no plan");
     assert!(snapshot.reservations.is_empty());
 
     let catalog = store.load_catalog().await.expect("catalog");
     assert_eq!(catalog.concerts, vec![(created.id, "drop".to_string())]);
     assert_eq!(catalog.schedules.len(), 2);
     assert_eq!(&catalog.schedules[0], info);
+}
+
+/// Every plan label comes back with its own seat, in the snapshot's seat order (by number),
+/// character for character; a seat given without labels has none, and a schedule without any
+/// labelled seat has no plan at all.
+async fn seat_plan_labels_come_back_with_their_seats(db: &TestStore) {
+    let store = &db.store;
+    let labels = |grade: Option<&str>, row: Option<&str>, at: Option<(i64, i64)>| {
+        SeatPlan::new(
+            grade.map(str::to_owned),
+            row.map(str::to_owned),
+            at.map(|a| a.0),
+            at.map(|a| a.1),
+        )
+        .expect("the test's labels are valid")
+    };
+    let longest_grade = "가".repeat(MAX_GRADE_CHARS);
+    let given = vec![
+        labels(Some("VIP"), Some("A"), Some((0, 0))),
+        labels(Some(&longest_grade), Some("12345678"), Some((999, 999))),
+        SeatPlan::default(),
+        labels(Some("R \"quoted\" \\ é"), None, None),
+        labels(None, Some("Box 1"), Some((7, 3))),
+    ];
+    let mut planned = concert(vec![
+        vec![
+            (3, won(30)),
+            (1, won(10)),
+            (2, won(20)),
+            (5, won(50)),
+            (4, won(40)),
+        ],
+        vec![(1, won(5))],
+    ]);
+    planned.schedules[0].plan = given.clone();
+    let created = store
+        .create_concert(&planned)
+        .await
+        .expect("create concert");
+    assert_eq!(created.schedules[0].plan, given);
+
+    let snapshot = store
+        .load_schedule(created.schedules[0].info.id)
+        .await
+        .expect("load schedule");
+    let numbers: Vec<i32> = snapshot.seats.iter().map(|s| s.number).collect();
+    assert_eq!(numbers, vec![1, 2, 3, 4, 5]);
+    // Seat numbers 3, 1, 2, 5, 4 were given labels 0..5 in that order.
+    let expected = [1, 2, 0, 4, 3].map(|i| given[i].clone());
+    assert_eq!(snapshot.plan, expected);
+
+    let unplanned = store
+        .load_schedule(created.schedules[1].info.id)
+        .await
+        .expect("load schedule");
+    assert!(unplanned.plan.is_empty());
+
+    // The SQL stores keep them in the seats table's own columns (the migrations' names).
+    if let Some(grade) = db
+        .sql_value::<String>("SELECT grade FROM seats WHERE seat_number = 1 AND grade IS NOT NULL")
+        .await
+    {
+        assert_eq!(grade, longest_grade);
+    }
 }
 
 /// The admin route answers a duplicate seat number with its own error, and nothing of the
@@ -649,7 +717,10 @@ async fn a_reservation_is_loaded_with_its_seats_in_the_order_asked(db: &TestStor
         ]))
         .await
         .expect("create concert");
-    let (info, seats) = created.schedules[1].clone();
+    let (info, seats) = (
+        created.schedules[1].info.clone(),
+        created.schedules[1].seats.clone(),
+    );
     let mut r = reservation(
         5,
         user,

@@ -13,12 +13,13 @@
 //! without a name is always a fresh, private store.
 
 use super::{
-    CatalogSnapshot, CreatedConcert, LedgerEntry, MaxIds, NewConcert, PaymentRecord,
-    ScheduleSnapshot, StoreError, StoredReservation, WalletRecord, Writes,
+    CatalogSnapshot, CreatedConcert, CreatedSchedule, LedgerEntry, MaxIds, NewConcert,
+    PaymentRecord, ScheduleSnapshot, StoreError, StoredReservation, WalletRecord, Writes,
 };
 use crate::domain::ids::{IdMap, IdSet};
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
+use crate::domain::seat_plan::SeatPlan;
 use crate::domain::{
     ConcertId, Money, PaymentId, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
 };
@@ -51,6 +52,9 @@ struct Tables {
     schedules: BTreeMap<ScheduleId, ScheduleInfo>,
     /// Seats of each schedule, in creation order.
     seats: IdMap<ScheduleId, Vec<Seat>>,
+    /// Plan labels of each schedule's seats, in the order of `seats`; no entry when no seat
+    /// of the schedule has any (the SQL stores' NULL columns).
+    plans: IdMap<ScheduleId, Vec<SeatPlan>>,
     reservations: IdMap<ReservationId, Reservation>,
     max_reservation: i64,
     /// Reservation ids of each schedule, in commit order.
@@ -168,8 +172,17 @@ impl MemoryStore {
 
     pub async fn load_schedule(&self, id: ScheduleId) -> Result<ScheduleSnapshot, StoreError> {
         let t = self.lock();
-        let mut seats = t.seats.get(&id).cloned().unwrap_or_default();
-        seats.sort_by_key(|s| s.number);
+        let stored = t.seats.get(&id).map_or(&[][..], Vec::as_slice);
+        // By seat number, as the SQL stores' `ORDER BY seat_number`, each plan entry with its seat.
+        let mut order: Vec<usize> = (0..stored.len()).collect();
+        order.sort_by_key(|&i| stored[i].number);
+        let seats = order.iter().map(|&i| stored[i].clone()).collect();
+        let plan = t.plans.get(&id).map_or_else(Vec::new, |plan| {
+            order
+                .iter()
+                .map(|&i| plan.get(i).cloned().unwrap_or_default())
+                .collect()
+        });
         let mut ids = t.by_schedule.get(&id).cloned().unwrap_or_default();
         ids.sort_unstable();
         let reservations = ids
@@ -178,6 +191,7 @@ impl MemoryStore {
             .collect();
         Ok(ScheduleSnapshot {
             seats,
+            plan,
             reservations,
         })
     }
@@ -336,7 +350,14 @@ impl MemoryStore {
             };
             t.schedules.insert(schedule_id, info.clone());
             t.seats.insert(schedule_id, seats.clone());
-            schedules.push((info, seats));
+            if s.plan.iter().any(|p| !p.is_empty()) {
+                t.plans.insert(schedule_id, s.plan.clone());
+            }
+            schedules.push(CreatedSchedule {
+                info,
+                seats,
+                plan: s.plan.clone(),
+            });
         }
         Ok(CreatedConcert {
             id: concert_id,

@@ -19,6 +19,7 @@ pub use sqlite::SqliteStore;
 
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
+use crate::domain::seat_plan::SeatPlan;
 use crate::domain::{
     ConcertId, Money, PaymentId, ReservationId, ScheduleId, Timestamp, TokenId, UserId,
 };
@@ -199,6 +200,8 @@ pub struct CatalogSnapshot {
 #[derive(Debug, Clone, Default)]
 pub struct ScheduleSnapshot {
     pub seats: Vec<Seat>,
+    /// The seats' plan labels, in the order of `seats` (empty when no seat has any).
+    pub plan: Vec<SeatPlan>,
     pub reservations: Vec<Reservation>,
 }
 
@@ -218,7 +221,7 @@ pub struct MaxIds {
     pub ledger: i64,
 }
 
-pub use crate::domain::catalog::{CreatedConcert, NewConcert, NewSchedule};
+pub use crate::domain::catalog::{CreatedConcert, CreatedSchedule, NewConcert, NewSchedule};
 
 /// The one interface above SQL. Each backend is a variant; callers never match on it.
 #[derive(Debug, Clone)]

@@ -1,13 +1,14 @@
 //! The PostgreSQL backend: batched upserts with `UNNEST`, so a group commit of any size is a
 //! handful of statements in one transaction.
 
-use super::rows;
+use super::rows::{self, PlanColumns};
 use super::{
-    CatalogSnapshot, CreatedConcert, IdempotencyRecord, LedgerEntry, MaxIds, NewConcert,
-    ScheduleSnapshot, StoreError, StoredReservation, Writes,
+    CatalogSnapshot, CreatedConcert, CreatedSchedule, IdempotencyRecord, LedgerEntry, MaxIds,
+    NewConcert, ScheduleSnapshot, StoreError, StoredReservation, Writes,
 };
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
+use crate::domain::seat_plan::SeatPlan;
 use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -120,15 +121,25 @@ impl PgStore {
         &self,
         schedule: ScheduleId,
     ) -> Result<ScheduleSnapshot, StoreError> {
-        let seats = sqlx::query(
-            "SELECT id, seat_number, price FROM seats WHERE schedule_id = $1 ORDER BY seat_number",
+        let seat_rows = sqlx::query(
+            "SELECT id, seat_number, price, grade, seat_row, plan_x, plan_y
+             FROM seats WHERE schedule_id = $1 ORDER BY seat_number",
         )
         .bind(schedule.get())
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(rows::seat)
-        .collect::<Result<Vec<Seat>, StoreError>>()?;
+        .await?;
+        let seats = seat_rows
+            .iter()
+            .map(rows::seat)
+            .collect::<Result<Vec<Seat>, StoreError>>()?;
+        let mut plan = seat_rows
+            .iter()
+            .map(rows::seat_plan)
+            .collect::<Result<Vec<SeatPlan>, StoreError>>()?;
+        if plan.iter().all(SeatPlan::is_empty) {
+            // No seat has a label: no plan, as the memory store has it.
+            plan.clear();
+        }
         let rows = sqlx::query(
             "SELECT id, user_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms
              FROM reservations WHERE schedule_id = $1 ORDER BY id",
@@ -160,6 +171,7 @@ impl PgStore {
             .collect::<Result<_, _>>()?;
         Ok(ScheduleSnapshot {
             seats,
+            plan,
             reservations,
         })
     }
@@ -322,15 +334,28 @@ impl PgStore {
             .try_get("id")?;
             let numbers: Vec<i32> = s.seats.iter().map(|(n, _)| *n).collect();
             let prices: Vec<i64> = s.seats.iter().map(|(_, p)| p.won()).collect();
+            let plan: Vec<PlanColumns> = (0..s.seats.len())
+                .map(|i| PlanColumns::of(s.plan.get(i)))
+                .collect();
+            let grades: Vec<Option<String>> = plan.iter().map(|p| p.grade.clone()).collect();
+            let seat_rows: Vec<Option<String>> = plan.iter().map(|p| p.row.clone()).collect();
+            let xs: Vec<Option<i32>> = plan.iter().map(|p| p.x).collect();
+            let ys: Vec<Option<i32>> = plan.iter().map(|p| p.y).collect();
             // WITH ORDINALITY keeps the ids in the order the seats were given.
             let seats = sqlx::query(
-                "INSERT INTO seats (schedule_id, seat_number, price)
-                 SELECT $1, n, p FROM UNNEST($2::int4[], $3::int8[]) WITH ORDINALITY AS u(n, p, o)
+                "INSERT INTO seats (schedule_id, seat_number, price, grade, seat_row, plan_x, plan_y)
+                 SELECT $1, n, p, g, r, x, y
+                 FROM UNNEST($2::int4[], $3::int8[], $4::text[], $5::text[], $6::int4[], $7::int4[])
+                      WITH ORDINALITY AS u(n, p, g, r, x, y, o)
                  ORDER BY o RETURNING id, seat_number, price",
             )
             .bind(schedule_id)
             .bind(&numbers)
             .bind(&prices)
+            .bind(&grades)
+            .bind(&seat_rows)
+            .bind(&xs)
+            .bind(&ys)
             .fetch_all(&mut *tx)
             .await?
             .iter()
@@ -343,7 +368,11 @@ impl PgStore {
                 concert_at: s.concert_at,
                 reservation_at: s.reservation_at,
             };
-            schedules.push((info, order_like(seats, &numbers)));
+            schedules.push(CreatedSchedule {
+                info,
+                seats: order_like(seats, &numbers),
+                plan: s.plan.clone(),
+            });
         }
         tx.commit().await?;
         Ok(CreatedConcert {

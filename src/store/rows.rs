@@ -4,6 +4,7 @@
 use super::{IdempotencyRecord, LedgerEntry, LedgerKind, StoreError};
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ReservationStatus, Seat};
+use crate::domain::seat_plan::SeatPlan;
 use crate::domain::{
     IdError, Money, PaymentId, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
 };
@@ -16,7 +17,9 @@ pub(super) trait Columns {
     fn int8(&self, column: &str) -> Result<i64, StoreError>;
     fn int8_or_null(&self, column: &str) -> Result<Option<i64>, StoreError>;
     fn int4(&self, column: &str) -> Result<i32, StoreError>;
+    fn int4_or_null(&self, column: &str) -> Result<Option<i32>, StoreError>;
     fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn text_or_null(&self, column: &str) -> Result<Option<String>, StoreError>;
 }
 
 macro_rules! columns_for {
@@ -31,7 +34,13 @@ macro_rules! columns_for {
             fn int4(&self, column: &str) -> Result<i32, StoreError> {
                 Ok(self.try_get(column)?)
             }
+            fn int4_or_null(&self, column: &str) -> Result<Option<i32>, StoreError> {
+                Ok(self.try_get(column)?)
+            }
             fn text(&self, column: &str) -> Result<String, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn text_or_null(&self, column: &str) -> Result<Option<String>, StoreError> {
                 Ok(self.try_get(column)?)
             }
         }
@@ -69,6 +78,38 @@ pub(super) fn seat(row: &impl Columns) -> Result<Seat, StoreError> {
         number: row.int4("seat_number")?,
         price: money(row.int8("price")?)?,
     })
+}
+
+/// A seat's plan labels (columns `grade`, `seat_row`, `plan_x`, `plan_y`), checked by the
+/// same rules as the admin route: a stored label the route would refuse is corruption.
+pub(super) fn seat_plan(row: &impl Columns) -> Result<SeatPlan, StoreError> {
+    SeatPlan::new(
+        row.text_or_null("grade")?,
+        row.text_or_null("seat_row")?,
+        row.int4_or_null("plan_x")?.map(i64::from),
+        row.int4_or_null("plan_y")?.map(i64::from),
+    )
+    .map_err(|e| StoreError::Corrupt(format!("seat plan: {e}")))
+}
+
+/// The columns of a [`SeatPlan`], as bound into an insert.
+pub(super) struct PlanColumns {
+    pub grade: Option<String>,
+    pub row: Option<String>,
+    pub x: Option<i32>,
+    pub y: Option<i32>,
+}
+
+impl PlanColumns {
+    pub fn of(plan: Option<&SeatPlan>) -> PlanColumns {
+        let position = plan.and_then(SeatPlan::position);
+        PlanColumns {
+            grade: plan.and_then(SeatPlan::grade).map(str::to_owned),
+            row: plan.and_then(SeatPlan::row).map(str::to_owned),
+            x: position.map(|p| i32::from(p.x())),
+            y: position.map(|p| i32::from(p.y())),
+        }
+    }
 }
 
 pub(super) fn reservation(

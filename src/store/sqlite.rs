@@ -8,13 +8,14 @@
 //! table's rows in a batch are bound as one JSON array and read back with `json_each`, one
 //! statement per table rather than per row (see `execute_rows`).
 
-use super::rows;
+use super::rows::{self, PlanColumns};
 use super::{
-    CatalogSnapshot, CreatedConcert, IdempotencyRecord, LedgerEntry, MaxIds, NewConcert,
-    ScheduleSnapshot, StoreError, StoredReservation, Writes,
+    CatalogSnapshot, CreatedConcert, CreatedSchedule, IdempotencyRecord, LedgerEntry, MaxIds,
+    NewConcert, ScheduleSnapshot, StoreError, StoredReservation, Writes,
 };
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{ScheduleInfo, Seat};
+use crate::domain::seat_plan::SeatPlan;
 use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
 use futures_util::TryStreamExt;
 use sqlx::sqlite::{
@@ -184,15 +185,25 @@ impl SqliteStore {
     ) -> Result<ScheduleSnapshot, StoreError> {
         // One read transaction: reservations and their holds from the same snapshot.
         let mut tx = self.readers.begin().await?;
-        let seats = sqlx::query(
-            "SELECT id, seat_number, price FROM seats WHERE schedule_id = ?1 ORDER BY seat_number",
+        let seat_rows = sqlx::query(
+            "SELECT id, seat_number, price, grade, seat_row, plan_x, plan_y
+             FROM seats WHERE schedule_id = ?1 ORDER BY seat_number",
         )
         .bind(schedule.get())
         .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(rows::seat)
-        .collect::<Result<Vec<Seat>, StoreError>>()?;
+        .await?;
+        let seats = seat_rows
+            .iter()
+            .map(rows::seat)
+            .collect::<Result<Vec<Seat>, StoreError>>()?;
+        let mut plan = seat_rows
+            .iter()
+            .map(rows::seat_plan)
+            .collect::<Result<Vec<SeatPlan>, StoreError>>()?;
+        if plan.iter().all(SeatPlan::is_empty) {
+            // No seat has a label: no plan, as the memory store has it.
+            plan.clear();
+        }
         let rows = sqlx::query(
             "SELECT id, user_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms
              FROM reservations WHERE schedule_id = ?1 ORDER BY id",
@@ -225,6 +236,7 @@ impl SqliteStore {
             .collect::<Result<_, _>>()?;
         Ok(ScheduleSnapshot {
             seats,
+            plan,
             reservations,
         })
     }
@@ -445,14 +457,20 @@ async fn insert_concert(
         .try_get("id")?;
         // One row at a time, so the ids come back in the order the seats were given.
         let mut seats = Vec::with_capacity(s.seats.len());
-        for (number, price) in &s.seats {
+        for (i, (number, price)) in s.seats.iter().enumerate() {
+            let plan = PlanColumns::of(s.plan.get(i));
             let row = sqlx::query(
-                "INSERT INTO seats (schedule_id, seat_number, price) VALUES (?1, ?2, ?3)
+                "INSERT INTO seats (schedule_id, seat_number, price, grade, seat_row, plan_x, plan_y)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  RETURNING id, seat_number, price",
             )
             .bind(schedule_id)
             .bind(number)
             .bind(price.won())
+            .bind(plan.grade)
+            .bind(plan.row)
+            .bind(plan.x)
+            .bind(plan.y)
             .fetch_one(&mut *conn)
             .await?;
             seats.push(rows::seat(&row)?);
@@ -464,7 +482,11 @@ async fn insert_concert(
             concert_at: s.concert_at,
             reservation_at: s.reservation_at,
         };
-        schedules.push((info, seats));
+        schedules.push(CreatedSchedule {
+            info,
+            seats,
+            plan: s.plan.clone(),
+        });
     }
     Ok(CreatedConcert {
         id: concert_id,

@@ -321,3 +321,88 @@ async fn the_name_pattern_is_the_services_rule() {
         );
     }
 }
+
+/// The plan labels' declared bounds are the service's: lengths, coordinates, and a pattern
+/// that matches exactly the grades and rows the route accepts.
+#[actix_web::test]
+async fn the_seat_plan_bounds_are_the_services_rules() {
+    let app = app().await;
+    let doc = document(&app).await;
+    let seat = schema(&doc, "SeatRequest");
+    for (field, max) in [("grade", 32), ("row", 8)] {
+        assert_eq!(
+            (&seat[field]["minLength"], &seat[field]["maxLength"]),
+            (&json!(1), &json!(max)),
+            "{field}"
+        );
+    }
+    for axis in ["x", "y"] {
+        assert_eq!(
+            (&seat[axis]["minimum"], &seat[axis]["maximum"]),
+            (&json!(0), &json!(999)),
+            "{axis}"
+        );
+    }
+    let concert_with = |seat: Value| {
+        let mut full = json!({ "seatNumber": 1, "price": 1 });
+        for (k, v) in seat.as_object().expect("an object") {
+            full[k] = v.clone();
+        }
+        json!({ "name": "c", "schedules": [{ "concertAt": "2099-01-01T20:00:00",
+            "reservationAt": "2020-01-01T00:00:00", "seats": [full] }] })
+    };
+    for (field, max) in [("grade", 32), ("row", 8)] {
+        let pattern = seat[field]["pattern"].as_str().expect("a pattern");
+        let pattern = regex::Regex::new(pattern).expect("the pattern compiles");
+        let samples = [
+            "V".to_string(),
+            "V".repeat(max),
+            "V".repeat(max + 1),
+            "가".repeat(max),
+            String::new(),
+            " ".into(),
+            "A B".into(),
+            "\"\\".into(),
+            "A\u{0}".into(),
+            "\tA".into(),
+            "A\u{7F}".into(),
+            "\u{9F}".into(),
+            "\u{A0}".into(),
+            "\u{2028}".into(),
+        ];
+        for text in samples {
+            let accepted = status(
+                admin(
+                    &app,
+                    "/v1/admin/concerts",
+                    concert_with(json!({ field: text })),
+                )
+                .await,
+            )
+            .await;
+            assert_eq!(
+                pattern.is_match(&text),
+                accepted == 201,
+                "{field} {text:?} answered {accepted}"
+            );
+        }
+    }
+    for (x, y, expected) in [(0, 0, 201), (999, 999, 201), (1000, 0, 400), (0, -1, 400)] {
+        let response = admin(
+            &app,
+            "/v1/admin/concerts",
+            concert_with(json!({ "x": x, "y": y })),
+        )
+        .await;
+        assert_eq!(status(response).await, expected, "x {x}, y {y}");
+    }
+    let body = schema(&doc, "SeatBody");
+    for field in ["seatGrade", "row", "x", "y"] {
+        assert!(body[field].is_object(), "the seat map documents {field}");
+    }
+    let required = &doc["components"]["schemas"]["SeatBody"]["required"];
+    assert_eq!(
+        required,
+        &json!(["seatId", "seatNumber", "seatStatus", "seatPrice"])
+    );
+}

@@ -60,12 +60,17 @@ async fn concert(engine: &Engine, seats: i32) -> (ConcertId, ScheduleId, Vec<Sea
                 seats: (1..=seats)
                     .map(|n| (n, Money::new(1_000).expect("a positive price")))
                     .collect(),
+                plan: Vec::new(),
             }],
         })
         .await
         .expect("the concert is created");
-    let (info, seats) = &created.schedules[0];
-    (created.id, info.id, seats.iter().map(|s| s.id).collect())
+    let schedule = &created.schedules[0];
+    (
+        created.id,
+        schedule.info.id,
+        schedule.seats.iter().map(|s| s.id).collect(),
+    )
 }
 
 /// Joins the line and waits until admitted.

@@ -20,4 +20,5 @@ mod queue;
 mod queue_scale;
 mod reservations;
 mod restart;
+mod seat_plan;
 mod survival;

@@ -25,7 +25,7 @@ pub use cancel::CancelReservation;
 pub use hold::HoldSeats;
 pub use intake::{DrainHolds, HoldIntake, Pushed};
 pub use payment::{PinHold, PinnedHold, PostHold, UnpinHold};
-pub use reads::{stored_view, ListSeats, ReadReservation, ReservationView, SeatView};
+pub use reads::{stored_view, ListSeats, ReadReservation, ReservationView, SeatMap, SeatView};
 
 use super::durability::Durability;
 use super::env::ActorEnv;
@@ -243,9 +243,9 @@ pub async fn restore_book(
 ) -> Result<ScheduleBook, StoreError> {
     let id = info.id;
     let snapshot = store.load_schedule(id).await?;
-    ScheduleBook::restore(info, snapshot.seats, snapshot.reservations).map_err(|seat| {
-        StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds"))
-    })
+    ScheduleBook::restore(info, snapshot.seats, snapshot.plan, snapshot.reservations).map_err(
+        |seat| StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds")),
+    )
 }
 
 impl Actor for ScheduleActor {

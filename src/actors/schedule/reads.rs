@@ -7,6 +7,7 @@ use crate::actors::mailbox::{received, refuse_unavailable, Reply};
 use crate::domain::schedule::{
     BookingRefusal, Reservation, ScheduleBook, ScheduleInfo, Seat, SeatState,
 };
+use crate::domain::seat_plan::SchedulePlan;
 use crate::domain::{ConcertId, Money, ReservationId, SeatId, Timestamp, UserId};
 use crate::store::StoredReservation;
 use actix::prelude::*;
@@ -29,6 +30,14 @@ pub struct SeatView {
     pub number: i32,
     pub price: Money,
     pub available: bool,
+}
+
+/// A schedule's seat map: each seat's state, and the plan labels of the same seats in the same
+/// order. The plan is the schedule's own shared copy: a read clones one `Arc`, no label.
+#[derive(Debug, Clone)]
+pub struct SeatMap {
+    pub seats: Vec<SeatView>,
+    pub plan: SchedulePlan,
 }
 
 /// The client's view of reservation `r` of `book`.
@@ -61,7 +70,7 @@ fn view_of<'a>(
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ListSeats {
-    pub reply: Reply<Vec<SeatView>, BookingRefusal>,
+    pub reply: Reply<SeatMap, BookingRefusal>,
 }
 
 impl Handler<ListSeats> for ScheduleActor {
@@ -78,6 +87,7 @@ impl Handler<ListSeats> for ScheduleActor {
             Ok(book) => book,
             Err(why) => return refuse_unavailable(msg.reply, why),
         };
+        let plan = book.plan().clone();
         let committed = self.durability.durable_through();
         let Some(committed) = committed.filter(|seq| *seq >= self.last_release) else {
             // Freed seats not yet durable: show them only once they are.
@@ -85,7 +95,9 @@ impl Handler<ListSeats> for ScheduleActor {
                 .seats()
                 .map(|(s, state)| seat_view(s, state, None))
                 .collect();
-            return self.durability.answer_when_settled(msg.reply, Ok(seats));
+            return self
+                .durability
+                .answer_when_settled(msg.reply, Ok(SeatMap { seats, plan }));
         };
         let unconfirmed = &self.unconfirmed;
         let in_flight = |id: &ReservationId| unconfirmed.in_flight(*id, committed);
@@ -93,7 +105,7 @@ impl Handler<ListSeats> for ScheduleActor {
             .seats()
             .map(|(s, state)| seat_view(s, state, Some(&in_flight)))
             .collect();
-        let _ = msg.reply.send(Ok(seats));
+        let _ = msg.reply.send(Ok(SeatMap { seats, plan }));
     }
 }
 
