@@ -1,0 +1,27 @@
+"""Takes docs/buyer-seat-map.png (the README's picture of the seat map) mid-choice, and checks
+the picture shows a drawn plan: a failure here means the plan did not render."""
+
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from test_buyer import choose_first_schedule, seat, sign_in
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_buyer_seat_map_screenshot(boxoffice, new_context):
+    server = boxoffice()
+    # Someone else's seats show as taken in the picture.
+    token = server.active_token(2)
+    server.api("POST", "/v1/reservations", {"userId": 2, "concertId": 1, "scheduleId": 1, "seatIds": [3, 4, 25]},
+               {"TOKEN-ID": str(token)})
+    page = new_context(viewport={"width": 900, "height": 900}).new_page()
+    sign_in(page, server)
+    choose_first_schedule(page)
+    seat(page, 15).click()
+    seat(page, 16).click()
+    expect(seat(page, 3)).to_have_class("seat g0 taken")
+    assert page.locator("#plan .seat").count() == 60
+    page.locator("#step-seats").screenshot(path=str(DOCS / "buyer-seat-map.png"))
+    assert (DOCS / "buyer-seat-map.png").stat().st_size > 10_000
