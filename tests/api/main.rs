@@ -21,3 +21,4 @@ mod queue_scale;
 mod reservations;
 mod restart;
 mod survival;
+mod web;
