@@ -285,6 +285,10 @@ pub fn configure_for(cfg: &mut web::ServiceConfig, listener: Listener) {
         }
         cfg.service(resource);
     }
+    // The pages are beside the API, not in it (see `crate::web`); the ops listener has none.
+    if listener != Listener::Ops {
+        crate::web::configure(cfg);
+    }
     cfg.default_service(web::to(not_found));
 }
 

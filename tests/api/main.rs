@@ -22,3 +22,4 @@ mod reservations;
 mod restart;
 mod seat_plan;
 mod survival;
+mod web;
