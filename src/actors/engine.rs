@@ -515,8 +515,10 @@ impl Engine {
         ];
         let on_commit: Box<dyn FnOnce() + Send> = {
             let (schedule, queue) = (addr.clone(), self.inner.registry.queue().clone());
+            let (view, clock) = (self.inner.queue_view.clone(), self.inner.env.clock.clone());
             Box::new(move || {
                 schedule.do_send(PostHold { id });
+                view.consume_committed(token, clock.now());
                 queue.do_send(ConsumeToken { token });
             })
         };

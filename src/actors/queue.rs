@@ -85,6 +85,15 @@ impl QueueView {
         self.read().check_active(token, user, now)
     }
 
+    /// Ends a token whose consumption is committed (a payment spent it), before the payment's
+    /// answer goes out: the client's next request must find it spent, not wait for the queue
+    /// actor's mailbox. The actor's own `ConsumeToken` then finds it ended and only admits
+    /// the next waiter. The line's state matches the database here, so nothing is decided on
+    /// state a failed commit could undo.
+    pub fn consume_committed(&self, token: TokenId, now: Timestamp) {
+        self.write().consume(token, now);
+    }
+
     /// The token as a payment at `now` will store it.
     pub fn consumed_record(&self, token: TokenId, now: Timestamp) -> Option<TokenRecord> {
         self.read().consumed_record(token, now)
