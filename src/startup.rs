@@ -161,10 +161,59 @@ fn ops_server(bind: &str, state: web::Data<AppState>) -> Result<OpsListener, Sta
     })
 }
 
+/// Stops a running application: the live streams end first, then the server stops taking
+/// requests (gracefully: in-flight requests finish), then `run_until_stopped` drains the
+/// persister.
+#[derive(Clone)]
+pub struct AppHandle {
+    server: ServerHandle,
+    state: web::Data<AppState>,
+}
+
+impl AppHandle {
+    pub async fn stop(&self, graceful: bool) {
+        // Open dashboards would otherwise hold a graceful stop for the whole shutdown timeout.
+        self.state.live.close();
+        self.server.stop(graceful).await;
+    }
+}
+
+/// What actix would do on a signal, after closing the live streams: SIGTERM stops gracefully,
+/// SIGINT and SIGQUIT at once (the persister is drained either way).
+async fn on_signals(handle: AppHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [
+        (SignalKind::terminate(), true),
+        (SignalKind::interrupt(), false),
+        (SignalKind::quit(), false),
+    ];
+    let mut streams = Vec::new();
+    for (kind, graceful) in kinds {
+        match signal(kind) {
+            Ok(s) => streams.push((s, graceful)),
+            Err(e) => tracing::error!(error = %e, "cannot listen for a signal"),
+        }
+    }
+    if streams.is_empty() {
+        return;
+    }
+    let waits = streams.iter_mut().map(|(s, graceful)| {
+        let graceful = *graceful;
+        Box::pin(async move {
+            s.recv().await;
+            graceful
+        })
+    });
+    let (graceful, _, _) = futures_util::future::select_all(waits).await;
+    tracing::info!(graceful, "signal received: shutting down");
+    handle.stop(graceful).await;
+}
+
 /// A built application, bound and ready to serve.
 pub struct Application {
     port: u16,
     server: Server,
+    handle: AppHandle,
     /// The `--ops-bind` listener, already serving.
     ops: Option<OpsListener>,
     engine: Engine,
@@ -220,6 +269,7 @@ impl Application {
             auth,
             store_ping: Default::default(),
             user_budget: settings.rate_limit_per_user.map(UserBudget::new),
+            live: http::live::LiveFeed::start(engine.clone()),
         });
         // Installed before the first request or decision records anything.
         http::metrics::handle();
@@ -236,7 +286,7 @@ impl Application {
             Listener::All
         };
         let serving = state.clone();
-        let mut server = HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             let mut app = App::new().app_data(serving.clone()).app_data(body_timeout);
             if let Some(budget) = &ip_budget {
                 app = app.app_data(budget.clone());
@@ -259,11 +309,17 @@ impl Application {
         .keep_alive(KEEP_ALIVE)
         .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
         .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-        .shutdown_timeout(10);
-        if !settings.handle_signals {
-            server = server.disable_signals();
-        }
+        .shutdown_timeout(10)
+        // Signals are ours (see `on_signals`): shutdown must end the live streams first.
+        .disable_signals();
         let server = server.listen(listener).map_err(bind_error)?.run();
+        let handle = AppHandle {
+            server: server.handle(),
+            state: state.clone(),
+        };
+        if settings.handle_signals {
+            actix_web::rt::spawn(on_signals(handle.clone()));
+        }
         let ops = match &settings.ops_bind {
             Some(bind) => Some(ops_server(bind, state.clone())?),
             None => None,
@@ -287,6 +343,7 @@ impl Application {
         Ok(Application {
             port,
             server,
+            handle,
             ops,
             engine,
             persister_task,
@@ -308,15 +365,16 @@ impl Application {
         &self.engine
     }
 
-    /// Stops the server gracefully (in-flight requests finish).
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    /// What stops the server.
+    pub fn handle(&self) -> AppHandle {
+        self.handle.clone()
     }
 
     /// Serves until stopped, then drains the persister and closes the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application {
             server,
+            handle,
             ops,
             engine,
             persister_task,
@@ -325,6 +383,8 @@ impl Application {
             ..
         } = self;
         let served = server.await;
+        // However the server stopped, the sampler stops with it.
+        handle.state.live.close();
         // The ops listener follows the public one down (it handles no signals of its own).
         if let Some(ops) = ops {
             ops.handle.stop(true).await;

@@ -268,3 +268,86 @@ fn an_admin_key_shorter_than_32_bytes_is_refused_at_startup() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// SIGTERM with a dashboard's live stream open: the stream ends and the process exits at once
+/// (and cleanly), instead of waiting out the 10 s graceful-shutdown timeout for the stream.
+#[test]
+fn sigterm_is_not_held_up_by_an_open_live_stream() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = temp_dir("sigterm_live");
+    let url = format!("sqlite://{}", dir.join("live.db").display());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("an address")
+        .port();
+    let key = "live-admin-key-that-is-long-enough-0000";
+    let bind = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+        .args(["serve", "--bind", &bind, "--database-url", &url])
+        .args(["--admin-key", key])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stream = loop {
+        match std::net::TcpStream::connect(&bind) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("the server never listened: {e}");
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a timeout");
+    write!(
+        &stream,
+        "GET /v1/admin/live HTTP/1.1\r\nHost: {bind}\r\nX-Admin-Key: {key}\r\n\r\n"
+    )
+    .expect("the request is sent");
+    let mut reader = BufReader::new(&stream);
+    let mut line = String::new();
+    let mut head = String::new();
+    // The head, then the first event: the stream is open and flowing.
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("the stream reads");
+        head.push_str(&line);
+        if line.contains("data: ") {
+            break;
+        }
+        assert!(!line.is_empty(), "the stream ended early: {head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    // The stream ends (EOF, or the chunked terminator then EOF) well before 10 s.
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut reader, &mut rest);
+    let ended = signalled.elapsed();
+    while child.try_wait().expect("wait").is_none() {
+        if signalled.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("the process did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exited = signalled.elapsed();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "a clean exit: {status:?}");
+    assert!(
+        ended < Duration::from_secs(3),
+        "the stream ended after {ended:?}"
+    );
+    assert!(exited < Duration::from_secs(4), "exited after {exited:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -9,7 +9,7 @@ use boxoffice::startup::Application;
 pub struct Spawned {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
-    pub handle: actix_web::dev::ServerHandle,
+    pub handle: boxoffice::startup::AppHandle,
     pub thread: std::thread::JoinHandle<()>,
 }
 

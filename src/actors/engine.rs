@@ -8,13 +8,14 @@ use super::catalog::Catalog;
 use super::env::{ActorEnv, EngineSettings};
 use super::error::{ActorError, AdminError, BookingError, PaymentError, QueueError, WalletError};
 use super::idempotency::{Idempotency, IdempotentWrite};
+use super::live_stats::{HistogramCounts, LiveStats};
 use super::mailbox::ask;
 use super::persister::{ActorKey, Persister, Unavailable};
 use super::queue::{ConsumeToken, JoinQueue, QueueView};
 use super::registry::Registry;
 use super::schedule::{
     stored_view, CancelReservation, DrainHolds, HoldSeats, ListSeats, PinHold, PostHold, Pushed,
-    ReadReservation, ReservationView, ScheduleActor, SeatMap, UnpinHold,
+    ReadReservation, ReservationView, SampleSeats, ScheduleActor, SeatMap, SeatSample, UnpinHold,
 };
 use super::wallet::{DebitForPayment, PaymentReceipt, ReadBalance, Recharge, WalletActor};
 use crate::domain::catalog::{CreatedConcert, NewConcert};
@@ -657,6 +658,53 @@ impl Engine {
             self.inner.registry.start_schedule(entry, Some(book));
         }
         Ok(created)
+    }
+
+    // --- the operator's dashboard -----------------------------------------------------
+
+    /// The counters of holds by outcome and of 503s.
+    pub fn live(&self) -> &LiveStats {
+        &self.inner.env.live
+    }
+
+    /// Every commit's latency so far (differences of two readings are a window's).
+    pub fn commit_latency(&self) -> HistogramCounts {
+        self.inner.env.persister.stats().commit_latency.read()
+    }
+
+    /// (batches, submissions) committed or failed so far.
+    pub fn batches(&self) -> (u64, u64) {
+        let stats = self.inner.env.persister.stats();
+        (
+            stats.batches.load(Ordering::Relaxed),
+            stats.submissions.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Admissions per second, as the waiting line measured them.
+    pub fn admission_rate(&self) -> Option<f64> {
+        self.inner.queue_view.measured_rate(self.now())
+    }
+
+    /// Starts the schedule's actor if none runs, so the dashboard can sample it.
+    pub fn watch_schedule(&self, id: ScheduleId) -> Result<(), BookingError> {
+        self.schedule(id).map(drop)
+    }
+
+    /// Every seat's state of up to `max` running schedules, lowest ids first. A schedule still
+    /// loading (or rebuilding) is left out of this sample.
+    pub async fn sample_schedules(&self, max: usize) -> Vec<(ScheduleInfo, SeatSample)> {
+        let running = self.inner.registry.running_schedules(max);
+        let asks = running.iter().map(|(id, addr)| async move {
+            let info = self.inner.catalog.schedule_entry(*id)?.info.clone();
+            let sample = ask(addr, |reply| SampleSeats { reply }).await.ok()?;
+            Some((info, sample))
+        });
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     // --- lifecycle --------------------------------------------------------------------

@@ -2,6 +2,7 @@
 //! the store, the id allocator, and the index that tells which schedule a reservation is on.
 //! Actors depend on this, never on the engine or the registry that start them.
 
+use super::live_stats::LiveStats;
 use super::mailbox::MAILBOX_CAPACITY;
 use super::persister::Persister;
 use crate::clock::Clock;
@@ -178,4 +179,6 @@ pub struct ActorEnv {
     pub store: StoreHandle,
     pub ids: IdAllocator,
     pub reservations: ReservationIndex,
+    /// The dashboard's counters, bumped where each outcome is decided.
+    pub live: LiveStats,
 }

@@ -8,7 +8,8 @@
 //!
 //! The files, from the bottom up (each imports only those above it):
 //!
-//! - [`persister`]: group commit, and the failure protocol;
+//! - [`live_stats`]: the dashboard's counters; [`persister`]: group commit, and the failure
+//!   protocol;
 //! - [`error`]: the area errors; [`mailbox`]: asking an actor and hearing back;
 //! - [`idempotency`]: replayable answers; [`durability`]: an actor's link to the persister
 //!   and its named answer paths;
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod env;
 pub mod error;
 pub mod idempotency;
+pub mod live_stats;
 pub mod loading;
 pub mod mailbox;
 pub mod persister;

@@ -7,6 +7,7 @@
 //! anything further that actor built on the undone state until it has rebuilt itself from the
 //! database under a new generation. No later decision outlives the change it was built on.
 
+use super::live_stats::LatencyHistogram;
 use crate::domain::{ScheduleId, UserId};
 use crate::store::{Store, Writes};
 use dashmap::DashMap;
@@ -86,6 +87,8 @@ pub struct PersisterStats {
     pub rows: AtomicU64,
     pub failures: AtomicU64,
     pub commit_micros: AtomicU64,
+    /// Every batch's commit time, for the dashboard's p50/p99 (`http::live`).
+    pub commit_latency: LatencyHistogram,
 }
 
 struct Shared {
@@ -359,6 +362,7 @@ async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
         metrics::histogram!("boxoffice_persister_batch_rows").record(writes.len() as f64);
         metrics::histogram!("boxoffice_persister_commit_seconds").record(elapsed.as_secs_f64());
         let stats = &shared.stats;
+        stats.commit_latency.record(elapsed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats
             .submissions

@@ -80,6 +80,7 @@ async fn load_catalog(
         store,
         ids: IdAllocator::above(&max),
         reservations: ReservationIndex::default(),
+        live: Default::default(),
     });
     Ok((snapshot, env))
 }

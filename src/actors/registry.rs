@@ -77,6 +77,18 @@ impl Registry {
         self.schedules.get(&id).map(|addr| addr.clone())
     }
 
+    /// Every running schedule actor, lowest schedule id first, at most `max` of them.
+    pub fn running_schedules(&self, max: usize) -> Vec<(ScheduleId, Addr<ScheduleActor>)> {
+        let mut running: Vec<_> = self
+            .schedules
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        running.sort_unstable_by_key(|(id, _)| *id);
+        running.truncate(max);
+        running
+    }
+
     /// The schedule's actor, started (to load its book) if none runs yet.
     pub fn schedule_or_load(&self, entry: Arc<ScheduleEntry>) -> Addr<ScheduleActor> {
         let id = entry.info.id;

@@ -88,8 +88,22 @@ pub async fn track(
         ("status", status_label(status)),
     ];
     metrics::counter!("boxoffice_http_requests_total", &labels).increment(1);
-    metrics::histogram!("boxoffice_http_request_duration_seconds", &labels[..2])
-        .record(started.elapsed().as_secs_f64());
+    // A live stream's answer is its first byte, and its life is the viewer's: neither is a
+    // request latency, so it stays out of the histogram.
+    if route != super::live::PATH {
+        metrics::histogram!("boxoffice_http_request_duration_seconds", &labels[..2])
+            .record(started.elapsed().as_secs_f64());
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Ok(r) = &response {
+            if let Some(state) = r
+                .request()
+                .app_data::<actix_web::web::Data<super::AppState>>()
+            {
+                state.engine.live().answered_unavailable();
+            }
+        }
+    }
     response
 }
 

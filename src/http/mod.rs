@@ -10,6 +10,7 @@ mod concerts;
 pub mod error;
 mod extract;
 mod idempotency;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 mod ops;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub store_ping: ops::StorePing,
     /// jwt mode's per-user budget (`--rate-limit-per-user`), checked once the bearer names the user.
     pub user_budget: Option<rate_limit::UserBudget>,
+    /// The dashboard's stream (`GET /v1/admin/live`), closed when shutdown starts.
+    pub live: live::LiveFeed,
 }
 
 impl AppState {
@@ -206,6 +209,7 @@ fn routes() -> Vec<RouteSpec> {
                 web::post().to(admin::create_concert),
             )
         },
+        spec(M::GET, live::PATH, web::get().to(live::live)),
         spec(M::GET, "/healthz", web::get().to(ops::healthz)),
         spec(M::GET, "/readyz", web::get().to(ops::readyz)),
         spec(M::GET, "/metrics", web::get().to(ops::metrics)),

@@ -31,6 +31,7 @@ use utoipa::{Modify, OpenApi};
         super::balance::history,
         super::admin::create_user,
         super::admin::create_concert,
+        super::live::live,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,

@@ -25,7 +25,7 @@ struct Served {
     clock: Arc<ManualClock>,
     address: String,
     client: reqwest::Client,
-    handle: actix_web::dev::ServerHandle,
+    handle: boxoffice::startup::AppHandle,
 }
 
 async fn serve(database_url: &str, tweak: impl FnOnce(&mut EngineSettings)) -> Served {

@@ -177,7 +177,7 @@ pub struct TestApp {
     pub db: Arc<TestDb>,
     pub settings: Settings,
     pub clock: Arc<ManualClock>,
-    handle: actix_web::dev::ServerHandle,
+    handle: boxoffice::startup::AppHandle,
     stopped: tokio::sync::oneshot::Receiver<()>,
 }
 

@@ -14,6 +14,7 @@ mod faults;
 mod hygiene;
 mod idempotency;
 mod limits;
+mod live;
 mod operations;
 mod payments;
 mod queue;

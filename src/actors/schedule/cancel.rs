@@ -36,6 +36,7 @@ impl Handler<CancelReservation> for ScheduleActor {
         match book.cancel(msg.id, msg.user, now).cloned() {
             Ok(r) => {
                 metrics::counter!("boxoffice_holds_total", "outcome" => "voided").increment(1);
+                self.env.live.hold_voided();
                 let answer = view(book, &r);
                 self.publish();
                 self.durability.answer_after_commit(

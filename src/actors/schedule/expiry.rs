@@ -82,6 +82,7 @@ impl ScheduleActor {
             let writes = Writes::default().reservation(r);
             tracing::debug!(reservation_id = %id, "hold expired");
             metrics::counter!("boxoffice_holds_total", "outcome" => "expired").increment(1);
+            self.env.live.hold_expired();
             self.durability.submit_unanswered(permit, writes);
             self.last_release = self.durability.last_seq();
             self.settled(id, self.last_release, ctx);

@@ -48,7 +48,10 @@ impl ScheduleActor {
         };
         if let Err(refusal) = book.check_hold(user, &seats, now, policy) {
             let blocker = match refusal {
-                BookingRefusal::SeatUnavailable { seat } => Blocker::Hold(book.holder(seat)),
+                BookingRefusal::SeatUnavailable { seat } => {
+                    self.env.live.hold_refused();
+                    Blocker::Hold(book.holder(seat))
+                }
                 // The user's own holds count, committed or not.
                 BookingRefusal::SeatLimitExceeded { limit } if seats.len() <= limit as usize => {
                     Blocker::Unknown
@@ -73,6 +76,7 @@ impl ScheduleActor {
         };
         self.env.reservations.insert(id, reservation.schedule);
         metrics::counter!("boxoffice_holds_total", "outcome" => "placed").increment(1);
+        self.env.live.hold_placed();
         self.expire_at(id, reservation.expires_at, ctx);
         self.publish();
         let acknowledgement = Acknowledgement {

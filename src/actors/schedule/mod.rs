@@ -10,13 +10,15 @@
 //! - `expiry.rs`: the deadline heap and its timer;
 //! - `eviction.rs`: settled reservations leaving memory after their grace period;
 //! - `payment.rs`: pin, unpin and post;
-//! - `reads.rs`: the seat map and a reservation, as the client sees them.
+//! - `reads.rs`: the seat map and a reservation, as the client sees them;
+//! - `live.rs`: every seat's state in memory, for the operator's dashboard.
 
 mod cancel;
 mod eviction;
 mod expiry;
 mod hold;
 mod intake;
+mod live;
 mod payment;
 mod reads;
 mod unconfirmed;
@@ -24,6 +26,7 @@ mod unconfirmed;
 pub use cancel::CancelReservation;
 pub use hold::HoldSeats;
 pub use intake::{DrainHolds, HoldIntake, Pushed};
+pub use live::{SampleSeats, SeatSample};
 pub use payment::{PinHold, PinnedHold, PostHold, UnpinHold};
 pub use reads::{stored_view, ListSeats, ReadReservation, ReservationView, SeatMap, SeatView};
 

@@ -108,6 +108,7 @@ impl Handler<PostHold> for ScheduleActor {
             if let Some(r) = book.post(msg.id, now) {
                 metrics::counter!("boxoffice_holds_total", "outcome" => "posted").increment(1);
                 metrics::counter!("boxoffice_seats_sold_total").increment(r.seats.len() as u64);
+                self.env.live.hold_paid();
                 // Its write is the payment's, committed before this message was sent.
                 self.settled(msg.id, 0, ctx);
             }
