@@ -16,6 +16,7 @@ mod idempotency;
 mod limits;
 mod operations;
 mod payments;
+mod pipeline;
 mod queue;
 mod queue_scale;
 mod reservations;
