@@ -1230,9 +1230,9 @@ mod tests {
     mod on_postgres {
         use super::*;
         use crate::domain::schedule::{Reservation, ReservationStatus, Seat};
-        use crate::domain::ReservationId;
+        use crate::domain::{PaymentId, ReservationId};
         use crate::store::temp_databases::TempPostgres;
-        use crate::store::{LedgerEntry, LedgerKind, NewConcert, NewSchedule};
+        use crate::store::{LedgerEntry, LedgerKind, NewConcert, NewSchedule, PaymentRecord};
         use sqlx::{Connection, PgConnection};
 
         const GATE: &str = "
@@ -1520,6 +1520,67 @@ mod tests {
                 "seat 1 (W0) and seat 2 (re-taken) are held, seat 3 is free"
             );
             assert!(pg.rig.persister.is_healthy());
+            pg.stop().await;
+        }
+
+        /// A payment for the reservation the batch ahead inserted. Staged while that batch is
+        /// uncommitted, its foreign-key check on `payments.reservation_id` could not see the
+        /// reservation and would fail; money waits for the batch ahead instead (nothing of it
+        /// sent until then) and commits after it.
+        #[tokio::test]
+        async fn a_payment_for_a_reservation_still_committing_waits_for_it() {
+            let mut pg = PgRig::start().await;
+            let user = pg.user;
+            let held = pg.reservation(2, 2, ReservationStatus::Pending);
+            pg.hold_n_committing(Writes::default().reservation(&held), &[(schedule(1), 0)], 2)
+                .await;
+            let paid = Reservation {
+                status: ReservationStatus::Paid,
+                updated_at: Timestamp::from_millis(1_800),
+                ..held.clone()
+            };
+            let payment = PaymentId::new(1).expect("test ids are positive");
+            pg.submit(
+                &[(schedule(1), 0), (ActorKey::Wallet(user), 0)],
+                Writes::default()
+                    .reservation(&paid)
+                    .payment(PaymentRecord {
+                        id: payment,
+                        reservation: held.id,
+                        user,
+                        amount: won(10),
+                        at: Timestamp::from_millis(1_800),
+                    })
+                    .wallet(WalletRecord {
+                        user,
+                        balance: won(90),
+                        at: Timestamp::from_millis(1_800),
+                    })
+                    .ledger(LedgerEntry {
+                        payment: Some(payment),
+                        ..ledger(1, user, LedgerKind::Payment, 10, 90)
+                    }),
+            );
+            // Time for the loop to take it behind N: it must send nothing of it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(pg.staged_behind(), 0);
+            assert_eq!(
+                pg.backends("xact_start IS NOT NULL").await,
+                1,
+                "only N's transaction is open"
+            );
+            pg.sql("SELECT pg_advisory_unlock(7, 2)").await;
+            assert_eq!(pg.rig.answers(2).await, vec![Ok(()), Ok(())]);
+            let snapshot = pg.store.load_schedule(pg.schedule).await.expect("loads");
+            assert_eq!(
+                snapshot.reservations,
+                vec![pg.reservation(1, 0, ReservationStatus::Pending), paid]
+            );
+            assert_eq!(
+                pg.store.load_wallet(user).await.expect("loads"),
+                Some(won(90))
+            );
+            assert_eq!(pg.store.max_ids().await.expect("loads").payment, 1);
             pg.stop().await;
         }
 

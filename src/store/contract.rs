@@ -996,15 +996,13 @@ async fn a_staged_batch_is_invisible_until_committed_and_gone_if_rolled_back(db:
     let (user, schedule, seats) = fixture(store, 3).await;
     let kept = reservation(1, user, schedule, &[&seats[0]], ReservationStatus::Pending);
     let dropped = reservation(2, user, schedule, &[&seats[1]], ReservationStatus::Pending);
-    let batch = |r: &Reservation| {
-        std::sync::Arc::new(Writes::default().reservation(r).token(token(
-            1 + r.id.get(),
-            user,
-            r.id.get() as u64,
-            TokenState::Waiting,
-        )))
-    };
-    let staged = store.stage(batch(&kept)).await.expect("stages");
+    let first = Writes::default()
+        .reservation(&kept)
+        .token(token(2, user, 1, TokenState::Waiting));
+    let staged = store
+        .stage(std::sync::Arc::new(first))
+        .await
+        .expect("stages");
     assert!(
         store
             .load_schedule(schedule)
@@ -1015,7 +1013,11 @@ async fn a_staged_batch_is_invisible_until_committed_and_gone_if_rolled_back(db:
         "not visible before its commit"
     );
     staged.commit().await.expect("commits");
-    let rolled_back = store.stage(batch(&dropped)).await.expect("stages");
+    let second = Writes::default().reservation(&dropped);
+    let rolled_back = store
+        .stage(std::sync::Arc::new(second))
+        .await
+        .expect("stages");
     rolled_back.rollback().await.expect("rolls back");
     assert_eq!(
         store
