@@ -1523,10 +1523,11 @@ mod tests {
             pg.stop().await;
         }
 
-        /// A payment for the reservation the batch ahead inserted. Staged while that batch is
-        /// uncommitted, its foreign-key check on `payments.reservation_id` could not see the
-        /// reservation and would fail; money waits for the batch ahead instead (nothing of it
-        /// sent until then) and commits after it.
+        /// A payment for the reservation the batch ahead inserted: money waits for the batch
+        /// ahead (nothing of it sent until then) and commits after it. (Staged early it would
+        /// happen to work too, as the payment's own reservation upsert comes first, waits for N,
+        /// and the foreign-key check then runs in a later statement that sees N committed; the
+        /// rule does not lean on that order, and this test holds the rule.)
         #[tokio::test]
         async fn a_payment_for_a_reservation_still_committing_waits_for_it() {
             let mut pg = PgRig::start().await;
@@ -1581,6 +1582,50 @@ mod tests {
                 Some(won(90))
             );
             assert_eq!(pg.store.max_ids().await.expect("loads").payment, 1);
+            pg.stop().await;
+        }
+
+        /// N+1's statements fail while N is still committing (it takes a seat W0 holds): N+1 is
+        /// failed only once N has committed — answered, marked stale and rebuilt after N's
+        /// acknowledgement, never while N could still change the database a rebuild reads.
+        #[tokio::test]
+        async fn a_batch_that_fails_to_stage_is_failed_only_after_the_one_ahead_commits() {
+            let mut pg = PgRig::start().await;
+            let n = pg.reservation(2, 2, ReservationStatus::Pending);
+            pg.hold_n_committing(Writes::default().reservation(&n), &[(schedule(1), 0)], 2)
+                .await;
+            let clash = pg.reservation(3, 0, ReservationStatus::Pending);
+            pg.submit(&[(schedule(2), 0)], Writes::default().reservation(&clash));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pg.staged_behind() == 0 {
+                assert!(Instant::now() < deadline, "N+1 was never staged");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Its staging fails at once (seat 1 is W0's, committed); N is still held.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(pg.rig.outcomes.try_recv().is_err(), "nothing answered yet");
+            assert!(
+                pg.rig.rebuilds.try_recv().is_err(),
+                "no rebuild while N is unresolved"
+            );
+            pg.sql("SELECT pg_advisory_unlock(7, 2)").await;
+            assert_eq!(
+                pg.rig.answers(2).await,
+                vec![Ok(()), Err(Unavailable::CommitFailed)]
+            );
+            let keys = pg
+                .rig
+                .rebuilds
+                .recv()
+                .await
+                .expect("the hook's sender lives on");
+            assert_eq!(keys, vec![(schedule(2), 1)], "only N+1's actor rebuilds");
+            assert!(!pg.rig.persister.is_stale((schedule(1), 0)));
+            let snapshot = pg.store.load_schedule(pg.schedule).await.expect("loads");
+            assert_eq!(
+                snapshot.reservations,
+                vec![pg.reservation(1, 0, ReservationStatus::Pending), n]
+            );
             pg.stop().await;
         }
 

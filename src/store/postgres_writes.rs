@@ -36,11 +36,14 @@
 //! - `idempotency_keys`: `INSERT … ON CONFLICT DO NOTHING`, waits likewise; its foreign key is
 //!   `users` again.
 //! - The statements that could go wrong are all money: `UPDATE wallets … WHERE user_id = …` (a
-//!   plain update; its row-count check), `payments` (a foreign key to `reservations`, whose row N
-//!   may have inserted and an FK check cannot see) and `ledger` (a foreign key to `payments`). A
-//!   batch with any of them is never staged behind an uncommitted batch: it waits for N's
-//!   outcome before anything of it is sent. (It may itself be the batch ahead: what N+1 needs
-//!   from N is only that N's statements are done.)
+//!   plain update, whose row-count check would miss a row N inserted; wallets are only created
+//!   by `create_user`, but the rule should not lean on that), `payments` (a foreign key to
+//!   `reservations`, whose row N may have inserted and an FK check does not wait for; today a
+//!   payment's own reservation upsert runs first in its transaction and waits, so the check
+//!   would happen to pass) and `ledger` (a foreign key to `payments`). A batch with any of them
+//!   is never staged behind an uncommitted batch: it waits for N's outcome before anything of it
+//!   is sent, so none of those arguments is needed. (It may itself be the batch ahead: what
+//!   N+1 needs from N is only that N's statements are done.)
 //!
 //! Nothing waits the other way: N has only its `COMMIT` left, which takes no lock, so N+1
 //! waiting on N cannot deadlock. When N fails, N+1 may have done anything (succeeded against
