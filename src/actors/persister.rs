@@ -441,7 +441,9 @@ async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
                 };
             }
             Event::FrontDone(Ok(())) => {
-                let done = front.take().expect("the event came from the front");
+                let done = front
+                    .take()
+                    .expect("a front event: next_event only reports on a front in flight");
                 record(&shared, &done.batch);
                 acknowledge(&shared, done.batch);
                 if let Some(next) = back.take() {
@@ -449,17 +451,23 @@ async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
                 }
             }
             Event::FrontStaged(Err(error)) | Event::FrontDone(Err(error)) => {
-                let failed = front.take().expect("the event came from the front");
+                let failed = front
+                    .take()
+                    .expect("a front event: next_event only reports on a front in flight");
                 tracing::error!(error = ?error, rows = failed.batch.writes.len(), "batch commit failed");
                 fail_front(&shared, failed, back.take()).await;
             }
             Event::FrontTimedOut => {
-                let failed = front.take().expect("the event came from the front");
+                let failed = front
+                    .take()
+                    .expect("a front event: next_event only reports on a front in flight");
                 tracing::error!(rows = failed.batch.writes.len(), "batch commit timed out");
                 fail_front(&shared, failed, back.take()).await;
             }
             Event::BackStaged(result) => {
-                let behind = back.as_mut().expect("the event came from the back");
+                let behind = back
+                    .as_mut()
+                    .expect("a back event: next_event polls the back only while it is staging");
                 behind.state = match result {
                     Ok(staged) => BackState::Staged(staged),
                     Err(error) => {
