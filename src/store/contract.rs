@@ -160,6 +160,7 @@ contract!(
     only_each_users_latest_token_is_loaded,
     the_first_idempotent_answer_stays_and_old_keys_are_forgotten,
     a_ledger_page_is_the_users_newest_entries_below_the_cursor,
+    a_staged_batch_is_invisible_until_committed_and_gone_if_rolled_back,
 );
 
 fn ts(ms: i64) -> Timestamp {
@@ -985,5 +986,60 @@ async fn a_ledger_page_is_the_users_newest_entries_below_the_cursor(db: &TestSto
     assert_eq!(
         store.ledger_page(bob, 10, None).await.expect("page"),
         vec![entry(6, bob)]
+    );
+}
+
+/// The persister's pipeline (`Store::stage`): a staged batch is nothing until its commit, all of
+/// it after, and nothing ever if rolled back; on every backend (SQLite and memory only defer).
+async fn a_staged_batch_is_invisible_until_committed_and_gone_if_rolled_back(db: &TestStore) {
+    let store = &db.store;
+    let (user, schedule, seats) = fixture(store, 3).await;
+    let kept = reservation(1, user, schedule, &[&seats[0]], ReservationStatus::Pending);
+    let dropped = reservation(2, user, schedule, &[&seats[1]], ReservationStatus::Pending);
+    let first = Writes::default()
+        .reservation(&kept)
+        .token(token(2, user, 1, TokenState::Waiting));
+    let staged = store
+        .stage(std::sync::Arc::new(first))
+        .await
+        .expect("stages");
+    assert!(
+        store
+            .load_schedule(schedule)
+            .await
+            .expect("loads")
+            .reservations
+            .is_empty(),
+        "not visible before its commit"
+    );
+    staged.commit().await.expect("commits");
+    let second = Writes::default().reservation(&dropped);
+    let rolled_back = store
+        .stage(std::sync::Arc::new(second))
+        .await
+        .expect("stages");
+    rolled_back.rollback().await.expect("rolls back");
+    assert_eq!(
+        store
+            .load_schedule(schedule)
+            .await
+            .expect("loads")
+            .reservations,
+        vec![kept]
+    );
+    assert_eq!(latest_tokens(store).await.len(), 1);
+    // The connection a rollback ended is usable again.
+    store
+        .commit(&Writes::default().reservation(&dropped))
+        .await
+        .expect("commits after the rollback");
+    assert_eq!(
+        store
+            .load_schedule(schedule)
+            .await
+            .expect("loads")
+            .reservations
+            .len(),
+        2
     );
 }

@@ -11,11 +11,17 @@
 //! while any handle to them is alive (as a restart would find them), which is how a load
 //! generator checks its invariants against the store the application wrote to. `memory://`
 //! without a name is always a fresh, private store.
+//!
+//! It does not pipeline: staging a batch only defers its commit ([`super::Store::stage`]). For
+//! the persister's tests it can be told to report that it does ([`MemoryStore::pipeline`]), and
+//! to hold commits at a gate ([`MemoryStore::gate_commits`]), so a test can see a batch staged
+//! while the one ahead of it is still committing, and decide how each commit ends.
 
 use super::{
     CatalogSnapshot, CreatedConcert, CreatedSchedule, LedgerEntry, MaxIds, NewConcert,
     PaymentRecord, ScheduleSnapshot, StoreError, StoredReservation, WalletRecord, Writes,
 };
+use super::{StagedInner, Store};
 use crate::domain::ids::{IdMap, IdSet};
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
@@ -25,7 +31,9 @@ use crate::domain::{
 };
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use tokio::sync::Semaphore;
 
 /// Named stores alive in this process. Weak: a store lives as long as someone holds it.
 type Registry = Mutex<HashMap<String, Weak<Mutex<Tables>>>>;
@@ -39,6 +47,23 @@ fn registry() -> &'static Registry {
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     tables: Arc<Mutex<Tables>>,
+    /// The persister tests' switches; shared by clones of this handle only.
+    hooks: Arc<Hooks>,
+}
+
+/// What the persister's tests set and read (see the module doc). Untouched, each is one
+/// atomic load per commit.
+#[derive(Debug, Default)]
+struct Hooks {
+    /// Whether to tell the persister it may stage batches behind one in flight.
+    pipelining: AtomicBool,
+    /// Batches staged, and staged batches rolled back.
+    staged: AtomicU64,
+    rolled_back: AtomicU64,
+    /// When set, each commit waits for a permit first.
+    gate: Mutex<Option<Arc<Semaphore>>>,
+    /// Commits that reached the gate (waiting or through).
+    at_gate: AtomicU64,
 }
 
 /// Every row the store holds, as the SQL schema would. Users, schedules and seats get
@@ -104,17 +129,24 @@ impl MemoryStore {
         if name.is_empty() {
             return Ok(MemoryStore {
                 tables: Arc::default(),
+                hooks: Arc::default(),
             });
         }
         // The registry only maps names to tables; a panic elsewhere cannot leave it half-done.
         let mut stores = registry().lock().unwrap_or_else(|p| p.into_inner());
         stores.retain(|_, weak| weak.strong_count() > 0);
         if let Some(tables) = stores.get(name).and_then(Weak::upgrade) {
-            return Ok(MemoryStore { tables });
+            return Ok(MemoryStore {
+                tables,
+                hooks: Arc::default(),
+            });
         }
         let tables: Arc<Mutex<Tables>> = Arc::default();
         stores.insert(name.to_string(), Arc::downgrade(&tables));
-        Ok(MemoryStore { tables })
+        Ok(MemoryStore {
+            tables,
+            hooks: Arc::default(),
+        })
     }
 
     /// Nothing to migrate: the maps are the schema.
@@ -137,6 +169,7 @@ impl MemoryStore {
 
     /// Applies a batch: checked whole first, so it is all of it or none of it.
     pub async fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
+        self.pass_gate().await;
         let mut t = self.lock();
         if t.commits_to_fail > 0 {
             t.commits_to_fail -= 1;
@@ -155,6 +188,69 @@ impl MemoryStore {
     /// pending; shared by every handle to the same tables.
     pub fn fail_next_commits(&self, commits: u64) {
         self.lock().commits_to_fail = commits;
+    }
+
+    /// Staging defers: the commit writes the batch (see the module doc).
+    pub(super) fn stage(&self, batch: Arc<Writes>) -> StagedInner {
+        self.hooks.staged.fetch_add(1, Ordering::SeqCst);
+        StagedInner::Deferred {
+            store: Store::Memory(self.clone()),
+            batch,
+        }
+    }
+
+    pub(super) fn note_rollback(&self) {
+        self.hooks.rolled_back.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether the persister may stage batches behind one in flight: only when a test asked.
+    pub fn pipelines(&self) -> bool {
+        self.hooks.pipelining.load(Ordering::Relaxed)
+    }
+
+    /// For the persister's tests: report that this store pipelines, so the persister stages a
+    /// batch while the one ahead commits (staging still only defers here).
+    pub fn pipeline(&self, on: bool) {
+        self.hooks.pipelining.store(on, Ordering::Relaxed);
+    }
+
+    /// Batches staged so far, and how many of them were rolled back.
+    pub fn staged(&self) -> (u64, u64) {
+        (
+            self.hooks.staged.load(Ordering::SeqCst),
+            self.hooks.rolled_back.load(Ordering::SeqCst),
+        )
+    }
+
+    /// For the persister's tests: from now on every commit waits for a permit of the returned
+    /// semaphore (add one to let one commit through), so a test holds a batch "committing" as
+    /// long as it likes. [`MemoryStore::commits_at_gate`] counts the commits that got there.
+    pub fn gate_commits(&self) -> Arc<Semaphore> {
+        let gate = Arc::new(Semaphore::new(0));
+        *self.hooks.gate.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.clone());
+        gate
+    }
+
+    /// Commits that reached the gate of [`MemoryStore::gate_commits`].
+    pub fn commits_at_gate(&self) -> u64 {
+        self.hooks.at_gate.load(Ordering::SeqCst)
+    }
+
+    async fn pass_gate(&self) {
+        // Cloned out of the lock: the wait must not hold it.
+        let gate = self
+            .hooks
+            .gate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(gate) = gate {
+            self.hooks.at_gate.fetch_add(1, Ordering::SeqCst);
+            // The test owns the semaphore and never closes it; a closed one lets commits by.
+            if let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
+        }
     }
 
     pub async fn load_catalog(&self) -> Result<CatalogSnapshot, StoreError> {

@@ -3,6 +3,14 @@
 //! The interface is what the actors need and nothing more: load a snapshot of one owner's
 //! state, commit a batch of row writes in one transaction, and the few catalog operations of
 //! the admin routes. Each backend is one module; nothing above this module sees SQL.
+//!
+//! For the persister's pipeline (`actors/persister.rs`) a batch can also be **staged**: its
+//! statements sent in a transaction left open ([`Store::stage`]), committed or rolled back later
+//! ([`Staged`]). PostgreSQL stages for real, on a pooled connection of its own, so one batch's
+//! statements run while the batch ahead of it commits; which batches may be staged behind an
+//! uncommitted one is the backend's rule ([`Store::may_stage_behind`], argued in
+//! `postgres_writes.rs`). SQLite has one writer and the memory store one lock: for them staging
+//! only defers the commit, and they never pipeline.
 
 #[cfg(test)]
 mod contract;
@@ -12,7 +20,7 @@ mod postgres_writes;
 mod rows;
 mod sqlite;
 #[cfg(test)]
-mod temp_databases;
+pub(crate) mod temp_databases;
 
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
@@ -178,6 +186,11 @@ impl Writes {
         self.idempotency.extend(later.idempotency);
     }
 
+    /// Whether any balance, payment or ledger row is written.
+    pub fn moves_money(&self) -> bool {
+        !(self.wallets.is_empty() && self.payments.is_empty() && self.ledger.is_empty())
+    }
+
     /// Number of rows, for metrics and logs.
     pub fn len(&self) -> usize {
         self.reservations.len()
@@ -273,6 +286,48 @@ impl Store {
         dispatch!(self, s => s.commit(batch).await)
     }
 
+    /// Sends a batch's statements in a transaction that stays open until [`Staged::commit`] or
+    /// [`Staged::rollback`]; nothing of it is visible or durable before the commit. On an error
+    /// the transaction is already rolled back. Backends that do not pipeline only defer.
+    pub async fn stage(&self, batch: Arc<Writes>) -> Result<Staged, StoreError> {
+        match self {
+            Store::Postgres(pg) if !batch.is_empty() => Ok(Staged {
+                inner: StagedInner::Postgres(pg.stage(&batch).await?),
+            }),
+            Store::Memory(memory) => Ok(Staged {
+                inner: memory.stage(batch),
+            }),
+            _ => Ok(Staged {
+                inner: StagedInner::Deferred {
+                    store: self.clone(),
+                    batch,
+                },
+            }),
+        }
+    }
+
+    /// Whether a batch is worth staging while another is in flight: only PostgreSQL (and a
+    /// memory store told to, for the persister's tests) runs two writers at once.
+    pub fn pipelines(&self) -> bool {
+        match self {
+            Store::Postgres(_) => true,
+            Store::Sqlite(_) => false,
+            Store::Memory(memory) => memory.pipelines(),
+        }
+    }
+
+    /// Whether `next` may be staged while the batch ahead of it has sent all its statements and
+    /// not yet committed (its COMMIT in flight), to be committed after it or rolled back if it
+    /// fails. The backend's own rule: on PostgreSQL a batch that moves money waits
+    /// (`postgres_writes.rs` says why every other batch is safe).
+    pub fn may_stage_behind(&self, next: &Writes) -> bool {
+        match self {
+            Store::Postgres(_) => postgres_writes::may_stage_behind(next),
+            Store::Sqlite(_) => false,
+            Store::Memory(memory) => memory.pipelines(),
+        }
+    }
+
     pub async fn load_catalog(&self) -> Result<CatalogSnapshot, StoreError> {
         dispatch!(self, s => s.load_catalog().await)
     }
@@ -350,6 +405,46 @@ impl Store {
 
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
+    }
+}
+
+/// A batch whose statements were sent ([`Store::stage`]) and that is neither committed nor
+/// rolled back yet. Dropping it unfinished rolls it back (the database never sees a COMMIT).
+#[must_use = "a staged batch is committed or rolled back"]
+pub struct Staged {
+    inner: StagedInner,
+}
+
+enum StagedInner {
+    /// The open transaction, its statements done, row locks and index entries held.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    /// Nothing sent yet (SQLite, memory, or an empty batch): the commit writes the batch.
+    Deferred { store: Store, batch: Arc<Writes> },
+}
+
+impl Staged {
+    /// Commits: returns once the batch is durable (or with why it is not).
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self.inner {
+            StagedInner::Postgres(tx) => Ok(tx.commit().await?),
+            // An empty batch has nothing to write; not even a memory store failing on request
+            // has anything to refuse (the persister never committed empty batches before).
+            StagedInner::Deferred { batch, .. } if batch.is_empty() => Ok(()),
+            StagedInner::Deferred { store, batch } => store.commit(&batch).await,
+        }
+    }
+
+    /// Rolls back: none of the batch's rows is ever visible.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self.inner {
+            StagedInner::Postgres(tx) => Ok(tx.rollback().await?),
+            StagedInner::Deferred { store, .. } => {
+                if let Store::Memory(memory) = store {
+                    memory.note_rollback();
+                }
+                Ok(())
+            }
+        }
     }
 }
 

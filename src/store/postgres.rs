@@ -21,7 +21,8 @@ use std::time::Duration;
 /// How long a caller waits for a pooled connection before the store reports unavailable:
 /// a database that is down must turn into a prompt 503, not a hang.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Connections: the persister uses one at a time; loads and the admin routes share the rest.
+/// Connections: the persister uses two at a time (one batch committing, the next staged behind
+/// it); loads and the admin routes share the rest.
 const MAX_CONNECTIONS: u32 = 8;
 
 #[derive(Debug, Clone)]
@@ -68,6 +69,14 @@ impl PgStore {
 
     pub async fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
         super::postgres_writes::commit(&self.pool, batch).await
+    }
+
+    /// The batch's statements in a transaction left open (see [`super::Store::stage`]).
+    pub async fn stage(
+        &self,
+        batch: &Writes,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        super::postgres_writes::stage(&self.pool, batch).await
     }
 
     pub async fn load_catalog(&self) -> Result<CatalogSnapshot, StoreError> {

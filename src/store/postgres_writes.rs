@@ -12,6 +12,43 @@
 //! A batch that does need an order inside it (the parts of a `WITH` run in no promised order),
 //! or that moves money (the wallet update must check how many rows it touched before anything
 //! commits), is sent as before: one transaction, its statements in order.
+//!
+//! ## Staging behind an uncommitted batch (the persister's pipeline)
+//!
+//! Under load the persister stages batch N+1 (`BEGIN`, its statements, no `COMMIT`) on a second
+//! connection while batch N's `COMMIT` is in flight, and sends N+1's `COMMIT` only once N's has
+//! returned; if N fails, N+1 is rolled back. N+1 is sent only after **every statement of N has
+//! returned** (N was itself staged), so N's rows, row locks and index entries are in place, and
+//! only if **N+1 moves no money** ([`may_stage_behind`]). Under READ COMMITTED that is enough for
+//! N+1 to end exactly as if it had started after N committed, statement by statement:
+//!
+//! - `reservations`, `holds`, `queue_tokens`: `INSERT … ON CONFLICT (key) DO UPDATE`. A key N
+//!   inserted is an index entry of an in-progress transaction: the insert waits for N, then
+//!   takes the conflict path and updates the row N wrote (ON CONFLICT acts on the latest
+//!   version even when the statement's snapshot cannot see it). A row N updated is row-locked:
+//!   the update waits, then applies to N's version (`COALESCE(…, queue_tokens.…)` reads that
+//!   version). The partial unique indexes (one live hold per seat, one live token per user)
+//!   wait the same way on an entry N inserted or N's update is retiring: a seat released in N
+//!   and taken in N+1 is checked once N has committed. None of these tables has a foreign key
+//!   to a row the persister writes: `holds` and `reservations` have none (migration 0003), and
+//!   `queue_tokens.user_id` names `users`, which only `create_user` writes, committed before any
+//!   id of it is handed out.
+//! - `idempotency_keys`: `INSERT … ON CONFLICT DO NOTHING`, waits likewise; its foreign key is
+//!   `users` again.
+//! - The statements that could go wrong are all money: `UPDATE wallets … WHERE user_id = …` (a
+//!   plain update, whose row-count check would miss a row N inserted; wallets are only created
+//!   by `create_user`, but the rule should not lean on that), `payments` (a foreign key to
+//!   `reservations`, whose row N may have inserted and an FK check does not wait for; today a
+//!   payment's own reservation upsert runs first in its transaction and waits, so the check
+//!   would happen to pass) and `ledger` (a foreign key to `payments`). A batch with any of them
+//!   is never staged behind an uncommitted batch: it waits for N's outcome before anything of it
+//!   is sent, so none of those arguments is needed. (It may itself be the batch ahead: what
+//!   N+1 needs from N is only that N's statements are done.)
+//!
+//! Nothing waits the other way: N has only its `COMMIT` left, which takes no lock, so N+1
+//! waiting on N cannot deadlock. When N fails, N+1 may have done anything (succeeded against
+//! the state before N, or hit a unique violation once N's entries vanished): it is rolled back
+//! whatever it did, and the persister's failure protocol takes both.
 
 use super::rows;
 use super::{StoreError, Writes};
@@ -19,7 +56,7 @@ use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::Reservation;
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgPool, Postgres, Transaction};
 use std::collections::HashSet;
 
 /// One `UNNEST` argument: a column of the batch's rows.
@@ -84,23 +121,74 @@ pub(super) async fn commit(pool: &PgPool, batch: &Writes) -> Result<(), StoreErr
         bind(sqlx::query(&sql), columns).execute(pool).await?;
         return Ok(());
     }
+    let tx = send_in_transaction(pool, batch, parts).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The batch's statements in a transaction left open, for its `COMMIT` to be sent later (see the
+/// module doc for which batches may be staged behind an uncommitted one).
+pub(super) async fn stage(
+    pool: &PgPool,
+    batch: &Writes,
+) -> Result<Transaction<'static, Postgres>, StoreError> {
+    send_in_transaction(pool, batch, parts(batch)).await
+}
+
+/// Whether `next` may be staged while the batch ahead has its statements done and its `COMMIT`
+/// in flight: every batch but one that moves money (the module doc says why that is enough).
+pub(super) fn may_stage_behind(next: &Writes) -> bool {
+    !next.moves_money()
+}
+
+/// `BEGIN` and the parts: as one statement when their order does not matter, else one by one
+/// with their checks. On an error the transaction is rolled back before the error is returned.
+async fn send_in_transaction(
+    pool: &PgPool,
+    batch: &Writes,
+    parts: Vec<Part<'_>>,
+) -> Result<Transaction<'static, Postgres>, StoreError> {
     let mut tx = pool.begin().await?;
+    match send_parts(&mut tx, batch, parts).await {
+        Ok(()) => Ok(tx),
+        Err(error) => {
+            // The statement's error is the one worth reporting; a rollback that fails as well
+            // (the connection is gone) leaves nothing committed either.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(%rollback, "rollback of a failed batch failed");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn send_parts(
+    tx: &mut Transaction<'static, Postgres>,
+    batch: &Writes,
+    parts: Vec<Part<'_>>,
+) -> Result<(), StoreError> {
+    if parts.is_empty() {
+        return Ok(());
+    }
+    if fits_one_statement(batch, &parts) {
+        let (sql, columns) = one_statement(parts);
+        bind(sqlx::query(&sql), columns).execute(&mut **tx).await?;
+        return Ok(());
+    }
     for part in parts {
         let affected = bind(sqlx::query(part.sql), part.columns)
             .persistent(part.persistent)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         if let Check::RowsAffected(expected) = part.check {
             if affected != expected {
-                // Dropping the transaction rolls it back: nothing of the batch is kept.
                 return Err(StoreError::Corrupt(format!(
                     "{affected} of {expected} wallets exist"
                 )));
             }
         }
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -469,5 +557,40 @@ mod tests {
         );
         // A lone dollar sign is left alone.
         assert_eq!(renumber("SELECT '$' || $1", 2), "SELECT '$' || $3");
+    }
+
+    #[test]
+    fn money_waits_for_the_batch_ahead_and_everything_else_may_be_staged_behind_it() {
+        let holds = Writes::default()
+            .reservation(&reservation(1, &[1, 2], ReservationStatus::Pending))
+            .reservation(&reservation(2, &[2], ReservationStatus::Cancelled))
+            .token(token(1, 1, TokenState::Waiting));
+        assert!(may_stage_behind(&holds));
+        let wallet = WalletRecord {
+            user: UserId::new(1).expect("positive"),
+            balance: Money::new(5).expect("positive"),
+            at: Timestamp::from_millis(1),
+        };
+        assert!(!may_stage_behind(&holds.clone().wallet(wallet)));
+        let mut ledger_only = Writes::default();
+        ledger_only.ledger.push(crate::store::LedgerEntry {
+            id: 1,
+            user: UserId::new(1).expect("positive"),
+            kind: crate::store::LedgerKind::Recharge,
+            amount: Money::new(5).expect("positive"),
+            balance_after: Money::new(5).expect("positive"),
+            payment: None,
+            at: Timestamp::from_millis(1),
+        });
+        assert!(!may_stage_behind(&ledger_only));
+        let mut payment_only = Writes::default();
+        payment_only.payments.push(crate::store::PaymentRecord {
+            id: crate::domain::PaymentId::new(1).expect("positive"),
+            reservation: ReservationId::new(1).expect("positive"),
+            user: UserId::new(1).expect("positive"),
+            amount: Money::new(5).expect("positive"),
+            at: Timestamp::from_millis(1),
+        });
+        assert!(!may_stage_behind(&payment_only));
     }
 }

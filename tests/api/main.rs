@@ -17,6 +17,7 @@ mod limits;
 mod live;
 mod operations;
 mod payments;
+mod pipeline;
 mod queue;
 mod queue_scale;
 mod reservations;
