@@ -285,6 +285,7 @@ impl Rig {
             handle.store().clone(),
             store_runtime.handle(),
             settings.persister_capacity,
+            settings.pipeline_commits,
         );
         let engine = system
             .block_on(Engine::start(

@@ -236,6 +236,7 @@ impl Rig {
             handle.store().clone(),
             runtime.handle(),
             settings.persister_capacity,
+            settings.pipeline_commits,
         );
         let started = Instant::now();
         let engine = system

@@ -107,6 +107,12 @@ pub struct ServeArgs {
     /// new key answers 429.
     #[arg(long, env = "BOXOFFICE_MAX_IDEMPOTENCY_KEYS_PER_USER", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_idempotency_keys_per_user: u32,
+    /// PostgreSQL only: keep two group commits in flight, the next batch's statements sent
+    /// while the previous COMMIT flushes (committed after it, rolled back if it fails). Off by
+    /// default: on a CPU-bound machine its extra round trips cost more than the overlap saves
+    /// (docs/BENCHMARKS.md, issue 14); it pays where the database's flush, not CPU, is the wait.
+    #[arg(long, env = "BOXOFFICE_PIPELINE_COMMITS")]
+    pub pipeline_commits: bool,
     /// Zone of every timestamp in and out, e.g. +09:00.
     #[arg(long, env = "BOXOFFICE_TZ_OFFSET", default_value = "+00:00", value_parser = offset)]
     pub timezone_offset: FixedOffset,
@@ -281,6 +287,7 @@ impl From<ServeArgs> for Settings {
                 max_seats_per_user: args.max_seats_per_user,
                 max_recharge: Money::new(args.max_recharge).expect("clap keeps it ≥ 1"),
                 max_idempotency_keys_per_user: args.max_idempotency_keys_per_user as usize,
+                pipeline_commits: args.pipeline_commits,
                 actor_threads: cores.clamp(1, 8),
                 ..EngineSettings::default()
             },

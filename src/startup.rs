@@ -242,6 +242,7 @@ impl Application {
             store.store().clone(),
             &runtime.handle(),
             settings.engine.persister_capacity,
+            settings.engine.pipeline_commits,
         );
         let engine = Engine::start(settings.engine.clone(), clock, store.clone(), persister)
             .await

@@ -82,7 +82,32 @@ pub async fn drop_postgres(server: &str, name: &str) {
     }
 }
 
-async fn start(args: &Args, bin: Option<&std::path::Path>) -> Result<Server, String> {
+/// Which boxoffice a run measures.
+#[derive(Clone, Copy)]
+pub enum Build<'a> {
+    /// This build, as configured by default.
+    This,
+    /// This build with `--pipeline-commits`.
+    Pipelined,
+    /// Another binary (`--before-bin`).
+    Before(&'a std::path::Path),
+}
+
+impl Build<'_> {
+    fn label(self) -> &'static str {
+        match self {
+            Build::This => "",
+            Build::Pipelined => ", --pipeline-commits",
+            Build::Before(_) => ", before",
+        }
+    }
+}
+
+async fn start(args: &Args, build: Build<'_>) -> Result<Server, String> {
+    let bin = match build {
+        Build::Before(bin) => Some(bin),
+        _ => None,
+    };
     let bin = match bin {
         Some(bin) => bin.to_path_buf(),
         None => server_bin(args)?,
@@ -117,6 +142,9 @@ async fn start(args: &Args, bin: Option<&std::path::Path>) -> Result<Server, Str
         .stderr(Stdio::inherit());
     if let Some(w) = args.server_workers {
         command.args(["--workers", &w.to_string()]);
+    }
+    if let Build::Pipelined = build {
+        command.arg("--pipeline-commits");
     }
     let child = command
         .spawn()
@@ -212,13 +240,9 @@ async fn setup(base: &str, plan: &Plan) -> Result<Setup, String> {
     Ok(Setup { users, schedules })
 }
 
-/// Runs the holds against this build's server, or against `bin` (labelled "before").
-pub async fn run(
-    args: &Args,
-    plan: &Plan,
-    bin: Option<&std::path::Path>,
-) -> Result<Outcome, String> {
-    let mut server = start(args, bin).await?;
+/// Runs the holds against `build`'s server.
+pub async fn run(args: &Args, plan: &Plan, build: Build<'_>) -> Result<Outcome, String> {
+    let mut server = start(args, build).await?;
     eprintln!(
         "boxoffice ({}): setting up {} users, {} schedules",
         args.store, plan.users, plan.schedules
@@ -244,7 +268,7 @@ pub async fn run(
         format!(
             "boxoffice over HTTP ({}){}",
             args.store,
-            if bin.is_some() { ", before" } else { "" }
+            build.label()
         ),
         args,
         CpuMeter::new(parts),

@@ -41,7 +41,8 @@ pub struct Args {
     /// Seats available per system: enough that no run runs out (two per hold).
     #[arg(long, default_value_t = 1_000_000)]
     pub seats: usize,
-    /// Which systems, comma separated: boxoffice, redis, rowlocks, and `before` (with
+    /// Which systems, comma separated: boxoffice, pipelined (this build with
+    /// `--pipeline-commits`), redis, rowlocks, and `before` (with
     /// --before-bin).
     #[arg(
         long,
@@ -94,19 +95,20 @@ async fn run(args: &Args) -> Result<Vec<Outcome>, String> {
     let mut results = Vec::new();
     for system in &args.systems {
         let outcome = match system.as_str() {
-            "boxoffice" => boxoffice::run(args, &plan, None).await?,
+            "boxoffice" => boxoffice::run(args, &plan, boxoffice::Build::This).await?,
+            "pipelined" => boxoffice::run(args, &plan, boxoffice::Build::Pipelined).await?,
             "before" => {
                 let bin = args
                     .before_bin
                     .as_deref()
                     .ok_or("the system `before` needs --before-bin")?;
-                boxoffice::run(args, &plan, Some(bin)).await?
+                boxoffice::run(args, &plan, boxoffice::Build::Before(bin)).await?
             }
             "redis" => redis::run(args, &plan).await?,
             "rowlocks" => row_locks::run(args, &plan).await?,
             other => {
                 return Err(format!(
-                    "unknown system {other:?} (boxoffice, redis, rowlocks)"
+                    "unknown system {other:?} (boxoffice, pipelined, before, redis, rowlocks)"
                 ))
             }
         };

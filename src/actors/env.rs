@@ -36,6 +36,8 @@ pub struct EngineSettings {
     pub max_idempotency_keys_per_user: usize,
     /// Submissions the persister holds before it refuses more.
     pub persister_capacity: usize,
+    /// Two group commits in flight where the store can (`--pipeline-commits`).
+    pub pipeline_commits: bool,
     /// Messages a schedule or wallet actor's mailbox holds before senders are refused; also
     /// the holds a schedule's intake holds.
     pub mailbox_capacity: usize,
@@ -57,6 +59,7 @@ impl Default for EngineSettings {
             max_recharge: Money::new(10_000_000).expect("a positive constant"),
             max_idempotency_keys_per_user: 1000,
             persister_capacity: 65_536,
+            pipeline_commits: false,
             mailbox_capacity: MAILBOX_CAPACITY,
             actor_threads: 2,
             settled_grace: SETTLED_GRACE,

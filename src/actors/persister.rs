@@ -121,6 +121,8 @@ struct Shared {
     /// it is still valid is one load instead of a map lookup.
     any_stale: AtomicBool,
     capacity: usize,
+    /// Two batches in flight where the store can (`--pipeline-commits`).
+    pipeline: bool,
     healthy: AtomicBool,
     rebuild: OnceLock<RebuildHook>,
     stats: PersisterStats,
@@ -134,11 +136,14 @@ pub struct Persister {
 
 impl Persister {
     /// Starts the commit loop on `runtime`. `capacity` bounds submissions in flight: past it,
-    /// callers get a prompt "unavailable" instead of an unbounded queue.
+    /// callers get a prompt "unavailable" instead of an unbounded queue. With `pipeline`, a
+    /// store that can (PostgreSQL) keeps two batches in flight; without it every batch is the
+    /// one-statement fast path where it fits, one at a time.
     pub fn start(
         store: Arc<Store>,
         runtime: &tokio::runtime::Handle,
         capacity: usize,
+        pipeline: bool,
     ) -> (Persister, tokio::task::JoinHandle<()>) {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
@@ -152,6 +157,7 @@ impl Persister {
             stale: DashMap::new(),
             any_stale: AtomicBool::new(false),
             capacity,
+            pipeline,
             healthy: AtomicBool::new(true),
             rebuild: OnceLock::new(),
             stats: PersisterStats::default(),
@@ -428,7 +434,11 @@ async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
             // A batch that was already waiting means load: staged, so the next one can be
             // staged behind it while it commits. One that had to be waited for takes the fast
             // path (docs/BENCHMARKS.md): nothing else is in flight to overlap with it.
-            front = Some(send(&store, batch, !waited && store.pipelines()));
+            front = Some(send(
+                &store,
+                batch,
+                !waited && shared.pipeline && store.pipelines(),
+            ));
             continue;
         };
         if back.is_none() && current.statements_done() {
@@ -581,7 +591,13 @@ fn stage_behind(shared: &Shared, store: &Arc<Store>, mut batch: Batch) -> Back {
 fn promote(shared: &Shared, store: &Arc<Store>, back: Back) -> Option<Front> {
     let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
     let state = match back.state {
-        BackState::Held => return Some(send(store, back.batch, store.pipelines())),
+        BackState::Held => {
+            return Some(send(
+                store,
+                back.batch,
+                shared.pipeline && store.pipelines(),
+            ))
+        }
         BackState::Staging(work) => FrontState::Staging(work),
         BackState::Staged(staged) => FrontState::Committing {
             work: Box::pin(staged.commit()),
@@ -787,6 +803,11 @@ mod tests {
 
     impl Rig {
         async fn start(capacity: usize) -> Rig {
+            Rig::start_with(capacity, true).await
+        }
+
+        /// [`Rig::start`], with pipelining on or off (`--pipeline-commits`).
+        async fn start_with(capacity: usize, pipeline: bool) -> Rig {
             let memory = MemoryStore::connect("memory://")
                 .await
                 .expect("an unnamed memory store always opens");
@@ -795,8 +816,12 @@ mod tests {
                 .await
                 .expect("the memory store creates users");
             let store = Arc::new(Store::Memory(memory.clone()));
-            let (persister, task) =
-                Persister::start(store, &tokio::runtime::Handle::current(), capacity);
+            let (persister, task) = Persister::start(
+                store,
+                &tokio::runtime::Handle::current(),
+                capacity,
+                pipeline,
+            );
             let (rebuild_sender, rebuilds) = mpsc::unbounded_channel();
             persister.on_rebuild(Box::new(move |keys| {
                 // The receiver lives as long as the test that reads it.
@@ -1099,6 +1124,30 @@ mod tests {
     /// Pipelining happens: a batch is staged while the one ahead of it is still committing,
     /// neither is answered before its commit, and they commit in order.
     #[tokio::test]
+    async fn without_pipelining_one_batch_is_in_flight_at_a_time() {
+        let mut rig = Rig::start_with(16, false).await;
+        rig.memory.pipeline(true);
+        let gate = rig.memory.gate_commits();
+        rig.submit(&[(schedule(1), 0)], 2);
+        eventually("N reaches the gate", || rig.memory.commits_at_gate() == 1).await;
+        rig.submit(&[(schedule(2), 0)], 3);
+        // However long N takes, nothing is sent behind it.
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(rig.memory.staged().0, 0, "nothing staged");
+        assert_eq!(rig.memory.commits_at_gate(), 1, "N+1 not sent");
+        gate.add_permits(2);
+        assert_eq!(rig.answers(2).await, vec![Ok(()), Ok(())]);
+        assert_eq!(rig.stored_balance().await, Some(won(3)));
+        assert_eq!(
+            rig.persister.stats().staged_behind.load(Ordering::Relaxed),
+            0
+        );
+        rig.stop().await;
+    }
+
+    #[tokio::test]
     async fn the_next_batch_is_staged_while_the_one_ahead_commits() {
         let (mut rig, gate) = committing(16, &[(schedule(1), 0)], 2).await;
         rig.submit(&[(schedule(2), 0)], 3);
@@ -1308,7 +1357,7 @@ mod tests {
                     .expect("one schedule was asked for");
                 let store = Arc::new(store);
                 let (persister, task) =
-                    Persister::start(store.clone(), &tokio::runtime::Handle::current(), 64);
+                    Persister::start(store.clone(), &tokio::runtime::Handle::current(), 64, true);
                 let (rebuild_sender, rebuilds) = mpsc::unbounded_channel();
                 persister.on_rebuild(Box::new(move |keys| {
                     let _ = rebuild_sender.send(keys);

@@ -27,7 +27,11 @@ type Seen = BTreeMap<i64, String>;
 
 async fn pipelined_commits_leave_the_database_as_memory_says(backend: Backend) {
     let db = TestDb::create(backend).await;
-    let app = spawn_app_with(db, |s| s.engine.max_active = 10_000).await;
+    let app = spawn_app_with(db, |s| {
+        s.engine.max_active = 10_000;
+        s.engine.pipeline_commits = true;
+    })
+    .await;
     let staged_before = staged_behind(&app).await;
     let concert = app
         .create_concert(HOT_SEATS + CLIENTS * ROUNDS.div_ceil(PAY_EVERY), PRICE)
