@@ -107,6 +107,7 @@ impl LiveFeed {
         Ok(Stream {
             receiver,
             schedule,
+            sent_any: false,
             _slot: slot,
         })
     }
@@ -135,6 +136,8 @@ impl Drop for StreamSlot {
 struct Stream {
     receiver: watch::Receiver<Feed>,
     schedule: Option<i64>,
+    /// Whether a frame went out: the next must then be newer.
+    sent_any: bool,
     _slot: StreamSlot,
 }
 
@@ -142,17 +145,20 @@ impl Stream {
     /// The next event: the newest frame not sent yet (however many were published since), or
     /// `None` once the feed is closed.
     async fn next(&mut self) -> Option<Bytes> {
-        loop {
-            let feed = self.receiver.borrow_and_update().clone();
-            match feed {
-                Feed::Frame(frame) => return Some(frame.event(self.schedule)),
-                Feed::Closed => return None,
-                Feed::Starting => {}
-            }
+        if self.sent_any {
             // Wait for a frame newer than the one just sent; a dropped sender is a close too.
             self.receiver.changed().await.ok()?;
-            if let Feed::Frame(frame) = &*self.receiver.borrow_and_update() {
-                return Some(frame.event(self.schedule));
+        }
+        loop {
+            // One `Arc` cloned out: the channel's lock is not held across the wait below.
+            let feed = self.receiver.borrow_and_update().clone();
+            match feed {
+                Feed::Frame(frame) => {
+                    self.sent_any = true;
+                    return Some(frame.event(self.schedule));
+                }
+                Feed::Closed => return None,
+                Feed::Starting => self.receiver.changed().await.ok()?,
             }
         }
     }
@@ -160,14 +166,9 @@ impl Stream {
     fn into_body(
         self,
     ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
-        futures_util::stream::unfold((self, true), |(mut stream, first)| async move {
-            let event = if first {
-                stream.next().await
-            } else {
-                stream.receiver.changed().await.ok()?;
-                stream.next().await
-            };
-            event.map(|bytes| (Ok(bytes), (stream, false)))
+        futures_util::stream::unfold(self, |mut stream| async move {
+            let event = stream.next().await?;
+            Some((Ok(event), stream))
         })
     }
 }

@@ -68,6 +68,14 @@ impl Live {
     }
 }
 
+/// A fresh app and a stream on it that has sent its first event.
+async fn watching(backend: Backend) -> (TestApp, Live) {
+    let app = spawn_app(backend).await;
+    let mut live = Live::open(&app, "").await;
+    live.next().await.expect("a first event");
+    (app, live)
+}
+
 async fn refused_without_the_key(backend: Backend) {
     let app = spawn_app(backend).await;
     let plain = app.get("/v1/admin/live", None).await;
@@ -191,11 +199,9 @@ on_both_stores!(a_purchase_shows_within_two_seconds);
 /// Rates are per second over the last interval: a burst of holds shows as placed/s, then, with
 /// nothing happening, falls back to zero.
 async fn rates_follow_the_last_interval(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let (app, mut live) = watching(backend).await;
     let concert = app.create_concert(40, 1000).await;
     let users = app.create_users(4, 100_000).await;
-    let mut live = Live::open(&app, "").await;
-    live.next().await.expect("a first event");
     for (i, user) in users.iter().enumerate() {
         let token = app.active_token(*user).await;
         let seats = &concert.seats[i * 2..i * 2 + 2];
@@ -236,9 +242,7 @@ on_both_stores!(rates_follow_the_last_interval);
 /// "At most every 500 ms": consecutive events are never closer than that (allowing for the
 /// timer's and the network's jitter), however fast the client reads.
 async fn events_come_at_most_every_half_second(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let mut live = Live::open(&app, "").await;
-    live.next().await.expect("a first event");
+    let (app, mut live) = watching(backend).await;
     let mut last = Instant::now();
     let mut gaps = Vec::new();
     for _ in 0..4 {
@@ -257,9 +261,7 @@ on_both_stores!(events_come_at_most_every_half_second);
 /// A graceful stop ends open streams at once instead of waiting out the shutdown timeout
 /// (10 s), and the stream's life is not a request latency.
 async fn a_graceful_stop_ends_the_stream(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let mut live = Live::open(&app, "").await;
-    live.next().await.expect("a first event");
+    let (app, mut live) = watching(backend).await;
     let metrics = app
         .get("/metrics", None)
         .await
