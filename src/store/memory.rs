@@ -100,6 +100,11 @@ struct Tables {
     next_seat: i64,
     /// How many of the next commits to refuse (see [`MemoryStore::fail_next_commits`]).
     commits_to_fail: u64,
+    /// The `shard_lease` table of cluster mode: shard → (owner, epoch); owner `None` once
+    /// released. Memory has no clocks to expire on: a test moves a lease by taking it.
+    leases: HashMap<String, (Option<String>, u64)>,
+    /// The `fence_audit` table: (shard, epoch, node) per fenced commit, in commit order.
+    audit: Vec<(String, u64, String)>,
 }
 
 /// What a load generator or a test reads back to check its invariants.
@@ -178,6 +183,51 @@ impl MemoryStore {
         t.check(batch)?;
         t.apply(batch);
         Ok(())
+    }
+
+    /// [`Store::commit_fenced`] on the memory tables: the claims are checked and the batch
+    /// applied under one lock, as PostgreSQL does in one transaction.
+    pub async fn commit_fenced(
+        &self,
+        batch: &Writes,
+        node: &str,
+        fences: &[super::Fence],
+    ) -> Result<(), StoreError> {
+        self.pass_gate().await;
+        let mut t = self.lock();
+        if t.commits_to_fail > 0 {
+            t.commits_to_fail -= 1;
+            return Err(StoreError::InjectedFailure);
+        }
+        let stale: Vec<super::Fence> = fences
+            .iter()
+            .filter(|f| t.leases.get(&f.shard) != Some(&(Some(node.to_string()), f.epoch)))
+            .cloned()
+            .collect();
+        if !stale.is_empty() {
+            return Err(StoreError::Fenced(stale));
+        }
+        t.check(batch)?;
+        t.apply(batch);
+        for f in fences {
+            t.audit.push((f.shard.clone(), f.epoch, node.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Takes `shard` for `node` whoever holds it, under the next epoch (the compare-and-set of
+    /// a takeover, for tests of the fence: the memory store has no clock to expire leases on).
+    pub fn take_lease(&self, shard: &str, node: &str) -> u64 {
+        let mut t = self.lock();
+        let lease = t.leases.entry(shard.to_string()).or_insert((None, 0));
+        lease.0 = Some(node.to_string());
+        lease.1 += 1;
+        lease.1
+    }
+
+    /// Every fenced commit's (shard, epoch, node), in commit order.
+    pub fn fence_audit(&self) -> Vec<(String, u64, String)> {
+        self.lock().audit.clone()
     }
 
     /// Makes the next `commits` calls to [`commit`](Self::commit) fail with

@@ -12,6 +12,7 @@
 //! `postgres_writes.rs`). SQLite has one writer and the memory store one lock: for them staging
 //! only defers the commit, and they never pipeline.
 
+mod cluster;
 #[cfg(test)]
 mod contract;
 mod memory;
@@ -22,6 +23,7 @@ mod sqlite;
 #[cfg(test)]
 pub(crate) mod temp_databases;
 
+pub use cluster::{ClusterStore, Lease, Member, SHARD_CHANNEL};
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -47,6 +49,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database url (expected postgres://… or sqlite://FILE): {0}")]
     UnsupportedUrl(String),
+    /// Cluster mode was asked of a store that is not PostgreSQL.
+    #[error("cluster mode needs PostgreSQL (postgres://…), not {0}")]
+    ClusterNeedsPostgres(String),
     #[error("the store's runtime is gone")]
     RuntimeGone,
     /// A new schedule lists one seat number twice (the database's unique key refused it).
@@ -56,6 +61,41 @@ pub enum StoreError {
     /// database that is down would: for tests of what the service does then.
     #[error("commit failed on purpose (MemoryStore::fail_next_commits)")]
     InjectedFailure,
+    /// A fenced commit found that this node no longer holds these shards at these epochs
+    /// ([`Store::commit_fenced`]): nothing of the batch was written.
+    #[error("stale ownership: {0:?}")]
+    Fenced(Vec<Fence>),
+}
+
+impl StoreError {
+    /// Whether the database refused the batch for what is in it (a constraint or a value it
+    /// will refuse again), rather than failing to answer: the batch minus the offending
+    /// submission can still commit. Only these are worth isolating; a lost connection or a
+    /// timeout is ambiguous and takes the whole failure protocol.
+    pub fn is_refusal_of_content(&self) -> bool {
+        match self {
+            // The memory store's constraint checks, and PostgreSQL's "every wallet written
+            // exists" check (`postgres_writes.rs`).
+            StoreError::Corrupt(_) => true,
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                // SQLSTATE class 23 is an integrity constraint, class 22 a data exception;
+                // SQLite reports its constraint kinds through `kind()`.
+                let code = db.code();
+                let class = code.as_deref().map(|c| c.get(..2).unwrap_or(""));
+                matches!(class, Some("22" | "23"))
+                    || !matches!(db.kind(), sqlx::error::ErrorKind::Other)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An ownership claim a batch's writes were decided under: `shard` held at `epoch` (cluster
+/// mode). A fenced commit writes only if every claim still holds, in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fence {
+    pub shard: String,
+    pub epoch: u64,
 }
 
 /// What a ledger row records.
@@ -272,6 +312,30 @@ impl Store {
         }
     }
 
+    /// Connects for cluster mode: PostgreSQL only, its sessions ended by the database when
+    /// they sit idle inside a transaction longer than `idle_in_transaction` (see
+    /// [`PgStore::connect_with`]). Any other url is refused.
+    pub async fn connect_cluster(
+        url: &str,
+        idle_in_transaction: std::time::Duration,
+    ) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(
+                PgStore::connect_with(url, Some(idle_in_transaction)).await?,
+            ))
+        } else {
+            Err(StoreError::ClusterNeedsPostgres(redact(url)))
+        }
+    }
+
+    /// Cluster membership and leases; PostgreSQL only.
+    pub fn cluster(&self) -> Option<ClusterStore> {
+        match self {
+            Store::Postgres(pg) => Some(pg.cluster()),
+            _ => None,
+        }
+    }
+
     pub async fn migrate(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.migrate().await)
     }
@@ -284,6 +348,24 @@ impl Store {
     /// Writes a whole batch in one transaction: all of it or none of it.
     pub async fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
         dispatch!(self, s => s.commit(batch).await)
+    }
+
+    /// Writes a whole batch in one transaction only if `node` still holds every shard of
+    /// `fences` at its epoch, checked in that same transaction (the row lock taken on each
+    /// lease keeps a takeover from committing in between), and records one audit row per
+    /// fence. Otherwise nothing is written and the error is [`StoreError::Fenced`] with the
+    /// claims that no longer hold. PostgreSQL and the memory store; SQLite has no cluster mode.
+    pub async fn commit_fenced(
+        &self,
+        batch: &Writes,
+        node: &str,
+        fences: &[Fence],
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pg) => pg.commit_fenced(batch, node, fences).await,
+            Store::Memory(memory) => memory.commit_fenced(batch, node, fences).await,
+            Store::Sqlite(_) => Err(StoreError::ClusterNeedsPostgres("sqlite".into())),
+        }
     }
 
     /// Sends a batch's statements in a transaction that stays open until [`Staged::commit`] or

@@ -32,7 +32,21 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let options = PgConnectOptions::from_str(url)?.application_name("boxoffice");
+        PgStore::connect_with(url, None).await
+    }
+
+    /// Connects with every session's `idle_in_transaction_session_timeout` set (cluster
+    /// mode): a node stopped inside a fenced transaction holds its lease rows `FOR SHARE`, and
+    /// this is what ends its session, and frees them for a takeover, instead of never.
+    pub async fn connect_with(
+        url: &str,
+        idle_in_transaction: Option<Duration>,
+    ) -> Result<PgStore, StoreError> {
+        let mut options = PgConnectOptions::from_str(url)?.application_name("boxoffice");
+        if let Some(idle) = idle_in_transaction {
+            let ms = idle.as_millis().max(1).to_string();
+            options = options.options([("idle_in_transaction_session_timeout", ms.as_str())]);
+        }
         // One direct connection first: its error names the cause ("connection refused",
         // "database does not exist"), where the pool would only report a timeout.
         let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
@@ -58,6 +72,11 @@ impl PgStore {
         Ok(())
     }
 
+    /// Membership and leases, on the same pool.
+    pub fn cluster(&self) -> super::ClusterStore {
+        super::ClusterStore::new(self.pool.clone())
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -69,6 +88,16 @@ impl PgStore {
 
     pub async fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
         super::postgres_writes::commit(&self.pool, batch).await
+    }
+
+    /// The batch, written only while `node` holds every fence (see [`super::Store::commit_fenced`]).
+    pub async fn commit_fenced(
+        &self,
+        batch: &Writes,
+        node: &str,
+        fences: &[super::Fence],
+    ) -> Result<(), StoreError> {
+        super::postgres_writes::commit_fenced(&self.pool, batch, node, fences).await
     }
 
     /// The batch's statements in a transaction left open (see [`super::Store::stage`]).

@@ -51,7 +51,7 @@
 //! whatever it did, and the persister's failure protocol takes both.
 
 use super::rows;
-use super::{StoreError, Writes};
+use super::{Fence, StoreError, Writes};
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::Reservation;
 use sqlx::postgres::PgArguments;
@@ -124,6 +124,79 @@ pub(super) async fn commit(pool: &PgPool, batch: &Writes) -> Result<(), StoreErr
     let tx = send_in_transaction(pool, batch, parts).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Checks the fences, then writes the batch, in one transaction (see `Store::commit_fenced`).
+///
+/// The check and the audit rows are one statement: it reads each lease `FOR SHARE`, so a
+/// takeover's compare-and-set (an `UPDATE` of the same row) waits for this transaction to end,
+/// and a transaction that starts after the takeover committed reads the new epoch and is
+/// refused. That lock, not any timer, is what keeps a paused or partitioned ex-owner from
+/// committing once its shard has moved. An ex-owner that stops *inside* this transaction holds
+/// the lock only until `idle_in_transaction_session_timeout` ends its session.
+pub(super) async fn commit_fenced(
+    pool: &PgPool,
+    batch: &Writes,
+    node: &str,
+    fences: &[Fence],
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    match fenced_parts(&mut tx, batch, node, fences).await {
+        Ok(()) => Ok(tx.commit().await?),
+        Err(error) => {
+            // The fence's or the statement's error is the one worth reporting.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(%rollback, "rollback of a fenced batch failed");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn fenced_parts(
+    tx: &mut Transaction<'static, Postgres>,
+    batch: &Writes,
+    node: &str,
+    fences: &[Fence],
+) -> Result<(), StoreError> {
+    let shards: Vec<&str> = fences.iter().map(|f| f.shard.as_str()).collect();
+    let epochs: Vec<i64> = fences
+        .iter()
+        .map(|f| i64::try_from(f.epoch).unwrap_or(i64::MAX))
+        .collect();
+    // The claims that hold, with an audit row each; rolled back with the rest when one does not.
+    let held: Vec<(String, i64)> = sqlx::query_as(
+        "WITH claim AS (
+             SELECT shard, epoch FROM UNNEST($1::text[], $2::bigint[]) AS c(shard, epoch)
+         ), lease AS (
+             SELECT l.shard, l.epoch FROM shard_lease l
+             WHERE l.shard = ANY($1) AND l.owner = $3
+             FOR SHARE
+         ), held AS (
+             SELECT claim.shard, claim.epoch FROM claim JOIN lease USING (shard, epoch)
+         ), audit AS (
+             INSERT INTO fence_audit (shard, epoch, node_id) SELECT shard, epoch, $3 FROM held
+         )
+         SELECT shard, epoch FROM held",
+    )
+    .bind(&shards)
+    .bind(&epochs)
+    .bind(node)
+    .fetch_all(&mut **tx)
+    .await?;
+    let stale: Vec<Fence> = fences
+        .iter()
+        .filter(|f| {
+            !held
+                .iter()
+                .any(|(shard, epoch)| *shard == f.shard && *epoch as u64 == f.epoch)
+        })
+        .cloned()
+        .collect();
+    if !stale.is_empty() {
+        return Err(StoreError::Fenced(stale));
+    }
+    send_parts(tx, batch, parts(batch)).await
 }
 
 /// The batch's statements in a transaction left open, for its `COMMIT` to be sent later (see the
