@@ -23,7 +23,7 @@
 
 use super::live_stats::LatencyHistogram;
 use crate::domain::{ScheduleId, UserId};
-use crate::store::{Staged, StoreError};
+use crate::store::{Fence, Staged, StoreError};
 use crate::store::{Store, Writes};
 use dashmap::DashMap;
 use smallvec::SmallVec;
@@ -62,6 +62,10 @@ pub enum Unavailable {
     ShuttingDown,
     #[error("an actor's mailbox is full or it stopped")]
     Busy,
+    /// Cluster mode: the shard moved to another node after this decision was made, and the
+    /// fenced commit refused it. Nothing of it was written.
+    #[error("this node no longer owns the shard")]
+    Fenced,
 }
 
 /// How often an idle persister checks the database after a failed commit.
@@ -83,6 +87,8 @@ type Deps = SmallVec<[Dependency; 2]>;
 
 struct Submission {
     seq: u64,
+    /// Kept after its rows are merged into a batch: a batch the database refuses for its
+    /// content is retried without the offender, rebuilt from its submissions.
     writes: Writes,
     deps: Deps,
     done: Option<Completion>,
@@ -105,6 +111,8 @@ pub struct PersisterStats {
     pub submissions: AtomicU64,
     pub rows: AtomicU64,
     pub failures: AtomicU64,
+    /// Submissions the fence refused (cluster mode).
+    pub fence_refusals: AtomicU64,
     pub commit_micros: AtomicU64,
     /// Every batch's commit time, for the dashboard's p50/p99 (`http::live`).
     pub commit_latency: LatencyHistogram,
@@ -125,7 +133,33 @@ struct Shared {
     pipeline: bool,
     healthy: AtomicBool,
     rebuild: OnceLock<RebuildHook>,
+    /// Called with the actors of fenced submissions (cluster mode): their shard has moved.
+    fenced: OnceLock<RebuildHook>,
+    /// Cluster mode: whose claims every batch is fenced on.
+    fencing: OnceLock<Fencing>,
     stats: PersisterStats,
+}
+
+/// How a cluster node fences its batches: its id, and the shard each actor's state lives in.
+pub struct Fencing {
+    pub node: String,
+    pub shard_of: Box<dyn Fn(ActorKey) -> String + Send + Sync>,
+}
+
+/// In cluster mode an actor's generation carries the epoch of the shard lease it was loaded
+/// under in its high bits, and rebuilds count in the low bits: so a dependency names the
+/// epoch its decision was made under (what the fence checks), and a state loaded under a
+/// newer epoch is always a newer generation than any before it.
+pub const EPOCH_SHIFT: u32 = 32;
+
+/// The first generation of an actor loaded under shard epoch `epoch`.
+pub fn generation_under(epoch: u64) -> u64 {
+    epoch << EPOCH_SHIFT
+}
+
+/// The shard epoch a generation was loaded under (0 outside cluster mode).
+pub fn epoch_of(generation: u64) -> u64 {
+    generation >> EPOCH_SHIFT
 }
 
 /// A handle to the persister; cheap to clone, usable from any thread.
@@ -160,6 +194,8 @@ impl Persister {
             pipeline,
             healthy: AtomicBool::new(true),
             rebuild: OnceLock::new(),
+            fenced: OnceLock::new(),
+            fencing: OnceLock::new(),
             stats: PersisterStats::default(),
         });
         let task = runtime.spawn(commit_loop(shared.clone(), store));
@@ -170,6 +206,23 @@ impl Persister {
     pub fn on_rebuild(&self, hook: RebuildHook) {
         // A second install would be a startup bug; the first hook stays.
         let _ = self.shared.rebuild.set(hook);
+    }
+
+    /// Installs what to call with the actors of submissions the fence refused: their shard
+    /// belongs to another node now, so they are dropped, not rebuilt (set once, at startup).
+    /// Without it they go to the rebuild hook.
+    pub fn on_fenced(&self, hook: RebuildHook) {
+        // A second install would be a startup bug; the first hook stays.
+        let _ = self.shared.fenced.set(hook);
+    }
+
+    /// Fences every batch from now on (cluster mode; set once, at startup, before any write):
+    /// each dependency's shard must still be held at the epoch in its generation when the
+    /// batch commits. Dependencies of generation below [`generation_under`]`(1)` carry no
+    /// claim.
+    pub fn fence_with(&self, fencing: Fencing) {
+        // A second install would be a startup bug; the first stays.
+        let _ = self.shared.fencing.set(fencing);
     }
 
     /// Reserves room for one submission built on `deps`, before the caller changes anything.
@@ -347,6 +400,10 @@ type DbWork<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
 struct Batch {
     submissions: Vec<Submission>,
     writes: Arc<Writes>,
+    /// The ownership claims its submissions were decided under (cluster mode; else empty).
+    fences: Vec<Fence>,
+    /// Every submission up to this one has an outcome once this batch has: it may be past the
+    /// last of `submissions` (some were answered while the batch was formed).
     last_seq: u64,
     /// When its first statement was sent.
     started: Instant,
@@ -417,8 +474,21 @@ enum Event {
 async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
     let mut front: Option<Front> = None;
     let mut back: Option<Back> = None;
+    // Submissions of a refused batch, to be committed again without the offender before
+    // anything newer (see `isolate`): one group per batch, in order.
+    let mut retry: VecDeque<Retry> = VecDeque::new();
     loop {
         let Some(current) = front.as_mut() else {
+            if let Some(group) = retry.pop_front() {
+                let batch = batch_of(&shared, group.submissions, group.last_seq);
+                if batch.writes.is_empty() {
+                    record(&shared, &batch);
+                    acknowledge(&shared, batch);
+                } else {
+                    front = Some(send(&shared, &store, batch, false));
+                }
+                continue;
+            }
             // Nothing in flight (a back always moves up when its front resolves).
             let Some((batch, waited)) = next_when_idle(&shared, &store).await else {
                 if finished(&shared) {
@@ -435,13 +505,14 @@ async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
             // staged behind it while it commits. One that had to be waited for takes the fast
             // path (docs/BENCHMARKS.md): nothing else is in flight to overlap with it.
             front = Some(send(
+                &shared,
                 &store,
                 batch,
                 !waited && shared.pipeline && store.pipelines(),
             ));
             continue;
         };
-        if back.is_none() && current.statements_done() {
+        if back.is_none() && retry.is_empty() && current.statements_done() {
             if let Some(batch) = take_batch(&shared) {
                 back = Some(stage_behind(&shared, &store, batch));
             }
@@ -467,8 +538,19 @@ async fn commit_loop(shared: Arc<Shared>, store: Arc<Store>) {
                 let failed = front
                     .take()
                     .expect("a front event: next_event only reports on a front in flight");
-                tracing::error!(error = ?error, rows = failed.batch.writes.len(), "batch commit failed");
-                fail_front(&shared, failed, back.take()).await;
+                if let StoreError::Fenced(stale) = &error {
+                    tracing::warn!(
+                        ?stale,
+                        "fenced: a shard moved; refusing what was decided under it"
+                    );
+                    fence_out(&shared, failed, back.take(), stale, &mut retry).await;
+                } else if error.is_refusal_of_content() {
+                    tracing::warn!(error = ?error, submissions = failed.batch.submissions.len(), "the database refused a batch's content; isolating the offender");
+                    isolate(&shared, failed, back.take(), &mut retry).await;
+                } else {
+                    tracing::error!(error = ?error, rows = failed.batch.writes.len(), "batch commit failed");
+                    fail_front(&shared, failed, back.take()).await;
+                }
             }
             Event::FrontTimedOut => {
                 let failed = front
@@ -527,7 +609,7 @@ fn finished(shared: &Shared) -> bool {
     pending.queue.is_empty() && pending.closed && pending.reserved == 0
 }
 
-/// Up to [`MAX_BATCH`] queued submissions, their rows merged in order; `None` if none is queued.
+/// Up to [`MAX_BATCH`] queued submissions as a batch; `None` if none is queued.
 fn take_batch(shared: &Shared) -> Option<Batch> {
     let taken: Vec<Submission> = {
         let mut pending = lock(shared);
@@ -535,25 +617,65 @@ fn take_batch(shared: &Shared) -> Option<Batch> {
         pending.queue.drain(..n).collect()
     };
     let last_seq = taken.last()?.seq;
-    let mut writes = Writes::default();
-    let mut submissions = Vec::with_capacity(taken.len());
-    for mut s in taken {
-        writes.merge(std::mem::take(&mut s.writes));
-        submissions.push(s);
-    }
-    Some(Batch {
-        submissions,
-        writes: Arc::new(writes),
-        last_seq,
-        started: Instant::now(),
-    })
+    Some(batch_of(shared, taken, last_seq))
 }
 
-/// Sends `batch` as the front: staged (its `COMMIT` follows its statements) or the fast path.
-fn send(store: &Arc<Store>, mut batch: Batch, staged: bool) -> Front {
+/// `taken` as one batch: their rows merged in order and their claims collected. A submission
+/// built on state a refusal has undone since it was queued (its actor is stale) is answered
+/// now instead. The batch may end up with no submission; it still resolves up to `last_seq`.
+fn batch_of(shared: &Shared, taken: Vec<Submission>, last_seq: u64) -> Batch {
+    let fencing = shared.fencing.get();
+    let mut writes = Writes::default();
+    let mut fences: Vec<Fence> = Vec::new();
+    let mut submissions = Vec::with_capacity(taken.len());
+    for s in taken {
+        if s.deps.iter().any(|dep| shared.is_stale(*dep)) {
+            if let Some(done) = s.done {
+                done(Err(Unavailable::Rebuilding));
+            }
+            continue;
+        }
+        // A clone, not a move: the submission's own rows are what a retry is rebuilt from.
+        writes.merge(s.writes.clone());
+        if let Some(fencing) = fencing {
+            for &(key, generation) in &s.deps {
+                let epoch = epoch_of(generation);
+                if epoch == 0 {
+                    continue;
+                }
+                let fence = Fence {
+                    shard: (fencing.shard_of)(key),
+                    epoch,
+                };
+                if !fences.contains(&fence) {
+                    fences.push(fence);
+                }
+            }
+        }
+        submissions.push(s);
+    }
+    Batch {
+        submissions,
+        writes: Arc::new(writes),
+        fences,
+        last_seq,
+        started: Instant::now(),
+    }
+}
+
+/// Sends `batch` as the front: staged (its `COMMIT` follows its statements) or the fast path;
+/// a fenced batch is always one transaction of its own, its claims checked inside it.
+fn send(shared: &Shared, store: &Arc<Store>, mut batch: Batch, staged: bool) -> Front {
     batch.started = Instant::now();
     let (store, writes) = (store.clone(), batch.writes.clone());
-    let state = if staged {
+    let fencing = shared.fencing.get().filter(|_| !batch.fences.is_empty());
+    let state = if let Some(fencing) = fencing {
+        let (node, fences) = (fencing.node.clone(), batch.fences.clone());
+        FrontState::Committing {
+            work: Box::pin(async move { store.commit_fenced(&writes, &node, &fences).await }),
+            statements_done: false,
+        }
+    } else if staged {
         FrontState::Staging(Box::pin(async move { store.stage(writes).await }))
     } else {
         FrontState::Committing {
@@ -570,7 +692,7 @@ fn send(store: &Arc<Store>, mut batch: Batch, staged: bool) -> Front {
 
 /// Stages `batch` behind a front whose statements are done, if the store's rule allows it.
 fn stage_behind(shared: &Shared, store: &Arc<Store>, mut batch: Batch) -> Back {
-    if !store.may_stage_behind(&batch.writes) {
+    if !batch.fences.is_empty() || !store.may_stage_behind(&batch.writes) {
         return Back {
             batch,
             state: BackState::Held,
@@ -593,6 +715,7 @@ fn promote(shared: &Shared, store: &Arc<Store>, back: Back) -> Option<Front> {
     let state = match back.state {
         BackState::Held => {
             return Some(send(
+                shared,
                 store,
                 back.batch,
                 shared.pipeline && store.pipelines(),
@@ -678,6 +801,147 @@ async fn fail_front(shared: &Shared, failed: Front, back: Option<Back>) {
     }
 }
 
+/// Submissions to commit again, and the sequence number they resolve up to.
+struct Retry {
+    submissions: Vec<Submission>,
+    last_seq: u64,
+}
+
+/// The front's content was refused (a constraint, a value): nothing of it was written, and
+/// the database says nothing about which submission was at fault. Bisect: the halves go back
+/// as batches of their own, ahead of anything newer, until the offender is alone; only it is
+/// refused, and only its actors rebuild. The innocent commit a few round trips late (about
+/// two per halving) instead of being answered 503 with it. The back, rolled back, follows.
+async fn isolate(shared: &Shared, failed: Front, back: Option<Back>, retry: &mut VecDeque<Retry>) {
+    record(shared, &failed.batch);
+    drop(failed.state);
+    if let Some(back) = back {
+        roll_back(back.state).await;
+        retry.push_front(Retry {
+            submissions: back.batch.submissions,
+            last_seq: back.batch.last_seq,
+        });
+    }
+    let mut suspects = failed.batch.submissions;
+    let last_seq = failed.batch.last_seq;
+    if suspects.len() <= 1 {
+        if let Some(offender) = suspects.pop() {
+            tracing::warn!(seq = offender.seq, "one submission refused by the database");
+            refuse_alone(shared, vec![offender], Unavailable::CommitFailed, false);
+        }
+        shared.resolved_seq.fetch_max(last_seq, Ordering::AcqRel);
+        return;
+    }
+    let second = suspects.split_off(suspects.len() / 2);
+    let first_last = suspects.last().map_or(0, |s| s.seq);
+    retry.push_front(Retry {
+        submissions: second,
+        last_seq,
+    });
+    retry.push_front(Retry {
+        submissions: suspects,
+        last_seq: first_last,
+    });
+}
+
+/// The fence refused the front: the submissions decided under a claim that no longer holds
+/// are refused and their actors handed to the fenced hook (dropped: another node owns them
+/// now); the rest go back as a batch of their own, ahead of anything newer.
+async fn fence_out(
+    shared: &Shared,
+    failed: Front,
+    back: Option<Back>,
+    stale: &[Fence],
+    retry: &mut VecDeque<Retry>,
+) {
+    record(shared, &failed.batch);
+    drop(failed.state);
+    if let Some(back) = back {
+        roll_back(back.state).await;
+        retry.push_front(Retry {
+            submissions: back.batch.submissions,
+            last_seq: back.batch.last_seq,
+        });
+    }
+    let fencing = shared
+        .fencing
+        .get()
+        .expect("only a fenced batch is refused by the fence, and only with fencing installed");
+    let decided_under_stale = |s: &Submission| {
+        s.deps.iter().any(|&(key, generation)| {
+            let (shard, epoch) = ((fencing.shard_of)(key), epoch_of(generation));
+            stale.iter().any(|f| f.shard == shard && f.epoch == epoch)
+        })
+    };
+    let (refused, kept): (Vec<Submission>, Vec<Submission>) = failed
+        .batch
+        .submissions
+        .into_iter()
+        .partition(decided_under_stale);
+    shared
+        .stats
+        .fence_refusals
+        .fetch_add(refused.len() as u64, Ordering::Relaxed);
+    metrics::counter!("boxoffice_fence_refusals_total").increment(refused.len() as u64);
+    let last_seq = failed.batch.last_seq;
+    if kept.is_empty() {
+        refuse_alone(shared, refused, Unavailable::Fenced, true);
+        shared.resolved_seq.fetch_max(last_seq, Ordering::AcqRel);
+    } else {
+        // Answered before the rest commits: nothing the rest holds can depend on them (a
+        // dependency on the same actor would carry the same stale claim).
+        refuse_alone(shared, refused, Unavailable::Fenced, true);
+        retry.push_front(Retry {
+            submissions: kept,
+            last_seq,
+        });
+    }
+}
+
+/// Refuses `refused` alone (nothing queued behind them is touched): their actors are marked
+/// stale so nothing further built on them commits, and handed to the rebuild hook, or to the
+/// fenced hook when the state moved to another node.
+fn refuse_alone(shared: &Shared, refused: Vec<Submission>, why: Unavailable, fenced: bool) {
+    let mut actors: Vec<(ActorKey, u64)> = Vec::new();
+    for s in &refused {
+        mark_stale(shared, &s.deps, &mut actors);
+    }
+    if let Some(last) = refused.iter().map(|s| s.seq).max() {
+        shared.resolved_seq.fetch_max(last, Ordering::AcqRel);
+    }
+    for s in refused {
+        if let Some(done) = s.done {
+            done(Err(why));
+        }
+    }
+    let hook = if fenced {
+        shared.fenced.get().or(shared.rebuild.get())
+    } else {
+        shared.rebuild.get()
+    };
+    if let (Some(hook), false) = (hook, actors.is_empty()) {
+        hook(actors);
+    }
+}
+
+/// Marks every actor of `deps` stale past its generation, and notes it in `actors` (once per
+/// actor, at the highest generation it must reach).
+fn mark_stale(shared: &Shared, deps: &[Dependency], actors: &mut Vec<(ActorKey, u64)>) {
+    for &(key, generation) in deps {
+        let next = generation + 1;
+        shared.any_stale.store(true, Ordering::Release);
+        let mut min = shared.stale.entry(key).or_insert(0);
+        if *min < next {
+            *min = next;
+        }
+        if let Some(existing) = actors.iter_mut().find(|(k, _)| *k == key) {
+            existing.1 = existing.1.max(next);
+        } else {
+            actors.push((key, next));
+        }
+    }
+}
+
 /// Rolls back a batch staged behind one that failed, whatever its statements did.
 async fn roll_back(state: BackState) {
     let staged = match state {
@@ -745,18 +1009,8 @@ fn fail(shared: &Shared, mut failed: Vec<Submission>) {
     {
         let mut pending = lock(shared);
         failed.extend(pending.queue.drain(..));
-        for (key, generation) in failed.iter().flat_map(|s| s.deps.iter().copied()) {
-            let next = generation + 1;
-            shared.any_stale.store(true, Ordering::Release);
-            let mut min = shared.stale.entry(key).or_insert(0);
-            if *min < next {
-                *min = next;
-            }
-            if let Some(existing) = rebuild.iter_mut().find(|(k, _)| *k == key) {
-                existing.1 = existing.1.max(next);
-            } else {
-                rebuild.push((key, next));
-            }
+        for s in &failed {
+            mark_stale(shared, &s.deps, &mut rebuild);
         }
         let last = failed.iter().map(|s| s.seq).max().unwrap_or(0);
         shared.resolved_seq.fetch_max(last, Ordering::AcqRel);
@@ -1773,3 +2027,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod refusals;
