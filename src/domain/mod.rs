@@ -5,6 +5,7 @@
 //! time takes `now` as an argument, so every rule can be tested exhaustively and replayed.
 
 pub mod catalog;
+pub mod cluster;
 pub mod ids;
 pub mod money;
 pub mod queue;
