@@ -42,7 +42,11 @@ struct Node {
 impl Node {
     /// A persister on `memory`; fenced as `node` when one is given.
     async fn start(memory: &MemoryStore, node: Option<&str>) -> Node {
-        let store = Arc::new(Store::Memory(memory.clone()));
+        Node::start_on(Arc::new(Store::Memory(memory.clone())), node).await
+    }
+
+    /// A persister on any store; fenced as `node` when one is given.
+    async fn start_on(store: Arc<Store>, node: Option<&str>) -> Node {
         let (persister, task) =
             Persister::start(store, &tokio::runtime::Handle::current(), 1024, false);
         let (rebuild_to, rebuilt) = mpsc::unbounded_channel();
@@ -384,5 +388,111 @@ proptest! {
             }
             Ok(())
         })?;
+    }
+}
+
+/// The same two refusals on PostgreSQL: its own check that every wallet written exists, and
+/// its fence, the lease rows read `FOR SHARE` in the batch's transaction.
+mod on_postgres {
+    use super::*;
+    use crate::store::temp_databases::TempPostgres;
+
+    /// A migrated database with one user, and the cluster tables' two nodes registered.
+    async fn open() -> (TempPostgres, Arc<Store>, UserId) {
+        let database = TempPostgres::create().await;
+        let store = Store::connect_cluster(&database.url(), Duration::from_secs(5))
+            .await
+            .expect("connect to the test database");
+        store.migrate().await.expect("migrate the test database");
+        let user = store
+            .create_user("kim", won(100), Timestamp::from_millis(0))
+            .await
+            .expect("create a user");
+        let cluster = store.cluster().expect("PostgreSQL has a cluster store");
+        for node in ["a", "b"] {
+            cluster
+                .register(node, "http://127.0.0.1:1", Duration::from_secs(60))
+                .await
+                .expect("register");
+        }
+        (database, Arc::new(store), user)
+    }
+
+    #[tokio::test]
+    async fn one_refused_submission_is_refused_alone() {
+        let (_database, store, user) = open().await;
+        let mut node = Node::start_on(store.clone(), None).await;
+        for tag in 1..=6 {
+            let writes = if tag == 3 {
+                balance(nobody(), 1)
+            } else {
+                balance(user, i64::from(tag))
+            };
+            node.submit(tag, &[(schedule(i64::from(tag)), 0)], writes);
+        }
+        let answers = node.answers(6).await;
+        for (tag, outcome) in &answers {
+            let expected = if *tag == 3 {
+                Err(Unavailable::CommitFailed)
+            } else {
+                Ok(())
+            };
+            assert_eq!(*outcome, expected, "submission {tag}: {answers:?}");
+        }
+        assert_eq!(store.load_wallet(user).await.expect("loads"), Some(won(6)));
+        assert!(node.persister.is_healthy());
+        node.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_stale_epoch_is_refused_alone_and_audited_never() {
+        let (_database, store, user) = open().await;
+        let cluster = store.cluster().expect("PostgreSQL has a cluster store");
+        let (hot, other) = (schedule(1), schedule(2));
+        let epoch = cluster
+            .acquire(&shard_of(hot), "a")
+            .await
+            .expect("acquire")
+            .expect("free");
+        let other_epoch = cluster
+            .acquire(&shard_of(other), "a")
+            .await
+            .expect("acquire")
+            .expect("free");
+        let mut a = Node::start_on(store.clone(), Some("a")).await;
+        // a lets the hot shard go (as a graceful leave would) and b takes it.
+        assert!(cluster
+            .release(&shard_of(hot), "a", epoch)
+            .await
+            .expect("release"));
+        let newer = cluster
+            .acquire(&shard_of(hot), "b")
+            .await
+            .expect("acquire")
+            .expect("released");
+        a.submit(1, &[(hot, generation_under(epoch))], balance(user, 1));
+        a.submit(
+            2,
+            &[(other, generation_under(other_epoch))],
+            balance(user, 2),
+        );
+        assert_eq!(
+            a.answers(2).await,
+            vec![(1, Err(Unavailable::Fenced)), (2, Ok(()))]
+        );
+        assert_eq!(store.load_wallet(user).await.expect("loads"), Some(won(2)));
+        let fenced = a.fenced.recv().await.expect("the fenced hook is called");
+        assert_eq!(fenced, vec![(hot, generation_under(epoch) + 1)]);
+        assert_eq!(cluster.audit_violations().await.expect("audit"), 0);
+        let leases = cluster.leases().await.expect("leases");
+        let hot_lease = leases
+            .iter()
+            .find(|l| l.shard == shard_of(hot))
+            .expect("the hot shard has a lease");
+        assert_eq!(
+            (hot_lease.owner.as_deref(), hot_lease.epoch),
+            (Some("b"), newer)
+        );
+        a.stop().await;
     }
 }
