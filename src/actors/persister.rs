@@ -137,6 +137,10 @@ struct Shared {
     fenced: OnceLock<RebuildHook>,
     /// Cluster mode: whose claims every batch is fenced on.
     fencing: OnceLock<Fencing>,
+    /// Cluster mode: the shards this node holds, at the epoch it took each one under. An
+    /// actor of a shard not in here, or of an older epoch, is stale: its writes are refused
+    /// before they are queued, and the database's fence refuses any that get further.
+    held: DashMap<String, u64>,
     stats: PersisterStats,
 }
 
@@ -196,6 +200,7 @@ impl Persister {
             rebuild: OnceLock::new(),
             fenced: OnceLock::new(),
             fencing: OnceLock::new(),
+            held: DashMap::new(),
             stats: PersisterStats::default(),
         });
         let task = runtime.spawn(commit_loop(shared.clone(), store));
@@ -225,6 +230,23 @@ impl Persister {
         let _ = self.shared.fencing.set(fencing);
     }
 
+    /// Cluster mode: this node now holds `shard` at `epoch` (its lease was just taken). Actors
+    /// of the shard must be at [`generation_under`]`(epoch)` or above to write.
+    pub fn hold_shard(&self, shard: &str, epoch: u64) {
+        self.shared.held.insert(shard.to_string(), epoch);
+    }
+
+    /// Cluster mode: this node no longer holds `shard` (released, or found taken over), unless
+    /// it was retaken under a newer epoch meanwhile.
+    pub fn lose_shard(&self, shard: &str, epoch: u64) {
+        self.shared.held.remove_if(shard, |_, held| *held <= epoch);
+    }
+
+    /// Cluster mode: the epoch this node holds `shard` at, if it does.
+    pub fn held_epoch(&self, shard: &str) -> Option<u64> {
+        self.shared.held.get(shard).map(|e| *e)
+    }
+
     /// Reserves room for one submission built on `deps`, before the caller changes anything.
     pub fn reserve(&self, deps: &[Dependency]) -> Result<Permit, Unavailable> {
         if let Some(stale) = deps.iter().find(|d| self.is_stale(**d)) {
@@ -252,7 +274,14 @@ impl Persister {
 
     /// The generation an actor of `key` must be at for its writes to be accepted.
     pub fn min_generation(&self, key: ActorKey) -> u64 {
-        self.shared.stale.get(&key).map_or(0, |g| *g)
+        let failed = self.shared.stale.get(&key).map_or(0, |g| *g);
+        match self.shared.fencing.get() {
+            Some(fencing) => {
+                let epoch = self.held_epoch(&(fencing.shard_of)(key)).unwrap_or(0);
+                failed.max(generation_under(epoch))
+            }
+            None => failed,
+        }
     }
 
     /// Every submission up to `seq` has an outcome.
@@ -305,6 +334,14 @@ impl Persister {
 
 impl Shared {
     fn is_stale(&self, (key, generation): Dependency) -> bool {
+        if let Some(fencing) = self.fencing.get() {
+            // Cluster mode: state loaded under an epoch this node does not hold now (never
+            // took, lost, or retook since) may not write.
+            let shard = (fencing.shard_of)(key);
+            if self.held.get(&shard).map(|e| *e) != Some(epoch_of(generation)) {
+                return true;
+            }
+        }
         // Set before the entry and the resolved sequence number that follow a failure, so
         // whoever sees either sees this.
         if !self.any_stale.load(Ordering::Acquire) {
@@ -867,6 +904,13 @@ async fn fence_out(
         .fencing
         .get()
         .expect("only a fenced batch is refused by the fence, and only with fencing installed");
+    // The database says these are not ours at these epochs any more: refuse at once whatever
+    // else is built on them, until the shard is taken again (under a newer epoch).
+    for fence in stale {
+        shared
+            .held
+            .remove_if(&fence.shard, |_, held| *held <= fence.epoch);
+    }
     let decided_under_stale = |s: &Submission| {
         s.deps.iter().any(|&(key, generation)| {
             let (shard, epoch) = ((fencing.shard_of)(key), epoch_of(generation));

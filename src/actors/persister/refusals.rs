@@ -77,6 +77,14 @@ impl Node {
         }
     }
 
+    /// Takes `key`'s shard on the memory store's lease table, under the next epoch, and holds
+    /// it: what a takeover does before the shard's actors load.
+    fn take(&self, memory: &MemoryStore, key: ActorKey, name: &str) -> u64 {
+        let epoch = memory.take_lease(&shard_of(key), name);
+        self.persister.hold_shard(&shard_of(key), epoch);
+        epoch
+    }
+
     /// Submits `writes` built on `deps`, its answer tagged `tag`.
     fn submit(&self, tag: u32, deps: &[Dependency], writes: Writes) {
         let to = self.answer_to.clone();
@@ -230,13 +238,14 @@ async fn a_paused_ex_owner_finds_its_commit_refused_and_the_rest_of_its_batch_co
     let mut a = Node::start(&memory, Some("a")).await;
     let mut b = Node::start(&memory, Some("b")).await;
     let (hot, other) = (schedule(1), schedule(2));
-    let epoch = memory.take_lease(&shard_of(hot), "a");
-    let other_epoch = memory.take_lease(&shard_of(other), "a");
+    let epoch = a.take(&memory, hot, "a");
+    let other_epoch = a.take(&memory, other, "a");
     a.submit(1, &[(hot, generation_under(epoch))], balance(user, 1));
     assert_eq!(a.answers(1).await, vec![(1, Ok(()))]);
 
     // a pauses; its lease runs out and b takes the shard under the next epoch.
-    let taken = memory.take_lease(&shard_of(hot), "b");
+    // a is not told: it still believes it holds the shard at the old epoch.
+    let taken = b.take(&memory, hot, "b");
     assert_eq!(taken, epoch + 1);
     // a wakes up and commits what it decided under its old epoch, beside a write of a shard
     // it still holds: only the first is refused.
@@ -277,14 +286,62 @@ async fn a_paused_ex_owner_finds_its_commit_refused_and_the_rest_of_its_batch_co
 }
 
 #[tokio::test]
-async fn writes_with_no_epoch_are_not_fenced() {
-    // Outside cluster mode (generation below `generation_under(1)`), no claim is made.
+async fn a_fenced_node_writes_nothing_of_a_shard_it_does_not_hold() {
+    // Never taken, or state loaded under an older epoch than the one held: refused before it
+    // is queued, and the database is never asked.
     let (memory, user) = store_with_a_user().await;
     let mut a = Node::start(&memory, Some("a")).await;
     a.submit(1, &[(schedule(1), 0)], balance(user, 1));
-    assert_eq!(a.answers(1).await, vec![(1, Ok(()))]);
-    assert!(memory.fence_audit().is_empty());
+    assert_eq!(a.answers(1).await, vec![(1, Err(Unavailable::Rebuilding))]);
+    let first = a.take(&memory, schedule(1), "a");
+    let second = a.take(&memory, schedule(1), "a");
+    assert_eq!(
+        a.persister.min_generation(schedule(1)),
+        generation_under(second)
+    );
+    a.submit(
+        2,
+        &[(schedule(1), generation_under(first))],
+        balance(user, 2),
+    );
+    a.submit(
+        3,
+        &[(schedule(1), generation_under(second))],
+        balance(user, 3),
+    );
+    assert_eq!(
+        a.answers(2).await,
+        vec![(2, Err(Unavailable::Rebuilding)), (3, Ok(()))]
+    );
+    assert_eq!(memory.load_wallet(user).await.expect("loads"), Some(won(3)));
+    assert_eq!(
+        memory.fence_audit(),
+        vec![(shard_of(schedule(1)), second, "a".to_string())]
+    );
+    // Once the fence has refused a shard, the node stops sending its writes at all.
+    b_takes_it_and_a_finds_out(&memory, &mut a, user).await;
     a.stop().await;
+}
+
+async fn b_takes_it_and_a_finds_out(memory: &MemoryStore, a: &mut Node, user: UserId) {
+    let held = a
+        .persister
+        .held_epoch(&shard_of(schedule(1)))
+        .expect("a holds it");
+    memory.take_lease(&shard_of(schedule(1)), "b");
+    a.submit(
+        4,
+        &[(schedule(1), generation_under(held))],
+        balance(user, 4),
+    );
+    assert_eq!(a.answers(1).await, vec![(4, Err(Unavailable::Fenced))]);
+    assert_eq!(a.persister.held_epoch(&shard_of(schedule(1))), None);
+    a.submit(
+        5,
+        &[(schedule(1), generation_under(held))],
+        balance(user, 5),
+    );
+    assert_eq!(a.answers(1).await, vec![(5, Err(Unavailable::Rebuilding))]);
 }
 
 /// One step of two nodes sharing one shard.
@@ -340,7 +397,7 @@ proptest! {
             for step in steps {
                 match step {
                     Step::Take(n) => {
-                        newest = memory.take_lease(&shard_of(shard), names[n]);
+                        newest = nodes[n].take(&memory, shard, names[n]);
                         held[n] = newest;
                         taker.push(n);
                     }
@@ -460,6 +517,8 @@ mod on_postgres {
             .expect("acquire")
             .expect("free");
         let mut a = Node::start_on(store.clone(), Some("a")).await;
+        a.persister.hold_shard(&shard_of(hot), epoch);
+        a.persister.hold_shard(&shard_of(other), other_epoch);
         // a lets the hot shard go (as a graceful leave would) and b takes it.
         assert!(cluster
             .release(&shard_of(hot), "a", epoch)
