@@ -143,6 +143,27 @@ pub struct ServeArgs {
     /// Load demo users, a concert and seats when the store is empty.
     #[arg(long)]
     pub demo: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Cluster mode (API.md §10): several nodes serve one drop over one PostgreSQL database.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Serve as one node of a cluster (PostgreSQL only): shards are leased, every write is
+    /// fenced on its shard's epoch in the same transaction.
+    #[arg(long, env = "BOXOFFICE_CLUSTER")]
+    pub cluster: bool,
+    /// This node's id in the cluster: 1–64 of A–Z a–z 0–9 . _ -
+    #[arg(long, env = "BOXOFFICE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Where the other nodes reach this one, e.g. http://10.0.0.5:8080
+    #[arg(long, env = "BOXOFFICE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// How long a node's lease lasts without renewal (renewed every quarter of it): a dead
+    /// node's shards move after about this long.
+    #[arg(long, env = "BOXOFFICE_LEASE_TTL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub lease_ttl_secs: u64,
 }
 
 /// Who may call the user-scoped routes (API.md §8).
@@ -229,6 +250,16 @@ pub struct Settings {
     /// Whether the server stops itself on SIGINT/SIGTERM (off in tests).
     pub handle_signals: bool,
     pub demo: bool,
+    /// `--cluster` and its node; `None`: a single node, as without it.
+    pub cluster: Option<ClusterRequest>,
+}
+
+/// `--cluster` as given, checked by [`Settings::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterRequest {
+    pub node_id: Option<String>,
+    pub advertise_url: Option<String>,
+    pub lease_ttl: Duration,
 }
 
 /// Why settings cannot be served: one line for the operator, without the secret itself.
@@ -236,17 +267,78 @@ pub struct Settings {
 pub enum SettingsError {
     #[error("the admin key must be at least {MIN_ADMIN_KEY_BYTES} bytes, not {0} (try `openssl rand -hex 32`)")]
     AdminKeyTooShort(usize),
+    #[error("--cluster needs PostgreSQL (a postgres:// --database-url), not {0}")]
+    ClusterNeedsPostgres(String),
+    #[error("--cluster needs --node-id (BOXOFFICE_NODE_ID)")]
+    ClusterWithoutNodeId,
+    #[error("--node-id must be 1 to 64 of A-Z a-z 0-9 . _ - (got {0:?})")]
+    BadNodeId(String),
+    #[error(
+        "--cluster needs --advertise-url (BOXOFFICE_ADVERTISE_URL), e.g. http://10.0.0.5:8080"
+    )]
+    ClusterWithoutAdvertiseUrl,
+    #[error("--advertise-url must be http://HOST:PORT or https://HOST:PORT, at most 256 bytes (got {0:?})")]
+    BadAdvertiseUrl(String),
+}
+
+/// A checked cluster node.
+pub fn check_cluster(
+    request: &ClusterRequest,
+    database_url: &str,
+) -> Result<crate::actors::cluster::ClusterConfig, SettingsError> {
+    if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        return Err(SettingsError::ClusterNeedsPostgres(redact(database_url)));
+    }
+    let node_id = request
+        .node_id
+        .clone()
+        .ok_or(SettingsError::ClusterWithoutNodeId)?;
+    let shown = |t: &str| t.chars().take(80).collect::<String>();
+    if node_id.is_empty()
+        || node_id.len() > 64
+        || !node_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(SettingsError::BadNodeId(shown(&node_id)));
+    }
+    let url = request
+        .advertise_url
+        .clone()
+        .ok_or(SettingsError::ClusterWithoutAdvertiseUrl)?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let well_formed = rest.is_some_and(|r| {
+        let host_port = r.trim_end_matches('/');
+        !host_port.is_empty()
+            && !host_port.contains(['/', '?', '#', '@', ' '])
+            && host_port.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            })
+    });
+    if url.len() > 256 || !well_formed {
+        return Err(SettingsError::BadAdvertiseUrl(shown(&url)));
+    }
+    Ok(crate::actors::cluster::ClusterConfig {
+        node_id,
+        advertise_url: url.trim_end_matches('/').to_string(),
+        lease_ttl: request.lease_ttl,
+    })
 }
 
 impl Settings {
     /// Refuses settings that would serve unsafely.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        match &self.admin_key {
-            Some(key) if key.expose().len() < MIN_ADMIN_KEY_BYTES => {
-                Err(SettingsError::AdminKeyTooShort(key.expose().len()))
+        if let Some(key) = &self.admin_key {
+            if key.expose().len() < MIN_ADMIN_KEY_BYTES {
+                return Err(SettingsError::AdminKeyTooShort(key.expose().len()));
             }
-            _ => Ok(()),
         }
+        if let Some(cluster) = &self.cluster {
+            check_cluster(cluster, &self.database_url)?;
+        }
+        Ok(())
     }
 
     /// Defaults for a given database, as tests and tools start from.
@@ -266,6 +358,7 @@ impl Settings {
             ops_bind: None,
             handle_signals: false,
             demo: false,
+            cluster: None,
         }
     }
 }
@@ -300,6 +393,11 @@ impl From<ServeArgs> for Settings {
             ops_bind: args.ops_bind.filter(|a| !a.is_empty()),
             handle_signals: true,
             demo: args.demo,
+            cluster: args.cluster.cluster.then(|| ClusterRequest {
+                node_id: args.cluster.node_id.filter(|n| !n.is_empty()),
+                advertise_url: args.cluster.advertise_url.filter(|u| !u.is_empty()),
+                lease_ttl: Duration::from_secs(args.cluster.lease_ttl_secs),
+            }),
         }
     }
 }
@@ -323,6 +421,7 @@ impl fmt::Debug for Settings {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("body_timeout", &self.body_timeout)
             .field("ops_bind", &self.ops_bind)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }

@@ -1,9 +1,12 @@
 //! Building and running the application: open the store, migrate, rebuild the actors, bind,
 //! serve, and on shutdown drain the persister before the store closes.
 
+use crate::actors::cluster::{self, ClusterConfig, Membership};
+use crate::actors::persister::Fencing;
 use crate::actors::{Engine, Persister};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Settings, SettingsError};
+use crate::config::{check_cluster, Settings, SettingsError};
+use crate::domain::cluster::ShardId;
 use crate::http::client_ip::TrustedProxies;
 use crate::http::rate_limit::{IpBudget, UserBudget};
 use crate::http::slow_clients::BodyTimeout;
@@ -45,6 +48,8 @@ pub enum StartupError {
     Connect { url: String, source: StoreError },
     #[error("cannot migrate the database: {0}")]
     Migrate(StoreError),
+    #[error("cannot join the cluster: {0}")]
+    Cluster(StoreError),
     #[error("cannot rebuild state from the database: {0}")]
     Recover(StoreError),
     #[error("cannot listen on {bind}: {source}")]
@@ -93,10 +98,19 @@ impl Drop for StoreRuntime {
 }
 
 /// Opens the store named by `url` on `runtime` and applies the migrations.
-async fn open_store(url: &str, runtime: &tokio::runtime::Handle) -> Result<Store, StartupError> {
+async fn open_store(
+    url: &str,
+    runtime: &tokio::runtime::Handle,
+    cluster_idle: Option<Duration>,
+) -> Result<Store, StartupError> {
     let owned = url.to_string();
     let store = runtime
-        .spawn(async move { Store::connect(&owned).await })
+        .spawn(async move {
+            match cluster_idle {
+                Some(idle) => Store::connect_cluster(&owned, idle).await,
+                None => Store::connect(&owned).await,
+            }
+        })
         .await
         .map_err(|_| StartupError::Runtime(std::io::Error::other("store runtime stopped")))?
         .map_err(|source| StartupError::Connect {
@@ -112,10 +126,63 @@ async fn open_store(url: &str, runtime: &tokio::runtime::Handle) -> Result<Store
     Ok(store)
 }
 
+/// Cluster mode, before any actor loads: fence the persister on this node's shards, take an
+/// id block, join, and take the free shards placement gives this node.
+async fn join_cluster(
+    config: ClusterConfig,
+    store: &StoreHandle,
+    persister: &Persister,
+) -> Result<(Arc<Membership>, i64), StartupError> {
+    let node = config.node_id.clone();
+    persister.fence_with(Fencing {
+        node: node.clone(),
+        shard_of: Box::new(|key| cluster::shard_of(key).to_string()),
+    });
+    persister.on_fenced(Box::new(|keys| {
+        tracing::warn!(
+            actors = keys.len(),
+            "writes refused by the fence: their shard moved"
+        );
+    }));
+    let joining = persister.clone();
+    let joined = store
+        .run(move |s| async move {
+            let cluster_store = s
+                .cluster()
+                .ok_or_else(|| StoreError::ClusterNeedsPostgres("this store".into()))?;
+            let block = cluster_store.take_id_block().await?;
+            let mut initial = vec![ShardId::Queue];
+            initial.extend(ShardId::wallet_buckets());
+            let catalog = s.load_catalog().await?;
+            initial.extend(
+                catalog
+                    .schedules
+                    .iter()
+                    .map(|info| ShardId::Schedule(info.id)),
+            );
+            let membership = Membership::join(config, cluster_store, joining, initial).await?;
+            Ok((membership, block))
+        })
+        .await
+        .map_err(StartupError::Cluster)?;
+    tracing::info!(
+        node,
+        held = joined
+            .0
+            .view()
+            .shards
+            .iter()
+            .filter(|s| s.owner.as_deref() == Some(node.as_str()))
+            .count(),
+        "joined the cluster"
+    );
+    Ok(joined)
+}
+
 /// `boxoffice migrate`: apply the migrations and return.
 pub async fn migrate(url: &str) -> Result<(), StartupError> {
     let runtime = StoreRuntime::new()?;
-    let store = open_store(url, &runtime.handle()).await?;
+    let store = open_store(url, &runtime.handle(), None).await?;
     let closing = store.clone();
     let _ = runtime
         .handle()
@@ -218,6 +285,9 @@ pub struct Application {
     ops: Option<OpsListener>,
     engine: Engine,
     persister_task: tokio::task::JoinHandle<()>,
+    /// Cluster mode: this node's membership and its renewal loop.
+    membership: Option<Arc<Membership>>,
+    cluster_task: Option<tokio::task::JoinHandle<()>>,
     store: StoreHandle,
     runtime: StoreRuntime,
 }
@@ -235,8 +305,15 @@ impl Application {
         settings.validate()?;
         // Before the store opens: a bad key is the operator's mistake, told at once.
         let auth = http::auth::Authenticator::new(&settings.auth)?;
+        let cluster = match &settings.cluster {
+            Some(request) => Some(check_cluster(request, &settings.database_url)?),
+            None => None,
+        };
         let runtime = StoreRuntime::new()?;
-        let store = open_store(&settings.database_url, &runtime.handle()).await?;
+        // A node stopped inside a fenced transaction must not pin its lease rows for longer
+        // than its lease would have lasted.
+        let idle = cluster.as_ref().map(|c| c.lease_ttl);
+        let store = open_store(&settings.database_url, &runtime.handle(), idle).await?;
         let store = StoreHandle::new(store, runtime.handle());
         let (persister, persister_task) = Persister::start(
             store.store().clone(),
@@ -244,9 +321,21 @@ impl Application {
             settings.engine.persister_capacity,
             settings.engine.pipeline_commits,
         );
-        let engine = Engine::start(settings.engine.clone(), clock, store.clone(), persister)
+        let mut engine_settings = settings.engine.clone();
+        let membership = match cluster {
+            Some(config) => {
+                let (membership, block) = join_cluster(config, &store, &persister).await?;
+                engine_settings.id_block = Some(block);
+                Some(membership)
+            }
+            None => None,
+        };
+        let engine = Engine::start(engine_settings, clock, store.clone(), persister)
             .await
             .map_err(StartupError::Recover)?;
+        let cluster_task = membership
+            .as_ref()
+            .map(|m| cluster::serve_shards(m, &engine, &runtime.handle()));
         let demo = if settings.demo {
             crate::demo::seed_if_empty(&engine)
                 .await
@@ -271,6 +360,7 @@ impl Application {
             store_ping: Default::default(),
             user_budget: settings.rate_limit_per_user.map(UserBudget::new),
             live: http::live::LiveFeed::start(engine.clone()),
+            cluster: membership.clone(),
         });
         // Installed before the first request or decision records anything.
         http::metrics::handle();
@@ -348,6 +438,8 @@ impl Application {
             ops,
             engine,
             persister_task,
+            membership,
+            cluster_task,
             store,
             runtime,
         })
@@ -379,6 +471,8 @@ impl Application {
             ops,
             engine,
             persister_task,
+            membership,
+            cluster_task,
             store,
             runtime,
             ..
@@ -393,6 +487,23 @@ impl Application {
         }
         engine.shutdown().await;
         let _ = persister_task.await;
+        // Drained: nothing of this node's is in flight, so its shards may go at once.
+        if let Some(membership) = membership {
+            let leaving = runtime
+                .handle()
+                .spawn(async move { membership.leave().await })
+                .await;
+            match leaving {
+                Ok(Ok(())) => tracing::info!("left the cluster; shards released"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "leaving the cluster failed; shards move after the lease TTL")
+                }
+                Err(_) => tracing::warn!("leaving the cluster did not finish"),
+            }
+        }
+        if let Some(task) = cluster_task {
+            task.abort();
+        }
         let _ = store
             .run(|s| async move {
                 s.close().await;

@@ -269,6 +269,84 @@ fn an_admin_key_shorter_than_32_bytes_is_refused_at_startup() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn cluster_mode_on_anything_but_postgres_or_without_its_node_is_one_clear_line() {
+    let dir = temp_dir("cluster");
+    let sqlite = format!("sqlite://{}", dir.join("cluster.db").display());
+    let node = [
+        "--node-id",
+        "n1",
+        "--advertise-url",
+        "http://127.0.0.1:8080",
+    ];
+    for url in [sqlite.as_str(), "memory://cluster"] {
+        let mut args = vec![
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--database-url",
+            url,
+            "--cluster",
+        ];
+        args.extend(node);
+        assert_clear_failure(&boxoffice(&args), "--cluster needs PostgreSQL");
+    }
+    // The same through the environment.
+    let env = boxoffice_with_env(
+        &["serve", "--bind", "127.0.0.1:0", "--database-url", &sqlite],
+        &[
+            ("BOXOFFICE_CLUSTER", "true"),
+            ("BOXOFFICE_NODE_ID", "n1"),
+            ("BOXOFFICE_ADVERTISE_URL", "http://127.0.0.1:8080"),
+        ],
+    );
+    assert_clear_failure(&env, "--cluster needs PostgreSQL");
+    // A node needs its id and an address the others can reach, well formed.
+    let pg = "postgres://postgres@127.0.0.1:1/never_opened";
+    let base = [
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--database-url",
+        pg,
+        "--cluster",
+    ];
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--advertise-url", "http://127.0.0.1:8080"],
+            "needs --node-id",
+        ),
+        (&["--node-id", "n1"], "needs --advertise-url"),
+        (
+            &[
+                "--node-id",
+                "n 1",
+                "--advertise-url",
+                "http://127.0.0.1:8080",
+            ],
+            "--node-id must be",
+        ),
+        (
+            &["--node-id", "n1", "--advertise-url", "127.0.0.1:8080"],
+            "--advertise-url must be",
+        ),
+        (
+            &["--node-id", "n1", "--advertise-url", "http://host/path"],
+            "--advertise-url must be",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        assert_clear_failure(&boxoffice(&args), expected);
+    }
+    assert!(
+        !dir.join("cluster.db").exists(),
+        "refused before the store is opened"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// SIGTERM with a dashboard's live stream open: the stream ends and the process exits at once
 /// (and cleanly), instead of waiting out the 10 s graceful-shutdown timeout for the stream.
 #[test]

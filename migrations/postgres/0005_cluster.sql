@@ -33,3 +33,9 @@ CREATE TABLE fence_audit (
     committed_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX fence_audit_by_shard ON fence_audit (shard, id);
+
+-- Id blocks: each node boot in cluster mode takes the next block, and allocates its
+-- reservation, payment and ledger ids from `block × 2^40` on, so two nodes never pick the same
+-- id (a single node keeps counting from the largest stored id). Block 1 starts at 2^40, above
+-- every id a single node hands out in practice.
+CREATE SEQUENCE id_block_seq START 1;

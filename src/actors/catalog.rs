@@ -83,6 +83,11 @@ impl Catalog {
         )
     }
 
+    /// Every schedule's id (cluster mode: each is a shard).
+    pub fn schedule_ids(&self) -> Vec<ScheduleId> {
+        self.schedules.iter().map(|e| *e.key()).collect()
+    }
+
     /// No users and no concerts: a fresh store.
     pub fn is_empty(&self) -> bool {
         self.users.is_empty() && self.concerts.is_empty()

@@ -16,9 +16,11 @@
 //! - [`env`](mod@env): what every actor is given; [`loading`]: load, retry and rebuild;
 //! - the actors: [`queue`], [`schedule`], [`wallet`];
 //! - [`catalog`]: what exists; [`registry`]: the live actors;
-//! - [`engine`]: the operations the HTTP layer calls; [`recovery`]: boot.
+//! - [`engine`]: the operations the HTTP layer calls; [`recovery`]: boot;
+//! - [`cluster`]: cluster mode's membership and the shards this node holds.
 
 pub mod catalog;
+pub mod cluster;
 pub mod durability;
 pub mod engine;
 pub mod env;

@@ -242,6 +242,24 @@ impl Persister {
         self.shared.held.remove_if(shard, |_, held| *held <= epoch);
     }
 
+    /// Cluster mode: every shard this node holds, with its epoch.
+    pub fn held_shards(&self) -> Vec<(String, u64)> {
+        self.shared
+            .held
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect()
+    }
+
+    /// Whether an actor of `key` may write at all: always outside cluster mode, and in it
+    /// only while this node holds the actor's shard.
+    pub fn may_write(&self, key: ActorKey) -> bool {
+        match self.shared.fencing.get() {
+            Some(fencing) => self.shared.held.contains_key(&(fencing.shard_of)(key)),
+            None => true,
+        }
+    }
+
     /// Cluster mode: the epoch this node holds `shard` at, if it does.
     pub fn held_epoch(&self, shard: &str) -> Option<u64> {
         self.shared.held.get(shard).map(|e| *e)

@@ -126,7 +126,12 @@ pub struct QueueActor {
 impl QueueActor {
     /// An actor for the line `view` already holds (loaded at boot).
     pub fn new(view: Arc<QueueView>, env: Arc<ActorEnv>) -> QueueActor {
-        let durability = Durability::new(ActorKey::Queue, view.generation(), env.persister.clone());
+        // In cluster mode, under the epoch this node holds the queue shard at (if it does).
+        let generation = view
+            .generation()
+            .max(env.persister.min_generation(ActorKey::Queue));
+        view.generation.store(generation, Ordering::Release);
+        let durability = Durability::new(ActorKey::Queue, generation, env.persister.clone());
         QueueActor {
             view,
             env,

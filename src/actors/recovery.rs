@@ -73,12 +73,16 @@ async fn load_catalog(
 ) -> Result<(CatalogSnapshot, Arc<ActorEnv>), StoreError> {
     let snapshot = store.run(|s| async move { s.load_catalog().await }).await?;
     let max = store.run(|s| async move { s.max_ids().await }).await?;
+    let ids = match settings.id_block {
+        Some(block) => IdAllocator::in_block(block),
+        None => IdAllocator::above(&max),
+    };
     let env = Arc::new(ActorEnv {
         settings,
         clock,
         persister,
         store,
-        ids: IdAllocator::above(&max),
+        ids,
         reservations: ReservationIndex::default(),
         live: Default::default(),
     });
@@ -95,7 +99,12 @@ async fn restore_schedules(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     for info in schedules {
-        let upcoming = info.concert_at > now;
+        // In cluster mode only the schedules this node holds are started now; the others
+        // load when their shard is taken, or lazily (and then may not write).
+        let upcoming = info.concert_at > now
+            && engine
+                .persister()
+                .may_write(super::persister::ActorKey::Schedule(info.id));
         let entry = engine.catalog().add_schedule(info);
         if upcoming {
             let info = entry.info.clone();

@@ -8,6 +8,7 @@ use super::persister::ActorKey;
 use super::queue::{QueueActor, QueueView};
 use super::schedule::{ScheduleActor, ScheduleEntry};
 use super::wallet::{WalletActor, WalletDirectory};
+use crate::domain::cluster::ShardId;
 use crate::domain::schedule::ScheduleBook;
 use crate::domain::{ScheduleId, UserId};
 use actix::prelude::*;
@@ -138,6 +139,25 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Cluster mode: a shard was just taken under a new epoch; every running actor of it
+    /// reloads its state from the database under `generation` (the take has committed, so
+    /// what it reads is what the previous owner left). Actors not running load under it
+    /// when first asked.
+    pub fn rebuild_shard(&self, shard: ShardId, generation: u64) {
+        let keys: Vec<(ActorKey, u64)> = match shard {
+            ShardId::Queue => vec![(ActorKey::Queue, generation)],
+            ShardId::Schedule(id) => vec![(ActorKey::Schedule(id), generation)],
+            ShardId::Wallets(_) => self
+                .wallets
+                .running_users()
+                .into_iter()
+                .filter(|user| ShardId::of_wallet(*user) == shard)
+                .map(|user| (ActorKey::Wallet(user), generation))
+                .collect(),
+        };
+        self.route_rebuilds(keys);
     }
 
     /// Stops the actor threads.

@@ -70,6 +70,11 @@ impl WalletDirectory {
         self.slots.get(&user).map(|slot| slot.addr.clone())
     }
 
+    /// Every user with a running wallet actor.
+    pub fn running_users(&self) -> Vec<UserId> {
+        self.slots.iter().map(|slot| *slot.key()).collect()
+    }
+
     /// A stopped actor leaves (only if no successor took its place).
     fn forget(&self, user: UserId, instance: u64) {
         self.slots

@@ -6,6 +6,7 @@ mod admin;
 pub mod auth;
 mod balance;
 pub mod client_ip;
+mod cluster;
 mod concerts;
 pub mod error;
 mod extract;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub user_budget: Option<rate_limit::UserBudget>,
     /// The dashboard's stream (`GET /v1/admin/live`), closed when shutdown starts.
     pub live: live::LiveFeed,
+    /// Cluster mode: this node's membership (`GET /v1/admin/cluster`, `/readyz`).
+    pub cluster: Option<std::sync::Arc<crate::actors::cluster::Membership>>,
 }
 
 impl AppState {
@@ -210,6 +213,7 @@ fn routes() -> Vec<RouteSpec> {
             )
         },
         spec(M::GET, live::PATH, web::get().to(live::live)),
+        spec(M::GET, "/v1/admin/cluster", web::get().to(cluster::cluster)),
         spec(M::GET, "/healthz", web::get().to(ops::healthz)),
         spec(M::GET, "/readyz", web::get().to(ops::readyz)),
         spec(M::GET, "/metrics", web::get().to(ops::metrics)),

@@ -73,7 +73,9 @@ pub async fn healthz() -> HttpResponse {
     (status = 503, description = "not ready (the body says ready: false)", body = ErrorBody),
 ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let ready = state.engine.is_ready() && state.store_ping.answers(&state.engine).await;
+    // In cluster mode, also a member: a node whose lease may have run out is not sent traffic.
+    let member = state.cluster.as_ref().is_none_or(|m| m.is_member());
+    let ready = member && state.engine.is_ready() && state.store_ping.answers(&state.engine).await;
     if ready {
         HttpResponse::Ok().json(Readiness { ready })
     } else {

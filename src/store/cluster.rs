@@ -239,6 +239,35 @@ impl ClusterStore {
         Ok(backwards + shared)
     }
 
+    /// The next id block (see `0005_cluster.sql`): this boot's ids start at `block << 40`.
+    pub async fn take_id_block(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT nextval('id_block_seq')")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Calls `wake` whenever a lease moves anywhere in the cluster (the `NOTIFY` that acquire,
+    /// release and leave send), until the returned task is aborted. A lost listener
+    /// connection is retried; meanwhile the caller's periodic refresh still runs.
+    pub fn watch(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> tokio::task::JoinHandle<()> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if listener.listen(SHARD_CHANNEL).await.is_ok() {
+                            while listener.recv().await.is_ok() {
+                                wake.notify_one();
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "shard listener cannot connect"),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
+
     /// How many fenced batches were recorded, for tests and the fault report.
     pub async fn audit_rows(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT count(*) FROM fence_audit")

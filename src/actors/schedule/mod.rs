@@ -120,8 +120,14 @@ impl ScheduleActor {
         env: Arc<ActorEnv>,
         state: Loaded<Box<ScheduleBook>>,
     ) -> ScheduleActor {
-        let durability =
-            Durability::new(ActorKey::Schedule(entry.info.id), 0, env.persister.clone());
+        // Past any generation a failed commit left behind, and in cluster mode under the
+        // epoch this node holds the schedule's shard at.
+        let key = ActorKey::Schedule(entry.info.id);
+        let durability = Durability::new(
+            key,
+            env.persister.min_generation(key),
+            env.persister.clone(),
+        );
         ScheduleActor {
             entry,
             env,

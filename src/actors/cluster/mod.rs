@@ -1,0 +1,51 @@
+//! Cluster mode's live parts: this node's membership, and the shards it holds.
+//!
+//! Who may write is never decided here: the fence in each batch's transaction decides that
+//! (`persister.rs`, `store/postgres_writes.rs`). What is decided here is which shards to try
+//! to take and when, so that a dead or departed owner's shards find a new one in seconds.
+
+pub mod membership;
+
+pub use membership::{ClusterConfig, ClusterView, Membership, NodeView, ShardView};
+
+use super::persister::ActorKey;
+use super::Engine;
+use crate::domain::cluster::ShardId;
+use std::sync::Arc;
+
+/// The shard an actor's state lives in.
+pub fn shard_of(key: ActorKey) -> ShardId {
+    match key {
+        ActorKey::Queue => ShardId::Queue,
+        ActorKey::Schedule(id) => ShardId::Schedule(id),
+        ActorKey::Wallet(user) => ShardId::of_wallet(user),
+    }
+}
+
+/// Every shard there is now: the queue, the wallet buckets, and each schedule of `engine`.
+pub fn shards_of(engine: &Engine) -> Vec<ShardId> {
+    let mut shards = vec![ShardId::Queue];
+    shards.extend(ShardId::wallet_buckets());
+    shards.extend(
+        engine
+            .catalog()
+            .schedule_ids()
+            .into_iter()
+            .map(ShardId::Schedule),
+    );
+    shards
+}
+
+/// Starts `membership`'s rounds on `runtime` (the store's) over `engine`'s shards and actors.
+pub fn serve_shards(
+    membership: &Arc<Membership>,
+    engine: &Engine,
+    runtime: &tokio::runtime::Handle,
+) -> tokio::task::JoinHandle<()> {
+    let _inside = runtime.enter();
+    let listed = engine.clone();
+    membership.run(
+        Arc::downgrade(engine.registry()),
+        Box::new(move || shards_of(&listed)),
+    )
+}
