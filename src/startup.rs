@@ -384,14 +384,17 @@ impl Application {
             }
             // The last wrap runs first: metrics see every answer, the address budget refuses
             // before the body deadline is armed, and both before any route reads the body.
-            app.wrap(actix_web::middleware::from_fn(
-                http::slow_clients::body_deadline,
-            ))
-            .wrap(actix_web::middleware::from_fn(
-                http::rate_limit::limit_by_address,
-            ))
-            .wrap(actix_web::middleware::from_fn(http::metrics::track))
-            .configure(|cfg| http::configure_for(cfg, public))
+            // Innermost: forwarding runs after the budgets and the body deadline, just before
+            // a route would; outside cluster mode it passes everything on.
+            app.wrap(actix_web::middleware::from_fn(http::forward::forward))
+                .wrap(actix_web::middleware::from_fn(
+                    http::slow_clients::body_deadline,
+                ))
+                .wrap(actix_web::middleware::from_fn(
+                    http::rate_limit::limit_by_address,
+                ))
+                .wrap(actix_web::middleware::from_fn(http::metrics::track))
+                .configure(|cfg| http::configure_for(cfg, public))
         })
         .workers(settings.http_workers.max(1))
         .backlog(BACKLOG)

@@ -208,13 +208,33 @@ impl Engine {
     }
 
     /// Checks that `token` is ACTIVE, and `user`'s when a user is named.
-    pub fn authorize(
+    pub async fn authorize(
         &self,
         token: Option<TokenId>,
         user: Option<UserId>,
     ) -> Result<TokenRecord, TokenRefusal> {
         let token = token.ok_or(TokenRefusal::Invalid)?;
-        self.inner.queue_view.authorize(token, user, self.now())
+        let local = self.inner.queue_view.authorize(token, user, self.now());
+        if local.is_ok() || self.persister().may_write(ActorKey::Queue) {
+            return local;
+        }
+        // Cluster mode, with the queue held by another node: this node's line is a copy from
+        // when it last loaded it, so a token it does not know, or knows as not yet ACTIVE, may
+        // have been admitted since. The database has what the queue's owner committed.
+        let stored = self
+            .inner
+            .env
+            .store
+            .run(move |s| async move { s.load_token(token).await })
+            .await;
+        match stored {
+            Ok(Some(record)) => record.authorizes(user, self.now()).map(|()| record),
+            Ok(None) => local,
+            Err(error) => {
+                tracing::warn!(%error, "token lookup failed; answering from the local line");
+                local
+            }
+        }
     }
 
     // --- concerts and seats -----------------------------------------------------------
@@ -351,6 +371,24 @@ impl Engine {
         } else {
             BookingError::ConcertNotFound
         }
+    }
+
+    /// The schedule reservation `id` belongs to (cluster mode routes by it): from memory, or
+    /// from the store; `None` if it does not exist or the store cannot say now.
+    pub async fn schedule_of_reservation(&self, id: ReservationId) -> Option<ScheduleId> {
+        if let Some(schedule) = self.inner.env.reservations.schedule_of(id) {
+            return Some(schedule);
+        }
+        let found = self
+            .inner
+            .env
+            .store
+            .run(move |s| async move { s.load_reservation(id).await })
+            .await;
+        found
+            .ok()
+            .flatten()
+            .map(|stored| stored.reservation.schedule)
     }
 
     /// Where reservation `id` of `user` is answered from: its schedule's actor while it is in

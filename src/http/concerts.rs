@@ -75,7 +75,7 @@ pub async fn schedules(
     token: TokenHeader,
 ) -> Result<HttpResponse, ApiError> {
     let concert = id(path.into_inner(), ConcertId::new)?;
-    state.engine.authorize(token.0, None)?;
+    state.engine.authorize(token.0, None).await?;
     let upcoming = state.engine.upcoming_schedules(concert)?;
     Ok(HttpResponse::Ok().json(SchedulesResponse {
         concert_id: concert.get(),
@@ -111,7 +111,7 @@ pub async fn seats(
     let (concert, schedule) = path.into_inner();
     let concert = id(concert, ConcertId::new)?;
     let schedule = id(schedule, ScheduleId::new)?;
-    state.engine.authorize(token.0, None)?;
+    state.engine.authorize(token.0, None).await?;
     let (info, map) = within_deadline(state.engine.seats(concert, schedule)).await?;
     Ok(HttpResponse::Ok()
         .insert_header(ContentType::json())

@@ -10,6 +10,7 @@ mod cluster;
 mod concerts;
 pub mod error;
 mod extract;
+pub mod forward;
 mod idempotency;
 pub mod live;
 pub mod metrics;
@@ -92,9 +93,13 @@ impl AppState {
     }
 
     /// [`AppState::known_user`], then the user's ACTIVE token: the order clients see errors in.
-    fn authorize_user(&self, user: UserId, token: &extract::TokenHeader) -> Result<(), ApiError> {
+    async fn authorize_user(
+        &self,
+        user: UserId,
+        token: &extract::TokenHeader,
+    ) -> Result<(), ApiError> {
         self.known_user(user)?;
-        self.engine.authorize(token.0, Some(user))?;
+        self.engine.authorize(token.0, Some(user)).await?;
         Ok(())
     }
 }

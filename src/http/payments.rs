@@ -100,7 +100,7 @@ pub async fn pay(
     // Before the key is looked at: the user's own token, as the first request showed it. A
     // retry of a payment that went through carries the token the payment spent, so an
     // expired token of this user passes here; the full check runs before a fresh attempt.
-    match state.engine.authorize(token.0, Some(user)) {
+    match state.engine.authorize(token.0, Some(user)).await {
         Ok(_) | Err(TokenRefusal::Expired) => {}
         Err(refusal) => return Err(refusal.into()),
     }
@@ -116,7 +116,7 @@ pub async fn pay(
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Go(claim) => claim,
     };
-    let token = state.engine.authorize(token.0, Some(user))?;
+    let token = state.engine.authorize(token.0, Some(user)).await?;
     let receipt =
         within_deadline(state.engine.pay(user, payment.reservation, token.id, claim)).await?;
     Ok(respond(&render, &receipt))
@@ -149,7 +149,7 @@ pub async fn progress(
     let user = id(path.into_inner(), UserId::new)?;
     let request = UserReservation::try_from((user, body.into_inner()))?;
     state.authenticate(&req, user)?;
-    state.authorize_user(user, &token)?;
+    state.authorize_user(user, &token).await?;
     let (view, balance) = within_deadline(state.engine.checkout(user, request.reservation)).await?;
     Ok(HttpResponse::Ok().json(progress_body(&state, user, &view, balance)))
 }

@@ -168,7 +168,7 @@ pub async fn reserve(
     state.authenticate(&req, hold.user)?;
     state.known_user(hold.user)?;
     // Before the key is looked at: a replay answers only whom the first request would have.
-    state.engine.authorize(token.0, Some(hold.user))?;
+    state.engine.authorize(token.0, Some(hold.user)).await?;
     let tz = state.timezone;
     let render: Render<ReservationView> =
         Arc::new(move |view: &ReservationView| (201, to_json(&reservation_body_in(tz, view))));
@@ -214,7 +214,7 @@ pub async fn read(
     let reservation = id(path.into_inner(), ReservationId::new)?;
     let request = UserReservation::try_from((reservation, query.into_inner()))?;
     state.authenticate(&req, request.user)?;
-    state.authorize_user(request.user, &token)?;
+    state.authorize_user(request.user, &token).await?;
     let view = within_deadline(state.engine.reservation(request.user, request.reservation)).await?;
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))
 }
@@ -246,7 +246,7 @@ pub async fn cancel(
     let reservation = id(path.into_inner(), ReservationId::new)?;
     let request = UserReservation::try_from((reservation, query.into_inner()))?;
     state.authenticate(&req, request.user)?;
-    state.authorize_user(request.user, &token)?;
+    state.authorize_user(request.user, &token).await?;
     let view = within_deadline(state.engine.cancel(request.user, request.reservation)).await?;
     Ok(HttpResponse::Ok().json(reservation_body(&state, &view)))
 }

@@ -348,6 +348,10 @@ impl MemoryStore {
 
     /// Each user's latest token (the highest position), in position order, as the SQL stores
     /// answer.
+    pub async fn load_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.lock().tokens.get(&id).copied())
+    }
+
     pub async fn load_tokens(
         &self,
         each: &mut (dyn FnMut(TokenRecord) + Send),

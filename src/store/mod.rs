@@ -425,6 +425,12 @@ impl Store {
 
     /// Every user's latest token (live ones included), streamed to `each` in ascending
     /// position order: the caller builds what it needs without every row alive at once.
+    /// One token by id, whatever its state (cluster mode: a node that does not hold the queue
+    /// reads what the queue's owner committed).
+    pub async fn load_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        dispatch!(self, s => s.load_token(id).await)
+    }
+
     pub async fn load_tokens(
         &self,
         each: &mut (dyn FnMut(TokenRecord) + Send),

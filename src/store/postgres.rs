@@ -9,7 +9,9 @@ use super::{
 use crate::domain::queue::TokenRecord;
 use crate::domain::schedule::{ScheduleInfo, Seat};
 use crate::domain::seat_plan::SeatPlan;
-use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
+use crate::domain::{
+    ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
+};
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
@@ -217,6 +219,18 @@ impl PgStore {
             .await?;
         row.map(|row| rows::money(row.try_get("balance")?))
             .transpose()
+    }
+
+    pub async fn load_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, user_id, position, status, created_at_ms, admitted_at_ms,
+                    active_expires_at_ms, expired_at_ms
+             FROM queue_tokens WHERE id = $1",
+        )
+        .bind(id.get())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| rows::token(&row)).transpose()
     }
 
     pub async fn load_tokens(

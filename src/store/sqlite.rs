@@ -16,7 +16,9 @@ use super::{
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::{ScheduleInfo, Seat};
 use crate::domain::seat_plan::SeatPlan;
-use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
+use crate::domain::{
+    ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
+};
 use futures_util::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -248,6 +250,18 @@ impl SqliteStore {
             .await?;
         row.map(|row| rows::money(row.try_get("balance")?))
             .transpose()
+    }
+
+    pub async fn load_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, user_id, position, status, created_at_ms, admitted_at_ms,
+                    active_expires_at_ms, expired_at_ms
+             FROM queue_tokens WHERE id = ?1",
+        )
+        .bind(id.get())
+        .fetch_optional(&self.readers)
+        .await?;
+        row.map(|row| rows::token(&row)).transpose()
     }
 
     pub async fn load_tokens(

@@ -38,6 +38,22 @@ pub struct TokenRecord {
     pub state: TokenState,
 }
 
+impl TokenRecord {
+    /// Whether this stored state lets `user` (when named) act at `now`: the rule of
+    /// `WaitingLine::check_active` for a token read from the store, where a WAITING one is
+    /// simply not active yet (its idle deadline is the line's to judge).
+    pub fn authorizes(&self, user: Option<UserId>, now: Timestamp) -> Result<(), TokenRefusal> {
+        if user.is_some_and(|u| u != self.user) {
+            return Err(TokenRefusal::Invalid);
+        }
+        match self.state {
+            TokenState::Waiting => Err(TokenRefusal::NotActive),
+            TokenState::Active { expires_at, .. } if now < expires_at => Ok(()),
+            TokenState::Active { .. } | TokenState::Expired { .. } => Err(TokenRefusal::Expired),
+        }
+    }
+}
+
 /// Why a token does not authorize a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRefusal {

@@ -1,0 +1,333 @@
+//! Cluster mode: any node accepts any request. One whose state lives in a shard another node
+//! holds is forwarded to that node, once, over pooled keep-alive HTTP, marked with
+//! [`HOP_HEADER`]; the owner answers it as if it had been asked directly. A request that
+//! already made its hop is always answered here: a node that has lost the shard answers 503
+//! `Retry-After`, never a second hop (two nodes that briefly disagree about an owner cannot
+//! bounce a request between them).
+//!
+//! What routes where (`route_of`): the waiting room's routes go to the queue shard's owner,
+//! a user's wallet and payment routes to their wallet bucket's owner, a hold and a seat map
+//! to the schedule's owner, and a reservation read or cancel to its schedule's owner.
+//! Everything else (the catalog, the admin routes, operations) is answered by any node.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::cluster::ShardId;
+use crate::domain::{ReservationId, ScheduleId, UserId};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpMessage, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use std::time::Duration;
+
+/// Marks a forwarded request; its value is the forwarding node's id.
+pub const HOP_HEADER: &str = "x-boxoffice-hop";
+
+/// A forwarded request waits at most this long for the owner: longer than a commit's own
+/// 5 s limit, so the owner's answer (or its 503) is what the client sees.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Bodies read to find their schedule: a hold's body is well under this; a bigger one is
+/// answered here (its route refuses it).
+const ROUTED_BODY_LIMIT: usize = 16 * 1024;
+
+/// Where a request's state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Any node answers it.
+    Local,
+    Shard(ShardId),
+    /// The reservation's schedule's shard (looked up).
+    Reservation(ReservationId),
+    /// A hold: the schedule named in its body.
+    HoldBody,
+}
+
+/// The route of a request, from its method and path alone (a hold's body is read later).
+pub fn route_of(method: &Method, path: &str) -> Route {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let user = |s: &str| s.parse::<i64>().ok().and_then(|u| UserId::new(u).ok());
+    match parts.as_slice() {
+        ["", "v1", "queue-tokens", "users", _] | ["", "v1", "queue-status", "users", _] => {
+            Route::Shard(ShardId::Queue)
+        }
+        ["", "v1", "balance", "users", u, ..] | ["", "v1", "payments", "users", u, ..] => {
+            user(u).map_or(Route::Local, |u| Route::Shard(ShardId::of_wallet(u)))
+        }
+        ["", "v1", "concerts", _, "schedules", s, "seats"] => s
+            .parse::<i64>()
+            .ok()
+            .and_then(|s| ScheduleId::new(s).ok())
+            .map_or(Route::Local, |s| Route::Shard(ShardId::Schedule(s))),
+        ["", "v1", "reservations"] if method == Method::POST => Route::HoldBody,
+        ["", "v1", "reservations", id] => id
+            .parse::<i64>()
+            .ok()
+            .and_then(|id| ReservationId::new(id).ok())
+            .map_or(Route::Local, Route::Reservation),
+        _ => Route::Local,
+    }
+}
+
+/// The schedule a hold's body names, if it is well-formed enough to say.
+fn schedule_in(body: &[u8]) -> Option<ScheduleId> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Named {
+        schedule_id: i64,
+    }
+    let named: Named = serde_json::from_slice(body).ok()?;
+    ScheduleId::new(named.schedule_id).ok()
+}
+
+thread_local! {
+    /// One pooled client per HTTP worker thread: each actix worker runs its own runtime, and a
+    /// pooled connection belongs to the runtime that opened it.
+    static CLIENT: reqwest::Client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(FORWARD_TIMEOUT)
+        .build()
+        // Only fails on a TLS backend or resolver that cannot start; neither is compiled in.
+        .expect("a plain HTTP client builds");
+}
+
+fn client() -> reqwest::Client {
+    CLIENT.with(reqwest::Client::clone)
+}
+
+/// Forwards what another node owns; everything else (and everything outside cluster mode)
+/// goes on to the routes.
+pub async fn forward(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let membership = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| state.cluster.clone());
+    let (Some(membership), false) = (membership, req.headers().contains_key(HOP_HEADER)) else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    };
+    let mut body = None;
+    let shard = match route_of(req.method(), req.path()) {
+        Route::Local => None,
+        Route::Shard(shard) => Some(shard),
+        Route::Reservation(id) => {
+            let state = req.app_data::<web::Data<AppState>>().cloned();
+            match state {
+                Some(state) => state
+                    .engine
+                    .schedule_of_reservation(id)
+                    .await
+                    .map(ShardId::Schedule),
+                None => None,
+            }
+        }
+        Route::HoldBody => {
+            let bytes = read_body(&mut req).await;
+            let shard = bytes
+                .as_deref()
+                .and_then(schedule_in)
+                .map(ShardId::Schedule);
+            body = bytes;
+            shard
+        }
+    };
+    let target = shard.and_then(|shard| {
+        let view = membership.view();
+        let owner = view
+            .shards
+            .iter()
+            .find(|s| s.shard == shard.to_string())?
+            .owner
+            .clone()?;
+        if owner == membership.node_id() {
+            return None;
+        }
+        view.nodes
+            .iter()
+            .find(|n| n.node_id == owner)
+            .map(|n| n.url.clone())
+    });
+    let Some(target) = target else {
+        if let Some(bytes) = body {
+            req.set_payload(Payload::from(bytes));
+        }
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    };
+    let body = match body {
+        Some(bytes) => bytes,
+        None => match read_body(&mut req).await {
+            Some(bytes) => bytes,
+            None => {
+                let answer =
+                    ApiError::InvalidRequest("request body too large".into()).error_response();
+                return Ok(req.into_response(answer).map_into_right_body());
+            }
+        },
+    };
+    let answer = send(&req, &target, membership.node_id(), body).await;
+    Ok(req.into_response(answer).map_into_right_body())
+}
+
+/// The whole body, if it is at most [`ROUTED_BODY_LIMIT`]; `None` past it or on a read error.
+async fn read_body(req: &mut ServiceRequest) -> Option<Bytes> {
+    let mut payload = req.take_payload();
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.ok()?;
+        if body.len() + chunk.len() > ROUTED_BODY_LIMIT {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body.freeze())
+}
+
+/// Headers that describe one connection, not the request: never passed along.
+fn hop_by_hop(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "proxy-connection"
+            | "trailer"
+    )
+}
+
+/// Sends the request to `target` and turns its answer into ours; an owner that cannot be
+/// reached is a 503 with `Retry-After`.
+async fn send(req: &ServiceRequest, target: &str, me: &str, body: Bytes) -> HttpResponse {
+    let started = std::time::Instant::now();
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+        .unwrap_or(reqwest::Method::GET);
+    let mut outgoing = client().request(method, format!("{target}{path}"));
+    for (name, value) in req.headers() {
+        if !hop_by_hop(name) {
+            outgoing = outgoing.header(name.as_str(), value.as_bytes());
+        }
+    }
+    // The client's address, for the owner's logs and (with the nodes listed in
+    // --trusted-proxy) its per-address budget.
+    if let Some(peer) = req.peer_addr() {
+        outgoing = outgoing.header("x-forwarded-for", peer.ip().to_string());
+    }
+    let outgoing = outgoing.header(HOP_HEADER, me).body(body);
+    let result = outgoing.send().await;
+    let answer = match result {
+        Ok(response) => {
+            let status =
+                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut answer = HttpResponse::build(status);
+            for (name, value) in response.headers() {
+                if !matches!(
+                    name.as_str(),
+                    "connection" | "keep-alive" | "transfer-encoding" | "content-length"
+                ) {
+                    answer.insert_header((name.as_str(), value.as_bytes()));
+                }
+            }
+            match response.bytes().await {
+                Ok(bytes) => {
+                    metrics::counter!("boxoffice_forwards_total", "outcome" => "answered")
+                        .increment(1);
+                    answer.body(bytes)
+                }
+                Err(error) => unreachable_owner(target, &error.to_string()),
+            }
+        }
+        Err(error) => unreachable_owner(target, &error.to_string()),
+    };
+    metrics::histogram!("boxoffice_forward_seconds").record(started.elapsed().as_secs_f64());
+    answer
+}
+
+fn unreachable_owner(target: &str, error: &str) -> HttpResponse {
+    metrics::counter!("boxoffice_forwards_total", "outcome" => "unreachable").increment(1);
+    ApiError::Unavailable(format!("forwarding to {target} failed: {error}")).error_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(id: i64) -> Route {
+        Route::Shard(ShardId::Schedule(ScheduleId::new(id).expect("positive")))
+    }
+
+    #[test]
+    fn each_route_finds_its_shard() {
+        let user = |u: i64| UserId::new(u).expect("positive");
+        let get = Method::GET;
+        assert_eq!(
+            route_of(&Method::POST, "/v1/queue-tokens/users/5"),
+            Route::Shard(ShardId::Queue)
+        );
+        assert_eq!(
+            route_of(&get, "/v1/queue-status/users/5"),
+            Route::Shard(ShardId::Queue)
+        );
+        assert_eq!(
+            route_of(&get, "/v1/balance/users/70"),
+            Route::Shard(ShardId::of_wallet(user(70)))
+        );
+        assert_eq!(
+            route_of(&Method::POST, "/v1/balance/users/70/recharge"),
+            Route::Shard(ShardId::Wallets(6))
+        );
+        assert_eq!(
+            route_of(&Method::POST, "/v1/payments/users/3"),
+            Route::Shard(ShardId::Wallets(3))
+        );
+        assert_eq!(
+            route_of(&get, "/v1/concerts/1/schedules/9/seats"),
+            schedule(9)
+        );
+        assert_eq!(route_of(&Method::POST, "/v1/reservations"), Route::HoldBody);
+        assert_eq!(
+            route_of(&Method::DELETE, "/v1/reservations/12"),
+            Route::Reservation(ReservationId::new(12).expect("positive"))
+        );
+        for local in [
+            "/v1/concerts/1/schedules",
+            "/v1/admin/users",
+            "/readyz",
+            "/",
+            "/v1/balance/users/x",
+        ] {
+            assert_eq!(route_of(&get, local), Route::Local, "{local}");
+        }
+    }
+
+    #[test]
+    fn a_hold_body_names_its_schedule_or_nothing() {
+        assert_eq!(
+            schedule_in(br#"{"userId":1,"scheduleId":4,"seatIds":[1]}"#),
+            ScheduleId::new(4).ok()
+        );
+        for bad in [
+            &b"{}"[..],
+            b"not json",
+            br#"{"scheduleId":-1}"#,
+            br#"{"scheduleId":"4"}"#,
+        ] {
+            assert_eq!(schedule_in(bad), None);
+        }
+    }
+}
