@@ -12,6 +12,7 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::actors::cluster::Membership;
 use crate::domain::cluster::ShardId;
 use crate::domain::{ReservationId, ScheduleId, UserId};
 use actix_web::body::{EitherBody, MessageBody};
@@ -141,22 +142,15 @@ pub async fn forward(
         }
     };
     let target = shard.and_then(|shard| {
-        let view = membership.view();
-        let owner = view
-            .shards
-            .iter()
-            .find(|s| s.shard == shard.to_string())?
-            .owner
-            .clone()?;
+        let owner = owner_of(&membership, shard)?;
         if owner == membership.node_id() {
             return None;
         }
-        view.nodes
-            .iter()
-            .find(|n| n.node_id == owner)
-            .map(|n| n.url.clone())
+        let view = membership.view();
+        let url = view.nodes.iter().find(|n| n.node_id == owner)?.url.clone();
+        Some((shard, owner, url))
     });
-    let Some(target) = target else {
+    let Some((shard, owner, target)) = target else {
         if let Some(bytes) = body {
             req.set_payload(Payload::from(bytes));
         }
@@ -176,8 +170,37 @@ pub async fn forward(
             }
         },
     };
-    let answer = send(&req, &target, membership.node_id(), body).await;
+    // An owner that stops answering (paused, partitioned) loses its lease within a TTL; a
+    // request waiting on it is then answered 503 at once rather than at the timeout.
+    let answer = tokio::select! {
+        answer = send(&req, &target, membership.node_id(), body) => answer,
+        () = owner_moves(&membership, shard, &owner) => {
+            metrics::counter!("boxoffice_forwards_total", "outcome" => "owner_moved").increment(1);
+            ApiError::Unavailable(format!("{shard} moved away from {owner} during a forward")).error_response()
+        }
+    };
     Ok(req.into_response(answer).map_into_right_body())
+}
+
+fn owner_of(membership: &Membership, shard: ShardId) -> Option<String> {
+    let text = shard.to_string();
+    membership
+        .view()
+        .shards
+        .iter()
+        .find(|s| s.shard == text)?
+        .owner
+        .clone()
+}
+
+/// Ends once this node's view says `shard` is no longer `owner`'s.
+async fn owner_moves(membership: &Membership, shard: ShardId, owner: &str) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if owner_of(membership, shard).as_deref() != Some(owner) {
+            return;
+        }
+    }
 }
 
 /// The whole body, if it is at most [`ROUTED_BODY_LIMIT`]; `None` past it or on a read error.
