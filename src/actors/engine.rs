@@ -133,6 +133,10 @@ impl Engine {
         &self.inner.env.settings
     }
 
+    pub(super) fn store_handle(&self) -> &crate::store::StoreHandle {
+        &self.inner.env.store
+    }
+
     pub fn persister(&self) -> &Persister {
         &self.inner.env.persister
     }
@@ -673,6 +677,28 @@ impl Engine {
             .await?;
         self.inner.catalog.add_user(user);
         Ok(user)
+    }
+
+    /// Cluster mode: adds what another node created (users, concerts, schedules) to this
+    /// node's catalog. A new schedule's actor loads when first asked, under the epoch of its
+    /// shard if this node holds it. Returns how many schedules were new.
+    pub fn absorb_catalog(&self, snapshot: crate::store::CatalogSnapshot) -> usize {
+        for user in snapshot.users {
+            self.inner.catalog.add_user(user);
+        }
+        for (concert, _name) in snapshot.concerts {
+            if !self.inner.catalog.concert_exists(concert) {
+                self.inner.catalog.add_concert(concert);
+            }
+        }
+        let mut added = 0;
+        for info in snapshot.schedules {
+            if self.inner.catalog.schedule_entry(info.id).is_none() {
+                self.inner.catalog.add_schedule(info);
+                added += 1;
+            }
+        }
+        added
     }
 
     pub async fn create_concert(&self, concert: NewConcert) -> Result<CreatedConcert, AdminError> {

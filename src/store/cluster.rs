@@ -268,6 +268,18 @@ impl ClusterStore {
         })
     }
 
+    /// The highest user, concert and schedule ids: cheap marks (three index lookups) that say
+    /// whether another node created something this one has not loaded.
+    pub async fn catalog_marks(&self) -> Result<(i64, i64, i64), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM users),
+                    (SELECT COALESCE(MAX(id), 0) FROM concerts),
+                    (SELECT COALESCE(MAX(id), 0) FROM schedules)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// How many fenced batches were recorded, for tests and the fault report.
     pub async fn audit_rows(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT count(*) FROM fence_audit")

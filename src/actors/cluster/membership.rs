@@ -121,6 +121,16 @@ impl Membership {
                 .is_some_and(|at| at.elapsed() < self.config.lease_ttl)
     }
 
+    /// Runs a round now rather than at the next period.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The period of the rounds: a quarter of the lease TTL.
+    pub fn round_every(&self) -> Duration {
+        (self.config.lease_ttl / 4).max(Duration::from_millis(100))
+    }
+
     /// Shards this node has taken since it started.
     pub fn moves(&self) -> u64 {
         self.moves.load(Ordering::Relaxed)
@@ -139,7 +149,7 @@ impl Membership {
         let listener = self.cluster.watch(self.wake.clone());
         let me = self.clone();
         tokio::spawn(async move {
-            let every = (me.config.lease_ttl / 4).max(Duration::from_millis(100));
+            let every = me.round_every();
             while !me.leaving.load(Ordering::Relaxed) {
                 let shards = me.shards.get().map(|list| list()).unwrap_or_default();
                 if let Err(error) = me.round(&shards).await {

@@ -4,6 +4,7 @@
 //! (`persister.rs`, `store/postgres_writes.rs`). What is decided here is which shards to try
 //! to take and when, so that a dead or departed owner's shards find a new one in seconds.
 
+pub mod catalog_sync;
 pub mod membership;
 
 pub use membership::{ClusterConfig, ClusterView, Membership, NodeView, ShardView};
@@ -44,8 +45,25 @@ pub fn serve_shards(
 ) -> tokio::task::JoinHandle<()> {
     let _inside = runtime.enter();
     let listed = engine.clone();
-    membership.run(
+    let rounds = membership.run(
         Arc::downgrade(engine.registry()),
         Box::new(move || shards_of(&listed)),
-    )
+    );
+    let store = engine.store_handle().store().clone();
+    let sync = store.cluster().map(|cluster| {
+        catalog_sync::spawn(
+            engine.clone(),
+            store.clone(),
+            cluster,
+            membership.clone(),
+            membership.round_every(),
+        )
+    });
+    tokio::spawn(async move {
+        // The catalog follows the rounds down (they end after a leave).
+        let _ = rounds.await;
+        if let Some(sync) = sync {
+            sync.abort();
+        }
+    })
 }
