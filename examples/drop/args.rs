@@ -6,9 +6,11 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(about = "A ticket drop over HTTP, with latency percentiles and invariant checks")]
 pub struct Args {
-    /// A running server to hit (needs --admin-key); without it the server starts in-process.
-    #[arg(long)]
-    pub base_url: Option<String>,
+    /// Running servers to hit (needs --admin-key); without it the server starts in-process.
+    /// Several nodes: comma-separated, or the flag repeated; users are spread over them round
+    /// robin (each user's whole drop goes to one node), setup goes to the first.
+    #[arg(long = "base-url", value_delimiter = ',')]
+    pub base_urls: Vec<String>,
     /// Start the application in-process on --database-url (the default without --base-url).
     #[arg(long)]
     pub spawn: bool,
@@ -69,11 +71,20 @@ pub struct Args {
     /// Keep the throwaway SQLite file.
     #[arg(long)]
     pub keep: bool,
+    /// Retry a 503 or a connection error up to N times, after a short backoff (the answer's
+    /// `Retry-After` if any, at most 1 s), with the same `Idempotency-Key` every measured POST
+    /// carries in this mode (a hold or a payment replays its first answer under it). A
+    /// request that may have reached the server is retried only if a repeat is harmless (see
+    /// `session::replayable`). Without the flag: a 503 is retried 3
+    /// times after 20 ms, nothing else is retried, and no key is sent (the runs measured
+    /// before it).
+    #[arg(long = "retry-503", value_name = "N", value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub retry_503: Option<u32>,
 }
 
 impl Args {
-    /// The presets and bounds applied: `--smoke`, the in-process server without `--base-url`,
-    /// 1 to 100 schedules, at least one user in flight.
+    /// The presets and bounds applied: `--smoke`, the in-process server without `--base-url`
+    /// (blank entries of the list dropped), 1 to 100 schedules, at least one user in flight.
     pub fn resolved(mut self) -> Args {
         if self.smoke {
             // More demand (about 1,500 seats) than seats: the sold-out path runs too.
@@ -84,7 +95,13 @@ impl Args {
             self.duration_secs = 20;
             self.verify_seat_maps = true;
         }
-        if self.base_url.is_none() {
+        self.base_urls = self
+            .base_urls
+            .iter()
+            .map(|url| url.trim().trim_end_matches('/').to_string())
+            .filter(|url| !url.is_empty())
+            .collect();
+        if self.base_urls.is_empty() {
             self.spawn = true;
         }
         self.schedules = self.schedules.clamp(1, 100);
@@ -141,6 +158,43 @@ mod tests {
         );
         assert_eq!(parsed(&["--seats", "90000"]).seats_per_schedule(), 20_000);
         assert_eq!(parsed(&["--seats", "0"]).seats_per_schedule(), 1);
+    }
+
+    #[test]
+    fn base_urls_come_comma_separated_or_repeated_in_order_without_blanks() {
+        let args = parsed(&[
+            "--base-url",
+            "http://a:1/, http://b:2",
+            "--base-url",
+            "http://c:3,",
+        ]);
+        assert_eq!(args.base_urls, ["http://a:1", "http://b:2", "http://c:3"]);
+        assert!(!args.spawn);
+        let one = parsed(&["--base-url", "http://127.0.0.1:8080/"]);
+        assert_eq!(one.base_urls, ["http://127.0.0.1:8080"]);
+        let blank = parsed(&["--base-url", " , "]);
+        assert!(
+            blank.base_urls.is_empty() && blank.spawn,
+            "nothing to hit: in-process"
+        );
+        assert!(parsed(&[]).base_urls.is_empty());
+    }
+
+    #[test]
+    fn retry_503_is_optional_and_bounded() {
+        assert_eq!(
+            parsed(&[]).retry_503,
+            None,
+            "the measured runs' policy by default"
+        );
+        assert_eq!(parsed(&["--retry-503", "0"]).retry_503, Some(0));
+        assert_eq!(parsed(&["--retry-503", "20"]).retry_503, Some(20));
+        for bad in ["21", "-1", "x"] {
+            assert!(
+                Args::try_parse_from(["drop", "--retry-503", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

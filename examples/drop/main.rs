@@ -14,6 +14,9 @@
 //! # Against a running server (its admin key; --database-url for the invariant checks):
 //! cargo run --release --example drop -- --base-url http://127.0.0.1:8080 --admin-key KEY \
 //!     --database-url postgres://…/boxoffice
+//! # Against three nodes, users round robin, 503s and connection errors retried twice:
+//! cargo run --release --example drop -- --base-url http://127.0.0.1:8081,http://127.0.0.1:8082 \
+//!     --base-url http://127.0.0.1:8083 --retry-503 2 --admin-key KEY --database-url postgres://…
 //! ```
 //!
 //! The measured phase speaks HTTP/1.1 through its own small client (`wire.rs`), so the
@@ -28,16 +31,18 @@ use args::Args;
 use boxoffice::store::MemoryStore;
 use clap::Parser;
 use invariants::Expectations;
+use nodes::Nodes;
 use reqwest::Client;
 use scenario::Scenario;
 use setup::{PRICE, SPAWN_ADMIN_KEY};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wire::Target;
 
 mod args;
 mod invariants;
+mod nodes;
+mod retry;
 mod scenario;
 mod seat_map;
 #[path = "../support/server.rs"]
@@ -91,10 +96,10 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let base = match (&spawned, &args.base_url) {
-        (Some(s), _) => s.base.clone(),
-        (None, Some(url)) => url.trim_end_matches('/').to_string(),
-        (None, None) => unreachable!("resolved() spawns when no --base-url is given"),
+    // The in-process server, else every --base-url (resolved() spawns when none is given).
+    let bases = match &spawned {
+        Some(s) => vec![s.base.clone()],
+        None => args.base_urls.clone(),
     };
     let admin_key = if spawned.is_some() {
         SPAWN_ADMIN_KEY.to_string()
@@ -103,7 +108,7 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(drive(
         &args,
-        base,
+        &bases,
         admin_key,
         database_url.as_deref(),
         memory,
@@ -124,7 +129,7 @@ fn main() -> ExitCode {
 /// completed.
 async fn drive(
     args: &Args,
-    base: String,
+    bases: &[String],
     admin_key: String,
     database_url: Option<&str>,
     memory: Option<MemoryStore>,
@@ -139,6 +144,11 @@ async fn drive(
             eprintln!("cannot build the HTTP client: {e}");
             return ExitCode::from(2);
         }
+    };
+    // Setup goes to the first node; every node serves the same database.
+    let Some(base) = bases.first().cloned() else {
+        eprintln!("no base URL to send the drop to");
+        return ExitCode::from(2);
     };
     let setup_started = Instant::now();
     let fund = PRICE * args.seats_per_user as i64;
@@ -171,14 +181,21 @@ async fn drive(
             None => format!("closed loop, {} users at once", args.concurrency),
         }
     );
-    let target = match Target::resolve(&base, Duration::from_secs(30)).await {
-        Ok(target) => target,
+    if bases.len() > 1 {
+        println!(
+            "users round robin over {} nodes: {}",
+            bases.len(),
+            bases.join(", ")
+        );
+    }
+    let nodes = match Nodes::resolve(bases, Duration::from_secs(30)).await {
+        Ok(nodes) => nodes,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    let sc = Arc::new(Scenario::new(target, concert, &schedules, args));
+    let sc = Arc::new(Scenario::new(nodes, concert, &schedules, args));
     let bounds = (users[0], users[users.len() - 1]);
     let (stats, elapsed, started, dropped) = scenario::run(sc.clone(), Arc::new(users)).await;
     stats::report(&stats, elapsed, started, dropped);

@@ -3,10 +3,11 @@
 //! open-loop drivers that start the users and merge what they saw.
 
 use crate::args::Args;
+use crate::nodes::Nodes;
+use crate::retry::RetryPolicy;
 use crate::seat_map::{free_seats, Ids};
 use crate::session::{json, Answer, Session};
 use crate::stats::{ms, Stats, Step};
-use crate::wire::{Pool, Target};
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -19,8 +20,10 @@ use std::time::{Duration, Instant};
 
 /// What every virtual user shares.
 pub struct Scenario {
-    target: Target,
-    pool: Pool,
+    nodes: Nodes,
+    retry: RetryPolicy,
+    /// Makes this run's `Idempotency-Key`s unlike any earlier run's on the same database.
+    run: u32,
     concert: i64,
     schedules: HashSet<i64>,
     args: Args,
@@ -35,10 +38,11 @@ pub struct Scenario {
 
 impl Scenario {
     /// The run on `concert`, whose `schedules` are the drop's, before any user started.
-    pub fn new(target: Target, concert: i64, schedules: &[i64], args: &Args) -> Scenario {
+    pub fn new(nodes: Nodes, concert: i64, schedules: &[i64], args: &Args) -> Scenario {
         Scenario {
-            target,
-            pool: Pool::new(),
+            nodes,
+            retry: RetryPolicy::from_flag(args.retry_503),
+            run: rand::random(),
             verify_seat_maps: args.verify_seat_maps,
             completed: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -215,9 +219,16 @@ async fn iteration(
     }
 }
 
-/// Runs one user and records the iteration.
-async fn one_user(sc: &Scenario, user: i64, since: Instant, stats: &mut Stats, rng: &mut SmallRng) {
-    let mut session = Session::new(&sc.target, &sc.pool);
+/// Runs the `index`th user to start, on its node, and records the iteration.
+async fn one_user(
+    sc: &Scenario,
+    (index, user): (usize, i64),
+    since: Instant,
+    stats: &mut Stats,
+    rng: &mut SmallRng,
+) {
+    let (target, pool) = sc.nodes.for_user(index);
+    let mut session = Session::new(target, pool, sc.retry, sc.run, user);
     let outcome = iteration(sc, &mut session, user, stats, rng).await;
     session.finish();
     if outcome == Outcome::Completed {
@@ -270,7 +281,8 @@ pub async fn run(sc: Arc<Scenario>, users: Arc<Vec<i64>>) -> (Stats, Duration, u
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(user) = users.get(i) else { break };
                             sc.in_flight.fetch_add(1, Ordering::Relaxed);
-                            one_user(&sc, *user, Instant::now(), &mut stats, &mut rng).await;
+                            let started = Instant::now();
+                            one_user(&sc, (i, *user), started, &mut stats, &mut rng).await;
                             sc.in_flight.fetch_sub(1, Ordering::Relaxed);
                         }
                         stats
@@ -304,7 +316,8 @@ pub async fn run(sc: Arc<Scenario>, users: Arc<Vec<i64>>) -> (Stats, Duration, u
                         total.merge(&stats);
                     }
                 }
-                let user = users[n as usize];
+                let index = n as usize;
+                let user = users[index];
                 n += 1;
                 if sc.in_flight.load(Ordering::Relaxed) >= args.concurrency {
                     dropped += 1;
@@ -316,7 +329,7 @@ pub async fn run(sc: Arc<Scenario>, users: Arc<Vec<i64>>) -> (Stats, Duration, u
                 running.spawn(async move {
                     let mut stats = Stats::new();
                     let mut rng = SmallRng::seed_from_u64(u64::from(n));
-                    one_user(&sc, user, due, &mut stats, &mut rng).await;
+                    one_user(&sc, (index, user), due, &mut stats, &mut rng).await;
                     sc.in_flight.fetch_sub(1, Ordering::Relaxed);
                     stats
                 });

@@ -1,17 +1,15 @@
 //! One virtual user's HTTP: its kept-alive connection and request buffer, each exchange timed
-//! into its step's statistics, 503s retried, and the answer sorted into a typed success, a
+//! into its step's statistics, failures retried as the [`RetryPolicy`] says (each POST under
+//! one `Idempotency-Key` for all its tries), and the answer sorted into a typed success, a
 //! refusal with its error slug, or a broken exchange.
 
+use crate::retry::{self, RetryPolicy};
 use crate::stats::{Stats, Step};
 use crate::wire::{Conn, Failure, Pool, RequestBuf, Target};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use std::time::{Duration, Instant};
-
-/// A 503 (`Retry-After`) is retried this many times, after this long: the point is to measure
-/// the service, not to hammer it while it sheds load.
-const UNAVAILABLE_RETRIES: usize = 3;
-const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(20);
+use std::fmt::Write;
+use std::time::Instant;
 
 /// A response: the typed body of a success, or the error slug of a refusal.
 pub enum Answer<T> {
@@ -43,26 +41,60 @@ pub fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
+/// Whether the server answers a repeat of `step`'s request as it answered the first, so it
+/// may be sent again even if the first reached the server: GETs; a join (it answers the live
+/// token it gave, key or not); a hold or a payment under its `Idempotency-Key` (the first
+/// answer is replayed). Without a key, a repeated hold would be refused for the seats the
+/// first one took, and a repeated payment as already paid.
+pub fn replayable(step: Step, keyed: bool) -> bool {
+    match step {
+        Step::Join | Step::Poll | Step::Schedules | Step::Seats => true,
+        Step::Reserve | Step::Pay => keyed,
+    }
+}
+
 /// One virtual user's connection and request buffer, for its whole drop.
 pub struct Session<'s> {
     target: &'s Target,
     pool: &'s Pool,
     conn: Option<Conn>,
     request: RequestBuf,
+    policy: RetryPolicy,
+    /// `Idempotency-Key`s are `drop-{run}-{user}-{n}`: unique per POST of the run, the same
+    /// for every try of it.
+    run: u32,
+    user: i64,
+    posts: u32,
+    key: String,
+    keyed: bool,
 }
 
 impl<'s> Session<'s> {
-    /// A session without a connection yet: its first exchange takes one from the pool.
-    pub fn new(target: &'s Target, pool: &'s Pool) -> Session<'s> {
+    /// A session of `user` in the run `run` (which makes its keys unique across runs on one
+    /// database), without a connection yet: its first exchange takes one from the pool.
+    pub fn new(
+        target: &'s Target,
+        pool: &'s Pool,
+        policy: RetryPolicy,
+        run: u32,
+        user: i64,
+    ) -> Session<'s> {
         Session {
             target,
             pool,
             conn: None,
             request: RequestBuf::new(),
+            policy,
+            run,
+            user,
+            posts: 0,
+            key: String::new(),
+            keyed: false,
         }
     }
 
-    /// Writes the next request (sent by [`Session::send`]).
+    /// Writes the next request (sent by [`Session::send`]); a POST gets a fresh key when the
+    /// policy sends them.
     pub fn prepare(
         &mut self,
         method: &str,
@@ -70,39 +102,53 @@ impl<'s> Session<'s> {
         token: Option<i64>,
         body: Option<std::fmt::Arguments<'_>>,
     ) {
-        self.request.prepare(self.target, method, path, token, body);
+        self.keyed = method == "POST" && self.policy.sends_keys();
+        if self.keyed {
+            self.posts += 1;
+            self.key.clear();
+            // Writing into a String cannot fail.
+            let _ = write!(self.key, "drop-{:x}-{}-{}", self.run, self.user, self.posts);
+        }
+        let key = self.keyed.then_some(self.key.as_str());
+        self.request
+            .prepare(self.target, method, path, token, key, body);
     }
 
     /// One exchange; sent once more on a new connection if a kept-alive one turned out to
-    /// be closed before any of the answer arrived (as hyper does).
-    async fn exchange(&mut self) -> Result<u16, String> {
+    /// be closed before any of the answer arrived (as hyper does). A failure says whether
+    /// the request may have reached the server.
+    async fn exchange(&mut self) -> Result<u16, (retry::Failure, String)> {
+        let not_connected = |e: String| (retry::Failure::NotConnected, e);
+        let broken = |e: Failure| (retry::Failure::Broken, e.to_string());
         let mut conn = match self.conn.take() {
             Some(conn) if !conn.is_dead() => conn,
-            _ => self.pool.take(self.target).await?,
+            _ => self.pool.take(self.target).await.map_err(not_connected)?,
         };
         let status = match conn.send(self.target, &self.request).await {
             Ok(status) => status,
             Err(Failure::Stale(_)) => {
-                conn = Conn::open(self.target).await?;
+                conn = Conn::open(self.target).await.map_err(not_connected)?;
                 conn.send(self.target, &self.request)
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(broken)?
             }
-            Err(failure) => return Err(failure.to_string()),
+            Err(failure) => return Err(broken(failure)),
         };
         self.conn = Some(conn);
         Ok(status)
     }
 
-    /// Sends the prepared request, timing it (until the whole body is in) into `step`, and
-    /// parses a success with `parse`; a 503 is retried a few times.
+    /// Sends the prepared request, timing each try (until the whole body is in) into `step`,
+    /// and parses a success with `parse`; a 503 or a connection error is tried again as the
+    /// policy says (a bounded number of times, each after at most a second).
     pub async fn send<T>(
         &mut self,
         stats: &mut Stats,
         step: Step,
         mut parse: impl FnMut(&[u8]) -> Result<T, String>,
     ) -> Answer<T> {
-        let mut attempt = 0;
+        let replayable = replayable(step, self.keyed);
+        let mut retried = 0;
         loop {
             let started = Instant::now();
             let exchanged = self.exchange().await;
@@ -111,8 +157,14 @@ impl<'s> Session<'s> {
             s.latency.record(micros);
             let status = match exchanged {
                 Ok(status) => status,
-                Err(e) => {
+                Err((failure, e)) => {
                     s.transport_errors += 1;
+                    if let Some(wait) = self.policy.delay(retried, failure, replayable) {
+                        retried += 1;
+                        s.retries += 1;
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
                     return Answer::Broken(format!("transport: {e}"));
                 }
             };
@@ -130,10 +182,15 @@ impl<'s> Session<'s> {
             } else {
                 s.client_errors += 1;
             }
-            if status == 503 && attempt < UNAVAILABLE_RETRIES {
-                attempt += 1;
-                tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
-                continue;
+            if status == 503 {
+                let retry_after = self.conn.as_ref().and_then(Conn::retry_after);
+                let failure = retry::Failure::Unavailable { retry_after };
+                if let Some(wait) = self.policy.delay(retried, failure, replayable) {
+                    retried += 1;
+                    s.retries += 1;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
             }
             let slug = json::<ErrorBody>(body).map(|b| b.error).unwrap_or_default();
             return Answer::Refused(status, slug);
@@ -145,5 +202,27 @@ impl<'s> Session<'s> {
         if let Some(conn) = self.conn {
             self.pool.give(conn);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::STEPS;
+
+    #[test]
+    fn only_requests_a_repeat_cannot_double_may_be_sent_again_after_they_may_have_arrived() {
+        let names = |keyed: bool, replays: bool| -> Vec<&str> {
+            STEPS
+                .iter()
+                .filter(|s| replayable(**s, keyed) == replays)
+                .map(|s| s.name())
+                .collect()
+        };
+        assert_eq!(
+            names(true, true),
+            ["join", "poll", "schedules", "seats", "reserve", "pay"]
+        );
+        assert_eq!(names(false, false), ["reserve", "pay"], "without a key");
     }
 }

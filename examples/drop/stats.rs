@@ -70,6 +70,8 @@ pub struct StepStats {
     pub client_errors: u64,
     pub server_errors: u64,
     pub transport_errors: u64,
+    /// Tries sent again after a 503 or a connection error (each also counted above).
+    pub retries: u64,
 }
 
 impl StepStats {
@@ -80,6 +82,7 @@ impl StepStats {
             client_errors: 0,
             server_errors: 0,
             transport_errors: 0,
+            retries: 0,
         }
     }
 
@@ -89,6 +92,7 @@ impl StepStats {
         self.client_errors += other.client_errors;
         self.server_errors += other.server_errors;
         self.transport_errors += other.transport_errors;
+        self.retries += other.retries;
     }
 }
 
@@ -154,18 +158,19 @@ pub fn ms(micros: u64) -> String {
 pub fn report(stats: &Stats, elapsed: Duration, started: usize, dropped: u64) {
     let secs = elapsed.as_secs_f64().max(1e-9);
     println!("\n## drop: per step ({:.1} s measured)\n", secs);
-    println!("| step | requests | ok | 4xx | 5xx | transport errors | per second | p50 ms | p90 ms | p99 ms | max ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| step | requests | ok | 4xx | 5xx | transport errors | retries | per second | p50 ms | p90 ms | p99 ms | max ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (step, s) in STEPS.iter().zip(&stats.steps) {
         let h = &s.latency.histogram();
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
             step.name(),
             h.len(),
             s.ok,
             s.client_errors,
             s.server_errors,
             s.transport_errors,
+            s.retries,
             h.len() as f64 / secs,
             ms(h.value_at_quantile(0.5)),
             ms(h.value_at_quantile(0.9)),
@@ -210,6 +215,7 @@ mod tests {
         one.fail("join: 503 unavailable");
         one.step(Step::Join).latency.record(0);
         one.step(Step::Join).server_errors += 2;
+        one.step(Step::Join).retries += 1;
         let mut two = Stats::new();
         two.fail("seats: transport: reset");
         two.completed += 1;
@@ -221,6 +227,7 @@ mod tests {
         assert_eq!(total.failures["join: 503 unavailable"], 2);
         assert_eq!(total.failures["seats: transport: reset"], 1);
         assert_eq!(total.step(Step::Join).server_errors, 2);
+        assert_eq!(total.step(Step::Join).retries, 1);
         assert_eq!(total.step(Step::Pay).ok, 1);
         // A sample of 0 µs is kept as 1 µs, the histogram's lowest value.
         assert_eq!(total.step(Step::Join).latency.histogram().min(), 1);

@@ -55,6 +55,17 @@ impl Target {
     }
 }
 
+/// A `Retry-After` in whole seconds (the form the server sends); an HTTP date or anything
+/// else is `None`, and the policy's own backoff applies.
+pub fn parse_retry_after(value: &[u8]) -> Option<Duration> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Too many digits for a u64 is still "a long time": the cap applies anyway.
+    Some(Duration::from_secs(text.parse::<u64>().unwrap_or(u64::MAX)))
+}
+
 /// A request written once and sent as often as it must be (a retry after a 503, or on a new
 /// connection); the buffers are kept, so a request allocates nothing once they have grown.
 pub struct RequestBuf {
@@ -70,14 +81,15 @@ impl RequestBuf {
         }
     }
 
-    /// Writes the request: method, path, `Host`, the `TOKEN-ID` header if any, and a JSON
-    /// body if any.
+    /// Writes the request: method, path, `Host`, the `TOKEN-ID` and `Idempotency-Key`
+    /// headers if any, and a JSON body if any.
     pub fn prepare(
         &mut self,
         target: &Target,
         method: &str,
         path: std::fmt::Arguments<'_>,
         token: Option<i64>,
+        key: Option<&str>,
         body: Option<std::fmt::Arguments<'_>>,
     ) {
         // Writing into a Vec cannot fail.
@@ -90,6 +102,9 @@ impl RequestBuf {
         );
         if let Some(token) = token {
             let _ = write!(self.out, "TOKEN-ID: {token}\r\n");
+        }
+        if let Some(key) = key {
+            let _ = write!(self.out, "Idempotency-Key: {key}\r\n");
         }
         if let Some(body) = body {
             let _ = self.body.write_fmt(body);
@@ -115,6 +130,8 @@ pub struct Conn {
     used: bool,
     /// The server said `Connection: close`, or the framing broke: do not reuse.
     dead: bool,
+    /// The last answer's `Retry-After`, in whole seconds, if it had one.
+    retry_after: Option<Duration>,
 }
 
 /// Why no response came.
@@ -149,11 +166,17 @@ impl Conn {
             body: 0..0,
             used: false,
             dead: false,
+            retry_after: None,
         })
     }
 
     pub fn is_dead(&self) -> bool {
         self.dead
+    }
+
+    /// The last answer's `Retry-After` (whole seconds only).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 
     /// The body of the last answer.
@@ -197,6 +220,7 @@ impl Conn {
             return Err(fail(e, 0));
         }
         self.buf.clear();
+        self.retry_after = None;
         let (status, head, len) = loop {
             if let Some(parsed) = self.parse_head()? {
                 break parsed;
@@ -245,6 +269,8 @@ impl Conn {
                 return Err(Failure::Other(
                     "a chunked response (this client reads sized bodies only)".into(),
                 ));
+            } else if header.name.eq_ignore_ascii_case("retry-after") {
+                self.retry_after = parse_retry_after(header.value);
             } else if header.name.eq_ignore_ascii_case("connection")
                 && header.value.eq_ignore_ascii_case(b"close")
             {
@@ -343,7 +369,7 @@ mod tests {
 
     fn get(target: &Target) -> RequestBuf {
         let mut request = RequestBuf::new();
-        request.prepare(target, "GET", format_args!("/x"), Some(7), None);
+        request.prepare(target, "GET", format_args!("/x"), Some(7), None, None);
         request
     }
 
@@ -395,6 +421,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_retry_after_is_read_from_its_answer_and_from_no_other() {
+        let target = serve(
+            vec![
+                b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            ],
+            1024,
+        )
+        .await;
+        let mut conn = Conn::open(&target).await.expect("connect");
+        let request = get(&target);
+        assert_eq!(conn.send(&target, &request).await.expect("first"), 503);
+        assert_eq!(conn.retry_after(), Some(Duration::from_secs(1)));
+        assert_eq!(conn.send(&target, &request).await.expect("second"), 200);
+        assert_eq!(conn.retry_after(), None);
+    }
+
+    #[tokio::test]
     async fn unsized_and_chunked_answers_are_errors_not_guesses() {
         for answer in [
             &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"[..],
@@ -424,6 +468,7 @@ mod tests {
             "POST",
             format_args!("/v1/payments/users/{}", 5),
             Some(42),
+            None,
             Some(format_args!(r#"{{"reservationId":{}}}"#, 9)),
         );
         assert_eq!(
@@ -431,10 +476,40 @@ mod tests {
             "POST /v1/payments/users/5 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nTOKEN-ID: 42\r\n\
              Content-Type: application/json\r\nContent-Length: 19\r\n\r\n{\"reservationId\":9}"
         );
+        request.prepare(
+            &target,
+            "POST",
+            format_args!("/v1/payments/users/{}", 5),
+            Some(42),
+            Some("drop-1-5-2"),
+            Some(format_args!(r#"{{"reservationId":{}}}"#, 9)),
+        );
+        assert!(String::from_utf8(request.out.clone())
+            .expect("ASCII")
+            .contains("TOKEN-ID: 42\r\nIdempotency-Key: drop-1-5-2\r\nContent-Type"));
         assert!(
             Target::resolve("https://example.com", Duration::from_secs(1))
                 .await
                 .is_err()
         );
+    }
+
+    #[test]
+    fn retry_after_is_read_in_whole_seconds_only() {
+        assert_eq!(parse_retry_after(b"1"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_retry_after(b" 30 "), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(b"99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for odd in [
+            &b""[..],
+            b"-1",
+            b"1.5",
+            b"Wed, 21 Oct 2015 07:28:00 GMT",
+            b"\xff",
+        ] {
+            assert_eq!(parse_retry_after(odd), None, "{odd:?}");
+        }
     }
 }

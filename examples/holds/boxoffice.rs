@@ -290,6 +290,7 @@ pub async fn run(args: &Args, plan: &Plan, build: Build<'_>) -> Result<Outcome, 
                         "POST",
                         format_args!("/v1/reservations"),
                         Some(token),
+                        None,
                         Some(format_args!(
                             "{{\"userId\":{user},\"concertId\":{concert},\"scheduleId\":{schedule},\"seatIds\":[{},{}]}}",
                             ids[0], ids[1]

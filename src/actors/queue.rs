@@ -15,6 +15,7 @@ use super::mailbox::{received, refuse_unavailable, Named, Reply, MAILBOX_CAPACIT
 use super::persister::ActorKey;
 use crate::domain::queue::{
     AdmissionPolicy, Joined, LineLoader, TokenRecord, TokenRefusal, TokenStatus, WaitingLine,
+    SUPERSEDED_WINDOW,
 };
 use crate::domain::{Timestamp, TokenId, UserId};
 use crate::store::{StoreError, StoreHandle, Writes};
@@ -311,6 +312,11 @@ pub fn load_line(
     store.run(move |store| async move {
         let mut loader = LineLoader::new(policy, now, 0);
         store.load_tokens(&mut |token| loader.push(token)).await?;
+        store
+            .load_superseded_tokens(SUPERSEDED_WINDOW, &mut |token, by| {
+                loader.push_superseded(token, by)
+            })
+            .await?;
         Ok(loader.finish())
     })
 }

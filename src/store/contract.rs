@@ -158,6 +158,7 @@ contract!(
     a_payment_settles_and_ids_and_owners_are_found,
     a_reservation_is_loaded_with_its_seats_in_the_order_asked,
     only_each_users_latest_token_is_loaded,
+    replaced_tokens_of_the_last_joins_are_loaded_with_their_replacement,
     the_first_idempotent_answer_stays_and_old_keys_are_forgotten,
     a_ledger_page_is_the_users_newest_entries_below_the_cursor,
     a_staged_batch_is_invisible_until_committed_and_gone_if_rolled_back,
@@ -898,6 +899,54 @@ async fn only_each_users_latest_token_is_loaded(db: &TestStore) {
         .expect_err("bob would hold two live tokens");
     db.assert_refused_by_a_constraint(&error);
     assert_eq!(latest_tokens(store).await, vec![bob_expired, again]);
+}
+
+/// Each replaced token comes with the position of its user's next token, in that order, and
+/// only those replaced by one of the last `window` positions.
+async fn replaced_tokens_of_the_last_joins_are_loaded_with_their_replacement(db: &TestStore) {
+    let store = &db.store;
+    let ada = store
+        .create_user("ada", won(0), ts(1))
+        .await
+        .expect("create user");
+    let bob = store
+        .create_user("bob", won(0), ts(1))
+        .await
+        .expect("create user");
+    let gone = |id, user, position| token(id, user, position, TokenState::Expired { at: ts(90) });
+    // Ada: 1 → 3 → 6 (live); Bob: 2 → 5 (live); no token holds 4. Replaced: 1 by 3, 2 by 5,
+    // 3 by 6.
+    let rows = [
+        gone(101, ada, 1),
+        gone(201, bob, 2),
+        gone(103, ada, 3),
+        token(205, bob, 5, TokenState::Waiting),
+        token(106, ada, 6, TokenState::Waiting),
+    ];
+    for row in rows {
+        store
+            .commit(&Writes::default().token(row))
+            .await
+            .expect("one token at a time");
+    }
+    let load = |window| async move {
+        let mut seen = Vec::new();
+        store
+            .load_superseded_tokens(window, &mut |t, by| seen.push((t.id.get(), by)))
+            .await
+            .expect("load replaced tokens");
+        seen
+    };
+    assert_eq!(load(100).await, vec![(101, 3), (201, 5), (103, 6)]);
+    // The last 3 positions are 4..=6: position 3 replaced token 101 before the window.
+    assert_eq!(load(3).await, vec![(201, 5), (103, 6)]);
+    assert_eq!(load(1).await, vec![(103, 6)]);
+    let mut loaded = Vec::new();
+    store
+        .load_superseded_tokens(100, &mut |t, _| loaded.push(t))
+        .await
+        .expect("load replaced tokens");
+    assert_eq!(loaded[0], rows[0], "the whole stored record");
 }
 
 /// A retried request finds the first answer, never a later one; keys older than the window

@@ -372,6 +372,32 @@ impl MemoryStore {
         Ok(())
     }
 
+    pub async fn load_superseded_tokens(
+        &self,
+        window: u64,
+        each: &mut (dyn FnMut(TokenRecord, u64) + Send),
+    ) -> Result<(), StoreError> {
+        let t = self.lock();
+        let mut by_user: BTreeMap<UserId, Vec<&TokenRecord>> = BTreeMap::new();
+        for token in t.tokens.values() {
+            by_user.entry(token.user).or_default().push(token);
+        }
+        let max = t.tokens.values().map(|t| t.position).max().unwrap_or(0);
+        let first_kept = (max + 1).saturating_sub(window);
+        let mut replaced: Vec<(u64, TokenRecord)> = Vec::new();
+        for tokens in by_user.values_mut() {
+            tokens.sort_unstable_by_key(|t| t.position);
+            for pair in tokens.windows(2) {
+                if pair[1].position >= first_kept {
+                    replaced.push((pair[1].position, *pair[0]));
+                }
+            }
+        }
+        replaced.sort_unstable_by_key(|(by, _)| *by);
+        replaced.into_iter().for_each(|(by, token)| each(token, by));
+        Ok(())
+    }
+
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {
         let t = self.lock();
         Ok(MaxIds {

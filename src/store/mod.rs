@@ -438,6 +438,17 @@ impl Store {
         dispatch!(self, s => s.load_tokens(each).await)
     }
 
+    /// The tokens users replaced by a join among the last `window` positions (see
+    /// [`crate::domain::queue::SUPERSEDED_WINDOW`]), each with the position of the token that
+    /// replaced it, streamed to `each` in ascending order of that position.
+    pub async fn load_superseded_tokens(
+        &self,
+        window: u64,
+        each: &mut (dyn FnMut(TokenRecord, u64) + Send),
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.load_superseded_tokens(window, each).await)
+    }
+
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {
         dispatch!(self, s => s.max_ids().await)
     }

@@ -286,6 +286,38 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The tokens replaced by a join among the last `window` positions, each with the position
+    /// of the token that replaced it (its user's next), streamed in ascending order of that.
+    /// One range scan of the unique `position` index over `window` rows, one probe of the
+    /// (user_id, position DESC) index and one of `position` each: the cost is bounded by the window, not by the table.
+    pub async fn load_superseded_tokens(
+        &self,
+        window: u64,
+        each: &mut (dyn FnMut(TokenRecord, u64) + Send),
+    ) -> Result<(), StoreError> {
+        let window = i64::try_from(window).unwrap_or(i64::MAX);
+        let mut rows = sqlx::query(
+            "SELECT t.position AS replaced_by, p.id, p.user_id, p.position, p.status,
+                    p.created_at_ms, p.admitted_at_ms, p.active_expires_at_ms, p.expired_at_ms
+             FROM queue_tokens t
+             JOIN queue_tokens p ON p.position = (
+                 SELECT MAX(position) FROM queue_tokens
+                 WHERE user_id = t.user_id AND position < t.position
+             )
+             WHERE t.position > (SELECT COALESCE(MAX(position), 0) FROM queue_tokens) - ?1
+             ORDER BY t.position",
+        )
+        .bind(window)
+        .fetch(&self.readers);
+        while let Some(row) = rows.try_next().await? {
+            let by: i64 = row.try_get("replaced_by")?;
+            let by =
+                u64::try_from(by).map_err(|_| StoreError::Corrupt(format!("position {by}")))?;
+            each(rows::token(&row)?, by);
+        }
+        Ok(())
+    }
+
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {
         let row = sqlx::query(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM reservations) AS reservation,

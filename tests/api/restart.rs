@@ -108,3 +108,70 @@ async fn holds_that_expired_while_down_are_released_at_boot(backend: Backend) {
     .await;
 }
 on_both_stores!(holds_that_expired_while_down_are_released_at_boot);
+
+/// A token its user spent and then replaced by joining again answers the same after a restart
+/// as before it (API.md): 200 EXPIRED on the status poll, 401 `token_expired` elsewhere, and
+/// 401 `invalid_token` to anyone else. The restart rebuilds the line from the database alone,
+/// which holds only each user's latest token among its live rows.
+async fn a_spent_and_replaced_token_answers_expired_across_a_restart(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let app = spawn_app_with(db, |s| s.engine.max_active = 1).await;
+    let users = app.create_users(2, 50_000).await;
+    let (owner, stranger) = (users[0], users[1]);
+    let spent = app.active_token(owner).await;
+    let concert = app.create_concert(1, 10_000).await;
+    let held = body(app.reserve(owner, spent, &concert, &concert.seats).await).await
+        ["reservationId"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(app.pay(owner, spent, held).await.status().as_u16(), 201);
+    let again = app.join(owner).await;
+    assert_eq!(
+        again.status().as_u16(),
+        201,
+        "a new token replaces the spent one"
+    );
+    let fresh = body(again).await["tokenId"].as_i64().unwrap();
+    app.wait_for_status(owner, fresh, "ACTIVE").await;
+
+    let polled = app.status(owner, spent).await;
+    assert_eq!(polled.status().as_u16(), 200, "before the restart");
+    let before = body(polled).await;
+    assert_eq!(before["status"], "EXPIRED", "{before}");
+    assert_spent_everywhere(&app, stranger, spent).await;
+
+    let app = app.restart().await;
+
+    let polled = app.status(owner, spent).await;
+    assert_eq!(polled.status().as_u16(), 200, "after the restart");
+    assert_eq!(
+        body(polled).await,
+        before,
+        "the same answer as before the restart"
+    );
+    assert_spent_everywhere(&app, stranger, spent).await;
+    assert_eq!(
+        body(app.status(owner, fresh).await).await["status"],
+        "ACTIVE"
+    );
+    app.stop().await;
+}
+on_both_stores!(a_spent_and_replaced_token_answers_expired_across_a_restart);
+
+/// What every endpoint but the owner's status poll answers a spent token.
+async fn assert_spent_everywhere(app: &TestApp, stranger: i64, spent: i64) {
+    assert_error(
+        app.get("/v1/concerts/1/schedules", Some(spent)).await,
+        401,
+        "token_expired",
+        "token expired",
+    )
+    .await;
+    assert_error(
+        app.status(stranger, spent).await,
+        401,
+        "invalid_token",
+        "invalid token",
+    )
+    .await;
+}

@@ -7,6 +7,7 @@ use super::fenwick::Fenwick;
 use super::policy::estimated_wait;
 use super::rate::RateMeter;
 use super::slot::{Slot, Tag};
+use super::superseded::SupersededTokens;
 use super::{
     AdmissionPolicy, Joined, TokenRecord, TokenRefusal, TokenState, TokenStatus, BURST,
     STEP_BUDGET, WALK_BUDGET,
@@ -39,6 +40,8 @@ pub struct WaitingLine {
     settled_vacant: usize,
     pub(super) by_token: PositionIndex<TokenId>,
     pub(super) by_user: PositionIndex<UserId>,
+    /// Tokens replaced by their user's newer one, still answered as EXPIRED (bounded).
+    pub(super) superseded: SupersededTokens,
     pub(super) ranks: Fenwick,
     pub(super) waiting: usize,
     pub(super) active: usize,
@@ -63,6 +66,7 @@ impl WaitingLine {
             settled_vacant: 0,
             by_token: PositionIndex::default(),
             by_user: PositionIndex::default(),
+            superseded: SupersededTokens::default(),
             ranks: Fenwick::new(next_position),
             waiting: 0,
             active: 0,
@@ -159,10 +163,12 @@ impl WaitingLine {
         now: Timestamp,
     ) -> Joined {
         let mut retired = None;
+        let mut replaced = None;
         if let Some(&position) = self.by_user.get(&user) {
             let idle = self.policy.idle_timeout;
             if let Some(slot) = self.slot_mut(position) {
                 let record = slot.record(position);
+                replaced = record;
                 match slot.tag() {
                     Tag::Waiting if slot.idle_deadline(idle) > now => {
                         return Joined::Existing(record.expect("a waiting slot has a record"));
@@ -185,17 +191,25 @@ impl WaitingLine {
                     }
                     Tag::Expired | Tag::Vacant => {}
                 }
+                if retired.is_some() {
+                    replaced = retired;
+                }
             }
-            // The old token is forgotten: from now on it is an invalid token, not a live one.
+            // The old token leaves the line; it is remembered as EXPIRED (within the window)
+            // below, once the new one has its position.
             self.vacate(position);
         }
         let id = loop {
             let id = fresh_id();
-            if !self.by_token.contains_key(&id) {
+            if !self.by_token.contains_key(&id) && !self.superseded.contains(id) {
                 break id;
             }
         };
         let position = self.next_position;
+        if let Some(old) = replaced.filter(|r| matches!(r.state, TokenState::Expired { .. })) {
+            self.superseded.insert(old, position);
+        }
+        self.superseded.slide(position + 1);
         let token = TokenRecord {
             id,
             user,
@@ -239,7 +253,9 @@ impl WaitingLine {
 
     /// What a poll answers, in O(log n) (the Fenwick prefix sum; O(1) for the rest).
     pub fn status(&self, id: TokenId, now: Timestamp) -> Option<TokenStatus> {
-        let position = *self.by_token.get(&id)?;
+        let Some(&position) = self.by_token.get(&id) else {
+            return self.superseded_status(id);
+        };
         let slot = self.slot(position)?;
         let mut record = slot.record(position)?;
         let (ahead, expires_at) = match record.state {
@@ -270,6 +286,21 @@ impl WaitingLine {
         })
     }
 
+    /// A replaced token's poll: EXPIRED, as its stored record says.
+    fn superseded_status(&self, id: TokenId) -> Option<TokenStatus> {
+        let record = *self.superseded.get(id)?;
+        let TokenState::Expired { at } = record.state else {
+            return None;
+        };
+        Some(TokenStatus {
+            record,
+            ahead: 0,
+            expires_at: at,
+            estimated_wait: None,
+            poll_after: self.policy.poll_after(record.state, 0, None),
+        })
+    }
+
     /// Checks that `id` is an ACTIVE token of `user` at `now`.
     pub fn check_active(
         &self,
@@ -277,7 +308,12 @@ impl WaitingLine {
         user: Option<UserId>,
         now: Timestamp,
     ) -> Result<TokenRecord, TokenRefusal> {
-        let position = *self.by_token.get(&id).ok_or(TokenRefusal::Invalid)?;
+        let Some(&position) = self.by_token.get(&id) else {
+            return match self.superseded.get(id) {
+                Some(old) if user.is_none_or(|u| u == old.user) => Err(TokenRefusal::Expired),
+                _ => Err(TokenRefusal::Invalid),
+            };
+        };
         let slot = self.slot(position).ok_or(TokenRefusal::Invalid)?;
         let record = slot.record(position).ok_or(TokenRefusal::Invalid)?;
         if user.is_some_and(|u| u != record.user) {
@@ -583,15 +619,65 @@ mod tests {
             line.token_of(user(2)).unwrap().state,
             TokenState::Expired { at: t(120_000) }
         );
-        // Joining again gives a new token, later in line; the old one is now unknown.
+        // Joining again gives a new token, later in line; the old one stays EXPIRED.
         let again = created(line.join(user(2), &mut gen, t(120_002)));
         assert_ne!(again.id, b.id);
         assert!(again.position > b.position);
-        assert_eq!(line.status(b.id, t(120_002)), None);
+        let old = line.status(b.id, t(120_002)).unwrap();
+        assert_eq!(old.record.state, TokenState::Expired { at: t(120_000) });
+        assert_eq!((old.record.position, old.ahead), (b.position, 0));
         assert_eq!(
             line.check_active(b.id, None, t(120_002)),
+            Err(TokenRefusal::Expired)
+        );
+    }
+
+    /// A token its user replaced answers EXPIRED (to its owner only) while the join that
+    /// replaced it is among the last `SUPERSEDED_WINDOW` joins, and is forgotten after.
+    #[test]
+    fn a_replaced_token_stays_expired_within_the_window() {
+        let mut line = WaitingLine::new(policy(1), 1);
+        let mut gen = ids();
+        let a = created(line.join(user(1), &mut gen, t(0)));
+        line.advance(t(0));
+        line.consume(a.id, t(5)).unwrap();
+        let again = created(line.join(user(1), &mut gen, t(6)));
+        let old = line.status(a.id, t(7)).unwrap();
+        assert_eq!(
+            old.record,
+            TokenRecord {
+                state: TokenState::Expired { at: t(5) },
+                ..a
+            }
+        );
+        assert_eq!((old.expires_at, old.estimated_wait), (t(5), None));
+        assert_eq!(
+            line.check_active(a.id, Some(user(1)), t(7)),
+            Err(TokenRefusal::Expired)
+        );
+        assert_eq!(
+            line.check_active(a.id, Some(user(2)), t(7)),
             Err(TokenRefusal::Invalid)
         );
+        // A live token is never replaced (the join answers it), so nothing more is remembered.
+        assert!(
+            matches!(line.join(user(1), &mut gen, t(8)), Joined::Existing(r) if r.id == again.id)
+        );
+        assert_eq!(line.superseded.len(), 1);
+        // The window moves one position per join: the replacing join at position 2 leaves it
+        // when position 2 + SUPERSEDED_WINDOW is handed out.
+        let window = super::super::SUPERSEDED_WINDOW as i64;
+        for u in 2..=window {
+            line.join(user(u + 1), &mut gen, t(9));
+        }
+        assert!(line.status(a.id, t(9)).is_some(), "still inside the window");
+        line.join(user(window + 2), &mut gen, t(9));
+        assert_eq!(line.status(a.id, t(9)), None);
+        assert_eq!(
+            line.check_active(a.id, None, t(9)),
+            Err(TokenRefusal::Invalid)
+        );
+        assert_eq!(line.superseded.len(), 0);
     }
 
     #[test]

@@ -85,10 +85,18 @@ impl LineLoader {
         }
     }
 
+    /// Remembers a token its user replaced by joining again, at position `by` (see
+    /// [`SUPERSEDED_WINDOW`](super::SUPERSEDED_WINDOW)): it answers EXPIRED as it did before
+    /// the restart. Calls come in ascending `by` order, before or after the `push`es.
+    pub fn push_superseded(&mut self, record: TokenRecord, by: u64) {
+        self.line.superseded.insert(record, by);
+    }
+
     /// The line, with its rank index and deadline heaps built.
     pub fn finish(self) -> WaitingLine {
         let mut line = self.line;
         line.next_position = self.last + 1;
+        line.superseded.slide(line.next_position);
         if !self.in_line {
             line.base = line.next_position;
             line.head = line.next_position;
@@ -199,6 +207,42 @@ mod tests {
             line.token_of(user(5)).unwrap().state,
             TokenState::Expired { at: t(9) }
         );
+    }
+
+    /// What a restart loads of the replaced tokens answers exactly as the line did before.
+    #[test]
+    fn replaced_tokens_answer_the_same_after_a_restore() {
+        let mut line = WaitingLine::new(policy(1), 1);
+        let mut gen = ids();
+        let a = created(line.join(user(1), &mut gen, t(0)));
+        line.advance(t(0));
+        line.consume(a.id, t(5)).unwrap();
+        let again = created(line.join(user(1), &mut gen, t(6)));
+        let before = line.status(a.id, t(7)).unwrap();
+        let stored = vec![line.token_of(user(1)).unwrap()];
+        let spent = TokenRecord {
+            state: TokenState::Expired { at: t(5) },
+            ..a
+        };
+        let mut loader = LineLoader::new(policy(1), t(7), 1);
+        loader.push_superseded(spent, again.position);
+        for r in stored {
+            loader.push(r);
+        }
+        let restored = loader.finish();
+        assert_eq!(restored.status(a.id, t(7)), Some(before));
+        assert_eq!(
+            restored.check_active(a.id, Some(user(1)), t(7)),
+            line.check_active(a.id, Some(user(1)), t(7))
+        );
+        // Outside the window (as a store would not send it), it is gone after `finish` too.
+        let mut loader = LineLoader::new(policy(1), t(7), 1);
+        loader.push_superseded(spent, 1);
+        loader.push(TokenRecord {
+            position: 2 + crate::domain::queue::SUPERSEDED_WINDOW,
+            ..again
+        });
+        assert_eq!(loader.finish().status(a.id, t(7)), None);
     }
 
     proptest! {

@@ -18,7 +18,8 @@
 //! Files: `line` is the line and its operations; `token` the token, its states and what a
 //! poll answers; `policy` the admission policy, the wait estimate and poll pacing; `slot` the
 //! packed 40-byte slot; `loader` the rebuild from stored records; `rate` the measured
-//! admission rate; `fenwick` the count of waiters ahead.
+//! admission rate; `fenwick` the count of waiters ahead; `superseded` the tokens users
+//! replaced, still answered as EXPIRED within a bounded window.
 
 mod fenwick;
 mod line;
@@ -26,6 +27,7 @@ mod loader;
 mod policy;
 mod rate;
 mod slot;
+mod superseded;
 #[cfg(test)]
 mod test_support;
 mod token;
@@ -34,6 +36,7 @@ pub use line::WaitingLine;
 pub use loader::LineLoader;
 pub use policy::{AdmissionPolicy, POLL_CEILING, POLL_FLOOR};
 pub use rate::RATE_WINDOW;
+pub use superseded::SUPERSEDED_WINDOW;
 pub use token::{Joined, TokenRecord, TokenRefusal, TokenState, TokenStatus};
 
 use std::time::Duration;
