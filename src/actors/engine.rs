@@ -66,7 +66,12 @@ struct Inner {
     idempotency: Arc<Idempotency>,
     /// Recovery finished: the port may answer.
     ready: AtomicBool,
+    /// When [`Engine::learn_catalog`] last reloaded the catalog (ms).
+    catalog_reloaded_at: std::sync::atomic::AtomicI64,
 }
+
+/// The least time between two catalog reloads asked for by requests (cluster mode).
+pub const CATALOG_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The handle the HTTP layer holds; cheap to clone.
 #[derive(Clone)]
@@ -92,6 +97,7 @@ impl Engine {
                 queue_view,
                 idempotency,
                 ready: AtomicBool::new(false),
+                catalog_reloaded_at: std::sync::atomic::AtomicI64::new(0),
             }),
         }
     }
@@ -163,6 +169,14 @@ impl Engine {
     /// The process's idempotency keys.
     pub fn idempotency(&self) -> &Arc<Idempotency> {
         &self.inner.idempotency
+    }
+
+    pub fn concert_exists(&self, concert: ConcertId) -> bool {
+        self.inner.catalog.concert_exists(concert)
+    }
+
+    pub fn schedule_exists(&self, schedule: ScheduleId) -> bool {
+        self.inner.catalog.schedule_entry(schedule).is_some()
     }
 
     pub fn user_exists(&self, user: UserId) -> bool {
@@ -677,6 +691,48 @@ impl Engine {
             .await?;
         self.inner.catalog.add_user(user);
         Ok(user)
+    }
+
+    /// Cluster mode: a user another node just created, not yet in this node's catalog, is
+    /// added if the store has their wallet (every user has one from creation on).
+    pub async fn learn_user(&self, user: UserId) {
+        let stored = self
+            .inner
+            .env
+            .store
+            .run(move |s| async move { s.load_wallet(user).await })
+            .await;
+        if let Ok(Some(_)) = stored {
+            self.inner.catalog.add_user(user);
+        }
+    }
+
+    /// Cluster mode: a concert or schedule another node just created, not yet in this
+    /// node's catalog: reload the catalog now rather than at the next sync tick. At most one
+    /// reload per [`CATALOG_RELOAD_EVERY`] whatever asks, so requests naming ids that do not
+    /// exist cannot turn into a reload each.
+    pub async fn learn_catalog(&self) {
+        let now = self.now().millis();
+        let last = self.inner.catalog_reloaded_at.load(Ordering::Relaxed);
+        let every = CATALOG_RELOAD_EVERY.as_millis() as i64;
+        if now - last < every
+            || self
+                .inner
+                .catalog_reloaded_at
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let loaded = self
+            .inner
+            .env
+            .store
+            .run(|s| async move { s.load_catalog().await })
+            .await;
+        if let Ok(snapshot) = loaded {
+            self.absorb_catalog(snapshot);
+        }
     }
 
     /// Cluster mode: adds what another node created (users, concerts, schedules) to this

@@ -73,6 +73,57 @@ pub fn route_of(method: &Method, path: &str) -> Route {
     }
 }
 
+/// The user a request names: in its path, or in a hold's body.
+fn user_named(path: &str, body: Option<&[u8]>) -> Option<UserId> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Named {
+        user_id: i64,
+    }
+    let in_path = path
+        .split('/')
+        .skip_while(|part| *part != "users")
+        .nth(1)
+        .and_then(|u| u.parse::<i64>().ok());
+    let raw = match (in_path, body) {
+        (Some(user), _) => user,
+        (None, Some(body)) => serde_json::from_slice::<Named>(body).ok()?.user_id,
+        (None, None) => return None,
+    };
+    UserId::new(raw).ok()
+}
+
+/// A user, concert or schedule created through another node may not be in this node's
+/// catalog yet (it catches up within a quarter TTL): look in the store before the route
+/// answers 404.
+async fn learn_user(req: &ServiceRequest, body: Option<&[u8]>) {
+    let Some(state) = req.app_data::<web::Data<AppState>>() else {
+        return;
+    };
+    if let Some(user) = user_named(req.path(), body) {
+        if !state.engine.user_exists(user) {
+            state.engine.learn_user(user).await;
+        }
+    }
+    let schedule =
+        body.and_then(schedule_in)
+            .or_else(|| match route_of(req.method(), req.path()) {
+                Route::Shard(ShardId::Schedule(schedule)) => Some(schedule),
+                _ => None,
+            });
+    let unknown_concert =
+        concert_named(req.path()).is_some_and(|c| !state.engine.concert_exists(c));
+    if unknown_concert || schedule.is_some_and(|s| !state.engine.schedule_exists(s)) {
+        state.engine.learn_catalog().await;
+    }
+}
+
+/// The concert a path names (`/v1/concerts/{id}/…`).
+fn concert_named(path: &str) -> Option<crate::domain::ConcertId> {
+    let raw = path.strip_prefix("/v1/concerts/")?.split('/').next()?;
+    crate::domain::ConcertId::new(raw.parse().ok()?).ok()
+}
+
 /// The schedule a hold's body names, if it is well-formed enough to say.
 fn schedule_in(body: &[u8]) -> Option<ScheduleId> {
     #[derive(serde::Deserialize)]
@@ -110,12 +161,28 @@ pub async fn forward(
     let membership = req
         .app_data::<web::Data<AppState>>()
         .and_then(|state| state.cluster.clone());
-    let (Some(membership), false) = (membership, req.headers().contains_key(HOP_HEADER)) else {
+    let Some(membership) = membership else {
         return next
             .call(req)
             .await
             .map(ServiceResponse::map_into_left_body);
     };
+    if req.headers().contains_key(HOP_HEADER) {
+        // Answered here, whatever this node holds; but it may not know the user yet.
+        let body = if route_of(req.method(), req.path()) == Route::HoldBody {
+            read_body(&mut req).await
+        } else {
+            None
+        };
+        learn_user(&req, body.as_deref()).await;
+        if let Some(bytes) = body {
+            req.set_payload(Payload::from(bytes));
+        }
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    }
     let mut body = None;
     let shard = match route_of(req.method(), req.path()) {
         Route::Local => None,
@@ -151,6 +218,7 @@ pub async fn forward(
         Some((shard, owner, url))
     });
     let Some((shard, owner, target)) = target else {
+        learn_user(&req, body.as_deref()).await;
         if let Some(bytes) = body {
             req.set_payload(Payload::from(bytes));
         }
@@ -336,6 +404,20 @@ mod tests {
         ] {
             assert_eq!(route_of(&get, local), Route::Local, "{local}");
         }
+    }
+
+    #[test]
+    fn the_user_a_request_names() {
+        let user = |u: i64| UserId::new(u).ok();
+        assert_eq!(user_named("/v1/balance/users/7/recharge", None), user(7));
+        assert_eq!(user_named("/v1/queue-tokens/users/9", None), user(9));
+        assert_eq!(
+            user_named("/v1/reservations", Some(br#"{"userId":3,"scheduleId":1}"#)),
+            user(3)
+        );
+        assert_eq!(user_named("/v1/reservations", Some(b"{}")), None);
+        assert_eq!(user_named("/v1/balance/users/0", None), None);
+        assert_eq!(user_named("/v1/concerts/1/schedules", None), None);
     }
 
     #[test]
