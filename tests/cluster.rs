@@ -2,7 +2,8 @@
 //! PostgreSQL database, and during a run of holds the faults a cluster exists to survive:
 //! SIGSTOP of the owner of the hottest schedule for longer than its lease (then SIGCONT:
 //! its late commits must be refused), kill -9 of the owner (then a restart under the same
-//! id), and a graceful SIGTERM. After each, the longest time the schedule answered no
+//! id), a graceful SIGTERM, the owner cut from PostgreSQL through a TCP proxy past its lease,
+//! and kill -9 of the waiting room's owner. After each, the longest time the schedule answered no
 //! successful hold is printed (`FAILOVER …`); after all of them the database is checked:
 //! no seat held twice, every acknowledged hold stored, no commit under a stale epoch.
 //!
@@ -15,6 +16,8 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const ADMIN_KEY: &str = "cluster-test-admin-key-at-least-32-bytes";
@@ -71,6 +74,25 @@ impl Database {
     fn url(&self) -> String {
         format!("{}/{}", self.server, self.name)
     }
+
+    /// `host:port` of the server.
+    fn address(&self) -> String {
+        self.server
+            .rsplit('@')
+            .next()
+            .unwrap_or("127.0.0.1:5432")
+            .to_string()
+    }
+
+    /// The database through a proxy on 127.0.0.1:`port`.
+    fn url_through(&self, port: u16) -> String {
+        let userinfo = self
+            .server
+            .split('@')
+            .next()
+            .unwrap_or("postgres://postgres");
+        format!("{userinfo}@127.0.0.1:{port}/{}", self.name)
+    }
 }
 
 impl Drop for Database {
@@ -90,6 +112,58 @@ impl Drop for Database {
             })
         })
         .join();
+    }
+}
+
+/// A TCP proxy between one node and PostgreSQL that the test can cut and heal: the node's
+/// open connections die at the cut and new ones are refused until the heal.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a proxy port");
+        let port = listener.local_addr().expect("an address").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (flag, list) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client); // Cut: hang up at once.
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream.as_str()).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                list.lock().expect("the list's lock").push(task);
+            }
+        });
+        Proxy {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for task in self.connections.lock().expect("the list's lock").drain(..) {
+            task.abort();
+        }
+    }
+
+    fn heal(&self) {
+        self.up.store(true, Ordering::SeqCst);
     }
 }
 
@@ -331,9 +405,10 @@ fn others(nodes: &[Node; 3], except: usize) -> Vec<&Node> {
     (0..3).filter(|i| *i != except).map(|i| &nodes[i]).collect()
 }
 
-/// Three faults a round (SIGSTOP past the TTL, kill -9, SIGTERM), each node back after its
-/// fault. `BOXOFFICE_CLUSTER_ROUNDS` sets the rounds (default 1; 17 for the long run's 51
-/// faults).
+/// Five faults a round: SIGSTOP of the hot schedule's owner past the TTL, its kill -9, its
+/// SIGTERM, its cut from PostgreSQL past the TTL (each node back after its fault), and kill -9
+/// of the queue's owner. `BOXOFFICE_CLUSTER_ROUNDS` sets the rounds (default 1; 10 for the
+/// long run's 50 faults).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
     let rounds: usize = std::env::var("BOXOFFICE_CLUSTER_ROUNDS")
@@ -344,9 +419,18 @@ async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
     let url = database.url();
     let client = reqwest::Client::new();
     let pool = PgPool::connect(&url).await.expect("connect");
+    // Each node reaches PostgreSQL through a proxy of its own, to be cut from it.
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(Proxy::start(database.address()).await);
+    }
+    let urls: Vec<String> = proxies
+        .iter()
+        .map(|p| database.url_through(p.port))
+        .collect();
 
     // Node a alone first: it loads the demo drop and takes every shard.
-    let mut first = Node::start(&url, "a", free_port(), true);
+    let mut first = Node::start(&urls[0], "a", free_port(), true);
     first.wait_ready(&client).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while owner_of(&pool, HOT).await.as_deref() != Some("a") {
@@ -383,8 +467,8 @@ async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
             .expect("seats");
     let mut nodes: [Node; 3] = [
         first,
-        Node::start(&url, "b", free_port(), false),
-        Node::start(&url, "c", free_port(), false),
+        Node::start(&urls[1], "b", free_port(), false),
+        Node::start(&urls[2], "c", free_port(), false),
     ];
     for node in nodes.iter_mut() {
         node.wait_ready(&client).await;
@@ -396,8 +480,9 @@ async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
 
     let (mut worst_stop, mut worst_kill, mut worst_term) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut worst_cut, mut worst_queue) = (Duration::ZERO, Duration::ZERO);
     let mut refused_total = 0.0;
-    for _round in 0..rounds {
+    for round in 0..rounds {
         // SIGSTOP the owner past its TTL; holds sent to it meanwhile wait in its socket and
         // are decided when it wakes, on state from before the takeover.
         let stopped = hot_owner(&pool, &nodes).await;
@@ -496,7 +581,7 @@ async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
         )
         .await;
         let (id, port) = (nodes[victim].id.clone(), nodes[victim].port);
-        nodes[victim] = Node::start(&url, &id, port, false);
+        nodes[victim] = Node::start(&urls[victim], &id, port, false);
         nodes[victim].wait_ready(&client).await;
 
         // A graceful leave of the owner: its shards move at once; then it comes back.
@@ -515,19 +600,73 @@ async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
         let status = nodes[leaver].wait_exit(Duration::from_secs(15));
         assert!(status.success(), "a graceful stop exits cleanly: {status}");
         let (id, port) = (nodes[leaver].id.clone(), nodes[leaver].port);
-        nodes[leaver] = Node::start(&url, &id, port, false);
+        nodes[leaver] = Node::start(&urls[leaver], &id, port, false);
         nodes[leaver].wait_ready(&client).await;
+
+        // The owner cut from PostgreSQL past its TTL (it keeps running and serving what it
+        // can); then the cut heals and it must find its shards gone.
+        let cut = hot_owner(&pool, &nodes).await;
+        proxies[cut].cut();
+        let cut_at = Instant::now();
+        let after_cut = time_to_next_hold(
+            &client,
+            &others(&nodes, cut),
+            &seats,
+            &tokens[25..],
+            &mut acked,
+            cut_at,
+        )
+        .await;
+        proxies[cut].heal();
+        nodes[cut].wait_ready(&client).await;
+
+        // kill -9 of the queue's owner: the next join, through another node, is the measure.
+        let queue_owner = owner_of(&pool, "queue")
+            .await
+            .expect("the queue has an owner");
+        let q = nodes
+            .iter()
+            .position(|n| n.id == queue_owner)
+            .expect("a node");
+        nodes[q].signal("-KILL");
+        let queue_killed_at = Instant::now();
+        let _ = nodes[q].wait_exit(Duration::from_secs(5));
+        let joiner = 41 + round as i64 % 60;
+        let deadline = queue_killed_at + Duration::from_secs(30);
+        let after_queue = loop {
+            let node = others(&nodes, q)[rand::random_range(0..2)].base();
+            let joined = client
+                .post(format!("{node}/v1/queue-tokens/users/{joiner}"))
+                .timeout(Duration::from_secs(15))
+                .send()
+                .await;
+            if joined.is_ok_and(|r| r.status().is_success()) {
+                break queue_killed_at.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the waiting room never took a join again"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let (id, port) = (nodes[q].id.clone(), nodes[q].port);
+        nodes[q] = Node::start(&urls[q], &id, port, false);
+        nodes[q].wait_ready(&client).await;
+        worst_cut = worst_cut.max(after_cut);
+        worst_queue = worst_queue.max(after_queue);
 
         worst_stop = worst_stop.max(after_stop);
         worst_kill = worst_kill.max(after_kill);
         worst_term = worst_term.max(after_term);
     }
     println!(
-        "FAILOVER over {rounds} round(s), {} faults, worst: sigstop={:.2}s kill9={:.2}s graceful={:.2}s (lease TTL {} s); fence refusals after SIGCONT: {refused_total}; {} holds acknowledged",
-        rounds * 3,
+        "FAILOVER over {rounds} round(s), {} faults, worst: sigstop={:.2}s kill9={:.2}s graceful={:.2}s cut-from-postgres={:.2}s queue-owner-kill9={:.2}s (lease TTL {} s); fence refusals after SIGCONT: {refused_total}; {} holds acknowledged",
+        rounds * 5,
         worst_stop.as_secs_f64(),
         worst_kill.as_secs_f64(),
         worst_term.as_secs_f64(),
+        worst_cut.as_secs_f64(),
+        worst_queue.as_secs_f64(),
         ttl_secs(),
         acked.len()
     );
@@ -594,9 +733,9 @@ async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
     )
     .await;
     assert!(
-        hot_epoch as usize > 3 * rounds,
-        "the hot schedule moved at each fault: epoch {hot_epoch} after {} faults",
-        3 * rounds
+        hot_epoch as usize > 4 * rounds,
+        "the hot schedule moved at each of its faults: epoch {hot_epoch} after {} of them",
+        4 * rounds
     );
     assert!(
         refused_total >= 1.0,
