@@ -96,3 +96,21 @@ async fn concerts_are_validated_and_seat_ids_follow_the_input_order(backend: Bac
     }
 }
 on_both_stores!(concerts_are_validated_and_seat_ids_follow_the_input_order);
+
+/// Outside cluster mode the cluster view does not exist: 404 in the envelope, still behind
+/// the key (403 without it).
+async fn the_cluster_view_is_a_404_outside_cluster_mode(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let url = app.url("/v1/admin/cluster");
+    let without_key = app.client.get(&url).send().await.unwrap();
+    assert_error(without_key, 403, "forbidden", "").await;
+    let with_key = app
+        .client
+        .get(&url)
+        .header("X-Admin-Key", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_error(with_key, 404, "not_found", "").await;
+}
+on_both_stores!(the_cluster_view_is_a_404_outside_cluster_mode);
