@@ -845,3 +845,68 @@ async fn a_concert_created_on_one_node_sells_through_another() {
         .expect("a body");
     assert_eq!(balance["currentAmount"], 500);
 }
+
+/// A node killed and restarted under the same id before its lease runs out: no other node may
+/// take its shards (its id is live again), so it must take them back itself, under new
+/// epochs, and sell again at once rather than never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_within_its_lease_takes_its_own_shards_back() {
+    let database = Database::create().await;
+    let url = database.url();
+    let client = reqwest::Client::new();
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let port = free_port();
+    let mut a = Node::start(&url, "a", port, true);
+    a.wait_ready(&client).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while owner_of(&pool, HOT).await.as_deref() != Some("a") {
+        assert!(Instant::now() < deadline, "a never took the hot schedule");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let joined = client
+        .post(format!("{}/v1/queue-tokens/users/1", a.base()))
+        .send()
+        .await
+        .expect("join");
+    assert!(joined.status().is_success());
+    let token: Value = client
+        .get(format!("{}/v1/queue-tokens/users/1", a.base()))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("a body");
+    let token = token["tokenId"].as_i64().expect("a token id");
+    let epoch_before = scalar(
+        &pool,
+        "SELECT epoch FROM shard_lease WHERE shard = 'schedule:1'",
+    )
+    .await;
+    a.signal("-KILL");
+    let _ = a.wait_exit(Duration::from_secs(5));
+    let mut a = Node::start(&url, "a", port, false);
+    a.wait_ready(&client).await;
+    let restarted = Instant::now();
+    let seats: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM seats WHERE schedule_id = 1 ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("seats");
+    let mut acked = Vec::new();
+    let took =
+        time_to_next_hold(&client, &[&a], &seats, &[(1, token)], &mut acked, restarted).await;
+    let epoch_after = scalar(
+        &pool,
+        "SELECT epoch FROM shard_lease WHERE shard = 'schedule:1'",
+    )
+    .await;
+    assert!(
+        epoch_after > epoch_before,
+        "retaken under a new epoch: {epoch_before} → {epoch_after}"
+    );
+    assert!(
+        took < Duration::from_secs(ttl_secs()),
+        "selling again took {took:?}"
+    );
+}

@@ -219,9 +219,25 @@ impl Membership {
         let names: Vec<&str> = members.iter().map(|m| m.node_id.as_str()).collect();
         let placement = place(shards, &names);
         let mut taken = Vec::new();
-        for shard in placement.shards_of(me) {
+        // The free shards placement gives this node, and every shard whose row names this
+        // node while its persister does not hold it: an earlier incarnation's (a restart
+        // within the TTL), which no other node may take while this id is live. Retaking
+        // bumps the epoch, so anything that incarnation left in flight is fenced.
+        let mut candidates: Vec<ShardId> = placement.shards_of(me).collect();
+        for (text, (owner, _)) in &leases {
+            if owner.as_deref() == Some(me) {
+                if let Ok(shard) = text.parse::<ShardId>() {
+                    if !candidates.contains(&shard) {
+                        candidates.push(shard);
+                    }
+                }
+            }
+        }
+        for shard in candidates {
             let text = shard.to_string();
-            let free = leases.get(&text).is_none_or(|(owner, _)| owner.is_none());
+            let free = leases
+                .get(&text)
+                .is_none_or(|(owner, _)| owner.is_none() || owner.as_deref() == Some(me));
             if !free || self.persister.held_epoch(&text).is_some() {
                 continue;
             }
