@@ -235,12 +235,24 @@ fn ops_server(bind: &str, state: web::Data<AppState>) -> Result<OpsListener, Sta
 pub struct AppHandle {
     server: ServerHandle,
     state: web::Data<AppState>,
+    /// The store's runtime, where a cluster node's leave runs.
+    store_runtime: tokio::runtime::Handle,
 }
 
 impl AppHandle {
     pub async fn stop(&self, graceful: bool) {
         // Open dashboards would otherwise hold a graceful stop for the whole shutdown timeout.
         self.state.live.close();
+        // A cluster node gives its shards up first, so they move while the server finishes
+        // its in-flight requests: nothing new is accepted (503s, retried elsewhere), what was
+        // submitted commits, then the shards are released and the others take them at once.
+        if let Some(membership) = self.state.cluster.clone() {
+            self.state.engine.shutdown().await;
+            match self.store_runtime.spawn(async move { membership.leave().await }).await {
+                Ok(Ok(())) => tracing::info!("left the cluster; shards released"),
+                _ => tracing::warn!("leaving the cluster failed; shards move after the lease TTL"),
+            }
+        }
         self.server.stop(graceful).await;
     }
 }
@@ -410,6 +422,7 @@ impl Application {
         let handle = AppHandle {
             server: server.handle(),
             state: state.clone(),
+            store_runtime: runtime.handle(),
         };
         if settings.handle_signals {
             actix_web::rt::spawn(on_signals(handle.clone()));
