@@ -248,7 +248,11 @@ impl AppHandle {
         // submitted commits, then the shards are released and the others take them at once.
         if let Some(membership) = self.state.cluster.clone() {
             self.state.engine.shutdown().await;
-            match self.store_runtime.spawn(async move { membership.leave().await }).await {
+            match self
+                .store_runtime
+                .spawn(async move { membership.leave().await })
+                .await
+            {
                 Ok(Ok(())) => tracing::info!("left the cluster; shards released"),
                 _ => tracing::warn!("leaving the cluster failed; shards move after the lease TTL"),
             }
