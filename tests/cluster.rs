@@ -354,6 +354,30 @@ async fn time_to_next_hold(
     }
 }
 
+/// Joins the waiting room as `user` through `base` and returns the token (ACTIVE at once:
+/// the demo's cap is far above these tests' users).
+async fn join(client: &reqwest::Client, base: &str, user: i64) -> i64 {
+    let joined = client
+        .post(format!("{base}/v1/queue-tokens/users/{user}"))
+        .send()
+        .await
+        .expect("join");
+    assert!(
+        joined.status().is_success(),
+        "join {user} at {base}: {}",
+        joined.status()
+    );
+    let body: Value = client
+        .get(format!("{base}/v1/queue-tokens/users/{user}"))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("a token body");
+    body["tokenId"].as_i64().expect("a token id")
+}
+
 /// A recharge of `amount` for `user` at `base`; whether it was acknowledged.
 async fn recharge(client: &reqwest::Client, base: &str, user: i64, amount: i64) -> bool {
     client
@@ -440,25 +464,7 @@ async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
     // Every user joins (on a, the queue's owner) before the others start.
     let mut tokens: Vec<(i64, i64)> = Vec::new();
     for user in 1..=40i64 {
-        let joined = client
-            .post(format!("{}/v1/queue-tokens/users/{user}", first.base()))
-            .send()
-            .await
-            .expect("join");
-        assert!(
-            joined.status().is_success(),
-            "join {user}: {}",
-            joined.status()
-        );
-        let body: Value = client
-            .get(format!("{}/v1/queue-tokens/users/{user}", first.base()))
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("a token body");
-        tokens.push((user, body["tokenId"].as_i64().expect("a token id")));
+        tokens.push((user, join(&client, &first.base(), user).await));
     }
     let seats: Vec<i64> =
         sqlx::query_scalar("SELECT id FROM seats WHERE schedule_id = 1 ORDER BY id")
@@ -788,25 +794,7 @@ async fn a_concert_created_on_one_node_sells_through_another() {
         .await
         .expect("a body");
     let user = user["userId"].as_i64().expect("a user id");
-    let joined = client
-        .post(format!("{}/v1/queue-tokens/users/{user}", b.base()))
-        .send()
-        .await
-        .expect("join through b");
-    assert!(
-        joined.status().is_success(),
-        "join through b: {}",
-        joined.status()
-    );
-    let token: Value = client
-        .get(format!("{}/v1/queue-tokens/users/{user}", b.base()))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("a body");
-    let token = token["tokenId"].as_i64().expect("a token id");
+    let token = join(&client, &b.base(), user).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
         let response = client
@@ -863,21 +851,7 @@ async fn a_node_restarted_within_its_lease_takes_its_own_shards_back() {
         assert!(Instant::now() < deadline, "a never took the hot schedule");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let joined = client
-        .post(format!("{}/v1/queue-tokens/users/1", a.base()))
-        .send()
-        .await
-        .expect("join");
-    assert!(joined.status().is_success());
-    let token: Value = client
-        .get(format!("{}/v1/queue-tokens/users/1", a.base()))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("a body");
-    let token = token["tokenId"].as_i64().expect("a token id");
+    let token = join(&client, &a.base(), 1).await;
     let epoch_before = scalar(
         &pool,
         "SELECT epoch FROM shard_lease WHERE shard = 'schedule:1'",
