@@ -279,6 +279,8 @@ pub enum SettingsError {
     ClusterWithoutAdvertiseUrl,
     #[error("--advertise-url must be http://HOST:PORT or https://HOST:PORT, at most 256 bytes (got {0:?})")]
     BadAdvertiseUrl(String),
+    #[error("--cluster needs --admin-key (BOXOFFICE_ADMIN_KEY), the same on every node: nodes authenticate each other's calls with it")]
+    ClusterWithoutAdminKey,
 }
 
 /// A checked cluster node.
@@ -337,6 +339,9 @@ impl Settings {
         }
         if let Some(cluster) = &self.cluster {
             check_cluster(cluster, &self.database_url)?;
+            if self.admin_key.is_none() {
+                return Err(SettingsError::ClusterWithoutAdminKey);
+            }
         }
         Ok(())
     }

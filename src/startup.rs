@@ -352,6 +352,14 @@ impl Application {
         let cluster_task = membership
             .as_ref()
             .map(|m| cluster::serve_shards(m, &engine, &runtime.handle()));
+        if let (Some(membership), Some(key)) = (&membership, &settings.admin_key) {
+            // A payment whose schedule another node holds asks that node (validate() made
+            // sure cluster mode has the key the nodes share).
+            engine.set_peers(Arc::new(http::peer_client::PeerClient::new(
+                membership.clone(),
+                key.clone(),
+            )));
+        }
         let demo = if settings.demo {
             crate::demo::seed_if_empty(&engine)
                 .await

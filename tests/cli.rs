@@ -311,7 +311,7 @@ fn cluster_mode_on_anything_but_postgres_or_without_its_node_is_one_clear_line()
         pg,
         "--cluster",
     ];
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--advertise-url", "http://127.0.0.1:8080"],
             "needs --node-id",
@@ -333,6 +333,16 @@ fn cluster_mode_on_anything_but_postgres_or_without_its_node_is_one_clear_line()
         (
             &["--node-id", "n1", "--advertise-url", "http://host/path"],
             "--advertise-url must be",
+        ),
+        // Nodes authenticate each other's calls with the admin key.
+        (
+            &[
+                "--node-id",
+                "n1",
+                "--advertise-url",
+                "http://127.0.0.1:8080",
+            ],
+            "needs --admin-key",
         ),
     ];
     for (extra, expected) in cases {

@@ -175,6 +175,11 @@ struct Node {
 
 impl Node {
     fn start(url: &str, id: &str, port: u16, demo: bool) -> Node {
+        // Holds end on their own, so a long run's probes always find free seats.
+        Node::launch(url, id, port, demo, 6)
+    }
+
+    fn launch(url: &str, id: &str, port: u16, demo: bool, hold_ttl_secs: u64) -> Node {
         let base = format!("http://127.0.0.1:{port}");
         let mut command = Command::new(env!("CARGO_BIN_EXE_boxoffice"));
         command
@@ -193,8 +198,7 @@ impl Node {
                 &ttl_secs().to_string(),
             ])
             .args(["--max-seats-per-user", "100", "--workers", "1"])
-            // Holds end on their own, so a long run's probes always find free seats.
-            .args(["--hold-ttl-secs", "6"])
+            .args(["--hold-ttl-secs", &hold_ttl_secs.to_string()])
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -883,4 +887,287 @@ async fn a_node_restarted_within_its_lease_takes_its_own_shards_back() {
         took < Duration::from_secs(ttl_secs()),
         "selling again took {took:?}"
     );
+}
+
+/// Two nodes started on an empty database, and a fresh user: `w` holds the user's wallet
+/// (and, having joined first, the waiting room), `o` holds a schedule created after both
+/// joined (placement gives new schedules to either node; created until one lands on `o`).
+struct Split {
+    w: Node,
+    o: Node,
+    user: i64,
+    concert: i64,
+    schedule: i64,
+    seat: i64,
+}
+
+async fn split(
+    client: &reqwest::Client,
+    pool: &PgPool,
+    urls: [&str; 2],
+    hold_ttl_secs: u64,
+) -> Split {
+    let mut nodes = [
+        Node::launch(urls[0], "a", free_port(), false, hold_ttl_secs),
+        Node::launch(urls[1], "b", free_port(), false, hold_ttl_secs),
+    ];
+    nodes[0].wait_ready(client).await;
+    nodes[1].wait_ready(client).await;
+    let user: Value = client
+        .post(format!("{}/v1/admin/users", nodes[0].base()))
+        .header("X-Admin-Key", ADMIN_KEY)
+        .json(&json!({ "name": "fan", "balance": 0 }))
+        .send()
+        .await
+        .expect("create a user")
+        .json()
+        .await
+        .expect("a body");
+    let user = user["userId"].as_i64().expect("a user id");
+    let bucket = format!("wallets:{}", user % 64);
+    let w_id = owner_of(pool, &bucket)
+        .await
+        .expect("the wallet has an owner");
+    for attempt in 0..16 {
+        let created: Value = client
+            .post(format!("{}/v1/admin/concerts", nodes[0].base()))
+            .header("X-Admin-Key", ADMIN_KEY)
+            .json(&json!({ "name": format!("show {attempt}"), "schedules": [
+                { "concertAt": "2099-01-01T10:00:00", "reservationAt": "2020-01-01T00:00:00",
+                  "seats": [{ "seatNumber": 1, "price": 1000 }, { "seatNumber": 2, "price": 1000 }] }
+            ] }))
+            .send()
+            .await
+            .expect("create a concert")
+            .json()
+            .await
+            .expect("a body");
+        let schedule = created["schedules"][0]["scheduleId"]
+            .as_i64()
+            .expect("a schedule id");
+        let shard = format!("schedule:{schedule}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let owner = loop {
+            if let Some(owner) = owner_of(pool, &shard).await {
+                break owner;
+            }
+            assert!(Instant::now() < deadline, "nobody took {shard}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if owner != w_id {
+            let [a, b] = nodes;
+            let (w, o) = if a.id == w_id { (a, b) } else { (b, a) };
+            // Both nodes' views name the owners before the test routes through them.
+            for node in [&w, &o] {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let map = shard_map(client, &node.base()).await.unwrap_or_default();
+                    if map.get(&shard).map(|(n, _)| n.as_str()) == Some(o.id.as_str())
+                        && map.get(&bucket).map(|(n, _)| n.as_str()) == Some(w.id.as_str())
+                    {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{} never saw the owners",
+                        node.id
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            return Split {
+                w,
+                o,
+                user,
+                concert: created["concertId"].as_i64().expect("a concert id"),
+                schedule,
+                seat: created["schedules"][0]["seatIds"][0]
+                    .as_i64()
+                    .expect("a seat id"),
+            };
+        }
+    }
+    panic!("sixteen new schedules all went to the wallet's owner");
+}
+
+impl Split {
+    /// A hold of the seat through `base`, retried while the new schedule is learned.
+    async fn hold(&self, client: &reqwest::Client, base: &str, token: i64) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let response = client
+                .post(format!("{base}/v1/reservations"))
+                .header("TOKEN-ID", token.to_string())
+                .json(&json!({"userId": self.user, "concertId": self.concert,
+                              "scheduleId": self.schedule, "seatIds": [self.seat]}))
+                .send()
+                .await
+                .expect("hold");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            if status == 201 {
+                return body["reservationId"].as_i64().expect("a reservation id");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the hold never succeeded: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn pay(&self, client: &reqwest::Client, base: &str, token: i64, r: i64) -> (u16, Value) {
+        let response = client
+            .post(format!("{base}/v1/payments/users/{}", self.user))
+            .header("TOKEN-ID", token.to_string())
+            .json(&json!({ "reservationId": r }))
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .expect("pay");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A payment whose wallet is on one node and whose schedule is on another: the wallet's owner
+/// pins the hold at the schedule's owner, commits everything in one transaction fenced on
+/// both shards, and the schedule's owner posts the hold. A refused payment unpins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_across_two_nodes_sells_the_seat_once() {
+    let database = Database::create().await;
+    let url = database.url();
+    let client = reqwest::Client::new();
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let s = split(&client, &pool, [&url, &url], 300).await;
+    let (o, w) = (s.o.base(), s.w.base());
+    let token = join(&client, &o, s.user).await;
+    let r = s.hold(&client, &o, token).await;
+    // No money: refused by the wallet's owner, and the pin is given back (else the next
+    // payment would find a payment "in progress").
+    let (status, body) = s.pay(&client, &o, token, r).await;
+    assert_eq!(status, 400, "an empty wallet pays nothing: {body}");
+    assert!(recharge(&client, &o, s.user, 5_000).await);
+    let (status, body) = s.pay(&client, &o, token, r).await;
+    assert_eq!(status, 201, "paid across two nodes: {body}");
+    let (status, body) = s.pay(&client, &w, token, r).await;
+    assert!((400..500).contains(&status), "paid once: {status} {body}");
+    assert_eq!(
+        scalar(
+            &pool,
+            &format!("SELECT count(*) FROM reservations WHERE id = {r} AND status = 'PAID'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        scalar(
+            &pool,
+            &format!("SELECT count(*) FROM holds WHERE reservation_id = {r} AND state = 'POSTED'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM payments").await, 1);
+    assert_eq!(
+        scalar(
+            &pool,
+            &format!("SELECT balance FROM wallets WHERE user_id = {}", s.user)
+        )
+        .await,
+        4_000
+    );
+    // The schedule's owner sold the seat in memory too (its post, not a later reload).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&client, &o, "boxoffice_seats_sold_total").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the schedule's owner never posted the hold"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The token was spent with the payment.
+    assert_eq!(
+        scalar(
+            &pool,
+            &format!("SELECT count(*) FROM queue_tokens WHERE id = {token} AND status = 'EXPIRED'")
+        )
+        .await,
+        1
+    );
+    let cluster = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM fence_audit a JOIN fence_audit b
+           ON a.shard = b.shard AND a.epoch = b.epoch AND a.node_id <> b.node_id",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("audit");
+    assert_eq!(cluster, 0, "every claim is audited under its owner");
+}
+
+/// A pin for a payment that never settles (the test plays the wallet's owner and stays
+/// silent): the schedule's owner keeps the hold pinned past its TTL while that wallet shard's
+/// epoch could still commit (a timer alone never releases it), and releases it once the
+/// wallet's owner is killed and its shard taken over: the database says "not paid", so the
+/// hold expires and the seat is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_is_kept_while_its_wallet_epoch_lives_and_released_once_it_moves() {
+    let database = Database::create().await;
+    let url = database.url();
+    let client = reqwest::Client::new();
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let hold_ttl = 3;
+    let mut s = split(&client, &pool, [&url, &url], hold_ttl).await;
+    let o = s.o.base();
+    let token = join(&client, &o, s.user).await;
+    let r = s.hold(&client, &o, token).await;
+    let bucket = format!("wallets:{}", s.user % 64);
+    let epoch = scalar(
+        &pool,
+        &format!("SELECT epoch FROM shard_lease WHERE shard = '{bucket}'"),
+    )
+    .await;
+    let pin = json!({ "reservationId": r, "userId": s.user, "from": s.w.id,
+                      "walletShard": bucket, "walletEpoch": epoch });
+    let unauthorized = client
+        .post(format!("{o}/v1/internal/pins"))
+        .json(&pin)
+        .send()
+        .await
+        .expect("pin without the key");
+    assert_eq!(
+        unauthorized.status().as_u16(),
+        403,
+        "nodes' routes need the key"
+    );
+    let pinned: Value = client
+        .post(format!("{o}/v1/internal/pins"))
+        .header("X-Admin-Key", ADMIN_KEY)
+        .json(&pin)
+        .send()
+        .await
+        .expect("pin")
+        .json()
+        .await
+        .expect("a pin answer");
+    assert!(pinned["pinned"]["epoch"].as_u64().is_some(), "{pinned}");
+    let (status, body) = s.pay(&client, &s.w.base(), token, r).await;
+    assert_eq!(status, 409, "one payment at a time: {body}");
+    // Past the hold's TTL and a few rounds: still held, the wallet's owner may still commit.
+    tokio::time::sleep(Duration::from_secs(hold_ttl + 2)).await;
+    let status_of = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, String>(&format!("SELECT status FROM reservations WHERE id = {r}"))
+            .fetch_one(&pool)
+            .await
+            .expect("the reservation")
+    };
+    assert_eq!(status_of(pool.clone()).await, "PAYMENT_PENDING");
+    s.w.signal("-KILL");
+    let _ = s.w.wait_exit(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(20 + 3 * ttl_secs());
+    while status_of(pool.clone()).await != "EXPIRED" {
+        assert!(Instant::now() < deadline, "the pin was never released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM payments").await, 0);
 }

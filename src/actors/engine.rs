@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod remote_payment;
+
 /// Where a reservation is answered from.
 enum Located {
     /// The actor of this schedule (which has it in memory, or loads it).
@@ -68,6 +70,8 @@ struct Inner {
     ready: AtomicBool,
     /// When [`Engine::learn_catalog`] last reloaded the catalog (ms).
     catalog_reloaded_at: std::sync::atomic::AtomicI64,
+    /// Cluster mode: how this node asks the others (see `remote_payment`).
+    peers: std::sync::OnceLock<Arc<dyn super::cluster::peers::Peers>>,
 }
 
 /// The least time between two catalog reloads asked for by requests (cluster mode).
@@ -98,6 +102,7 @@ impl Engine {
                 idempotency,
                 ready: AtomicBool::new(false),
                 catalog_reloaded_at: std::sync::atomic::AtomicI64::new(0),
+                peers: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -560,6 +565,11 @@ impl Engine {
         token: TokenId,
         idempotency: Option<IdempotentWrite<PaymentReceipt>>,
     ) -> Result<PaymentReceipt, PaymentError> {
+        if self.schedule_is_remote(schedule) {
+            return self
+                .settle_remote(user, id, schedule, token, idempotency)
+                .await;
+        }
         let addr = self.schedule(schedule)?;
         let pinned = ask(&addr, |reply| PinHold { id, user, reply })
             .await
@@ -587,6 +597,7 @@ impl Engine {
             token,
             payment,
             depends_on,
+            claims: Vec::new(),
             on_commit,
             idempotency,
             reply,

@@ -207,4 +207,6 @@ pub struct ActorEnv {
     pub reservations: ReservationIndex,
     /// The dashboard's counters, bumped where each outcome is decided.
     pub live: LiveStats,
+    /// Cluster mode: holds pinned here for other nodes' payments.
+    pub remote_pins: super::cluster::remote_pins::RemotePins,
 }

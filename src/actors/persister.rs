@@ -66,6 +66,10 @@ pub enum Unavailable {
     /// fenced commit refused it. Nothing of it was written.
     #[error("this node no longer owns the shard")]
     Fenced,
+    /// Cluster mode: the node that owns a shard this request needs could not be asked, or
+    /// answered that it cannot decide now.
+    #[error("the shard's owner could not be asked")]
+    PeerUnreachable,
 }
 
 /// How often an idle persister checks the database after a failed commit.
@@ -91,6 +95,8 @@ struct Submission {
     /// content is retried without the offender, rebuilt from its submissions.
     writes: Writes,
     deps: Deps,
+    /// Claims on shards other nodes hold (see [`Permit::claiming`]).
+    remote: Vec<Fence>,
     done: Option<Completion>,
 }
 
@@ -260,6 +266,11 @@ impl Persister {
         }
     }
 
+    /// Cluster mode: this node's id (`None` outside cluster mode).
+    pub fn node_id(&self) -> Option<String> {
+        self.shared.fencing.get().map(|f| f.node.clone())
+    }
+
     /// Cluster mode: the epoch this node holds `shard` at, if it does.
     pub fn held_epoch(&self, shard: &str) -> Option<u64> {
         self.shared.held.get(shard).map(|e| *e)
@@ -282,6 +293,7 @@ impl Persister {
         Ok(Permit {
             shared: Some(self.shared.clone()),
             deps: Deps::from_slice(deps),
+            remote: Vec::new(),
         })
     }
 
@@ -382,9 +394,19 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Pending> {
 pub struct Permit {
     shared: Option<Arc<Shared>>,
     deps: Deps,
+    remote: Vec<Fence>,
 }
 
 impl Permit {
+    /// Cluster mode: the writes were also decided under `claims` on shards other nodes hold
+    /// (each naming its owner): a payment's schedule side, pinned at the schedule's owner and
+    /// committed here. The batch's transaction checks them with this node's own claims, and a
+    /// stale one refuses this submission alone.
+    pub fn claiming(mut self, claims: Vec<Fence>) -> Permit {
+        self.remote = claims;
+        self
+    }
+
     /// Queues `writes`; `done` runs once they are committed or will never be. Returns the
     /// submission's sequence number (0 when refused at once).
     pub fn submit(mut self, writes: Writes, done: Completion) -> u64 {
@@ -423,6 +445,7 @@ impl Permit {
             seq,
             writes,
             deps: std::mem::take(&mut self.deps),
+            remote: std::mem::take(&mut self.remote),
             done,
         });
         drop(pending);
@@ -698,12 +721,14 @@ fn batch_of(shared: &Shared, taken: Vec<Submission>, last_seq: u64) -> Batch {
                 if epoch == 0 {
                     continue;
                 }
-                let fence = Fence {
-                    shard: (fencing.shard_of)(key),
-                    epoch,
-                };
+                let fence = Fence::own((fencing.shard_of)(key), epoch);
                 if !fences.contains(&fence) {
                     fences.push(fence);
+                }
+            }
+            for fence in &s.remote {
+                if !fences.contains(fence) {
+                    fences.push(fence.clone());
                 }
             }
         }
@@ -924,16 +949,16 @@ async fn fence_out(
         .expect("only a fenced batch is refused by the fence, and only with fencing installed");
     // The database says these are not ours at these epochs any more: refuse at once whatever
     // else is built on them, until the shard is taken again (under a newer epoch).
-    for fence in stale {
+    // (Another node's claim going stale says nothing about what this node holds.)
+    for fence in stale.iter().filter(|f| f.owner.is_none()) {
         shared
             .held
             .remove_if(&fence.shard, |_, held| *held <= fence.epoch);
     }
     let decided_under_stale = |s: &Submission| {
         s.deps.iter().any(|&(key, generation)| {
-            let (shard, epoch) = ((fencing.shard_of)(key), epoch_of(generation));
-            stale.iter().any(|f| f.shard == shard && f.epoch == epoch)
-        })
+            stale.contains(&Fence::own((fencing.shard_of)(key), epoch_of(generation)))
+        }) || s.remote.iter().any(|f| stale.contains(f))
     };
     let (refused, kept): (Vec<Submission>, Vec<Submission>) = failed
         .batch
@@ -976,13 +1001,23 @@ fn refuse_alone(shared: &Shared, refused: Vec<Submission>, why: Unavailable, fen
             done(Err(why));
         }
     }
-    let hook = if fenced {
-        shared.fenced.get().or(shared.rebuild.get())
-    } else {
-        shared.rebuild.get()
+    // Refused by the fence: the actors of shards gone to another node are dropped; those of
+    // shards this node still holds (a payment refused for its claim on another node's
+    // schedule debited a wallet held here) rebuild, as after any failed commit.
+    let (gone, kept): (Vec<_>, Vec<_>) = match (fenced, shared.fencing.get()) {
+        (true, Some(fencing)) => actors
+            .into_iter()
+            .partition(|(key, _)| !shared.held.contains_key(&(fencing.shard_of)(*key))),
+        _ => (Vec::new(), actors),
     };
-    if let (Some(hook), false) = (hook, actors.is_empty()) {
-        hook(actors);
+    if let (Some(hook), false) = (
+        shared.fenced.get().or(shared.rebuild.get()),
+        gone.is_empty(),
+    ) {
+        hook(gone);
+    }
+    if let (Some(hook), false) = (shared.rebuild.get(), kept.is_empty()) {
+        hook(kept);
     }
 }
 

@@ -293,6 +293,38 @@ impl Handler<ConsumeToken> for QueueActor {
     }
 }
 
+/// A payment committed on another node used the token (cluster mode, the queue's owner
+/// here): spend it and store that, then admit the next waiter.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SpendToken {
+    pub token: TokenId,
+}
+
+impl Handler<SpendToken> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SpendToken, _: &mut Context<Self>) {
+        if self.state.ready().is_none() {
+            return;
+        }
+        let Ok(permit) = self.durability.reserve() else {
+            // Not written, so not changed: the token ends at its idle timeout instead.
+            return;
+        };
+        let now = self.env.clock.now();
+        let mut line = self.view.write();
+        let Some(record) = line.consumed_record(msg.token, now) else {
+            return;
+        };
+        line.consume(msg.token, now);
+        drop(line);
+        self.durability
+            .submit_unanswered(permit, Writes::default().token(record));
+        self.advance();
+    }
+}
+
 impl Handler<Rebuild> for QueueActor {
     type Result = ();
 

@@ -85,6 +85,7 @@ async fn load_catalog(
         ids,
         reservations: ReservationIndex::default(),
         live: Default::default(),
+        remote_pins: Default::default(),
     });
     Ok((snapshot, env))
 }

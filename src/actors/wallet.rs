@@ -12,7 +12,7 @@ use crate::domain::queue::TokenRecord;
 use crate::domain::schedule::Reservation;
 use crate::domain::wallet::{Wallet, WalletRefusal};
 use crate::domain::{Money, PaymentId, UserId};
-use crate::store::{LedgerEntry, LedgerKind, PaymentRecord, WalletRecord, Writes};
+use crate::store::{Fence, LedgerEntry, LedgerKind, PaymentRecord, WalletRecord, Writes};
 use actix::prelude::*;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -270,6 +270,9 @@ pub struct DebitForPayment {
     pub payment: PaymentId,
     /// The schedule and queue states the payment was decided on.
     pub depends_on: Vec<Dependency>,
+    /// Cluster mode: the claims on shards other nodes hold that it was decided under (the
+    /// schedule's, when its owner pinned the hold); checked in the payment's transaction.
+    pub claims: Vec<Fence>,
     /// Runs after the commit, before the reply: posts the hold and frees the token's slot.
     pub on_commit: Box<dyn FnOnce() + Send>,
     pub idempotency: Option<IdempotentWrite<PaymentReceipt>>,
@@ -290,6 +293,7 @@ impl Handler<DebitForPayment> for WalletActor {
         else {
             return;
         };
+        let permit = permit.claiming(msg.claims);
         let now = self.env.clock.now();
         let ledger_id = self.env.ids.ledger();
         let amount = msg.paid.total;

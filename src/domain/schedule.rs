@@ -490,6 +490,16 @@ impl ScheduleBook {
         }
     }
 
+    /// Pins a pending hold again after the book was rebuilt from the store (pins live in
+    /// memory only): a payment another node is committing for it must still find it held.
+    pub fn repin(&mut self, id: ReservationId) {
+        if let Some(r) = self.reservations.get_mut(&id) {
+            if r.status == ReservationStatus::Pending {
+                r.pinned = true;
+            }
+        }
+    }
+
     /// Posts a pinned hold after its payment is durable: the seats are sold.
     pub fn post(&mut self, id: ReservationId, now: Timestamp) -> Option<&Reservation> {
         let r = self.reservations.get_mut(&id)?;

@@ -148,7 +148,8 @@ thread_local! {
         .expect("a plain HTTP client builds");
 }
 
-fn client() -> reqwest::Client {
+/// This worker thread's pooled client (also the peer client's: one pool per thread).
+pub(super) fn client() -> reqwest::Client {
     CLIENT.with(reqwest::Client::clone)
 }
 
@@ -209,12 +210,7 @@ pub async fn forward(
         }
     };
     let target = shard.and_then(|shard| {
-        let owner = owner_of(&membership, shard)?;
-        if owner == membership.node_id() {
-            return None;
-        }
-        let view = membership.view();
-        let url = view.nodes.iter().find(|n| n.node_id == owner)?.url.clone();
+        let (owner, url) = owner_elsewhere(&membership, shard)?;
         Some((shard, owner, url))
     });
     let Some((shard, owner, target)) = target else {
@@ -248,6 +244,17 @@ pub async fn forward(
         }
     };
     Ok(req.into_response(answer).map_into_right_body())
+}
+
+/// `shard`'s owner and its URL, as this node's last round saw them, unless it is this node.
+pub(super) fn owner_elsewhere(membership: &Membership, shard: ShardId) -> Option<(String, String)> {
+    let owner = owner_of(membership, shard)?;
+    if owner == membership.node_id() {
+        return None;
+    }
+    let view = membership.view();
+    let url = view.nodes.iter().find(|n| n.node_id == owner)?.url.clone();
+    Some((owner, url))
 }
 
 fn owner_of(membership: &Membership, shard: ShardId) -> Option<String> {

@@ -12,11 +12,14 @@ pub mod error;
 mod extract;
 pub mod forward;
 mod idempotency;
+mod internal;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
 mod ops;
 mod payments;
+pub mod peer_client;
+mod peer_wire;
 mod queue;
 pub mod rate_limit;
 mod reservations;
@@ -298,8 +301,10 @@ pub fn configure_for(cfg: &mut web::ServiceConfig, listener: Listener) {
         }
         cfg.service(resource);
     }
-    // The pages are beside the API, not in it (see `crate::web`); the ops listener has none.
+    // The pages are beside the API, not in it (see `crate::web`); the ops listener has none,
+    // nor the node-to-node routes (cluster mode, beside the API too).
     if listener != Listener::Ops {
+        internal::configure(cfg);
         crate::web::configure(cfg);
     }
     cfg.default_service(web::to(not_found));

@@ -201,7 +201,9 @@ impl MemoryStore {
         }
         let stale: Vec<super::Fence> = fences
             .iter()
-            .filter(|f| t.leases.get(&f.shard) != Some(&(Some(node.to_string()), f.epoch)))
+            .filter(|f| {
+                t.leases.get(&f.shard) != Some(&(Some(f.owner_or(node).to_string()), f.epoch))
+            })
             .cloned()
             .collect();
         if !stale.is_empty() {
@@ -210,7 +212,8 @@ impl MemoryStore {
         t.check(batch)?;
         t.apply(batch);
         for f in fences {
-            t.audit.push((f.shard.clone(), f.epoch, node.to_string()));
+            t.audit
+                .push((f.shard.clone(), f.epoch, f.owner_or(node).to_string()));
         }
         Ok(())
     }

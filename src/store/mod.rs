@@ -96,6 +96,26 @@ impl StoreError {
 pub struct Fence {
     pub shard: String,
     pub epoch: u64,
+    /// Who holds it: `None` for the committing node itself; another node's id for a claim on
+    /// a shard that node decided for (a payment commits its schedule's side at the wallet's
+    /// owner, under the schedule owner's epoch).
+    pub owner: Option<String>,
+}
+
+impl Fence {
+    /// A claim on a shard the committing node holds itself.
+    pub fn own(shard: impl Into<String>, epoch: u64) -> Fence {
+        Fence {
+            shard: shard.into(),
+            epoch,
+            owner: None,
+        }
+    }
+
+    /// The node this claim says holds the shard, `node` being the committing one.
+    pub fn owner_or<'a>(&'a self, node: &'a str) -> &'a str {
+        self.owner.as_deref().unwrap_or(node)
+    }
 }
 
 /// What a ledger row records.

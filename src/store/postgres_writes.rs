@@ -164,24 +164,30 @@ async fn fenced_parts(
         .iter()
         .map(|f| i64::try_from(f.epoch).unwrap_or(i64::MAX))
         .collect();
+    let owners: Vec<&str> = fences.iter().map(|f| f.owner_or(node)).collect();
     // The claims that hold, with an audit row each; rolled back with the rest when one does not.
+    // Each claim names its owner: this node's own shards, and the schedule a payment commits
+    // for at its owner's epoch.
     let held: Vec<(String, i64)> = sqlx::query_as(
         "WITH claim AS (
-             SELECT shard, epoch FROM UNNEST($1::text[], $2::bigint[]) AS c(shard, epoch)
+             SELECT shard, epoch, owner
+             FROM UNNEST($1::text[], $2::bigint[], $4::text[]) AS c(shard, epoch, owner)
          ), lease AS (
-             SELECT l.shard, l.epoch FROM shard_lease l
-             WHERE l.shard = ANY($1) AND l.owner = $3
+             SELECT l.shard, l.epoch, l.owner FROM shard_lease l
+             WHERE l.shard = ANY($1)
              FOR SHARE
          ), held AS (
-             SELECT claim.shard, claim.epoch FROM claim JOIN lease USING (shard, epoch)
+             SELECT shard, epoch, owner FROM claim JOIN lease USING (shard, epoch, owner)
          ), audit AS (
-             INSERT INTO fence_audit (shard, epoch, node_id) SELECT shard, epoch, $3 FROM held
+             -- Under the owner's name: whose epoch the write was decided under.
+             INSERT INTO fence_audit (shard, epoch, node_id) SELECT shard, epoch, owner FROM held
          )
          SELECT shard, epoch FROM held",
     )
     .bind(&shards)
     .bind(&epochs)
     .bind(node)
+    .bind(&owners)
     .fetch_all(&mut **tx)
     .await?;
     let stale: Vec<Fence> = fences

@@ -6,6 +6,9 @@
 
 pub mod catalog_sync;
 pub mod membership;
+pub mod peers;
+pub mod pin_resolver;
+pub mod remote_pins;
 
 pub use membership::{ClusterConfig, ClusterView, Membership, NodeView, ShardView};
 
@@ -51,19 +54,23 @@ pub fn serve_shards(
     );
     let store = engine.store_handle().store().clone();
     let sync = store.cluster().map(|cluster| {
-        catalog_sync::spawn(
-            engine.clone(),
-            store.clone(),
-            cluster,
-            membership.clone(),
-            membership.round_every(),
+        (
+            catalog_sync::spawn(
+                engine.clone(),
+                store.clone(),
+                cluster.clone(),
+                membership.clone(),
+                membership.round_every(),
+            ),
+            pin_resolver::spawn(engine.clone(), cluster, membership.round_every()),
         )
     });
     tokio::spawn(async move {
-        // The catalog follows the rounds down (they end after a leave).
+        // The catalog and the pins follow the rounds down (they end after a leave).
         let _ = rounds.await;
-        if let Some(sync) = sync {
+        if let Some((sync, pins)) = sync {
             sync.abort();
+            pins.abort();
         }
     })
 }

@@ -285,6 +285,70 @@ async fn a_paused_ex_owner_finds_its_commit_refused_and_the_rest_of_its_batch_co
     b.stop().await;
 }
 
+/// A payment committed at the wallet's owner for a schedule another node holds: its claim on
+/// that node's epoch is checked in the same commit; once the schedule moves, that submission
+/// alone is refused, and the committing node keeps the shards it holds itself.
+#[tokio::test]
+async fn a_claim_on_another_nodes_shard_holds_until_that_shard_moves() {
+    let (memory, user) = store_with_a_user().await;
+    let mut w = Node::start(&memory, Some("w")).await;
+    let wallet = ActorKey::Wallet(user);
+    let wallet_epoch = w.take(&memory, wallet, "w");
+    let schedule_epoch = memory.take_lease(&shard_of(schedule(1)), "o");
+    let claim = |epoch: u64| crate::store::Fence {
+        shard: shard_of(schedule(1)),
+        epoch,
+        owner: Some("o".into()),
+    };
+    let submit_claiming = |w: &Node, tag: u32, claim: crate::store::Fence, amount: i64| {
+        let to = w.answer_to.clone();
+        w.persister
+            .reserve(&[(wallet, generation_under(wallet_epoch))])
+            .expect("room")
+            .claiming(vec![claim])
+            .submit(
+                balance(user, amount),
+                Box::new(move |outcome| {
+                    let _ = to.send((tag, outcome));
+                }),
+            );
+    };
+    submit_claiming(&w, 1, claim(schedule_epoch), 1);
+    assert_eq!(w.answers(1).await, vec![(1, Ok(()))]);
+    // The schedule moves on (o lost it); the next payment claiming o's epoch is refused, its
+    // neighbour built on another shard w holds commits, and w still holds its wallet: the
+    // wallet rebuilds (its debit was not written) rather than being dropped.
+    let own = w.take(&memory, schedule(2), "w");
+    let moved = memory.take_lease(&shard_of(schedule(1)), "p");
+    submit_claiming(&w, 2, claim(schedule_epoch), 2);
+    w.submit(3, &[(schedule(2), generation_under(own))], balance(user, 3));
+    assert_eq!(
+        w.answers(2).await,
+        vec![(2, Err(Unavailable::Fenced)), (3, Ok(()))]
+    );
+    assert_eq!(
+        w.persister.held_epoch(&shard_of(wallet)),
+        Some(wallet_epoch)
+    );
+    assert_eq!(
+        w.rebuilt.recv().await.expect("the rebuild hook is called"),
+        vec![(wallet, generation_under(wallet_epoch) + 1)]
+    );
+    assert!(w.fenced.try_recv().is_err(), "nothing of w's is dropped");
+    assert_eq!(memory.load_wallet(user).await.expect("loads"), Some(won(3)));
+    // Audited under the claim's owner: whose epoch the write was decided under.
+    assert_eq!(
+        memory.fence_audit(),
+        vec![
+            (shard_of(wallet), wallet_epoch, "w".to_string()),
+            (shard_of(schedule(1)), schedule_epoch, "o".to_string()),
+            (shard_of(schedule(2)), own, "w".to_string()),
+        ]
+    );
+    assert!(moved > schedule_epoch);
+    w.stop().await;
+}
+
 #[tokio::test]
 async fn a_fenced_node_writes_nothing_of_a_shard_it_does_not_hold() {
     // Never taken, or state loaded under an older epoch than the one held: refused before it

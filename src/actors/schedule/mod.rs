@@ -162,6 +162,10 @@ impl ScheduleActor {
         let Loaded::Ready(book) = &mut self.state else {
             return;
         };
+        // Before any expiry: holds pinned for another node's payment stay pinned.
+        for id in self.env.remote_pins.of_schedule(self.entry.info.id) {
+            book.repin(id);
+        }
         let mut pending = Vec::new();
         for r in book.reservations() {
             self.env.reservations.insert(r.id, r.schedule);

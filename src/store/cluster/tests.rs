@@ -182,10 +182,7 @@ async fn a_fenced_commit_writes_only_under_the_current_epoch_and_audits_it() {
         .expect("acquire")
         .expect("free");
     let (user, writes) = a_write(&store, 500).await;
-    let fence = Fence {
-        shard: "wallets:1".into(),
-        epoch,
-    };
+    let fence = Fence::own("wallets:1", epoch);
     store
         .commit_fenced(&writes, "a", std::slice::from_ref(&fence))
         .await
@@ -222,19 +219,43 @@ async fn a_fenced_commit_writes_only_under_the_current_epoch_and_audits_it() {
         Some(Money::new(0).expect("valid"))
     );
     // b under the new epoch commits; a claiming b's epoch is still refused (not its lease).
-    let current = Fence {
-        shard: "wallets:1".into(),
-        epoch: newer,
-    };
+    let current = Fence::own("wallets:1", newer);
     store
         .commit_fenced(&late, "b", std::slice::from_ref(&current))
         .await
         .expect("b holds it");
     assert!(matches!(
-        store.commit_fenced(&late, "a", &[current]).await,
+        store
+            .commit_fenced(&late, "a", std::slice::from_ref(&current))
+            .await,
         Err(StoreError::Fenced(_))
     ));
-    assert_eq!(cluster.audit_rows().await.expect("audit"), 2);
+    // A claim naming b as the owner (a payment at a committing for b's shard) holds, and is
+    // audited under b; naming a stale epoch or the wrong owner does not.
+    let for_b = Fence {
+        owner: Some("b".into()),
+        ..current.clone()
+    };
+    store
+        .commit_fenced(&late, "a", std::slice::from_ref(&for_b))
+        .await
+        .expect("b holds it at that epoch");
+    for refused in [
+        Fence {
+            epoch,
+            ..for_b.clone()
+        },
+        Fence {
+            owner: Some("c".into()),
+            ..for_b.clone()
+        },
+    ] {
+        assert!(matches!(
+            store.commit_fenced(&late, "a", &[refused]).await,
+            Err(StoreError::Fenced(_))
+        ));
+    }
+    assert_eq!(cluster.audit_rows().await.expect("audit"), 3);
     assert_eq!(cluster.audit_violations().await.expect("audit"), 0);
 }
 

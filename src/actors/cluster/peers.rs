@@ -1,0 +1,67 @@
+//! Cluster mode: what this node asks of the others for a payment whose wallet and schedule
+//! live on different nodes. The engine speaks this trait; `http/peer_client.rs` carries it
+//! over HTTP, so `actors/` knows nothing of the wire.
+
+use crate::domain::schedule::{BookingRefusal, Reservation};
+use crate::domain::{ReservationId, ScheduleId, TokenId, UserId};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A call to another node, boxed so the trait stays object-safe.
+pub type PeerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, PeerError>> + Send + 'a>>;
+
+/// Why a call to another node gave no answer to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerError {
+    /// The owner decided, and said no (the hold expired, is not this user's, ...).
+    Refused(BookingRefusal),
+    /// The owner could not be reached, or could not decide now (moved, paused, rebuilding).
+    Unavailable(String),
+}
+
+/// Pin this user's hold for a payment decided under the wallet shard's `wallet_epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinAsk {
+    pub reservation: ReservationId,
+    pub user: UserId,
+    pub wallet_shard: String,
+    pub wallet_epoch: u64,
+}
+
+/// A hold the schedule's owner pinned: what to write it as, and under whose epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedRemotely {
+    pub reservation: Reservation,
+    /// The node that pinned it, holding the schedule's shard at `epoch`.
+    pub owner: String,
+    pub epoch: u64,
+}
+
+/// What the wallet's owner tells the schedule's owner after its commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    /// Committed: the seats are sold.
+    Paid,
+    /// Nothing was committed, and nothing will be.
+    Refused,
+    /// The database did not say (a commit that failed in flight): the schedule's owner reads
+    /// the outcome later, once no commit of it can still be under way.
+    Unknown,
+}
+
+/// The other nodes, as a payment sees them.
+pub trait Peers: Send + Sync {
+    /// Asks `schedule`'s owner to pin a hold.
+    fn pin(&self, schedule: ScheduleId, ask: PinAsk) -> PeerFuture<'_, PinnedRemotely>;
+
+    /// Tells `schedule`'s owner how the payment of a hold it pinned ended.
+    fn settle(
+        &self,
+        schedule: ScheduleId,
+        reservation: ReservationId,
+        outcome: PaymentOutcome,
+    ) -> PeerFuture<'_, ()>;
+
+    /// Asks the waiting room's owner to spend a token a payment used.
+    fn spend_token(&self, token: TokenId) -> PeerFuture<'_, ()>;
+}

@@ -1,0 +1,104 @@
+//! Cluster mode: the routes one node calls on another for a payment whose wallet and
+//! schedule live on different nodes (see `actors/engine/remote_payment.rs`). They need the
+//! admin key, which every node of a cluster shares, and are a 404 outside cluster mode. The
+//! forwarder never forwards them; they are not in the OpenAPI document (not for clients).
+
+use super::admin::check_admin;
+use super::error::ApiError;
+use super::peer_wire::{
+    OutcomeBody, PinAnswer, PinBody, WireRefusal, MAX_SHARD_NAME, PINS_PATH, SPENT_TOKENS_PATH,
+};
+use super::AppState;
+use crate::actors::cluster::peers::PinAsk;
+use crate::actors::PaymentError;
+use crate::domain::cluster::ShardId;
+use crate::domain::schedule::BookingRefusal;
+use crate::domain::{ReservationId, TokenId};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+/// The longest node id (as `--node-id` allows).
+const MAX_NODE_ID: usize = 64;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource(PINS_PATH).route(web::post().to(pin)))
+        .service(
+            web::resource(format!("{PINS_PATH}/{{reservationId}}/outcome"))
+                .route(web::post().to(outcome)),
+        )
+        .service(web::resource(SPENT_TOKENS_PATH).route(web::post().to(spend_token)));
+}
+
+/// Cluster mode and the admin key, before anything else is read.
+fn guard(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    if state.cluster.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    check_admin(state, req)
+}
+
+/// Pins a hold of this node's schedule for the asking node's payment.
+async fn pin(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<PinBody>,
+) -> Result<HttpResponse, ApiError> {
+    guard(&state, &req)?;
+    let body = body.into_inner();
+    if body.from.is_empty() || body.from.len() > MAX_NODE_ID {
+        return Err(ApiError::invalid("from must name a node"));
+    }
+    if body.wallet_shard.len() > MAX_SHARD_NAME
+        || !matches!(
+            body.wallet_shard.parse::<ShardId>(),
+            Ok(ShardId::Wallets(_))
+        )
+    {
+        return Err(ApiError::invalid("walletShard must name a wallet bucket"));
+    }
+    let ask = PinAsk {
+        reservation: body.reservation_id,
+        user: body.user_id,
+        wallet_shard: body.wallet_shard,
+        wallet_epoch: body.wallet_epoch,
+    };
+    let answer = match state.engine.pin_for_peer(ask, &body.from).await {
+        Ok(pinned) => PinAnswer::Pinned {
+            reservation: (&pinned.reservation).into(),
+            owner: pinned.owner,
+            epoch: pinned.epoch,
+        },
+        Err(PaymentError::Booking(refusal)) => PinAnswer::Refused(WireRefusal::from(&refusal)),
+        Err(PaymentError::UserNotFound) => {
+            PinAnswer::Refused(WireRefusal::from(&BookingRefusal::ReservationNotFound))
+        }
+        Err(other) => return Err(other.into()),
+    };
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// The asking node's payment of a hold pinned here ended.
+async fn outcome(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+    body: web::Json<OutcomeBody>,
+) -> Result<HttpResponse, ApiError> {
+    guard(&state, &req)?;
+    let id = ReservationId::new(path.into_inner())
+        .map_err(|_| ApiError::invalid("reservationId must be positive"))?;
+    state.engine.settle_for_peer(id, body.outcome.into());
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A payment committed on the asking node used this token (this node holds the queue).
+async fn spend_token(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    guard(&state, &req)?;
+    let token = TokenId::new(path.into_inner())
+        .map_err(|_| ApiError::invalid("tokenId must be positive"))?;
+    state.engine.spend_token_for_peer(token)?;
+    Ok(HttpResponse::NoContent().finish())
+}
