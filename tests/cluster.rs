@@ -1016,6 +1016,28 @@ impl Split {
         }
     }
 
+    /// The seat's status in the seat map `base` answers.
+    async fn seat_status(&self, client: &reqwest::Client, base: &str, token: i64) -> String {
+        let map: Value = client
+            .get(format!(
+                "{base}/v1/concerts/{}/schedules/{}/seats",
+                self.concert, self.schedule
+            ))
+            .header("TOKEN-ID", token.to_string())
+            .send()
+            .await
+            .expect("seat map")
+            .json()
+            .await
+            .expect("a seat map");
+        map["seats"]
+            .as_array()
+            .and_then(|seats| seats.iter().find(|x| x["seatId"] == self.seat))
+            .and_then(|seat| seat["seatStatus"].as_str())
+            .unwrap_or_else(|| panic!("no seat {} in {map}", self.seat))
+            .to_string()
+    }
+
     async fn pay(&self, client: &reqwest::Client, base: &str, token: i64, r: i64) -> (u16, Value) {
         let response = client
             .post(format!("{base}/v1/payments/users/{}", self.user))
@@ -1042,7 +1064,18 @@ async fn a_payment_across_two_nodes_sells_the_seat_once() {
     let s = split(&client, &pool, [&url, &url], 300).await;
     let (o, w) = (s.o.base(), s.w.base());
     let token = join(&client, &o, s.user).await;
+    assert_eq!(s.seat_status(&client, &w, token).await, "AVAILABLE");
     let r = s.hold(&client, &o, token).await;
+    // The node that does not own the schedule answers its seat map from a copy of the
+    // database at most 250 ms old, without asking the owner.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.seat_status(&client, &w, token).await, "UNAVAILABLE");
+    assert!(metric(&client, &w, "boxoffice_seat_copies_loaded_total").await >= 2.0);
+    assert_eq!(
+        metric(&client, &o, "boxoffice_seat_copies_loaded_total").await,
+        0.0,
+        "the owner answers from its book"
+    );
     // No money: refused by the wallet's owner, and the pin is given back (else the next
     // payment would find a payment "in progress").
     let (status, body) = s.pay(&client, &o, token, r).await;

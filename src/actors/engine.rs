@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod remote_payment;
+mod seat_copy;
 
 /// Where a reservation is answered from.
 enum Located {
@@ -72,6 +73,8 @@ struct Inner {
     catalog_reloaded_at: std::sync::atomic::AtomicI64,
     /// Cluster mode: how this node asks the others (see `remote_payment`).
     peers: std::sync::OnceLock<Arc<dyn super::cluster::peers::Peers>>,
+    /// Cluster mode: seat maps of schedules other nodes own (see `seat_copy`).
+    seat_copies: seat_copy::SeatCopies,
 }
 
 /// The least time between two catalog reloads asked for by requests (cluster mode).
@@ -103,6 +106,7 @@ impl Engine {
                 ready: AtomicBool::new(false),
                 catalog_reloaded_at: std::sync::atomic::AtomicI64::new(0),
                 peers: std::sync::OnceLock::new(),
+                seat_copies: Default::default(),
             }),
         }
     }
@@ -294,6 +298,10 @@ impl Engine {
         schedule: ScheduleId,
     ) -> Result<(ScheduleInfo, SeatMap), BookingError> {
         let info = self.schedule_of_concert(concert, schedule)?;
+        if self.schedule_is_remote(schedule) {
+            let seats = self.seat_copy(info.clone()).await?;
+            return Ok((info, seats));
+        }
         let addr = self.schedule(schedule)?;
         let seats = ask(&addr, |reply| ListSeats { reply }).await?;
         Ok((info, seats))

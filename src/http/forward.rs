@@ -6,9 +6,10 @@
 //! bounce a request between them).
 //!
 //! What routes where (`route_of`): the waiting room's routes go to the queue shard's owner,
-//! a user's wallet and payment routes to their wallet bucket's owner, a hold and a seat map
-//! to the schedule's owner, and a reservation read or cancel to its schedule's owner.
-//! Everything else (the catalog, the admin routes, operations) is answered by any node.
+//! a user's wallet and payment routes to their wallet bucket's owner, a hold to the
+//! schedule's owner, and a reservation read or cancel to its schedule's owner. Everything
+//! else (the catalog, seat maps, the admin routes, operations) is answered by any node: a
+//! seat map of a schedule held elsewhere from a copy at most 250 ms old (`seat_copy.rs`).
 
 use super::error::ApiError;
 use super::AppState;
@@ -58,11 +59,6 @@ pub fn route_of(method: &Method, path: &str) -> Route {
         ["", "v1", "balance", "users", u, ..] | ["", "v1", "payments", "users", u, ..] => {
             user(u).map_or(Route::Local, |u| Route::Shard(ShardId::of_wallet(u)))
         }
-        ["", "v1", "concerts", _, "schedules", s, "seats"] => s
-            .parse::<i64>()
-            .ok()
-            .and_then(|s| ScheduleId::new(s).ok())
-            .map_or(Route::Local, |s| Route::Shard(ShardId::Schedule(s))),
         ["", "v1", "reservations"] if method == Method::POST => Route::HoldBody,
         ["", "v1", "reservations", id] => id
             .parse::<i64>()
@@ -105,12 +101,9 @@ async fn learn_user(req: &ServiceRequest, body: Option<&[u8]>) {
             state.engine.learn_user(user).await;
         }
     }
-    let schedule =
-        body.and_then(schedule_in)
-            .or_else(|| match route_of(req.method(), req.path()) {
-                Route::Shard(ShardId::Schedule(schedule)) => Some(schedule),
-                _ => None,
-            });
+    let schedule = body
+        .and_then(schedule_in)
+        .or_else(|| schedule_in_path(req.path()));
     let unknown_concert =
         concert_named(req.path()).is_some_and(|c| !state.engine.concert_exists(c));
     if unknown_concert || schedule.is_some_and(|s| !state.engine.schedule_exists(s)) {
@@ -122,6 +115,15 @@ async fn learn_user(req: &ServiceRequest, body: Option<&[u8]>) {
 fn concert_named(path: &str) -> Option<crate::domain::ConcertId> {
     let raw = path.strip_prefix("/v1/concerts/")?.split('/').next()?;
     crate::domain::ConcertId::new(raw.parse().ok()?).ok()
+}
+
+/// The schedule a seat-map path names (`/v1/concerts/{id}/schedules/{id}/seats`).
+fn schedule_in_path(path: &str) -> Option<ScheduleId> {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["", "v1", "concerts", _, "schedules", s, "seats"] => ScheduleId::new(s.parse().ok()?).ok(),
+        _ => None,
+    }
 }
 
 /// The schedule a hold's body names, if it is well-formed enough to say.
@@ -393,10 +395,6 @@ mod tests {
             route_of(&Method::POST, "/v1/payments/users/3"),
             Route::Shard(ShardId::Wallets(3))
         );
-        assert_eq!(
-            route_of(&get, "/v1/concerts/1/schedules/9/seats"),
-            schedule(9)
-        );
         assert_eq!(route_of(&Method::POST, "/v1/reservations"), Route::HoldBody);
         assert_eq!(
             route_of(&Method::DELETE, "/v1/reservations/12"),
@@ -404,6 +402,7 @@ mod tests {
         );
         for local in [
             "/v1/concerts/1/schedules",
+            "/v1/concerts/1/schedules/9/seats",
             "/v1/admin/users",
             "/readyz",
             "/",

@@ -40,6 +40,20 @@ pub struct SeatMap {
     pub plan: SchedulePlan,
 }
 
+impl SeatMap {
+    /// The map of a book as the store has it (a copy loaded on a node that does not own the
+    /// schedule: everything in it is committed).
+    pub fn of_stored(book: &ScheduleBook) -> SeatMap {
+        SeatMap {
+            seats: book
+                .seats()
+                .map(|(s, state)| seat_view(s, state, None))
+                .collect(),
+            plan: book.plan().clone(),
+        }
+    }
+}
+
 /// The client's view of reservation `r` of `book`.
 pub fn view(book: &ScheduleBook, r: &Reservation) -> ReservationView {
     let seats = r.seats.iter().filter_map(|s| book.seat(*s));
