@@ -180,6 +180,17 @@ impl Node {
     }
 
     fn launch(url: &str, id: &str, port: u16, demo: bool, hold_ttl_secs: u64) -> Node {
+        Node::launch_with(url, id, port, demo, hold_ttl_secs, &[])
+    }
+
+    fn launch_with(
+        url: &str,
+        id: &str,
+        port: u16,
+        demo: bool,
+        hold_ttl_secs: u64,
+        extra: &[&str],
+    ) -> Node {
         let base = format!("http://127.0.0.1:{port}");
         let mut command = Command::new(env!("CARGO_BIN_EXE_boxoffice"));
         command
@@ -199,6 +210,7 @@ impl Node {
             ])
             .args(["--max-seats-per-user", "100", "--workers", "1"])
             .args(["--hold-ttl-secs", &hold_ttl_secs.to_string()])
+            .args(extra)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -1203,4 +1215,93 @@ async fn a_pin_is_kept_while_its_wallet_epoch_lives_and_released_once_it_moves()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(scalar(&pool, "SELECT count(*) FROM payments").await, 0);
+}
+
+/// The waiting room's polls on a node that does not hold the queue: answered there from the
+/// owner's snapshot (to within one block of the owner's exact place), except the frontier,
+/// and the polls it answers keep their waiters in line at the owner (idle expiry still sees
+/// them, in batches), while a waiter nobody polls leaves the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_are_answered_off_the_queue_owner_and_keep_waiters_in_line() {
+    let database = Database::create().await;
+    let url = database.url();
+    let client = reqwest::Client::new();
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let line = ["--max-active", "1", "--idle-timeout-secs", "4"];
+    let mut a = Node::launch_with(&url, "a", free_port(), true, 300, &line);
+    a.wait_ready(&client).await;
+    assert_eq!(owner_of(&pool, "queue").await.as_deref(), Some("a"));
+    let mut tokens = Vec::new();
+    for user in 1..=100i64 {
+        tokens.push((user, join(&client, &a.base(), user).await));
+    }
+    let mut b = Node::launch_with(&url, "b", free_port(), false, 300, &line);
+    b.wait_ready(&client).await;
+    let poll = |base: String, user: i64, token: i64| {
+        let client = client.clone();
+        async move {
+            let body: Value = client
+                .get(format!("{base}/v1/queue-status/users/{user}"))
+                .header("TOKEN-ID", token.to_string())
+                .send()
+                .await
+                .expect("poll")
+                .json()
+                .await
+                .expect("a status");
+            body
+        }
+    };
+    // Two polls each at b (the first of a token b never saw goes to a and teaches b the
+    // token), after b's first sync.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for &(user, token) in &tokens {
+        poll(b.base(), user, token).await;
+    }
+    let snapshot = r#"boxoffice_polls_total{answered="snapshot"}"#;
+    let before = metric(&client, &b.base(), snapshot).await;
+    for &(user, token) in &tokens {
+        let here = poll(b.base(), user, token).await;
+        let exact = poll(a.base(), user, token).await;
+        assert_eq!(
+            here["status"], exact["status"],
+            "user {user}: {here} vs {exact}"
+        );
+        let (h, e) = (
+            here["remainingWaitListCount"].as_i64().expect("a count"),
+            exact["remainingWaitListCount"].as_i64().expect("a count"),
+        );
+        assert!(
+            h.abs_diff(e) <= 64,
+            "user {user}: {h} vs {e}, more than a block apart"
+        );
+    }
+    let answered = metric(&client, &b.base(), snapshot).await - before;
+    // Tokens past the first block behind the frontier (36 of the 100) are answered at b.
+    assert!(
+        answered >= 30.0,
+        "only {answered} polls answered from the snapshot"
+    );
+    // Only b polls the back of the line from now on; users 60-69 stop polling at all.
+    let deadline = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < deadline {
+        for &(user, token) in &tokens[79..] {
+            poll(b.base(), user, token).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for &(user, token) in &tokens[79..] {
+        let kept = poll(a.base(), user, token).await;
+        assert_eq!(
+            kept["status"], "WAITING",
+            "user {user} polled at b only: {kept}"
+        );
+    }
+    for &(user, token) in &tokens[59..69] {
+        let gone = poll(a.base(), user, token).await;
+        assert_eq!(
+            gone["status"], "EXPIRED",
+            "user {user} stopped polling: {gone}"
+        );
+    }
 }

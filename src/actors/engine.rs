@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod remote_payment;
+mod remote_polls;
 mod seat_copy;
 
 /// Where a reservation is answered from.
@@ -75,6 +76,8 @@ struct Inner {
     peers: std::sync::OnceLock<Arc<dyn super::cluster::peers::Peers>>,
     /// Cluster mode: seat maps of schedules other nodes own (see `seat_copy`).
     seat_copies: seat_copy::SeatCopies,
+    /// Cluster mode: what polls are answered from when another node holds the queue.
+    queue_copy: super::cluster::queue_copy::QueueCopy,
 }
 
 /// The least time between two catalog reloads asked for by requests (cluster mode).
@@ -107,6 +110,7 @@ impl Engine {
                 catalog_reloaded_at: std::sync::atomic::AtomicI64::new(0),
                 peers: std::sync::OnceLock::new(),
                 seat_copies: Default::default(),
+                queue_copy: Default::default(),
             }),
         }
     }
@@ -229,6 +233,9 @@ impl Engine {
     pub fn poll(&self, user: UserId, token: Option<TokenId>) -> Result<TokenStatus, QueueError> {
         if !self.user_exists(user) {
             return Err(QueueError::UserNotFound);
+        }
+        if let Some(status) = self.poll_here(user, token) {
+            return Ok(status);
         }
         let token = token.ok_or(QueueError::Token(TokenRefusal::Invalid))?;
         Ok(self.inner.queue_view.poll(user, token, self.now())?)

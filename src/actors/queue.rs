@@ -76,6 +76,39 @@ impl QueueView {
         Ok(status)
     }
 
+    /// Cluster mode, at the queue's owner: polls other nodes answered refresh their waiters'
+    /// idle timers here; returns those of `tokens` that are no longer waiting (the other node
+    /// then sends their polls here). Then what the others answer polls from.
+    pub fn sync_peer(
+        &self,
+        tokens: &[TokenId],
+        now: Timestamp,
+    ) -> (Vec<TokenId>, crate::domain::queue::LineSnapshot) {
+        let line = self.read();
+        let gone = tokens
+            .iter()
+            .copied()
+            .filter(|&token| {
+                line.touch(token, now);
+                line.status(token, now)
+                    .is_none_or(|s| s.record.state != crate::domain::queue::TokenState::Waiting)
+            })
+            .collect();
+        (gone, line.snapshot(now))
+    }
+
+    /// `token`'s record if this copy of the line has it WAITING (its place and user never
+    /// change while it waits).
+    pub fn waiting_record(&self, token: TokenId, now: Timestamp) -> Option<TokenRecord> {
+        let status = self.read().status(token, now)?;
+        (status.record.state == crate::domain::queue::TokenState::Waiting).then_some(status.record)
+    }
+
+    /// The policy the line runs under.
+    pub fn policy(&self) -> crate::domain::queue::AdmissionPolicy {
+        self.read().policy()
+    }
+
     /// Checks that `token` is ACTIVE (and `user`'s, when given).
     pub fn authorize(
         &self,

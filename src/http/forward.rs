@@ -89,6 +89,42 @@ fn user_named(path: &str, body: Option<&[u8]>) -> Option<UserId> {
     UserId::new(raw).ok()
 }
 
+/// A waiting-room status poll (`GET /v1/queue-status/users/{id}`).
+fn is_poll(req: &ServiceRequest) -> bool {
+    req.method() == Method::GET && req.path().starts_with("/v1/queue-status/users/")
+}
+
+/// Whether a poll is answered here from the queue owner's snapshot (cluster mode, on a node
+/// that does not hold the queue; `None` on the owner). One that is not goes to the owner;
+/// a token this node does not know is looked up meanwhile, so that its next poll stays here.
+async fn poll_here(req: &ServiceRequest) -> Option<bool> {
+    let state = req.app_data::<web::Data<AppState>>()?;
+    if !state.engine.queue_is_remote() {
+        metrics::counter!("boxoffice_polls_total", "answered" => "owner").increment(1);
+        return None;
+    }
+    let user = user_named(req.path(), None)?;
+    let token = req
+        .headers()
+        .get("TOKEN-ID")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|n| crate::domain::TokenId::new(n).ok());
+    if state.engine.poll_here(user, token).is_some() {
+        if !state.engine.user_exists(user) {
+            state.engine.learn_user(user).await;
+        }
+        metrics::counter!("boxoffice_polls_total", "answered" => "snapshot").increment(1);
+        return Some(true);
+    }
+    if let Some(token) = token.filter(|t| !state.engine.knows_waiter(*t)) {
+        let engine = state.engine.clone();
+        actix_rt::spawn(async move { engine.learn_waiter(token).await });
+    }
+    metrics::counter!("boxoffice_polls_total", "answered" => "forwarded").increment(1);
+    Some(false)
+}
+
 /// A user, concert or schedule created through another node may not be in this node's
 /// catalog yet (it catches up within a quarter TTL): look in the store before the route
 /// answers 404.
@@ -185,6 +221,16 @@ pub async fn forward(
             .call(req)
             .await
             .map(ServiceResponse::map_into_left_body);
+    }
+    if is_poll(&req) {
+        if let Some(answered_here) = poll_here(&req).await {
+            if answered_here {
+                return next
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_left_body);
+            }
+        }
     }
     let mut body = None;
     let shard = match route_of(req.method(), req.path()) {
@@ -366,10 +412,6 @@ fn unreachable_owner(target: &str, error: &str) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn schedule(id: i64) -> Route {
-        Route::Shard(ShardId::Schedule(ScheduleId::new(id).expect("positive")))
-    }
 
     #[test]
     fn each_route_finds_its_shard() {

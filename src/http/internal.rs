@@ -6,10 +6,12 @@
 use super::admin::check_admin;
 use super::error::ApiError;
 use super::peer_wire::{
-    OutcomeBody, PinAnswer, PinBody, WireRefusal, MAX_SHARD_NAME, PINS_PATH, SPENT_TOKENS_PATH,
+    OutcomeBody, PinAnswer, PinBody, QueueSyncAnswer, QueueSyncBody, WireRefusal, MAX_SHARD_NAME,
+    PINS_PATH, QUEUE_SYNC_BODY_LIMIT, QUEUE_SYNC_PATH, SPENT_TOKENS_PATH,
 };
 use super::AppState;
 use crate::actors::cluster::peers::PinAsk;
+use crate::actors::cluster::queue_copy::MAX_TOUCHES_PER_SYNC;
 use crate::actors::PaymentError;
 use crate::domain::cluster::ShardId;
 use crate::domain::schedule::BookingRefusal;
@@ -25,7 +27,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource(format!("{PINS_PATH}/{{reservationId}}/outcome"))
                 .route(web::post().to(outcome)),
         )
-        .service(web::resource(SPENT_TOKENS_PATH).route(web::post().to(spend_token)));
+        .service(web::resource(SPENT_TOKENS_PATH).route(web::post().to(spend_token)))
+        .service(
+            web::resource(QUEUE_SYNC_PATH)
+                .app_data(super::extract::json_config(QUEUE_SYNC_BODY_LIMIT))
+                .route(web::post().to(queue_sync)),
+        );
+}
+
+/// Another node's polls refresh their waiters here; it gets the snapshot it answers from.
+async fn queue_sync(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<QueueSyncBody>,
+) -> Result<HttpResponse, ApiError> {
+    guard(&state, &req)?;
+    if body.touches.len() > MAX_TOUCHES_PER_SYNC {
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_TOUCHES_PER_SYNC} touches per sync"
+        )));
+    }
+    let (gone, snapshot) = state.engine.sync_for_peer(&body.touches)?;
+    Ok(HttpResponse::Ok().json(QueueSyncAnswer { gone, snapshot }))
 }
 
 /// Cluster mode and the admin key, before anything else is read.

@@ -4,13 +4,16 @@
 //! never forwards).
 
 use super::forward::{client, owner_elsewhere, HOP_HEADER};
-use super::peer_wire::{OutcomeBody, PinAnswer, PinBody, PINS_PATH};
+use super::peer_wire::{
+    OutcomeBody, PinAnswer, PinBody, QueueSyncAnswer, QueueSyncBody, PINS_PATH, QUEUE_SYNC_PATH,
+};
 use crate::actors::cluster::peers::{
     PaymentOutcome, PeerError, PeerFuture, Peers, PinAsk, PinnedRemotely,
 };
 use crate::actors::cluster::Membership;
 use crate::config::Secret;
 use crate::domain::cluster::ShardId;
+use crate::domain::queue::LineSnapshot;
 use crate::domain::schedule::Reservation;
 use crate::domain::{ReservationId, ScheduleId, TokenId};
 use std::sync::Arc;
@@ -122,6 +125,23 @@ impl Peers for PeerClient {
             let path = format!("{PINS_PATH}/{}/outcome", reservation.get());
             self.post(format!("{url}{path}"), json(&body)).await?;
             Ok(())
+        })
+    }
+
+    fn queue_sync(&self, touches: Vec<TokenId>) -> PeerFuture<'_, (Vec<TokenId>, LineSnapshot)> {
+        Box::pin(async move {
+            let url = self.url_of(ShardId::Queue)?;
+            let body = QueueSyncBody { touches };
+            let response = self
+                .post(format!("{url}{QUEUE_SYNC_PATH}"), json(&body))
+                .await?;
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| PeerError::Unavailable(format!("a sync answer: {e}")))?;
+            let answer: QueueSyncAnswer = serde_json::from_slice(&bytes)
+                .map_err(|e| PeerError::Unavailable(format!("a sync answer: {e}")))?;
+            Ok((answer.gone, answer.snapshot))
         })
     }
 

@@ -2,13 +2,34 @@
 //! `peer_client.rs` calls them). Not part of the public contract: both ends are this build.
 
 use crate::actors::cluster::peers::PaymentOutcome;
+use crate::domain::queue::LineSnapshot;
 use crate::domain::schedule::{BookingRefusal, Reservation, ReservationStatus};
-use crate::domain::{Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
+use crate::domain::{Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// Where the node-to-node routes live; the forwarder never forwards them.
 pub const PINS_PATH: &str = "/v1/internal/pins";
 pub const SPENT_TOKENS_PATH: &str = "/v1/internal/spent-tokens/{tokenId}";
+pub const QUEUE_SYNC_PATH: &str = "/v1/internal/queue-sync";
+
+/// A sync's body at most: [`MAX_TOUCHES_PER_SYNC`](crate::actors::cluster::queue_copy::MAX_TOUCHES_PER_SYNC)
+/// token ids of up to 16 digits and a comma each, and the braces.
+pub const QUEUE_SYNC_BODY_LIMIT: usize = 256 * 1024;
+
+/// `POST /v1/internal/queue-sync`: the waiters whose polls another node answered.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueueSyncBody {
+    pub touches: Vec<TokenId>,
+}
+
+/// The answer: which of them no longer wait, and the owner's snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSyncAnswer {
+    pub gone: Vec<TokenId>,
+    pub snapshot: LineSnapshot,
+}
 
 /// The longest shard name a pin request may carry (`wallets:63` is ten bytes).
 pub const MAX_SHARD_NAME: usize = 32;

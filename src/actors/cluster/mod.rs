@@ -8,6 +8,8 @@ pub mod catalog_sync;
 pub mod membership;
 pub mod peers;
 pub mod pin_resolver;
+pub mod queue_copy;
+pub mod queue_sync;
 pub mod remote_pins;
 
 pub use membership::{ClusterConfig, ClusterView, Membership, NodeView, ShardView};
@@ -63,14 +65,16 @@ pub fn serve_shards(
                 membership.round_every(),
             ),
             pin_resolver::spawn(engine.clone(), cluster, membership.round_every()),
+            queue_sync::spawn(engine.clone()),
         )
     });
     tokio::spawn(async move {
         // The catalog and the pins follow the rounds down (they end after a leave).
         let _ = rounds.await;
-        if let Some((sync, pins)) = sync {
+        if let Some((sync, pins, polls)) = sync {
             sync.abort();
             pins.abort();
+            polls.abort();
         }
     })
 }

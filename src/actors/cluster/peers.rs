@@ -2,6 +2,7 @@
 //! live on different nodes. The engine speaks this trait; `http/peer_client.rs` carries it
 //! over HTTP, so `actors/` knows nothing of the wire.
 
+use crate::domain::queue::LineSnapshot;
 use crate::domain::schedule::{BookingRefusal, Reservation};
 use crate::domain::{ReservationId, ScheduleId, TokenId, UserId};
 use std::future::Future;
@@ -64,4 +65,8 @@ pub trait Peers: Send + Sync {
 
     /// Asks the waiting room's owner to spend a token a payment used.
     fn spend_token(&self, token: TokenId) -> PeerFuture<'_, ()>;
+
+    /// Sends the waiting room's owner the waiters whose polls were answered here; answers
+    /// which of them no longer wait, and the owner's snapshot of the line.
+    fn queue_sync(&self, touches: Vec<TokenId>) -> PeerFuture<'_, (Vec<TokenId>, LineSnapshot)>;
 }

@@ -251,6 +251,30 @@ impl WaitingLine {
         self.policy.estimate_rate(self.meter.rate(now))
     }
 
+    /// What the other nodes of a cluster answer polls from (see `snapshot.rs`): one prefix
+    /// sum per block, at most [`MAX_SNAPSHOT_BLOCKS`](super::MAX_SNAPSHOT_BLOCKS) of them.
+    pub fn snapshot(&self, now: Timestamp) -> super::LineSnapshot {
+        let (frontier, end) = (self.head, self.next_position);
+        let block = super::LineSnapshot::block_for(end.saturating_sub(frontier));
+        let mut waiting = Vec::new();
+        let (mut start, mut before) = (frontier, self.ranks.count_before(frontier));
+        while start < end {
+            let stop = (start + block).min(end);
+            let through = self.ranks.count_before(stop);
+            // A block holds at most `block` waiters, and a block is far narrower than u32.
+            waiting.push(u32::try_from(through - before).unwrap_or(u32::MAX));
+            (start, before) = (stop, through);
+        }
+        super::LineSnapshot {
+            taken_at_ms: now.millis(),
+            frontier,
+            end,
+            block,
+            waiting,
+            rate: self.meter.rate(now),
+        }
+    }
+
     /// What a poll answers, in O(log n) (the Fenwick prefix sum; O(1) for the rest).
     pub fn status(&self, id: TokenId, now: Timestamp) -> Option<TokenStatus> {
         let Some(&position) = self.by_token.get(&id) else {

@@ -27,6 +27,7 @@ mod loader;
 mod policy;
 mod rate;
 mod slot;
+mod snapshot;
 mod superseded;
 #[cfg(test)]
 mod test_support;
@@ -36,6 +37,7 @@ pub use line::WaitingLine;
 pub use loader::LineLoader;
 pub use policy::{AdmissionPolicy, POLL_CEILING, POLL_FLOOR};
 pub use rate::RATE_WINDOW;
+pub use snapshot::{LineSnapshot, MAX_SNAPSHOT_BLOCKS, SNAPSHOT_BLOCK};
 pub use superseded::SUPERSEDED_WINDOW;
 pub use token::{Joined, TokenRecord, TokenRefusal, TokenState, TokenStatus};
 

@@ -65,7 +65,7 @@ impl AdmissionPolicy {
 
     /// The rate (admissions per second) a wait estimate uses: the `measured` one, unless it is
     /// too low to tell anything, else `admit_per_sec`, else none.
-    pub(super) fn estimate_rate(&self, measured: Option<f64>) -> Option<f64> {
+    pub fn estimate_rate(&self, measured: Option<f64>) -> Option<f64> {
         match measured {
             Some(rate) if rate >= MIN_RATE => Some(rate),
             _ if self.admit_per_sec > 0 => Some(f64::from(self.admit_per_sec)),

@@ -1,0 +1,105 @@
+//! Cluster mode: waiting-room polls on a node that does not hold the queue, answered here
+//! from the owner's snapshot when it places the token (see `cluster/queue_copy.rs`), and the
+//! owner's side of the once-a-second sync that carries the snapshot and the polls seen.
+
+use super::Engine;
+use crate::actors::cluster::queue_copy::{QueueCopy, MAX_LOOKUPS};
+use crate::actors::persister::{ActorKey, Unavailable};
+use crate::domain::queue::{LineSnapshot, TokenState, TokenStatus};
+use crate::domain::{TokenId, UserId};
+use std::sync::atomic::Ordering;
+
+impl Engine {
+    /// Whether the waiting room lives on another node now (cluster mode only).
+    pub fn queue_is_remote(&self) -> bool {
+        self.inner.peers.get().is_some() && !self.persister().may_write(ActorKey::Queue)
+    }
+
+    pub(crate) fn queue_copy(&self) -> &QueueCopy {
+        &self.inner.queue_copy
+    }
+
+    pub(crate) fn peers(&self) -> Option<std::sync::Arc<dyn crate::actors::cluster::peers::Peers>> {
+        self.inner.peers.get().cloned()
+    }
+
+    /// How long a waiter may go unpolled.
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        self.inner.queue_view.policy().idle_timeout
+    }
+
+    /// A poll answered here from the owner's snapshot, if it can be: this node does not hold
+    /// the queue, the snapshot is fresh, this node knows the token as this user's waiter, and
+    /// the snapshot places it (not in the first block past the frontier). `None`: the owner
+    /// answers it. Notes the poll for the owner's idle expiry.
+    pub fn poll_here(&self, user: UserId, token: Option<TokenId>) -> Option<TokenStatus> {
+        if !self.queue_is_remote() {
+            return None;
+        }
+        let token = token?;
+        let snapshot = self.inner.queue_copy.snapshot()?;
+        let now = self.now();
+        let record = match self.inner.queue_copy.waiter(token) {
+            Some(record) => record,
+            None => {
+                let record = self.inner.queue_view.waiting_record(token, now)?;
+                self.inner.queue_copy.learn(record);
+                record
+            }
+        };
+        if record.user != user {
+            return None;
+        }
+        let policy = self.inner.queue_view.policy();
+        let status = snapshot.status_of(record, now.plus(policy.idle_timeout), &policy, now)?;
+        self.inner
+            .queue_copy
+            .touch(token, now, policy.idle_timeout)
+            .then_some(status)
+    }
+
+    /// Whether this node knows `token` as a waiter (else its poll goes to the owner, and
+    /// [`Engine::learn_waiter`] may look it up).
+    pub fn knows_waiter(&self, token: TokenId) -> bool {
+        self.inner.queue_copy.waiter(token).is_some()
+            || self
+                .inner
+                .queue_view
+                .waiting_record(token, self.now())
+                .is_some()
+    }
+
+    /// Looks an unknown token up in the database, so its next poll may be answered here; at
+    /// most [`MAX_LOOKUPS`] at once (beyond, the poll is only forwarded).
+    pub async fn learn_waiter(&self, token: TokenId) {
+        let lookups = &self.inner.queue_copy.lookups;
+        if lookups.fetch_add(1, Ordering::AcqRel) >= MAX_LOOKUPS {
+            lookups.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let found = self
+            .inner
+            .env
+            .store
+            .run(move |s| async move { s.load_token(token).await })
+            .await;
+        lookups.fetch_sub(1, Ordering::AcqRel);
+        if let Ok(Some(record)) = found {
+            if record.state == TokenState::Waiting {
+                self.inner.queue_copy.learn(record);
+            }
+        }
+    }
+
+    /// The owner's side of a sync: the polls another node saw refresh their waiters here;
+    /// answers which of them no longer wait, and the snapshot.
+    pub fn sync_for_peer(
+        &self,
+        touches: &[TokenId],
+    ) -> Result<(Vec<TokenId>, LineSnapshot), Unavailable> {
+        if !self.persister().may_write(ActorKey::Queue) {
+            return Err(Unavailable::Fenced);
+        }
+        Ok(self.inner.queue_view.sync_peer(touches, self.now()))
+    }
+}
