@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The full drop (examples/drop) against one plain node and against a three-node cluster, in
+# one run, alternating, each on a fresh PostgreSQL database: issue 17's overhead target
+# (3 nodes on this machine >= 80 % of one node's iterations/s). Each cluster node runs on
+# its own port; the drop spreads its users round robin over the three (--base-url list), and
+# each node forwards what another owns. Prints the drop's tables per run, and each node's
+# forward and poll counters.
+#
+#   cargo build --release --bin boxoffice --example drop
+#   scripts/cluster_drop.sh [ROUNDS] [DURATION_SECS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-2}
+DURATION=${2:-15}
+BIN=target/release/boxoffice
+DROP=target/release/examples/drop
+KEY=cluster-bench-admin-key-at-least-32-bytes-long
+PG=postgres://postgres@127.0.0.1:5432
+ARGS=(--users 2000 --seats 4000 --schedules 4 --concurrency 64 --duration-secs "$DURATION" --retry-503 3)
+PIDS=()
+
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
+trap cleanup EXIT
+
+fresh_db() {
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null
+  psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $1" >/dev/null
+}
+
+wait_ready() {
+  for _ in $(seq 1 600); do
+    curl -fs "$1/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "never ready: $1" >&2; exit 1
+}
+
+node() { # port database extra-args...
+  local port=$1 db=$2; shift 2
+  RUST_LOG=error "$BIN" serve --bind "127.0.0.1:$port" --database-url "$PG/$db" \
+    --admin-key "$KEY" --max-seats-per-user 4 "$@" >/dev/null 2>&1 &
+  PIDS+=($!)
+}
+
+counters() { # base
+  curl -fs "$1/metrics" | grep -E '^boxoffice_(forwards_total|polls_total|fence_refusals_total)' || true
+}
+
+one_node() {
+  fresh_db bench_drop_one
+  node 18100 bench_drop_one
+  wait_ready http://127.0.0.1:18100
+  echo "### one node (plain, not cluster mode)"
+  "$DROP" --base-url http://127.0.0.1:18100 --admin-key "$KEY" --database-url "$PG/bench_drop_one" "${ARGS[@]}"
+  cleanup
+}
+
+three_nodes() {
+  fresh_db bench_drop_three
+  local urls=""
+  for i in 0 1 2; do
+    local port=$((18200 + i))
+    node "$port" bench_drop_three --cluster --node-id "n$i" --advertise-url "http://127.0.0.1:$port"
+    wait_ready "http://127.0.0.1:$port"
+    urls="${urls:+$urls,}http://127.0.0.1:$port"
+  done
+  echo "### three nodes (cluster mode, one database)"
+  "$DROP" --base-url "$urls" --admin-key "$KEY" --database-url "$PG/bench_drop_three" "${ARGS[@]}"
+  for i in 0 1 2; do echo "n$i:"; counters "http://127.0.0.1:$((18200 + i))"; done
+  cleanup
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  echo "## round $round ($(date -u +%H:%M:%S) UTC, commit $(git rev-parse --short HEAD))"
+  one_node
+  three_nodes
+done
