@@ -88,6 +88,10 @@ struct Args {
     /// The process to report the RSS of (an external server); in-process: this process.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Processes whose CPU time (user + system, from /proc) during the poll phase is reported
+    /// per successful poll: e.g. every node of a cluster.
+    #[arg(long, value_delimiter = ',')]
+    cpu_pids: Vec<u32>,
     /// Write "userId tokenId" lines, for wrk.
     #[arg(long)]
     tokens_out: Option<String>,
@@ -126,6 +130,16 @@ fn rss_mb(pid: Option<u32>) -> Option<f64> {
     let statm = std::fs::read_to_string(path).ok()?;
     let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096.0 / (1024.0 * 1024.0))
+}
+
+/// CPU time of `pid` so far, in µs (utime + stime of /proc/PID/stat, at 100 ticks a second).
+fn cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000)
 }
 
 fn epoch_ms() -> i64 {
@@ -548,6 +562,7 @@ async fn drive(args: &Args, base: &str, admin_key: &str, url: Option<&str>) -> R
     let pairs = Arc::new(pairs);
     let duration = Duration::from_secs(args.poll_secs);
     let window_from = epoch_ms() + 1_000;
+    let cpu_before: Vec<Option<u64>> = args.cpu_pids.iter().map(|p| cpu_us(*p)).collect();
     let (poll, advised) = if args.obey_poll_after {
         let (phase, mean, left) =
             poll_obeying(&client, base, &pairs, args.poll_concurrency, duration).await;
@@ -559,6 +574,7 @@ async fn drive(args: &Args, base: &str, admin_key: &str, url: Option<&str>) -> R
         )
     };
 
+    let cpu_after: Vec<Option<u64>> = args.cpu_pids.iter().map(|p| cpu_us(*p)).collect();
     println!("\n## waiting room: {} waiters\n", pairs.len());
     println!("| phase | ok | errors | seconds | per second | p50 ms | p90 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -568,6 +584,25 @@ async fn drive(args: &Args, base: &str, admin_key: &str, url: Option<&str>) -> R
         println!(
             "\nmean pollAfterMs answered: {mean:.0} ms; {left} waiters were admitted (or dropped) \
              and stopped polling"
+        );
+    }
+    if !args.cpu_pids.is_empty() {
+        let mut total = 0u64;
+        for ((pid, before), after) in args.cpu_pids.iter().zip(&cpu_before).zip(&cpu_after) {
+            if let (Some(b), Some(a)) = (before, after) {
+                let used = a.saturating_sub(*b);
+                total += used;
+                println!(
+                    "\nCPU of pid {pid} in the poll phase: {:.2} s, {:.1} µs per poll",
+                    used as f64 / 1e6,
+                    used as f64 / poll.ok.max(1) as f64
+                );
+            }
+        }
+        println!(
+            "\nCPU of all {} processes: {:.1} µs per poll",
+            args.cpu_pids.len(),
+            total as f64 / poll.ok.max(1) as f64
         );
     }
     let who = if args.server_pid.is_some() {

@@ -394,6 +394,21 @@ async fn join(client: &reqwest::Client, base: &str, user: i64) -> i64 {
     body["tokenId"].as_i64().expect("a token id")
 }
 
+/// A new user with an empty wallet, created through `base`'s admin route.
+async fn create_user(client: &reqwest::Client, base: &str, name: &str) -> i64 {
+    let user: Value = client
+        .post(format!("{base}/v1/admin/users"))
+        .header("X-Admin-Key", ADMIN_KEY)
+        .json(&json!({ "name": name, "balance": 0 }))
+        .send()
+        .await
+        .expect("create a user")
+        .json()
+        .await
+        .expect("a body");
+    user["userId"].as_i64().expect("a user id")
+}
+
 /// A recharge of `amount` for `user` at `base`; whether it was acknowledged.
 async fn recharge(client: &reqwest::Client, base: &str, user: i64, amount: i64) -> bool {
     client
@@ -799,17 +814,7 @@ async fn a_concert_created_on_one_node_sells_through_another() {
     let seat = created["schedules"][0]["seatIds"][0]
         .as_i64()
         .expect("a seat id");
-    let user: Value = client
-        .post(format!("{}/v1/admin/users", a.base()))
-        .header("X-Admin-Key", ADMIN_KEY)
-        .json(&json!({ "name": "late fan", "balance": 0 }))
-        .send()
-        .await
-        .expect("create a user")
-        .json()
-        .await
-        .expect("a body");
-    let user = user["userId"].as_i64().expect("a user id");
+    let user = create_user(&client, &a.base(), "late fan").await;
     let token = join(&client, &b.base(), user).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
@@ -925,17 +930,7 @@ async fn split(
     ];
     nodes[0].wait_ready(client).await;
     nodes[1].wait_ready(client).await;
-    let user: Value = client
-        .post(format!("{}/v1/admin/users", nodes[0].base()))
-        .header("X-Admin-Key", ADMIN_KEY)
-        .json(&json!({ "name": "fan", "balance": 0 }))
-        .send()
-        .await
-        .expect("create a user")
-        .json()
-        .await
-        .expect("a body");
-    let user = user["userId"].as_i64().expect("a user id");
+    let user = create_user(client, &nodes[0].base(), "fan").await;
     let bucket = format!("wallets:{}", user % 64);
     let w_id = owner_of(pool, &bucket)
         .await

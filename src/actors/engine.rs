@@ -70,14 +70,22 @@ struct Inner {
     idempotency: Arc<Idempotency>,
     /// Recovery finished: the port may answer.
     ready: AtomicBool,
-    /// When [`Engine::learn_catalog`] last reloaded the catalog (ms).
-    catalog_reloaded_at: std::sync::atomic::AtomicI64,
+    /// When the last reload [`Engine::learn_catalog`] finished had started (ms); held while a
+    /// reload runs, so callers wait for it instead of starting their own.
+    catalog_reloaded_at: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// Cluster mode: how this node asks the others (see `remote_payment`).
     peers: std::sync::OnceLock<Arc<dyn super::cluster::peers::Peers>>,
     /// Cluster mode: seat maps of schedules other nodes own (see `seat_copy`).
     seat_copies: seat_copy::SeatCopies,
     /// Cluster mode: what polls are answered from when another node holds the queue.
     queue_copy: super::cluster::queue_copy::QueueCopy,
+}
+
+/// A token spent by a payment's transaction (see [`Engine::spend_with_payment`]).
+struct SpentWithPayment {
+    depends_on: super::persister::Dependency,
+    record: Option<TokenRecord>,
+    on_commit: Box<dyn FnOnce() + Send>,
 }
 
 /// The least time between two catalog reloads asked for by requests (cluster mode).
@@ -107,7 +115,7 @@ impl Engine {
                 queue_view,
                 idempotency,
                 ready: AtomicBool::new(false),
-                catalog_reloaded_at: std::sync::atomic::AtomicI64::new(0),
+                catalog_reloaded_at: tokio::sync::Mutex::new(None),
                 peers: std::sync::OnceLock::new(),
                 seat_copies: Default::default(),
                 queue_copy: Default::default(),
@@ -591,20 +599,20 @@ impl Engine {
             .map_err(BookingError::from)?;
         let now = self.now();
         let paid = ScheduleBook::as_paid(&pinned.reservation, now);
+        let spent = self.spend_with_payment(token, now);
         let depends_on = vec![
             (ActorKey::Schedule(schedule), pinned.generation),
-            (ActorKey::Queue, self.inner.queue_view.generation()),
+            spent.depends_on,
         ];
         let on_commit: Box<dyn FnOnce() + Send> = {
-            let (schedule, queue) = (addr.clone(), self.inner.registry.queue().clone());
-            let (view, clock) = (self.inner.queue_view.clone(), self.inner.env.clock.clone());
+            let schedule = addr.clone();
+            let spend = spent.on_commit;
             Box::new(move || {
                 schedule.do_send(PostHold { id });
-                view.consume_committed(token, clock.now());
-                queue.do_send(ConsumeToken { token });
+                spend();
             })
         };
-        let token = self.inner.queue_view.consumed_record(token, now);
+        let token = spent.record;
         let payment = self.inner.env.ids.payment();
         let wallet = self.wallet(user);
         let outcome = ask(&wallet, |reply| DebitForPayment {
@@ -623,6 +631,25 @@ impl Engine {
             addr.do_send(UnpinHold { id });
         }
         outcome.map_err(|e| PaymentError::from(WalletError::from(e)))
+    }
+
+    /// How a payment spends `token` in its own transaction (this node holds the queue): the
+    /// queue state it depends on, the token as stored once spent, and what frees its slot
+    /// after the commit, before the payment's answer.
+    fn spend_with_payment(&self, token: TokenId, now: Timestamp) -> SpentWithPayment {
+        let (view, queue) = (
+            self.inner.queue_view.clone(),
+            self.inner.registry.queue().clone(),
+        );
+        let clock = self.inner.env.clock.clone();
+        SpentWithPayment {
+            depends_on: (ActorKey::Queue, self.inner.queue_view.generation()),
+            record: self.inner.queue_view.consumed_record(token, now),
+            on_commit: Box::new(move || {
+                view.consume_committed(token, clock.now());
+                queue.do_send(ConsumeToken { token });
+            }),
+        }
     }
 
     /// The checkout screen: the reservation and the balance, read together. Changes nothing.
@@ -734,22 +761,23 @@ impl Engine {
     }
 
     /// Cluster mode: a concert or schedule another node just created, not yet in this
-    /// node's catalog: reload the catalog now rather than at the next sync tick. At most one
-    /// reload per [`CATALOG_RELOAD_EVERY`] whatever asks, so requests naming ids that do not
-    /// exist cannot turn into a reload each.
+    /// node's catalog: returns once a reload that started after this call has finished (so
+    /// it has whatever was committed before the request). One reload at a time, at most one
+    /// per [`CATALOG_RELOAD_EVERY`], whatever asks: requests naming ids that do not exist wait
+    /// for the next shared reload instead of each making one (before, one that came within
+    /// the 250 ms of another's reload answered 404 at once, even for a concert just created).
     pub async fn learn_catalog(&self) {
-        let now = self.now().millis();
-        let last = self.inner.catalog_reloaded_at.load(Ordering::Relaxed);
-        let every = CATALOG_RELOAD_EVERY.as_millis() as i64;
-        if now - last < every
-            || self
-                .inner
-                .catalog_reloaded_at
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
+        let arrived = std::time::Instant::now();
+        let mut started = self.inner.catalog_reloaded_at.lock().await;
+        if let Some(last) = *started {
+            if last >= arrived {
+                return;
+            }
+            if let Some(wait) = CATALOG_RELOAD_EVERY.checked_sub(last.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
         }
+        *started = Some(std::time::Instant::now());
         let loaded = self
             .inner
             .env

@@ -104,12 +104,7 @@ async fn poll_here(req: &ServiceRequest) -> Option<bool> {
         return None;
     }
     let user = user_named(req.path(), None)?;
-    let token = req
-        .headers()
-        .get("TOKEN-ID")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .and_then(|n| crate::domain::TokenId::new(n).ok());
+    let token = token_header(req);
     if state.engine.poll_here(user, token).is_some() {
         if !state.engine.user_exists(user) {
             state.engine.learn_user(user).await;
@@ -123,6 +118,50 @@ async fn poll_here(req: &ServiceRequest) -> Option<bool> {
     }
     metrics::counter!("boxoffice_polls_total", "answered" => "forwarded").increment(1);
     Some(false)
+}
+
+/// The owner's answer to a forwarded poll names the waiter's place: learned, so that its
+/// next poll here is answered from the snapshot.
+fn learn_from_poll(req: &ServiceRequest, body: &[u8]) {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Answer<'a> {
+        queue_id: u64,
+        join_at: &'a str,
+        status: &'a str,
+    }
+    let Some(state) = req.app_data::<web::Data<AppState>>() else {
+        return;
+    };
+    let (Some(user), Some(token)) = (user_named(req.path(), None), token_header(req)) else {
+        return;
+    };
+    let Ok(answer) = serde_json::from_slice::<Answer>(body) else {
+        return;
+    };
+    let Some(created_at) = crate::domain::Timestamp::parse(answer.join_at, state.timezone) else {
+        return;
+    };
+    if answer.status == "WAITING" {
+        state
+            .engine
+            .learn_waiter_record(crate::domain::queue::TokenRecord {
+                id: token,
+                user,
+                position: answer.queue_id,
+                created_at,
+                state: crate::domain::queue::TokenState::Waiting,
+            });
+    }
+}
+
+/// The request's `TOKEN-ID`, if it holds a token id.
+fn token_header(req: &ServiceRequest) -> Option<crate::domain::TokenId> {
+    req.headers()
+        .get("TOKEN-ID")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|n| crate::domain::TokenId::new(n).ok())
 }
 
 /// A user, concert or schedule created through another node may not be in this node's
@@ -393,6 +432,9 @@ async fn send(req: &ServiceRequest, target: &str, me: &str, body: Bytes) -> Http
                 Ok(bytes) => {
                     metrics::counter!("boxoffice_forwards_total", "outcome" => "answered")
                         .increment(1);
+                    if status == StatusCode::OK && is_poll(req) {
+                        learn_from_poll(req, &bytes);
+                    }
                     answer.body(bytes)
                 }
                 Err(error) => unreachable_owner(target, &error.to_string()),

@@ -21,7 +21,7 @@ use crate::actors::error::{PaymentError, WalletError};
 use crate::actors::idempotency::IdempotentWrite;
 use crate::actors::mailbox::ask;
 use crate::actors::persister::{epoch_of, ActorKey, Unavailable};
-use crate::actors::queue::{ConsumeToken, SpendToken};
+use crate::actors::queue::SpendToken;
 use crate::actors::schedule::{PinHold, PostHold, UnpinHold};
 use crate::actors::wallet::{DebitForPayment, PaymentReceipt};
 use crate::actors::ActorError;
@@ -102,19 +102,8 @@ impl Engine {
         let now = self.now();
         let (depends_on, token_record, on_commit): (_, _, Box<dyn FnOnce() + Send>) = if queue_here
         {
-            let (view, queue) = (
-                self.inner.queue_view.clone(),
-                self.inner.registry.queue().clone(),
-            );
-            let clock = self.inner.env.clock.clone();
-            (
-                vec![(ActorKey::Queue, self.inner.queue_view.generation())],
-                self.inner.queue_view.consumed_record(token, now),
-                Box::new(move || {
-                    view.consume_committed(token, clock.now());
-                    queue.do_send(ConsumeToken { token });
-                }),
-            )
+            let spent = self.spend_with_payment(token, now);
+            (vec![spent.depends_on], spent.record, spent.on_commit)
         } else {
             (Vec::new(), None, Box::new(|| {}))
         };

@@ -69,6 +69,14 @@ impl Engine {
                 .is_some()
     }
 
+    /// Learns a waiter from the owner's answer to a poll this node forwarded, so that its next
+    /// poll is answered here (no database lookup needed).
+    pub fn learn_waiter_record(&self, record: crate::domain::queue::TokenRecord) {
+        if self.queue_is_remote() && record.state == TokenState::Waiting {
+            self.inner.queue_copy.learn(record);
+        }
+    }
+
     /// Looks an unknown token up in the database, so its next poll may be answered here; at
     /// most [`MAX_LOOKUPS`] at once (beyond, the poll is only forwarded).
     pub async fn learn_waiter(&self, token: TokenId) {
