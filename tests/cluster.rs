@@ -460,6 +460,72 @@ fn others(nodes: &[Node; 3], except: usize) -> Vec<&Node> {
     (0..3).filter(|i| *i != except).map(|i| &nodes[i]).collect()
 }
 
+/// Until `stop` (and then, if none was acknowledged yet, for up to 30 s more): users 41-100 in
+/// turn join, hold one seat of `seats` ((schedule, seat)) and pay for it, each step through a
+/// random node, every failure skipped. Returns the reservations whose payment was
+/// acknowledged, and how many payments were tried.
+async fn pay_through_faults(
+    client: reqwest::Client,
+    bases: Vec<String>,
+    seats: Vec<(i64, i64)>,
+    stop: Arc<AtomicBool>,
+) -> (Vec<i64>, usize) {
+    let (mut paid, mut tried) = (Vec::new(), 0);
+    let any = |bases: &[String]| bases[rand::random_range(0..bases.len())].clone();
+    let mut n = 0i64;
+    let mut stopped_at: Option<Instant> = None;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            let since = *stopped_at.get_or_insert_with(Instant::now);
+            if !paid.is_empty() || since.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let user = 41 + n % 60;
+        n += 1;
+        // Short: a request sent to a stopped node is abandoned, not waited on.
+        let send = |r: reqwest::RequestBuilder| r.timeout(Duration::from_secs(3)).send();
+        let Ok(joined) =
+            send(client.post(format!("{}/v1/queue-tokens/users/{user}", any(&bases)))).await
+        else {
+            continue;
+        };
+        let Ok(body) = joined.json::<Value>().await else {
+            continue;
+        };
+        let Some(token) = body["tokenId"].as_i64() else {
+            continue;
+        };
+        let (schedule, seat) = seats[rand::random_range(0..seats.len())];
+        let hold = client
+            .post(format!("{}/v1/reservations", any(&bases)))
+            .header("TOKEN-ID", token.to_string())
+            .json(
+                &json!({"userId": user, "concertId": 1, "scheduleId": schedule, "seatIds": [seat]}),
+            );
+        let Ok(held) = send(hold).await else { continue };
+        if held.status().as_u16() != 201 {
+            continue;
+        }
+        let Ok(body) = held.json::<Value>().await else {
+            continue;
+        };
+        let Some(reservation) = body["reservationId"].as_i64() else {
+            continue;
+        };
+        tried += 1;
+        let pay = client
+            .post(format!("{}/v1/payments/users/{user}", any(&bases)))
+            .header("TOKEN-ID", token.to_string())
+            .json(&json!({ "reservationId": reservation }));
+        if send(pay).await.is_ok_and(|r| r.status().as_u16() == 201) {
+            paid.push(reservation);
+        }
+    }
+    (paid, tried)
+}
+
 /// Five faults a round: SIGSTOP of the hot schedule's owner past the TTL, its kill -9, its
 /// SIGTERM, its cut from PostgreSQL past the TTL (each node back after its fault), and kill -9
 /// of the queue's owner. `BOXOFFICE_CLUSTER_ROUNDS` sets the rounds (default 1; 10 for the
@@ -514,6 +580,20 @@ async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
     let started = Instant::now();
     let all: Vec<&Node> = nodes.iter().collect();
     time_to_next_hold(&client, &all, &seats, &tokens, &mut acked, started).await;
+    // Through every fault, other users buy seats of the other schedules through random nodes:
+    // payments whose wallet and schedule often live on different nodes.
+    let other_seats: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT schedule_id, id FROM seats WHERE schedule_id IN (2, 3) ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("seats");
+    let stop_paying = Arc::new(AtomicBool::new(false));
+    let payer = tokio::spawn(pay_through_faults(
+        client.clone(),
+        nodes.iter().map(Node::base).collect(),
+        other_seats,
+        stop_paying.clone(),
+    ));
 
     let (mut worst_stop, mut worst_kill, mut worst_term) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
@@ -707,6 +787,13 @@ async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
         ttl_secs(),
         acked.len()
     );
+    stop_paying.store(true, Ordering::SeqCst);
+    let (paid, tried) = payer.await.expect("the payer ends");
+    println!(
+        "PAYMENTS through the faults: {} acknowledged of {tried} tried",
+        paid.len()
+    );
+    assert!(!paid.is_empty(), "no payment went through all the faults");
     // Every node's admin view comes to agree with the database on who owns the hot schedule.
     let owner = nodes[hot_owner(&pool, &nodes).await].id.clone();
     for node in &nodes {
@@ -748,6 +835,37 @@ async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
         .await;
         assert_eq!(stored, 1, "acknowledged reservation {reservation} lost");
     }
+    for reservation in &paid {
+        let stored = scalar(
+            &pool,
+            &format!(
+                "SELECT COUNT(*) FROM reservations r JOIN payments p ON p.reservation_id = r.id
+                 WHERE r.id = {reservation} AND r.status = 'PAID'"
+            ),
+        )
+        .await;
+        assert_eq!(stored, 1, "acknowledged payment of {reservation} lost");
+    }
+    let unpaid_sales = scalar(
+        &pool,
+        "SELECT COUNT(*) FROM reservations r WHERE (r.status = 'PAID') <>
+             EXISTS (SELECT 1 FROM payments p WHERE p.reservation_id = r.id)",
+    )
+    .await;
+    assert_eq!(
+        unpaid_sales, 0,
+        "a paid reservation without its payment, or the reverse"
+    );
+    let posted_unpaid = scalar(
+        &pool,
+        "SELECT COUNT(*) FROM holds h JOIN reservations r ON r.id = h.reservation_id
+         WHERE (h.state = 'POSTED') <> (r.status = 'PAID')",
+    )
+    .await;
+    assert_eq!(
+        posted_unpaid, 0,
+        "a hold POSTED exactly when its reservation is PAID"
+    );
     let backwards = scalar(
         &pool,
         "SELECT COUNT(*) FROM (SELECT epoch, max(epoch) OVER (PARTITION BY shard ORDER BY id
