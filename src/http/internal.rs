@@ -16,7 +16,9 @@ use crate::actors::PaymentError;
 use crate::domain::cluster::ShardId;
 use crate::domain::schedule::BookingRefusal;
 use crate::domain::{ReservationId, TokenId};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use std::future::{ready, Ready};
 
 /// The longest node id (as `--node-id` allows).
 const MAX_NODE_ID: usize = 64;
@@ -37,11 +39,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Another node's polls refresh their waiters here; it gets the snapshot it answers from.
 async fn queue_sync(
+    _: NodeAccess,
     state: web::Data<AppState>,
-    req: HttpRequest,
     body: web::Json<QueueSyncBody>,
 ) -> Result<HttpResponse, ApiError> {
-    guard(&state, &req)?;
     if body.touches.len() > MAX_TOUCHES_PER_SYNC {
         return Err(ApiError::invalid(format!(
             "at most {MAX_TOUCHES_PER_SYNC} touches per sync"
@@ -51,21 +52,30 @@ async fn queue_sync(
     Ok(HttpResponse::Ok().json(QueueSyncAnswer { gone, snapshot }))
 }
 
-/// Cluster mode and the admin key, before anything else is read.
-fn guard(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    if state.cluster.is_none() {
-        return Err(ApiError::NotFound);
+/// Cluster mode and the admin key: the first argument of every handler here, so a request
+/// outside cluster mode is a 404 and one without the key a 403 before its body is read.
+struct NodeAccess;
+
+impl FromRequest for NodeAccess {
+    type Error = ApiError;
+    type Future = Ready<Result<NodeAccess, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let access = match req.app_data::<web::Data<AppState>>() {
+            Some(state) if state.cluster.is_none() => Err(ApiError::NotFound),
+            Some(state) => check_admin(state, req).map(|()| NodeAccess),
+            None => Err(ApiError::Unavailable("no application state".into())),
+        };
+        ready(access)
     }
-    check_admin(state, req)
 }
 
 /// Pins a hold of this node's schedule for the asking node's payment.
 async fn pin(
+    _: NodeAccess,
     state: web::Data<AppState>,
-    req: HttpRequest,
     body: web::Json<PinBody>,
 ) -> Result<HttpResponse, ApiError> {
-    guard(&state, &req)?;
     let body = body.into_inner();
     if body.from.is_empty() || body.from.len() > MAX_NODE_ID {
         return Err(ApiError::invalid("from must name a node"));
@@ -101,12 +111,11 @@ async fn pin(
 
 /// The asking node's payment of a hold pinned here ended.
 async fn outcome(
+    _: NodeAccess,
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<i64>,
     body: web::Json<OutcomeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    guard(&state, &req)?;
     let id = ReservationId::new(path.into_inner())
         .map_err(|_| ApiError::invalid("reservationId must be positive"))?;
     state.engine.settle_for_peer(id, body.outcome.into());
@@ -115,11 +124,10 @@ async fn outcome(
 
 /// A payment committed on the asking node used this token (this node holds the queue).
 async fn spend_token(
+    _: NodeAccess,
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    guard(&state, &req)?;
     let token = TokenId::new(path.into_inner())
         .map_err(|_| ApiError::invalid("tokenId must be positive"))?;
     state.engine.spend_token_for_peer(token)?;

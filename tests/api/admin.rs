@@ -114,3 +114,26 @@ async fn the_cluster_view_is_a_404_outside_cluster_mode(backend: Backend) {
     assert_error(with_key, 404, "not_found", "").await;
 }
 on_both_stores!(the_cluster_view_is_a_404_outside_cluster_mode);
+
+/// The node-to-node routes (cluster mode's payments and polls across nodes) do not exist
+/// outside cluster mode, with the admin key or without it.
+async fn the_nodes_routes_are_a_404_outside_cluster_mode(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for path in [
+        "/v1/internal/pins",
+        "/v1/internal/pins/1/outcome",
+        "/v1/internal/spent-tokens/1",
+        "/v1/internal/queue-sync",
+    ] {
+        let answer = app
+            .client
+            .post(app.url(path))
+            .header("X-Admin-Key", ADMIN_KEY)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_error(answer, 404, "not_found", "").await;
+    }
+}
+on_both_stores!(the_nodes_routes_are_a_404_outside_cluster_mode);
