@@ -335,7 +335,7 @@ fn durable_joins() {
     let sample: Vec<(i64, u64)> = (1..=n as i64)
         .step_by((n / 1000).max(1))
         .filter_map(|u| {
-            let record = rig.engine.token_of(UserId::new(u).ok()?).ok()?;
+            let record = rig.engine.token_of_now(UserId::new(u).ok()?).ok()?;
             Some((u, record.position))
         })
         .collect();
@@ -343,8 +343,11 @@ fn durable_joins() {
         .iter()
         .filter_map(|(u, _)| {
             let user = UserId::new(*u).ok()?;
-            let record = rig.engine.token_of(user).ok()?;
-            rig.engine.poll(user, Some(record.id)).ok().map(|s| s.ahead)
+            let record = rig.engine.token_of_now(user).ok()?;
+            rig.engine
+                .poll_now(user, Some(record.id))
+                .ok()
+                .map(|s| s.ahead)
         })
         .collect();
     rig.stop(&system);
@@ -354,15 +357,18 @@ fn durable_joins() {
     let same_places = sample.iter().all(|(u, position)| {
         UserId::new(*u)
             .ok()
-            .and_then(|user| rig.engine.token_of(user).ok())
+            .and_then(|user| rig.engine.token_of_now(user).ok())
             .is_some_and(|r| r.position == *position)
     });
     let ahead_after: Vec<u64> = sample
         .iter()
         .filter_map(|(u, _)| {
             let user = UserId::new(*u).ok()?;
-            let record = rig.engine.token_of(user).ok()?;
-            rig.engine.poll(user, Some(record.id)).ok().map(|s| s.ahead)
+            let record = rig.engine.token_of_now(user).ok()?;
+            rig.engine
+                .poll_now(user, Some(record.id))
+                .ok()
+                .map(|s| s.ahead)
         })
         .collect();
     let stored = admin.block_on(async {

@@ -88,6 +88,9 @@ struct SpentWithPayment {
     on_commit: Box<dyn FnOnce() + Send>,
 }
 
+/// The longest a read of the line waits for its rebuild after a failed commit.
+pub const QUEUE_REBUILD_WAIT: Duration = Duration::from_secs(2);
+
 /// The least time between two catalog reloads asked for by requests (cluster mode).
 pub const CATALOG_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -227,7 +230,36 @@ impl Engine {
         })
     }
 
-    pub fn token_of(&self, user: UserId) -> Result<TokenRecord, QueueError> {
+    /// Waits (at most [`QUEUE_REBUILD_WAIT`]) while the line is being rebuilt after a failed
+    /// commit: until then the published line may still show what the failed write did (a
+    /// join answered 503 must not be read back as a token).
+    async fn queue_current(&self) -> Result<(), QueueError> {
+        // Cluster mode without the queue: this node's line is a copy, never rebuilt from here
+        // (and "stale" by the fence's rule); reads there go by the owner or its snapshot.
+        if !self.persister().may_write(ActorKey::Queue) {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + QUEUE_REBUILD_WAIT;
+        while self
+            .persister()
+            .is_stale((ActorKey::Queue, self.inner.queue_view.generation()))
+        {
+            if std::time::Instant::now() >= deadline {
+                return Err(QueueError::Unavailable(Unavailable::Rebuilding));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    /// The user's current (or last) token, once the line is not being rebuilt.
+    pub async fn token_of(&self, user: UserId) -> Result<TokenRecord, QueueError> {
+        self.queue_current().await?;
+        self.token_of_now(user)
+    }
+
+    /// [`Engine::token_of`] without the wait (benches and tests that drive no failed commit).
+    pub fn token_of_now(&self, user: UserId) -> Result<TokenRecord, QueueError> {
         if !self.user_exists(user) {
             return Err(QueueError::UserNotFound);
         }
@@ -237,8 +269,23 @@ impl Engine {
             .ok_or(QueueError::TokenNotFound)
     }
 
-    /// A status poll, answered from the published line (never the actor's mailbox).
-    pub fn poll(&self, user: UserId, token: Option<TokenId>) -> Result<TokenStatus, QueueError> {
+    /// A status poll, answered from the published line (never the actor's mailbox; it waits
+    /// only while the line is rebuilt after a failed commit).
+    pub async fn poll(
+        &self,
+        user: UserId,
+        token: Option<TokenId>,
+    ) -> Result<TokenStatus, QueueError> {
+        self.queue_current().await?;
+        self.poll_now(user, token)
+    }
+
+    /// [`Engine::poll`] without the wait (benches).
+    pub fn poll_now(
+        &self,
+        user: UserId,
+        token: Option<TokenId>,
+    ) -> Result<TokenStatus, QueueError> {
         if !self.user_exists(user) {
             return Err(QueueError::UserNotFound);
         }

@@ -98,7 +98,7 @@ pub async fn token(
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     state.authenticate(&req, user)?;
-    let record = state.engine.token_of(user)?;
+    let record = state.engine.token_of(user).await?;
     Ok(HttpResponse::Ok().json(token_response(&state, &record)))
 }
 
@@ -121,7 +121,7 @@ pub async fn status(
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     state.authenticate(&req, user)?;
-    let status = state.engine.poll(user, token.0)?;
+    let status = state.engine.poll(user, token.0).await?;
     Ok(HttpResponse::Ok().json(status_response(&state, &status)))
 }
 

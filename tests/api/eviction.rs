@@ -78,7 +78,7 @@ async fn active_token(engine: &Engine, user: UserId) -> i64 {
     let (token, _) = engine.join_queue(user).await.expect("the user joins");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !matches!(
-        engine.token_of(user).expect("a token").state,
+        engine.token_of_now(user).expect("a token").state,
         TokenState::Active { .. }
     ) {
         assert!(Instant::now() < deadline, "never admitted");
