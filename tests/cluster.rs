@@ -394,6 +394,24 @@ async fn join(client: &reqwest::Client, base: &str, user: i64) -> i64 {
     body["tokenId"].as_i64().expect("a token id")
 }
 
+/// A concert of one on-sale schedule of two 1,000-won seats, created through `base`'s admin
+/// route: its creation answer.
+async fn create_concert(client: &reqwest::Client, base: &str, name: &str) -> Value {
+    client
+        .post(format!("{base}/v1/admin/concerts"))
+        .header("X-Admin-Key", ADMIN_KEY)
+        .json(&json!({ "name": name, "schedules": [
+            { "concertAt": "2099-01-01T10:00:00", "reservationAt": "2020-01-01T00:00:00",
+              "seats": [{ "seatNumber": 1, "price": 1000 }, { "seatNumber": 2, "price": 1000 }] }
+        ] }))
+        .send()
+        .await
+        .expect("create a concert")
+        .json()
+        .await
+        .expect("a body")
+}
+
 /// A new user with an empty wallet, created through `base`'s admin route.
 async fn create_user(client: &reqwest::Client, base: &str, name: &str) -> i64 {
     let user: Value = client
@@ -912,19 +930,7 @@ async fn a_concert_created_on_one_node_sells_through_another() {
     let mut b = Node::start(&url, "b", free_port(), false);
     b.wait_ready(&client).await;
     // Created after both nodes loaded their catalogs.
-    let created: Value = client
-        .post(format!("{}/v1/admin/concerts", a.base()))
-        .header("X-Admin-Key", ADMIN_KEY)
-        .json(&json!({ "name": "late show", "schedules": [
-            { "concertAt": "2099-01-01T10:00:00", "reservationAt": "2020-01-01T00:00:00",
-              "seats": [{ "seatNumber": 1, "price": 1000 }, { "seatNumber": 2, "price": 1000 }] }
-        ] }))
-        .send()
-        .await
-        .expect("create a concert")
-        .json()
-        .await
-        .expect("a body");
+    let created = create_concert(&client, &a.base(), "late show").await;
     let concert = created["concertId"].as_i64().expect("a concert id");
     let schedule = created["schedules"][0]["scheduleId"]
         .as_i64()
@@ -1054,19 +1060,7 @@ async fn split(
         .await
         .expect("the wallet has an owner");
     for attempt in 0..16 {
-        let created: Value = client
-            .post(format!("{}/v1/admin/concerts", nodes[0].base()))
-            .header("X-Admin-Key", ADMIN_KEY)
-            .json(&json!({ "name": format!("show {attempt}"), "schedules": [
-                { "concertAt": "2099-01-01T10:00:00", "reservationAt": "2020-01-01T00:00:00",
-                  "seats": [{ "seatNumber": 1, "price": 1000 }, { "seatNumber": 2, "price": 1000 }] }
-            ] }))
-            .send()
-            .await
-            .expect("create a concert")
-            .json()
-            .await
-            .expect("a body");
+        let created = create_concert(client, &nodes[0].base(), &format!("show {attempt}")).await;
         let schedule = created["schedules"][0]["scheduleId"]
             .as_i64()
             .expect("a schedule id");

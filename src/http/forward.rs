@@ -94,6 +94,11 @@ fn is_poll(req: &ServiceRequest) -> bool {
     req.method() == Method::GET && req.path().starts_with("/v1/queue-status/users/")
 }
 
+/// A poll's answer from the queue owner's snapshot, worked out by [`forward`] when it decided
+/// to answer the poll here: the status route answers it once the request passes its checks.
+#[derive(Clone, Copy)]
+pub struct SnapshotAnswer(pub crate::domain::queue::TokenStatus);
+
 /// Whether a poll is answered here from the queue owner's snapshot (cluster mode, on a node
 /// that does not hold the queue; `None` on the owner). One that is not goes to the owner;
 /// a token this node does not know is looked up meanwhile, so that its next poll stays here.
@@ -105,10 +110,12 @@ async fn poll_here(req: &ServiceRequest) -> Option<bool> {
     }
     let user = user_named(req.path(), None)?;
     let token = token_header(req);
-    if state.engine.poll_here(user, token).is_some() {
+    if let Some(status) = state.engine.poll_here(user, token) {
         if !state.engine.user_exists(user) {
             state.engine.learn_user(user).await;
         }
+        // The handler answers this (after its own checks) rather than working it out again.
+        req.extensions_mut().insert(SnapshotAnswer(status));
         metrics::counter!("boxoffice_polls_total", "answered" => "snapshot").increment(1);
         return Some(true);
     }
