@@ -9,7 +9,11 @@ fn main() {
     // `sqlx::migrate!` embeds the migrations at compile time.
     println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-changed=web");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    // Read at run time, not with `env!`: `env!` is fixed when this script is compiled, and a
+    // target directory shared by two checkouts reuses the compiled script, which would then
+    // embed the other checkout's pages (or none).
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest_dir).join("web");
     let mut files = Vec::new();
     if root.is_dir() {
         walk(&root, &mut files);

@@ -22,11 +22,16 @@ pub const ASSET_PREFIX: &str = "/web/";
 pub const CONTENT_SECURITY_POLICY: &str =
     "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-/// Registers `/`, `/dashboard` and `/web/{path}`, each for GET and HEAD.
+/// The pages and the file under `web/` each serves; `configure` registers exactly these, and a
+/// test holds every one of them to the embedded table.
+pub const PAGES: &[(&str, &str)] = &[("/", "index.html"), ("/dashboard", "dashboard.html")];
+
+/// Registers every page of [`PAGES`] and `/web/{path}`, each for GET and HEAD.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(page("/", "index.html"))
-        .service(page("/dashboard", "dashboard.html"))
-        .service(
+    for &(route, file) in PAGES {
+        cfg.service(page(route, file));
+    }
+    cfg.service(
             web::resource("/web/{path:.*}").route(
                 get_or_head().to(|req: HttpRequest, path: web::Path<String>| async move {
                     serve(&req, &path)
