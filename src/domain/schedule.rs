@@ -554,9 +554,26 @@ impl ScheduleBook {
         self.check_invariants();
     }
 
-    /// held + sold + available = capacity, and every live reservation's seats point back at it.
+    /// held + sold + available = capacity, and every live reservation's seats point back at it
+    /// (a seat's state names one reservation, so no seat is in two live holds).
     fn check_invariants(&self) {
         if cfg!(debug_assertions) {
+            assert_eq!(self.states.len(), self.seats.len(), "one state per seat");
+            assert!(
+                self.available <= self.seats.len(),
+                "more free than capacity"
+            );
+            let live_seats: usize = self
+                .reservations
+                .values()
+                .filter(|r| r.status.is_live())
+                .map(|r| r.seats.len())
+                .sum();
+            // Evicted paid reservations still occupy seats, so live ones can only be fewer.
+            assert!(
+                live_seats <= self.seats.len() - self.available,
+                "live reservations claim more seats than are held or sold"
+            );
             let free = self
                 .states
                 .iter()

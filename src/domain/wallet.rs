@@ -32,12 +32,19 @@ impl Wallet {
     }
 
     /// Adds `amount` (raw, as the client sent it) and returns the new balance.
-    pub fn recharge(&mut self, amount: i64, max_recharge: Money) -> Result<Money, WalletRefusal> {
-        let invalid = WalletRefusal::InvalidRechargeAmount { amount };
-        let amount = Money::new(amount).filter(|a| a.won() > 0 && *a <= max_recharge);
+    pub fn recharge(&mut self, raw: i64, max_recharge: Money) -> Result<Money, WalletRefusal> {
+        let invalid = WalletRefusal::InvalidRechargeAmount { amount: raw };
+        let amount = Money::new(raw).filter(|a| a.won() > 0 && *a <= max_recharge);
         let balance = amount
             .and_then(|a| self.balance.checked_add(a))
             .ok_or(invalid)?;
+        // Money moves, it is never made: the new balance is the old one plus exactly `amount`.
+        // (≥ 0 needs no assertion: `Money` cannot hold a negative sum.)
+        debug_assert_eq!(
+            i128::from(balance.won()),
+            i128::from(self.balance.won()) + i128::from(raw),
+            "a recharge adds exactly its amount"
+        );
         self.balance = balance;
         Ok(balance)
     }
@@ -51,6 +58,11 @@ impl Wallet {
                 available: self.balance,
                 requested: amount,
             })?;
+        debug_assert_eq!(
+            balance.won(),
+            self.balance.won() - amount.won(),
+            "a debit takes exactly its amount"
+        );
         self.balance = balance;
         Ok(balance)
     }
