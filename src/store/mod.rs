@@ -15,9 +15,11 @@
 mod cluster;
 #[cfg(test)]
 mod contract;
+mod dialect;
 mod memory;
 mod postgres;
 mod postgres_writes;
+mod reads;
 mod rows;
 mod sqlite;
 #[cfg(test)]

@@ -8,24 +8,20 @@
 //! table's rows in a batch are bound as one JSON array and read back with `json_each`, one
 //! statement per table rather than per row (see `execute_rows`).
 
+use super::reads;
 use super::rows::{self, PlanColumns};
 use super::{
     CatalogSnapshot, CreatedConcert, CreatedSchedule, IdempotencyRecord, LedgerEntry, MaxIds,
     NewConcert, ScheduleSnapshot, StoreError, StoredReservation, Writes,
 };
 use crate::domain::queue::{TokenRecord, TokenState};
-use crate::domain::schedule::{ScheduleInfo, Seat};
-use crate::domain::seat_plan::SeatPlan;
-use crate::domain::{
-    ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
-};
-use futures_util::TryStreamExt;
+use crate::domain::schedule::ScheduleInfo;
+use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
 use sqlx::{Connection, Row, Sqlite, Transaction};
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -138,47 +134,9 @@ impl SqliteStore {
     pub async fn load_catalog(&self) -> Result<CatalogSnapshot, StoreError> {
         // One read transaction: the three queries see one snapshot of the file.
         let mut tx = self.readers.begin().await?;
-        let users = sqlx::query("SELECT id FROM users ORDER BY id")
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| rows::id(row.try_get("id")?, UserId::new))
-            .collect::<Result<_, _>>()?;
-        let concerts = sqlx::query("SELECT id, name FROM concerts ORDER BY id")
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok((
-                    rows::id(row.try_get("id")?, ConcertId::new)?,
-                    row.try_get("name")?,
-                ))
-            })
-            .collect::<Result<Vec<(ConcertId, String)>, StoreError>>()?;
-        let names: HashMap<ConcertId, String> = concerts.iter().cloned().collect();
-        let schedules = sqlx::query(
-            "SELECT id, concert_id, concert_at_ms, reservation_at_ms FROM schedules ORDER BY id",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| {
-            let concert_id = rows::id(row.try_get("concert_id")?, ConcertId::new)?;
-            Ok(ScheduleInfo {
-                id: rows::id(row.try_get("id")?, ScheduleId::new)?,
-                concert_id,
-                concert_name: names.get(&concert_id).cloned().unwrap_or_default(),
-                concert_at: Timestamp::from_millis(row.try_get("concert_at_ms")?),
-                reservation_at: Timestamp::from_millis(row.try_get("reservation_at_ms")?),
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
+        let catalog = reads::load_catalog(&mut *tx).await?;
         tx.commit().await?;
-        Ok(CatalogSnapshot {
-            users,
-            concerts,
-            schedules,
-        })
+        Ok(catalog)
     }
 
     pub async fn load_schedule(
@@ -187,150 +145,36 @@ impl SqliteStore {
     ) -> Result<ScheduleSnapshot, StoreError> {
         // One read transaction: reservations and their holds from the same snapshot.
         let mut tx = self.readers.begin().await?;
-        let seat_rows = sqlx::query(
-            "SELECT id, seat_number, price, grade, seat_row, plan_x, plan_y
-             FROM seats WHERE schedule_id = ?1 ORDER BY seat_number",
-        )
-        .bind(schedule.get())
-        .fetch_all(&mut *tx)
-        .await?;
-        let seats = seat_rows
-            .iter()
-            .map(rows::seat)
-            .collect::<Result<Vec<Seat>, StoreError>>()?;
-        let mut plan = seat_rows
-            .iter()
-            .map(rows::seat_plan)
-            .collect::<Result<Vec<SeatPlan>, StoreError>>()?;
-        if plan.iter().all(SeatPlan::is_empty) {
-            // No seat has a label: no plan, as the memory store has it.
-            plan.clear();
-        }
-        let rows = sqlx::query(
-            "SELECT id, user_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms
-             FROM reservations WHERE schedule_id = ?1 ORDER BY id",
-        )
-        .bind(schedule.get())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut seats_of: HashMap<i64, Vec<SeatId>> = HashMap::new();
-        for row in sqlx::query(
-            "SELECT h.reservation_id, h.seat_id FROM holds h
-             JOIN reservations r ON r.id = h.reservation_id
-             WHERE r.schedule_id = ?1 ORDER BY h.reservation_id, h.seat_order",
-        )
-        .bind(schedule.get())
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            seats_of
-                .entry(row.try_get("reservation_id")?)
-                .or_default()
-                .push(rows::id(row.try_get("seat_id")?, SeatId::new)?);
-        }
+        let snapshot = reads::load_schedule(&mut *tx, schedule).await?;
         tx.commit().await?;
-        let reservations = rows
-            .iter()
-            .map(|row| {
-                let rid: i64 = row.try_get("id")?;
-                rows::reservation(row, schedule, seats_of.remove(&rid).unwrap_or_default())
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(ScheduleSnapshot {
-            seats,
-            plan,
-            reservations,
-        })
+        Ok(snapshot)
     }
 
     pub async fn load_wallet(&self, user: UserId) -> Result<Option<Money>, StoreError> {
-        let row = sqlx::query("SELECT balance FROM wallets WHERE user_id = ?1")
-            .bind(user.get())
-            .fetch_optional(&self.readers)
-            .await?;
-        row.map(|row| rows::money(row.try_get("balance")?))
-            .transpose()
+        reads::load_wallet(&mut *self.readers.acquire().await?, user).await
     }
 
     pub async fn load_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, user_id, position, status, created_at_ms, admitted_at_ms,
-                    active_expires_at_ms, expired_at_ms
-             FROM queue_tokens WHERE id = ?1",
-        )
-        .bind(id.get())
-        .fetch_optional(&self.readers)
-        .await?;
-        row.map(|row| rows::token(&row)).transpose()
+        reads::load_token(&mut *self.readers.acquire().await?, id).await
     }
 
     pub async fn load_tokens(
         &self,
         each: &mut (dyn FnMut(TokenRecord) + Send),
     ) -> Result<(), StoreError> {
-        // SQLite has no DISTINCT ON. `position` is unique, so the row holding its user's
-        // highest position is exactly the row PostgreSQL's DISTINCT ON … ORDER BY position DESC
-        // keeps; the (user_id, position DESC) index answers the subquery, the unique index on
-        // `position` the order.
-        let mut rows = sqlx::query(
-            "SELECT id, user_id, position, status, created_at_ms,
-                    admitted_at_ms, active_expires_at_ms, expired_at_ms
-             FROM queue_tokens q
-             WHERE position = (SELECT MAX(position) FROM queue_tokens WHERE user_id = q.user_id)
-             ORDER BY position",
-        )
-        .fetch(&self.readers);
-        while let Some(row) = rows.try_next().await? {
-            each(rows::token(&row)?);
-        }
-        Ok(())
+        reads::load_tokens(&mut *self.readers.acquire().await?, each).await
     }
 
-    /// The tokens replaced by a join among the last `window` positions, each with the position
-    /// of the token that replaced it (its user's next), streamed in ascending order of that.
-    /// One range scan of the unique `position` index over `window` rows, one probe of the
-    /// (user_id, position DESC) index and one of `position` each: the cost is bounded by the window, not by the table.
     pub async fn load_superseded_tokens(
         &self,
         window: u64,
         each: &mut (dyn FnMut(TokenRecord, u64) + Send),
     ) -> Result<(), StoreError> {
-        let window = i64::try_from(window).unwrap_or(i64::MAX);
-        let mut rows = sqlx::query(
-            "SELECT t.position AS replaced_by, p.id, p.user_id, p.position, p.status,
-                    p.created_at_ms, p.admitted_at_ms, p.active_expires_at_ms, p.expired_at_ms
-             FROM queue_tokens t
-             JOIN queue_tokens p ON p.position = (
-                 SELECT MAX(position) FROM queue_tokens
-                 WHERE user_id = t.user_id AND position < t.position
-             )
-             WHERE t.position > (SELECT COALESCE(MAX(position), 0) FROM queue_tokens) - ?1
-             ORDER BY t.position",
-        )
-        .bind(window)
-        .fetch(&self.readers);
-        while let Some(row) = rows.try_next().await? {
-            let by: i64 = row.try_get("replaced_by")?;
-            let by =
-                u64::try_from(by).map_err(|_| StoreError::Corrupt(format!("position {by}")))?;
-            each(rows::token(&row)?, by);
-        }
-        Ok(())
+        reads::load_superseded_tokens(&mut *self.readers.acquire().await?, window, each).await
     }
 
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT COALESCE(MAX(id), 0) FROM reservations) AS reservation,
-                    (SELECT COALESCE(MAX(id), 0) FROM payments) AS payment,
-                    (SELECT COALESCE(MAX(id), 0) FROM ledger) AS ledger",
-        )
-        .fetch_one(&self.readers)
-        .await?;
-        Ok(MaxIds {
-            reservation: row.try_get("reservation")?,
-            payment: row.try_get("payment")?,
-            ledger: row.try_get("ledger")?,
-        })
+        reads::max_ids(&mut *self.readers.acquire().await?).await
     }
 
     pub async fn load_reservation(
@@ -339,31 +183,9 @@ impl SqliteStore {
     ) -> Result<Option<StoredReservation>, StoreError> {
         // One read transaction: the reservation and its seats from the same snapshot.
         let mut tx = self.readers.begin().await?;
-        let Some(row) = sqlx::query(
-            "SELECT id, user_id, schedule_id, status, total_price, created_at_ms, expires_at_ms,
-                    updated_at_ms
-             FROM reservations WHERE id = ?1",
-        )
-        .bind(id.get())
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let seats = sqlx::query(
-            "SELECT s.id, s.seat_number, s.price FROM holds h JOIN seats s ON s.id = h.seat_id
-             WHERE h.reservation_id = ?1 ORDER BY h.seat_order",
-        )
-        .bind(id.get())
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(rows::seat)
-        .collect::<Result<Vec<Seat>, StoreError>>()?;
+        let stored = reads::load_reservation(&mut *tx, id).await?;
         tx.commit().await?;
-        let schedule = rows::id(row.try_get("schedule_id")?, ScheduleId::new)?;
-        let reservation = rows::reservation(&row, schedule, seats.iter().map(|s| s.id).collect())?;
-        Ok(Some(StoredReservation { reservation, seats }))
+        Ok(stored)
     }
 
     pub async fn ledger_page(
@@ -372,18 +194,7 @@ impl SqliteStore {
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
-        sqlx::query(
-            "SELECT id, kind, amount, balance_after, payment_id, created_at_ms FROM ledger
-             WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-        )
-        .bind(user.get())
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.readers)
-        .await?
-        .iter()
-        .map(|row| rows::ledger_entry(row, user))
-        .collect()
+        reads::ledger_page(&mut *self.readers.acquire().await?, user, limit, before).await
     }
 
     pub async fn load_idempotency(
@@ -391,21 +202,9 @@ impl SqliteStore {
         keep_since: Timestamp,
     ) -> Result<Vec<IdempotencyRecord>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let pruned = sqlx::query("DELETE FROM idempotency_keys WHERE created_at_ms < ?")
-            .bind(keep_since.millis())
-            .execute(&mut *tx)
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from);
+        let pruned = reads::prune_idempotency(&mut *tx, keep_since).await;
         finish(tx, pruned).await?;
-        sqlx::query(
-            "SELECT user_id, key, fingerprint, status, body, created_at_ms FROM idempotency_keys",
-        )
-        .fetch_all(&self.readers)
-        .await?
-        .iter()
-        .map(rows::idempotency)
-        .collect()
+        reads::load_idempotency(&mut *self.readers.acquire().await?).await
     }
 
     pub async fn create_user(
@@ -744,22 +543,7 @@ async fn write_tokens(conn: &mut SqliteConnection, batch: &Writes) -> Result<(),
             .values()
             .filter(|t| !matches!(t.state, TokenState::Expired { .. }) == live)
         {
-            let (admitted, active_expires, expired) = match t.state {
-                TokenState::Waiting => (None, None, None),
-                TokenState::Active {
-                    admitted_at,
-                    expires_at,
-                } => (Some(admitted_at.millis()), Some(expires_at.millis()), None),
-                // Admitted and expired in one batch: the admission is still recorded.
-                TokenState::Expired { at } => match batch.admissions.get(&t.id) {
-                    Some((admitted_at, expires_at)) => (
-                        Some(admitted_at.millis()),
-                        Some(expires_at.millis()),
-                        Some(at.millis()),
-                    ),
-                    None => (None, None, Some(at.millis())),
-                },
-            };
+            let (admitted, active_expires, expired) = rows::token_times(t, &batch.admissions);
             let position = i64::try_from(t.position).map_err(|_| {
                 StoreError::Corrupt(format!("token position {} out of range", t.position))
             })?;
