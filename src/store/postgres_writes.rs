@@ -51,7 +51,7 @@
 //! whatever it did, and the persister's failure protocol takes both.
 
 use super::rows;
-use super::{Fence, StoreError, Writes};
+use super::{fence, Fence, StoreError, Writes};
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::Reservation;
 use sqlx::postgres::PgArguments;
@@ -190,18 +190,10 @@ async fn fenced_parts(
     .bind(&owners)
     .fetch_all(&mut **tx)
     .await?;
-    let stale: Vec<Fence> = fences
-        .iter()
-        .filter(|f| {
-            !held
-                .iter()
-                .any(|(shard, epoch)| *shard == f.shard && *epoch as u64 == f.epoch)
-        })
-        .cloned()
-        .collect();
-    if !stale.is_empty() {
-        return Err(StoreError::Fenced(stale));
-    }
+    fence::check(fences, |f| {
+        held.iter()
+            .any(|(shard, epoch)| *shard == f.shard && *epoch as u64 == f.epoch)
+    })?;
     send_parts(tx, batch, parts(batch)).await
 }
 
