@@ -2,7 +2,15 @@
 //!
 //! The interface is what the actors need and nothing more: load a snapshot of one owner's
 //! state, commit a batch of row writes in one transaction, and the few catalog operations of
-//! the admin routes. Each backend is one module; nothing above this module sees SQL.
+//! the admin routes. Nothing above this module sees SQL.
+//!
+//! - `records.rs`, `writes.rs`: the rows as the service sees them, and a batch of row writes;
+//! - `reads.rs`: every read, written once for both SQL backends, `dialect.rs` what differs
+//!   between them, `rows.rs` columns ↔ domain values;
+//! - `postgres.rs` + `postgres_writes.rs`, `sqlite.rs` + `sqlite_writes.rs`: each SQL backend's
+//!   connections, catalog writes, and batch statements; `memory/`: the in-memory backend;
+//! - `fence.rs` and `cluster.rs` (cluster mode): the claims a batch commits under, and the
+//!   membership and lease tables; `redact.rs`: database urls without their secrets.
 //!
 //! For the persister's pipeline (`actors/persister.rs`) a batch can also be **staged**: its
 //! statements sent in a transaction left open ([`Store::stage`]), committed or rolled back later

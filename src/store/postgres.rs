@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// How long a caller waits for a pooled connection before the store reports unavailable:
-/// a database that is down must turn into a prompt 503, not a hang.
+/// a database that is down must turn into a prompt "unavailable" answer, not a hang.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections: the persister uses two at a time (one batch committing, the next staged behind
 /// it); loads and the admin routes share the rest.
@@ -57,7 +57,8 @@ impl PgStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             // No ping before each use: it is a round trip on every commit, and a dead
             // connection is found by the statement itself, whose error takes the failed-commit
-            // path (503, rebuild from the database) like any other.
+            // path (the request fails as unavailable, the actors are rebuilt from the
+            // database) like any other.
             .test_before_acquire(false)
             .connect_with(options)
             .await?;

@@ -27,7 +27,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// How long a reader waits for a pooled connection before the store reports unavailable, as
-/// in the PostgreSQL store: a prompt 503 rather than a hang.
+/// in the PostgreSQL store: a prompt "unavailable" answer rather than a hang.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long SQLite waits on a lock held by another process (or a WAL checkpoint) before it
 /// gives up with `SQLITE_BUSY`.
