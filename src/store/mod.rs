@@ -2,7 +2,15 @@
 //!
 //! The interface is what the actors need and nothing more: load a snapshot of one owner's
 //! state, commit a batch of row writes in one transaction, and the few catalog operations of
-//! the admin routes. Each backend is one module; nothing above this module sees SQL.
+//! the admin routes. Nothing above this module sees SQL.
+//!
+//! - `records.rs`, `writes.rs`: the rows as the service sees them, and a batch of row writes;
+//! - `reads.rs`: every read, written once for both SQL backends, `dialect.rs` what differs
+//!   between them, `rows.rs` columns ↔ domain values;
+//! - `postgres.rs` + `postgres_writes.rs`, `sqlite.rs` + `sqlite_writes.rs`: each SQL backend's
+//!   connections, catalog writes, and batch statements; `memory/`: the in-memory backend;
+//! - `fence.rs` and `cluster.rs` (cluster mode): the claims a batch commits under, and the
+//!   membership and lease tables; `redact.rs`: database urls without their secrets.
 //!
 //! For the persister's pipeline (`actors/persister.rs`) a batch can also be **staged**: its
 //! statements sent in a transaction left open ([`Store::stage`]), committed or rolled back later
@@ -15,26 +23,35 @@
 mod cluster;
 #[cfg(test)]
 mod contract;
+mod dialect;
+mod fence;
 mod memory;
 mod postgres;
 mod postgres_writes;
+mod reads;
+mod records;
+mod redact;
 mod rows;
 mod sqlite;
+mod sqlite_writes;
 #[cfg(test)]
 pub(crate) mod temp_databases;
+mod writes;
 
 pub use cluster::{ClusterStore, Lease, Member, SHARD_CHANNEL};
+pub use fence::Fence;
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
-
-use crate::domain::queue::{TokenRecord, TokenState};
-use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
-use crate::domain::seat_plan::SeatPlan;
-use crate::domain::{
-    ConcertId, Money, PaymentId, ReservationId, ScheduleId, Timestamp, TokenId, UserId,
+pub use records::{
+    CatalogSnapshot, IdempotencyRecord, LedgerEntry, LedgerKind, MaxIds, PaymentRecord,
+    ScheduleSnapshot, StoredReservation, WalletRecord,
 };
-use std::collections::BTreeMap;
+pub use redact::redact;
+pub use sqlite::SqliteStore;
+pub use writes::Writes;
+
+use crate::domain::queue::TokenRecord;
+use crate::domain::{Money, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -88,211 +105,6 @@ impl StoreError {
             _ => false,
         }
     }
-}
-
-/// An ownership claim a batch's writes were decided under: `shard` held at `epoch` (cluster
-/// mode). A fenced commit writes only if every claim still holds, in the same transaction.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Fence {
-    pub shard: String,
-    pub epoch: u64,
-    /// Who holds it: `None` for the committing node itself; another node's id for a claim on
-    /// a shard that node decided for (a payment commits its schedule's side at the wallet's
-    /// owner, under the schedule owner's epoch).
-    pub owner: Option<String>,
-}
-
-impl Fence {
-    /// A claim on a shard the committing node holds itself.
-    pub fn own(shard: impl Into<String>, epoch: u64) -> Fence {
-        Fence {
-            shard: shard.into(),
-            epoch,
-            owner: None,
-        }
-    }
-
-    /// The node this claim says holds the shard, `node` being the committing one.
-    pub fn owner_or<'a>(&'a self, node: &'a str) -> &'a str {
-        self.owner.as_deref().unwrap_or(node)
-    }
-}
-
-/// What a ledger row records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LedgerKind {
-    Recharge,
-    Payment,
-}
-
-impl LedgerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LedgerKind::Recharge => "RECHARGE",
-            LedgerKind::Payment => "PAYMENT",
-        }
-    }
-}
-
-/// One change of one balance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerEntry {
-    pub id: i64,
-    pub user: UserId,
-    pub kind: LedgerKind,
-    pub amount: Money,
-    pub balance_after: Money,
-    pub payment: Option<PaymentId>,
-    pub at: Timestamp,
-}
-
-/// A completed payment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PaymentRecord {
-    pub id: PaymentId,
-    pub reservation: ReservationId,
-    pub user: UserId,
-    pub amount: Money,
-    pub at: Timestamp,
-}
-
-/// The first successful answer to an idempotent request, kept with its effect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyRecord {
-    pub user: UserId,
-    pub key: String,
-    /// The request it answered: the hex SHA-256 digest of its method, path and canonical body
-    /// (rows written before digests hold that text itself; the service hashes them on load).
-    pub fingerprint: String,
-    pub status: u16,
-    pub body: String,
-    pub at: Timestamp,
-}
-
-/// A wallet's balance as of `at`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WalletRecord {
-    pub user: UserId,
-    pub balance: Money,
-    pub at: Timestamp,
-}
-
-/// Row writes of one decision (or, merged, of a whole batch). Rows with an id are full final
-/// states: writing the last one wins, so merging coalesces by id and order never matters
-/// between different rows.
-#[derive(Debug, Clone, Default)]
-pub struct Writes {
-    pub reservations: BTreeMap<ReservationId, Reservation>,
-    pub tokens: BTreeMap<TokenId, TokenRecord>,
-    /// When each token in `tokens` was admitted and until when, kept apart because coalescing
-    /// an admission with a later expiry leaves only the EXPIRED state in `tokens`.
-    pub admissions: BTreeMap<TokenId, (Timestamp, Timestamp)>,
-    pub wallets: BTreeMap<UserId, WalletRecord>,
-    pub payments: Vec<PaymentRecord>,
-    pub ledger: Vec<LedgerEntry>,
-    pub idempotency: Vec<IdempotencyRecord>,
-}
-
-impl Writes {
-    pub fn is_empty(&self) -> bool {
-        self.reservations.is_empty()
-            && self.tokens.is_empty()
-            && self.wallets.is_empty()
-            && self.payments.is_empty()
-            && self.ledger.is_empty()
-            && self.idempotency.is_empty()
-    }
-
-    pub fn reservation(mut self, r: &Reservation) -> Writes {
-        self.reservations.insert(r.id, r.clone());
-        self
-    }
-
-    pub fn token(mut self, t: TokenRecord) -> Writes {
-        if let TokenState::Active {
-            admitted_at,
-            expires_at,
-        } = t.state
-        {
-            self.admissions.insert(t.id, (admitted_at, expires_at));
-        }
-        self.tokens.insert(t.id, t);
-        self
-    }
-
-    pub fn wallet(mut self, w: WalletRecord) -> Writes {
-        self.wallets.insert(w.user, w);
-        self
-    }
-
-    pub fn payment(mut self, p: PaymentRecord) -> Writes {
-        self.payments.push(p);
-        self
-    }
-
-    pub fn ledger(mut self, l: LedgerEntry) -> Writes {
-        self.ledger.push(l);
-        self
-    }
-
-    /// Appends `later`: for the same row, `later` wins.
-    pub fn merge(&mut self, later: Writes) {
-        self.reservations.extend(later.reservations);
-        self.tokens.extend(later.tokens);
-        self.admissions.extend(later.admissions);
-        self.wallets.extend(later.wallets);
-        self.payments.extend(later.payments);
-        self.ledger.extend(later.ledger);
-        self.idempotency.extend(later.idempotency);
-    }
-
-    /// Whether any balance, payment or ledger row is written.
-    pub fn moves_money(&self) -> bool {
-        !(self.wallets.is_empty() && self.payments.is_empty() && self.ledger.is_empty())
-    }
-
-    /// Number of rows, for metrics and logs.
-    pub fn len(&self) -> usize {
-        self.reservations.len()
-            + self.tokens.len()
-            + self.wallets.len()
-            + self.payments.len()
-            + self.ledger.len()
-            + self.idempotency.len()
-    }
-}
-
-/// Users, concerts and schedules: loaded once at boot.
-#[derive(Debug, Clone, Default)]
-pub struct CatalogSnapshot {
-    pub users: Vec<UserId>,
-    pub concerts: Vec<(ConcertId, String)>,
-    pub schedules: Vec<ScheduleInfo>,
-}
-
-/// One schedule's seats and reservations (every status).
-#[derive(Debug, Clone, Default)]
-pub struct ScheduleSnapshot {
-    pub seats: Vec<Seat>,
-    /// The seats' plan labels, in the order of `seats` (empty when no seat has any).
-    pub plan: Vec<SeatPlan>,
-    pub reservations: Vec<Reservation>,
-}
-
-/// One reservation as stored, with its seats (id, number, price) in the order they were asked
-/// for: what a read of a settled reservation, gone from its actor's memory, answers from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredReservation {
-    pub reservation: Reservation,
-    pub seats: Vec<Seat>,
-}
-
-/// The highest ids in use, so the service allocates above them.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MaxIds {
-    pub reservation: i64,
-    pub payment: i64,
-    pub ledger: i64,
 }
 
 pub use crate::domain::catalog::{CreatedConcert, CreatedSchedule, NewConcert, NewSchedule};
@@ -603,121 +415,5 @@ impl StoreHandle {
     {
         let handle = self.runtime.spawn(op(self.store.clone()));
         async move { handle.await.map_err(|_| StoreError::RuntimeGone)? }
-    }
-}
-
-/// A database url without its secrets, for messages and logs: the password of the userinfo
-/// (`postgres://user:***@host/db`) and of every query parameter named like one (`password`,
-/// `sslpassword`, in any case or percent-encoding: `?password=***`, `&sslpassword=***`).
-pub fn redact(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let mut redacted = redact_userinfo(base);
-    if let Some(query) = query {
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if names_a_password(key) => format!("{key}=***"),
-                _ => pair.to_string(),
-            })
-            .collect();
-        redacted.push('?');
-        redacted.push_str(&pairs.join("&"));
-    }
-    redacted
-}
-
-/// `scheme://user:password@host…` with the password replaced; the last `@` ends the userinfo,
-/// so a password holding `@`, `:` or `/` is hidden whole.
-fn redact_userinfo(base: &str) -> String {
-    let Some(scheme) = base.find("://") else {
-        return base.to_string();
-    };
-    let start = scheme + 3;
-    match base[start..].rfind('@') {
-        Some(at) => match base[start..start + at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &base[..start], &base[start + at..]),
-            None => base.to_string(),
-        },
-        None => base.to_string(),
-    }
-}
-
-/// Whether a query key, percent-decoded as the driver reads it, names a password.
-fn names_a_password(key: &str) -> bool {
-    let decoded: Vec<u8> = percent_encoding::percent_decode_str(key).collect();
-    decoded.to_ascii_lowercase().ends_with(b"password")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn coalescing_an_admission_with_its_expiry_keeps_the_admission() {
-        let t = |ms| Timestamp::from_millis(ms);
-        let token = TokenRecord {
-            id: TokenId::new(7).unwrap(),
-            user: UserId::new(1).unwrap(),
-            position: 1,
-            created_at: t(0),
-            state: TokenState::Active {
-                admitted_at: t(10),
-                expires_at: t(20),
-            },
-        };
-        let mut batch = Writes::default().token(token);
-        batch.merge(Writes::default().token(TokenRecord {
-            state: TokenState::Expired { at: t(20) },
-            ..token
-        }));
-        assert_eq!(
-            batch.tokens[&token.id].state,
-            TokenState::Expired { at: t(20) }
-        );
-        assert_eq!(batch.admissions[&token.id], (t(10), t(20)));
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact("sqlite://boxoffice.db"), "sqlite://boxoffice.db");
-    }
-
-    #[test]
-    fn a_userinfo_password_is_hidden_whole() {
-        assert_eq!(
-            redact("postgres://u:s3:cr@t/x@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact("postgres://:secret@h/db"), "postgres://:***@h/db");
-    }
-
-    #[test]
-    fn a_password_in_the_query_is_redacted() {
-        assert_eq!(
-            redact("postgres://u@h/db?password=secret"),
-            "postgres://u@h/db?password=***"
-        );
-        assert_eq!(
-            redact("postgres://u@h/db?sslmode=require&password=secret&application_name=a"),
-            "postgres://u@h/db?sslmode=require&password=***&application_name=a"
-        );
-        assert_eq!(
-            redact("postgres://u:one@h/db?sslpassword=two&PassWord=three&pass%77ord=four"),
-            "postgres://u:***@h/db?sslpassword=***&PassWord=***&pass%77ord=***"
-        );
-        assert_eq!(
-            redact("postgres://u@h/db?password=a@b&x=1"),
-            "postgres://u@h/db?password=***&x=1"
-        );
-        assert_eq!(
-            redact("sqlite://f.db?mode=ro"),
-            "sqlite://f.db?mode=ro",
-            "other parameters stay"
-        );
     }
 }

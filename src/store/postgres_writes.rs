@@ -51,7 +51,7 @@
 //! whatever it did, and the persister's failure protocol takes both.
 
 use super::rows;
-use super::{Fence, StoreError, Writes};
+use super::{fence, Fence, StoreError, Writes};
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::Reservation;
 use sqlx::postgres::PgArguments;
@@ -190,18 +190,10 @@ async fn fenced_parts(
     .bind(&owners)
     .fetch_all(&mut **tx)
     .await?;
-    let stale: Vec<Fence> = fences
-        .iter()
-        .filter(|f| {
-            !held
-                .iter()
-                .any(|(shard, epoch)| *shard == f.shard && *epoch as u64 == f.epoch)
-        })
-        .cloned()
-        .collect();
-    if !stale.is_empty() {
-        return Err(StoreError::Fenced(stale));
-    }
+    fence::check(fences, |f| {
+        held.iter()
+            .any(|(shard, epoch)| *shard == f.shard && *epoch as u64 == f.epoch)
+    })?;
     send_parts(tx, batch, parts(batch)).await
 }
 
@@ -352,35 +344,57 @@ fn renumber(sql: &str, offset: usize) -> String {
     out
 }
 
-/// The batch's statements, in the order a transaction must run them.
+/// The batch's statements, in the order a transaction must run them: rows before the rows
+/// that reference them, and within holds and tokens the released before the live (see
+/// [`hold_parts`]).
 fn parts(batch: &Writes) -> Vec<Part<'_>> {
     let mut parts = Vec::new();
+    parts.extend(reservation_part(batch));
+    parts.extend(hold_parts(batch));
+    parts.extend(payment_part(batch));
+    parts.extend(wallet_part(batch));
+    parts.extend(ledger_part(batch));
+    parts.extend(token_parts(batch));
+    parts.extend(idempotency_part(batch));
+    parts
+}
+
+fn reservation_part(batch: &Writes) -> Option<Part<'_>> {
     let rs: Vec<&Reservation> = batch.reservations.values().collect();
-    if !rs.is_empty() {
-        parts.push(Part::new(
-            "INSERT INTO reservations
-               (id, user_id, schedule_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms)
-             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int8[],
-                                  $6::int8[], $7::int8[], $8::int8[])
-             ON CONFLICT (id) DO UPDATE
-               SET status = EXCLUDED.status, updated_at_ms = EXCLUDED.updated_at_ms",
-            vec![
-                Column::I64(rs.iter().map(|r| r.id.get()).collect()),
-                Column::I64(rs.iter().map(|r| r.user.get()).collect()),
-                Column::I64(rs.iter().map(|r| r.schedule.get()).collect()),
-                Column::Text(rs.iter().map(|r| r.status.as_str()).collect()),
-                Column::I64(rs.iter().map(|r| r.total.won()).collect()),
-                Column::I64(rs.iter().map(|r| r.created_at.millis()).collect()),
-                Column::I64(rs.iter().map(|r| r.expires_at.millis()).collect()),
-                Column::I64(rs.iter().map(|r| r.updated_at.millis()).collect()),
-            ],
-        ));
+    if rs.is_empty() {
+        return None;
     }
-    // Released holds first: the one-live-hold-per-seat index is checked row by row, so a seat
-    // released and taken again in the same batch must be freed before it is taken.
+    Some(Part::new(
+        "INSERT INTO reservations
+           (id, user_id, schedule_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms)
+         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int8[],
+                              $6::int8[], $7::int8[], $8::int8[])
+         ON CONFLICT (id) DO UPDATE
+           SET status = EXCLUDED.status, updated_at_ms = EXCLUDED.updated_at_ms",
+        vec![
+            Column::I64(rs.iter().map(|r| r.id.get()).collect()),
+            Column::I64(rs.iter().map(|r| r.user.get()).collect()),
+            Column::I64(rs.iter().map(|r| r.schedule.get()).collect()),
+            Column::Text(rs.iter().map(|r| r.status.as_str()).collect()),
+            Column::I64(rs.iter().map(|r| r.total.won()).collect()),
+            Column::I64(rs.iter().map(|r| r.created_at.millis()).collect()),
+            Column::I64(rs.iter().map(|r| r.expires_at.millis()).collect()),
+            Column::I64(rs.iter().map(|r| r.updated_at.millis()).collect()),
+        ],
+    ))
+}
+
+/// Released holds first: the one-live-hold-per-seat index is checked row by row, so a seat
+/// released and taken again in the same batch must be freed before it is taken.
+fn hold_parts(batch: &Writes) -> Vec<Part<'_>> {
+    let mut parts = Vec::new();
     for live in [false, true] {
         let (mut reservation, mut seat, mut order, mut state) = (vec![], vec![], vec![], vec![]);
-        for r in rs.iter().filter(|r| r.status.is_live() == live) {
+        for r in batch
+            .reservations
+            .values()
+            .filter(|r| r.status.is_live() == live)
+        {
             for (i, s) in r.seats.iter().enumerate() {
                 reservation.push(r.id.get());
                 seat.push(s.get());
@@ -403,57 +417,76 @@ fn parts(batch: &Writes) -> Vec<Part<'_>> {
             ],
         ));
     }
+    parts
+}
+
+fn payment_part(batch: &Writes) -> Option<Part<'_>> {
     let ps = &batch.payments;
-    if !ps.is_empty() {
-        parts.push(Part::new(
-            "INSERT INTO payments (id, reservation_id, user_id, amount, created_at_ms)
-             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[])",
-            vec![
-                Column::I64(ps.iter().map(|p| p.id.get()).collect()),
-                Column::I64(ps.iter().map(|p| p.reservation.get()).collect()),
-                Column::I64(ps.iter().map(|p| p.user.get()).collect()),
-                Column::I64(ps.iter().map(|p| p.amount.won()).collect()),
-                Column::I64(ps.iter().map(|p| p.at.millis()).collect()),
-            ],
-        ));
+    if ps.is_empty() {
+        return None;
     }
+    Some(Part::new(
+        "INSERT INTO payments (id, reservation_id, user_id, amount, created_at_ms)
+         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[])",
+        vec![
+            Column::I64(ps.iter().map(|p| p.id.get()).collect()),
+            Column::I64(ps.iter().map(|p| p.reservation.get()).collect()),
+            Column::I64(ps.iter().map(|p| p.user.get()).collect()),
+            Column::I64(ps.iter().map(|p| p.amount.won()).collect()),
+            Column::I64(ps.iter().map(|p| p.at.millis()).collect()),
+        ],
+    ))
+}
+
+/// A wallet is created with its user: an update that finds none means the service's state and
+/// the database's disagree, so the part checks that it touched every wallet.
+fn wallet_part(batch: &Writes) -> Option<Part<'_>> {
     let ws: Vec<_> = batch.wallets.values().collect();
-    if !ws.is_empty() {
-        parts.push(Part {
-            sql: "UPDATE wallets SET balance = u.balance, updated_at_ms = u.at
-                  FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS u(user_id, balance, at)
-                  WHERE wallets.user_id = u.user_id",
-            columns: vec![
-                Column::I64(ws.iter().map(|w| w.user.get()).collect()),
-                Column::I64(ws.iter().map(|w| w.balance.won()).collect()),
-                Column::I64(ws.iter().map(|w| w.at.millis()).collect()),
-            ],
-            check: Check::RowsAffected(ws.len() as u64),
-            // Not a kept prepared statement: a generic plan made while `wallets` was still
-            // small is a sequential scan kept for the connection's life; planned per
-            // execution, the update is an index lookup per wallet (docs/BENCHMARKS.md, "What
-            // moved the numbers").
-            persistent: false,
-        });
+    if ws.is_empty() {
+        return None;
     }
+    Some(Part {
+        sql: "UPDATE wallets SET balance = u.balance, updated_at_ms = u.at
+              FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS u(user_id, balance, at)
+              WHERE wallets.user_id = u.user_id",
+        columns: vec![
+            Column::I64(ws.iter().map(|w| w.user.get()).collect()),
+            Column::I64(ws.iter().map(|w| w.balance.won()).collect()),
+            Column::I64(ws.iter().map(|w| w.at.millis()).collect()),
+        ],
+        check: Check::RowsAffected(ws.len() as u64),
+        // Not a kept prepared statement: a generic plan made while `wallets` was still
+        // small is a sequential scan kept for the connection's life; planned per
+        // execution, the update is an index lookup per wallet (docs/BENCHMARKS.md, "What
+        // moved the numbers").
+        persistent: false,
+    })
+}
+
+fn ledger_part(batch: &Writes) -> Option<Part<'_>> {
     let ls = &batch.ledger;
-    if !ls.is_empty() {
-        parts.push(Part::new(
-            "INSERT INTO ledger (id, user_id, kind, amount, balance_after, payment_id, created_at_ms)
-             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::int8[],
-                                  $6::int8[], $7::int8[])",
-            vec![
-                Column::I64(ls.iter().map(|l| l.id).collect()),
-                Column::I64(ls.iter().map(|l| l.user.get()).collect()),
-                Column::Text(ls.iter().map(|l| l.kind.as_str()).collect()),
-                Column::I64(ls.iter().map(|l| l.amount.won()).collect()),
-                Column::I64(ls.iter().map(|l| l.balance_after.won()).collect()),
-                Column::OptI64(ls.iter().map(|l| l.payment.map(|p| p.get())).collect()),
-                Column::I64(ls.iter().map(|l| l.at.millis()).collect()),
-            ],
-        ));
+    if ls.is_empty() {
+        return None;
     }
-    // Ended tokens first, for the one-live-token-per-user index (as with holds above).
+    Some(Part::new(
+        "INSERT INTO ledger (id, user_id, kind, amount, balance_after, payment_id, created_at_ms)
+         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::int8[],
+                              $6::int8[], $7::int8[])",
+        vec![
+            Column::I64(ls.iter().map(|l| l.id).collect()),
+            Column::I64(ls.iter().map(|l| l.user.get()).collect()),
+            Column::Text(ls.iter().map(|l| l.kind.as_str()).collect()),
+            Column::I64(ls.iter().map(|l| l.amount.won()).collect()),
+            Column::I64(ls.iter().map(|l| l.balance_after.won()).collect()),
+            Column::OptI64(ls.iter().map(|l| l.payment.map(|p| p.get())).collect()),
+            Column::I64(ls.iter().map(|l| l.at.millis()).collect()),
+        ],
+    ))
+}
+
+/// Ended tokens first, for the one-live-token-per-user index (as with [`hold_parts`]).
+fn token_parts(batch: &Writes) -> Vec<Part<'_>> {
+    let mut parts = Vec::new();
     for live in [false, true] {
         let ts: Vec<&TokenRecord> = batch
             .tokens
@@ -467,22 +500,7 @@ fn parts(batch: &Writes) -> Vec<Part<'_>> {
         let mut active_expires = Vec::with_capacity(ts.len());
         let mut expired = Vec::with_capacity(ts.len());
         for t in &ts {
-            let (a, e, x) = match t.state {
-                TokenState::Waiting => (None, None, None),
-                TokenState::Active {
-                    admitted_at,
-                    expires_at,
-                } => (Some(admitted_at.millis()), Some(expires_at.millis()), None),
-                // Admitted and expired in one batch: the admission is still recorded.
-                TokenState::Expired { at } => match batch.admissions.get(&t.id) {
-                    Some((admitted_at, expires_at)) => (
-                        Some(admitted_at.millis()),
-                        Some(expires_at.millis()),
-                        Some(at.millis()),
-                    ),
-                    None => (None, None, Some(at.millis())),
-                },
-            };
+            let (a, e, x) = rows::token_times(t, &batch.admissions);
             admitted.push(a);
             active_expires.push(e);
             expired.push(x);
@@ -508,24 +526,28 @@ fn parts(batch: &Writes) -> Vec<Part<'_>> {
             ],
         ));
     }
-    let ks = &batch.idempotency;
-    if !ks.is_empty() {
-        // DO NOTHING: the first answer stays the answer, even if a duplicate ever got this far.
-        parts.push(Part::new(
-            "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, created_at_ms)
-             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[])
-             ON CONFLICT (user_id, key) DO NOTHING",
-            vec![
-                Column::I64(ks.iter().map(|r| r.user.get()).collect()),
-                Column::Text(ks.iter().map(|r| r.key.as_str()).collect()),
-                Column::Text(ks.iter().map(|r| r.fingerprint.as_str()).collect()),
-                Column::I32(ks.iter().map(|r| i32::from(r.status)).collect()),
-                Column::Text(ks.iter().map(|r| r.body.as_str()).collect()),
-                Column::I64(ks.iter().map(|r| r.at.millis()).collect()),
-            ],
-        ));
-    }
     parts
+}
+
+fn idempotency_part(batch: &Writes) -> Option<Part<'_>> {
+    let ks = &batch.idempotency;
+    if ks.is_empty() {
+        return None;
+    }
+    // DO NOTHING: the first answer stays the answer, even if a duplicate ever got this far.
+    Some(Part::new(
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, created_at_ms)
+         SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[])
+         ON CONFLICT (user_id, key) DO NOTHING",
+        vec![
+            Column::I64(ks.iter().map(|r| r.user.get()).collect()),
+            Column::Text(ks.iter().map(|r| r.key.as_str()).collect()),
+            Column::Text(ks.iter().map(|r| r.fingerprint.as_str()).collect()),
+            Column::I32(ks.iter().map(|r| i32::from(r.status)).collect()),
+            Column::Text(ks.iter().map(|r| r.body.as_str()).collect()),
+            Column::I64(ks.iter().map(|r| r.at.millis()).collect()),
+        ],
+    ))
 }
 
 #[cfg(test)]

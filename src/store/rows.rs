@@ -1,5 +1,6 @@
-//! Stored rows → domain values, once for every SQL backend: each backend only says how to
-//! read a column ([`Columns`]); what a row means, and when it is corrupt, is decided here.
+//! Stored rows ↔ domain values, once for every SQL backend: each backend only says how to
+//! read a column ([`Columns`]); what a row means, and when it is corrupt, is decided here, as
+//! are the few values written the same way by both (hold states, plan labels, token times).
 
 use super::{IdempotencyRecord, LedgerEntry, LedgerKind, StoreError};
 use crate::domain::queue::{TokenRecord, TokenState};
@@ -11,6 +12,7 @@ use crate::domain::{
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
+use std::collections::BTreeMap;
 
 /// Reading one column of a row, by name.
 pub(super) trait Columns {
@@ -69,6 +71,30 @@ pub(super) fn hold_state(status: ReservationStatus) -> &'static str {
         ReservationStatus::Paid => "POSTED",
         ReservationStatus::Cancelled => "VOIDED",
         ReservationStatus::Expired => "EXPIRED",
+    }
+}
+
+/// A token's `admitted_at_ms`, `active_expires_at_ms` and `expired_at_ms` as written, given
+/// the admissions of its batch (see `Writes::admissions`).
+pub(super) fn token_times(
+    token: &TokenRecord,
+    admissions: &BTreeMap<TokenId, (Timestamp, Timestamp)>,
+) -> (Option<i64>, Option<i64>, Option<i64>) {
+    match token.state {
+        TokenState::Waiting => (None, None, None),
+        TokenState::Active {
+            admitted_at,
+            expires_at,
+        } => (Some(admitted_at.millis()), Some(expires_at.millis()), None),
+        // Admitted and expired in one batch: the admission is still recorded.
+        TokenState::Expired { at } => match admissions.get(&token.id) {
+            Some((admitted_at, expires_at)) => (
+                Some(admitted_at.millis()),
+                Some(expires_at.millis()),
+                Some(at.millis()),
+            ),
+            None => (None, None, Some(at.millis())),
+        },
     }
 }
 

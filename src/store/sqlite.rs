@@ -6,31 +6,28 @@
 //! own pool, and each one takes the lock up front with `BEGIN IMMEDIATE`, so a transaction
 //! never fails half-way because another writer got there first. There is no `UNNEST`: each
 //! table's rows in a batch are bound as one JSON array and read back with `json_each`, one
-//! statement per table rather than per row (see `execute_rows`).
+//! statement per table rather than per row (`sqlite_writes.rs`).
 
+use super::reads;
 use super::rows::{self, PlanColumns};
+use super::sqlite_writes;
 use super::{
     CatalogSnapshot, CreatedConcert, CreatedSchedule, IdempotencyRecord, LedgerEntry, MaxIds,
     NewConcert, ScheduleSnapshot, StoreError, StoredReservation, Writes,
 };
-use crate::domain::queue::{TokenRecord, TokenState};
-use crate::domain::schedule::{ScheduleInfo, Seat};
-use crate::domain::seat_plan::SeatPlan;
-use crate::domain::{
-    ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
-};
-use futures_util::TryStreamExt;
+use crate::domain::queue::TokenRecord;
+use crate::domain::schedule::ScheduleInfo;
+use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
 use sqlx::{Connection, Row, Sqlite, Transaction};
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 /// How long a reader waits for a pooled connection before the store reports unavailable, as
-/// in the PostgreSQL store: a prompt 503 rather than a hang.
+/// in the PostgreSQL store: a prompt "unavailable" answer rather than a hang.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long SQLite waits on a lock held by another process (or a WAL checkpoint) before it
 /// gives up with `SQLITE_BUSY`.
@@ -131,54 +128,16 @@ impl SqliteStore {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        let written = write_batch(&mut tx, batch).await;
+        let written = sqlite_writes::write_batch(&mut tx, batch).await;
         finish(tx, written).await
     }
 
     pub async fn load_catalog(&self) -> Result<CatalogSnapshot, StoreError> {
         // One read transaction: the three queries see one snapshot of the file.
         let mut tx = self.readers.begin().await?;
-        let users = sqlx::query("SELECT id FROM users ORDER BY id")
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| rows::id(row.try_get("id")?, UserId::new))
-            .collect::<Result<_, _>>()?;
-        let concerts = sqlx::query("SELECT id, name FROM concerts ORDER BY id")
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok((
-                    rows::id(row.try_get("id")?, ConcertId::new)?,
-                    row.try_get("name")?,
-                ))
-            })
-            .collect::<Result<Vec<(ConcertId, String)>, StoreError>>()?;
-        let names: HashMap<ConcertId, String> = concerts.iter().cloned().collect();
-        let schedules = sqlx::query(
-            "SELECT id, concert_id, concert_at_ms, reservation_at_ms FROM schedules ORDER BY id",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| {
-            let concert_id = rows::id(row.try_get("concert_id")?, ConcertId::new)?;
-            Ok(ScheduleInfo {
-                id: rows::id(row.try_get("id")?, ScheduleId::new)?,
-                concert_id,
-                concert_name: names.get(&concert_id).cloned().unwrap_or_default(),
-                concert_at: Timestamp::from_millis(row.try_get("concert_at_ms")?),
-                reservation_at: Timestamp::from_millis(row.try_get("reservation_at_ms")?),
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
+        let catalog = reads::load_catalog(&mut *tx).await?;
         tx.commit().await?;
-        Ok(CatalogSnapshot {
-            users,
-            concerts,
-            schedules,
-        })
+        Ok(catalog)
     }
 
     pub async fn load_schedule(
@@ -187,150 +146,36 @@ impl SqliteStore {
     ) -> Result<ScheduleSnapshot, StoreError> {
         // One read transaction: reservations and their holds from the same snapshot.
         let mut tx = self.readers.begin().await?;
-        let seat_rows = sqlx::query(
-            "SELECT id, seat_number, price, grade, seat_row, plan_x, plan_y
-             FROM seats WHERE schedule_id = ?1 ORDER BY seat_number",
-        )
-        .bind(schedule.get())
-        .fetch_all(&mut *tx)
-        .await?;
-        let seats = seat_rows
-            .iter()
-            .map(rows::seat)
-            .collect::<Result<Vec<Seat>, StoreError>>()?;
-        let mut plan = seat_rows
-            .iter()
-            .map(rows::seat_plan)
-            .collect::<Result<Vec<SeatPlan>, StoreError>>()?;
-        if plan.iter().all(SeatPlan::is_empty) {
-            // No seat has a label: no plan, as the memory store has it.
-            plan.clear();
-        }
-        let rows = sqlx::query(
-            "SELECT id, user_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms
-             FROM reservations WHERE schedule_id = ?1 ORDER BY id",
-        )
-        .bind(schedule.get())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut seats_of: HashMap<i64, Vec<SeatId>> = HashMap::new();
-        for row in sqlx::query(
-            "SELECT h.reservation_id, h.seat_id FROM holds h
-             JOIN reservations r ON r.id = h.reservation_id
-             WHERE r.schedule_id = ?1 ORDER BY h.reservation_id, h.seat_order",
-        )
-        .bind(schedule.get())
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            seats_of
-                .entry(row.try_get("reservation_id")?)
-                .or_default()
-                .push(rows::id(row.try_get("seat_id")?, SeatId::new)?);
-        }
+        let snapshot = reads::load_schedule(&mut *tx, schedule).await?;
         tx.commit().await?;
-        let reservations = rows
-            .iter()
-            .map(|row| {
-                let rid: i64 = row.try_get("id")?;
-                rows::reservation(row, schedule, seats_of.remove(&rid).unwrap_or_default())
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(ScheduleSnapshot {
-            seats,
-            plan,
-            reservations,
-        })
+        Ok(snapshot)
     }
 
     pub async fn load_wallet(&self, user: UserId) -> Result<Option<Money>, StoreError> {
-        let row = sqlx::query("SELECT balance FROM wallets WHERE user_id = ?1")
-            .bind(user.get())
-            .fetch_optional(&self.readers)
-            .await?;
-        row.map(|row| rows::money(row.try_get("balance")?))
-            .transpose()
+        reads::load_wallet(&mut *self.readers.acquire().await?, user).await
     }
 
     pub async fn load_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, user_id, position, status, created_at_ms, admitted_at_ms,
-                    active_expires_at_ms, expired_at_ms
-             FROM queue_tokens WHERE id = ?1",
-        )
-        .bind(id.get())
-        .fetch_optional(&self.readers)
-        .await?;
-        row.map(|row| rows::token(&row)).transpose()
+        reads::load_token(&mut *self.readers.acquire().await?, id).await
     }
 
     pub async fn load_tokens(
         &self,
         each: &mut (dyn FnMut(TokenRecord) + Send),
     ) -> Result<(), StoreError> {
-        // SQLite has no DISTINCT ON. `position` is unique, so the row holding its user's
-        // highest position is exactly the row PostgreSQL's DISTINCT ON … ORDER BY position DESC
-        // keeps; the (user_id, position DESC) index answers the subquery, the unique index on
-        // `position` the order.
-        let mut rows = sqlx::query(
-            "SELECT id, user_id, position, status, created_at_ms,
-                    admitted_at_ms, active_expires_at_ms, expired_at_ms
-             FROM queue_tokens q
-             WHERE position = (SELECT MAX(position) FROM queue_tokens WHERE user_id = q.user_id)
-             ORDER BY position",
-        )
-        .fetch(&self.readers);
-        while let Some(row) = rows.try_next().await? {
-            each(rows::token(&row)?);
-        }
-        Ok(())
+        reads::load_tokens(&mut *self.readers.acquire().await?, each).await
     }
 
-    /// The tokens replaced by a join among the last `window` positions, each with the position
-    /// of the token that replaced it (its user's next), streamed in ascending order of that.
-    /// One range scan of the unique `position` index over `window` rows, one probe of the
-    /// (user_id, position DESC) index and one of `position` each: the cost is bounded by the window, not by the table.
     pub async fn load_superseded_tokens(
         &self,
         window: u64,
         each: &mut (dyn FnMut(TokenRecord, u64) + Send),
     ) -> Result<(), StoreError> {
-        let window = i64::try_from(window).unwrap_or(i64::MAX);
-        let mut rows = sqlx::query(
-            "SELECT t.position AS replaced_by, p.id, p.user_id, p.position, p.status,
-                    p.created_at_ms, p.admitted_at_ms, p.active_expires_at_ms, p.expired_at_ms
-             FROM queue_tokens t
-             JOIN queue_tokens p ON p.position = (
-                 SELECT MAX(position) FROM queue_tokens
-                 WHERE user_id = t.user_id AND position < t.position
-             )
-             WHERE t.position > (SELECT COALESCE(MAX(position), 0) FROM queue_tokens) - ?1
-             ORDER BY t.position",
-        )
-        .bind(window)
-        .fetch(&self.readers);
-        while let Some(row) = rows.try_next().await? {
-            let by: i64 = row.try_get("replaced_by")?;
-            let by =
-                u64::try_from(by).map_err(|_| StoreError::Corrupt(format!("position {by}")))?;
-            each(rows::token(&row)?, by);
-        }
-        Ok(())
+        reads::load_superseded_tokens(&mut *self.readers.acquire().await?, window, each).await
     }
 
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT COALESCE(MAX(id), 0) FROM reservations) AS reservation,
-                    (SELECT COALESCE(MAX(id), 0) FROM payments) AS payment,
-                    (SELECT COALESCE(MAX(id), 0) FROM ledger) AS ledger",
-        )
-        .fetch_one(&self.readers)
-        .await?;
-        Ok(MaxIds {
-            reservation: row.try_get("reservation")?,
-            payment: row.try_get("payment")?,
-            ledger: row.try_get("ledger")?,
-        })
+        reads::max_ids(&mut *self.readers.acquire().await?).await
     }
 
     pub async fn load_reservation(
@@ -339,31 +184,9 @@ impl SqliteStore {
     ) -> Result<Option<StoredReservation>, StoreError> {
         // One read transaction: the reservation and its seats from the same snapshot.
         let mut tx = self.readers.begin().await?;
-        let Some(row) = sqlx::query(
-            "SELECT id, user_id, schedule_id, status, total_price, created_at_ms, expires_at_ms,
-                    updated_at_ms
-             FROM reservations WHERE id = ?1",
-        )
-        .bind(id.get())
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let seats = sqlx::query(
-            "SELECT s.id, s.seat_number, s.price FROM holds h JOIN seats s ON s.id = h.seat_id
-             WHERE h.reservation_id = ?1 ORDER BY h.seat_order",
-        )
-        .bind(id.get())
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(rows::seat)
-        .collect::<Result<Vec<Seat>, StoreError>>()?;
+        let stored = reads::load_reservation(&mut *tx, id).await?;
         tx.commit().await?;
-        let schedule = rows::id(row.try_get("schedule_id")?, ScheduleId::new)?;
-        let reservation = rows::reservation(&row, schedule, seats.iter().map(|s| s.id).collect())?;
-        Ok(Some(StoredReservation { reservation, seats }))
+        Ok(stored)
     }
 
     pub async fn ledger_page(
@@ -372,18 +195,7 @@ impl SqliteStore {
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
-        sqlx::query(
-            "SELECT id, kind, amount, balance_after, payment_id, created_at_ms FROM ledger
-             WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-        )
-        .bind(user.get())
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.readers)
-        .await?
-        .iter()
-        .map(|row| rows::ledger_entry(row, user))
-        .collect()
+        reads::ledger_page(&mut *self.readers.acquire().await?, user, limit, before).await
     }
 
     pub async fn load_idempotency(
@@ -391,21 +203,9 @@ impl SqliteStore {
         keep_since: Timestamp,
     ) -> Result<Vec<IdempotencyRecord>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let pruned = sqlx::query("DELETE FROM idempotency_keys WHERE created_at_ms < ?")
-            .bind(keep_since.millis())
-            .execute(&mut *tx)
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from);
+        let pruned = reads::prune_idempotency(&mut *tx, keep_since).await;
         finish(tx, pruned).await?;
-        sqlx::query(
-            "SELECT user_id, key, fingerprint, status, body, created_at_ms FROM idempotency_keys",
-        )
-        .fetch_all(&self.readers)
-        .await?
-        .iter()
-        .map(rows::idempotency)
-        .collect()
+        reads::load_idempotency(&mut *self.readers.acquire().await?).await
     }
 
     pub async fn create_user(
@@ -538,260 +338,6 @@ async fn insert_concert(
         id: concert_id,
         schedules,
     })
-}
-
-// Every table's rows in a batch go to SQLite as one JSON array bound to one statement
-// (`json_each`), not one statement per row: each statement is a round trip to sqlx's SQLite
-// worker thread (docs/BENCHMARKS.md, "What moved the numbers"). The array keeps the batch's order, and SQLite checks the one-live-row indexes row by row in that order,
-// so rows that free a seat or a user's token still come before the rows that take it.
-// `WHERE true` is SQLite's own advice for `INSERT … SELECT … ON CONFLICT` (it keeps the parser
-// from reading ON as a join constraint).
-
-/// Runs `sql` with `rows` bound as `?1`, a JSON array of arrays; returns the rows changed.
-async fn execute_rows<T: serde::Serialize>(
-    conn: &mut SqliteConnection,
-    sql: &'static str,
-    rows: &[T],
-) -> Result<u64, StoreError> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    // Tuples of integers, strings and options: serializing them cannot fail.
-    let json = serde_json::to_string(rows)
-        .map_err(|e| StoreError::Corrupt(format!("a batch that is not JSON: {e}")))?;
-    Ok(sqlx::query(sql)
-        .bind(json)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected())
-}
-
-/// The same order as the PostgreSQL store: rows before the rows that reference them.
-async fn write_batch(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
-    write_reservations(conn, batch).await?;
-    write_payments(conn, batch).await?;
-    write_wallets(conn, batch).await?;
-    write_ledger(conn, batch).await?;
-    write_tokens(conn, batch).await?;
-    let keys: Vec<_> = batch
-        .idempotency
-        .iter()
-        .map(|r| {
-            (
-                r.user.get(),
-                &r.key,
-                &r.fingerprint,
-                i64::from(r.status),
-                &r.body,
-                r.at.millis(),
-            )
-        })
-        .collect();
-    // OR IGNORE: the first answer stays the answer.
-    execute_rows(
-        conn,
-        "INSERT OR IGNORE INTO idempotency_keys (user_id, key, fingerprint, status, body, created_at_ms)
-         SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3, j.value->>4, j.value->>5
-         FROM json_each(?1) AS j ORDER BY j.key",
-        &keys,
-    )
-    .await?;
-    Ok(())
-}
-
-async fn write_reservations(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
-    let reservations: Vec<_> = batch
-        .reservations
-        .values()
-        .map(|r| {
-            (
-                r.id.get(),
-                r.user.get(),
-                r.schedule.get(),
-                r.status.as_str(),
-                r.total.won(),
-                r.created_at.millis(),
-                r.expires_at.millis(),
-                r.updated_at.millis(),
-            )
-        })
-        .collect();
-    execute_rows(
-        conn,
-        "INSERT INTO reservations
-           (id, user_id, schedule_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms)
-         SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3, j.value->>4, j.value->>5,
-                j.value->>6, j.value->>7
-         FROM json_each(?1) AS j WHERE true ORDER BY j.key
-         ON CONFLICT (id) DO UPDATE
-           SET status = excluded.status, updated_at_ms = excluded.updated_at_ms",
-        &reservations,
-    )
-    .await?;
-    // Released holds first: the one-live-hold-per-seat index is checked row by row, so a seat
-    // released and taken again in the same batch must be freed before it is taken.
-    let mut holds = Vec::new();
-    for live in [false, true] {
-        for r in batch
-            .reservations
-            .values()
-            .filter(|r| r.status.is_live() == live)
-        {
-            for (order, seat) in r.seats.iter().enumerate() {
-                let order =
-                    i64::try_from(order).expect("a reservation holds far fewer than 2^63 seats");
-                holds.push((r.id.get(), seat.get(), order, rows::hold_state(r.status)));
-            }
-        }
-    }
-    execute_rows(
-        conn,
-        "INSERT INTO holds (reservation_id, seat_id, seat_order, state)
-         SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3
-         FROM json_each(?1) AS j WHERE true ORDER BY j.key
-         ON CONFLICT (reservation_id, seat_id) DO UPDATE SET state = excluded.state",
-        &holds,
-    )
-    .await?;
-    Ok(())
-}
-
-async fn write_payments(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
-    let payments: Vec<_> = batch
-        .payments
-        .iter()
-        .map(|p| {
-            (
-                p.id.get(),
-                p.reservation.get(),
-                p.user.get(),
-                p.amount.won(),
-                p.at.millis(),
-            )
-        })
-        .collect();
-    execute_rows(
-        conn,
-        "INSERT INTO payments (id, reservation_id, user_id, amount, created_at_ms)
-         SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3, j.value->>4
-         FROM json_each(?1) AS j ORDER BY j.key",
-        &payments,
-    )
-    .await?;
-    Ok(())
-}
-
-async fn write_wallets(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
-    let wallets: Vec<_> = batch
-        .wallets
-        .values()
-        .map(|w| (w.user.get(), w.balance.won(), w.at.millis()))
-        .collect();
-    // Planned as a scan of the array with a primary-key lookup per wallet.
-    let updated = execute_rows(
-        conn,
-        "UPDATE wallets SET balance = j.value->>1, updated_at_ms = j.value->>2
-         FROM json_each(?1) AS j WHERE wallets.user_id = j.value->>0",
-        &wallets,
-    )
-    .await?;
-    // A wallet is created with its user; an update that finds none means the service's state
-    // and the database's disagree.
-    if updated != batch.wallets.len() as u64 {
-        return Err(StoreError::Corrupt(format!(
-            "{} of {} wallets exist",
-            updated,
-            batch.wallets.len()
-        )));
-    }
-    Ok(())
-}
-
-async fn write_ledger(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
-    let ledger: Vec<_> = batch
-        .ledger
-        .iter()
-        .map(|l| {
-            (
-                l.id,
-                l.user.get(),
-                l.kind.as_str(),
-                l.amount.won(),
-                l.balance_after.won(),
-                l.payment.map(|p| p.get()),
-                l.at.millis(),
-            )
-        })
-        .collect();
-    execute_rows(
-        conn,
-        "INSERT INTO ledger (id, user_id, kind, amount, balance_after, payment_id, created_at_ms)
-         SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3, j.value->>4, j.value->>5,
-                j.value->>6
-         FROM json_each(?1) AS j ORDER BY j.key",
-        &ledger,
-    )
-    .await?;
-    Ok(())
-}
-
-async fn write_tokens(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
-    // Expired first, for the one-live-token-per-user index (see write_reservations).
-    let mut tokens = Vec::with_capacity(batch.tokens.len());
-    for live in [false, true] {
-        for t in batch
-            .tokens
-            .values()
-            .filter(|t| !matches!(t.state, TokenState::Expired { .. }) == live)
-        {
-            let (admitted, active_expires, expired) = match t.state {
-                TokenState::Waiting => (None, None, None),
-                TokenState::Active {
-                    admitted_at,
-                    expires_at,
-                } => (Some(admitted_at.millis()), Some(expires_at.millis()), None),
-                // Admitted and expired in one batch: the admission is still recorded.
-                TokenState::Expired { at } => match batch.admissions.get(&t.id) {
-                    Some((admitted_at, expires_at)) => (
-                        Some(admitted_at.millis()),
-                        Some(expires_at.millis()),
-                        Some(at.millis()),
-                    ),
-                    None => (None, None, Some(at.millis())),
-                },
-            };
-            let position = i64::try_from(t.position).map_err(|_| {
-                StoreError::Corrupt(format!("token position {} out of range", t.position))
-            })?;
-            tokens.push((
-                t.id.get(),
-                t.user.get(),
-                position,
-                t.state.name(),
-                t.created_at.millis(),
-                admitted,
-                active_expires,
-                expired,
-            ));
-        }
-    }
-    // An expiry carries no admission times: keep the stored ones (COALESCE), as the
-    // PostgreSQL store does.
-    execute_rows(
-        conn,
-        "INSERT INTO queue_tokens
-           (id, user_id, position, status, created_at_ms, admitted_at_ms, active_expires_at_ms, expired_at_ms)
-         SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3, j.value->>4, j.value->>5,
-                j.value->>6, j.value->>7
-         FROM json_each(?1) AS j WHERE true ORDER BY j.key
-         ON CONFLICT (id) DO UPDATE SET status = excluded.status,
-           admitted_at_ms = COALESCE(excluded.admitted_at_ms, queue_tokens.admitted_at_ms),
-           active_expires_at_ms = COALESCE(excluded.active_expires_at_ms, queue_tokens.active_expires_at_ms),
-           expired_at_ms = excluded.expired_at_ms",
-        &tokens,
-    )
-    .await?;
-    Ok(())
 }
 
 /// Takes and releases the write lock: fails if the file is read-only or another process

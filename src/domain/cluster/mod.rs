@@ -5,8 +5,10 @@
 //! shard should go when it is free, so that every node computes the same answer from the same
 //! list of live nodes, with no messages between them.
 
+pub mod lease;
 pub mod placement;
 pub mod shard;
 
+pub use lease::ShardLease;
 pub use placement::{place, Placement, LOAD_BOUND};
 pub use shard::{ShardError, ShardId, WALLET_BUCKETS};

@@ -17,22 +17,23 @@
 //! to hold commits at a gate ([`MemoryStore::gate_commits`]), so a test can see a batch staged
 //! while the one ahead of it is still committing, and decide how each commit ends.
 
+mod tables;
+
 use super::{
-    CatalogSnapshot, CreatedConcert, CreatedSchedule, LedgerEntry, MaxIds, NewConcert,
-    PaymentRecord, ScheduleSnapshot, StoreError, StoredReservation, WalletRecord, Writes,
+    fence, CatalogSnapshot, CreatedConcert, CreatedSchedule, Fence, IdempotencyRecord, LedgerEntry,
+    MaxIds, NewConcert, PaymentRecord, ScheduleSnapshot, StoreError, StoredReservation,
+    WalletRecord, Writes,
 };
 use super::{StagedInner, Store};
-use crate::domain::ids::{IdMap, IdSet};
-use crate::domain::queue::{TokenRecord, TokenState};
+use crate::domain::queue::TokenRecord;
 use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
-use crate::domain::seat_plan::SeatPlan;
 use crate::domain::{
-    ConcertId, Money, PaymentId, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
+    ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
 };
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use tables::{violated, Tables};
 use tokio::sync::Semaphore;
 
 /// Named stores alive in this process. Weak: a store lives as long as someone holds it.
@@ -66,47 +67,6 @@ struct Hooks {
     at_gate: AtomicU64,
 }
 
-/// Every row the store holds, as the SQL schema would. Users, schedules and seats get
-/// sequential ids here and are never deleted, so "exists" is a range check and the live-hold
-/// index is a vector indexed by seat id.
-#[derive(Debug, Default)]
-struct Tables {
-    users: BTreeMap<UserId, String>,
-    wallets: IdMap<UserId, WalletRecord>,
-    concerts: BTreeMap<ConcertId, String>,
-    schedules: BTreeMap<ScheduleId, ScheduleInfo>,
-    /// Seats of each schedule, in creation order.
-    seats: IdMap<ScheduleId, Vec<Seat>>,
-    /// Plan labels of each schedule's seats, in the order of `seats`; no entry when no seat
-    /// of the schedule has any (the SQL stores' NULL columns).
-    plans: IdMap<ScheduleId, Vec<SeatPlan>>,
-    reservations: IdMap<ReservationId, Reservation>,
-    max_reservation: i64,
-    /// Reservation ids of each schedule, in commit order.
-    by_schedule: IdMap<ScheduleId, Vec<ReservationId>>,
-    /// The partial unique index `holds_one_live_hold_per_seat`: slot `id - 1` of each seat.
-    live_holds: Vec<Option<ReservationId>>,
-    payments: BTreeMap<PaymentId, PaymentRecord>,
-    paid_reservations: IdSet<ReservationId>,
-    ledger: BTreeMap<i64, LedgerEntry>,
-    tokens: IdMap<TokenId, TokenRecord>,
-    positions: IdMap<u64, TokenId>,
-    idempotency: HashMap<(UserId, String), super::IdempotencyRecord>,
-    /// The partial unique index `queue_tokens_one_live_per_user`.
-    live_token: IdMap<UserId, TokenId>,
-    next_user: i64,
-    next_concert: i64,
-    next_schedule: i64,
-    next_seat: i64,
-    /// How many of the next commits to refuse (see [`MemoryStore::fail_next_commits`]).
-    commits_to_fail: u64,
-    /// The `shard_lease` table of cluster mode: shard → (owner, epoch); owner `None` once
-    /// released. Memory has no clocks to expire on: a test moves a lease by taking it.
-    leases: HashMap<String, (Option<String>, u64)>,
-    /// The `fence_audit` table: (shard, epoch, node) per fenced commit, in commit order.
-    audit: Vec<(String, u64, String)>,
-}
-
 /// What a load generator or a test reads back to check its invariants.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryTables {
@@ -114,10 +74,6 @@ pub struct MemoryTables {
     pub payments: Vec<PaymentRecord>,
     pub ledger: Vec<LedgerEntry>,
     pub wallets: Vec<WalletRecord>,
-}
-
-fn violated(what: impl Into<String>) -> StoreError {
-    StoreError::Corrupt(format!("constraint violated: {}", what.into()))
 }
 
 fn id<T>(raw: i64, parse: fn(i64) -> Result<T, crate::domain::IdError>) -> Result<T, StoreError> {
@@ -191,7 +147,7 @@ impl MemoryStore {
         &self,
         batch: &Writes,
         node: &str,
-        fences: &[super::Fence],
+        fences: &[Fence],
     ) -> Result<(), StoreError> {
         self.pass_gate().await;
         let mut t = self.lock();
@@ -199,16 +155,11 @@ impl MemoryStore {
             t.commits_to_fail -= 1;
             return Err(StoreError::InjectedFailure);
         }
-        let stale: Vec<super::Fence> = fences
-            .iter()
-            .filter(|f| {
-                t.leases.get(&f.shard) != Some(&(Some(f.owner_or(node).to_string()), f.epoch))
-            })
-            .cloned()
-            .collect();
-        if !stale.is_empty() {
-            return Err(StoreError::Fenced(stale));
-        }
+        fence::check(fences, |f| {
+            t.leases
+                .get(&f.shard)
+                .is_some_and(|lease| lease.admits(f.owner_or(node), f.epoch))
+        })?;
         t.check(batch)?;
         t.apply(batch);
         for f in fences {
@@ -221,11 +172,11 @@ impl MemoryStore {
     /// Takes `shard` for `node` whoever holds it, under the next epoch (the compare-and-set of
     /// a takeover, for tests of the fence: the memory store has no clock to expire leases on).
     pub fn take_lease(&self, shard: &str, node: &str) -> u64 {
-        let mut t = self.lock();
-        let lease = t.leases.entry(shard.to_string()).or_insert((None, 0));
-        lease.0 = Some(node.to_string());
-        lease.1 += 1;
-        lease.1
+        self.lock()
+            .leases
+            .entry(shard.to_string())
+            .or_default()
+            .take(node)
     }
 
     /// Every fenced commit's (shard, epoch, node), in commit order.
@@ -481,7 +432,7 @@ impl MemoryStore {
     pub async fn load_idempotency(
         &self,
         keep_since: Timestamp,
-    ) -> Result<Vec<super::IdempotencyRecord>, StoreError> {
+    ) -> Result<Vec<IdempotencyRecord>, StoreError> {
         let mut t = self.lock();
         t.idempotency.retain(|_, r| r.at >= keep_since);
         Ok(t.idempotency.values().cloned().collect())
@@ -556,241 +507,6 @@ impl MemoryStore {
             payments: t.payments.values().cloned().collect(),
             ledger: t.ledger.values().cloned().collect(),
             wallets: t.wallets.values().copied().collect(),
-        }
-    }
-}
-
-/// The index of a seat's slot in the live-hold vector (seat ids start at 1).
-fn slot(seat: SeatId) -> usize {
-    usize::try_from(seat.get() - 1).unwrap_or(usize::MAX)
-}
-
-impl Tables {
-    /// Users get ids 1, 2, … and are never deleted.
-    fn user_exists(&self, user: UserId) -> bool {
-        user.get() <= self.next_user
-    }
-
-    fn schedule_exists(&self, schedule: ScheduleId) -> bool {
-        schedule.get() <= self.next_schedule
-    }
-
-    /// Every constraint the batch must meet, checked against the tables as the batch would
-    /// leave them. Mutates nothing.
-    fn check(&self, batch: &Writes) -> Result<(), StoreError> {
-        self.check_reservations(batch)?;
-        for p in &batch.payments {
-            if self.payments.contains_key(&p.id) {
-                return Err(violated(format!("payment {} exists", p.id)));
-            }
-            let known = self.reservations.contains_key(&p.reservation)
-                || batch.reservations.contains_key(&p.reservation);
-            if !known || !self.user_exists(p.user) {
-                return Err(violated(format!("payment {} references nothing", p.id)));
-            }
-            if self.paid_reservations.contains(&p.reservation) {
-                return Err(violated(format!(
-                    "reservation {} paid twice",
-                    p.reservation
-                )));
-            }
-        }
-        let mut paid: IdSet<ReservationId> = IdSet::default();
-        if let Some(p) = batch.payments.iter().find(|p| !paid.insert(p.reservation)) {
-            return Err(violated(format!(
-                "reservation {} paid twice",
-                p.reservation
-            )));
-        }
-        let missing = batch
-            .wallets
-            .keys()
-            .filter(|u| !self.wallets.contains_key(u))
-            .count();
-        if missing > 0 {
-            // The PostgreSQL store's own words for the same failure.
-            return Err(StoreError::Corrupt(format!(
-                "{} of {} wallets exist",
-                batch.wallets.len() - missing,
-                batch.wallets.len()
-            )));
-        }
-        let batch_payments: HashSet<PaymentId> = batch.payments.iter().map(|p| p.id).collect();
-        let mut ledger_ids: IdSet<i64> = IdSet::default();
-        for l in &batch.ledger {
-            if self.ledger.contains_key(&l.id) || !ledger_ids.insert(l.id) {
-                return Err(violated(format!("ledger entry {} exists", l.id)));
-            }
-            if l.amount == Money::ZERO || !self.user_exists(l.user) {
-                return Err(violated(format!("ledger entry {} is invalid", l.id)));
-            }
-            if let Some(p) = l.payment {
-                if !self.payments.contains_key(&p) && !batch_payments.contains(&p) {
-                    return Err(violated(format!("ledger entry {} names no payment", l.id)));
-                }
-            }
-        }
-        self.check_tokens(batch)
-    }
-
-    /// Foreign keys and the one-live-hold-per-seat index, released holds before live ones
-    /// (as the SQL stores write them).
-    fn check_reservations(&self, batch: &Writes) -> Result<(), StoreError> {
-        // Seats whose live hold changes owner within this batch: seat → new owner (or none).
-        let mut changed: IdMap<SeatId, Option<ReservationId>> = IdMap::default();
-        for live in [false, true] {
-            for r in batch.reservations.values() {
-                if r.status.is_live() != live {
-                    continue;
-                }
-                let seats = match self.reservations.get(&r.id) {
-                    // An existing row keeps its seats: only status and time are updated.
-                    Some(stored) => &stored.seats,
-                    None => {
-                        if !self.user_exists(r.user) || !self.schedule_exists(r.schedule) {
-                            return Err(violated(format!(
-                                "reservation {} references nothing",
-                                r.id
-                            )));
-                        }
-                        &r.seats
-                    }
-                };
-                for seat in seats {
-                    let Some(&stored_owner) = self.live_holds.get(slot(*seat)) else {
-                        return Err(violated(format!("seat {seat} does not exist")));
-                    };
-                    let owner = changed.get(seat).copied().unwrap_or(stored_owner);
-                    if live {
-                        if owner.is_some_and(|o| o != r.id) {
-                            return Err(violated(format!("seat {seat} has two live holds")));
-                        }
-                        changed.insert(*seat, Some(r.id));
-                    } else if owner == Some(r.id) {
-                        changed.insert(*seat, None);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Unique positions and the one-live-token-per-user index, expired tokens first.
-    fn check_tokens(&self, batch: &Writes) -> Result<(), StoreError> {
-        let mut live_of: IdMap<UserId, Option<TokenId>> = IdMap::default();
-        let mut positions: IdMap<u64, TokenId> = IdMap::default();
-        for live in [false, true] {
-            for t in batch.tokens.values() {
-                let is_live = !matches!(t.state, TokenState::Expired { .. });
-                if is_live != live {
-                    continue;
-                }
-                // An existing row keeps its user and position: only its state is updated.
-                let user = match self.tokens.get(&t.id) {
-                    Some(stored) => stored.user,
-                    None => {
-                        if !self.user_exists(t.user) {
-                            return Err(violated(format!("token of unknown user {}", t.user)));
-                        }
-                        let taken = self
-                            .positions
-                            .get(&t.position)
-                            .or_else(|| positions.get(&t.position));
-                        if taken.is_some_and(|other| *other != t.id) {
-                            return Err(violated(format!("position {} is taken", t.position)));
-                        }
-                        positions.insert(t.position, t.id);
-                        t.user
-                    }
-                };
-                let current = live_of
-                    .get(&user)
-                    .copied()
-                    .unwrap_or_else(|| self.live_token.get(&user).copied());
-                if live {
-                    if current.is_some_and(|c| c != t.id) {
-                        return Err(violated(format!("user {user} has two live tokens")));
-                    }
-                    live_of.insert(user, Some(t.id));
-                } else if current == Some(t.id) {
-                    live_of.insert(user, None);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies a checked batch.
-    fn apply(&mut self, batch: &Writes) {
-        for live in [false, true] {
-            for r in batch.reservations.values() {
-                if r.status.is_live() != live {
-                    continue;
-                }
-                let stored = match self.reservations.entry(r.id) {
-                    Entry::Occupied(entry) => {
-                        let stored = entry.into_mut();
-                        stored.status = r.status;
-                        stored.updated_at = r.updated_at;
-                        stored
-                    }
-                    Entry::Vacant(entry) => {
-                        self.by_schedule.entry(r.schedule).or_default().push(r.id);
-                        self.max_reservation = self.max_reservation.max(r.id.get());
-                        entry.insert(Reservation {
-                            pinned: false,
-                            ..r.clone()
-                        })
-                    }
-                };
-                let id = stored.id;
-                for seat in &stored.seats {
-                    // Checked to exist before anything was applied.
-                    if let Some(owner) = self.live_holds.get_mut(slot(*seat)) {
-                        if live {
-                            *owner = Some(id);
-                        } else if *owner == Some(id) {
-                            *owner = None;
-                        }
-                    }
-                }
-            }
-        }
-        for p in &batch.payments {
-            self.paid_reservations.insert(p.reservation);
-            self.payments.insert(p.id, p.clone());
-        }
-        for w in batch.wallets.values() {
-            self.wallets.insert(w.user, *w);
-        }
-        for r in &batch.idempotency {
-            // The first answer stays the answer, as ON CONFLICT DO NOTHING does.
-            self.idempotency
-                .entry((r.user, r.key.clone()))
-                .or_insert_with(|| r.clone());
-        }
-        for l in &batch.ledger {
-            self.ledger.insert(l.id, l.clone());
-        }
-        for live in [false, true] {
-            for t in batch.tokens.values() {
-                let is_live = !matches!(t.state, TokenState::Expired { .. });
-                if is_live != live {
-                    continue;
-                }
-                let stored = self
-                    .tokens
-                    .entry(t.id)
-                    .and_modify(|stored| stored.state = t.state)
-                    .or_insert(*t);
-                let (id, user, position) = (stored.id, stored.user, stored.position);
-                self.positions.insert(position, id);
-                if live {
-                    self.live_token.insert(user, id);
-                } else if self.live_token.get(&user) == Some(&id) {
-                    self.live_token.remove(&user);
-                }
-            }
         }
     }
 }

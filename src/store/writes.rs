@@ -1,0 +1,123 @@
+//! [`Writes`]: the rows one decision (or, merged, a whole batch) writes, as the persister hands
+//! them to [`super::Store::commit`].
+
+use super::{IdempotencyRecord, LedgerEntry, PaymentRecord, WalletRecord};
+use crate::domain::queue::{TokenRecord, TokenState};
+use crate::domain::schedule::Reservation;
+use crate::domain::{ReservationId, Timestamp, TokenId, UserId};
+use std::collections::BTreeMap;
+
+/// Row writes of one decision (or, merged, of a whole batch). Rows with an id are full final
+/// states: writing the last one wins, so merging coalesces by id and order never matters
+/// between different rows.
+#[derive(Debug, Clone, Default)]
+pub struct Writes {
+    pub reservations: BTreeMap<ReservationId, Reservation>,
+    pub tokens: BTreeMap<TokenId, TokenRecord>,
+    /// When each token in `tokens` was admitted and until when, kept apart because coalescing
+    /// an admission with a later expiry leaves only the EXPIRED state in `tokens`.
+    pub admissions: BTreeMap<TokenId, (Timestamp, Timestamp)>,
+    pub wallets: BTreeMap<UserId, WalletRecord>,
+    pub payments: Vec<PaymentRecord>,
+    pub ledger: Vec<LedgerEntry>,
+    pub idempotency: Vec<IdempotencyRecord>,
+}
+
+impl Writes {
+    pub fn is_empty(&self) -> bool {
+        self.reservations.is_empty()
+            && self.tokens.is_empty()
+            && self.wallets.is_empty()
+            && self.payments.is_empty()
+            && self.ledger.is_empty()
+            && self.idempotency.is_empty()
+    }
+
+    pub fn reservation(mut self, r: &Reservation) -> Writes {
+        self.reservations.insert(r.id, r.clone());
+        self
+    }
+
+    pub fn token(mut self, t: TokenRecord) -> Writes {
+        if let TokenState::Active {
+            admitted_at,
+            expires_at,
+        } = t.state
+        {
+            self.admissions.insert(t.id, (admitted_at, expires_at));
+        }
+        self.tokens.insert(t.id, t);
+        self
+    }
+
+    pub fn wallet(mut self, w: WalletRecord) -> Writes {
+        self.wallets.insert(w.user, w);
+        self
+    }
+
+    pub fn payment(mut self, p: PaymentRecord) -> Writes {
+        self.payments.push(p);
+        self
+    }
+
+    pub fn ledger(mut self, l: LedgerEntry) -> Writes {
+        self.ledger.push(l);
+        self
+    }
+
+    /// Appends `later`: for the same row, `later` wins.
+    pub fn merge(&mut self, later: Writes) {
+        self.reservations.extend(later.reservations);
+        self.tokens.extend(later.tokens);
+        self.admissions.extend(later.admissions);
+        self.wallets.extend(later.wallets);
+        self.payments.extend(later.payments);
+        self.ledger.extend(later.ledger);
+        self.idempotency.extend(later.idempotency);
+    }
+
+    /// Whether any balance, payment or ledger row is written.
+    pub fn moves_money(&self) -> bool {
+        !(self.wallets.is_empty() && self.payments.is_empty() && self.ledger.is_empty())
+    }
+
+    /// Number of rows, for metrics and logs.
+    pub fn len(&self) -> usize {
+        self.reservations.len()
+            + self.tokens.len()
+            + self.wallets.len()
+            + self.payments.len()
+            + self.ledger.len()
+            + self.idempotency.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalescing_an_admission_with_its_expiry_keeps_the_admission() {
+        let t = |ms| Timestamp::from_millis(ms);
+        let token = TokenRecord {
+            id: TokenId::new(7).unwrap(),
+            user: UserId::new(1).unwrap(),
+            position: 1,
+            created_at: t(0),
+            state: TokenState::Active {
+                admitted_at: t(10),
+                expires_at: t(20),
+            },
+        };
+        let mut batch = Writes::default().token(token);
+        batch.merge(Writes::default().token(TokenRecord {
+            state: TokenState::Expired { at: t(20) },
+            ..token
+        }));
+        assert_eq!(
+            batch.tokens[&token.id].state,
+            TokenState::Expired { at: t(20) }
+        );
+        assert_eq!(batch.admissions[&token.id], (t(10), t(20)));
+    }
+}
