@@ -12,12 +12,14 @@
 //!   protocol;
 //! - [`error`]: the area errors; [`mailbox`]: asking an actor and hearing back;
 //! - [`idempotency`]: replayable answers; [`durability`]: an actor's link to the persister
-//!   and its named answer paths;
+//!   and its named answer paths; [`remote_pins`]: holds pinned for another node's payment;
 //! - [`env`](mod@env): what every actor is given; [`loading`]: load, retry and rebuild;
 //! - the actors: [`queue`], [`schedule`], [`wallet`];
 //! - [`catalog`]: what exists; [`registry`]: the live actors;
-//! - [`engine`]: the operations the HTTP layer calls; [`recovery`]: boot;
-//! - [`cluster`]: cluster mode's membership and the shards this node holds.
+//! - [`engine`]: the operations the HTTP layer calls, on a single node; [`recovery`]: boot;
+//! - [`cluster`]: a layer above the engine: cluster mode's membership, the shards this node
+//!   holds, and the engine's answers for state held elsewhere (its
+//!   [`Elsewhere`](engine::Elsewhere)).
 
 pub mod catalog;
 pub mod cluster;
@@ -33,6 +35,7 @@ pub mod persister;
 pub mod queue;
 pub mod recovery;
 pub mod registry;
+pub mod remote_pins;
 pub mod schedule;
 pub mod wallet;
 
