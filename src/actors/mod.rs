@@ -14,13 +14,15 @@
 //! - [`idempotency`]: replayable answers; [`durability`]: an actor's link to the persister
 //!   and its named answer paths; [`remote_pins`]: holds pinned for another node's payment;
 //! - [`env`](mod@env): what every actor is given; [`loading`]: load, retry and rebuild;
-//! - the actors: [`queue`], [`schedule`], [`wallet`];
+//! - the actors: [`queue`], [`schedule`], [`wallet`]; [`answer`]: what an idempotency key
+//!   replays, in domain terms;
 //! - [`catalog`]: what exists; [`registry`]: the live actors;
 //! - [`engine`]: the operations the HTTP layer calls, on a single node; [`recovery`]: boot;
 //! - [`cluster`]: a layer above the engine: cluster mode's membership, the shards this node
 //!   holds, and the engine's answers for state held elsewhere (its
 //!   [`Elsewhere`](engine::Elsewhere)).
 
+pub mod answer;
 pub mod catalog;
 pub mod cluster;
 pub mod durability;
