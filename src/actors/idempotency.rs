@@ -2,7 +2,7 @@
 //! replayed to every retry of the same request.
 //!
 //! A claim travels with its request into the actor that decides it. On success the actor
-//! writes the answer, in domain terms ([`super::answer`]), in the same transaction as the
+//! writes the answer, in domain terms (`answer.rs`), in the same transaction as the
 //! effect, and its commit callback —
 //! not the HTTP handler, which a client can abandon — marks the key done. A refusal or a failed
 //! commit releases the key, and requests waiting on it try again.
@@ -30,10 +30,9 @@ pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub const FULL_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// The format of an answer stored by this version: the domain answer, serialized (see
-/// [`super::answer`]). It goes in the row's first column, which rows written before answers
-/// were kept in domain terms fill with the response they sent (a number from 100 up): those
-/// are replayed by the HTTP layer as they were stored, and are forgotten after
-/// [`RETENTION`] like any other.
+/// `answer.rs`). It goes in the row's `status` column; rows written before answers were kept
+/// in domain terms hold there the status of the response they stored (100 and up), and are
+/// replayed by the HTTP layer as they were stored until [`RETENTION`] forgets them.
 pub const ANSWER_FORMAT: u16 = 1;
 
 /// An answer as the store keeps it: its format, and its text in that format.

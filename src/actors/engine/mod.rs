@@ -2,7 +2,7 @@
 //! catalog already knows, sends one message to the one actor that owns the state, and waits
 //! for the (durable) answer. Payment is the one operation that crosses actors; its saga runs
 //! detached, so a client hanging up cannot strand a pinned hold. Boot is in
-//! [`super::recovery`].
+//! `recovery.rs`.
 //!
 //! The engine is the single-node path. Where state may live on another node (cluster mode) it
 //! asks the [`Elsewhere`] it was handed, which on a single node says "everything is here"; the
@@ -84,7 +84,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Puts the engine together from its recovered parts (see [`super::recovery`]); it is
+    /// Puts the engine together from its recovered parts (see `recovery.rs`); it is
     /// not ready until recovery marks it so.
     pub(super) fn assemble(
         env: Arc<ActorEnv>,
