@@ -208,5 +208,5 @@ pub struct ActorEnv {
     /// The dashboard's counters, bumped where each outcome is decided.
     pub live: LiveStats,
     /// Cluster mode: holds pinned here for other nodes' payments.
-    pub remote_pins: super::cluster::remote_pins::RemotePins,
+    pub remote_pins: super::remote_pins::RemotePins,
 }

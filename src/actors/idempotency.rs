@@ -2,9 +2,12 @@
 //! replayed to every retry of the same request.
 //!
 //! A claim travels with its request into the actor that decides it. On success the actor
-//! writes the rendered answer in the same transaction as the effect, and its commit callback —
+//! writes the answer, in domain terms (`answer.rs`), in the same transaction as the
+//! effect, and its commit callback —
 //! not the HTTP handler, which a client can abandon — marks the key done. A refusal or a failed
 //! commit releases the key, and requests waiting on it try again.
+//!
+//! How an answer becomes a response is the HTTP layer's business, live and on replay alike.
 //!
 //! Memory per user is bounded: a request is remembered by its 32-byte digest, not its body,
 //! and a user has at most a set number of live keys.
@@ -26,15 +29,22 @@ pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// an hourly sweep (`actors::recovery`), so no room frees up sooner than that.
 pub const FULL_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// Renders an answer as the HTTP response it becomes: (status, JSON body). The same function
-/// renders the live response and the stored one, so a replay is byte-identical.
-pub type Render<T> = Arc<dyn Fn(&T) -> (u16, String) + Send + Sync>;
+/// The format of an answer stored by this version: the domain answer, serialized (see
+/// `answer.rs`). It goes in the row's `status` column; rows written before answers were kept
+/// in domain terms hold there the status of the response they stored (100 and up), and are
+/// replayed by the HTTP layer as they were stored until [`RETENTION`] forgets them.
+pub const ANSWER_FORMAT: u16 = 1;
 
-/// A stored answer.
+/// An answer as the store keeps it: its format, and its text in that format.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
+pub struct StoredAnswer {
+    pub format: u16,
+    pub text: String,
+}
+
+/// A domain answer that a key can replay: how it is stored. `user` is the key's.
+pub trait Replayable {
+    fn to_stored(&self, user: UserId) -> String;
 }
 
 /// The request a key was first used for: the SHA-256 digest of its method, path and canonical
@@ -80,7 +90,7 @@ enum Slot {
     },
     Done {
         fingerprint: Fingerprint,
-        answer: Answer,
+        answer: StoredAnswer,
         at: Timestamp,
     },
 }
@@ -90,7 +100,7 @@ pub enum Claim {
     /// Nobody used the key: go ahead, and take the guard along.
     Fresh(ClaimGuard),
     /// The same request already succeeded: answer this.
-    Replay(Answer),
+    Replay(StoredAnswer),
     /// The key was used for a different request.
     Reused,
     /// The key is new and the user already has as many live keys as allowed.
@@ -110,9 +120,9 @@ impl Idempotency {
         for r in records {
             let slot = Slot::Done {
                 fingerprint: Fingerprint::from_stored(&r.fingerprint),
-                answer: Answer {
-                    status: r.status,
-                    body: r.body,
+                answer: StoredAnswer {
+                    format: r.status,
+                    text: r.body,
                 },
                 at: r.at,
             };
@@ -204,7 +214,12 @@ impl Idempotency {
         self.len() == 0
     }
 
-    fn settle(&self, user: UserId, key: String, done: Option<(Fingerprint, Answer, Timestamp)>) {
+    fn settle(
+        &self,
+        user: UserId,
+        key: String,
+        done: Option<(Fingerprint, StoredAnswer, Timestamp)>,
+    ) {
         let waiters = match done {
             Some((fingerprint, answer, at)) => {
                 let done = Slot::Done {
@@ -249,11 +264,11 @@ pub struct ClaimGuard {
 }
 
 impl ClaimGuard {
-    /// Binds the claim to the renderer of its answer, for the actor that decides it.
-    pub fn write<T>(self, render: Render<T>) -> IdempotentWrite<T> {
+    /// Binds the claim to the kind of answer it will keep, for the actor that decides it.
+    pub fn write<T: Replayable>(self) -> IdempotentWrite<T> {
         IdempotentWrite {
             guard: self,
-            render,
+            store: T::to_stored,
         }
     }
 }
@@ -267,22 +282,22 @@ impl Drop for ClaimGuard {
     }
 }
 
-/// A claimed key on its way into an actor, with the renderer of its answer.
+/// A claimed key on its way into an actor, with how its answer is stored.
 pub struct IdempotentWrite<T> {
     guard: ClaimGuard,
-    render: Render<T>,
+    store: fn(&T, UserId) -> String,
 }
 
 impl<T> IdempotentWrite<T> {
     /// The row to write with the effect.
     pub fn record(&self, answer: &T, at: Timestamp) -> IdempotencyRecord {
-        let (status, body) = (self.render)(answer);
         IdempotencyRecord {
             user: self.guard.user,
             key: self.guard.key.clone(),
             fingerprint: self.guard.fingerprint.to_hex(),
-            status,
-            body,
+            // The store's `status` column holds the answer's format (see ANSWER_FORMAT).
+            status: ANSWER_FORMAT,
+            body: (self.store)(answer, self.guard.user),
             at,
         }
     }
@@ -291,9 +306,9 @@ impl<T> IdempotentWrite<T> {
     pub fn complete(mut self, record: IdempotencyRecord) {
         self.guard.done = true;
         let key = std::mem::take(&mut self.guard.key);
-        let answer = Answer {
-            status: record.status,
-            body: record.body,
+        let answer = StoredAnswer {
+            format: record.status,
+            text: record.body,
         };
         let done = (self.guard.fingerprint, answer, record.at);
         self.guard.owner.settle(self.guard.user, key, Some(done));
@@ -312,8 +327,13 @@ mod tests {
         UserId::new(1).unwrap()
     }
 
-    fn render() -> Render<i64> {
-        Arc::new(|n: &i64| (200, format!("{{\"n\":{n}}}")))
+    /// A stand-in answer: a number, stored as its digits.
+    struct Number(i64);
+
+    impl Replayable for Number {
+        fn to_stored(&self, _: UserId) -> String {
+            self.0.to_string()
+        }
     }
 
     fn request(n: i64) -> Fingerprint {
@@ -345,15 +365,15 @@ mod tests {
             keys.claim(user(), "k".into(), request(2), ROOM).await,
             Claim::Reused
         ));
-        let write = guard.write(render());
-        let record = write.record(&7, Timestamp::from_millis(1));
+        let write = guard.write::<Number>();
+        let record = write.record(&Number(7), Timestamp::from_millis(1));
         write.complete(record);
         match waiter.await.unwrap() {
             Claim::Replay(answer) => assert_eq!(
                 answer,
-                Answer {
-                    status: 200,
-                    body: "{\"n\":7}".into()
+                StoredAnswer {
+                    format: ANSWER_FORMAT,
+                    text: "7".into()
                 }
             ),
             _ => panic!("the waiter replays the first answer"),
@@ -371,7 +391,7 @@ mod tests {
             tokio::spawn(async move { keys.claim(user(), "k".into(), request(1), ROOM).await })
         };
         tokio::task::yield_now().await;
-        drop(guard.write(render()));
+        drop(guard.write::<Number>());
         let Claim::Fresh(next) = waiter.await.unwrap() else {
             panic!("the next attempt goes ahead")
         };

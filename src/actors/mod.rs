@@ -12,13 +12,17 @@
 //!   protocol;
 //! - [`error`]: the area errors; [`mailbox`]: asking an actor and hearing back;
 //! - [`idempotency`]: replayable answers; [`durability`]: an actor's link to the persister
-//!   and its named answer paths;
+//!   and its named answer paths; [`remote_pins`]: holds pinned for another node's payment;
 //! - [`env`](mod@env): what every actor is given; [`loading`]: load, retry and rebuild;
-//! - the actors: [`queue`], [`schedule`], [`wallet`];
+//! - the actors: [`queue`], [`schedule`], [`wallet`]; [`answer`]: what an idempotency key
+//!   replays, in domain terms;
 //! - [`catalog`]: what exists; [`registry`]: the live actors;
-//! - [`engine`]: the operations the HTTP layer calls; [`recovery`]: boot;
-//! - [`cluster`]: cluster mode's membership and the shards this node holds.
+//! - [`engine`]: the operations the HTTP layer calls, on a single node; [`recovery`]: boot;
+//! - [`cluster`]: a layer above the engine: cluster mode's membership, the shards this node
+//!   holds, and the engine's answers for state held elsewhere (its
+//!   [`Elsewhere`](engine::Elsewhere)).
 
+pub mod answer;
 pub mod catalog;
 pub mod cluster;
 pub mod durability;
@@ -33,6 +37,7 @@ pub mod persister;
 pub mod queue;
 pub mod recovery;
 pub mod registry;
+pub mod remote_pins;
 pub mod schedule;
 pub mod wallet;
 

@@ -2,16 +2,15 @@
 
 use super::error::ErrorBody;
 use super::extract::{id, whole};
-use super::idempotency::{begin, parse, respond, to_json, Begin, IdempotencyKey};
+use super::idempotency::{begin, parse, respond, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
-use crate::actors::idempotency::Render;
+use crate::actors::answer::Answer;
 use crate::domain::wallet::Recharge;
 use crate::domain::{Money, UserId};
 use actix_web::HttpRequest;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Deserialize, ToSchema)]
@@ -66,18 +65,22 @@ pub async fn recharge(
     let recharge = Recharge::try_from((user, parse::<RechargeRequest>(&body)?))?;
     state.authorize_recharge(&req, user)?;
     state.known_user(user)?;
-    let render: Render<Money> =
-        Arc::new(move |balance: &Money| (200, to_json(&balance_body(user, *balance))));
-    let claim = match begin(&state, key, user, &req, &body, &render).await? {
+    let claim = match begin(&state, key, user, &req, &body).await? {
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Go(claim) => claim,
     };
     let balance =
         within_deadline(state.engine.recharge(recharge.user, recharge.amount, claim)).await?;
-    Ok(respond(&render, &balance))
+    Ok(respond(
+        &state,
+        &Answer::Recharged {
+            user: recharge.user,
+            balance,
+        },
+    ))
 }
 
-fn balance_body(user: UserId, balance: Money) -> BalanceBody {
+pub(super) fn balance_body(user: UserId, balance: Money) -> BalanceBody {
     BalanceBody {
         user_id: user.get(),
         current_amount: balance.won(),

@@ -1,9 +1,14 @@
 //! The `Idempotency-Key` header: its limits, the request's fingerprint, claiming the key, and
-//! replaying a stored answer byte for byte.
+//! rendering the answer a key keeps (in domain terms, see `actors/answer.rs`), live and on
+//! replay with the same function, so that a replay is byte for byte the first response.
 
+use super::balance::balance_body;
+use super::payments::paid_body;
+use super::reservations::reservation_body;
 use super::{ApiError, AppState, REQUEST_TIMEOUT};
+use crate::actors::answer::{Answer, Replay};
 use crate::actors::idempotency::{
-    Answer, Claim, Fingerprint, IdempotentWrite, Render, FULL_RETRY_AFTER, MAX_KEY_CHARS,
+    Claim, Fingerprint, IdempotentWrite, Replayable, StoredAnswer, FULL_RETRY_AFTER, MAX_KEY_CHARS,
 };
 use crate::domain::UserId;
 use actix_web::dev::Payload;
@@ -45,13 +50,12 @@ pub enum Begin<T> {
 
 /// Claims the key for this request: method, path and canonical body (keys sorted) identify it.
 /// A new key past the user's live-key limit answers 429.
-pub async fn begin<T>(
+pub async fn begin<T: Replayable>(
     state: &AppState,
     key: IdempotencyKey,
     user: UserId,
     req: &HttpRequest,
     body: &Value,
-    render: &Render<T>,
 ) -> Result<Begin<T>, ApiError> {
     let Some(key) = key.0 else {
         return Ok(Begin::Go(None));
@@ -68,8 +72,8 @@ pub async fn begin<T>(
     .await
     .map_err(|_| ApiError::Unavailable("waited too long for the same key's request".into()))?;
     match claim {
-        Claim::Fresh(guard) => Ok(Begin::Go(Some(guard.write(render.clone())))),
-        Claim::Replay(answer) => Ok(Begin::Answer(replay(answer))),
+        Claim::Fresh(guard) => Ok(Begin::Go(Some(guard.write()))),
+        Claim::Replay(answer) => Ok(Begin::Answer(replay(state, &answer)?)),
         Claim::Reused => Err(ApiError::IdempotencyKeyReused),
         Claim::Full => Err(ApiError::RateLimited {
             retry_after_secs: FULL_RETRY_AFTER.as_secs(),
@@ -77,19 +81,44 @@ pub async fn begin<T>(
     }
 }
 
+/// The one rendering of an answer a key may keep: every live response of an idempotent route
+/// and every replay of it come from here.
+fn render(state: &AppState, answer: &Answer) -> (StatusCode, String) {
+    match answer {
+        Answer::Held(view) => (StatusCode::CREATED, to_json(&reservation_body(state, view))),
+        Answer::Paid(receipt) => (StatusCode::CREATED, to_json(&paid_body(receipt))),
+        Answer::Recharged { user, balance } => {
+            (StatusCode::OK, to_json(&balance_body(*user, *balance)))
+        }
+    }
+}
+
 /// The live response: rendered exactly as a replay of it will be.
-pub fn respond<T>(render: &Render<T>, answer: &T) -> HttpResponse {
-    let (status, body) = render(answer);
-    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+pub fn respond(state: &AppState, answer: &Answer) -> HttpResponse {
+    let (status, body) = render(state, answer);
+    HttpResponse::build(status)
         .content_type("application/json")
         .body(body)
 }
 
-fn replay(answer: Answer) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK))
+/// A stored answer, rendered again. One stored before answers were kept in domain terms holds
+/// the response it was sent as, and goes out as it is.
+fn replay(state: &AppState, stored: &StoredAnswer) -> Result<HttpResponse, ApiError> {
+    let (status, body) = match Answer::from_stored(stored) {
+        Ok(Replay::Answer(answer)) => render(state, &answer),
+        Ok(Replay::AsStored(sent)) => (
+            StatusCode::from_u16(sent.format).unwrap_or(StatusCode::OK),
+            sent.text,
+        ),
+        Err(error) => {
+            tracing::error!(%error, "an idempotency key's answer could not be replayed");
+            return Err(ApiError::Unavailable(error.to_string()));
+        }
+    };
+    Ok(HttpResponse::build(status)
         .content_type("application/json")
         .insert_header(("Idempotent-Replayed", "true"))
-        .body(answer.body)
+        .body(body))
 }
 
 /// Parses a JSON value into a request type, as a 400 in the envelope when it does not fit.

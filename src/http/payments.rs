@@ -3,10 +3,10 @@
 
 use super::error::ErrorBody;
 use super::extract::{id, whole, TokenHeader};
-use super::idempotency::{begin, parse as parse_body, respond, to_json, Begin, IdempotencyKey};
+use super::idempotency::{begin, parse as parse_body, respond, Begin, IdempotencyKey};
 use super::reservations::{reservation_body, ReservationBody};
 use super::{within_deadline, ApiError, AppState};
-use crate::actors::idempotency::Render;
+use crate::actors::answer::Answer;
 use crate::actors::schedule::ReservationView;
 use crate::actors::wallet::PaymentReceipt;
 use crate::domain::queue::TokenRefusal;
@@ -16,7 +16,6 @@ use actix_web::HttpRequest;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::sync::Arc;
 use tracing::field::Empty;
 use utoipa::ToSchema;
 
@@ -104,22 +103,23 @@ pub async fn pay(
         Ok(_) | Err(TokenRefusal::Expired) => {}
         Err(refusal) => return Err(refusal.into()),
     }
-    let render: Render<PaymentReceipt> = Arc::new(|receipt: &PaymentReceipt| {
-        let body = PaymentBody {
-            payment_id: receipt.payment.get(),
-            amount: receipt.amount.won(),
-            payment_status: "COMPLETED",
-        };
-        (201, to_json(&body))
-    });
-    let claim = match begin(&state, key, user, &req, &body, &render).await? {
+    let claim = match begin(&state, key, user, &req, &body).await? {
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Go(claim) => claim,
     };
     let token = state.engine.authorize(token.0, Some(user)).await?;
     let receipt =
         within_deadline(state.engine.pay(user, payment.reservation, token.id, claim)).await?;
-    Ok(respond(&render, &receipt))
+    Ok(respond(&state, &Answer::Paid(receipt)))
+}
+
+/// A payment's answer, live and replayed (see `idempotency.rs`).
+pub(super) fn paid_body(receipt: &PaymentReceipt) -> PaymentBody {
+    PaymentBody {
+        payment_id: receipt.payment.get(),
+        amount: receipt.amount.won(),
+        payment_status: "COMPLETED",
+    }
 }
 
 /// The checkout screen: what is being bought, the balance, whether it is enough. Changes nothing.

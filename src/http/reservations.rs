@@ -2,9 +2,9 @@
 
 use super::error::ErrorBody;
 use super::extract::{id, whole, TokenHeader};
-use super::idempotency::{begin, parse, respond, to_json, Begin, IdempotencyKey};
+use super::idempotency::{begin, parse, respond, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
-use crate::actors::idempotency::Render;
+use crate::actors::answer::Answer;
 use crate::actors::schedule::ReservationView;
 use crate::actors::EngineSettings;
 use crate::domain::schedule::{HoldRequest, UserReservation};
@@ -14,7 +14,6 @@ use actix_web::{web, HttpResponse};
 use chrono::FixedOffset;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::sync::Arc;
 use tracing::field::Empty;
 use utoipa::{IntoParams, ToSchema};
 
@@ -169,15 +168,12 @@ pub async fn reserve(
     state.known_user(hold.user)?;
     // Before the key is looked at: a replay answers only whom the first request would have.
     state.engine.authorize(token.0, Some(hold.user)).await?;
-    let tz = state.timezone;
-    let render: Render<ReservationView> =
-        Arc::new(move |view: &ReservationView| (201, to_json(&reservation_body_in(tz, view))));
-    let claim = match begin(&state, key, hold.user, &req, &body, &render).await? {
+    let claim = match begin(&state, key, hold.user, &req, &body).await? {
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Go(claim) => claim,
     };
     let view = within_deadline(state.engine.hold(hold, claim)).await?;
-    Ok(respond(&render, &view))
+    Ok(respond(&state, &Answer::Held(view)))
 }
 
 /// Names the hold's ids on the handler's span: they come in the body, after the span opened.

@@ -3,13 +3,19 @@
 //!
 //! Each tick reads three maximum ids (index lookups); only when one grew is the catalog loaded
 //! again and the new entries added. A new schedule is a new shard: the membership round is
-//! woken so that the node placement names takes it at once.
+//! woken so that the node placement names takes it at once. A request naming a user or a
+//! concert this node does not know yet may also ask for them at once ([`Engine::learn_user`],
+//! [`Engine::learn_catalog`]).
 
 use super::Membership;
 use crate::actors::Engine;
-use crate::store::{ClusterStore, Store};
+use crate::domain::UserId;
+use crate::store::{CatalogSnapshot, ClusterStore, Store};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The least time between two catalog reloads asked for by requests.
+pub const CATALOG_RELOAD_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs until aborted, on the store's runtime.
 pub fn spawn(
@@ -47,4 +53,72 @@ pub fn spawn(
             }
         }
     })
+}
+
+impl Engine {
+    /// A user another node just created, not yet in this node's catalog, is added if the
+    /// store has their wallet (every user has one from creation on).
+    pub async fn learn_user(&self, user: UserId) {
+        let stored = self
+            .store_handle()
+            .run(move |s| async move { s.load_wallet(user).await })
+            .await;
+        if let Ok(Some(_)) = stored {
+            self.catalog().add_user(user);
+        }
+    }
+
+    /// A concert or schedule another node just created, not yet in this node's catalog:
+    /// returns once a reload that started after this call has finished (so it has whatever
+    /// was committed before the request). One reload at a time, at most one per
+    /// [`CATALOG_RELOAD_EVERY`], whatever asks: requests naming ids that do not exist wait for
+    /// the next shared reload instead of each making one (before, one that came within the
+    /// 250 ms of another's reload answered 404 at once, even for a concert just created).
+    pub async fn learn_catalog(&self) {
+        let Some(nodes) = self.other_nodes() else {
+            // Outside cluster mode the catalog is never behind the store.
+            return;
+        };
+        let arrived = Instant::now();
+        let mut started = nodes.catalog_reloaded_at.lock().await;
+        if let Some(last) = *started {
+            if last >= arrived {
+                return;
+            }
+            if let Some(wait) = CATALOG_RELOAD_EVERY.checked_sub(last.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        *started = Some(Instant::now());
+        let loaded = self
+            .store_handle()
+            .run(|s| async move { s.load_catalog().await })
+            .await;
+        if let Ok(snapshot) = loaded {
+            self.absorb_catalog(snapshot);
+        }
+    }
+
+    /// Adds what another node created (users, concerts, schedules) to this node's catalog. A
+    /// new schedule's actor loads when first asked, under the epoch of its shard if this node
+    /// holds it. Returns how many schedules were new.
+    pub fn absorb_catalog(&self, snapshot: CatalogSnapshot) -> usize {
+        let catalog = self.catalog();
+        for user in snapshot.users {
+            catalog.add_user(user);
+        }
+        for (concert, _name) in snapshot.concerts {
+            if !catalog.concert_exists(concert) {
+                catalog.add_concert(concert);
+            }
+        }
+        let mut added = 0;
+        for info in snapshot.schedules {
+            if catalog.schedule_entry(info.id).is_none() {
+                catalog.add_schedule(info);
+                added += 1;
+            }
+        }
+        added
+    }
 }

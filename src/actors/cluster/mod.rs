@@ -1,4 +1,6 @@
-//! Cluster mode's live parts: this node's membership, and the shards it holds.
+//! Cluster mode's live parts: this node's membership, the shards it holds, and what answers
+//! for the state other nodes hold. A layer above the single-node engine: the engine knows it
+//! only through the [`Elsewhere`](super::engine::Elsewhere) that [`OtherNodes`] implements.
 //!
 //! Who may write is never decided here: the fence in each batch's transaction decides that
 //! (`persister.rs`, `store/postgres_writes.rs`). What is decided here is which shards to try
@@ -6,13 +8,17 @@
 
 pub mod catalog_sync;
 pub mod membership;
+pub mod other_nodes;
 pub mod peers;
 pub mod pin_resolver;
 pub mod queue_copy;
 pub mod queue_sync;
-pub mod remote_pins;
+pub mod remote_payment;
+pub mod remote_polls;
+pub mod seat_copy;
 
 pub use membership::{ClusterConfig, ClusterView, Membership, NodeView, ShardView};
+pub use other_nodes::OtherNodes;
 
 use super::persister::ActorKey;
 use super::Engine;

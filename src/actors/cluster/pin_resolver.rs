@@ -1,7 +1,7 @@
 //! Cluster mode: resolves the holds this node pinned for other nodes' payments when no
-//! settle will come (see `actors/engine/remote_payment.rs`). Each tick, if any pin is
-//! waiting, it reads the shard map from the database, and the engine releases the pins whose
-//! wallet shard moved on, after reading their outcome.
+//! settle will come (see `remote_payment.rs`). Each tick, if any pin is waiting, it reads the
+//! shard map from the database, and the engine releases the pins whose wallet shard moved
+//! on, after reading their outcome.
 
 use crate::actors::Engine;
 use crate::store::ClusterStore;

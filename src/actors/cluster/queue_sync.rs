@@ -14,14 +14,14 @@ pub fn spawn(engine: Engine) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(SYNC_EVERY).await;
-            let copy = engine.queue_copy();
-            let peers = match engine.peers() {
-                Some(peers) if engine.queue_is_remote() => peers,
-                _ => {
-                    copy.clear();
-                    continue;
-                }
+            let Some(nodes) = engine.other_nodes() else {
+                continue;
             };
+            let (copy, peers) = (&nodes.queue_copy, &nodes.peers);
+            if !engine.queue_is_remote() {
+                copy.clear();
+                continue;
+            }
             let now = engine.now();
             let touches = copy.take_touches(now, engine.idle_timeout());
             match peers.queue_sync(touches.clone()).await {

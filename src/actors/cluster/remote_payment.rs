@@ -13,21 +13,20 @@
 //! unpin. If the schedule's shard moves instead, its new owner loads whatever committed, and
 //! the payment's claim on the old epoch is refused by the fence. No timer decides either way.
 
-use super::{settled_refusal, Engine, Located};
-use crate::actors::cluster::peers::{PaymentOutcome, PeerError, Peers, PinAsk, PinnedRemotely};
-use crate::actors::cluster::remote_pins::RemotePin;
-use crate::actors::cluster::shard_of;
+use super::peers::{PaymentOutcome, PeerError, Peers, PinAsk, PinnedRemotely};
+use super::shard_of;
+use crate::actors::engine::{settled_refusal, Engine, Located, Settlement};
 use crate::actors::error::{PaymentError, WalletError};
-use crate::actors::idempotency::IdempotentWrite;
 use crate::actors::mailbox::ask;
 use crate::actors::persister::{epoch_of, ActorKey, Unavailable};
 use crate::actors::queue::SpendToken;
+use crate::actors::remote_pins::RemotePin;
 use crate::actors::schedule::{PinHold, PostHold, UnpinHold};
 use crate::actors::wallet::{DebitForPayment, PaymentReceipt};
 use crate::actors::ActorError;
 use crate::domain::cluster::ShardId;
 use crate::domain::schedule::{BookingRefusal, ReservationStatus, ScheduleBook};
-use crate::domain::{ReservationId, ScheduleId, TokenId, UserId};
+use crate::domain::{ReservationId, ScheduleId, TokenId};
 use crate::store::{Fence, Lease};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,99 +43,84 @@ pub const LOST_SETTLE_WAIT: Duration = Duration::from_secs(60);
 const SETTLE_RETRIES: u32 = 6;
 const SETTLE_BACKOFF: Duration = Duration::from_millis(250);
 
+/// [`Engine::pay`]'s saga when the schedule's owner is another node (see the module doc).
+pub(super) async fn settle_remote(
+    engine: &Engine,
+    peers: Arc<dyn Peers>,
+    payment: Settlement,
+) -> Result<PaymentReceipt, PaymentError> {
+    let Settlement {
+        user,
+        reservation: id,
+        schedule,
+        token,
+        idempotency,
+    } = payment;
+    let wallet_shard = shard_of(ActorKey::Wallet(user)).to_string();
+    let wallet_epoch = engine
+        .persister()
+        .held_epoch(&wallet_shard)
+        .ok_or(Unavailable::Fenced)?;
+    let ask_pin = PinAsk {
+        reservation: id,
+        user,
+        wallet_shard,
+        wallet_epoch,
+    };
+    let pinned = peers.pin(schedule, ask_pin).await.map_err(|e| match e {
+        PeerError::Refused(refusal) => PaymentError::Booking(refusal),
+        PeerError::Unavailable(why) => {
+            tracing::warn!(%why, reservation_id = %id, "pin at the schedule's owner failed");
+            PaymentError::Unavailable(Unavailable::PeerUnreachable)
+        }
+    })?;
+    let claim = Fence {
+        shard: ShardId::Schedule(schedule).to_string(),
+        epoch: pinned.epoch,
+        owner: Some(pinned.owner.clone()),
+    };
+    // The token is the waiting room's: spent in this transaction only when this node
+    // holds the queue, else by its owner right after the commit (one more write; a token
+    // left ACTIVE by a crash between the two ends at its idle timeout).
+    let queue_here = engine.persister().may_write(ActorKey::Queue);
+    let now = engine.now();
+    let (depends_on, token_record, on_commit): (_, _, Box<dyn FnOnce() + Send>) = if queue_here {
+        let spent = engine.spend_with_payment(token, now);
+        (vec![spent.depends_on], spent.record, spent.on_commit)
+    } else {
+        (Vec::new(), None, Box::new(|| {}))
+    };
+    let payment = engine.env().ids.payment();
+    let wallet = engine.wallet(user);
+    let outcome = ask(&wallet, |reply| DebitForPayment {
+        paid: ScheduleBook::as_paid(&pinned.reservation, now),
+        token: token_record,
+        payment,
+        depends_on,
+        claims: vec![claim],
+        on_commit,
+        idempotency,
+        reply,
+    })
+    .await;
+    let told = outcome_of(&outcome);
+    // Once inline, so a read at the schedule's owner right after the answer sees the
+    // seats sold; then in the background until it is heard.
+    if peers.settle(schedule, id, told).await.is_err() {
+        actix_rt::spawn(settle_until_heard(peers.clone(), schedule, id, told));
+    }
+    if told == PaymentOutcome::Paid && !queue_here {
+        if let Err(error) = peers.spend_token(token).await {
+            tracing::warn!(
+                ?error,
+                "the waiting room's owner did not spend a paid token"
+            );
+        }
+    }
+    outcome.map_err(|e| PaymentError::from(WalletError::from(e)))
+}
+
 impl Engine {
-    /// Cluster mode: how this node asks the others (set once, at startup).
-    pub fn set_peers(&self, peers: Arc<dyn Peers>) {
-        // A second install would be a startup bug; the first stays.
-        let _ = self.inner.peers.set(peers);
-    }
-
-    /// Whether `schedule`'s state lives on another node now (cluster mode only).
-    pub(super) fn schedule_is_remote(&self, schedule: ScheduleId) -> bool {
-        self.inner.peers.get().is_some()
-            && !self.persister().may_write(ActorKey::Schedule(schedule))
-    }
-
-    /// [`Engine::pay`]'s saga when the schedule's owner is another node (see the module doc).
-    pub(super) async fn settle_remote(
-        &self,
-        user: UserId,
-        id: ReservationId,
-        schedule: ScheduleId,
-        token: TokenId,
-        idempotency: Option<IdempotentWrite<PaymentReceipt>>,
-    ) -> Result<PaymentReceipt, PaymentError> {
-        let peers = self
-            .inner
-            .peers
-            .get()
-            .cloned()
-            .ok_or(Unavailable::PeerUnreachable)?;
-        let wallet_shard = shard_of(ActorKey::Wallet(user)).to_string();
-        let wallet_epoch = self
-            .persister()
-            .held_epoch(&wallet_shard)
-            .ok_or(Unavailable::Fenced)?;
-        let ask_pin = PinAsk {
-            reservation: id,
-            user,
-            wallet_shard,
-            wallet_epoch,
-        };
-        let pinned = peers.pin(schedule, ask_pin).await.map_err(|e| match e {
-            PeerError::Refused(refusal) => PaymentError::Booking(refusal),
-            PeerError::Unavailable(why) => {
-                tracing::warn!(%why, reservation_id = %id, "pin at the schedule's owner failed");
-                PaymentError::Unavailable(Unavailable::PeerUnreachable)
-            }
-        })?;
-        let claim = Fence {
-            shard: ShardId::Schedule(schedule).to_string(),
-            epoch: pinned.epoch,
-            owner: Some(pinned.owner.clone()),
-        };
-        // The token is the waiting room's: spent in this transaction only when this node
-        // holds the queue, else by its owner right after the commit (one more write; a token
-        // left ACTIVE by a crash between the two ends at its idle timeout).
-        let queue_here = self.persister().may_write(ActorKey::Queue);
-        let now = self.now();
-        let (depends_on, token_record, on_commit): (_, _, Box<dyn FnOnce() + Send>) = if queue_here
-        {
-            let spent = self.spend_with_payment(token, now);
-            (vec![spent.depends_on], spent.record, spent.on_commit)
-        } else {
-            (Vec::new(), None, Box::new(|| {}))
-        };
-        let payment = self.inner.env.ids.payment();
-        let wallet = self.wallet(user);
-        let outcome = ask(&wallet, |reply| DebitForPayment {
-            paid: ScheduleBook::as_paid(&pinned.reservation, now),
-            token: token_record,
-            payment,
-            depends_on,
-            claims: vec![claim],
-            on_commit,
-            idempotency,
-            reply,
-        })
-        .await;
-        let told = outcome_of(&outcome);
-        // Once inline, so a read at the schedule's owner right after the answer sees the
-        // seats sold; then in the background until it is heard.
-        if peers.settle(schedule, id, told).await.is_err() {
-            actix_rt::spawn(settle_until_heard(peers.clone(), schedule, id, told));
-        }
-        if told == PaymentOutcome::Paid && !queue_here {
-            if let Err(error) = peers.spend_token(token).await {
-                tracing::warn!(
-                    ?error,
-                    "the waiting room's owner did not spend a paid token"
-                );
-            }
-        }
-        outcome.map_err(|e| PaymentError::from(WalletError::from(e)))
-    }
-
     /// The schedule owner's half: pins `ask_pin`'s hold for node `from`'s payment, and keeps
     /// the pin until it is settled (see the module doc).
     pub async fn pin_for_peer(
@@ -161,7 +145,7 @@ impl Engine {
         }
         // Recorded before the pin, so a rebuild of the book in between re-pins it; one
         // payment at a time per reservation.
-        let recorded = self.inner.env.remote_pins.insert_new(
+        let recorded = self.env().remote_pins.insert_new(
             id,
             RemotePin {
                 schedule,
@@ -179,7 +163,7 @@ impl Engine {
         let addr = match self.schedule(schedule) {
             Ok(addr) => addr,
             Err(error) => {
-                self.inner.env.remote_pins.remove(id);
+                self.env().remote_pins.remove(id);
                 return Err(error.into());
             }
         };
@@ -190,7 +174,7 @@ impl Engine {
                 epoch: epoch_of(pinned.generation),
             }),
             Err(error) => {
-                self.inner.env.remote_pins.remove(id);
+                self.env().remote_pins.remove(id);
                 Err(match error {
                     ActorError::Rejected(refusal) => PaymentError::Booking(refusal),
                     ActorError::Unavailable(why) => PaymentError::Unavailable(why),
@@ -202,12 +186,12 @@ impl Engine {
     /// The schedule owner's half: the payment of `id` ended as `outcome`.
     pub fn settle_for_peer(&self, id: ReservationId, outcome: PaymentOutcome) {
         match outcome {
-            PaymentOutcome::Unknown => self.inner.env.remote_pins.mark_uncertain(id),
+            PaymentOutcome::Unknown => self.env().remote_pins.mark_uncertain(id),
             PaymentOutcome::Paid | PaymentOutcome::Refused => {
-                let pinned = self.inner.env.remote_pins.remove(id);
+                let pinned = self.env().remote_pins.remove(id);
                 let schedule = pinned
                     .map(|p| p.schedule)
-                    .or_else(|| self.inner.env.reservations.schedule_of(id));
+                    .or_else(|| self.env().reservations.schedule_of(id));
                 self.finish_pin(schedule, id, outcome == PaymentOutcome::Paid);
             }
         }
@@ -215,7 +199,7 @@ impl Engine {
 
     /// Posts or unpins `id` in its schedule's book, if this node has the book.
     fn finish_pin(&self, schedule: Option<ScheduleId>, id: ReservationId, paid: bool) {
-        let Some(addr) = schedule.and_then(|s| self.inner.registry.schedule(s)) else {
+        let Some(addr) = schedule.and_then(|s| self.registry().schedule(s)) else {
             return;
         };
         if paid {
@@ -230,7 +214,7 @@ impl Engine {
         if !self.persister().may_write(ActorKey::Queue) {
             return Err(Unavailable::Fenced);
         }
-        self.inner.registry.queue().do_send(SpendToken { token });
+        self.registry().queue().do_send(SpendToken { token });
         Ok(())
     }
 
@@ -241,16 +225,11 @@ impl Engine {
     /// was paid. Returns how many it resolved.
     pub async fn resolve_remote_pins(&self, leases: &[Lease]) -> usize {
         let mut resolved = 0;
-        for (id, pin) in self
-            .inner
-            .env
-            .remote_pins
-            .older_than(Duration::from_secs(1))
-        {
+        for (id, pin) in self.env().remote_pins.older_than(Duration::from_secs(1)) {
             if !self.persister().may_write(ActorKey::Schedule(pin.schedule)) {
                 // Its schedule moved: the new owner loaded what committed, and the payment's
                 // claim on this node's epoch can no longer commit.
-                self.inner.env.remote_pins.remove(id);
+                self.env().remote_pins.remove(id);
                 continue;
             }
             let wallet_moved = !leases.iter().any(|l| {
@@ -266,9 +245,7 @@ impl Engine {
                 continue;
             }
             let stored = self
-                .inner
-                .env
-                .store
+                .store_handle()
                 .run(move |s| async move { s.load_reservation(id).await })
                 .await;
             let paid = match stored {
@@ -284,7 +261,7 @@ impl Engine {
                 continue;
             }
             tracing::info!(reservation_id = %id, paid, wallet_moved, "resolved a remote pin");
-            self.inner.env.remote_pins.remove(id);
+            self.env().remote_pins.remove(id);
             self.finish_pin(Some(pin.schedule), id, paid);
             resolved += 1;
         }
@@ -293,7 +270,7 @@ impl Engine {
 
     /// Pins held here for other nodes' payments (for tests and `/metrics`).
     pub fn remote_pins(&self) -> usize {
-        self.inner.env.remote_pins.len()
+        self.env().remote_pins.len()
     }
 }
 

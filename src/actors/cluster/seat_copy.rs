@@ -4,7 +4,7 @@
 //! reads the database about four times a second for it, however many clients ask, instead
 //! of forwarding every read to the owner.
 
-use super::Engine;
+use crate::actors::engine::Engine;
 use crate::actors::persister::Unavailable;
 use crate::actors::schedule::{restore_book, SeatMap};
 use crate::actors::BookingError;
@@ -27,18 +27,15 @@ pub struct SeatCopies {
     copies: DashMap<ScheduleId, Slot>,
 }
 
-impl Engine {
+impl SeatCopies {
     /// The seat map of `info`'s schedule from a copy at most [`SEAT_COPY_MAX_AGE`] old.
-    pub(super) async fn seat_copy(&self, info: ScheduleInfo) -> Result<SeatMap, BookingError> {
+    pub(super) async fn copy(
+        &self,
+        engine: &Engine,
+        info: ScheduleInfo,
+    ) -> Result<SeatMap, BookingError> {
         let id = info.id;
-        let slot = self
-            .inner
-            .seat_copies
-            .copies
-            .entry(id)
-            .or_default()
-            .value()
-            .clone();
+        let slot = self.copies.entry(id).or_default().value().clone();
         let mut copy = slot.lock().await;
         if let Some((at, map)) = copy.as_ref() {
             if at.elapsed() <= SEAT_COPY_MAX_AGE {
@@ -46,10 +43,8 @@ impl Engine {
             }
         }
         let loaded_at = Instant::now();
-        let book = self
-            .inner
-            .env
-            .store
+        let book = engine
+            .store_handle()
             .run(move |s| async move { restore_book(info, &s).await })
             .await
             .map_err(|error| {
@@ -57,7 +52,7 @@ impl Engine {
                 BookingError::Unavailable(Unavailable::CommitFailed)
             })?;
         // The schedule list's free count here follows the copy too.
-        if let Some(entry) = self.inner.catalog.schedule_entry(id) {
+        if let Some(entry) = engine.catalog().schedule_entry(id) {
             entry
                 .available
                 .store(book.available_count(), Ordering::Relaxed);

@@ -1,6 +1,8 @@
-//! Cluster mode: the holds this node pinned for a payment another node commits (the wallet's
-//! owner). While one is here its hold may not expire, even across a rebuild of its schedule's
-//! book (the book re-pins it on load): the wallet's owner may still commit it as paid.
+//! The holds this node pinned for a payment another node commits (cluster mode: the wallet's
+//! owner; always empty on a single node). Kept below the actors, not in `cluster/`, because
+//! the schedule actor re-pins them when its book loads. While one is here its hold may not
+//! expire, even across a rebuild of its schedule's book: the wallet's owner may still commit
+//! it as paid.
 //!
 //! An entry leaves when the wallet's owner settles it (posted or unpinned), or when the pin
 //! resolver finds that the wallet shard's epoch the payment was decided under can no longer
