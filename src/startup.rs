@@ -179,6 +179,160 @@ async fn join_cluster(
     Ok(joined)
 }
 
+/// What [`start_engine`] brings up: the engine and everything that must outlive it.
+struct Started {
+    engine: Engine,
+    persister_task: tokio::task::JoinHandle<()>,
+    membership: Option<Arc<Membership>>,
+    cluster_task: Option<tokio::task::JoinHandle<()>>,
+    store: StoreHandle,
+    runtime: StoreRuntime,
+}
+
+/// Opens the store on its own runtime, starts the persister, joins the cluster when asked,
+/// and rebuilds every actor from the database.
+async fn start_engine(
+    settings: &Settings,
+    cluster: Option<ClusterConfig>,
+    clock: Arc<dyn Clock>,
+) -> Result<Started, StartupError> {
+    let runtime = StoreRuntime::new()?;
+    // A node stopped inside a fenced transaction must not pin its lease rows for longer
+    // than its lease would have lasted.
+    let idle = cluster.as_ref().map(|c| c.lease_ttl);
+    let store = open_store(&settings.database_url, &runtime.handle(), idle).await?;
+    let store = StoreHandle::new(store, runtime.handle());
+    let (persister, persister_task) = Persister::start(
+        store.store().clone(),
+        &runtime.handle(),
+        settings.engine.persister_capacity,
+        settings.engine.pipeline_commits,
+    );
+    let mut engine_settings = settings.engine.clone();
+    let membership = match cluster {
+        Some(config) => {
+            let (membership, block) = join_cluster(config, &store, &persister).await?;
+            engine_settings.id_block = Some(block);
+            Some(membership)
+        }
+        None => None,
+    };
+    let engine = Engine::start(engine_settings, clock, store.clone(), persister)
+        .await
+        .map_err(StartupError::Recover)?;
+    let cluster_task = membership
+        .as_ref()
+        .map(|m| cluster::serve_shards(m, &engine, &runtime.handle()));
+    if let (Some(membership), Some(key)) = (&membership, &settings.admin_key) {
+        // A payment whose schedule another node holds asks that node (validate() made
+        // sure cluster mode has the key the nodes share).
+        engine.set_peers(Arc::new(http::peer_client::PeerClient::new(
+            membership.clone(),
+            key.clone(),
+        )));
+    }
+    Ok(Started {
+        engine,
+        persister_task,
+        membership,
+        cluster_task,
+        store,
+        runtime,
+    })
+}
+
+/// What every HTTP worker shares.
+fn app_state(
+    settings: &Settings,
+    auth: http::auth::Authenticator,
+    started: &Started,
+) -> web::Data<AppState> {
+    web::Data::new(AppState {
+        engine: started.engine.clone(),
+        timezone: settings.timezone,
+        admin_key: settings.admin_key.clone(),
+        auth,
+        store_ping: Default::default(),
+        user_budget: settings.rate_limit_per_user.map(UserBudget::new),
+        live: http::live::LiveFeed::start(started.engine.clone()),
+        cluster: started.membership.clone(),
+    })
+}
+
+/// Binds `--bind` and starts the public server (every route unless `--ops-bind` takes the
+/// operations ones), with its middleware and limits; answers the bound port.
+fn serve_public(
+    settings: &Settings,
+    state: web::Data<AppState>,
+) -> Result<(u16, Server), StartupError> {
+    let bind_error = |source| StartupError::Bind {
+        bind: settings.bind.clone(),
+        source,
+    };
+    let listener = TcpListener::bind(&settings.bind).map_err(bind_error)?;
+    let port = listener.local_addr().map_err(bind_error)?.port();
+    // Installed before the first request or decision records anything.
+    http::metrics::handle();
+    let ip_budget = settings.rate_limit_per_ip.map(|rate| {
+        web::Data::new(IpBudget::new(
+            rate,
+            TrustedProxies::new(settings.trusted_proxies.clone()),
+        ))
+    });
+    let body_timeout = BodyTimeout(settings.body_timeout);
+    let public = if settings.ops_bind.is_some() {
+        Listener::Public
+    } else {
+        Listener::All
+    };
+    let server = HttpServer::new(move || {
+        let mut app = App::new().app_data(state.clone()).app_data(body_timeout);
+        if let Some(budget) = &ip_budget {
+            app = app.app_data(budget.clone());
+        }
+        // The last wrap runs first: metrics see every answer, the address budget refuses
+        // before the body deadline is armed, and both before any route reads the body.
+        // Innermost: forwarding runs after the budgets and the body deadline, just before
+        // a route would; outside cluster mode it passes everything on.
+        app.wrap(actix_web::middleware::from_fn(http::forward::forward))
+            .wrap(actix_web::middleware::from_fn(
+                http::slow_clients::body_deadline,
+            ))
+            .wrap(actix_web::middleware::from_fn(
+                http::rate_limit::limit_by_address,
+            ))
+            .wrap(actix_web::middleware::from_fn(http::metrics::track))
+            .configure(|cfg| http::configure_for(cfg, public))
+    })
+    .workers(settings.http_workers.max(1))
+    .backlog(BACKLOG)
+    .max_connections(MAX_CONNECTIONS_PER_WORKER)
+    .max_connection_rate(MAX_CONNECTION_RATE_PER_WORKER)
+    .keep_alive(KEEP_ALIVE)
+    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+    .shutdown_timeout(10)
+    // Signals are ours (see `on_signals`): shutdown must end the live streams first.
+    .disable_signals();
+    let server = server.listen(listener).map_err(bind_error)?.run();
+    Ok((port, server))
+}
+
+/// `serve --demo`: prints the curl walk against the address just bound (a wildcard bind is
+/// reached through the loopback address).
+fn announce_demo(bind: &str, port: u16, concert: i64) {
+    let host = bind.rsplit_once(':').map_or("127.0.0.1", |(host, _)| host);
+    let host = if host == "0.0.0.0" || host == "[::]" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    println!(
+        "{}",
+        crate::demo::try_this(&format!("http://{host}:{port}"), concert)
+    );
+}
+
 /// `boxoffice migrate`: apply the migrations and return.
 pub async fn migrate(url: &str) -> Result<(), StartupError> {
     let runtime = StoreRuntime::new()?;
@@ -314,6 +468,8 @@ impl Application {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
+    /// The steps, in order: check the settings, start the engine (store, persister, cluster,
+    /// actors), seed the demo, bind and serve, then print the demo's walk.
     pub async fn build_with_clock(
         settings: Settings,
         clock: Arc<dyn Clock>,
@@ -325,140 +481,40 @@ impl Application {
             Some(request) => Some(check_cluster(request, &settings.database_url)?),
             None => None,
         };
-        let runtime = StoreRuntime::new()?;
-        // A node stopped inside a fenced transaction must not pin its lease rows for longer
-        // than its lease would have lasted.
-        let idle = cluster.as_ref().map(|c| c.lease_ttl);
-        let store = open_store(&settings.database_url, &runtime.handle(), idle).await?;
-        let store = StoreHandle::new(store, runtime.handle());
-        let (persister, persister_task) = Persister::start(
-            store.store().clone(),
-            &runtime.handle(),
-            settings.engine.persister_capacity,
-            settings.engine.pipeline_commits,
-        );
-        let mut engine_settings = settings.engine.clone();
-        let membership = match cluster {
-            Some(config) => {
-                let (membership, block) = join_cluster(config, &store, &persister).await?;
-                engine_settings.id_block = Some(block);
-                Some(membership)
-            }
-            None => None,
-        };
-        let engine = Engine::start(engine_settings, clock, store.clone(), persister)
-            .await
-            .map_err(StartupError::Recover)?;
-        let cluster_task = membership
-            .as_ref()
-            .map(|m| cluster::serve_shards(m, &engine, &runtime.handle()));
-        if let (Some(membership), Some(key)) = (&membership, &settings.admin_key) {
-            // A payment whose schedule another node holds asks that node (validate() made
-            // sure cluster mode has the key the nodes share).
-            engine.set_peers(Arc::new(http::peer_client::PeerClient::new(
-                membership.clone(),
-                key.clone(),
-            )));
-        }
+        let started = start_engine(&settings, cluster, clock).await?;
         let demo = if settings.demo {
-            crate::demo::seed_if_empty(&engine)
+            crate::demo::seed_if_empty(&started.engine)
                 .await
                 .map_err(|e| StartupError::Demo(e.to_string()))?
         } else {
             None
         };
-        let listener = TcpListener::bind(&settings.bind).map_err(|source| StartupError::Bind {
-            bind: settings.bind.clone(),
-            source,
-        })?;
-        let bind_error = |source| StartupError::Bind {
-            bind: settings.bind.clone(),
-            source,
-        };
-        let port = listener.local_addr().map_err(bind_error)?.port();
-        let state = web::Data::new(AppState {
-            engine: engine.clone(),
-            timezone: settings.timezone,
-            admin_key: settings.admin_key.clone(),
-            auth,
-            store_ping: Default::default(),
-            user_budget: settings.rate_limit_per_user.map(UserBudget::new),
-            live: http::live::LiveFeed::start(engine.clone()),
-            cluster: membership.clone(),
-        });
-        // Installed before the first request or decision records anything.
-        http::metrics::handle();
-        let ip_budget = settings.rate_limit_per_ip.map(|rate| {
-            web::Data::new(IpBudget::new(
-                rate,
-                TrustedProxies::new(settings.trusted_proxies.clone()),
-            ))
-        });
-        let body_timeout = BodyTimeout(settings.body_timeout);
-        let public = if settings.ops_bind.is_some() {
-            Listener::Public
-        } else {
-            Listener::All
-        };
-        let serving = state.clone();
-        let server = HttpServer::new(move || {
-            let mut app = App::new().app_data(serving.clone()).app_data(body_timeout);
-            if let Some(budget) = &ip_budget {
-                app = app.app_data(budget.clone());
-            }
-            // The last wrap runs first: metrics see every answer, the address budget refuses
-            // before the body deadline is armed, and both before any route reads the body.
-            // Innermost: forwarding runs after the budgets and the body deadline, just before
-            // a route would; outside cluster mode it passes everything on.
-            app.wrap(actix_web::middleware::from_fn(http::forward::forward))
-                .wrap(actix_web::middleware::from_fn(
-                    http::slow_clients::body_deadline,
-                ))
-                .wrap(actix_web::middleware::from_fn(
-                    http::rate_limit::limit_by_address,
-                ))
-                .wrap(actix_web::middleware::from_fn(http::metrics::track))
-                .configure(|cfg| http::configure_for(cfg, public))
-        })
-        .workers(settings.http_workers.max(1))
-        .backlog(BACKLOG)
-        .max_connections(MAX_CONNECTIONS_PER_WORKER)
-        .max_connection_rate(MAX_CONNECTION_RATE_PER_WORKER)
-        .keep_alive(KEEP_ALIVE)
-        .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
-        .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-        .shutdown_timeout(10)
-        // Signals are ours (see `on_signals`): shutdown must end the live streams first.
-        .disable_signals();
-        let server = server.listen(listener).map_err(bind_error)?.run();
+        let state = app_state(&settings, auth, &started);
+        let (port, server) = serve_public(&settings, state.clone())?;
         let handle = AppHandle {
             server: server.handle(),
             state: state.clone(),
-            store_runtime: runtime.handle(),
+            store_runtime: started.runtime.handle(),
         };
         if settings.handle_signals {
             actix_web::rt::spawn(on_signals(handle.clone()));
         }
         let ops = match &settings.ops_bind {
-            Some(bind) => Some(ops_server(bind, state.clone())?),
+            Some(bind) => Some(ops_server(bind, state)?),
             None => None,
         };
         tracing::info!(port, ops_port = ops.as_ref().map(|o| o.port), database = %redact(&settings.database_url), "boxoffice is serving");
         if let Some(concert) = demo {
-            let host = settings
-                .bind
-                .rsplit_once(':')
-                .map_or("127.0.0.1", |(host, _)| host);
-            let host = if host == "0.0.0.0" || host == "[::]" {
-                "127.0.0.1"
-            } else {
-                host
-            };
-            println!(
-                "{}",
-                crate::demo::try_this(&format!("http://{host}:{port}"), concert)
-            );
+            announce_demo(&settings.bind, port, concert);
         }
+        let Started {
+            engine,
+            persister_task,
+            membership,
+            cluster_task,
+            store,
+            runtime,
+        } = started;
         Ok(Application {
             port,
             server,
