@@ -6,20 +6,16 @@ mod admin;
 pub mod auth;
 mod balance;
 pub mod client_ip;
-mod cluster;
+pub mod cluster;
 mod concerts;
 pub mod error;
 mod extract;
-pub mod forward;
 mod idempotency;
-mod internal;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
 mod ops;
 mod payments;
-pub mod peer_client;
-mod peer_wire;
 mod queue;
 pub mod rate_limit;
 mod reservations;
@@ -221,7 +217,11 @@ fn routes() -> Vec<RouteSpec> {
             )
         },
         spec(M::GET, live::PATH, web::get().to(live::live)),
-        spec(M::GET, "/v1/admin/cluster", web::get().to(cluster::cluster)),
+        spec(
+            M::GET,
+            "/v1/admin/cluster",
+            web::get().to(cluster::view::cluster),
+        ),
         spec(M::GET, "/healthz", web::get().to(ops::healthz)),
         spec(M::GET, "/readyz", web::get().to(ops::readyz)),
         spec(M::GET, "/metrics", web::get().to(ops::metrics)),
@@ -304,7 +304,7 @@ pub fn configure_for(cfg: &mut web::ServiceConfig, listener: Listener) {
     // The pages are beside the API, not in it (see `crate::web`); the ops listener has none,
     // nor the node-to-node routes (cluster mode, beside the API too).
     if listener != Listener::Ops {
-        internal::configure(cfg);
+        cluster::internal::configure(cfg);
         crate::web::configure(cfg);
     }
     cfg.default_service(web::to(not_found));

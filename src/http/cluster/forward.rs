@@ -11,11 +11,11 @@
 //! else (the catalog, seat maps, the admin routes, operations) is answered by any node: a
 //! seat map of a schedule held elsewhere from a copy at most 250 ms old (`seat_copy.rs`).
 
-use super::error::ApiError;
-use super::AppState;
 use crate::actors::cluster::Membership;
 use crate::domain::cluster::ShardId;
 use crate::domain::{ReservationId, ScheduleId, UserId};
+use crate::http::error::ApiError;
+use crate::http::AppState;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};

@@ -1,0 +1,14 @@
+//! The cluster's HTTP: forwarding a request to the node that holds its shard
+//! ([`forward`]), the node-to-node routes ([`internal`]) and the client that calls them
+//! ([`peer_client`]) with their JSON ([`peer_wire`]), and `GET /v1/admin/cluster` ([`view`]).
+//! Outside cluster mode none of it answers anything: the forwarder passes every request on,
+//! and the node-to-node and cluster routes are 404s.
+
+pub mod forward;
+pub mod internal;
+pub mod peer_client;
+mod peer_wire;
+pub mod view;
+
+pub use forward::{forward, SnapshotAnswer, HOP_HEADER};
+pub use peer_client::PeerClient;
