@@ -5,20 +5,18 @@
 //! `Retry-After`, never a second hop (two nodes that briefly disagree about an owner cannot
 //! bounce a request between them).
 //!
-//! What routes where (`route_of`): the waiting room's routes go to the queue shard's owner,
-//! a user's wallet and payment routes to their wallet bucket's owner, a hold to the
-//! schedule's owner, and a reservation read or cancel to its schedule's owner. Everything
-//! else (the catalog, seat maps, the admin routes, operations) is answered by any node: a
-//! seat map of a schedule held elsewhere from a copy at most 250 ms old (`seat_copy.rs`).
+//! What routes where is the route table's (`routing.rs`); a poll may be answered here from the
+//! queue owner's snapshot (`polls.rs`).
 
+use super::polls::{is_poll, learn_from_poll, poll_here};
+use super::routing::{concert_named, route_of, schedule_in, schedule_in_path, user_named, Route};
 use crate::actors::cluster::Membership;
 use crate::domain::cluster::ShardId;
-use crate::domain::{ReservationId, ScheduleId, UserId};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::{header, Method, StatusCode};
+use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpMessage, HttpResponse, ResponseError};
@@ -36,139 +34,89 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(8);
 /// answered here (its route refuses it).
 const ROUTED_BODY_LIMIT: usize = 16 * 1024;
 
-/// Where a request's state lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// Any node answers it.
-    Local,
-    Shard(ShardId),
-    /// The reservation's schedule's shard (looked up).
-    Reservation(ReservationId),
-    /// A hold: the schedule named in its body.
-    HoldBody,
+thread_local! {
+    /// One pooled client per HTTP worker thread: each actix worker runs its own runtime, and a
+    /// pooled connection belongs to the runtime that opened it.
+    static CLIENT: reqwest::Client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(FORWARD_TIMEOUT)
+        .build()
+        // Only fails on a TLS backend or resolver that cannot start; neither is compiled in.
+        .expect("a plain HTTP client builds");
 }
 
-/// The route of a request, from its method and path alone (a hold's body is read later).
-pub fn route_of(method: &Method, path: &str) -> Route {
-    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    let user = |s: &str| s.parse::<i64>().ok().and_then(|u| UserId::new(u).ok());
-    match parts.as_slice() {
-        ["", "v1", "queue-tokens", "users", _] | ["", "v1", "queue-status", "users", _] => {
-            Route::Shard(ShardId::Queue)
-        }
-        ["", "v1", "balance", "users", u, ..] | ["", "v1", "payments", "users", u, ..] => {
-            user(u).map_or(Route::Local, |u| Route::Shard(ShardId::of_wallet(u)))
-        }
-        ["", "v1", "reservations"] if method == Method::POST => Route::HoldBody,
-        ["", "v1", "reservations", id] => id
-            .parse::<i64>()
-            .ok()
-            .and_then(|id| ReservationId::new(id).ok())
-            .map_or(Route::Local, Route::Reservation),
-        _ => Route::Local,
-    }
+/// This worker thread's pooled client (also the peer client's: one pool per thread).
+pub(super) fn client() -> reqwest::Client {
+    CLIENT.with(reqwest::Client::clone)
+}
+/// A response of the forwarder: the routes' (left) or the owner's, or this node's refusal (right).
+type Answered<B> = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
+
+/// The node a request goes to.
+struct Owner {
+    shard: ShardId,
+    node: String,
+    url: String,
 }
 
-/// The user a request names: in its path, or in a hold's body.
-fn user_named(path: &str, body: Option<&[u8]>) -> Option<UserId> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Named {
-        user_id: i64,
-    }
-    let in_path = path
-        .split('/')
-        .skip_while(|part| *part != "users")
-        .nth(1)
-        .and_then(|u| u.parse::<i64>().ok());
-    let raw = match (in_path, body) {
-        (Some(user), _) => user,
-        (None, Some(body)) => serde_json::from_slice::<Named>(body).ok()?.user_id,
-        (None, None) => return None,
+/// Forwards what another node owns; everything else (and everything outside cluster mode)
+/// goes on to the routes.
+pub async fn forward<B: MessageBody>(mut req: ServiceRequest, next: Next<B>) -> Answered<B> {
+    let membership = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| state.cluster.clone());
+    let Some(membership) = membership else {
+        return pass_on(req, next).await;
     };
-    UserId::new(raw).ok()
-}
-
-/// A waiting-room status poll (`GET /v1/queue-status/users/{id}`).
-fn is_poll(req: &ServiceRequest) -> bool {
-    req.method() == Method::GET && req.path().starts_with("/v1/queue-status/users/")
-}
-
-/// A poll's answer from the queue owner's snapshot, worked out by [`forward`] when it decided
-/// to answer the poll here: the status route answers it once the request passes its checks.
-#[derive(Clone, Copy)]
-pub struct SnapshotAnswer(pub crate::domain::queue::TokenStatus);
-
-/// Whether a poll is answered here from the queue owner's snapshot (cluster mode, on a node
-/// that does not hold the queue; `None` on the owner). One that is not goes to the owner;
-/// a token this node does not know is looked up meanwhile, so that its next poll stays here.
-async fn poll_here(req: &ServiceRequest) -> Option<bool> {
-    let state = req.app_data::<web::Data<AppState>>()?;
-    if !state.engine.queue_is_remote() {
-        metrics::counter!("boxoffice_polls_total", "answered" => "owner").increment(1);
-        return None;
+    if req.headers().contains_key(HOP_HEADER) {
+        return answer_forwarded(req, next).await;
     }
-    let user = user_named(req.path(), None)?;
-    let token = token_header(req);
-    if let Some(status) = state.engine.poll_here(user, token) {
-        if !state.engine.user_exists(user) {
-            state.engine.learn_user(user).await;
-        }
-        // The handler answers this (after its own checks) rather than working it out again.
-        req.extensions_mut().insert(SnapshotAnswer(status));
-        metrics::counter!("boxoffice_polls_total", "answered" => "snapshot").increment(1);
-        return Some(true);
+    if is_poll(&req) && poll_here(&req).await == Some(true) {
+        return pass_on(req, next).await;
     }
-    if let Some(token) = token.filter(|t| !state.engine.knows_waiter(*t)) {
-        let engine = state.engine.clone();
-        actix_rt::spawn(async move { engine.learn_waiter(token).await });
-    }
-    metrics::counter!("boxoffice_polls_total", "answered" => "forwarded").increment(1);
-    Some(false)
-}
-
-/// The owner's answer to a forwarded poll names the waiter's place: learned, so that its
-/// next poll here is answered from the snapshot.
-fn learn_from_poll(req: &ServiceRequest, body: &[u8]) {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Answer<'a> {
-        queue_id: u64,
-        join_at: &'a str,
-        status: &'a str,
-    }
-    let Some(state) = req.app_data::<web::Data<AppState>>() else {
-        return;
-    };
-    let (Some(user), Some(token)) = (user_named(req.path(), None), token_header(req)) else {
-        return;
-    };
-    let Ok(answer) = serde_json::from_slice::<Answer>(body) else {
-        return;
-    };
-    let Some(created_at) = crate::domain::Timestamp::parse(answer.join_at, state.timezone) else {
-        return;
-    };
-    if answer.status == "WAITING" {
-        state
-            .engine
-            .learn_waiter_record(crate::domain::queue::TokenRecord {
-                id: token,
-                user,
-                position: answer.queue_id,
-                created_at,
-                state: crate::domain::queue::TokenState::Waiting,
-            });
+    let (shard, body) = shard_of(&mut req).await;
+    let owner = shard.and_then(|shard| {
+        let (node, url) = owner_elsewhere(&membership, shard)?;
+        Some(Owner { shard, node, url })
+    });
+    match owner {
+        Some(owner) => Ok(forward_to(req, &membership, owner, body).await),
+        None => answer_here(req, next, body).await,
     }
 }
 
-/// The request's `TOKEN-ID`, if it holds a token id.
-fn token_header(req: &ServiceRequest) -> Option<crate::domain::TokenId> {
-    req.headers()
-        .get("TOKEN-ID")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .and_then(|n| crate::domain::TokenId::new(n).ok())
+/// The request goes on to the routes as it came.
+async fn pass_on<B: MessageBody>(req: ServiceRequest, next: Next<B>) -> Answered<B> {
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+/// A request that already made its hop is answered here, whatever this node holds; but this
+/// node may not know its user, concert or schedule yet.
+async fn answer_forwarded<B: MessageBody>(mut req: ServiceRequest, next: Next<B>) -> Answered<B> {
+    let body = if route_of(req.method(), req.path()) == Route::HoldBody {
+        read_body(&mut req).await
+    } else {
+        None
+    };
+    answer_here(req, next, body).await
+}
+
+/// The routes answer it here, once this node has caught up with what it names; `body` (if it
+/// was read to route the request) is handed back to them.
+async fn answer_here<B: MessageBody>(
+    mut req: ServiceRequest,
+    next: Next<B>,
+    body: Option<Bytes>,
+) -> Answered<B> {
+    learn_user(&req, body.as_deref()).await;
+    if let Some(bytes) = body {
+        req.set_payload(Payload::from(bytes));
+    }
+    pass_on(req, next).await
 }
 
 /// A user, concert or schedule created through another node may not be in this node's
@@ -193,130 +141,38 @@ async fn learn_user(req: &ServiceRequest, body: Option<&[u8]>) {
     }
 }
 
-/// The concert a path names (`/v1/concerts/{id}/…`).
-fn concert_named(path: &str) -> Option<crate::domain::ConcertId> {
-    let raw = path.strip_prefix("/v1/concerts/")?.split('/').next()?;
-    crate::domain::ConcertId::new(raw.parse().ok()?).ok()
-}
-
-/// The schedule a seat-map path names (`/v1/concerts/{id}/schedules/{id}/seats`).
-fn schedule_in_path(path: &str) -> Option<ScheduleId> {
-    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    match parts.as_slice() {
-        ["", "v1", "concerts", _, "schedules", s, "seats"] => ScheduleId::new(s.parse().ok()?).ok(),
-        _ => None,
-    }
-}
-
-/// The schedule a hold's body names, if it is well-formed enough to say.
-fn schedule_in(body: &[u8]) -> Option<ScheduleId> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Named {
-        schedule_id: i64,
-    }
-    let named: Named = serde_json::from_slice(body).ok()?;
-    ScheduleId::new(named.schedule_id).ok()
-}
-
-thread_local! {
-    /// One pooled client per HTTP worker thread: each actix worker runs its own runtime, and a
-    /// pooled connection belongs to the runtime that opened it.
-    static CLIENT: reqwest::Client = reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(64)
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(FORWARD_TIMEOUT)
-        .build()
-        // Only fails on a TLS backend or resolver that cannot start; neither is compiled in.
-        .expect("a plain HTTP client builds");
-}
-
-/// This worker thread's pooled client (also the peer client's: one pool per thread).
-pub(super) fn client() -> reqwest::Client {
-    CLIENT.with(reqwest::Client::clone)
-}
-
-/// Forwards what another node owns; everything else (and everything outside cluster mode)
-/// goes on to the routes.
-pub async fn forward(
-    mut req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let membership = req
-        .app_data::<web::Data<AppState>>()
-        .and_then(|state| state.cluster.clone());
-    let Some(membership) = membership else {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body);
-    };
-    if req.headers().contains_key(HOP_HEADER) {
-        // Answered here, whatever this node holds; but it may not know the user yet.
-        let body = if route_of(req.method(), req.path()) == Route::HoldBody {
-            read_body(&mut req).await
-        } else {
-            None
-        };
-        learn_user(&req, body.as_deref()).await;
-        if let Some(bytes) = body {
-            req.set_payload(Payload::from(bytes));
-        }
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body);
-    }
-    if is_poll(&req) {
-        if let Some(answered_here) = poll_here(&req).await {
-            if answered_here {
-                return next
-                    .call(req)
-                    .await
-                    .map(ServiceResponse::map_into_left_body);
-            }
-        }
-    }
-    let mut body = None;
-    let shard = match route_of(req.method(), req.path()) {
-        Route::Local => None,
-        Route::Shard(shard) => Some(shard),
+/// The shard a request's state lives in (`None`: any node answers it), and its body if it
+/// was read to say.
+async fn shard_of(req: &mut ServiceRequest) -> (Option<ShardId>, Option<Bytes>) {
+    match route_of(req.method(), req.path()) {
+        Route::Local => (None, None),
+        Route::Shard(shard) => (Some(shard), None),
         Route::Reservation(id) => {
             let state = req.app_data::<web::Data<AppState>>().cloned();
-            match state {
-                Some(state) => state
-                    .engine
-                    .schedule_of_reservation(id)
-                    .await
-                    .map(ShardId::Schedule),
+            let schedule = match state {
+                Some(state) => state.engine.schedule_of_reservation(id).await,
                 None => None,
-            }
+            };
+            (schedule.map(ShardId::Schedule), None)
         }
         Route::HoldBody => {
-            let bytes = read_body(&mut req).await;
+            let bytes = read_body(req).await;
             let shard = bytes
                 .as_deref()
                 .and_then(schedule_in)
                 .map(ShardId::Schedule);
-            body = bytes;
-            shard
+            (shard, bytes)
         }
-    };
-    let target = shard.and_then(|shard| {
-        let (owner, url) = owner_elsewhere(&membership, shard)?;
-        Some((shard, owner, url))
-    });
-    let Some((shard, owner, target)) = target else {
-        learn_user(&req, body.as_deref()).await;
-        if let Some(bytes) = body {
-            req.set_payload(Payload::from(bytes));
-        }
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body);
-    };
+    }
+}
+
+/// Sends the request to its shard's owner and answers with the owner's answer.
+async fn forward_to<B>(
+    mut req: ServiceRequest,
+    membership: &Membership,
+    owner: Owner,
+    body: Option<Bytes>,
+) -> ServiceResponse<EitherBody<B>> {
     let body = match body {
         Some(bytes) => bytes,
         None => match read_body(&mut req).await {
@@ -324,20 +180,21 @@ pub async fn forward(
             None => {
                 let answer =
                     ApiError::InvalidRequest("request body too large".into()).error_response();
-                return Ok(req.into_response(answer).map_into_right_body());
+                return req.into_response(answer).map_into_right_body();
             }
         },
     };
+    let Owner { shard, node, url } = owner;
     // An owner that stops answering (paused, partitioned) loses its lease within a TTL; a
     // request waiting on it is then answered 503 at once rather than at the timeout.
     let answer = tokio::select! {
-        answer = send(&req, &target, membership.node_id(), body) => answer,
-        () = owner_moves(&membership, shard, &owner) => {
+        answer = send(&req, &url, membership.node_id(), body) => answer,
+        () = owner_moves(membership, shard, &node) => {
             metrics::counter!("boxoffice_forwards_total", "outcome" => "owner_moved").increment(1);
-            ApiError::Unavailable(format!("{shard} moved away from {owner} during a forward")).error_response()
+            ApiError::Unavailable(format!("{shard} moved away from {node} during a forward")).error_response()
         }
     };
-    Ok(req.into_response(answer).map_into_right_body())
+    req.into_response(answer).map_into_right_body()
 }
 
 /// `shard`'s owner and its URL, as this node's last round saw them, unless it is this node.
@@ -456,80 +313,4 @@ async fn send(req: &ServiceRequest, target: &str, me: &str, body: Bytes) -> Http
 fn unreachable_owner(target: &str, error: &str) -> HttpResponse {
     metrics::counter!("boxoffice_forwards_total", "outcome" => "unreachable").increment(1);
     ApiError::Unavailable(format!("forwarding to {target} failed: {error}")).error_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_route_finds_its_shard() {
-        let user = |u: i64| UserId::new(u).expect("positive");
-        let get = Method::GET;
-        assert_eq!(
-            route_of(&Method::POST, "/v1/queue-tokens/users/5"),
-            Route::Shard(ShardId::Queue)
-        );
-        assert_eq!(
-            route_of(&get, "/v1/queue-status/users/5"),
-            Route::Shard(ShardId::Queue)
-        );
-        assert_eq!(
-            route_of(&get, "/v1/balance/users/70"),
-            Route::Shard(ShardId::of_wallet(user(70)))
-        );
-        assert_eq!(
-            route_of(&Method::POST, "/v1/balance/users/70/recharge"),
-            Route::Shard(ShardId::Wallets(6))
-        );
-        assert_eq!(
-            route_of(&Method::POST, "/v1/payments/users/3"),
-            Route::Shard(ShardId::Wallets(3))
-        );
-        assert_eq!(route_of(&Method::POST, "/v1/reservations"), Route::HoldBody);
-        assert_eq!(
-            route_of(&Method::DELETE, "/v1/reservations/12"),
-            Route::Reservation(ReservationId::new(12).expect("positive"))
-        );
-        for local in [
-            "/v1/concerts/1/schedules",
-            "/v1/concerts/1/schedules/9/seats",
-            "/v1/admin/users",
-            "/readyz",
-            "/",
-            "/v1/balance/users/x",
-        ] {
-            assert_eq!(route_of(&get, local), Route::Local, "{local}");
-        }
-    }
-
-    #[test]
-    fn the_user_a_request_names() {
-        let user = |u: i64| UserId::new(u).ok();
-        assert_eq!(user_named("/v1/balance/users/7/recharge", None), user(7));
-        assert_eq!(user_named("/v1/queue-tokens/users/9", None), user(9));
-        assert_eq!(
-            user_named("/v1/reservations", Some(br#"{"userId":3,"scheduleId":1}"#)),
-            user(3)
-        );
-        assert_eq!(user_named("/v1/reservations", Some(b"{}")), None);
-        assert_eq!(user_named("/v1/balance/users/0", None), None);
-        assert_eq!(user_named("/v1/concerts/1/schedules", None), None);
-    }
-
-    #[test]
-    fn a_hold_body_names_its_schedule_or_nothing() {
-        assert_eq!(
-            schedule_in(br#"{"userId":1,"scheduleId":4,"seatIds":[1]}"#),
-            ScheduleId::new(4).ok()
-        );
-        for bad in [
-            &b"{}"[..],
-            b"not json",
-            br#"{"scheduleId":-1}"#,
-            br#"{"scheduleId":"4"}"#,
-        ] {
-            assert_eq!(schedule_in(bad), None);
-        }
-    }
 }
