@@ -1,4 +1,5 @@
-//! The HTTP surface: routes, request parsing, JSON shapes, the error envelope, the OpenAPI
+//! The HTTP surface: the route table (`routes`, each route naming its shard key), the
+//! cluster's forwarding and node-to-node routes (`cluster`), request parsing, JSON shapes, the error envelope, the OpenAPI
 //! document and request metrics. Every handler reads in four steps: parse its input into a
 //! domain request (`TryFrom`), authorize, call one engine operation, shape its answer.
 
@@ -19,7 +20,7 @@ mod payments;
 mod queue;
 pub mod rate_limit;
 mod reservations;
-pub(crate) mod routes;
+pub mod routes;
 pub mod slow_clients;
 
 pub use error::ApiError;

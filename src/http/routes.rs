@@ -27,6 +27,10 @@ pub enum ShardKey {
     ReservationSchedule,
 }
 
+/// The waiting room's status poll, which a cluster node may answer from the queue owner's
+/// snapshot (`cluster::polls`).
+pub(crate) const POLL_PATH: &str = "/v1/queue-status/users/{userId}";
+
 /// One route: method, path template, shard key, handler, and an optional body limit of its own.
 struct RouteSpec {
     method: Method,
@@ -73,12 +77,7 @@ fn queue_routes() -> Vec<RouteSpec> {
             Queue,
             web::get().to(queue::token),
         ),
-        spec(
-            M::GET,
-            "/v1/queue-status/users/{userId}",
-            Queue,
-            web::get().to(queue::status),
-        ),
+        spec(M::GET, POLL_PATH, Queue, web::get().to(queue::status)),
     ]
 }
 

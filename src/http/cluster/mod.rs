@@ -5,13 +5,13 @@
 //! Outside cluster mode none of it answers anything: the forwarder passes every request on,
 //! and the node-to-node and cluster routes are 404s.
 
-pub mod forward;
-pub mod internal;
-pub mod peer_client;
+mod forward;
+pub(super) mod internal;
+mod peer_client;
 mod peer_wire;
 mod polls;
 mod routing;
-pub mod view;
+pub(super) mod view;
 
 pub use forward::{forward, HOP_HEADER};
 pub use peer_client::PeerClient;

@@ -12,7 +12,7 @@
 
 use crate::domain::cluster::ShardId;
 use crate::domain::{ReservationId, ScheduleId, UserId};
-use crate::http::routes::keyed_route_table;
+use crate::http::routes::{keyed_route_table, POLL_PATH};
 use crate::http::ShardKey;
 use actix_web::dev::{Path, ResourceDef};
 use actix_web::http::Method;
@@ -33,6 +33,7 @@ pub enum Route {
 /// One route of the table, its path template compiled.
 struct KeyedRoute {
     method: Method,
+    path: &'static str,
     template: ResourceDef,
     key: ShardKey,
 }
@@ -46,6 +47,7 @@ fn table() -> &'static [KeyedRoute] {
             .into_iter()
             .map(|(method, path, key)| KeyedRoute {
                 method,
+                path,
                 template: ResourceDef::new(path),
                 key,
             })
@@ -53,16 +55,29 @@ fn table() -> &'static [KeyedRoute] {
     })
 }
 
+/// The table's route a request's method and path match, with the path segments it captured.
+fn matched<'a>(method: &Method, path: &'a str) -> Option<(&'static KeyedRoute, Path<&'a str>)> {
+    table()
+        .iter()
+        .filter(|route| route.method == method)
+        .find_map(|route| {
+            let mut params = Path::new(path);
+            route
+                .template
+                .capture_match_info(&mut params)
+                .then_some((route, params))
+        })
+}
+
 /// The route of a request, from the table's route its method and path match (a hold's body
 /// is read later); [`Route::Local`] when no route serves it.
 pub fn route_of(method: &Method, path: &str) -> Route {
-    for route in table().iter().filter(|route| route.method == method) {
-        let mut params = Path::new(path);
-        if route.template.capture_match_info(&mut params) {
-            return keyed(route.key, &params);
-        }
-    }
-    Route::Local
+    matched(method, path).map_or(Route::Local, |(route, params)| keyed(route.key, &params))
+}
+
+/// Whether a request is the waiting room's status poll ([`POLL_PATH`]).
+pub(super) fn is_poll(method: &Method, path: &str) -> bool {
+    matched(method, path).is_some_and(|(route, _)| route.path == POLL_PATH)
 }
 
 /// A route's key, given the path segments its template captured. An id that does not parse
@@ -290,6 +305,14 @@ mod tests {
             .any(|prefix| template.starts_with(prefix));
             assert_eq!(stateful, key != ShardKey::AnyNode, "{method} {template}");
         }
+    }
+
+    #[test]
+    fn only_the_status_route_is_a_poll() {
+        assert!(is_poll(&Method::GET, "/v1/queue-status/users/5"));
+        assert!(!is_poll(&Method::POST, "/v1/queue-status/users/5"));
+        assert!(!is_poll(&Method::GET, "/v1/queue-tokens/users/5"));
+        assert!(!is_poll(&Method::GET, "/v1/balance/users/5"));
     }
 
     #[test]
