@@ -226,7 +226,7 @@ async fn start_engine(
     if let (Some(membership), Some(key)) = (&membership, &settings.admin_key) {
         // A payment whose schedule another node holds asks that node (validate() made
         // sure cluster mode has the key the nodes share).
-        engine.set_peers(Arc::new(http::peer_client::PeerClient::new(
+        engine.set_peers(Arc::new(http::cluster::PeerClient::new(
             membership.clone(),
             key.clone(),
         )));
@@ -294,7 +294,7 @@ fn serve_public(
         // before the body deadline is armed, and both before any route reads the body.
         // Innermost: forwarding runs after the budgets and the body deadline, just before
         // a route would; outside cluster mode it passes everything on.
-        app.wrap(actix_web::middleware::from_fn(http::forward::forward))
+        app.wrap(actix_web::middleware::from_fn(http::cluster::forward))
             .wrap(actix_web::middleware::from_fn(
                 http::slow_clients::body_deadline,
             ))

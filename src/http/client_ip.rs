@@ -61,14 +61,6 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     Some(address.to_canonical())
 }
 
-/// A `--trusted-proxy` value: a network (`10.0.0.0/8`, `fd00::/8`) or one address.
-pub fn parse_network(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("expected a network like 10.0.0.0/8 or an address, got {text:?}"))
-}
-
 /// The key a client is limited under: its IPv4 address, or its IPv6 /64. One host is usually
 /// given a whole /64, so keying by the full IPv6 address would let it take 2^64 budgets.
 pub fn limit_key(address: IpAddr) -> IpAddr {
@@ -84,6 +76,7 @@ pub fn limit_key(address: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_network;
 
     fn proxies(networks: &[&str]) -> TrustedProxies {
         TrustedProxies::new(
@@ -158,12 +151,5 @@ mod tests {
             limit_key(ip("2001:db8:1:3::1"))
         );
         assert_eq!(limit_key(ip("192.0.2.1")), ip("192.0.2.1"));
-    }
-
-    #[test]
-    fn bad_networks_are_refused() {
-        assert!(parse_network("10.0.0.0/33").is_err());
-        assert!(parse_network("proxy.local").is_err());
-        assert!(parse_network("::1").is_ok());
     }
 }

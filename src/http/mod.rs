@@ -1,4 +1,5 @@
-//! The HTTP surface: routes, request parsing, JSON shapes, the error envelope, the OpenAPI
+//! The HTTP surface: the route table (`routes`, each route naming its shard key), the
+//! cluster's forwarding and node-to-node routes (`cluster`), request parsing, JSON shapes, the error envelope, the OpenAPI
 //! document and request metrics. Every handler reads in four steps: parse its input into a
 //! domain request (`TryFrom`), authorize, call one engine operation, shape its answer.
 
@@ -6,32 +7,28 @@ mod admin;
 pub mod auth;
 mod balance;
 pub mod client_ip;
-mod cluster;
+pub mod cluster;
 mod concerts;
 pub mod error;
 mod extract;
-pub mod forward;
 mod idempotency;
-mod internal;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
 mod ops;
 mod payments;
-pub mod peer_client;
-mod peer_wire;
 mod queue;
 pub mod rate_limit;
 mod reservations;
+pub mod routes;
 pub mod slow_clients;
 
 pub use error::ApiError;
+pub use routes::{configure, configure_for, route_table, Listener, ShardKey};
 
 use crate::actors::Engine;
 use crate::domain::{Timestamp, UserId};
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::Method;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::HttpRequest;
 use chrono::FixedOffset;
 use std::future::Future;
 use std::time::Duration;
@@ -115,214 +112,4 @@ pub async fn within_deadline<T, E: Into<ApiError>>(
         Ok(result) => result.map_err(Into::into),
         Err(_) => Err(ApiError::Unavailable("request deadline passed".into())),
     }
-}
-
-/// One route: method, path template, handler, and an optional body limit of its own.
-struct RouteSpec {
-    method: Method,
-    path: &'static str,
-    route: actix_web::Route,
-    body_limit: Option<usize>,
-}
-
-fn spec(method: Method, path: &'static str, route: actix_web::Route) -> RouteSpec {
-    RouteSpec {
-        method,
-        path,
-        route,
-        body_limit: None,
-    }
-}
-
-/// Every route the service serves: `configure` registers exactly these, and the OpenAPI test
-/// compares the document with exactly these.
-fn routes() -> Vec<RouteSpec> {
-    use Method as M;
-    vec![
-        spec(
-            M::POST,
-            "/v1/queue-tokens/users/{userId}",
-            web::post().to(queue::join),
-        ),
-        spec(
-            M::GET,
-            "/v1/queue-tokens/users/{userId}",
-            web::get().to(queue::token),
-        ),
-        spec(
-            M::GET,
-            "/v1/queue-status/users/{userId}",
-            web::get().to(queue::status),
-        ),
-        spec(
-            M::GET,
-            "/v1/concerts/{concertId}/schedules",
-            web::get().to(concerts::schedules),
-        ),
-        spec(
-            M::GET,
-            "/v1/concerts/{concertId}/schedules/{scheduleId}/seats",
-            web::get().to(concerts::seats),
-        ),
-        spec(
-            M::POST,
-            "/v1/reservations",
-            web::post().to(reservations::reserve),
-        ),
-        spec(
-            M::GET,
-            "/v1/reservations/{reservationId}",
-            web::get().to(reservations::read),
-        ),
-        spec(
-            M::DELETE,
-            "/v1/reservations/{reservationId}",
-            web::delete().to(reservations::cancel),
-        ),
-        spec(
-            M::POST,
-            "/v1/payments/users/{userId}",
-            web::post().to(payments::pay),
-        ),
-        spec(
-            M::POST,
-            "/v1/payments/users/{userId}/progress",
-            web::post().to(payments::progress),
-        ),
-        spec(
-            M::GET,
-            "/v1/balance/users/{userId}",
-            web::get().to(balance::balance),
-        ),
-        spec(
-            M::POST,
-            "/v1/balance/users/{userId}/recharge",
-            web::post().to(balance::recharge),
-        ),
-        spec(
-            M::GET,
-            "/v1/balance/users/{userId}/history",
-            web::get().to(balance::history),
-        ),
-        RouteSpec {
-            body_limit: Some(ADMIN_BODY_LIMIT),
-            ..spec(
-                M::POST,
-                "/v1/admin/users",
-                web::post().to(admin::create_user),
-            )
-        },
-        RouteSpec {
-            body_limit: Some(ADMIN_BODY_LIMIT),
-            ..spec(
-                M::POST,
-                "/v1/admin/concerts",
-                web::post().to(admin::create_concert),
-            )
-        },
-        spec(M::GET, live::PATH, web::get().to(live::live)),
-        spec(M::GET, "/v1/admin/cluster", web::get().to(cluster::cluster)),
-        spec(M::GET, "/healthz", web::get().to(ops::healthz)),
-        spec(M::GET, "/readyz", web::get().to(ops::readyz)),
-        spec(M::GET, "/metrics", web::get().to(ops::metrics)),
-        spec(M::GET, "/openapi.json", web::get().to(ops::openapi)),
-    ]
-}
-
-/// (method, path template) of every route served.
-pub fn route_table() -> Vec<(Method, &'static str)> {
-    routes().into_iter().map(|r| (r.method, r.path)).collect()
-}
-
-/// Which routes a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    /// Every route: the one listener when `--ops-bind` is not set.
-    All,
-    /// Every route but [`ops::OPS_ONLY_PATHS`]: the public listener beside an ops listener.
-    Public,
-    /// Only [`ops::OPS_PATHS`]: the `--ops-bind` listener.
-    Ops,
-}
-
-impl Listener {
-    fn serves(self, path: &str) -> bool {
-        match self {
-            Listener::All => true,
-            Listener::Public => !ops::OPS_ONLY_PATHS.contains(&path),
-            Listener::Ops => ops::OPS_PATHS.contains(&path),
-        }
-    }
-}
-
-/// Registers every route, and the envelope for every way a request can fail to reach one.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    configure_for(cfg, Listener::All)
-}
-
-/// [`configure`] for one listener: the routes it does not serve are 404 envelopes.
-pub fn configure_for(cfg: &mut web::ServiceConfig, listener: Listener) {
-    cfg.app_data(extract::json_config(BODY_LIMIT))
-        .app_data(extract::path_config())
-        .app_data(extract::query_config());
-    // Group the routes by path: one resource per path, so an unsupported method on a known
-    // path is a 405 envelope (with the path's methods in `Allow`) rather than a 404.
-    type Group = (
-        &'static str,
-        Option<usize>,
-        Vec<Method>,
-        Vec<actix_web::Route>,
-    );
-    let mut by_path: Vec<Group> = Vec::new();
-    for r in routes().into_iter().filter(|r| listener.serves(r.path)) {
-        match by_path.iter_mut().find(|(path, ..)| *path == r.path) {
-            Some((_, limit, methods, list)) => {
-                *limit = limit.or(r.body_limit);
-                methods.push(r.method);
-                list.push(r.route);
-            }
-            None => by_path.push((r.path, r.body_limit, vec![r.method], vec![r.route])),
-        }
-    }
-    for (path, limit, methods, list) in by_path {
-        let allow = allow_header(&methods);
-        let mut resource = web::resource(path)
-            // Before any extractor: an encoded body is refused unread.
-            .wrap(actix_web::middleware::from_fn(
-                extract::refuse_encoded_bodies,
-            ))
-            .app_data(metrics::RouteLabel(path))
-            .default_service(web::to(move || method_not_allowed(allow.clone())));
-        if let Some(limit) = limit {
-            resource = resource.app_data(extract::json_config(limit));
-        }
-        for route in list {
-            resource = resource.route(route);
-        }
-        cfg.service(resource);
-    }
-    // The pages are beside the API, not in it (see `crate::web`); the ops listener has none,
-    // nor the node-to-node routes (cluster mode, beside the API too).
-    if listener != Listener::Ops {
-        internal::configure(cfg);
-        crate::web::configure(cfg);
-    }
-    cfg.default_service(web::to(not_found));
-}
-
-async fn not_found(_: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound)
-}
-
-/// RFC 9110 §15.5.6: a 405 lists the methods the resource does support.
-async fn method_not_allowed(allow: HeaderValue) -> HttpResponse {
-    let mut response = ApiError::MethodNotAllowed.error_response();
-    response.headers_mut().insert(header::ALLOW, allow);
-    response
-}
-
-/// `Allow` for a path served with `methods`.
-fn allow_header(methods: &[Method]) -> HeaderValue {
-    let listed: Vec<&str> = methods.iter().map(Method::as_str).collect();
-    HeaderValue::from_str(&listed.join(", ")).expect("method names are valid header text")
 }

@@ -32,7 +32,7 @@ use utoipa::{Modify, OpenApi};
         super::admin::create_user,
         super::admin::create_concert,
         super::live::live,
-        super::cluster::cluster,
+        super::cluster::view::cluster,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,

@@ -123,9 +123,9 @@ pub async fn status(
     state.authenticate(&req, user)?;
     let worked_out = req
         .extensions_mut()
-        .remove::<super::forward::SnapshotAnswer>();
+        .remove::<super::cluster::SnapshotAnswer>();
     let status = match worked_out {
-        Some(super::forward::SnapshotAnswer(status)) => status,
+        Some(super::cluster::SnapshotAnswer(status)) => status,
         None => state.engine.poll(user, token.0).await?,
     };
     Ok(HttpResponse::Ok().json(status_response(&state, &status)))

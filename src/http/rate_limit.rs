@@ -15,7 +15,6 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
@@ -33,25 +32,13 @@ pub const UPKEEP_EVERY_CHECKS: u64 = 1024;
 /// a burst of clients took is given back.
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(10);
 
-/// A sustained rate and the burst allowed on top of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub per_second: NonZeroU32,
-    pub burst: NonZeroU32,
-}
+// The setting lives in `config` (settings import nothing from `http`); re-exported here,
+// beside the budgets it sets.
+pub use crate::config::Rate;
 
-impl Rate {
-    /// `per_second` requests a second (0: no limit) and a burst of `burst` (default: one
-    /// second's worth).
-    pub fn new(per_second: u32, burst: Option<u32>) -> Option<Rate> {
-        let per_second = NonZeroU32::new(per_second)?;
-        let burst = burst.and_then(NonZeroU32::new).unwrap_or(per_second);
-        Some(Rate { per_second, burst })
-    }
-
-    fn quota(self) -> Quota {
-        Quota::per_second(self.per_second).allow_burst(self.burst)
-    }
+/// `rate` as governor's quota.
+fn quota(rate: Rate) -> Quota {
+    Quota::per_second(rate.per_second).allow_burst(rate.burst)
 }
 
 /// How long a refused client should wait, in whole seconds (at least 1), for `Retry-After`.
@@ -99,7 +86,7 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> Budget<K, C> {
         Budget {
             rate,
             max_keys,
-            limiter: RwLock::new(RateLimiter::dashmap_with_clock(rate.quota(), clock.clone())),
+            limiter: RwLock::new(RateLimiter::dashmap_with_clock(quota(rate), clock.clone())),
             last_forget: Mutex::new(clock.now()),
             clock,
             checks: AtomicU64::new(0),
@@ -154,7 +141,7 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> Budget<K, C> {
             return;
         }
         drop(limiter);
-        let fresh = RateLimiter::dashmap_with_clock(self.rate.quota(), self.clock.clone());
+        let fresh = RateLimiter::dashmap_with_clock(quota(self.rate), self.clock.clone());
         *self
             .limiter
             .write()

@@ -1,9 +1,9 @@
 //! `GET /v1/admin/cluster` (API.md §10): the members, their leases, and each shard's owner
 //! and epoch, as this node's last cluster round saw them. 404 outside cluster mode.
 
-use super::admin::check_admin;
-use super::error::{ApiError, ErrorBody};
-use super::AppState;
+use crate::http::admin::check_admin;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 

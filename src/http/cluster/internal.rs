@@ -3,19 +3,19 @@
 //! admin key, which every node of a cluster shares, and are a 404 outside cluster mode. The
 //! forwarder never forwards them; they are not in the OpenAPI document (not for clients).
 
-use super::admin::check_admin;
-use super::error::ApiError;
 use super::peer_wire::{
     OutcomeBody, PinAnswer, PinBody, QueueSyncAnswer, QueueSyncBody, WireRefusal, MAX_SHARD_NAME,
     PINS_PATH, QUEUE_SYNC_BODY_LIMIT, QUEUE_SYNC_PATH, SPENT_TOKENS_PATH,
 };
-use super::AppState;
 use crate::actors::cluster::peers::PinAsk;
 use crate::actors::cluster::queue_copy::MAX_TOUCHES_PER_SYNC;
 use crate::actors::PaymentError;
 use crate::domain::cluster::ShardId;
 use crate::domain::schedule::BookingRefusal;
 use crate::domain::{ReservationId, TokenId};
+use crate::http::admin::check_admin;
+use crate::http::error::ApiError;
+use crate::http::AppState;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use std::future::{ready, Ready};
@@ -32,7 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource(SPENT_TOKENS_PATH).route(web::post().to(spend_token)))
         .service(
             web::resource(QUEUE_SYNC_PATH)
-                .app_data(super::extract::json_config(QUEUE_SYNC_BODY_LIMIT))
+                .app_data(crate::http::extract::json_config(QUEUE_SYNC_BODY_LIMIT))
                 .route(web::post().to(queue_sync)),
         );
 }

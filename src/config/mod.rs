@@ -3,13 +3,18 @@
 use crate::actors::EngineSettings;
 use crate::domain::time::parse_offset;
 use crate::domain::Money;
-use crate::http::rate_limit::Rate;
 use crate::store::redact;
 use chrono::FixedOffset;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+mod network;
+mod rate;
+
+pub use network::parse_network;
+pub use rate::Rate;
 
 /// The default store: an embedded SQLite file beside the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://boxoffice.db";
@@ -132,7 +137,7 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXOFFICE_RATE_LIMIT_USER_BURST", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_limit_user_burst: Option<u32>,
     /// Proxies (CIDR or address) whose X-Forwarded-For names the client; comma-separated in the environment.
-    #[arg(long, env = "BOXOFFICE_TRUSTED_PROXY", value_delimiter = ',', num_args = 1.., value_parser = crate::http::client_ip::parse_network)]
+    #[arg(long, env = "BOXOFFICE_TRUSTED_PROXY", value_delimiter = ',', num_args = 1.., value_parser = parse_network)]
     pub trusted_proxy: Vec<ipnet::IpNet>,
     /// A request body not complete this long after its head answers 408.
     #[arg(long, env = "BOXOFFICE_BODY_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]

@@ -1,0 +1,306 @@
+//! The one route table: every route's method, path template, handler, body limit, and the
+//! shard its state lives in ([`ShardKey`]), which is how a cluster node finds the node that
+//! answers it (`cluster::routing`). Registering a route here is all it takes to serve it, to
+//! forward it, and to hold the OpenAPI document to it.
+
+use super::{admin, balance, cluster, concerts, extract, live, metrics, ops, payments, queue};
+use super::{reservations, ApiError, ADMIN_BODY_LIMIT, BODY_LIMIT};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+
+/// Where a route's state lives, so which node of a cluster answers it. Every route names one:
+/// a route added without it does not compile, and `cluster::routing`'s tests hold each to the
+/// path segment or body it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardKey {
+    /// Answered by any node: the catalog, seat maps (from a copy at most 250 ms old), the
+    /// admin routes and operations.
+    AnyNode,
+    /// The waiting room: the queue shard.
+    Queue,
+    /// The wallet bucket of the user in the path's `{userId}`.
+    UserWallet,
+    /// A hold: the schedule named in its body.
+    HoldBody,
+    /// The schedule of the reservation in the path's `{reservationId}` (looked up).
+    ReservationSchedule,
+}
+
+/// The waiting room's status poll, which a cluster node may answer from the queue owner's
+/// snapshot (`cluster::polls`).
+pub(crate) const POLL_PATH: &str = "/v1/queue-status/users/{userId}";
+
+/// One route: method, path template, shard key, handler, and an optional body limit of its own.
+struct RouteSpec {
+    method: Method,
+    path: &'static str,
+    key: ShardKey,
+    route: actix_web::Route,
+    body_limit: Option<usize>,
+}
+
+fn spec(method: Method, path: &'static str, key: ShardKey, route: actix_web::Route) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        key,
+        route,
+        body_limit: None,
+    }
+}
+
+/// Every route the service serves: `configure` registers exactly these, the OpenAPI test
+/// compares the document with exactly these, and the forwarder routes by exactly these.
+fn routes() -> Vec<RouteSpec> {
+    let mut all = queue_routes();
+    all.extend(booking_routes());
+    all.extend(wallet_routes());
+    all.extend(admin_and_ops_routes());
+    all
+}
+
+/// The waiting room's: all the queue shard's.
+fn queue_routes() -> Vec<RouteSpec> {
+    use Method as M;
+    use ShardKey::Queue;
+    vec![
+        spec(
+            M::POST,
+            "/v1/queue-tokens/users/{userId}",
+            Queue,
+            web::post().to(queue::join),
+        ),
+        spec(
+            M::GET,
+            "/v1/queue-tokens/users/{userId}",
+            Queue,
+            web::get().to(queue::token),
+        ),
+        spec(M::GET, POLL_PATH, Queue, web::get().to(queue::status)),
+    ]
+}
+
+/// The catalog's (any node), and the holds' (the schedule's).
+fn booking_routes() -> Vec<RouteSpec> {
+    use Method as M;
+    use ShardKey::{AnyNode, HoldBody, ReservationSchedule};
+    vec![
+        spec(
+            M::GET,
+            "/v1/concerts/{concertId}/schedules",
+            AnyNode,
+            web::get().to(concerts::schedules),
+        ),
+        spec(
+            M::GET,
+            "/v1/concerts/{concertId}/schedules/{scheduleId}/seats",
+            AnyNode,
+            web::get().to(concerts::seats),
+        ),
+        spec(
+            M::POST,
+            "/v1/reservations",
+            HoldBody,
+            web::post().to(reservations::reserve),
+        ),
+        spec(
+            M::GET,
+            "/v1/reservations/{reservationId}",
+            ReservationSchedule,
+            web::get().to(reservations::read),
+        ),
+        spec(
+            M::DELETE,
+            "/v1/reservations/{reservationId}",
+            ReservationSchedule,
+            web::delete().to(reservations::cancel),
+        ),
+    ]
+}
+
+/// A user's payments and wallet: their wallet bucket's.
+fn wallet_routes() -> Vec<RouteSpec> {
+    use Method as M;
+    use ShardKey::UserWallet;
+    vec![
+        spec(
+            M::POST,
+            "/v1/payments/users/{userId}",
+            UserWallet,
+            web::post().to(payments::pay),
+        ),
+        spec(
+            M::POST,
+            "/v1/payments/users/{userId}/progress",
+            UserWallet,
+            web::post().to(payments::progress),
+        ),
+        spec(
+            M::GET,
+            "/v1/balance/users/{userId}",
+            UserWallet,
+            web::get().to(balance::balance),
+        ),
+        spec(
+            M::POST,
+            "/v1/balance/users/{userId}/recharge",
+            UserWallet,
+            web::post().to(balance::recharge),
+        ),
+        spec(
+            M::GET,
+            "/v1/balance/users/{userId}/history",
+            UserWallet,
+            web::get().to(balance::history),
+        ),
+    ]
+}
+
+/// The admin routes and operations: any node's.
+fn admin_and_ops_routes() -> Vec<RouteSpec> {
+    use Method as M;
+    use ShardKey::AnyNode;
+    vec![
+        RouteSpec {
+            body_limit: Some(ADMIN_BODY_LIMIT),
+            ..spec(
+                M::POST,
+                "/v1/admin/users",
+                AnyNode,
+                web::post().to(admin::create_user),
+            )
+        },
+        RouteSpec {
+            body_limit: Some(ADMIN_BODY_LIMIT),
+            ..spec(
+                M::POST,
+                "/v1/admin/concerts",
+                AnyNode,
+                web::post().to(admin::create_concert),
+            )
+        },
+        spec(M::GET, live::PATH, AnyNode, web::get().to(live::live)),
+        spec(
+            M::GET,
+            "/v1/admin/cluster",
+            AnyNode,
+            web::get().to(cluster::view::cluster),
+        ),
+        spec(M::GET, "/healthz", AnyNode, web::get().to(ops::healthz)),
+        spec(M::GET, "/readyz", AnyNode, web::get().to(ops::readyz)),
+        spec(M::GET, "/metrics", AnyNode, web::get().to(ops::metrics)),
+        spec(
+            M::GET,
+            "/openapi.json",
+            AnyNode,
+            web::get().to(ops::openapi),
+        ),
+    ]
+}
+
+/// (method, path template, shard key) of every route served: what the forwarder matches.
+pub(crate) fn keyed_route_table() -> Vec<(Method, &'static str, ShardKey)> {
+    routes()
+        .into_iter()
+        .map(|r| (r.method, r.path, r.key))
+        .collect()
+}
+
+/// (method, path template) of every route served.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    routes().into_iter().map(|r| (r.method, r.path)).collect()
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Every route: the one listener when `--ops-bind` is not set.
+    All,
+    /// Every route but [`ops::OPS_ONLY_PATHS`]: the public listener beside an ops listener.
+    Public,
+    /// Only [`ops::OPS_PATHS`]: the `--ops-bind` listener.
+    Ops,
+}
+
+impl Listener {
+    fn serves(self, path: &str) -> bool {
+        match self {
+            Listener::All => true,
+            Listener::Public => !ops::OPS_ONLY_PATHS.contains(&path),
+            Listener::Ops => ops::OPS_PATHS.contains(&path),
+        }
+    }
+}
+
+/// Registers every route, and the envelope for every way a request can fail to reach one.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    configure_for(cfg, Listener::All)
+}
+
+/// [`configure`] for one listener: the routes it does not serve are 404 envelopes.
+pub fn configure_for(cfg: &mut web::ServiceConfig, listener: Listener) {
+    cfg.app_data(extract::json_config(BODY_LIMIT))
+        .app_data(extract::path_config())
+        .app_data(extract::query_config());
+    // Group the routes by path: one resource per path, so an unsupported method on a known
+    // path is a 405 envelope (with the path's methods in `Allow`) rather than a 404.
+    type Group = (
+        &'static str,
+        Option<usize>,
+        Vec<Method>,
+        Vec<actix_web::Route>,
+    );
+    let mut by_path: Vec<Group> = Vec::new();
+    for r in routes().into_iter().filter(|r| listener.serves(r.path)) {
+        match by_path.iter_mut().find(|(path, ..)| *path == r.path) {
+            Some((_, limit, methods, list)) => {
+                *limit = limit.or(r.body_limit);
+                methods.push(r.method);
+                list.push(r.route);
+            }
+            None => by_path.push((r.path, r.body_limit, vec![r.method], vec![r.route])),
+        }
+    }
+    for (path, limit, methods, list) in by_path {
+        let allow = allow_header(&methods);
+        let mut resource = web::resource(path)
+            // Before any extractor: an encoded body is refused unread.
+            .wrap(actix_web::middleware::from_fn(
+                extract::refuse_encoded_bodies,
+            ))
+            .app_data(metrics::RouteLabel(path))
+            .default_service(web::to(move || method_not_allowed(allow.clone())));
+        if let Some(limit) = limit {
+            resource = resource.app_data(extract::json_config(limit));
+        }
+        for route in list {
+            resource = resource.route(route);
+        }
+        cfg.service(resource);
+    }
+    // The pages are beside the API, not in it (see `crate::web`); the ops listener has none,
+    // nor the node-to-node routes (cluster mode, beside the API too).
+    if listener != Listener::Ops {
+        cluster::internal::configure(cfg);
+        crate::web::configure(cfg);
+    }
+    cfg.default_service(web::to(not_found));
+}
+
+async fn not_found(_: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+/// RFC 9110 §15.5.6: a 405 lists the methods the resource does support.
+async fn method_not_allowed(allow: HeaderValue) -> HttpResponse {
+    let mut response = ApiError::MethodNotAllowed.error_response();
+    response.headers_mut().insert(header::ALLOW, allow);
+    response
+}
+
+/// `Allow` for a path served with `methods`.
+fn allow_header(methods: &[Method]) -> HeaderValue {
+    let listed: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    HeaderValue::from_str(&listed.join(", ")).expect("method names are valid header text")
+}
