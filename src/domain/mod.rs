@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod ids;
 pub mod money;
 pub mod queue;
+pub mod reservation;
 pub mod schedule;
 pub mod seat_plan;
 pub mod time;
