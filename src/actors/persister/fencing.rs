@@ -35,6 +35,9 @@ pub fn epoch_of(generation: u64) -> u64 {
     generation >> EPOCH_SHIFT
 }
 
+/// Actors, each with the generation it must reach.
+type Actors = Vec<(ActorKey, u64)>;
+
 /// What fencing adds to the persister's state, built by [`Persister::fence_with`] alone.
 pub(super) struct FenceState {
     fencing: Fencing,
@@ -109,10 +112,7 @@ impl FenceState {
     }
 
     /// Splits `actors` into those of shards gone to another node and those still held here.
-    pub(super) fn split_gone(
-        &self,
-        actors: Vec<(ActorKey, u64)>,
-    ) -> (Vec<(ActorKey, u64)>, Vec<(ActorKey, u64)>) {
+    pub(super) fn split_gone(&self, actors: Actors) -> (Actors, Actors) {
         actors
             .into_iter()
             .partition(|(key, _)| !self.held.contains_key(&self.shard_of(*key)))

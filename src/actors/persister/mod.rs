@@ -23,11 +23,11 @@
 //!
 //! The files, each one idea:
 //! - this one: the handle ([`Persister`]), what a submission is, and the permit that queues it;
-//! - [`batch_loop`]: the commit loop, one named step per turn, and how queued submissions
+//! - `batch_loop`: the commit loop, one named step per turn, and how queued submissions
 //!   become a batch;
-//! - [`pipeline`]: the front and back batches in flight (`--pipeline-commits`);
-//! - [`failure`]: the failure protocol, and the bisection that refuses one offender alone;
-//! - [`fencing`]: cluster mode only (held shards, epochs packed into generations, the fence);
+//! - `pipeline`: the front and back batches in flight (`--pipeline-commits`);
+//! - `failure`: the failure protocol, and the bisection that refuses one offender alone;
+//! - `fencing`: cluster mode only (held shards, epochs packed into generations, the fence);
 //!   a single node never builds its state nor takes its branches.
 
 mod batch_loop;
