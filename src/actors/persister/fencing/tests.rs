@@ -1,236 +1,12 @@
-//! Tests of the two refusals that spare the rest of a batch: a submission whose content the
-//! database refuses is isolated by bisection, and a submission decided under a shard epoch
-//! that has moved on is refused by the fence (cluster mode), each alone.
-//!
-//! Run on the memory store, whose fenced commit checks the claims and applies the batch under
-//! one lock (as PostgreSQL does in one transaction), on the current-thread runtime of
-//! `#[tokio::test]`: the commit loop runs only while a test awaits, so everything submitted
-//! between two awaits is one batch, deterministically.
+//! Fencing (cluster mode): a submission decided under a shard epoch that has moved on is
+//! refused by the fence alone, a node writes nothing of a shard it does not hold, and two
+//! owners of one shard never commit under a stale epoch. Run on the memory store, whose
+//! fenced commit checks the claims and applies the batch under one lock (as PostgreSQL does
+//! in one transaction), and on PostgreSQL.
 
-use super::*;
-use crate::domain::{Money, Timestamp};
-use crate::store::{MemoryStore, WalletRecord};
+use super::super::rig::*;
+use super::super::*;
 use proptest::prelude::*;
-use tokio::sync::mpsc;
-
-type Outcome = Result<(), Unavailable>;
-
-fn won(amount: i64) -> Money {
-    Money::new(amount).expect("test amounts are not negative")
-}
-
-fn schedule(id: i64) -> ActorKey {
-    ActorKey::Schedule(ScheduleId::new(id).expect("test ids are positive"))
-}
-
-/// The shard names of these tests: one shard per actor.
-fn shard_of(key: ActorKey) -> String {
-    format!("{key:?}")
-}
-
-/// One persister over a shared memory store, with what it answered (tagged by the test) and
-/// whom it handed to its rebuild and fenced hooks.
-struct Node {
-    persister: Persister,
-    task: tokio::task::JoinHandle<()>,
-    answers: mpsc::UnboundedReceiver<(u32, Outcome)>,
-    answer_to: mpsc::UnboundedSender<(u32, Outcome)>,
-    rebuilt: mpsc::UnboundedReceiver<Vec<(ActorKey, u64)>>,
-    fenced: mpsc::UnboundedReceiver<Vec<(ActorKey, u64)>>,
-}
-
-impl Node {
-    /// A persister on `memory`; fenced as `node` when one is given.
-    async fn start(memory: &MemoryStore, node: Option<&str>) -> Node {
-        Node::start_on(Arc::new(Store::Memory(memory.clone())), node).await
-    }
-
-    /// A persister on any store; fenced as `node` when one is given.
-    async fn start_on(store: Arc<Store>, node: Option<&str>) -> Node {
-        let (persister, task) =
-            Persister::start(store, &tokio::runtime::Handle::current(), 1024, false);
-        let (rebuild_to, rebuilt) = mpsc::unbounded_channel();
-        persister.on_rebuild(Box::new(move |keys| {
-            // The receiver lives as long as the test that reads it.
-            let _ = rebuild_to.send(keys);
-        }));
-        let (fenced_to, fenced) = mpsc::unbounded_channel();
-        persister.on_fenced(Box::new(move |keys| {
-            let _ = fenced_to.send(keys);
-        }));
-        if let Some(node) = node {
-            persister.fence_with(Fencing {
-                node: node.to_string(),
-                shard_of: Box::new(shard_of),
-            });
-        }
-        let (answer_to, answers) = mpsc::unbounded_channel();
-        // Let the loop park on an empty queue first, whatever the scheduler did.
-        tokio::task::yield_now().await;
-        Node {
-            persister,
-            task,
-            answers,
-            answer_to,
-            rebuilt,
-            fenced,
-        }
-    }
-
-    /// Takes `key`'s shard on the memory store's lease table, under the next epoch, and holds
-    /// it: what a takeover does before the shard's actors load.
-    fn take(&self, memory: &MemoryStore, key: ActorKey, name: &str) -> u64 {
-        let epoch = memory.take_lease(&shard_of(key), name);
-        self.persister.hold_shard(&shard_of(key), epoch);
-        epoch
-    }
-
-    /// Submits `writes` built on `deps`, its answer tagged `tag`.
-    fn submit(&self, tag: u32, deps: &[Dependency], writes: Writes) {
-        let to = self.answer_to.clone();
-        match self.persister.reserve(deps) {
-            Ok(permit) => {
-                permit.submit(
-                    writes,
-                    Box::new(move |outcome| {
-                        let _ = to.send((tag, outcome));
-                    }),
-                );
-            }
-            // Refused at once (its actor is stale): answered like any other refusal.
-            Err(refused) => {
-                let _ = to.send((tag, Err(refused)));
-            }
-        }
-    }
-
-    /// The next `count` answers, sorted by tag.
-    async fn answers(&mut self, count: usize) -> Vec<(u32, Outcome)> {
-        let mut all = Vec::with_capacity(count);
-        for _ in 0..count {
-            let answer = tokio::time::timeout(Duration::from_secs(5), self.answers.recv())
-                .await
-                .expect("every submission is answered within 5 s")
-                .expect("the node holds a sender: the channel stays open");
-            all.push(answer);
-        }
-        all.sort_by_key(|(tag, _)| *tag);
-        all
-    }
-
-    async fn stop(self) {
-        self.persister.close();
-        self.task
-            .await
-            .expect("the commit loop ends without a panic");
-    }
-}
-
-/// A memory store with one user of 100 won, and that user.
-async fn store_with_a_user() -> (MemoryStore, UserId) {
-    let memory = MemoryStore::connect("memory://")
-        .await
-        .expect("an unnamed memory store always opens");
-    let user = memory
-        .create_user("kim", won(100), Timestamp::from_millis(0))
-        .await
-        .expect("the memory store creates users");
-    (memory, user)
-}
-
-/// A balance write the store accepts (the user exists) or refuses (it does not).
-fn balance(user: UserId, amount: i64) -> Writes {
-    Writes::default().wallet(WalletRecord {
-        user,
-        balance: won(amount),
-        at: Timestamp::from_millis(1),
-    })
-}
-
-fn nobody() -> UserId {
-    UserId::new(999).expect("a positive id")
-}
-
-#[tokio::test]
-async fn one_refused_submission_is_refused_alone_and_the_rest_of_its_batch_commits() {
-    let (memory, user) = store_with_a_user().await;
-    let mut node = Node::start(&memory, None).await;
-    // Eight submissions in one batch; the fourth writes a wallet that does not exist.
-    for tag in 1..=8 {
-        let writes = if tag == 4 {
-            balance(nobody(), 1)
-        } else {
-            balance(user, i64::from(tag))
-        };
-        node.submit(tag, &[(schedule(i64::from(tag)), 0)], writes);
-    }
-    let answers = node.answers(8).await;
-    for (tag, outcome) in &answers {
-        let expected = if *tag == 4 {
-            Err(Unavailable::CommitFailed)
-        } else {
-            Ok(())
-        };
-        assert_eq!(*outcome, expected, "submission {tag}: {answers:?}");
-    }
-    // The last innocent write is the one stored: the others committed in order around it.
-    assert_eq!(memory.load_wallet(user).await.expect("loads"), Some(won(8)));
-    // Only the offender's actor rebuilds; the persister stays healthy.
-    let rebuilt = node.rebuilt.recv().await.expect("the hook is called");
-    assert_eq!(rebuilt, vec![(schedule(4), 1)]);
-    assert!(node.rebuilt.try_recv().is_err(), "one actor, one call");
-    assert!(node.persister.is_healthy());
-    assert!(!node.persister.is_stale((schedule(3), 0)));
-    // Bisection, not one commit per submission: 8 → 4 → 2 → 1 is at most 7 more batches.
-    let batches = node.persister.stats().batches.load(Ordering::Relaxed);
-    assert!((2..=8).contains(&batches), "{batches} batches");
-    node.stop().await;
-}
-
-#[tokio::test]
-async fn a_write_built_on_a_refused_one_is_refused_with_it_and_nothing_else() {
-    let (memory, user) = store_with_a_user().await;
-    let mut node = Node::start(&memory, None).await;
-    node.submit(1, &[(schedule(1), 0)], balance(user, 1));
-    node.submit(2, &[(schedule(2), 0)], balance(nobody(), 2));
-    node.submit(3, &[(schedule(3), 0)], balance(user, 3));
-    // Built on schedule 2's state, which included the refused write.
-    node.submit(4, &[(schedule(2), 0)], balance(user, 4));
-    node.submit(5, &[(schedule(5), 0)], balance(user, 5));
-    let answers = node.answers(5).await;
-    assert_eq!(
-        answers,
-        vec![
-            (1, Ok(())),
-            (2, Err(Unavailable::CommitFailed)),
-            (3, Ok(())),
-            (4, Err(Unavailable::Rebuilding)),
-            (5, Ok(())),
-        ]
-    );
-    assert_eq!(memory.load_wallet(user).await.expect("loads"), Some(won(5)));
-    node.stop().await;
-}
-
-#[tokio::test]
-async fn a_lost_database_still_fails_the_whole_batch() {
-    // The ambiguous failure is not isolated: nobody can tell what was written.
-    let (memory, user) = store_with_a_user().await;
-    let mut node = Node::start(&memory, None).await;
-    memory.fail_next_commits(1);
-    for tag in 1..=4 {
-        node.submit(tag, &[(schedule(i64::from(tag)), 0)], balance(user, 1));
-    }
-    let answers = node.answers(4).await;
-    assert!(
-        answers
-            .iter()
-            .all(|(_, a)| *a == Err(Unavailable::CommitFailed)),
-        "{answers:?}"
-    );
-    assert!(!node.persister.is_healthy());
-    node.stop().await;
-}
 
 #[tokio::test]
 async fn a_paused_ex_owner_finds_its_commit_refused_and_the_rest_of_its_batch_commits() {
@@ -512,58 +288,11 @@ proptest! {
     }
 }
 
-/// The same two refusals on PostgreSQL: its own check that every wallet written exists, and
-/// its fence, the lease rows read `FOR SHARE` in the batch's transaction.
+/// The same refusal on PostgreSQL: its fence, the lease rows read `FOR SHARE` in the batch's
+/// transaction.
 mod on_postgres {
     use super::*;
-    use crate::store::temp_databases::TempPostgres;
-
-    /// A migrated database with one user, and the cluster tables' two nodes registered.
-    async fn open() -> (TempPostgres, Arc<Store>, UserId) {
-        let database = TempPostgres::create().await;
-        let store = Store::connect_cluster(&database.url(), Duration::from_secs(5))
-            .await
-            .expect("connect to the test database");
-        store.migrate().await.expect("migrate the test database");
-        let user = store
-            .create_user("kim", won(100), Timestamp::from_millis(0))
-            .await
-            .expect("create a user");
-        let cluster = store.cluster().expect("PostgreSQL has a cluster store");
-        for node in ["a", "b"] {
-            cluster
-                .register(node, "http://127.0.0.1:1", Duration::from_secs(60))
-                .await
-                .expect("register");
-        }
-        (database, Arc::new(store), user)
-    }
-
-    #[tokio::test]
-    async fn one_refused_submission_is_refused_alone() {
-        let (_database, store, user) = open().await;
-        let mut node = Node::start_on(store.clone(), None).await;
-        for tag in 1..=6 {
-            let writes = if tag == 3 {
-                balance(nobody(), 1)
-            } else {
-                balance(user, i64::from(tag))
-            };
-            node.submit(tag, &[(schedule(i64::from(tag)), 0)], writes);
-        }
-        let answers = node.answers(6).await;
-        for (tag, outcome) in &answers {
-            let expected = if *tag == 3 {
-                Err(Unavailable::CommitFailed)
-            } else {
-                Ok(())
-            };
-            assert_eq!(*outcome, expected, "submission {tag}: {answers:?}");
-        }
-        assert_eq!(store.load_wallet(user).await.expect("loads"), Some(won(6)));
-        assert!(node.persister.is_healthy());
-        node.stop().await;
-    }
+    use crate::actors::persister::rig::open_postgres as open;
 
     #[tokio::test]
     async fn a_stale_epoch_is_refused_alone_and_audited_never() {
@@ -618,4 +347,22 @@ mod on_postgres {
         );
         a.stop().await;
     }
+}
+
+/// A single node never installs the fence: no fencing state is built, every actor may write,
+/// and its batches carry no claim (the commit loop asserts it of every batch it sends).
+#[tokio::test]
+async fn a_single_node_builds_nothing_of_fencing_and_fences_nothing() {
+    let (memory, user) = store_with_a_user().await;
+    let mut node = Node::start(&memory, None).await;
+    node.submit(1, &[(schedule(1), 0)], balance(user, 1));
+    node.submit(2, &[(ActorKey::Wallet(user), 0)], balance(user, 2));
+    assert_eq!(node.answers(2).await, vec![(1, Ok(())), (2, Ok(()))]);
+    assert!(node.persister.shared.fence.get().is_none());
+    assert!(node.persister.may_write(schedule(1)));
+    assert_eq!(node.persister.node_id(), None);
+    assert!(node.persister.held_shards().is_empty());
+    assert_eq!(node.persister.min_generation(schedule(1)), 0);
+    assert!(memory.fence_audit().is_empty(), "no fenced commit was made");
+    node.stop().await;
 }
