@@ -12,7 +12,7 @@
 //! - `fence.rs` and `cluster.rs` (cluster mode): the claims a batch commits under, and the
 //!   membership and lease tables; `redact.rs`: database urls without their secrets.
 //!
-//! For the persister's pipeline (`actors/persister.rs`) a batch can also be **staged**: its
+//! For the persister's pipeline (`actors/persister/pipeline.rs`) a batch can also be **staged**: its
 //! statements sent in a transaction left open ([`Store::stage`]), committed or rolled back later
 //! ([`Staged`]). PostgreSQL stages for real, on a pooled connection of its own, so one batch's
 //! statements run while the batch ahead of it commits; which batches may be staged behind an

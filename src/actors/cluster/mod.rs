@@ -3,7 +3,7 @@
 //! only through the [`Elsewhere`](super::engine::Elsewhere) that [`OtherNodes`] implements.
 //!
 //! Who may write is never decided here: the fence in each batch's transaction decides that
-//! (`persister.rs`, `store/postgres_writes.rs`). What is decided here is which shards to try
+//! (`persister/fencing.rs`, `store/postgres_writes.rs`). What is decided here is which shards to try
 //! to take and when, so that a dead or departed owner's shards find a new one in seconds.
 
 pub mod catalog_sync;

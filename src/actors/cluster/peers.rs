@@ -1,5 +1,5 @@
 //! Cluster mode: what this node asks of the others for a payment whose wallet and schedule
-//! live on different nodes. The engine speaks this trait; `http/peer_client.rs` carries it
+//! live on different nodes. The engine speaks this trait; `http/cluster/peer_client.rs` carries it
 //! over HTTP, so `actors/` knows nothing of the wire.
 
 use crate::domain::queue::LineSnapshot;
