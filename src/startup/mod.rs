@@ -12,15 +12,14 @@ mod shutdown;
 pub use engine::migrate;
 pub use shutdown::AppHandle;
 
-use crate::actors::cluster::Membership;
 use crate::actors::Engine;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::config::{check_cluster, SettingsError};
 use crate::http;
-use crate::store::{redact, StoreError, StoreHandle};
+use crate::store::{redact, StoreError};
 use actix_web::dev::Server;
-use engine::{start_engine, Started, StoreRuntime};
+use engine::{start_engine, Started};
 use servers::{announce_demo, app_state, ops_server, serve_public, OpsListener};
 use shutdown::on_signals;
 use std::sync::Arc;
@@ -60,13 +59,8 @@ pub struct Application {
     handle: AppHandle,
     /// The `--ops-bind` listener, already serving.
     ops: Option<OpsListener>,
-    engine: Engine,
-    persister_task: tokio::task::JoinHandle<()>,
-    /// Cluster mode: this node's membership and its renewal loop.
-    membership: Option<Arc<Membership>>,
-    cluster_task: Option<tokio::task::JoinHandle<()>>,
-    store: StoreHandle,
-    runtime: StoreRuntime,
+    /// The engine and what must outlive it (the persister, the cluster's loop, the store).
+    started: Started,
 }
 
 impl Application {
@@ -114,25 +108,12 @@ impl Application {
         if let Some(concert) = demo {
             announce_demo(&settings.bind, port, concert);
         }
-        let Started {
-            engine,
-            persister_task,
-            membership,
-            cluster_task,
-            store,
-            runtime,
-        } = started;
         Ok(Application {
             port,
             server,
             handle,
             ops,
-            engine,
-            persister_task,
-            membership,
-            cluster_task,
-            store,
-            runtime,
+            started,
         })
     }
 
@@ -146,7 +127,7 @@ impl Application {
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.started.engine
     }
 
     /// What stops the server.
@@ -160,14 +141,17 @@ impl Application {
             server,
             handle,
             ops,
+            started,
+            ..
+        } = self;
+        let Started {
             engine,
             persister_task,
             membership,
             cluster_task,
             store,
             runtime,
-            ..
-        } = self;
+        } = started;
         let served = server.await;
         // However the server stopped, the sampler stops with it.
         handle.state.live.close();
