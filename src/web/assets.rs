@@ -60,7 +60,10 @@ mod tests {
         for (name, path) in &on_disk {
             let bytes = std::fs::read(path).expect("a file just listed is readable");
             let asset = Asset::find(name).expect("listed as embedded just above");
-            assert!(asset.bytes == bytes.as_slice(), "{name} differs from web/{name}");
+            assert!(
+                asset.bytes == bytes.as_slice(),
+                "{name} differs from web/{name}"
+            );
         }
     }
 

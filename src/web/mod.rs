@@ -32,12 +32,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         cfg.service(page(route, file));
     }
     cfg.service(
-            web::resource("/web/{path:.*}").route(
-                get_or_head().to(|req: HttpRequest, path: web::Path<String>| async move {
-                    serve(&req, &path)
-                }),
-            ),
-        );
+        web::resource("/web/{path:.*}").route(
+            get_or_head()
+                .to(|req: HttpRequest, path: web::Path<String>| async move { serve(&req, &path) }),
+        ),
+    );
 }
 
 fn page(route: &'static str, file: &'static str) -> actix_web::Resource {
