@@ -172,13 +172,39 @@ impl Drop for TestDb {
 
 /// The application under test, on its own database.
 pub struct TestApp {
+    // First: dropped (a process killed) before the database it writes to is.
+    runner: Runner,
     pub address: String,
     pub client: reqwest::Client,
     pub db: Arc<TestDb>,
     pub settings: Settings,
+    /// The in-process server's clock; a server process (see [`spawn_process_app`]) keeps real
+    /// time and does not see it.
     pub clock: Arc<ManualClock>,
-    handle: boxoffice::startup::AppHandle,
-    stopped: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// How the application under test runs.
+enum Runner {
+    /// In this process: gracefully stoppable, on a controllable clock.
+    InProcess {
+        handle: boxoffice::startup::AppHandle,
+        stopped: tokio::sync::oneshot::Receiver<()>,
+    },
+    /// The real binary, killable with SIGKILL, with the flags it was started with.
+    Process {
+        child: ServerProcess,
+        flags: Vec<String>,
+    },
+}
+
+/// A `boxoffice serve` child process; killed when dropped, so a failed test leaves none behind.
+pub struct ServerProcess(std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A concert with one schedule, as the admin route created it.
@@ -217,32 +243,116 @@ pub async fn spawn_app_on(
         let _ = app.run_until_stopped().await;
         let _ = tx.send(());
     });
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("a client");
+    let client = test_client();
     TestApp {
+        runner: Runner::InProcess { handle, stopped },
         address,
         client,
         db,
         settings,
         clock,
-        handle,
-        stopped,
+    }
+}
+
+fn test_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a client")
+}
+
+/// Starts the real `boxoffice` binary on `db` (its own process: its own metrics recorder, and
+/// it can be killed with SIGKILL, see [`TestApp::crash`]), with `flags` added to `serve`'s.
+/// It keeps real time: `app.clock` does not reach it.
+pub async fn spawn_process_app(db: Arc<TestDb>, flags: &[&str]) -> TestApp {
+    let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let address = format!("http://127.0.0.1:{port}");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", &db.url, "--admin-key", ADMIN_KEY])
+        .args(["--workers", "2"])
+        .args(&flags)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let mut child = ServerProcess(child);
+    let client = test_client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("{address}/readyz")).send().await {
+            if r.status() == StatusCode::OK {
+                break;
+            }
+        }
+        if let Some(status) = child.0.try_wait().expect("the child can be waited on") {
+            panic!("the server exited during startup: {status}");
+        }
+        assert!(Instant::now() < deadline, "the server never became ready");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut settings = Settings::for_database(db.url.clone());
+    settings.admin_key = Some(ADMIN_KEY.into());
+    TestApp {
+        runner: Runner::Process { child, flags },
+        address,
+        client,
+        db,
+        settings,
+        clock: Arc::new(ManualClock::new()),
     }
 }
 
 impl TestApp {
-    /// Stops gracefully: the server, then the persister (drained), then the store.
+    /// Stops gracefully: the server, then the persister (drained), then the store. A server
+    /// process is sent SIGTERM and must exit within 15 s.
     pub async fn stop(self) -> (Arc<TestDb>, Settings, Arc<ManualClock>) {
-        self.handle.stop(true).await;
-        let _ = self.stopped.await;
+        match self.runner {
+            Runner::InProcess { handle, stopped } => {
+                handle.stop(true).await;
+                let _ = stopped.await;
+            }
+            Runner::Process { mut child, .. } => {
+                let pid = child.0.id().to_string();
+                let sent = std::process::Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status();
+                assert!(sent.is_ok_and(|s| s.success()), "SIGTERM sent");
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while child.0.try_wait().expect("waitable").is_none() {
+                    assert!(Instant::now() < deadline, "no graceful stop within 15 s");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
         (self.db, self.settings, self.clock)
+    }
+
+    /// Kills the server process with SIGKILL (nothing drained, nothing flushed) and starts it
+    /// again on the same database with the same flags: what was acknowledged must be there.
+    pub async fn crash(self) -> TestApp {
+        let Runner::Process { mut child, flags } = self.runner else {
+            panic!("crash() needs a server process: start it with spawn_process_app");
+        };
+        child.0.kill().expect("SIGKILL");
+        child.0.wait().expect("reaped");
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        spawn_process_app(self.db, &flags).await
     }
 
     /// Stops and starts again on the same database, as after a deploy.
     pub async fn restart(self) -> TestApp {
+        if let Runner::Process { flags, .. } = &self.runner {
+            let flags = flags.clone();
+            let (db, _, _) = self.stop().await;
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            return spawn_process_app(db, &flags).await;
+        }
         let (db, settings, clock) = self.stop().await;
         spawn_app_on(db, clock, move |s| *s = settings).await
     }

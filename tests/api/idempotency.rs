@@ -2,6 +2,7 @@
 
 use crate::helpers::*;
 use crate::on_both_stores;
+use crate::restart::Down;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
@@ -204,18 +205,28 @@ async fn a_refused_attempt_does_not_use_up_the_key(backend: Backend) {
 on_both_stores!(a_refused_attempt_does_not_use_up_the_key);
 
 async fn answers_are_replayed_after_a_restart(backend: Backend) {
-    let app = spawn_app(backend).await;
+    answers_are_replayed_after_coming_back(backend, Down::Stop).await;
+}
+on_both_stores!(answers_are_replayed_after_a_restart);
+
+async fn answers_are_replayed_after_a_kill_dash_nine(backend: Backend) {
+    answers_are_replayed_after_coming_back(backend, Down::Kill).await;
+}
+on_both_stores!(answers_are_replayed_after_a_kill_dash_nine);
+
+async fn answers_are_replayed_after_coming_back(backend: Backend, down: Down) {
+    let app = down.spawn(TestDb::create(backend).await, |_| {}, &[]).await;
     let user = app.create_user(0).await;
     let path = format!("/v1/balance/users/{user}/recharge");
     let (_, first, _) = with_key(&app, &path, None, "durable", json!({ "amount": 700 })).await;
-    let app = app.restart().await;
+    let app = down.and_back(app).await;
     let (status, again, replayed) =
         with_key(&app, &path, None, "durable", json!({ "amount": 700 })).await;
     assert_eq!((status, &again), (200, &first));
     assert!(replayed);
     assert_eq!(app.balance(user).await, 700);
+    app.stop().await;
 }
-on_both_stores!(answers_are_replayed_after_a_restart);
 
 async fn the_ledger_lists_every_change_newest_first(backend: Backend) {
     let app = spawn_app(backend).await;
