@@ -83,6 +83,14 @@ struct Server {
     base: String,
 }
 
+/// A failed assertion must not leave a server running (nor holding the test's output open).
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("a port")
@@ -637,8 +645,7 @@ async fn kill_dash_nine_cycles(backend: Backend) {
         "{backend:?}: {cycles} crash cycles in {:?}",
         started.elapsed()
     );
-    let _ = server_process.child.kill();
-    let _ = server_process.child.wait();
+    drop(server_process);
     db.close().await;
     cleanup.run().await;
 }
