@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use crate::process::{spawn_process_app, ServerProcess};
+
 pub const ADMIN_KEY: &str = "test-admin-key-at-least-32-bytes-long";
 
 /// Which store a test runs against.
@@ -173,7 +175,7 @@ impl Drop for TestDb {
 /// The application under test, on its own database.
 pub struct TestApp {
     // First: dropped (a process killed) before the database it writes to is.
-    runner: Runner,
+    pub(crate) runner: Runner,
     pub address: String,
     pub client: reqwest::Client,
     pub db: Arc<TestDb>,
@@ -184,7 +186,7 @@ pub struct TestApp {
 }
 
 /// How the application under test runs.
-enum Runner {
+pub(crate) enum Runner {
     /// In this process: gracefully stoppable, on a controllable clock.
     InProcess {
         handle: boxoffice::startup::AppHandle,
@@ -195,16 +197,6 @@ enum Runner {
         child: ServerProcess,
         flags: Vec<String>,
     },
-}
-
-/// A `boxoffice serve` child process; killed when dropped, so a failed test leaves none behind.
-pub struct ServerProcess(std::process::Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A concert with one schedule, as the admin route created it.
@@ -254,58 +246,12 @@ pub async fn spawn_app_on(
     }
 }
 
-fn test_client() -> reqwest::Client {
+pub(crate) fn test_client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .timeout(Duration::from_secs(30))
         .build()
         .expect("a client")
-}
-
-/// Starts the real `boxoffice` binary on `db` (its own process: its own metrics recorder, and
-/// it can be killed with SIGKILL, see [`TestApp::crash`]), with `flags` added to `serve`'s.
-/// It keeps real time: `app.clock` does not reach it.
-pub async fn spawn_process_app(db: Arc<TestDb>, flags: &[&str]) -> TestApp {
-    let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let address = format!("http://127.0.0.1:{port}");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .args(["--database-url", &db.url, "--admin-key", ADMIN_KEY])
-        .args(["--workers", "2"])
-        .args(&flags)
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let mut child = ServerProcess(child);
-    let client = test_client();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{address}/readyz")).send().await {
-            if r.status() == StatusCode::OK {
-                break;
-            }
-        }
-        if let Some(status) = child.0.try_wait().expect("the child can be waited on") {
-            panic!("the server exited during startup: {status}");
-        }
-        assert!(Instant::now() < deadline, "the server never became ready");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let mut settings = Settings::for_database(db.url.clone());
-    settings.admin_key = Some(ADMIN_KEY.into());
-    TestApp {
-        runner: Runner::Process { child, flags },
-        address,
-        client,
-        db,
-        settings,
-        clock: Arc::new(ManualClock::new()),
-    }
 }
 
 impl TestApp {
@@ -331,18 +277,6 @@ impl TestApp {
             }
         }
         (self.db, self.settings, self.clock)
-    }
-
-    /// Kills the server process with SIGKILL (nothing drained, nothing flushed) and starts it
-    /// again on the same database with the same flags: what was acknowledged must be there.
-    pub async fn crash(self) -> TestApp {
-        let Runner::Process { mut child, flags } = self.runner else {
-            panic!("crash() needs a server process: start it with spawn_process_app");
-        };
-        child.0.kill().expect("SIGKILL");
-        child.0.wait().expect("reaped");
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        spawn_process_app(self.db, &flags).await
     }
 
     /// Stops and starts again on the same database, as after a deploy.
