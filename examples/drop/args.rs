@@ -80,6 +80,11 @@ pub struct Args {
     /// before it).
     #[arg(long = "retry-503", value_name = "N", value_parser = clap::value_parser!(u32).range(0..=20))]
     pub retry_503: Option<u32>,
+    /// Exit 0 even if a request was answered 5xx (a run with faults injected on purpose).
+    /// Without it any 5xx, and any 2xx body the generator cannot read (a seat map the scanner
+    /// and the parser disagree on), fails the run with exit code 1.
+    #[arg(long)]
+    pub tolerate_5xx: bool,
 }
 
 impl Args {

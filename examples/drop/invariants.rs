@@ -1,7 +1,9 @@
 //! The post-run checks against the store: no seat sold twice, holds POSTED exactly for PAID
 //! reservations, sold seats = seats of paid reservations = acknowledged payments, every
 //! payment matched, every balance = recharges − payments. Seven verdicts, from SQL on
-//! PostgreSQL and SQLite or from the memory store's tables.
+//! PostgreSQL and SQLite or from the memory store's tables. A verdict the store cannot
+//! falsify is "not checked", never "ok": the memory store keeps one state per reservation, so
+//! "POSTED exactly when PAID" and "sold = seats of paid" hold there by construction.
 
 use boxoffice::store::MemoryStore;
 use std::collections::{HashMap, HashSet};
@@ -53,8 +55,28 @@ impl Db {
     }
 }
 
-/// (what, holds, detail) for each invariant.
-pub type Check = (&'static str, bool, String);
+/// Whether an invariant held in the store, or could not have failed there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Holds,
+    Fails,
+    /// The store has no separate data that could disagree: true by construction, so no
+    /// evidence either way.
+    NotChecked,
+}
+
+impl Verdict {
+    fn of(holds: bool) -> Verdict {
+        if holds {
+            Verdict::Holds
+        } else {
+            Verdict::Fails
+        }
+    }
+}
+
+/// (what, verdict, detail) for each invariant.
+pub type Check = (&'static str, Verdict, String);
 
 /// Checks the store at `url` (or the memory store the run held on to) against what the run saw.
 pub async fn check(
@@ -73,12 +95,14 @@ pub async fn check(
 pub fn print(checks: &[Check]) -> bool {
     println!("\n## invariants (checked in the store)\n");
     let mut all = true;
-    for (what, holds, detail) in checks {
-        all &= *holds;
-        println!(
-            "- [{}] {what}: {detail}",
-            if *holds { "ok" } else { "FAILED" }
-        );
+    for (what, verdict, detail) in checks {
+        all &= *verdict != Verdict::Fails;
+        let mark = match verdict {
+            Verdict::Holds => "ok",
+            Verdict::Fails => "FAILED",
+            Verdict::NotChecked => "not checked",
+        };
+        println!("- [{mark}] {what}: {detail}");
     }
     all
 }
@@ -153,8 +177,8 @@ async fn check_sql(db: &Db, e: &Expectations) -> Result<Vec<Check>, String> {
         e,
         Numbers {
             double_sold,
-            posted_unpaid,
-            sold,
+            posted_unpaid: Some(posted_unpaid),
+            sold: Some(sold),
             seats_of_paid,
             paid,
             unmatched_payments,
@@ -169,7 +193,7 @@ fn check_memory(store: &MemoryStore, e: &Expectations) -> Vec<Check> {
     let t = store.tables();
     let ours: HashSet<i64> = e.schedules.iter().copied().collect();
     let mut live: HashMap<i64, u64> = HashMap::new();
-    let (mut sold, mut seats_of_paid, mut paid) = (0, 0, 0);
+    let (mut seats_of_paid, mut paid) = (0, 0);
     for r in &t.reservations {
         let is_paid = r.status.as_str() == "PAID";
         if r.status.is_live() {
@@ -178,8 +202,8 @@ fn check_memory(store: &MemoryStore, e: &Expectations) -> Vec<Check> {
             }
         }
         if ours.contains(&r.schedule.get()) && is_paid {
-            // Posted holds are exactly the seats of paid reservations here: one state column.
-            sold += r.seats.len() as i64;
+            // Posted holds are exactly the seats of paid reservations here (one state column):
+            // there is no separate sold count to compare, so those two verdicts are not checked.
             seats_of_paid += r.seats.len() as i64;
             paid += 1;
         }
@@ -229,8 +253,8 @@ fn check_memory(store: &MemoryStore, e: &Expectations) -> Vec<Check> {
         e,
         Numbers {
             double_sold: live.values().filter(|n| **n > 1).count() as i64,
-            posted_unpaid: 0,
-            sold,
+            posted_unpaid: None,
+            sold: None,
             seats_of_paid,
             paid,
             unmatched_payments,
@@ -242,8 +266,10 @@ fn check_memory(store: &MemoryStore, e: &Expectations) -> Vec<Check> {
 
 struct Numbers {
     double_sold: i64,
-    posted_unpaid: i64,
-    sold: i64,
+    /// None where holds and reservations share one state (the memory store).
+    posted_unpaid: Option<i64>,
+    /// Seats in POSTED holds; None where that is the paid reservations' seats by construction.
+    sold: Option<i64>,
     seats_of_paid: i64,
     paid: i64,
     unmatched_payments: i64,
@@ -254,25 +280,44 @@ struct Numbers {
 fn verdicts(e: &Expectations, n: Numbers) -> Vec<Check> {
     let acked = e.acknowledged_payments as i64;
     let unknown = e.unknown_payments as i64;
+    let posted_unpaid = match n.posted_unpaid {
+        Some(disagree) => (
+            Verdict::of(disagree == 0),
+            format!("{disagree} holds disagree"),
+        ),
+        None => (
+            Verdict::NotChecked,
+            "one state per reservation in this store".to_string(),
+        ),
+    };
+    let sold = match n.sold {
+        Some(sold) => (
+            Verdict::of(sold == n.seats_of_paid),
+            format!("{sold} sold, {} in paid reservations", n.seats_of_paid),
+        ),
+        None => (
+            Verdict::NotChecked,
+            format!(
+                "{} in paid reservations, no separate sold count in this store",
+                n.seats_of_paid
+            ),
+        ),
+    };
     vec![
         (
             "no seat sold (or held) twice",
-            n.double_sold == 0,
+            Verdict::of(n.double_sold == 0),
             format!("{} seats with two live holds", n.double_sold),
         ),
         (
             "a hold is POSTED exactly when its reservation is PAID",
-            n.posted_unpaid == 0,
-            format!("{} holds disagree", n.posted_unpaid),
+            posted_unpaid.0,
+            posted_unpaid.1,
         ),
-        (
-            "sold seats = seats of paid reservations",
-            n.sold == n.seats_of_paid,
-            format!("{} sold, {} in paid reservations", n.sold, n.seats_of_paid),
-        ),
+        ("sold seats = seats of paid reservations", sold.0, sold.1),
         (
             "paid reservations = acknowledged payments (+ unknown outcomes)",
-            n.paid >= acked && n.paid <= acked + unknown,
+            Verdict::of(n.paid >= acked && n.paid <= acked + unknown),
             format!(
                 "{} paid in the store, {acked} acknowledged, {unknown} unknown",
                 n.paid
@@ -280,17 +325,17 @@ fn verdicts(e: &Expectations, n: Numbers) -> Vec<Check> {
         ),
         (
             "every paid reservation has its payment, and only those",
-            n.unmatched_payments == 0,
+            Verdict::of(n.unmatched_payments == 0),
             format!("{} reservations disagree", n.unmatched_payments),
         ),
         (
             "every balance = recharges − payments (ledger)",
-            n.wrong_balances == 0,
+            Verdict::of(n.wrong_balances == 0),
             format!("{} wallets disagree", n.wrong_balances),
         ),
         (
             "ledger payments = payments, per user",
-            n.ledger_off_payments == 0,
+            Verdict::of(n.ledger_off_payments == 0),
             format!("{} users disagree", n.ledger_off_payments),
         ),
     ]
@@ -312,8 +357,8 @@ mod tests {
     fn consistent(paid: i64) -> Numbers {
         Numbers {
             double_sold: 0,
-            posted_unpaid: 0,
-            sold: paid * 2,
+            posted_unpaid: Some(0),
+            sold: Some(paid * 2),
             seats_of_paid: paid * 2,
             paid,
             unmatched_payments: 0,
@@ -323,7 +368,11 @@ mod tests {
     }
 
     fn failing(checks: &[Check]) -> Vec<&'static str> {
-        checks.iter().filter(|c| !c.1).map(|c| c.0).collect()
+        checks
+            .iter()
+            .filter(|c| c.1 == Verdict::Fails)
+            .map(|c| c.0)
+            .collect()
     }
 
     #[test]
@@ -345,7 +394,7 @@ mod tests {
     fn each_broken_number_fails_its_own_verdict() {
         let mut numbers = consistent(3);
         numbers.double_sold = 1;
-        numbers.sold = 7;
+        numbers.sold = Some(7);
         numbers.wrong_balances = 2;
         assert_eq!(
             failing(&verdicts(&expecting(3, 0), numbers)),
@@ -354,6 +403,58 @@ mod tests {
                 "sold seats = seats of paid reservations",
                 "every balance = recharges − payments (ledger)",
             ]
+        );
+    }
+
+    #[test]
+    fn a_verdict_the_store_cannot_falsify_is_not_checked_and_never_ok() {
+        let mut numbers = consistent(3);
+        numbers.posted_unpaid = None;
+        numbers.sold = None;
+        let checks = verdicts(&expecting(3, 0), numbers);
+        let not_checked: Vec<_> = checks
+            .iter()
+            .filter(|c| c.1 == Verdict::NotChecked)
+            .map(|c| c.0)
+            .collect();
+        assert_eq!(
+            not_checked,
+            [
+                "a hold is POSTED exactly when its reservation is PAID",
+                "sold seats = seats of paid reservations",
+            ]
+        );
+        assert!(print(&checks), "not checked is not a failure");
+        let mut broken = consistent(3);
+        broken.posted_unpaid = Some(1);
+        assert_eq!(
+            failing(&verdicts(&expecting(3, 0), broken)),
+            ["a hold is POSTED exactly when its reservation is PAID"]
+        );
+    }
+
+    #[test]
+    fn a_memory_store_reports_the_two_verdicts_it_cannot_falsify_as_not_checked() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds");
+        let store = runtime
+            .block_on(MemoryStore::connect("memory://invariants-test"))
+            .expect("the memory store opens");
+        let checks = check_memory(&store, &expecting(0, 0));
+        let verdict_of = |what: &str| checks.iter().find(|c| c.0 == what).map(|c| c.1);
+        assert_eq!(
+            verdict_of("a hold is POSTED exactly when its reservation is PAID"),
+            Some(Verdict::NotChecked)
+        );
+        assert_eq!(
+            verdict_of("sold seats = seats of paid reservations"),
+            Some(Verdict::NotChecked)
+        );
+        assert_eq!(
+            verdict_of("no seat sold (or held) twice"),
+            Some(Verdict::Holds)
         );
     }
 }

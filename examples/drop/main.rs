@@ -125,7 +125,8 @@ fn main() -> ExitCode {
 }
 
 /// Sets the drop up, runs it, prints the report and checks the invariants: the exit code is 1
-/// if an invariant fails (or cannot be checked), 2 if the run could not start or no user
+/// if an invariant fails (or cannot be checked), or a request was answered 5xx or with a body
+/// the generator could not read (unless `--tolerate-5xx`), 2 if the run could not start or no user
 /// completed.
 async fn drive(
     args: &Args,
@@ -199,10 +200,13 @@ async fn drive(
     let bounds = (users[0], users[users.len() - 1]);
     let (stats, elapsed, started, dropped) = scenario::run(sc.clone(), Arc::new(users)).await;
     stats::report(&stats, elapsed, started, dropped);
+    let faults_ok = faults_tolerated(&stats, args.tolerate_5xx);
 
     let Some(url) = database_url else {
         println!("\nno --database-url: invariants not checked");
-        return if stats.completed > 0 {
+        return if !faults_ok {
+            ExitCode::from(1)
+        } else if stats.completed > 0 {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(2)
@@ -221,7 +225,7 @@ async fn drive(
             return ExitCode::from(1);
         }
     };
-    if !invariants::print(&checks) {
+    if !invariants::print(&checks) || !faults_ok {
         return ExitCode::from(1);
     }
     if stats.completed == 0 {
@@ -229,4 +233,39 @@ async fn drive(
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS
+}
+
+/// Whether the run's 5xx answers and unreadable bodies (none, or tolerated) let it pass;
+/// prints why not.
+fn faults_tolerated(stats: &stats::Stats, tolerate_5xx: bool) -> bool {
+    let (server_errors, unreadable) = stats.server_faults();
+    if unreadable > 0 {
+        eprintln!("FAILED: {unreadable} answers with a body the generator could not read");
+    }
+    if server_errors > 0 && !tolerate_5xx {
+        eprintln!("FAILED: {server_errors} answers were 5xx (--tolerate-5xx for a fault run)");
+    }
+    unreadable == 0 && (server_errors == 0 || tolerate_5xx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stats::{Stats, Step};
+
+    #[test]
+    fn any_5xx_or_unreadable_answer_fails_the_run() {
+        assert!(faults_tolerated(&Stats::new(), false));
+        let mut one_503 = Stats::new();
+        one_503.step(Step::Pay).server_errors += 1;
+        assert!(!faults_tolerated(&one_503, false));
+        assert!(faults_tolerated(&one_503, true), "a fault run expects 5xx");
+        let mut mismatch = Stats::new();
+        mismatch.step(Step::Seats).unreadable += 1;
+        assert!(!faults_tolerated(&mismatch, false));
+        assert!(
+            !faults_tolerated(&mismatch, true),
+            "an unreadable seat map is never tolerated"
+        );
+    }
 }

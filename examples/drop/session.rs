@@ -174,7 +174,10 @@ impl<'s> Session<'s> {
                 s.ok += 1;
                 return match parse(body) {
                     Ok(parsed) => Answer::Ok(parsed),
-                    Err(e) => Answer::Broken(format!("{status} with an unexpected body: {e}")),
+                    Err(e) => {
+                        s.unreadable += 1;
+                        Answer::Broken(format!("{status} with an unexpected body: {e}"))
+                    }
                 };
             }
             if status >= 500 {

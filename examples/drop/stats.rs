@@ -72,6 +72,9 @@ pub struct StepStats {
     pub transport_errors: u64,
     /// Tries sent again after a 503 or a connection error (each also counted above).
     pub retries: u64,
+    /// 2xx answers whose body the generator could not read (a seat map the scanner and the
+    /// parser disagree on, a body without its fields): a server bug, and a failed run.
+    pub unreadable: u64,
 }
 
 impl StepStats {
@@ -83,6 +86,7 @@ impl StepStats {
             server_errors: 0,
             transport_errors: 0,
             retries: 0,
+            unreadable: 0,
         }
     }
 
@@ -93,6 +97,7 @@ impl StepStats {
         self.server_errors += other.server_errors;
         self.transport_errors += other.transport_errors;
         self.retries += other.retries;
+        self.unreadable += other.unreadable;
     }
 }
 
@@ -144,6 +149,14 @@ impl Stats {
         }
     }
 
+    /// Every 5xx and every unreadable 2xx body, summed over the steps: a drop that saw one
+    /// has failed whatever the store says afterwards (unless the run expects 5xx).
+    pub fn server_faults(&self) -> (u64, u64) {
+        self.steps.iter().fold((0, 0), |(errors, unreadable), s| {
+            (errors + s.server_errors, unreadable + s.unreadable)
+        })
+    }
+
     pub fn fail(&mut self, why: impl Into<String>) -> Outcome {
         self.failed += 1;
         *self.failures.entry(why.into()).or_default() += 1;
@@ -158,15 +171,16 @@ pub fn ms(micros: u64) -> String {
 pub fn report(stats: &Stats, elapsed: Duration, started: usize, dropped: u64) {
     let secs = elapsed.as_secs_f64().max(1e-9);
     println!("\n## drop: per step ({:.1} s measured)\n", secs);
-    println!("| step | requests | ok | 4xx | 5xx | transport errors | retries | per second | p50 ms | p90 ms | p99 ms | max ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| step | requests | ok | unreadable | 4xx | 5xx | transport errors | retries | per second | p50 ms | p90 ms | p99 ms | max ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (step, s) in STEPS.iter().zip(&stats.steps) {
         let h = &s.latency.histogram();
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
             step.name(),
             h.len(),
             s.ok,
+            s.unreadable,
             s.client_errors,
             s.server_errors,
             s.transport_errors,
@@ -216,6 +230,7 @@ mod tests {
         one.step(Step::Join).latency.record(0);
         one.step(Step::Join).server_errors += 2;
         one.step(Step::Join).retries += 1;
+        one.step(Step::Seats).unreadable += 1;
         let mut two = Stats::new();
         two.fail("seats: transport: reset");
         two.completed += 1;
@@ -229,6 +244,7 @@ mod tests {
         assert_eq!(total.step(Step::Join).server_errors, 2);
         assert_eq!(total.step(Step::Join).retries, 1);
         assert_eq!(total.step(Step::Pay).ok, 1);
+        assert_eq!(total.server_faults(), (2, 1));
         // A sample of 0 µs is kept as 1 µs, the histogram's lowest value.
         assert_eq!(total.step(Step::Join).latency.histogram().min(), 1);
         assert_eq!(total.iteration.histogram().len(), 1);

@@ -357,10 +357,24 @@ mod tests {
         let Claim::Fresh(guard) = keys.claim(user(), "k".into(), request(1), ROOM).await else {
             panic!("fresh")
         };
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let waiter = {
-            let keys = keys.clone();
-            tokio::spawn(async move { keys.claim(user(), "k".into(), request(1), ROOM).await })
+            let (keys, started) = (keys.clone(), started.clone());
+            tokio::spawn(async move {
+                started.store(true, std::sync::atomic::Ordering::SeqCst);
+                keys.claim(user(), "k".into(), request(1), ROOM).await
+            })
         };
+        // The test runtime has one thread: yield until the waiter has run into the claim in
+        // flight and is parked there, so the in-flight path (not a plain replay) is what runs.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(started.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(
+            !waiter.is_finished(),
+            "the waiter waits while the claim is in flight"
+        );
         assert!(matches!(
             keys.claim(user(), "k".into(), request(2), ROOM).await,
             Claim::Reused

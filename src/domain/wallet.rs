@@ -131,17 +131,36 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever sequence of recharges and debits arrives, the balance never goes negative
-        /// and always equals the sum of the accepted changes.
+        /// Whatever sequence of recharges and debits arrives, the balance always equals the
+        /// sum of the accepted changes, and a change is refused exactly when the rules say so
+        /// (a debit past the balance; a recharge ≤ 0, above the limit or overflowing). The
+        /// `>= 0` check alone could not fail (`Money` refuses negatives): the evidence is the
+        /// exact sum and the refusals.
         #[test]
         fn a_balance_never_goes_negative(start in 0..1_000_000i64, ops in prop::collection::vec(op(), 0..200)) {
             let max = Money::new(1_000_000).unwrap();
             let mut w = wallet(start);
             let mut expected = start as i128;
             for op in ops {
+                let before = w.balance().won() as i128;
                 match op {
-                    Op::Recharge(a) => if w.recharge(a, max).is_ok() { expected += a as i128 },
-                    Op::Debit(a) => if w.debit(Money::new(a).unwrap()).is_ok() { expected -= a as i128 },
+                    Op::Recharge(a) => {
+                        let valid = a > 0 && a <= max.won() && before + a as i128 <= i64::MAX as i128;
+                        let answer = w.recharge(a, max);
+                        prop_assert_eq!(answer.is_ok(), valid, "recharge {} on {}", a, before);
+                        if let Ok(balance) = answer {
+                            expected += a as i128;
+                            prop_assert_eq!(balance.won() as i128, expected);
+                        }
+                    }
+                    Op::Debit(a) => {
+                        let answer = w.debit(Money::new(a).unwrap());
+                        prop_assert_eq!(answer.is_ok(), a as i128 <= before, "debit {} of {}", a, before);
+                        if let Ok(balance) = answer {
+                            expected -= a as i128;
+                            prop_assert_eq!(balance.won() as i128, expected);
+                        }
+                    }
                 }
                 prop_assert!(w.balance().won() >= 0);
                 prop_assert_eq!(w.balance().won() as i128, expected);

@@ -6,6 +6,7 @@ use futures_util::future::join_all;
 use rand::seq::IndexedRandom;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 async fn five_hundred_concurrent_attempts_never_hold_a_seat_twice(backend: Backend) {
     let refused_busy = concurrent_attempts(spawn_app(backend).await, false).await;
@@ -97,30 +98,54 @@ async fn concurrent_attempts(app: TestApp, busy_allowed: bool) -> usize {
     refused_busy
 }
 
+/// One wallet, two writers at once: 100 recharges spread over about two seconds race 100
+/// payments, each payment with a token of its own (a payment spends its token, and a user holds
+/// one live token at a time, so the payments follow each other while the recharges land
+/// between them). The opening balance covers 60 payments whatever the order, so at least 60
+/// must go through; a lost update on either side breaks the exact balance.
 async fn two_hundred_concurrent_recharges_and_payments_leave_an_exact_balance(backend: Backend) {
+    const PRICE: i64 = 1_000;
+    const RECHARGE: i64 = 1_000;
+    const PAYMENTS: usize = 100;
     let db = TestDb::create(backend).await;
-    let app = spawn_app_with(db, |s| s.engine.max_seats_per_user = 100).await;
-    let opening = 50_000;
+    let app = spawn_app_with(db, |s| s.engine.max_seats_per_user = PAYMENTS as u32).await;
+    let opening = 60 * PRICE;
     let user = app.create_user(opening).await;
-    let token = app.active_token(user).await;
-    let concert = app.create_concert(100, 10_000).await;
+    let first_token = app.active_token(user).await;
+    let concert = app.create_concert(PAYMENTS, PRICE).await;
     let mut reservations = Vec::new();
     for seat in &concert.seats {
-        let held = app.reserve(user, token, &concert, &[*seat]).await;
+        let held = app.reserve(user, first_token, &concert, &[*seat]).await;
         assert_eq!(held.status().as_u16(), 201);
         reservations.push(body(held).await["reservationId"].as_i64().unwrap());
     }
-    let recharges =
-        (0..100).map(|_| async { app.recharge(user, json!(1_000)).await.status().as_u16() });
     let app = &app;
-    let payments = reservations.iter().map(|id| async move {
-        let response = app.pay(user, token, *id).await;
-        let status = response.status().as_u16();
-        (status, body(response).await)
+    let recharges = (0..100u64).map(|i| async move {
+        tokio::time::sleep(Duration::from_millis(20 * i)).await;
+        app.recharge(user, json!(RECHARGE)).await.status().as_u16()
     });
-    let (recharged, paid) = tokio::join!(join_all(recharges), join_all(payments));
-    assert!(
-        recharged.iter().all(|s| *s == 200),
+    let payments = async {
+        let mut answers = Vec::new();
+        let mut tokens = HashSet::new();
+        let mut token = first_token;
+        for id in &reservations {
+            assert!(tokens.insert(token), "token {token} used twice");
+            let response = app.pay(user, token, *id).await;
+            let status = response.status().as_u16();
+            answers.push((status, body(response).await));
+            if status == 201 {
+                // Spent: the next payment needs a new token.
+                token = app.active_token(user).await;
+            } else {
+                tokens.remove(&token);
+            }
+        }
+        answers
+    };
+    let (recharged, paid) = tokio::join!(join_all(recharges), payments);
+    let acknowledged_recharges = recharged.iter().filter(|s| **s == 200).count() as i64;
+    assert_eq!(
+        acknowledged_recharges, 100,
         "every recharge is acknowledged: {recharged:?}"
     );
     let mut ok_payments = 0;
@@ -128,16 +153,14 @@ async fn two_hundred_concurrent_recharges_and_payments_leave_an_exact_balance(ba
         match status {
             201 => ok_payments += 1,
             400 => assert_eq!(answer["error"], "not_enough_balance"),
-            401 => assert_eq!(
-                answer["error"], "token_expired",
-                "the first payment spends the token"
-            ),
             other => panic!("unexpected {other}: {answer}"),
         }
     }
-    assert!(ok_payments >= 1);
-    let expected = opening + 1_000 * recharged.len() as i64 - 10_000 * ok_payments;
-    assert!(expected >= 0);
+    assert!(
+        ok_payments >= 60,
+        "the opening balance alone pays 60: {ok_payments} paid"
+    );
+    let expected = opening + RECHARGE * acknowledged_recharges - PRICE * ok_payments;
     assert_eq!(app.balance(user).await, expected);
     let db = &app.db;
     assert_eq!(
@@ -161,11 +184,6 @@ async fn two_hundred_concurrent_recharges_and_payments_leave_an_exact_balance(ba
         db.scalar("SELECT COUNT(*) FROM reservations WHERE status = 'PAID'")
             .await,
         ok_payments
-    );
-    assert_eq!(
-        db.scalar("SELECT COUNT(*) FROM ledger WHERE balance_after < 0")
-            .await,
-        0
     );
 }
 on_both_stores!(two_hundred_concurrent_recharges_and_payments_leave_an_exact_balance);

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use crate::process::{spawn_process_app, ServerProcess};
+
 pub const ADMIN_KEY: &str = "test-admin-key-at-least-32-bytes-long";
 
 /// Which store a test runs against.
@@ -172,13 +174,29 @@ impl Drop for TestDb {
 
 /// The application under test, on its own database.
 pub struct TestApp {
+    // First: dropped (a process killed) before the database it writes to is.
+    pub(crate) runner: Runner,
     pub address: String,
     pub client: reqwest::Client,
     pub db: Arc<TestDb>,
     pub settings: Settings,
+    /// The in-process server's clock; a server process (see [`spawn_process_app`]) keeps real
+    /// time and does not see it.
     pub clock: Arc<ManualClock>,
-    handle: boxoffice::startup::AppHandle,
-    stopped: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// How the application under test runs.
+pub(crate) enum Runner {
+    /// In this process: gracefully stoppable, on a controllable clock.
+    InProcess {
+        handle: boxoffice::startup::AppHandle,
+        stopped: tokio::sync::oneshot::Receiver<()>,
+    },
+    /// The real binary, killable with SIGKILL, with the flags it was started with.
+    Process {
+        child: ServerProcess,
+        flags: Vec<String>,
+    },
 }
 
 /// A concert with one schedule, as the admin route created it.
@@ -217,32 +235,58 @@ pub async fn spawn_app_on(
         let _ = app.run_until_stopped().await;
         let _ = tx.send(());
     });
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("a client");
+    let client = test_client();
     TestApp {
+        runner: Runner::InProcess { handle, stopped },
         address,
         client,
         db,
         settings,
         clock,
-        handle,
-        stopped,
     }
 }
 
+pub(crate) fn test_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a client")
+}
+
 impl TestApp {
-    /// Stops gracefully: the server, then the persister (drained), then the store.
+    /// Stops gracefully: the server, then the persister (drained), then the store. A server
+    /// process is sent SIGTERM and must exit within 15 s.
     pub async fn stop(self) -> (Arc<TestDb>, Settings, Arc<ManualClock>) {
-        self.handle.stop(true).await;
-        let _ = self.stopped.await;
+        match self.runner {
+            Runner::InProcess { handle, stopped } => {
+                handle.stop(true).await;
+                let _ = stopped.await;
+            }
+            Runner::Process { mut child, .. } => {
+                let pid = child.0.id().to_string();
+                let sent = std::process::Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status();
+                assert!(sent.is_ok_and(|s| s.success()), "SIGTERM sent");
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while child.0.try_wait().expect("waitable").is_none() {
+                    assert!(Instant::now() < deadline, "no graceful stop within 15 s");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
         (self.db, self.settings, self.clock)
     }
 
     /// Stops and starts again on the same database, as after a deploy.
     pub async fn restart(self) -> TestApp {
+        if let Runner::Process { flags, .. } = &self.runner {
+            let flags = flags.clone();
+            let (db, _, _) = self.stop().await;
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            return spawn_process_app(db, &flags).await;
+        }
         let (db, settings, clock) = self.stop().await;
         spawn_app_on(db, clock, move |s| *s = settings).await
     }

@@ -2,6 +2,7 @@
 
 use crate::helpers::*;
 use crate::on_both_stores;
+use crate::restart::Down;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
@@ -74,6 +75,44 @@ async fn fifty_concurrent_replays_of_one_payment_debit_once_and_answer_identical
     assert!(replayed, "marked as a replay");
 }
 on_both_stores!(fifty_concurrent_replays_of_one_payment_debit_once_and_answer_identically);
+
+/// The guarantee without a token to hide behind: a recharge spends nothing, so only the key
+/// stops a concurrent replay from crediting again.
+async fn fifty_concurrent_replays_of_one_recharge_credit_once_and_answer_identically(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let user = app.create_user(0).await;
+    let path = format!("/v1/balance/users/{user}/recharge");
+    let answers = join_all(
+        (0..50).map(|_| with_key(&app, &path, None, "credit-once", json!({ "amount": 700 }))),
+    )
+    .await;
+    let (status, first, _) = &answers[0];
+    assert_eq!(*status, 200, "{first}");
+    for (s, text, _) in &answers {
+        assert_eq!((s, text), (status, first), "every answer is the first one");
+    }
+    assert!(
+        answers.iter().filter(|(_, _, replayed)| *replayed).count() >= 49,
+        "all but one are replays"
+    );
+    assert_eq!(app.balance(user).await, 700, "one credit");
+    assert_eq!(
+        app.db
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM ledger WHERE user_id = {user} AND kind = 'RECHARGE'"
+            ))
+            .await,
+        1
+    );
+    // Another key is another recharge.
+    let (s, _, replayed) =
+        with_key(&app, &path, None, "credit-twice", json!({ "amount": 700 })).await;
+    assert_eq!((s, replayed), (200, false));
+    assert_eq!(app.balance(user).await, 1_400);
+}
+on_both_stores!(fifty_concurrent_replays_of_one_recharge_credit_once_and_answer_identically);
 
 async fn concurrent_reservations_with_one_key_hold_once(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -166,18 +205,28 @@ async fn a_refused_attempt_does_not_use_up_the_key(backend: Backend) {
 on_both_stores!(a_refused_attempt_does_not_use_up_the_key);
 
 async fn answers_are_replayed_after_a_restart(backend: Backend) {
-    let app = spawn_app(backend).await;
+    answers_are_replayed_after_coming_back(backend, Down::Stop).await;
+}
+on_both_stores!(answers_are_replayed_after_a_restart);
+
+async fn answers_are_replayed_after_a_kill_dash_nine(backend: Backend) {
+    answers_are_replayed_after_coming_back(backend, Down::Kill).await;
+}
+on_both_stores!(answers_are_replayed_after_a_kill_dash_nine);
+
+async fn answers_are_replayed_after_coming_back(backend: Backend, down: Down) {
+    let app = down.spawn(TestDb::create(backend).await, |_| {}, &[]).await;
     let user = app.create_user(0).await;
     let path = format!("/v1/balance/users/{user}/recharge");
     let (_, first, _) = with_key(&app, &path, None, "durable", json!({ "amount": 700 })).await;
-    let app = app.restart().await;
+    let app = down.and_back(app).await;
     let (status, again, replayed) =
         with_key(&app, &path, None, "durable", json!({ "amount": 700 })).await;
     assert_eq!((status, &again), (200, &first));
     assert!(replayed);
     assert_eq!(app.balance(user).await, 700);
+    app.stop().await;
 }
-on_both_stores!(answers_are_replayed_after_a_restart);
 
 async fn the_ledger_lists_every_change_newest_first(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -260,8 +260,13 @@ on_both_stores!(events_come_at_most_every_half_second);
 
 /// A graceful stop ends open streams at once instead of waiting out the shutdown timeout
 /// (10 s), and the stream's life is not a request latency.
+///
+/// The server is a process of its own: the metrics below are read from its recorder alone,
+/// not from one this test binary's other apps also write to.
 async fn a_graceful_stop_ends_the_stream(backend: Backend) {
-    let (app, mut live) = watching(backend).await;
+    let app = spawn_process_app(TestDb::create(backend).await, &[]).await;
+    let mut live = Live::open(&app, "").await;
+    live.next().await.expect("a first event");
     let metrics = app
         .get("/metrics", None)
         .await

@@ -73,8 +73,10 @@ async fn checkout_progress_shows_what_is_bought_and_whether_it_is_payable(backen
 }
 on_both_stores!(checkout_progress_shows_what_is_bought_and_whether_it_is_payable);
 
+/// The server is a process of its own, so every series below was written by this test's
+/// requests, not by another app sharing this test binary's recorder.
 async fn metrics_expose_requests_mailboxes_the_persister_and_the_line(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_process_app(TestDb::create(backend).await, &[]).await;
     let user = app.create_user(50_000).await;
     let token = app.active_token(user).await;
     let concert = app.create_concert(2, 1_000).await;

@@ -5,6 +5,7 @@
 
 use crate::helpers::*;
 use crate::on_both_stores;
+use crate::restart::Down;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -246,14 +247,34 @@ on_both_stores!(an_expired_token_is_never_active_again);
 /// 600 waiters, a restart: every place and count is what it was, and admission resumes with
 /// the next queueId.
 async fn a_long_line_survives_a_restart_in_order(backend: Backend) {
+    a_long_line_comes_back_in_order(backend, Down::Stop).await;
+}
+on_both_stores!(a_long_line_survives_a_restart_in_order);
+
+/// The same after SIGKILL: every acknowledged join has its place. (The server process keeps
+/// real time, so the admissions after it are left to the graceful variant's clock.)
+async fn a_long_line_survives_a_kill_dash_nine_in_order(backend: Backend) {
+    a_long_line_comes_back_in_order(backend, Down::Kill).await;
+}
+on_both_stores!(a_long_line_survives_a_kill_dash_nine_in_order);
+
+async fn a_long_line_comes_back_in_order(backend: Backend, down: Down) {
     const USERS: usize = 600;
     let db = TestDb::create(backend).await;
-    let app = spawn_app_with(db, |s| {
+    let tweak = |s: &mut boxoffice::config::Settings| {
         s.engine.max_active = 5;
         s.engine.active_ttl = Duration::from_secs(60);
         s.engine.idle_timeout = Duration::from_secs(3_600);
-    })
-    .await;
+    };
+    let flags = [
+        "--max-active",
+        "5",
+        "--active-ttl-secs",
+        "60",
+        "--idle-timeout-secs",
+        "3600",
+    ];
+    let app = down.spawn(db, tweak, &flags).await;
     let users = create_users_concurrently(&app, USERS).await;
     let mut tokens = Vec::with_capacity(USERS);
     for chunk in users.chunks(100) {
@@ -293,11 +314,15 @@ async fn a_long_line_survives_a_restart_in_order(backend: Backend) {
         }
     };
     let before = snapshot(&app).await;
-    let app = app.restart().await;
+    let app = down.and_back(app).await;
     let after = snapshot(&app).await;
     assert_eq!(before, after);
     let waiting: Vec<&Value> = after.iter().filter(|v| v[2] == "WAITING").collect();
     assert_eq!(waiting.len(), USERS - 5);
+    if let Down::Kill = down {
+        app.stop().await;
+        return;
+    }
     // The five ACTIVE tokens expire: the next five queueIds get in, nobody else.
     app.clock.advance(Duration::from_secs(61));
     // Wait for the admissions to be committed (a tick, then the persister), however busy.
@@ -325,4 +350,3 @@ async fn a_long_line_survives_a_restart_in_order(backend: Backend) {
     // Stop before the database is dropped, so no tick writes to a missing database.
     app.stop().await;
 }
-on_both_stores!(a_long_line_survives_a_restart_in_order);

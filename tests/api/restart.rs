@@ -1,13 +1,58 @@
-//! A restart rebuilds every actor from the database: nothing acknowledged is lost.
+//! A restart rebuilds every actor from the database: nothing acknowledged is lost, after a
+//! graceful stop (the persister drained) and after a kill -9 of the server process (nothing
+//! drained: only what was committed before each answer).
 
 use crate::helpers::*;
 use crate::on_both_stores;
 use serde_json::json;
 use std::time::Duration;
 
+/// How the server goes down between the two halves of a test.
+#[derive(Clone, Copy)]
+pub enum Down {
+    /// A graceful stop of the in-process server.
+    Stop,
+    /// SIGKILL of the server process.
+    Kill,
+}
+
+impl Down {
+    /// Starts the server the way it will go down: in-process, or as a killable process.
+    pub async fn spawn(
+        self,
+        db: std::sync::Arc<TestDb>,
+        tweak: impl FnOnce(&mut boxoffice::config::Settings),
+        flags: &[&str],
+    ) -> TestApp {
+        match self {
+            Down::Stop => spawn_app_with(db, tweak).await,
+            Down::Kill => spawn_process_app(db, flags).await,
+        }
+    }
+
+    pub async fn and_back(self, app: TestApp) -> TestApp {
+        match self {
+            Down::Stop => app.restart().await,
+            Down::Kill => app.crash().await,
+        }
+    }
+}
+
 async fn holds_payments_balances_and_the_line_survive_a_restart(backend: Backend) {
+    holds_payments_balances_and_the_line_come_back(backend, Down::Stop).await;
+}
+on_both_stores!(holds_payments_balances_and_the_line_survive_a_restart);
+
+async fn holds_payments_balances_and_the_line_survive_a_kill_dash_nine(backend: Backend) {
+    holds_payments_balances_and_the_line_come_back(backend, Down::Kill).await;
+}
+on_both_stores!(holds_payments_balances_and_the_line_survive_a_kill_dash_nine);
+
+async fn holds_payments_balances_and_the_line_come_back(backend: Backend, down: Down) {
     let db = TestDb::create(backend).await;
-    let app = spawn_app_with(db, |s| s.engine.max_active = 2).await;
+    let app = down
+        .spawn(db, |s| s.engine.max_active = 2, &["--max-active", "2"])
+        .await;
     let users = app.create_users(5, 30_000).await;
     let (a, b, c, d, e) = (users[0], users[1], users[2], users[3], users[4]);
     let ta = app.active_token(a).await;
@@ -40,7 +85,7 @@ async fn holds_payments_balances_and_the_line_survive_a_restart(backend: Backend
     let e_before = body(app.status(e, te).await).await;
     assert_eq!(e_before["remainingWaitListCount"], 1);
 
-    let app = app.restart().await;
+    let app = down.and_back(app).await;
 
     let map = app.seat_map(ta, &concert).await;
     assert_eq!(
@@ -73,8 +118,8 @@ async fn holds_payments_balances_and_the_line_survive_a_restart(backend: Backend
     assert_eq!(app.pay(a, ta, held).await.status().as_u16(), 201);
     app.wait_for_status(d, td, "ACTIVE").await;
     assert_eq!(body(app.status(e, te).await).await["status"], "WAITING");
+    app.stop().await;
 }
-on_both_stores!(holds_payments_balances_and_the_line_survive_a_restart);
 
 async fn holds_that_expired_while_down_are_released_at_boot(backend: Backend) {
     let app = spawn_app(backend).await;

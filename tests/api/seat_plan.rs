@@ -3,6 +3,7 @@
 //! whole; the labels survive a restart.
 
 use crate::helpers::*;
+use crate::restart::Down;
 use crate::{on_both_stores, on_postgres};
 use serde_json::{json, Value};
 
@@ -204,7 +205,17 @@ async fn each_refused_plan_label_is_a_400_and_creates_nothing(backend: Backend) 
 on_both_stores!(each_refused_plan_label_is_a_400_and_creates_nothing);
 
 async fn plan_labels_survive_a_restart(backend: Backend) {
-    let app = spawn_app(backend).await;
+    plan_labels_come_back(backend, Down::Stop).await;
+}
+on_postgres!(plan_labels_survive_a_restart);
+
+async fn plan_labels_survive_a_kill_dash_nine(backend: Backend) {
+    plan_labels_come_back(backend, Down::Kill).await;
+}
+on_both_stores!(plan_labels_survive_a_kill_dash_nine);
+
+async fn plan_labels_come_back(backend: Backend, down: Down) {
+    let app = down.spawn(TestDb::create(backend).await, |_| {}, &[]).await;
     let concert = create_planned(&app, planned_seats()).await;
     let user = app.create_user(1_000_000).await;
     let token = app.active_token(user).await;
@@ -214,7 +225,7 @@ async fn plan_labels_survive_a_restart(backend: Backend) {
     assert_eq!(held.status().as_u16(), 201);
     let before = seat_map_text(&app, token, &concert).await;
 
-    let app = app.restart().await;
+    let app = down.and_back(app).await;
 
     let after = seat_map_text(&app, token, &concert).await;
     assert_eq!(after, before);
@@ -222,8 +233,8 @@ async fn plan_labels_survive_a_restart(backend: Backend) {
         after.ends_with(&format!("{}]}}", expected_seats(&concert, &[3]))),
         "{after}"
     );
+    app.stop().await;
 }
-on_postgres!(plan_labels_survive_a_restart);
 
 async fn the_demo_concert_has_a_plan_of_graded_rows_with_an_aisle(backend: Backend) {
     let db = TestDb::create(backend).await;
