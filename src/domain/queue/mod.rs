@@ -19,8 +19,10 @@
 //! poll answers; `policy` the admission policy, the wait estimate and poll pacing; `slot` the
 //! packed 40-byte slot; `loader` the rebuild from stored records; `rate` the measured
 //! admission rate; `fenwick` the count of waiters ahead; `superseded` the tokens users
-//! replaced, still answered as EXPIRED within a bounded window.
+//! replaced, still answered as EXPIRED within a bounded window; `draw` the fair opening's
+//! seeded, publicly verifiable order of the pre-queue (API.md §11).
 
+mod draw;
 mod fenwick;
 mod line;
 mod loader;
@@ -33,6 +35,10 @@ mod superseded;
 mod test_support;
 mod token;
 
+pub use draw::{
+    draw, participants_digest, verify, Draw, DrawMismatch, DrawSeed, PublicName, PublishedDraw,
+    SEED_BYTES,
+};
 pub use line::WaitingLine;
 pub use loader::LineLoader;
 pub use policy::{AdmissionPolicy, POLL_CEILING, POLL_FLOOR};
