@@ -22,6 +22,7 @@ pub mod rate_limit;
 mod reservations;
 pub mod routes;
 pub mod slow_clients;
+pub mod verify_draw;
 
 pub use error::ApiError;
 pub use routes::{configure, configure_for, route_table, Listener, ShardKey};
