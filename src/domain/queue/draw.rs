@@ -142,6 +142,25 @@ fn order_by_key(seed: &DrawSeed, digest: &str, names: &mut [PublicName]) {
     }
 }
 
+/// [`draw`], keeping each place's token: the line moves the tokens themselves into the order.
+pub fn draw_tokens(seed: &DrawSeed, participants: &[TokenId]) -> (Draw, Vec<TokenId>) {
+    let by_name: std::collections::HashMap<PublicName, TokenId> = participants
+        .iter()
+        .map(|&t| (PublicName::of(t), t))
+        .collect();
+    let mut names: Vec<PublicName> = by_name.keys().copied().collect();
+    names.sort_unstable();
+    let participants_digest = digest_of_sorted(&names);
+    order_by_key(seed, &participants_digest, &mut names);
+    let tokens = names.iter().map(|name| by_name[name]).collect();
+    let drawn = Draw {
+        commitment: seed.commitment(),
+        participants_digest,
+        order: names,
+    };
+    (drawn, tokens)
+}
+
 /// A drawn pre-queue: the published parts and the order (place 1 first).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draw {
@@ -384,6 +403,17 @@ mod tests {
             verify(&document),
             Err(DrawMismatch::Place { place: 5, .. })
         ));
+    }
+
+    #[test]
+    fn drawing_tokens_keeps_each_place_s_token() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let seed = seed(&mut rng);
+        let tokens: Vec<TokenId> = (0..100).map(|_| TokenId::random(&mut rng)).collect();
+        let (drawn, order) = draw_tokens(&seed, &tokens);
+        assert_eq!(drawn, draw(&seed, &tokens));
+        let names: Vec<PublicName> = order.iter().map(|&t| PublicName::of(t)).collect();
+        assert_eq!(names, drawn.order);
     }
 
     #[test]

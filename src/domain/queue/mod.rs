@@ -26,6 +26,7 @@ mod draw;
 mod fenwick;
 mod line;
 mod loader;
+mod opening;
 mod policy;
 mod rate;
 mod slot;
@@ -36,11 +37,12 @@ mod test_support;
 mod token;
 
 pub use draw::{
-    draw, participants_digest, verify, Draw, DrawMismatch, DrawSeed, PublicName, PublishedDraw,
-    SEED_BYTES,
+    draw, draw_tokens, participants_digest, verify, Draw, DrawMismatch, DrawSeed, PublicName,
+    PublishedDraw, SEED_BYTES,
 };
 pub use line::WaitingLine;
 pub use loader::LineLoader;
+pub use opening::{DrawOutcome, Drawn, DrawnRecord, Opening, OpeningRecord, OpeningRefusal};
 pub use policy::{AdmissionPolicy, POLL_CEILING, POLL_FLOOR};
 pub use rate::RATE_WINDOW;
 pub use snapshot::{LineSnapshot, MAX_SNAPSHOT_BLOCKS, SNAPSHOT_BLOCK};

@@ -1,0 +1,336 @@
+//! The fair opening in the line (API.md §11): an opening scheduled with a secret seed holds
+//! admission back (everyone waiting is the pre-queue), and at `opensAt` the pre-queue is drawn
+//! ([`super::draw`]) and moved, in the drawn order, to fresh positions at the back of the line,
+//! ahead of everyone who joins after the opening (who stay FIFO behind it).
+//!
+//! Moving the drawn tokens to fresh positions, rather than permuting the positions they had,
+//! keeps `position` unique at every step of the write that stores it (both stores index it
+//! `UNIQUE`), and keeps the line's layout by position: each move is a vacancy and a push.
+
+use super::draw::{draw_tokens, Draw, DrawSeed};
+use super::slot::{Slot, Tag};
+use super::{TokenRecord, WaitingLine};
+use crate::domain::{Timestamp, TokenId};
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+/// A scheduled (or drawn) opening as the line holds it.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    pub opens_at: Timestamp,
+    pub seed: DrawSeed,
+    pub drawn: Option<Drawn>,
+}
+
+/// The outcome of the draw: when, where the drawn pre-queue starts, and the published order.
+#[derive(Debug, Clone)]
+pub struct Drawn {
+    pub at: Timestamp,
+    /// Place 1 of the draw holds this position; place k holds `first_position + k - 1`.
+    pub first_position: u64,
+    pub draw: Arc<Draw>,
+}
+
+/// The opening as it is stored (one row): the seed, and the draw's outcome once drawn. The
+/// drawn order itself is the positions of the drawn tokens, stored with the tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpeningRecord {
+    pub opens_at: Timestamp,
+    pub seed: DrawSeed,
+    pub drawn: Option<DrawnRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrawnRecord {
+    pub at: Timestamp,
+    pub first_position: u64,
+    pub participants: u64,
+    pub participants_digest: String,
+}
+
+/// Why an opening cannot be scheduled or cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpeningRefusal {
+    #[error("opening already drawn")]
+    AlreadyDrawn,
+    #[error("opensAt must be in the future")]
+    NotInTheFuture,
+}
+
+/// What the draw changed: the opening to store, and each drawn token's new position (plus the
+/// waiters found abandoned at the opening, expired rather than drawn).
+#[derive(Debug, Clone)]
+pub struct DrawOutcome {
+    pub record: OpeningRecord,
+    pub moved: Vec<(TokenId, u64)>,
+    pub expired: Vec<TokenRecord>,
+}
+
+impl Opening {
+    pub fn record(&self) -> OpeningRecord {
+        OpeningRecord {
+            opens_at: self.opens_at,
+            seed: self.seed,
+            drawn: self.drawn.as_ref().map(|d| DrawnRecord {
+                at: d.at,
+                first_position: d.first_position,
+                participants: d.draw.order.len() as u64,
+                participants_digest: d.draw.participants_digest.clone(),
+            }),
+        }
+    }
+}
+
+impl WaitingLine {
+    /// The opening, if one is scheduled or drawn.
+    pub fn opening(&self) -> Option<&Opening> {
+        self.opening.as_ref()
+    }
+
+    /// Whether admission is held back: an opening is scheduled and not yet drawn.
+    pub(super) fn held_for_opening(&self) -> bool {
+        self.opening.as_ref().is_some_and(|o| o.drawn.is_none())
+    }
+
+    /// Schedules the opening at `opens_at` with `seed`, replacing a scheduled one (its seed is
+    /// discarded, never shown). Refused once drawn, or for a time not after `now`.
+    pub fn schedule_opening(
+        &mut self,
+        opens_at: Timestamp,
+        seed: DrawSeed,
+        now: Timestamp,
+    ) -> Result<OpeningRecord, OpeningRefusal> {
+        if self.opening.as_ref().is_some_and(|o| o.drawn.is_some()) {
+            return Err(OpeningRefusal::AlreadyDrawn);
+        }
+        if opens_at <= now {
+            return Err(OpeningRefusal::NotInTheFuture);
+        }
+        let opening = Opening {
+            opens_at,
+            seed,
+            drawn: None,
+        };
+        let record = opening.record();
+        self.opening = Some(opening);
+        Ok(record)
+    }
+
+    /// Cancels a scheduled opening (the pre-queue then moves in arrival order); `false` when
+    /// there was none. Refused once drawn.
+    pub fn cancel_opening(&mut self) -> Result<bool, OpeningRefusal> {
+        match &self.opening {
+            Some(o) if o.drawn.is_some() => Err(OpeningRefusal::AlreadyDrawn),
+            Some(_) => {
+                self.opening = None;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// At or after `opensAt`, draws the pre-queue (every token still WAITING) and moves it in
+    /// the drawn order to fresh positions at the back; `None` when no draw is due. Waiters past
+    /// their idle deadline left before the opening: they are expired, not drawn.
+    pub fn draw_if_due(&mut self, now: Timestamp) -> Option<DrawOutcome> {
+        let opening = self.opening.as_ref()?;
+        if opening.drawn.is_some() || now < opening.opens_at {
+            return None;
+        }
+        let seed = opening.seed;
+        let idle = self.policy().idle_timeout;
+        let mut participants = Vec::with_capacity(self.waiting);
+        let mut expired = Vec::new();
+        for offset in self.head.saturating_sub(self.base)..self.slots.len() as u64 {
+            let position = self.base + offset;
+            let slot = &mut self.slots[offset as usize];
+            if slot.tag() != Tag::Waiting {
+                continue;
+            }
+            let deadline = slot.idle_deadline(idle);
+            if deadline <= now {
+                slot.expire(deadline);
+                expired.extend(slot.record(position));
+                self.ranks.add(position, -1);
+                self.waiting -= 1;
+            } else {
+                participants.push(slot.id());
+            }
+        }
+        let (drawn, order) = draw_tokens(&seed, &participants);
+        let first_position = self.next_position;
+        let moved = order
+            .iter()
+            .map(|&token| (token, self.move_to_back(token, idle)))
+            .collect();
+        // Nobody waits before the drawn pre-queue any more: admission starts at place 1.
+        self.head = self.head.max(first_position);
+        self.superseded.slide(self.next_position);
+        let opening = self.opening.as_mut().expect("checked above");
+        opening.drawn = Some(Drawn {
+            at: now,
+            first_position,
+            draw: Arc::new(drawn),
+        });
+        Some(DrawOutcome {
+            record: opening.record(),
+            moved,
+            expired,
+        })
+    }
+
+    /// Moves the waiting `token` to a fresh position at the back, keeping its user, join time
+    /// and last poll; returns the new position.
+    fn move_to_back(&mut self, token: TokenId, idle: std::time::Duration) -> u64 {
+        let old = self.by_token[&token];
+        let slot = &self.slots[(old - self.base) as usize];
+        let seen = Timestamp::from_millis(
+            slot.idle_deadline(idle).millis() - i64::try_from(idle.as_millis()).unwrap_or(0),
+        );
+        let record = slot.record(old).expect("a waiting slot has a record");
+        self.vacate(old);
+        let position = self.next_position;
+        self.next_position += 1;
+        debug_assert_eq!(self.base + self.slots.len() as u64, position);
+        let moved = TokenRecord { position, ..record };
+        self.slots.push_back(Slot::new(&moved, seen));
+        self.ranks.add(position, 1);
+        self.by_token.insert(token, position);
+        self.by_user.insert(record.user, position);
+        self.waiting += 1;
+        self.idle_deadlines
+            .push(Reverse((seen.plus(idle), position)));
+        position
+    }
+
+    /// Puts back the opening read from the store; `drawn_tokens` are the tokens at the drawn
+    /// positions, in position order (empty when not drawn). The order is recomputed from the
+    /// seed and checked against the stored one and its digest.
+    pub fn restore_opening(
+        &mut self,
+        record: OpeningRecord,
+        drawn_tokens: &[TokenId],
+    ) -> Result<(), String> {
+        let drawn = match &record.drawn {
+            None => None,
+            Some(stored) => {
+                let (drawn, order) = draw_tokens(&record.seed, drawn_tokens);
+                if order != drawn_tokens || drawn.participants_digest != stored.participants_digest
+                {
+                    return Err(format!(
+                        "the stored draw ({} participants from position {}) is not the seed's order",
+                        stored.participants, stored.first_position
+                    ));
+                }
+                Some(Drawn {
+                    at: stored.at,
+                    first_position: stored.first_position,
+                    draw: Arc::new(drawn),
+                })
+            }
+        };
+        self.opening = Some(Opening {
+            opens_at: record.opens_at,
+            seed: record.seed,
+            drawn,
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::queue::test_support::{created, ids, policy, t, user};
+    use crate::domain::queue::{PublicName, TokenState};
+
+    fn seed() -> DrawSeed {
+        DrawSeed::from_bytes([5; 32])
+    }
+
+    #[test]
+    fn nobody_is_admitted_before_the_opening_and_the_drawn_pre_queue_goes_first() {
+        let mut line = WaitingLine::new(policy(2), 1);
+        let mut next = ids();
+        line.schedule_opening(t(10_000), seed(), t(0)).unwrap();
+        let early: Vec<TokenRecord> = (1..=6)
+            .map(|u| created(line.join(user(u), &mut next, t(u * 100))))
+            .collect();
+        assert!(line.advance(t(9_999)).is_empty(), "nobody admitted before");
+        assert!(line.draw_if_due(t(9_999)).is_none());
+
+        let outcome = line.draw_if_due(t(10_000)).expect("due");
+        assert_eq!(outcome.moved.len(), 6);
+        let drawn = line.opening().unwrap().drawn.clone().unwrap();
+        let late = created(line.join(user(7), &mut next, t(10_001)));
+        // The drawn order is the seed's, over the early tokens.
+        let ids: Vec<TokenId> = early.iter().map(|r| r.id).collect();
+        assert_eq!(*drawn.draw, crate::domain::queue::draw(&seed(), &ids));
+        for (place, (token, position)) in outcome.moved.iter().enumerate() {
+            assert_eq!(drawn.draw.order[place], PublicName::of(*token));
+            assert_eq!(*position, drawn.first_position + place as u64);
+            let status = line.status(*token, t(10_001)).unwrap();
+            assert_eq!(status.record.position, *position);
+            assert_eq!(status.ahead, place as u64);
+        }
+        assert!(late.position > drawn.first_position + 5);
+
+        // Admission follows the drawn order, then the late joiner.
+        let admitted = line.advance(t(10_002));
+        let admitted: Vec<TokenId> = admitted.iter().map(|r| r.id).collect();
+        assert_eq!(admitted, vec![outcome.moved[0].0, outcome.moved[1].0]);
+        assert_eq!(line.status(late.id, t(10_002)).unwrap().ahead, 4);
+        assert!(line.schedule_opening(t(20_000), seed(), t(10_002)).is_err());
+    }
+
+    #[test]
+    fn a_waiter_who_left_before_the_opening_is_not_drawn() {
+        let mut line = WaitingLine::new(policy(10), 1);
+        let mut next = ids();
+        line.schedule_opening(t(200_000), seed(), t(0)).unwrap();
+        let gone = created(line.join(user(1), &mut next, t(0)));
+        let stays = created(line.join(user(2), &mut next, t(150_000)));
+        let outcome = line.draw_if_due(t(200_000)).unwrap();
+        assert_eq!(outcome.moved.len(), 1);
+        assert_eq!(outcome.moved[0].0, stays.id);
+        assert_eq!(outcome.expired.len(), 1);
+        assert_eq!(outcome.expired[0].id, gone.id);
+        assert!(matches!(
+            line.status(gone.id, t(200_000)).unwrap().record.state,
+            TokenState::Expired { .. }
+        ));
+        assert_eq!(line.waiting_count(), 1);
+    }
+
+    #[test]
+    fn a_cancelled_opening_lets_the_line_move_in_arrival_order() {
+        let mut line = WaitingLine::new(policy(10), 1);
+        let mut next = ids();
+        line.schedule_opening(t(10_000), seed(), t(0)).unwrap();
+        let first = created(line.join(user(1), &mut next, t(0)));
+        assert!(line.advance(t(1)).is_empty());
+        assert_eq!(line.cancel_opening(), Ok(true));
+        assert_eq!(line.advance(t(2))[0].id, first.id);
+        assert_eq!(line.cancel_opening(), Ok(false));
+    }
+
+    #[test]
+    fn a_restored_draw_is_checked_against_its_seed() {
+        let mut line = WaitingLine::new(policy(10), 1);
+        let mut next = ids();
+        line.schedule_opening(t(10), seed(), t(0)).unwrap();
+        for u in 1..=5 {
+            line.join(user(u), &mut next, t(1));
+        }
+        let outcome = line.draw_if_due(t(10)).unwrap();
+        let tokens: Vec<TokenId> = outcome.moved.iter().map(|m| m.0).collect();
+        let mut restored = WaitingLine::new(policy(10), 1);
+        restored
+            .restore_opening(outcome.record.clone(), &tokens)
+            .expect("the same order");
+        let mut swapped = tokens.clone();
+        swapped.swap(0, 1);
+        let mut other = WaitingLine::new(policy(10), 1);
+        assert!(other.restore_opening(outcome.record, &swapped).is_err());
+    }
+}
