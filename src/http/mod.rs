@@ -15,6 +15,7 @@ mod idempotency;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
+mod opening;
 mod ops;
 mod payments;
 mod queue;

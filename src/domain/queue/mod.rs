@@ -42,7 +42,10 @@ pub use draw::{
 };
 pub use line::WaitingLine;
 pub use loader::LineLoader;
-pub use opening::{DrawOutcome, Drawn, DrawnRecord, Opening, OpeningRecord, OpeningRefusal};
+pub use opening::{
+    DrawOutcome, DrawPage, Drawn, DrawnRecord, Opening, OpeningRecord, OpeningRefusal,
+    OpeningStatus, OpeningSummary,
+};
 pub use policy::{AdmissionPolicy, POLL_CEILING, POLL_FLOOR};
 pub use rate::RATE_WINDOW;
 pub use snapshot::{LineSnapshot, MAX_SNAPSHOT_BLOCKS, SNAPSHOT_BLOCK};

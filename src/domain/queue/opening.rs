@@ -66,6 +66,47 @@ pub struct DrawOutcome {
     pub expired: Vec<TokenRecord>,
 }
 
+/// Where the opening is, as `GET /v1/queue/opening` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpeningStatus {
+    None,
+    Scheduled,
+    Drawn,
+}
+
+impl OpeningStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            OpeningStatus::None => "NONE",
+            OpeningStatus::Scheduled => "SCHEDULED",
+            OpeningStatus::Drawn => "DRAWN",
+        }
+    }
+}
+
+/// What anyone may know of the opening: never the seed before the draw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpeningSummary {
+    pub status: OpeningStatus,
+    pub opens_at: Option<Timestamp>,
+    pub commitment: Option<String>,
+    /// Scheduled: the pre-queue so far (everyone waiting); drawn: the participants.
+    pub participants: u64,
+    pub seed: Option<String>,
+    pub participants_digest: Option<String>,
+    pub drawn_at: Option<Timestamp>,
+}
+
+/// One page of the drawn order, with what it is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrawPage {
+    pub commitment: String,
+    pub seed: String,
+    pub participants_digest: String,
+    pub total: u64,
+    pub order: Vec<String>,
+}
+
 impl Opening {
     pub fn record(&self) -> OpeningRecord {
         OpeningRecord {
@@ -85,6 +126,60 @@ impl WaitingLine {
     /// The opening, if one is scheduled or drawn.
     pub fn opening(&self) -> Option<&Opening> {
         self.opening.as_ref()
+    }
+
+    /// The opening as the public sees it.
+    pub fn opening_summary(&self) -> OpeningSummary {
+        let Some(opening) = &self.opening else {
+            return OpeningSummary {
+                status: OpeningStatus::None,
+                opens_at: None,
+                commitment: None,
+                participants: 0,
+                seed: None,
+                participants_digest: None,
+                drawn_at: None,
+            };
+        };
+        let drawn = opening.drawn.as_ref();
+        OpeningSummary {
+            status: match drawn {
+                Some(_) => OpeningStatus::Drawn,
+                None => OpeningStatus::Scheduled,
+            },
+            opens_at: Some(opening.opens_at),
+            commitment: Some(opening.seed.commitment()),
+            participants: drawn.map_or(self.waiting as u64, |d| d.draw.order.len() as u64),
+            // Only once drawn: before, the seed would let anyone predict the order.
+            seed: drawn.map(|_| opening.seed.to_hex()),
+            participants_digest: drawn.map(|d| d.draw.participants_digest.clone()),
+            drawn_at: drawn.map(|d| d.at),
+        }
+    }
+
+    /// Places `offset + 1 ..= offset + limit` of the drawn order; `None` before the draw.
+    pub fn draw_page(&self, offset: usize, limit: usize) -> Option<DrawPage> {
+        let opening = self.opening.as_ref()?;
+        let drawn = opening.drawn.as_ref()?;
+        let order = &drawn.draw.order;
+        let start = offset.min(order.len());
+        let end = offset.saturating_add(limit).min(order.len());
+        Some(DrawPage {
+            commitment: drawn.draw.commitment.clone(),
+            seed: opening.seed.to_hex(),
+            participants_digest: drawn.draw.participants_digest.clone(),
+            total: order.len() as u64,
+            order: order[start..end].iter().map(|n| n.to_hex()).collect(),
+        })
+    }
+
+    /// The opening time while an opening is scheduled and not drawn: everyone waiting is in
+    /// the pre-queue then.
+    pub fn prequeue_until(&self) -> Option<Timestamp> {
+        self.opening
+            .as_ref()
+            .filter(|o| o.drawn.is_none())
+            .map(|o| o.opens_at)
     }
 
     /// Whether admission is held back: an opening is scheduled and not yet drawn.
@@ -281,6 +376,24 @@ mod tests {
         assert_eq!(admitted, vec![outcome.moved[0].0, outcome.moved[1].0]);
         assert_eq!(line.status(late.id, t(10_002)).unwrap().ahead, 4);
         assert!(line.schedule_opening(t(20_000), seed(), t(10_002)).is_err());
+        let summary = line.opening_summary();
+        assert_eq!(summary.status, OpeningStatus::Drawn);
+        assert_eq!(summary.seed, Some(seed().to_hex()));
+        let page = line.draw_page(4, 10).unwrap();
+        assert_eq!((page.total, page.order.len()), (6, 2));
+        assert_eq!(page.order[0], drawn.draw.order[4].to_hex());
+    }
+
+    #[test]
+    fn the_seed_stays_secret_until_the_draw() {
+        let mut line = WaitingLine::new(policy(2), 1);
+        assert_eq!(line.opening_summary().status, OpeningStatus::None);
+        let record = line.schedule_opening(t(10), seed(), t(0)).unwrap();
+        let summary = line.opening_summary();
+        assert_eq!(summary.status, OpeningStatus::Scheduled);
+        assert_eq!(summary.seed, None);
+        assert_eq!(summary.commitment, Some(record.seed.commitment()));
+        assert!(line.draw_page(0, 10).is_none());
     }
 
     #[test]
