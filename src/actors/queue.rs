@@ -217,14 +217,27 @@ impl QueueActor {
         let drawn = line.draw_if_due(now);
         let changed = line.advance(now);
         drop(line);
+        let Some(drawn) = drawn else {
+            if !changed.is_empty() {
+                let writes = changed
+                    .into_iter()
+                    .fold(Writes::default(), |w, t| w.token(t));
+                self.durability.submit_unanswered(permit, writes);
+            }
+            return;
+        };
+        let committed = drawn.committed.clone();
         let writes = changed
             .into_iter()
-            .fold(drawn.map_or_else(Writes::default, draw_writes), |w, t| {
-                w.token(t)
+            .fold(draw_writes(drawn), |w, t| w.token(t));
+        // Published once durable; a failed commit rebuilds the line from the store, where
+        // the opening is still scheduled, and the same seed draws again.
+        self.durability
+            .call_after_commit(permit, writes, move |outcome| {
+                if outcome.is_ok() {
+                    committed.store(true, Ordering::Release);
+                }
             });
-        if !writes.is_empty() {
-            self.durability.submit_unanswered(permit, writes);
-        }
     }
 }
 
@@ -317,21 +330,25 @@ impl Handler<JoinQueue> for QueueActor {
         if let Err(why) = self.state.ready_mut(&self.durability) {
             return refuse_unavailable(msg.reply, why);
         }
+        // A join at or after the opening comes after its draw, even before the next tick.
+        if self.view.read().draw_due(self.env.clock.now()) {
+            self.advance();
+        }
         let Some((permit, reply)) = self.durability.reserve_or_refuse(msg.reply) else {
             return;
         };
         let now = self.env.clock.now();
         let mut rng = rand::rng();
         let mut line = self.view.write();
-        // A join at or after the opening comes after its draw (a join before the tick).
-        let drawn = line
-            .draw_if_due(now)
-            .map_or_else(Writes::default, draw_writes);
         match line.join(msg.user, || TokenId::random(&mut rng), now) {
             Joined::Existing(record) => {
                 drop(line);
-                self.durability
-                    .answer_after_commit(permit, drawn, reply, Ok((record, false)));
+                self.durability.answer_after_commit(
+                    permit,
+                    Writes::default(),
+                    reply,
+                    Ok((record, false)),
+                );
             }
             Joined::Created { token, retired } => {
                 let changed = line.advance(now);
@@ -349,7 +366,7 @@ impl Handler<JoinQueue> for QueueActor {
                     .into_iter()
                     .chain(std::iter::once(token))
                     .chain(changed)
-                    .fold(drawn, |w, t| w.token(t));
+                    .fold(Writes::default(), |w, t| w.token(t));
                 self.durability
                     .answer_after_commit(permit, writes, reply, Ok((answer, true)));
             }

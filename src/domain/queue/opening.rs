@@ -12,6 +12,7 @@ use super::slot::{Slot, Tag};
 use super::{TokenRecord, WaitingLine};
 use crate::domain::{Timestamp, TokenId};
 use std::cmp::Reverse;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// A scheduled (or drawn) opening as the line holds it.
@@ -29,6 +30,15 @@ pub struct Drawn {
     /// Place 1 of the draw holds this position; place k holds `first_position + k - 1`.
     pub first_position: u64,
     pub draw: Arc<Draw>,
+    /// Set once the draw is committed: until then it is not published (the seed, the digest
+    /// and the order stay hidden), so nobody reads an order a crash could still undo.
+    pub committed: Arc<AtomicBool>,
+}
+
+impl Drawn {
+    fn is_published(&self) -> bool {
+        self.committed.load(Ordering::Acquire)
+    }
 }
 
 /// The opening as it is stored (one row): the seed, and the draw's outcome once drawn. The
@@ -64,6 +74,8 @@ pub struct DrawOutcome {
     pub record: OpeningRecord,
     pub moved: Vec<(TokenId, u64)>,
     pub expired: Vec<TokenRecord>,
+    /// Set this once the outcome is committed: the draw is published from then on.
+    pub committed: Arc<AtomicBool>,
 }
 
 /// Where the opening is, as `GET /v1/queue/opening` names it.
@@ -141,7 +153,7 @@ impl WaitingLine {
                 drawn_at: None,
             };
         };
-        let drawn = opening.drawn.as_ref();
+        let drawn = opening.drawn.as_ref().filter(|d| d.is_published());
         OpeningSummary {
             status: match drawn {
                 Some(_) => OpeningStatus::Drawn,
@@ -149,7 +161,12 @@ impl WaitingLine {
             },
             opens_at: Some(opening.opens_at),
             commitment: Some(opening.seed.commitment()),
-            participants: drawn.map_or(self.waiting as u64, |d| d.draw.order.len() as u64),
+            participants: match (drawn, &opening.drawn) {
+                (Some(d), _) => d.draw.order.len() as u64,
+                // Drawn, not yet committed: the pre-queue as drawn.
+                (None, Some(d)) => d.draw.order.len() as u64,
+                (None, None) => self.waiting as u64,
+            },
             // Only once drawn: before, the seed would let anyone predict the order.
             seed: drawn.map(|_| opening.seed.to_hex()),
             participants_digest: drawn.map(|d| d.draw.participants_digest.clone()),
@@ -160,7 +177,7 @@ impl WaitingLine {
     /// Places `offset + 1 ..= offset + limit` of the drawn order; `None` before the draw.
     pub fn draw_page(&self, offset: usize, limit: usize) -> Option<DrawPage> {
         let opening = self.opening.as_ref()?;
-        let drawn = opening.drawn.as_ref()?;
+        let drawn = opening.drawn.as_ref().filter(|d| d.is_published())?;
         let order = &drawn.draw.order;
         let start = offset.min(order.len());
         let end = offset.saturating_add(limit).min(order.len());
@@ -224,6 +241,13 @@ impl WaitingLine {
         }
     }
 
+    /// Whether [`WaitingLine::draw_if_due`] would draw at `now`.
+    pub fn draw_due(&self, now: Timestamp) -> bool {
+        self.opening
+            .as_ref()
+            .is_some_and(|o| o.drawn.is_none() && now >= o.opens_at)
+    }
+
     /// At or after `opensAt`, draws the pre-queue (every token still WAITING) and moves it in
     /// the drawn order to fresh positions at the back; `None` when no draw is due. Waiters past
     /// their idle deadline left before the opening: they are expired, not drawn.
@@ -262,15 +286,18 @@ impl WaitingLine {
         self.head = self.head.max(first_position);
         self.superseded.slide(self.next_position);
         let opening = self.opening.as_mut().expect("checked above");
+        let committed = Arc::new(AtomicBool::new(false));
         opening.drawn = Some(Drawn {
             at: now,
             first_position,
             draw: Arc::new(drawn),
+            committed: committed.clone(),
         });
         Some(DrawOutcome {
             record: opening.record(),
             moved,
             expired,
+            committed,
         })
     }
 
@@ -321,6 +348,7 @@ impl WaitingLine {
                     at: stored.at,
                     first_position: stored.first_position,
                     draw: Arc::new(drawn),
+                    committed: Arc::new(AtomicBool::new(true)),
                 })
             }
         };
@@ -356,6 +384,12 @@ mod tests {
 
         let outcome = line.draw_if_due(t(10_000)).expect("due");
         assert_eq!(outcome.moved.len(), 6);
+        assert!(
+            line.draw_page(0, 10).is_none(),
+            "published only once committed"
+        );
+        assert_eq!(line.opening_summary().seed, None);
+        outcome.committed.store(true, Ordering::Release);
         let drawn = line.opening().unwrap().drawn.clone().unwrap();
         let late = created(line.join(user(7), &mut next, t(10_001)));
         // The drawn order is the seed's, over the early tokens.
