@@ -272,3 +272,152 @@ async fn a_cancelled_opening_lets_the_pre_queue_in_in_arrival_order(backend: Bac
     assert!(waiting.get("prequeue").is_none());
 }
 on_both_stores!(a_cancelled_opening_lets_the_pre_queue_in_in_arrival_order);
+
+/// The real binary, killed with SIGKILL when dropped or asked.
+struct Binary {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Binary {
+    async fn start(url: &str) -> Binary {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", url, "--admin-key", ADMIN_KEY])
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the binary starts");
+        let binary = Binary {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..600 {
+            let ready = reqwest::get(format!("{}/readyz", binary.base)).await;
+            if ready.is_ok_and(|r| r.status().as_u16() == 200) {
+                return binary;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the binary never became ready");
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        response.json().await.unwrap()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGKILL at the very second of the opening, whether or not its draw had committed: after
+/// the restart the draw happens (or is there), verifies, holds every pre-queue token, and a
+/// second SIGKILL after it changes nothing.
+async fn a_kill_at_the_opening_draws_the_same_order_after_the_restart(backend: Backend) {
+    const WAITERS: usize = 30;
+    let db = TestDb::create(backend).await;
+    let client = reqwest::Client::new();
+    let server = Binary::start(&db.url).await;
+    let opens_at_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 3;
+    let opens_at = chrono::DateTime::from_timestamp(opens_at_secs, 0)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let scheduled = client
+        .put(format!("{}{OPENING}", server.base))
+        .header("X-Admin-Key", ADMIN_KEY)
+        .json(&json!({ "opensAt": opens_at }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scheduled.status().as_u16(), 200);
+    let commitment = scheduled.json::<Value>().await.unwrap()["commitment"].clone();
+    let mut joined = Vec::new();
+    for _ in 0..WAITERS {
+        let user: Value = client
+            .post(format!("{}/v1/admin/users", server.base))
+            .header("X-Admin-Key", ADMIN_KEY)
+            .json(&json!({ "name": "early" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let user = user["userId"].as_i64().unwrap();
+        let token: Value = client
+            .post(format!("{}/v1/queue-tokens/users/{user}", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        joined.push((user, token["tokenId"].as_i64().unwrap()));
+    }
+    // Until the opening's millisecond, then SIGKILL at once.
+    let until = std::time::UNIX_EPOCH + Duration::from_secs(opens_at_secs as u64);
+    if let Ok(wait) = until.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    server.kill();
+
+    let server = Binary::start(&db.url).await;
+    let mut drawn = Value::Null;
+    for _ in 0..200 {
+        drawn = server.get("/v1/queue/opening").await;
+        if drawn["status"] == "DRAWN" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(drawn["status"], "DRAWN");
+    assert_eq!(
+        drawn["commitment"], commitment,
+        "the seed committed to before the kill"
+    );
+    assert_eq!(drawn["participants"], WAITERS, "nobody lost");
+    let verified = verify_draw(&server.base, None).await.expect("it verifies");
+    assert_eq!(verified.draw.order.len(), WAITERS);
+    let order = server.get("/v1/queue/draw?limit=10000").await;
+    server.kill();
+
+    let server = Binary::start(&db.url).await;
+    assert_eq!(server.get("/v1/queue/opening").await, drawn);
+    assert_eq!(server.get("/v1/queue/draw?limit=10000").await, order);
+    for (user, token) in joined {
+        let status: Value = client
+            .get(format!("{}/v1/queue-status/users/{user}", server.base))
+            .header("TOKEN-ID", token.to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            status["status"], "ACTIVE",
+            "every pre-queue token admitted once"
+        );
+    }
+}
+on_both_stores!(a_kill_at_the_opening_draws_the_same_order_after_the_restart);
