@@ -45,6 +45,9 @@ pub struct StatusResponse {
     opens_at: Option<String>,
 }
 
+/// Over how long the pre-queue's first polls after the opening are spread.
+const OPENING_POLL_SPREAD_MS: u64 = 5_000;
+
 fn token_response(state: &AppState, record: &TokenRecord) -> TokenResponse {
     let settings = state.engine.settings();
     let expired_at = match record.state {
@@ -166,6 +169,13 @@ impl StatusResponse {
             self.prequeue = Some(true);
             self.opens_at = Some(state.time(opens_at));
             self.remaining_wait_list_count = arrivals;
+            // The last poll before the opening lands at a point of the first
+            // `OPENING_POLL_SPREAD_MS` after it, fixed per token, so the crowd does not come back
+            // in one second; never later than the usual pacing (within the idle timeout).
+            let until_ms =
+                u64::try_from(state.engine.now().until(opens_at).as_millis()).unwrap_or(u64::MAX);
+            let spread = status.record.id.get().unsigned_abs() % OPENING_POLL_SPREAD_MS;
+            self.poll_after_ms = self.poll_after_ms.min(until_ms.saturating_add(spread));
         }
         self
     }

@@ -168,11 +168,21 @@ async fn the_pre_queue_is_drawn_at_the_opening_verifiably_and_admitted_in_that_o
         assert_eq!(status["prequeue"], true);
         assert_eq!(status["opensAt"], opens_at.as_str());
         assert_eq!(status["remainingWaitListCount"], 6);
+        let pace = status["pollAfterMs"].as_u64().unwrap();
+        assert!(pace <= 30_000, "within the idle timeout: {pace}");
         assert!(status["queueId"].as_u64().unwrap() > arrival as u64);
     }
     assert_eq!(opening(&app).await["participants"], 6);
 
-    app.clock.advance(Duration::from_secs(61));
+    // Two seconds before the opening, the next poll is spread over the seconds after it.
+    app.clock.advance(Duration::from_secs(58));
+    for (&user, &token) in users.iter().zip(&tokens) {
+        let pace = poll(&app, user, token).await["pollAfterMs"]
+            .as_u64()
+            .unwrap();
+        assert!(pace <= 2_000 + 5_000, "{pace}");
+    }
+    app.clock.advance(Duration::from_secs(3));
     let drawn = until_opening(&app, "DRAWN").await;
     assert_eq!(drawn["commitment"], commitment);
     assert_eq!(drawn["participants"], 6);
