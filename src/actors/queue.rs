@@ -211,10 +211,14 @@ impl QueueActor {
             return;
         };
         let now = self.env.clock.now();
+        // The draw is computed without the writer's lock (polls go on; this actor is the
+        // line's only writer, so nothing changes meanwhile), then applied under it.
+        let participants = self.view.read().participants_at(now);
+        let computed = participants.map(|p| p.draw());
         let mut line = self.view.write();
         // The draw first: its moves and the admissions after it are one submission, so
         // nobody's admission is stored without the draw that placed them.
-        let drawn = line.draw_if_due(now);
+        let drawn = computed.map(|c| line.apply_draw(c, now));
         let changed = line.advance(now);
         drop(line);
         let Some(drawn) = drawn else {

@@ -144,21 +144,53 @@ fn order_by_key(seed: &DrawSeed, digest: &str, names: &mut [PublicName]) {
 
 /// [`draw`], keeping each place's token: the line moves the tokens themselves into the order.
 pub fn draw_tokens(seed: &DrawSeed, participants: &[TokenId]) -> (Draw, Vec<TokenId>) {
-    let by_name: std::collections::HashMap<PublicName, TokenId> = participants
+    let with: Vec<(TokenId, ())> = participants.iter().map(|&t| (t, ())).collect();
+    let (drawn, order) = draw_with(seed, &with);
+    (drawn, order.into_iter().map(|(t, ())| t).collect())
+}
+
+/// [`draw_tokens`] with a value riding along with each token (the line's old position). The
+/// values ride in the sorts: no map from name back to token, whose cache misses cost more than
+/// the draw itself at a million participants.
+pub fn draw_with<T: Copy>(
+    seed: &DrawSeed,
+    participants: &[(TokenId, T)],
+) -> (Draw, Vec<(TokenId, T)>) {
+    let mut named: Vec<(PublicName, TokenId, T)> = participants
         .iter()
-        .map(|&t| (PublicName::of(t), t))
+        .map(|&(t, value)| (PublicName::of(t), t, value))
         .collect();
-    let mut names: Vec<PublicName> = by_name.keys().copied().collect();
-    names.sort_unstable();
+    named.sort_unstable_by_key(|&(name, ..)| name);
+    named.dedup_by_key(|&mut (name, ..)| name);
+    let mut names: Vec<PublicName> = named.iter().map(|&(name, ..)| name).collect();
     let participants_digest = digest_of_sorted(&names);
-    order_by_key(seed, &participants_digest, &mut names);
-    let tokens = names.iter().map(|name| by_name[name]).collect();
+    let mut prefix = Sha256::new();
+    prefix.update(seed.bytes());
+    prefix.update(participants_digest.as_bytes());
+    let mut keyed: Vec<([u8; 32], PublicName, TokenId, T)> = named
+        .into_iter()
+        .map(|(name, token, value)| {
+            let mut text = [0u8; 64];
+            name.hex_into(&mut text);
+            let mut hasher = prefix.clone();
+            hasher.update(text);
+            (hasher.finalize().into(), name, token, value)
+        })
+        .collect();
+    keyed.sort_unstable_by_key(|&(key, name, ..)| (key, name));
+    let order = keyed
+        .iter()
+        .map(|&(_, _, token, value)| (token, value))
+        .collect();
+    for (slot, (_, name, ..)) in names.iter_mut().zip(keyed) {
+        *slot = name;
+    }
     let drawn = Draw {
         commitment: seed.commitment(),
         participants_digest,
         order: names,
     };
-    (drawn, tokens)
+    (drawn, order)
 }
 
 /// A drawn pre-queue: the published parts and the order (place 1 first).

@@ -37,14 +37,14 @@ mod test_support;
 mod token;
 
 pub use draw::{
-    draw, draw_tokens, participants_digest, verify, Draw, DrawMismatch, DrawSeed, PublicName,
-    PublishedDraw, SEED_BYTES,
+    draw, draw_tokens, draw_with, participants_digest, verify, Draw, DrawMismatch, DrawSeed,
+    PublicName, PublishedDraw, SEED_BYTES,
 };
 pub use line::WaitingLine;
 pub use loader::LineLoader;
 pub use opening::{
-    DrawOutcome, DrawPage, Drawn, DrawnRecord, Opening, OpeningRecord, OpeningRefusal,
-    OpeningStatus, OpeningSummary,
+    ComputedDraw, DrawOutcome, DrawPage, Drawn, DrawnRecord, Opening, OpeningRecord,
+    OpeningRefusal, OpeningStatus, OpeningSummary, Participants,
 };
 pub use policy::{AdmissionPolicy, POLL_CEILING, POLL_FLOOR};
 pub use rate::RATE_WINDOW;
