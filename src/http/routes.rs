@@ -3,9 +3,9 @@
 //! answers it (`cluster::routing`). Registering a route here is all it takes to serve it, to
 //! forward it, and to hold the OpenAPI document to it.
 
-use super::{
-    admin, balance, cluster, concerts, extract, live, metrics, opening, ops, payments, queue,
-};
+use super::{admin, balance, cluster, concerts, extract, live, metrics, ops, payments, queue};
+// The fair opening's routes (API.md §11).
+use super::opening;
 use super::{reservations, ApiError, ADMIN_BODY_LIMIT, BODY_LIMIT};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
