@@ -11,6 +11,8 @@
 //! - `line_1m/tick`: one 50 ms tick, one in one out at 2,000/s: ~100 expiries and ~100
 //!   admissions from the front of a line of 1,000,000.
 //! - `line_1m/restore`: rebuilding the line from 1,000,000 stored records (boot).
+//! - `draw_1m/draw`: the fair opening's draw of a pre-queue of 1,000,000 (names, digest,
+//!   keys, sort; API.md §11), whose target is ≤ 2 s.
 //!
 //! Printed before criterion starts, in this order: the process RSS for a line of 1,000,000
 //! waiters (from `/proc/self/statm`, in a fresh process); `durable joins` (below); the idle
@@ -32,7 +34,7 @@ use actix::SystemRunner;
 use boxoffice::actors::QueueError;
 use boxoffice::actors::{Engine, EngineSettings, Persister, Unavailable};
 use boxoffice::clock::SystemClock;
-use boxoffice::domain::queue::{AdmissionPolicy, Joined, TokenRecord, WaitingLine};
+use boxoffice::domain::queue::{draw, AdmissionPolicy, DrawSeed, Joined, TokenRecord, WaitingLine};
 use boxoffice::domain::{Timestamp, TokenId, UserId};
 use boxoffice::store::{Store, StoreHandle};
 use criterion::{BatchSize, Criterion};
@@ -437,6 +439,18 @@ fn idle_sweep() {
     );
 }
 
+/// The fair opening's draw of a pre-queue of 1,000,000 (target ≤ 2 s).
+fn draw_benches(c: &mut Criterion) {
+    let mut rng = SmallRng::seed_from_u64(27);
+    let tokens: Vec<TokenId> = (0..MILLION).map(|_| TokenId::random(&mut rng)).collect();
+    let seed = DrawSeed::from_bytes(rng.random());
+    let mut group = c.benchmark_group("draw_1m");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_function("draw", |b| b.iter(|| draw(&seed, &tokens)));
+    group.finish();
+}
+
 fn main() {
     // Measured first, while the process holds nothing else. Its pages go back to the system
     // when it is dropped (every part is one large allocation), so the durable part after it
@@ -454,5 +468,6 @@ fn main() {
     idle_sweep();
     let mut criterion = Criterion::default().configure_from_args();
     line_benches(&mut criterion);
+    draw_benches(&mut criterion);
     criterion.final_summary();
 }

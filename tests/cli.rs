@@ -439,3 +439,17 @@ fn sigterm_is_not_held_up_by_an_open_live_stream() {
     assert!(exited < Duration::from_secs(4), "exited after {exited:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn verify_draw_against_nothing_is_one_clear_line_and_a_failure() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("a port")
+        .local_addr()
+        .expect("an address")
+        .port();
+    // Nothing listens there once the listener is dropped.
+    let output = boxoffice(&["verify-draw", "--url", &format!("http://127.0.0.1:{port}")]);
+    assert_clear_failure(&output, "cannot fetch");
+    let output = boxoffice(&["verify-draw", "--url", "http://127.0.0.1:1", "--token", "0"]);
+    assert_clear_failure(&output, "TOKEN-ID");
+}

@@ -12,13 +12,14 @@ use super::durability::Durability;
 use super::env::{ActorEnv, EngineSettings};
 use super::loading::{self, Fetch, Loaded, Loads, Rebuild};
 use super::mailbox::{received, refuse_unavailable, Named, Reply, MAILBOX_CAPACITY};
-use super::persister::ActorKey;
+use super::persister::{ActorKey, Unavailable};
 use crate::domain::queue::{
-    AdmissionPolicy, Joined, LineLoader, TokenRecord, TokenRefusal, TokenStatus, WaitingLine,
-    SUPERSEDED_WINDOW,
+    AdmissionPolicy, DrawOutcome, DrawPage, DrawSeed, Joined, LineLoader, OpeningRecord,
+    OpeningRefusal, OpeningSummary, TokenRecord, TokenRefusal, TokenStatus, WaitingLine,
+    SEED_BYTES, SUPERSEDED_WINDOW,
 };
 use crate::domain::{Timestamp, TokenId, UserId};
-use crate::store::{StoreError, StoreHandle, Writes};
+use crate::store::{OpeningWrite, StoreError, StoreHandle, Writes};
 use actix::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -143,6 +144,23 @@ impl QueueView {
         (line.waiting_count(), line.active_count())
     }
 
+    /// The fair opening as anyone may see it.
+    pub fn opening(&self) -> OpeningSummary {
+        self.read().opening_summary()
+    }
+
+    /// A page of the drawn order; `None` before the draw.
+    pub fn draw_page(&self, offset: usize, limit: usize) -> Option<DrawPage> {
+        self.read().draw_page(offset, limit)
+    }
+
+    /// While an opening is scheduled: its time, and the pre-queue so far.
+    pub fn prequeue(&self) -> Option<(Timestamp, u64)> {
+        let line = self.read();
+        line.prequeue_until()
+            .map(|opens_at| (opens_at, line.waiting_count() as u64))
+    }
+
     /// Admissions per second as the line measured them (see `RATE_WINDOW`), if any were seen.
     pub fn measured_rate(&self, now: Timestamp) -> Option<f64> {
         self.read().measured_rate(now)
@@ -192,14 +210,62 @@ impl QueueActor {
         let Ok(permit) = self.durability.reserve() else {
             return;
         };
-        let changed = self.view.write().advance(self.env.clock.now());
-        if !changed.is_empty() {
-            let writes = changed
-                .into_iter()
-                .fold(Writes::default(), |w, t| w.token(t));
-            self.durability.submit_unanswered(permit, writes);
-        }
+        let now = self.env.clock.now();
+        // The draw is computed without the writer's lock (polls go on; this actor is the
+        // line's only writer, so nothing changes meanwhile), then applied under it.
+        let participants = self.view.read().participants_at(now);
+        let computed = participants.map(|p| p.draw());
+        let mut line = self.view.write();
+        // The draw first: its moves and the admissions after it are one submission, so
+        // nobody's admission is stored without the draw that placed them.
+        let drawn = computed.map(|c| line.apply_draw(c, now));
+        let changed = line.advance(now);
+        drop(line);
+        let Some(drawn) = drawn else {
+            if !changed.is_empty() {
+                let writes = changed
+                    .into_iter()
+                    .fold(Writes::default(), |w, t| w.token(t));
+                self.durability.submit_unanswered(permit, writes);
+            }
+            return;
+        };
+        let committed = drawn.committed.clone();
+        let writes = changed
+            .into_iter()
+            .fold(draw_writes(drawn), |w, t| w.token(t));
+        // Published once durable; a failed commit rebuilds the line from the store, where
+        // the opening is still scheduled, and the same seed draws again.
+        self.durability
+            .call_after_commit(permit, writes, move |outcome| {
+                if outcome.is_ok() {
+                    committed.store(true, Ordering::Release);
+                }
+            });
     }
+}
+
+/// What the draw stores: the opening's drawn row, every drawn token's new position, and the
+/// waiters found gone at the opening.
+fn draw_writes(outcome: DrawOutcome) -> Writes {
+    tracing::info!(participants = outcome.moved.len(), "fair opening drawn");
+    let writes = Writes::default().opening(OpeningWrite::Store(outcome.record));
+    let writes = outcome
+        .moved
+        .into_iter()
+        .fold(writes, |w, (token, position)| w.moved(token, position));
+    outcome.expired.into_iter().fold(writes, |w, t| w.token(t))
+}
+
+/// Why the opening could not be scheduled or cancelled, or its draw read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpeningError {
+    #[error(transparent)]
+    Refused(#[from] OpeningRefusal),
+    #[error("draw not found")]
+    DrawNotFound,
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
 }
 
 impl Named for QueueActor {
@@ -268,6 +334,10 @@ impl Handler<JoinQueue> for QueueActor {
         if let Err(why) = self.state.ready_mut(&self.durability) {
             return refuse_unavailable(msg.reply, why);
         }
+        // A join at or after the opening comes after its draw, even before the next tick.
+        if self.view.read().draw_due(self.env.clock.now()) {
+            self.advance();
+        }
         let Some((permit, reply)) = self.durability.reserve_or_refuse(msg.reply) else {
             return;
         };
@@ -305,6 +375,78 @@ impl Handler<JoinQueue> for QueueActor {
                     .answer_after_commit(permit, writes, reply, Ok((answer, true)));
             }
         }
+    }
+}
+
+/// Schedule (or move) the fair opening, with a fresh secret seed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ScheduleOpening {
+    pub opens_at: Timestamp,
+    /// Answers the stored opening (its seed stays with the caller's engine, never the client).
+    pub reply: Reply<OpeningRecord, OpeningRefusal>,
+}
+
+impl Handler<ScheduleOpening> for QueueActor {
+    type Result = ();
+
+    /// Draws a 32-byte seed from the operating system's CSPRNG and stores the opening; the
+    /// answer (the commitment) goes out only once the seed is committed, so a crash never
+    /// leaves a commitment without its seed.
+    fn handle(&mut self, msg: ScheduleOpening, _: &mut Context<Self>) {
+        received::<Self>();
+        if let Err(why) = self.state.ready_mut(&self.durability) {
+            return refuse_unavailable(msg.reply, why);
+        }
+        let mut bytes = [0u8; SEED_BYTES];
+        if let Err(error) = rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut bytes) {
+            tracing::error!(%error, "the operating system's random source failed");
+            return refuse_unavailable(msg.reply, Unavailable::Busy);
+        }
+        let Some((permit, reply)) = self.durability.reserve_or_refuse(msg.reply) else {
+            return;
+        };
+        let now = self.env.clock.now();
+        let scheduled =
+            self.view
+                .write()
+                .schedule_opening(msg.opens_at, DrawSeed::from_bytes(bytes), now);
+        let writes = match &scheduled {
+            Ok(record) => Writes::default().opening(OpeningWrite::Store(record.clone())),
+            Err(_) => Writes::default(),
+        };
+        self.durability
+            .answer_after_commit(permit, writes, reply, scheduled);
+    }
+}
+
+/// Cancel a scheduled opening: the pre-queue then moves in arrival order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CancelOpening {
+    pub reply: Reply<(), OpeningRefusal>,
+}
+
+impl Handler<CancelOpening> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelOpening, _: &mut Context<Self>) {
+        received::<Self>();
+        if let Err(why) = self.state.ready_mut(&self.durability) {
+            return refuse_unavailable(msg.reply, why);
+        }
+        let Some((permit, reply)) = self.durability.reserve_or_refuse(msg.reply) else {
+            return;
+        };
+        let cancelled = self.view.write().cancel_opening();
+        let writes = match cancelled {
+            Ok(true) => Writes::default().opening(OpeningWrite::Remove),
+            Ok(false) | Err(_) => Writes::default(),
+        };
+        self.durability
+            .answer_after_commit(permit, writes, reply, cancelled.map(|_| ()));
+        // The pre-queue may move now.
+        self.advance();
     }
 }
 
@@ -382,6 +524,19 @@ pub fn load_line(
                 loader.push_superseded(token, by)
             })
             .await?;
-        Ok(loader.finish())
+        let mut line = loader.finish();
+        if let Some(opening) = store.load_opening().await? {
+            let drawn = match &opening.drawn {
+                Some(d) => {
+                    store
+                        .load_tokens_at(d.first_position, d.participants)
+                        .await?
+                }
+                None => Vec::new(),
+            };
+            line.restore_opening(opening, &drawn)
+                .map_err(StoreError::Corrupt)?;
+        }
+        Ok(line)
     })
 }

@@ -65,6 +65,20 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Download a fair opening's draw from a running service, check its commitment, digest
+    /// and every place, and print a token's place (API.md §11). Exits non-zero on any mismatch.
+    VerifyDraw(VerifyDrawArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyDrawArgs {
+    /// The service's base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub url: String,
+    /// A queue token id (decimal): prints its place in the draw. It stays on this machine:
+    /// only its public name, SHA-256 of it, is looked up in the published order.
+    #[arg(long)]
+    pub token: Option<i64>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -32,6 +32,8 @@ pub enum ApiError {
     NotEnoughBalance,
     InvalidRechargeAmount,
     IdempotencyKeyReused,
+    OpeningAlreadyDrawn,
+    DrawNotFound,
     HeadersTooLarge,
     /// `--auth jwt`: the bearer is missing, malformed, forged, expired or of another algorithm.
     Unauthorized,
@@ -99,6 +101,8 @@ impl ApiError {
             NotEnoughBalance        => (400, "not_enough_balance",       "not enough balance"),
             InvalidRechargeAmount   => (400, "invalid_recharge_amount",  "invalid recharge amount"),
             IdempotencyKeyReused    => (422, "idempotency_key_reused",   "idempotency key reused"),
+            OpeningAlreadyDrawn     => (409, "opening_already_drawn",    "opening already drawn"),
+            DrawNotFound            => (404, "draw_not_found",           "draw not found"),
             HeadersTooLarge         => (431, "headers_too_large",        "request headers too large"),
             Unauthorized            => (401, "unauthorized",             "unauthorized"),
             UnsupportedMediaType(m) => (415, "unsupported_media_type",   m),

@@ -15,6 +15,7 @@ mod idempotency;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
+mod opening;
 mod ops;
 mod payments;
 mod queue;
@@ -22,6 +23,7 @@ pub mod rate_limit;
 mod reservations;
 pub mod routes;
 pub mod slow_clients;
+pub mod verify_draw;
 
 pub use error::ApiError;
 pub use routes::{configure, configure_for, route_table, Listener, ShardKey};

@@ -35,7 +35,18 @@ pub struct StatusResponse {
     /// When to poll again: longer far back in line, never more than a quarter of the idle
     /// timeout, so a client that obeys it is never dropped as idle.
     poll_after_ms: u64,
+    /// Only while a fair opening is scheduled (API.md §11): `true` for a WAITING token, which
+    /// is in the pre-queue; `queueId` is then its arrival number and `remainingWaitListCount`
+    /// the pre-queue so far (nobody's order exists before the draw).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prequeue: Option<bool>,
+    /// Only with `prequeue`: when the pre-queue is drawn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    opens_at: Option<String>,
 }
+
+/// Over how long the pre-queue's first polls after the opening are spread.
+const OPENING_POLL_SPREAD_MS: u64 = 5_000;
 
 fn token_response(state: &AppState, record: &TokenRecord) -> TokenResponse {
     let settings = state.engine.settings();
@@ -142,5 +153,30 @@ fn status_response(state: &AppState, status: &TokenStatus) -> StatusResponse {
             .estimated_wait
             .map(|wait| wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
         poll_after_ms: u64::try_from(status.poll_after.as_millis()).unwrap_or(u64::MAX),
+        prequeue: None,
+        opens_at: None,
+    }
+    .in_prequeue(state, status)
+}
+
+impl StatusResponse {
+    /// A WAITING token while a fair opening is scheduled is in the pre-queue.
+    fn in_prequeue(mut self, state: &AppState, status: &TokenStatus) -> StatusResponse {
+        if status.record.state != TokenState::Waiting {
+            return self;
+        }
+        if let Some((opens_at, arrivals)) = state.engine.prequeue() {
+            self.prequeue = Some(true);
+            self.opens_at = Some(state.time(opens_at));
+            self.remaining_wait_list_count = arrivals;
+            // The last poll before the opening lands at a point of the first
+            // `OPENING_POLL_SPREAD_MS` after it, fixed per token, so the crowd does not come back
+            // in one second; never later than the usual pacing (within the idle timeout).
+            let until_ms =
+                u64::try_from(state.engine.now().until(opens_at).as_millis()).unwrap_or(u64::MAX);
+            let spread = status.record.id.get().unsigned_abs() % OPENING_POLL_SPREAD_MS;
+            self.poll_after_ms = self.poll_after_ms.min(until_ms.saturating_add(spread));
+        }
+        self
     }
 }

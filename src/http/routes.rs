@@ -4,6 +4,8 @@
 //! forward it, and to hold the OpenAPI document to it.
 
 use super::{admin, balance, cluster, concerts, extract, live, metrics, ops, payments, queue};
+// The fair opening's routes (API.md §11).
+use super::opening;
 use super::{reservations, ApiError, ADMIN_BODY_LIMIT, BODY_LIMIT};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
@@ -30,6 +32,9 @@ pub enum ShardKey {
 /// The waiting room's status poll, which a cluster node may answer from the queue owner's
 /// snapshot (`cluster::polls`).
 pub(crate) const POLL_PATH: &str = "/v1/queue-status/users/{userId}";
+
+/// The admin's fair opening (API.md §11).
+const OPENING_ADMIN_PATH: &str = "/v1/admin/queue/opening";
 
 /// One route: method, path template, shard key, handler, and an optional body limit of its own.
 struct RouteSpec {
@@ -78,6 +83,31 @@ fn queue_routes() -> Vec<RouteSpec> {
             web::get().to(queue::token),
         ),
         spec(M::GET, POLL_PATH, Queue, web::get().to(queue::status)),
+        // The fair opening (API.md §11): the queue actor owns it, so its shard answers.
+        spec(
+            M::PUT,
+            OPENING_ADMIN_PATH,
+            Queue,
+            web::put().to(opening::schedule),
+        ),
+        spec(
+            M::DELETE,
+            OPENING_ADMIN_PATH,
+            Queue,
+            web::delete().to(opening::cancel),
+        ),
+        spec(
+            M::GET,
+            "/v1/queue/opening",
+            Queue,
+            web::get().to(opening::opening),
+        ),
+        spec(
+            M::GET,
+            "/v1/queue/draw",
+            Queue,
+            web::get().to(opening::draw),
+        ),
     ]
 }
 

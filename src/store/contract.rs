@@ -162,6 +162,7 @@ contract!(
     the_first_idempotent_answer_stays_and_old_keys_are_forgotten,
     a_ledger_page_is_the_users_newest_entries_below_the_cursor,
     a_staged_batch_is_invisible_until_committed_and_gone_if_rolled_back,
+    the_opening_and_the_draws_moves_are_stored_in_one_batch,
 );
 
 fn ts(ms: i64) -> Timestamp {
@@ -1091,4 +1092,81 @@ async fn a_staged_batch_is_invisible_until_committed_and_gone_if_rolled_back(db:
             .len(),
         2
     );
+}
+
+/// The fair opening's row (scheduled, then drawn with the moves of the drawn tokens and an
+/// admission in the same batch, as the queue actor writes them), and its removal.
+async fn the_opening_and_the_draws_moves_are_stored_in_one_batch(db: &TestStore) {
+    use crate::domain::queue::{DrawSeed, DrawnRecord, OpeningRecord};
+    use crate::store::OpeningWrite;
+    let store = &db.store;
+    assert_eq!(store.load_opening().await.expect("load"), None);
+    let users: Vec<UserId> =
+        futures_util::future::join_all((0..3).map(|_| store.create_user("early", won(0), ts(1))))
+            .await
+            .into_iter()
+            .map(|u| u.expect("create user"))
+            .collect();
+    let scheduled = OpeningRecord {
+        opens_at: ts(1_000),
+        seed: DrawSeed::from_bytes([9; 32]),
+        drawn: None,
+    };
+    let joins = (0..3).fold(
+        Writes::default().opening(OpeningWrite::Store(scheduled.clone())),
+        |w, i| {
+            w.token(token(
+                10 + i,
+                users[i as usize],
+                1 + i as u64,
+                TokenState::Waiting,
+            ))
+        },
+    );
+    store.commit(&joins).await.expect("scheduled and joined");
+    assert_eq!(
+        store.load_opening().await.expect("load"),
+        Some(scheduled.clone())
+    );
+
+    // The draw: token 12 first, then 10, then 11, at fresh positions 4, 5, 6; the first one
+    // admitted in the same batch.
+    let drawn = OpeningRecord {
+        drawn: Some(DrawnRecord {
+            at: ts(1_000),
+            first_position: 4,
+            participants: 3,
+            participants_digest: "ab".repeat(32),
+        }),
+        ..scheduled
+    };
+    let id = |n| TokenId::new(n).expect("in range");
+    let admitted = TokenState::Active {
+        admitted_at: ts(1_000),
+        expires_at: ts(9_000),
+    };
+    let batch = Writes::default()
+        .opening(OpeningWrite::Store(drawn.clone()))
+        .moved(id(12), 4)
+        .moved(id(10), 5)
+        .moved(id(11), 6)
+        .token(token(12, users[2], 4, admitted));
+    store.commit(&batch).await.expect("drawn");
+    assert_eq!(store.load_opening().await.expect("load"), Some(drawn));
+    assert_eq!(
+        store.load_tokens_at(4, 3).await.expect("load"),
+        vec![id(12), id(10), id(11)]
+    );
+    let positions: Vec<(i64, u64)> = latest_tokens(store)
+        .await
+        .iter()
+        .map(|t| (t.id.get(), t.position))
+        .collect();
+    assert_eq!(positions, vec![(12, 4), (10, 5), (11, 6)]);
+
+    store
+        .commit(&Writes::default().opening(OpeningWrite::Remove))
+        .await
+        .expect("removed");
+    assert_eq!(store.load_opening().await.expect("load"), None);
 }

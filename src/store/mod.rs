@@ -48,9 +48,9 @@ pub use records::{
 };
 pub use redact::redact;
 pub use sqlite::SqliteStore;
-pub use writes::Writes;
+pub use writes::{OpeningWrite, Writes};
 
-use crate::domain::queue::TokenRecord;
+use crate::domain::queue::{OpeningRecord, TokenRecord};
 use crate::domain::{Money, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 use std::future::Future;
 use std::sync::Arc;
@@ -279,6 +279,17 @@ impl Store {
         each: &mut (dyn FnMut(TokenRecord, u64) + Send),
     ) -> Result<(), StoreError> {
         dispatch!(self, s => s.load_superseded_tokens(window, each).await)
+    }
+
+    /// The fair opening's row, if one is scheduled or drawn.
+    pub async fn load_opening(&self) -> Result<Option<OpeningRecord>, StoreError> {
+        dispatch!(self, s => s.load_opening().await)
+    }
+
+    /// The ids of the tokens at positions `first .. first + count`, in position order (the
+    /// drawn pre-queue, after the draw moved it there).
+    pub async fn load_tokens_at(&self, first: u64, count: u64) -> Result<Vec<TokenId>, StoreError> {
+        dispatch!(self, s => s.load_tokens_at(first, count).await)
     }
 
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {

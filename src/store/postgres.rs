@@ -7,7 +7,7 @@ use super::{
     CatalogSnapshot, CreatedConcert, CreatedSchedule, IdempotencyRecord, LedgerEntry, MaxIds,
     NewConcert, ScheduleSnapshot, StoreError, StoredReservation, Writes,
 };
-use crate::domain::queue::TokenRecord;
+use crate::domain::queue::{OpeningRecord, TokenRecord};
 use crate::domain::schedule::{ScheduleInfo, Seat};
 use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 use sqlx::pool::PoolConnection;
@@ -145,6 +145,14 @@ impl PgStore {
         each: &mut (dyn FnMut(TokenRecord, u64) + Send),
     ) -> Result<(), StoreError> {
         reads::load_superseded_tokens(&mut *self.reader().await?, window, each).await
+    }
+
+    pub async fn load_opening(&self) -> Result<Option<OpeningRecord>, StoreError> {
+        reads::load_opening(&mut *self.reader().await?).await
+    }
+
+    pub async fn load_tokens_at(&self, first: u64, count: u64) -> Result<Vec<TokenId>, StoreError> {
+        reads::load_tokens_at(&mut *self.reader().await?, first, count).await
     }
 
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {

@@ -51,7 +51,7 @@
 //! whatever it did, and the persister's failure protocol takes both.
 
 use super::rows;
-use super::{fence, Fence, StoreError, Writes};
+use super::{fence, Fence, OpeningWrite, StoreError, Writes};
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::Reservation;
 use sqlx::postgres::PgArguments;
@@ -65,6 +65,7 @@ enum Column<'a> {
     I32(Vec<i32>),
     Text(Vec<&'a str>),
     OptI64(Vec<Option<i64>>),
+    OwnedOptText(Vec<Option<String>>),
 }
 
 /// What a statement's result must show before the batch may commit.
@@ -105,6 +106,7 @@ fn bind<'q>(
             Column::I32(v) => query.bind(v),
             Column::Text(v) => query.bind(v),
             Column::OptI64(v) => query.bind(v),
+            Column::OwnedOptText(v) => query.bind(v),
         };
     }
     query
@@ -272,6 +274,11 @@ fn fits_one_statement(batch: &Writes, parts: &[Part<'_>]) -> bool {
     if parts.iter().any(|p| p.check != Check::None) {
         return false;
     }
+    // The draw moves tokens that other parts of the batch may write too: one statement's parts
+    // all see the snapshot before it, so the moves must run before them, in a transaction.
+    if batch.opening.is_some() || !batch.moved.is_empty() {
+        return false;
+    }
     let mut released = HashSet::new();
     for r in batch.reservations.values().filter(|r| !r.status.is_live()) {
         released.extend(r.seats.iter().copied());
@@ -354,9 +361,59 @@ fn parts(batch: &Writes) -> Vec<Part<'_>> {
     parts.extend(payment_part(batch));
     parts.extend(wallet_part(batch));
     parts.extend(ledger_part(batch));
+    parts.extend(moved_part(batch));
     parts.extend(token_parts(batch));
+    parts.extend(opening_part(batch));
     parts.extend(idempotency_part(batch));
     parts
+}
+
+/// The draw's moves, before the tokens' own rows: every new position is past every stored
+/// one, so `position` stays unique row by row.
+fn moved_part(batch: &Writes) -> Option<Part<'_>> {
+    if batch.moved.is_empty() {
+        return None;
+    }
+    Some(Part::new(
+        "UPDATE queue_tokens SET position = m.position
+         FROM UNNEST($1::int8[], $2::int8[]) AS m(id, position)
+         WHERE queue_tokens.id = m.id",
+        vec![
+            Column::I64(batch.moved.keys().map(|t| t.get()).collect()),
+            Column::I64(batch.moved.values().map(|&p| p as i64).collect()),
+        ],
+    ))
+}
+
+/// The fair opening's one row: stored whole, or removed.
+fn opening_part(batch: &Writes) -> Option<Part<'_>> {
+    match batch.opening.as_ref()? {
+        OpeningWrite::Remove => Some(Part::new("DELETE FROM queue_opening WHERE id = 1", vec![])),
+        OpeningWrite::Store(record) => {
+            // Checked when the draw stored them: counts of a line, far below i64::MAX.
+            let (at, first, participants, digest) =
+                rows::opening_drawn_columns(record).unwrap_or((None, None, None, None));
+            Some(Part::new(
+                "INSERT INTO queue_opening (id, opens_at_ms, seed, drawn_at_ms, first_position,
+                   participants, participants_digest)
+                 SELECT 1, * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int8[],
+                                         $5::int8[], $6::text[])
+                 ON CONFLICT (id) DO UPDATE SET opens_at_ms = EXCLUDED.opens_at_ms,
+                   seed = EXCLUDED.seed, drawn_at_ms = EXCLUDED.drawn_at_ms,
+                   first_position = EXCLUDED.first_position,
+                   participants = EXCLUDED.participants,
+                   participants_digest = EXCLUDED.participants_digest",
+                vec![
+                    Column::I64(vec![record.opens_at.millis()]),
+                    Column::OwnedOptText(vec![Some(record.seed.to_hex())]),
+                    Column::OptI64(vec![at]),
+                    Column::OptI64(vec![first]),
+                    Column::OptI64(vec![participants]),
+                    Column::OwnedOptText(vec![digest]),
+                ],
+            ))
+        }
+    }
 }
 
 fn reservation_part(batch: &Writes) -> Option<Part<'_>> {

@@ -9,7 +9,7 @@ use super::{
     CatalogSnapshot, IdempotencyRecord, LedgerEntry, MaxIds, ScheduleSnapshot, StoreError,
     StoredReservation,
 };
-use crate::domain::queue::TokenRecord;
+use crate::domain::queue::{DrawSeed, DrawnRecord, OpeningRecord, TokenRecord};
 use crate::domain::schedule::{ScheduleInfo, Seat};
 use crate::domain::seat_plan::SeatPlan;
 use crate::domain::{
@@ -174,6 +174,65 @@ pub(super) async fn load_superseded_tokens<C: SqlConnection>(
         Ok(())
     })
     .await
+}
+
+/// The fair opening's row (`migrations/*/…_queue_opening.sql`).
+pub(super) async fn load_opening<C: SqlConnection>(
+    conn: &mut C,
+) -> Result<Option<OpeningRecord>, StoreError> {
+    let Some(row) = conn
+        .optional_row(
+            "SELECT opens_at_ms, seed, drawn_at_ms, first_position, participants,
+                    participants_digest
+             FROM queue_opening WHERE id = 1",
+            &[],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let seed = row.text("seed")?;
+    let seed = DrawSeed::from_hex(&seed)
+        .ok_or_else(|| StoreError::Corrupt("the opening's seed is not 64 hex digits".into()))?;
+    let count = |raw: i64| {
+        u64::try_from(raw).map_err(|_| StoreError::Corrupt(format!("opening count {raw}")))
+    };
+    let drawn = match row.int8_or_null("drawn_at_ms")? {
+        None => None,
+        Some(at) => Some(DrawnRecord {
+            at: Timestamp::from_millis(at),
+            first_position: count(row.int8("first_position")?)?,
+            participants: count(row.int8("participants")?)?,
+            participants_digest: row.text("participants_digest")?,
+        }),
+    };
+    Ok(Some(OpeningRecord {
+        opens_at: Timestamp::from_millis(row.int8("opens_at_ms")?),
+        seed,
+        drawn,
+    }))
+}
+
+/// The tokens at positions `first .. first + count`, in position order.
+pub(super) async fn load_tokens_at<C: SqlConnection>(
+    conn: &mut C,
+    first: u64,
+    count: u64,
+) -> Result<Vec<TokenId>, StoreError> {
+    let first =
+        i64::try_from(first).map_err(|_| StoreError::Corrupt(format!("position {first}")))?;
+    let end = first.saturating_add(i64::try_from(count).unwrap_or(i64::MAX));
+    let mut tokens = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 24));
+    conn.each_row(
+        "SELECT id FROM queue_tokens WHERE position >= $1 AND position < $2 ORDER BY position",
+        &[first, end],
+        &mut |row| {
+            tokens.push(rows::id(row.int8("id")?, TokenId::new)?);
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(tokens)
 }
 
 pub(super) async fn max_ids<C: SqlConnection>(conn: &mut C) -> Result<MaxIds, StoreError> {

@@ -52,6 +52,27 @@ macro_rules! columns_for {
 columns_for!(PgRow);
 columns_for!(SqliteRow);
 
+/// The draw columns of the opening's row: (drawn at, first position, participants, digest),
+/// all NULL while it is only scheduled.
+pub(super) type DrawnColumns = (Option<i64>, Option<i64>, Option<i64>, Option<String>);
+
+pub(super) fn opening_drawn_columns(
+    record: &crate::domain::queue::OpeningRecord,
+) -> Result<DrawnColumns, StoreError> {
+    let Some(drawn) = &record.drawn else {
+        return Ok((None, None, None, None));
+    };
+    let int = |n: u64| {
+        i64::try_from(n).map_err(|_| StoreError::Corrupt(format!("opening count {n} out of range")))
+    };
+    Ok((
+        Some(drawn.at.millis()),
+        Some(int(drawn.first_position)?),
+        Some(int(drawn.participants)?),
+        Some(drawn.participants_digest.clone()),
+    ))
+}
+
 pub(super) fn id<T>(raw: i64, parse: fn(i64) -> Result<T, IdError>) -> Result<T, StoreError> {
     parse(raw).map_err(|e| StoreError::Corrupt(format!("id {raw}: {e}")))
 }

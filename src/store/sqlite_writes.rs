@@ -3,7 +3,7 @@
 //! (the same order as the PostgreSQL store's, `postgres_writes.rs`).
 
 use super::rows;
-use super::{StoreError, Writes};
+use super::{OpeningWrite, StoreError, Writes};
 use crate::domain::queue::TokenState;
 use sqlx::sqlite::SqliteConnection;
 
@@ -43,8 +43,67 @@ pub(super) async fn write_batch(
     write_payments(conn, batch).await?;
     write_wallets(conn, batch).await?;
     write_ledger(conn, batch).await?;
+    write_moved(conn, batch).await?;
     write_tokens(conn, batch).await?;
+    write_opening(conn, batch).await?;
     write_idempotency(conn, batch).await
+}
+
+/// The draw's moves, before the tokens' own rows: every new position is past every stored
+/// one, so `position` stays unique row by row.
+async fn write_moved(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
+    let moved = batch
+        .moved
+        .iter()
+        .map(|(id, &position)| {
+            let position = i64::try_from(position).map_err(|_| {
+                StoreError::Corrupt(format!("token position {position} out of range"))
+            })?;
+            Ok((id.get(), position))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    execute_rows(
+        conn,
+        "UPDATE queue_tokens SET position = m.position
+         FROM (SELECT j.value->>0 AS id, j.value->>1 AS position FROM json_each(?1) AS j) AS m
+         WHERE queue_tokens.id = m.id",
+        &moved,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The fair opening's one row: stored whole, or removed.
+async fn write_opening(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
+    match &batch.opening {
+        None => {}
+        Some(OpeningWrite::Remove) => {
+            sqlx::query("DELETE FROM queue_opening WHERE id = 1")
+                .execute(&mut *conn)
+                .await?;
+        }
+        Some(OpeningWrite::Store(record)) => {
+            let drawn = rows::opening_drawn_columns(record)?;
+            sqlx::query(
+                "INSERT INTO queue_opening (id, opens_at_ms, seed, drawn_at_ms, first_position,
+                   participants, participants_digest)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET opens_at_ms = excluded.opens_at_ms,
+                   seed = excluded.seed, drawn_at_ms = excluded.drawn_at_ms,
+                   first_position = excluded.first_position, participants = excluded.participants,
+                   participants_digest = excluded.participants_digest",
+            )
+            .bind(record.opens_at.millis())
+            .bind(record.seed.to_hex())
+            .bind(drawn.0)
+            .bind(drawn.1)
+            .bind(drawn.2)
+            .bind(drawn.3)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn write_reservations(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {

@@ -2,7 +2,7 @@
 //! them to [`super::Store::commit`].
 
 use super::{IdempotencyRecord, LedgerEntry, PaymentRecord, WalletRecord};
-use crate::domain::queue::{TokenRecord, TokenState};
+use crate::domain::queue::{OpeningRecord, TokenRecord, TokenState};
 use crate::domain::schedule::Reservation;
 use crate::domain::{ReservationId, Timestamp, TokenId, UserId};
 use std::collections::BTreeMap;
@@ -21,6 +21,19 @@ pub struct Writes {
     pub payments: Vec<PaymentRecord>,
     pub ledger: Vec<LedgerEntry>,
     pub idempotency: Vec<IdempotencyRecord>,
+    /// The fair opening's row (API.md §11), when this batch schedules, cancels or draws it.
+    pub opening: Option<OpeningWrite>,
+    /// Tokens the opening's draw moved to a fresh position (token → new position).
+    pub moved: BTreeMap<TokenId, u64>,
+}
+
+/// A write of the `queue_opening` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpeningWrite {
+    /// Scheduled (a new seed) or drawn: the row becomes this.
+    Store(OpeningRecord),
+    /// Cancelled: no opening.
+    Remove,
 }
 
 impl Writes {
@@ -31,6 +44,8 @@ impl Writes {
             && self.payments.is_empty()
             && self.ledger.is_empty()
             && self.idempotency.is_empty()
+            && self.opening.is_none()
+            && self.moved.is_empty()
     }
 
     pub fn reservation(mut self, r: &Reservation) -> Writes {
@@ -60,6 +75,16 @@ impl Writes {
         self
     }
 
+    pub fn opening(mut self, write: OpeningWrite) -> Writes {
+        self.opening = Some(write);
+        self
+    }
+
+    pub fn moved(mut self, token: TokenId, position: u64) -> Writes {
+        self.moved.insert(token, position);
+        self
+    }
+
     pub fn ledger(mut self, l: LedgerEntry) -> Writes {
         self.ledger.push(l);
         self
@@ -74,6 +99,10 @@ impl Writes {
         self.payments.extend(later.payments);
         self.ledger.extend(later.ledger);
         self.idempotency.extend(later.idempotency);
+        if later.opening.is_some() {
+            self.opening = later.opening;
+        }
+        self.moved.extend(later.moved);
     }
 
     /// Whether any balance, payment or ledger row is written.
@@ -89,6 +118,8 @@ impl Writes {
             + self.payments.len()
             + self.ledger.len()
             + self.idempotency.len()
+            + usize::from(self.opening.is_some())
+            + self.moved.len()
     }
 }
 

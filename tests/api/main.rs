@@ -15,6 +15,7 @@ mod hygiene;
 mod idempotency;
 mod limits;
 mod live;
+mod opening;
 mod operations;
 mod payments;
 mod pipeline;

@@ -1,14 +1,16 @@
 //! The waiting room as the engine serves it: joining the line, polls answered from the
 //! published line (never the queue actor's mailbox), and the token checks of the routes
-//! behind the line.
+//! behind the line; the fair opening (schedule, cancel, read, and the drawn order).
 
 use super::Engine;
 use crate::actors::error::{ActorError, QueueError};
 use crate::actors::mailbox::ask;
 use crate::actors::persister::{ActorKey, Unavailable};
-use crate::actors::queue::JoinQueue;
-use crate::domain::queue::{TokenRecord, TokenRefusal, TokenStatus};
-use crate::domain::{TokenId, UserId};
+use crate::actors::queue::{CancelOpening, JoinQueue, OpeningError, ScheduleOpening};
+use crate::domain::queue::{
+    DrawPage, OpeningRecord, OpeningSummary, TokenRecord, TokenRefusal, TokenStatus,
+};
+use crate::domain::{Timestamp, TokenId, UserId};
 use std::time::Duration;
 
 /// The longest a read of the line waits for its rebuild after a failed commit.
@@ -34,6 +36,45 @@ impl Engine {
             ActorError::Rejected(rule) => QueueError::Token(rule),
             ActorError::Unavailable(u) => QueueError::Unavailable(u),
         })
+    }
+
+    /// Schedules the fair opening at `opens_at` (a new secret seed, replacing a scheduled
+    /// one); answers once the seed is stored.
+    pub async fn schedule_opening(
+        &self,
+        opens_at: Timestamp,
+    ) -> Result<OpeningRecord, OpeningError> {
+        ask(self.inner.registry.queue(), |reply| ScheduleOpening {
+            opens_at,
+            reply,
+        })
+        .await
+        .map_err(opening_error)
+    }
+
+    /// Cancels a scheduled opening; answers once that is stored.
+    pub async fn cancel_opening(&self) -> Result<(), OpeningError> {
+        ask(self.inner.registry.queue(), |reply| CancelOpening { reply })
+            .await
+            .map_err(opening_error)
+    }
+
+    /// The fair opening as anyone may see it (from the published line).
+    pub fn opening(&self) -> OpeningSummary {
+        self.inner.queue_view.opening()
+    }
+
+    /// A page of the drawn order.
+    pub fn draw_page(&self, offset: usize, limit: usize) -> Result<DrawPage, OpeningError> {
+        self.inner
+            .queue_view
+            .draw_page(offset, limit)
+            .ok_or(OpeningError::DrawNotFound)
+    }
+
+    /// While an opening is scheduled: its time and the pre-queue so far (what a poll adds).
+    pub fn prequeue(&self) -> Option<(Timestamp, u64)> {
+        self.inner.queue_view.prequeue()
     }
 
     /// Waits (at most [`QUEUE_REBUILD_WAIT`]) while the line is being rebuilt after a failed
@@ -117,5 +158,12 @@ impl Engine {
             Some(answer) => answer,
             None => local,
         }
+    }
+}
+
+fn opening_error(e: ActorError<crate::domain::queue::OpeningRefusal>) -> OpeningError {
+    match e {
+        ActorError::Rejected(rule) => OpeningError::Refused(rule),
+        ActorError::Unavailable(u) => OpeningError::Unavailable(u),
     }
 }

@@ -50,6 +50,8 @@ pub struct WaitingLine {
     allowance: f64,
     refilled_at: Option<Timestamp>,
     meter: RateMeter,
+    /// The fair opening, if one is scheduled or drawn (`opening.rs`).
+    pub(super) opening: Option<super::opening::Opening>,
 }
 
 impl WaitingLine {
@@ -75,6 +77,7 @@ impl WaitingLine {
             allowance: 0.0,
             refilled_at: None,
             meter: RateMeter::default(),
+            opening: None,
         }
     }
 
@@ -453,6 +456,10 @@ impl WaitingLine {
 
     /// Admits from the front; returns how many were admitted.
     fn admit(&mut self, now: Timestamp, changed: &mut Vec<TokenRecord>) -> usize {
+        // Nobody is admitted before a scheduled opening's draw (API.md §11).
+        if self.held_for_opening() {
+            return 0;
+        }
         let mut budget = self
             .policy
             .max_active

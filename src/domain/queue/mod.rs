@@ -19,11 +19,14 @@
 //! poll answers; `policy` the admission policy, the wait estimate and poll pacing; `slot` the
 //! packed 40-byte slot; `loader` the rebuild from stored records; `rate` the measured
 //! admission rate; `fenwick` the count of waiters ahead; `superseded` the tokens users
-//! replaced, still answered as EXPIRED within a bounded window.
+//! replaced, still answered as EXPIRED within a bounded window; `draw` the fair opening's
+//! seeded, publicly verifiable order of the pre-queue (API.md §11).
 
+mod draw;
 mod fenwick;
 mod line;
 mod loader;
+mod opening;
 mod policy;
 mod rate;
 mod slot;
@@ -33,8 +36,16 @@ mod superseded;
 mod test_support;
 mod token;
 
+pub use draw::{
+    draw, draw_tokens, draw_with, participants_digest, verify, Draw, DrawMismatch, DrawSeed,
+    PublicName, PublishedDraw, SEED_BYTES,
+};
 pub use line::WaitingLine;
 pub use loader::LineLoader;
+pub use opening::{
+    ComputedDraw, DrawOutcome, DrawPage, Drawn, DrawnRecord, Opening, OpeningRecord,
+    OpeningRefusal, OpeningStatus, OpeningSummary, Participants,
+};
 pub use policy::{AdmissionPolicy, POLL_CEILING, POLL_FLOOR};
 pub use rate::RATE_WINDOW;
 pub use snapshot::{LineSnapshot, MAX_SNAPSHOT_BLOCKS, SNAPSHOT_BLOCK};

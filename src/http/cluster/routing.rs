@@ -221,12 +221,23 @@ mod tests {
         }
     }
 
+    /// The fair opening's routes: the queue actor's state, though not under `/v1/queue-`.
+    const OPENING_ROUTES: [&str; 3] = [
+        "/v1/queue/opening",
+        "/v1/queue/draw",
+        "/v1/admin/queue/opening",
+    ];
+
     /// `route_of` as it was before the route table named each route's shard: string patterns.
     fn route_of_by_patterns(method: &Method, path: &str) -> Route {
         let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
         let user = |s: &str| s.parse::<i64>().ok().and_then(|u| UserId::new(u).ok());
         match parts.as_slice() {
             ["", "v1", "queue-tokens", "users", _] | ["", "v1", "queue-status", "users", _] => {
+                Route::Shard(ShardId::Queue)
+            }
+            // The fair opening (API.md §11): the queue actor's.
+            ["", "v1", "queue", "opening" | "draw"] | ["", "v1", "admin", "queue", "opening"] => {
                 Route::Shard(ShardId::Queue)
             }
             ["", "v1", "balance", "users", u, ..] | ["", "v1", "payments", "users", u, ..] => {
@@ -281,7 +292,9 @@ mod tests {
         for (method, template, key) in keyed_route_table() {
             let names = match key {
                 ShardKey::AnyNode => true,
-                ShardKey::Queue => template.starts_with("/v1/queue-"),
+                ShardKey::Queue => {
+                    template.starts_with("/v1/queue-") || OPENING_ROUTES.contains(&template)
+                }
                 ShardKey::UserWallet => template.contains("/users/{userId}"),
                 ShardKey::HoldBody => method == Method::POST && !template.contains('{'),
                 ShardKey::ReservationSchedule => template.contains("{reservationId}"),
@@ -302,7 +315,8 @@ mod tests {
                 "/v1/reservations",
             ]
             .iter()
-            .any(|prefix| template.starts_with(prefix));
+            .any(|prefix| template.starts_with(prefix))
+                || OPENING_ROUTES.contains(&template);
             assert_eq!(stateful, key != ShardKey::AnyNode, "{method} {template}");
         }
     }

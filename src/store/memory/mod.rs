@@ -25,7 +25,7 @@ use super::{
     WalletRecord, Writes,
 };
 use super::{StagedInner, Store};
-use crate::domain::queue::TokenRecord;
+use crate::domain::queue::{OpeningRecord, TokenRecord};
 use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
 use crate::domain::{
     ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
@@ -350,6 +350,17 @@ impl MemoryStore {
         replaced.sort_unstable_by_key(|(by, _)| *by);
         replaced.into_iter().for_each(|(by, token)| each(token, by));
         Ok(())
+    }
+
+    pub async fn load_opening(&self) -> Result<Option<OpeningRecord>, StoreError> {
+        Ok(self.lock().opening.clone())
+    }
+
+    pub async fn load_tokens_at(&self, first: u64, count: u64) -> Result<Vec<TokenId>, StoreError> {
+        let t = self.lock();
+        Ok((first..first.saturating_add(count))
+            .filter_map(|position| t.positions.get(&position).copied())
+            .collect())
     }
 
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {

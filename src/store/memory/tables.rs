@@ -11,7 +11,7 @@ use crate::domain::{
     ConcertId, Money, PaymentId, ReservationId, ScheduleId, SeatId, TokenId, UserId,
 };
 use crate::store::{
-    IdempotencyRecord, LedgerEntry, PaymentRecord, StoreError, WalletRecord, Writes,
+    IdempotencyRecord, LedgerEntry, OpeningWrite, PaymentRecord, StoreError, WalletRecord, Writes,
 };
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -56,6 +56,8 @@ pub(super) struct Tables {
     pub(super) leases: HashMap<String, ShardLease>,
     /// The `fence_audit` table: (shard, epoch, node) per fenced commit, in commit order.
     pub(super) audit: Vec<(String, u64, String)>,
+    /// The `queue_opening` row.
+    pub(super) opening: Option<crate::domain::queue::OpeningRecord>,
 }
 
 pub(super) fn violated(what: impl Into<String>) -> StoreError {
@@ -273,6 +275,19 @@ impl Tables {
         }
         for l in &batch.ledger {
             self.ledger.insert(l.id, l.clone());
+        }
+        // The draw's moves first: a token written in the same batch keeps its new position.
+        for (id, &position) in &batch.moved {
+            if let Some(stored) = self.tokens.get_mut(id) {
+                self.positions.remove(&stored.position);
+                stored.position = position;
+                self.positions.insert(position, *id);
+            }
+        }
+        match &batch.opening {
+            Some(OpeningWrite::Store(record)) => self.opening = Some(record.clone()),
+            Some(OpeningWrite::Remove) => self.opening = None,
+            None => {}
         }
         for live in [false, true] {
             for t in batch.tokens.values() {
