@@ -27,6 +27,7 @@ mod dialect;
 mod fence;
 mod memory;
 mod postgres;
+mod postgres_parts;
 mod postgres_writes;
 mod reads;
 mod records;
