@@ -11,7 +11,7 @@ use super::persister::{ActorKey, Dependency};
 use crate::domain::queue::TokenRecord;
 use crate::domain::schedule::Reservation;
 use crate::domain::wallet::{Wallet, WalletRefusal};
-use crate::domain::{Money, PaymentId, UserId};
+use crate::domain::{Money, PaymentId, TokenId, UserId};
 use crate::store::{Fence, LedgerEntry, LedgerKind, PaymentRecord, WalletRecord, Writes};
 use actix::prelude::*;
 use std::sync::{Arc, Weak};
@@ -266,6 +266,10 @@ impl Handler<ReadBalance> for WalletActor {
 #[rtype(result = "()")]
 pub struct DebitForPayment {
     pub paid: Reservation,
+    /// The token the payment was authorized with: it buys once (see `Wallet::pay`).
+    pub spends: TokenId,
+    /// The token as stored once spent, when this node holds the queue (else its owner spends
+    /// it after the commit).
     pub token: Option<TokenRecord>,
     pub payment: PaymentId,
     /// The schedule and queue states the payment was decided on.
@@ -301,7 +305,7 @@ impl Handler<DebitForPayment> for WalletActor {
             Ok(wallet) => wallet,
             Err(refused) => return drop(reply.send(Err(refused))),
         };
-        let balance = match wallet.debit(amount) {
+        let balance = match wallet.pay(msg.spends, amount) {
             Ok(balance) => balance,
             Err(refusal) => return self.durability.refuse_after_commit(permit, reply, refusal),
         };

@@ -1,6 +1,7 @@
 //! A user's wallet: recharges and debits that never make the balance negative or overflow.
 
-use super::{Money, UserId};
+use super::ids::IdSet;
+use super::{Money, TokenId, UserId};
 
 /// Why a wallet refused a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -13,6 +14,10 @@ pub enum WalletRefusal {
     /// The wallet's user does not exist (a wallet actor found no row to load).
     #[error("user not found")]
     UserNotFound,
+    /// The queue token a payment presents already paid for something (or is paying now): a
+    /// token buys once, however many payments present it at the same moment.
+    #[error("token expired")]
+    TokenSpent,
 }
 
 /// The live balance of one user.
@@ -20,11 +25,20 @@ pub enum WalletRefusal {
 pub struct Wallet {
     pub user: UserId,
     balance: Money,
+    /// The tokens this wallet's payments spent since it was loaded. Before a payment commits,
+    /// the waiting room still shows its token ACTIVE, so a second payment racing it would pass
+    /// the token check; this set is what refuses it. (Once committed, the waiting room itself
+    /// refuses the token, so a reload may start empty.)
+    spent: IdSet<TokenId>,
 }
 
 impl Wallet {
     pub fn new(user: UserId, balance: Money) -> Wallet {
-        Wallet { user, balance }
+        Wallet {
+            user,
+            balance,
+            spent: IdSet::default(),
+        }
     }
 
     pub fn balance(&self) -> Money {
@@ -46,6 +60,17 @@ impl Wallet {
             "a recharge adds exactly its amount"
         );
         self.balance = balance;
+        Ok(balance)
+    }
+
+    /// A payment: takes `amount` out and spends `token`, or refuses without changing anything
+    /// (the token is checked first: a spent token is refused whatever the balance).
+    pub fn pay(&mut self, token: TokenId, amount: Money) -> Result<Money, WalletRefusal> {
+        if self.spent.contains(&token) {
+            return Err(WalletRefusal::TokenSpent);
+        }
+        let balance = self.debit(amount)?;
+        self.spent.insert(token);
         Ok(balance)
     }
 
@@ -90,6 +115,27 @@ mod tests {
 
     fn wallet(balance: i64) -> Wallet {
         Wallet::new(UserId::new(1).unwrap(), Money::new(balance).unwrap())
+    }
+
+    #[test]
+    fn a_token_pays_once_and_a_refused_payment_spends_nothing() {
+        let (first, second) = (TokenId::new(7).unwrap(), TokenId::new(8).unwrap());
+        let mut w = wallet(100);
+        assert_eq!(
+            w.pay(first, Money::new(500).unwrap()),
+            Err(WalletRefusal::InsufficientFunds {
+                available: Money::new(100).unwrap(),
+                requested: Money::new(500).unwrap()
+            }),
+            "too expensive: refused, and the token stays unspent"
+        );
+        assert_eq!(w.pay(first, Money::new(30).unwrap()).unwrap().won(), 70);
+        assert_eq!(
+            w.pay(first, Money::new(30).unwrap()),
+            Err(WalletRefusal::TokenSpent)
+        );
+        assert_eq!(w.balance().won(), 70, "the refused payment took nothing");
+        assert_eq!(w.pay(second, Money::new(30).unwrap()).unwrap().won(), 40);
     }
 
     #[test]

@@ -199,6 +199,7 @@ impl From<WalletRefusal> for ApiError {
             WalletRefusal::InvalidRechargeAmount { .. } => ApiError::InvalidRechargeAmount,
             WalletRefusal::InsufficientFunds { .. } => ApiError::NotEnoughBalance,
             WalletRefusal::UserNotFound => ApiError::UserNotFound,
+            WalletRefusal::TokenSpent => ApiError::TokenExpired,
         }
     }
 }

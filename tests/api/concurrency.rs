@@ -187,3 +187,49 @@ async fn two_hundred_concurrent_recharges_and_payments_leave_an_exact_balance(ba
     );
 }
 on_both_stores!(two_hundred_concurrent_recharges_and_payments_leave_an_exact_balance);
+
+/// A queue token buys once, even when many payments present it at the same moment: before
+/// the first commits, the waiting room still shows the token ACTIVE, so only the wallet (the
+/// one writer of the user's payments) can refuse the others. Twenty reservations held with one
+/// token, paid all at once: one payment, nineteen `token_expired`, one debit.
+async fn concurrent_payments_on_one_token_pay_once(backend: Backend) {
+    const RESERVATIONS: usize = 20;
+    const PRICE: i64 = 100;
+    let app = spawn_app(backend).await;
+    let user = app.create_user(PRICE * RESERVATIONS as i64).await;
+    let token = app.active_token(user).await;
+    let mut held = Vec::new();
+    for _ in 0..RESERVATIONS {
+        let concert = app.create_concert(1, PRICE).await;
+        let answer = app.reserve(user, token, &concert, &concert.seats).await;
+        assert_eq!(answer.status().as_u16(), 201);
+        held.push(body(answer).await["reservationId"].as_i64().expect("an id"));
+    }
+    let app = &app;
+    let paid = join_all(held.iter().map(|&id| async move {
+        let answer = app.pay(user, token, id).await;
+        (answer.status().as_u16(), body(answer).await)
+    }))
+    .await;
+    let mut ok = 0;
+    for (status, answer) in &paid {
+        match status {
+            201 => ok += 1,
+            401 => assert_eq!(answer["error"], "token_expired", "{answer}"),
+            other => panic!("unexpected {other}: {answer}"),
+        }
+    }
+    assert_eq!(ok, 1, "one token, one payment: {paid:?}");
+    let expected = PRICE * (RESERVATIONS as i64 - 1);
+    assert_eq!(app.balance(user).await, expected);
+    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM payments").await, 1);
+    assert_eq!(
+        app.db
+            .scalar(&format!(
+                "SELECT balance FROM wallets WHERE user_id = {user}"
+            ))
+            .await,
+        expected
+    );
+}
+on_both_stores!(concurrent_payments_on_one_token_pay_once);

@@ -94,6 +94,7 @@ pub(super) async fn settle_remote(
     let wallet = engine.wallet(user);
     let outcome = ask(&wallet, |reply| DebitForPayment {
         paid: ScheduleBook::as_paid(&pinned.reservation, now),
+        spends: token,
         token: token_record,
         payment,
         depends_on,

@@ -96,12 +96,13 @@ impl Engine {
                 spend();
             })
         };
-        let token = spent.record;
+        let record = spent.record;
         let payment = self.inner.env.ids.payment();
         let wallet = self.wallet(user);
         let outcome = ask(&wallet, |reply| DebitForPayment {
             paid,
-            token,
+            spends: token,
+            token: record,
             payment,
             depends_on,
             claims: Vec::new(),
