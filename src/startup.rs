@@ -256,6 +256,7 @@ fn app_state(
         user_budget: settings.rate_limit_per_user.map(UserBudget::new),
         live: http::live::LiveFeed::start(started.engine.clone()),
         cluster: started.membership.clone(),
+        join_pow: http::JoinPow::from_settings(settings),
     })
 }
 

@@ -19,6 +19,7 @@ use utoipa::{Modify, OpenApi};
         super::queue::join,
         super::queue::token,
         super::queue::status,
+        super::queue::challenge,
         super::concerts::schedules,
         super::concerts::seats,
         super::reservations::reserve,

@@ -78,6 +78,15 @@ fn queue_routes() -> Vec<RouteSpec> {
             web::get().to(queue::token),
         ),
         spec(M::GET, POLL_PATH, Queue, web::get().to(queue::status)),
+        // Any node issues a challenge (an HMAC, checked with the key every node shares); the
+        // spent ones are remembered per node, and every join is answered by the queue's owner,
+        // so each spend is checked there.
+        spec(
+            M::GET,
+            "/v1/queue/challenge",
+            ShardKey::AnyNode,
+            web::get().to(queue::challenge),
+        ),
     ]
 }
 

@@ -6,7 +6,7 @@ use super::Engine;
 use crate::actors::error::{ActorError, QueueError};
 use crate::actors::mailbox::ask;
 use crate::actors::persister::{ActorKey, Unavailable};
-use crate::actors::queue::JoinQueue;
+use crate::actors::queue::{JoinQueue, NewToken};
 use crate::domain::queue::{TokenRecord, TokenRefusal, TokenStatus};
 use crate::domain::{TokenId, UserId};
 use std::time::Duration;
@@ -27,6 +27,7 @@ impl Engine {
         }
         ask(self.inner.registry.queue(), |reply| JoinQueue {
             user,
+            new_token: NewToken::Allowed,
             reply,
         })
         .await
@@ -34,6 +35,33 @@ impl Engine {
             ActorError::Rejected(rule) => QueueError::Token(rule),
             ActorError::Unavailable(u) => QueueError::Unavailable(u),
         })
+    }
+
+    /// A join that may only give back the user's live token, never make one (a proof of work
+    /// is asked and none was sent): `None` when the user holds none by the time the join
+    /// reaches the queue actor (it may have expired since [`Engine::live_token_of`]).
+    pub async fn rejoin_queue(&self, user: UserId) -> Result<Option<TokenRecord>, QueueError> {
+        if !self.user_exists(user) {
+            return Err(QueueError::UserNotFound);
+        }
+        let answer = ask(self.inner.registry.queue(), |reply| JoinQueue {
+            user,
+            new_token: NewToken::Refused,
+            reply,
+        })
+        .await;
+        match answer {
+            Ok((record, _)) => Ok(Some(record)),
+            Err(ActorError::Rejected(TokenRefusal::Invalid)) => Ok(None),
+            Err(ActorError::Rejected(rule)) => Err(QueueError::Token(rule)),
+            Err(ActorError::Unavailable(u)) => Err(QueueError::Unavailable(u)),
+        }
+    }
+
+    /// The user's token if it is WAITING or ACTIVE now, from the published line (never the
+    /// mailbox): the cheap check in front of a join that sent no proof of work.
+    pub fn live_token_of(&self, user: UserId) -> Option<TokenRecord> {
+        self.inner.queue_view.live_token_of(user, self.now())
     }
 
     /// Waits (at most [`QUEUE_REBUILD_WAIT`]) while the line is being rebuilt after a failed

@@ -19,12 +19,14 @@
 //! poll answers; `policy` the admission policy, the wait estimate and poll pacing; `slot` the
 //! packed 40-byte slot; `loader` the rebuild from stored records; `rate` the measured
 //! admission rate; `fenwick` the count of waiters ahead; `superseded` the tokens users
-//! replaced, still answered as EXPIRED within a bounded window.
+//! replaced, still answered as EXPIRED within a bounded window; `pow` the join's proof of work
+//! (challenges, their check, the spent ones).
 
 mod fenwick;
 mod line;
 mod loader;
 mod policy;
+pub mod pow;
 mod rate;
 mod slot;
 mod snapshot;
