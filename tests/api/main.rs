@@ -18,6 +18,7 @@ mod live;
 mod operations;
 mod payments;
 mod pipeline;
+mod pow;
 mod queue;
 mod queue_scale;
 mod reservations;
