@@ -13,6 +13,9 @@
 //! - `line_1m/restore`: rebuilding the line from 1,000,000 stored records (boot).
 //! - `draw_1m/draw`: the fair opening's draw of a pre-queue of 1,000,000 (names, digest,
 //!   keys, sort; API.md §11), whose target is ≤ 2 s.
+//! - `join_pow/verify`: checking one join's proof of work (`X-Queue-Pow`): its shape, the
+//!   challenge's HMAC tag, its expiry and the work (target ≤ 5 µs); `join_pow/spend`:
+//!   remembering it as spent in a memory holding two minutes of spends at 1,000 joins/s.
 //!
 //! Printed before criterion starts, in this order: the process RSS for a line of 1,000,000
 //! waiters (from `/proc/self/statm`, in a fresh process); `durable joins` (below); the idle
@@ -451,6 +454,35 @@ fn draw_benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// The join's proof of work: its check, and remembering it as spent.
+fn pow_benches(c: &mut Criterion) {
+    use boxoffice::domain::queue::pow::{self, PowKey, Solved, SpentChallenges};
+    let mut group = c.benchmark_group("join_pow");
+    group.measurement_time(Duration::from_secs(3));
+    let key = PowKey::new([7; 32]);
+    let now = Timestamp::from_millis(1_000);
+    let challenge = pow::issue(&key, [1; 16], now.plus(pow::CHALLENGE_VALIDITY));
+    let solution = pow::solve(&challenge, 16);
+    group.bench_function("verify", |b| {
+        b.iter(|| pow::verify(&key, std::hint::black_box(&solution), 16, now))
+    });
+    let mut spent = SpentChallenges::new(pow::MAX_SPENT_CHALLENGES);
+    let mut n: u128 = 0;
+    group.bench_function("spend", |b| {
+        b.iter(|| {
+            // A join a millisecond: about 120,000 spends are remembered at any time.
+            n += 1;
+            let at = Timestamp::from_millis(n as i64);
+            let solved = Solved {
+                challenge: n,
+                expires_at: at.plus(pow::CHALLENGE_VALIDITY),
+            };
+            spent.spend(solved, at)
+        })
+    });
+    group.finish();
+}
+
 fn main() {
     // Measured first, while the process holds nothing else. Its pages go back to the system
     // when it is dropped (every part is one large allocation), so the durable part after it
@@ -469,5 +501,6 @@ fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     line_benches(&mut criterion);
     draw_benches(&mut criterion);
+    pow_benches(&mut criterion);
     criterion.final_summary();
 }

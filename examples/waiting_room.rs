@@ -110,6 +110,10 @@ struct Args {
     /// In-process server: admissions per second (0: only the cap).
     #[arg(long, default_value_t = 0)]
     admit_per_sec: u32,
+    /// Zero bits of the join's proof of work, for an in-process server (0: none asked). The
+    /// joins solve it whenever the server asks one (its challenge route answers 200).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=28))]
+    join_pow_bits: u8,
     /// In-process server: a waiter not polling for this long leaves the line.
     #[arg(long, default_value_t = 3600)]
     idle_timeout_secs: u64,
@@ -284,20 +288,48 @@ async fn users_over_http(
 
 // --- phases -------------------------------------------------------------------------------
 
+/// A challenge fetched and solved (on a blocking thread: 20 bits is a million hashes), as the
+/// `X-Queue-Pow` header value; `None` if the challenge could not be had (the join then fails
+/// with 403 and counts as an error).
+async fn join_proof(client: &Client, base: &str) -> Option<String> {
+    let body: Value = client
+        .get(format!("{base}/v1/queue/challenge"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let challenge = body["challenge"].as_str()?.to_owned();
+    let bits = u8::try_from(body["bits"].as_u64()?).ok()?;
+    tokio::task::spawn_blocking(move || boxoffice::domain::queue::pow::solve(&challenge, bits))
+        .await
+        .ok()
+}
+
 async fn join_phase(
     client: &Client,
     base: &str,
     users: &[i64],
     concurrency: usize,
 ) -> (Phase, Vec<(i64, i64)>) {
+    // Asked once: without a proof of work (a 404), a join is the one request it always was.
+    let pow = client
+        .get(format!("{base}/v1/queue/challenge"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
     let started = Instant::now();
     let results: Vec<(u64, Option<(i64, i64)>)> = stream::iter(users.iter().copied())
         .map(|user| async move {
             let sent = Instant::now();
-            let response = client
-                .post(format!("{base}/v1/queue-tokens/users/{user}"))
-                .send()
-                .await;
+            let mut request = client.post(format!("{base}/v1/queue-tokens/users/{user}"));
+            if pow {
+                if let Some(proof) = join_proof(client, base).await {
+                    request = request.header("X-Queue-Pow", proof);
+                }
+            }
+            let response = request.send().await;
             let token = match response {
                 Ok(r) if r.status().is_success() => r
                     .json::<Value>()
@@ -489,6 +521,7 @@ fn spawn_server(args: &Args, url: &str) -> Result<Spawned, String> {
     settings.http_workers = args.server_workers.max(1);
     settings.engine.max_active = args.max_active;
     settings.engine.admit_per_sec = args.admit_per_sec;
+    settings.join_pow.bits = args.join_pow_bits;
     settings.engine.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
     server::spawn_server(settings)
 }

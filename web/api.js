@@ -33,6 +33,8 @@ const WORDS = {
   not_found: "That page of the service does not exist.",
   method_not_allowed: "That action is not allowed here.",
   headers_too_large: "The request was too large.",
+  pow_required: "Your browser must finish a short check before joining the line. Please try again.",
+  pow_invalid: "Your browser's check before joining did not pass or took too long. Please try again.",
 };
 
 /** An error the page can show: `slug` for decisions, `words` for people. */

@@ -54,6 +54,10 @@ pub struct Args {
     /// Threads of the load generator's own runtime.
     #[arg(long, default_value_t = 2)]
     pub client_threads: usize,
+    /// Zero bits of the join's proof of work, for an in-process server (0: none asked). Every
+    /// user fetches a challenge and solves it whenever the server asks one, in-process or not.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=28))]
+    pub join_pow_bits: u8,
     /// ACTIVE tokens at once, for an in-process server (users that sold out keep theirs).
     #[arg(long, default_value_t = 100_000)]
     pub max_active: u64,

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,8 @@ pub struct Scenario {
     completed: AtomicU64,
     in_flight: AtomicUsize,
     slowest: AtomicU64,
+    /// The server answered 404 for a challenge: it asks no proof of work at the join.
+    no_pow: AtomicBool,
 }
 
 impl Scenario {
@@ -47,6 +49,7 @@ impl Scenario {
             completed: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             slowest: AtomicU64::new(0),
+            no_pow: AtomicBool::new(false),
             concert,
             schedules: schedules.iter().copied().collect(),
             args: args.clone(),
@@ -59,6 +62,12 @@ impl Scenario {
 #[serde(rename_all = "camelCase")]
 struct TokenBody {
     token_id: i64,
+}
+
+#[derive(Deserialize)]
+struct ChallengeBody {
+    challenge: String,
+    bits: u8,
 }
 
 #[derive(Deserialize)]
@@ -91,7 +100,37 @@ pub enum Outcome {
     Failed,
 }
 
-/// One user's whole drop: join → poll until ACTIVE → schedules → seats → reserve → pay.
+/// The join's proof of work when the server asks one (`X-Queue-Pow`): a challenge fetched and
+/// solved on a blocking thread (20 bits is a million hashes), so other users keep running.
+async fn join_proof(
+    sc: &Scenario,
+    session: &mut Session<'_>,
+    stats: &mut Stats,
+) -> Result<Option<String>, String> {
+    if sc.no_pow.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    session.prepare("GET", format_args!("/v1/queue/challenge"), None, None);
+    match session
+        .send(stats, Step::Challenge, json::<ChallengeBody>)
+        .await
+    {
+        Answer::Ok(body) => tokio::task::spawn_blocking(move || {
+            boxoffice::domain::queue::pow::solve(&body.challenge, body.bits)
+        })
+        .await
+        .map(Some)
+        .map_err(|e| format!("challenge: solving failed: {e}")),
+        Answer::Refused(404, _) => {
+            sc.no_pow.store(true, Ordering::Relaxed);
+            Ok(None)
+        }
+        other => Err(format!("challenge: {}", other.why())),
+    }
+}
+
+/// One user's whole drop: (challenge →) join → poll until ACTIVE → schedules → seats →
+/// reserve → pay.
 async fn iteration(
     sc: &Scenario,
     session: &mut Session<'_>,
@@ -99,12 +138,19 @@ async fn iteration(
     stats: &mut Stats,
     rng: &mut SmallRng,
 ) -> Outcome {
+    let proof = match join_proof(sc, session, stats).await {
+        Ok(proof) => proof,
+        Err(why) => return stats.fail(why),
+    };
     session.prepare(
         "POST",
         format_args!("/v1/queue-tokens/users/{user}"),
         None,
         None,
     );
+    if let Some(proof) = &proof {
+        session.add_header("X-Queue-Pow", proof);
+    }
     let token = match session.send(stats, Step::Join, json::<TokenBody>).await {
         Answer::Ok(body) => body.token_id,
         other => return stats.fail(format!("join: {}", other.why())),

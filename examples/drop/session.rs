@@ -48,7 +48,7 @@ pub fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 /// first one took, and a repeated payment as already paid.
 pub fn replayable(step: Step, keyed: bool) -> bool {
     match step {
-        Step::Join | Step::Poll | Step::Schedules | Step::Seats => true,
+        Step::Challenge | Step::Join | Step::Poll | Step::Schedules | Step::Seats => true,
         Step::Reserve | Step::Pay => keyed,
     }
 }
@@ -112,6 +112,11 @@ impl<'s> Session<'s> {
         let key = self.keyed.then_some(self.key.as_str());
         self.request
             .prepare(self.target, method, path, token, key, body);
+    }
+
+    /// Adds a header to the prepared request.
+    pub fn add_header(&mut self, name: &str, value: &str) {
+        self.request.add_header(name, value);
     }
 
     /// One exchange; sent once more on a new connection if a kept-alive one turned out to
@@ -224,7 +229,15 @@ mod tests {
         };
         assert_eq!(
             names(true, true),
-            ["join", "poll", "schedules", "seats", "reserve", "pay"]
+            [
+                "challenge",
+                "join",
+                "poll",
+                "schedules",
+                "seats",
+                "reserve",
+                "pay"
+            ]
         );
         assert_eq!(names(false, false), ["reserve", "pay"], "without a key");
     }

@@ -106,5 +106,6 @@ pub fn spawn_server(args: &Args, url: &str) -> Result<Spawned, String> {
     settings.http_workers = args.server_workers.max(1);
     settings.engine.max_active = args.max_active as usize;
     settings.engine.max_seats_per_user = args.seats_per_user as u32;
+    settings.join_pow.bits = args.join_pow_bits;
     server::spawn_server(settings)
 }

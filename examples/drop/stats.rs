@@ -8,6 +8,8 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// `GET /v1/queue/challenge`, when the server asks a proof of work at the join.
+    Challenge,
     Join,
     Poll,
     Schedules,
@@ -16,7 +18,8 @@ pub enum Step {
     Pay,
 }
 
-pub const STEPS: [Step; 6] = [
+pub const STEPS: [Step; 7] = [
+    Step::Challenge,
     Step::Join,
     Step::Poll,
     Step::Schedules,
@@ -28,6 +31,7 @@ pub const STEPS: [Step; 6] = [
 impl Step {
     pub fn name(self) -> &'static str {
         match self {
+            Step::Challenge => "challenge",
             Step::Join => "join",
             Step::Poll => "poll",
             Step::Schedules => "schedules",
@@ -175,6 +179,10 @@ pub fn report(stats: &Stats, elapsed: Duration, started: usize, dropped: u64) {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (step, s) in STEPS.iter().zip(&stats.steps) {
         let h = &s.latency.histogram();
+        // No proof of work asked: no challenge was fetched (beyond the first 404s).
+        if *step == Step::Challenge && s.ok == 0 {
+            continue;
+        }
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
             step.name(),

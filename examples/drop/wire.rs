@@ -117,6 +117,13 @@ impl RequestBuf {
         self.out.extend_from_slice(b"\r\n");
         self.out.extend_from_slice(&self.body);
     }
+
+    /// Adds a header to the request [`RequestBuf::prepare`] wrote (before the blank line).
+    pub fn add_header(&mut self, name: &str, value: &str) {
+        let at = self.out.len() - self.body.len() - 2;
+        let line = format!("{name}: {value}\r\n");
+        self.out.splice(at..at, line.into_bytes());
+    }
 }
 
 /// One keep-alive connection and the buffer its answers are read into.
@@ -487,6 +494,10 @@ mod tests {
         assert!(String::from_utf8(request.out.clone())
             .expect("ASCII")
             .contains("TOKEN-ID: 42\r\nIdempotency-Key: drop-1-5-2\r\nContent-Type"));
+        request.add_header("X-Queue-Pow", "c.1");
+        assert!(String::from_utf8(request.out.clone())
+            .expect("ASCII")
+            .ends_with("Content-Length: 19\r\nX-Queue-Pow: c.1\r\n\r\n{\"reservationId\":9}"));
         assert!(
             Target::resolve("https://example.com", Duration::from_secs(1))
                 .await

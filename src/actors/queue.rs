@@ -15,8 +15,8 @@ use super::mailbox::{received, refuse_unavailable, Named, Reply, MAILBOX_CAPACIT
 use super::persister::{ActorKey, Unavailable};
 use crate::domain::queue::{
     AdmissionPolicy, DrawOutcome, DrawPage, DrawSeed, Joined, LineLoader, OpeningRecord,
-    OpeningRefusal, OpeningSummary, TokenRecord, TokenRefusal, TokenStatus, WaitingLine,
-    SEED_BYTES, SUPERSEDED_WINDOW,
+    OpeningRefusal, OpeningSummary, TokenRecord, TokenRefusal, TokenState, TokenStatus,
+    WaitingLine, SEED_BYTES, SUPERSEDED_WINDOW,
 };
 use crate::domain::{Timestamp, TokenId, UserId};
 use crate::store::{OpeningWrite, StoreError, StoreHandle, Writes};
@@ -56,6 +56,11 @@ impl QueueView {
     /// The user's current (or last) token.
     pub fn token_of(&self, user: UserId) -> Option<TokenRecord> {
         self.read().token_of(user)
+    }
+
+    /// The user's token if it is WAITING or ACTIVE at `now`.
+    pub fn live_token_of(&self, user: UserId, now: Timestamp) -> Option<TokenRecord> {
+        live_token(&self.read(), user, now)
     }
 
     /// A poll: the token's place and state; refreshes the waiter's idle timer.
@@ -312,11 +317,29 @@ impl Actor for QueueActor {
     }
 }
 
+/// The user's token if it is WAITING or ACTIVE at `now` (a waiter past its idle deadline is
+/// not, swept or not): exactly the token a join would give back.
+fn live_token(line: &WaitingLine, user: UserId, now: Timestamp) -> Option<TokenRecord> {
+    let record = line.token_of(user)?;
+    let status = line.status(record.id, now)?;
+    (!matches!(status.record.state, TokenState::Expired { .. })).then_some(status.record)
+}
+
+/// Whether a join may make a new token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewToken {
+    Allowed,
+    /// Only the user's live token back (a proof of work is asked and none was sent): without
+    /// one the join is refused with [`TokenRefusal::Invalid`].
+    Refused,
+}
+
 /// Join the waiting room.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct JoinQueue {
     pub user: UserId,
+    pub new_token: NewToken,
     /// Answers the token and whether it is new.
     pub reply: Reply<(TokenRecord, bool), TokenRefusal>,
 }
@@ -344,6 +367,13 @@ impl Handler<JoinQueue> for QueueActor {
         let now = self.env.clock.now();
         let mut rng = rand::rng();
         let mut line = self.view.write();
+        if msg.new_token == NewToken::Refused && live_token(&line, msg.user, now).is_none() {
+            drop(line);
+            let refusal = Err(TokenRefusal::Invalid);
+            return self
+                .durability
+                .answer_after_commit(permit, Writes::default(), reply, refusal);
+        }
         match line.join(msg.user, || TokenId::random(&mut rng), now) {
             Joined::Existing(record) => {
                 drop(line);

@@ -11,9 +11,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod network;
+mod pow;
 mod rate;
 
 pub use network::parse_network;
+pub use pow::{JoinPowArgs, JoinPowSettings};
 pub use rate::Rate;
 
 /// The default store: an embedded SQLite file beside the working directory.
@@ -164,6 +166,8 @@ pub struct ServeArgs {
     pub demo: bool,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub join_pow: JoinPowArgs,
 }
 
 /// Cluster mode (API.md §10): several nodes serve one drop over one PostgreSQL database.
@@ -271,6 +275,8 @@ pub struct Settings {
     pub demo: bool,
     /// `--cluster` and its node; `None`: a single node, as without it.
     pub cluster: Option<ClusterRequest>,
+    /// `--join-pow-bits` and `--join-pow-key`.
+    pub join_pow: JoinPowSettings,
 }
 
 /// `--cluster` as given, checked by [`Settings::validate`].
@@ -300,6 +306,10 @@ pub enum SettingsError {
     BadAdvertiseUrl(String),
     #[error("--cluster needs --admin-key (BOXOFFICE_ADMIN_KEY), the same on every node: nodes authenticate each other's calls with it")]
     ClusterWithoutAdminKey,
+    #[error("--join-pow-bits must be 0 to {max}, not {0} (each bit doubles a client's work)", max = crate::domain::queue::pow::MAX_POW_BITS)]
+    JoinPowBitsTooMany(u8),
+    #[error("--join-pow-key must be at least {MIN_ADMIN_KEY_BYTES} bytes, not {0} (try `openssl rand -hex 32`)")]
+    JoinPowKeyTooShort(usize),
 }
 
 /// A checked cluster node.
@@ -362,6 +372,14 @@ impl Settings {
                 return Err(SettingsError::ClusterWithoutAdminKey);
             }
         }
+        if self.join_pow.bits > crate::domain::queue::pow::MAX_POW_BITS {
+            return Err(SettingsError::JoinPowBitsTooMany(self.join_pow.bits));
+        }
+        if let Some(key) = &self.join_pow.key {
+            if key.expose().len() < MIN_ADMIN_KEY_BYTES {
+                return Err(SettingsError::JoinPowKeyTooShort(key.expose().len()));
+            }
+        }
         Ok(())
     }
 
@@ -383,6 +401,7 @@ impl Settings {
             handle_signals: false,
             demo: false,
             cluster: None,
+            join_pow: JoinPowSettings::off(),
         }
     }
 }
@@ -422,6 +441,7 @@ impl From<ServeArgs> for Settings {
                 advertise_url: args.cluster.advertise_url.filter(|u| !u.is_empty()),
                 lease_ttl: Duration::from_secs(args.cluster.lease_ttl_secs),
             }),
+            join_pow: JoinPowSettings::from(args.join_pow),
         }
     }
 }
@@ -446,6 +466,7 @@ impl fmt::Debug for Settings {
             .field("body_timeout", &self.body_timeout)
             .field("ops_bind", &self.ops_bind)
             .field("cluster", &self.cluster)
+            .field("join_pow", &self.join_pow)
             .finish()
     }
 }
@@ -605,6 +626,31 @@ mod tests {
         assert!(!refused.to_string().contains("kkk"), "{refused}");
         settings.admin_key = Some("k".repeat(32).into());
         assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn the_join_pow_is_off_by_default_and_at_most_28_bits() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["boxoffice", "serve"];
+            argv.extend_from_slice(extra);
+            let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("serve expected")
+            };
+            Settings::from(args)
+        };
+        let default = parse(&[]);
+        assert_eq!(default.join_pow.bits, 0);
+        assert!(default.join_pow.key.is_none());
+        let key = "pow-hunter2-pow-hunter2-pow-hunter2";
+        let settings = parse(&["--join-pow-bits", "20", "--join-pow-key", key]);
+        assert_eq!(settings.join_pow.bits, 20);
+        assert!(settings.validate().is_ok());
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        let refused = parse(&["--join-pow-bits", "29"])
+            .validate()
+            .expect_err("29 bits is refused");
+        assert!(refused.to_string().contains("0 to 28, not 29"), "{refused}");
+        assert!(parse(&["--join-pow-key", "short"]).validate().is_err());
     }
 
     #[test]

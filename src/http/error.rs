@@ -53,6 +53,10 @@ pub enum ApiError {
     RequestTimeout,
     /// The cause goes to the log, never to the client.
     Unavailable(String),
+    /// `--join-pow-bits`: a new join without `X-Queue-Pow`.
+    PowRequired,
+    /// `--join-pow-bits`: a malformed, forged, expired, reused or too weak solution.
+    PowInvalid,
 }
 
 /// The error envelope every route answers with.
@@ -112,6 +116,8 @@ impl ApiError {
             RateLimited { .. }      => (429, "rate_limited",             "too many requests"),
             RequestTimeout          => (408, "request_timeout",          "request timeout"),
             Unavailable(_)          => (503, "unavailable",              "service unavailable"),
+            PowRequired             => (403, "pow_required",             "proof of work required"),
+            PowInvalid              => (403, "pow_invalid",              "proof of work invalid"),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod slow_clients;
 pub mod verify_draw;
 
 pub use error::ApiError;
+pub use queue::JoinPow;
 pub use routes::{configure, configure_for, route_table, Listener, ShardKey};
 
 use crate::actors::Engine;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub live: live::LiveFeed,
     /// Cluster mode: this node's membership (`GET /v1/admin/cluster`, `/readyz`).
     pub cluster: Option<std::sync::Arc<crate::actors::cluster::Membership>>,
+    /// `--join-pow-bits` above 0: the join's proof of work; `None`: none is asked.
+    pub join_pow: Option<JoinPow>,
 }
 
 impl AppState {

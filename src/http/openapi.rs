@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         super::opening::cancel,
         super::opening::opening,
         super::opening::draw,
+        super::queue::challenge,
         super::concerts::schedules,
         super::concerts::seats,
         super::reservations::reserve,
@@ -85,6 +86,19 @@ pub fn document() -> &'static serde_json::Value {
         seat["dependentRequired"] = serde_json::json!({ "x": ["y"], "y": ["x"] });
         for axis in ["x", "y"] {
             seat["properties"][axis]["type"] = "integer".into();
+        }
+        // Nor a header that is optional without being nullable, nor its pattern (the nonce's
+        // alphabet is the service's rule, `domain::queue::pow::verify`).
+        let join = &mut doc["paths"]["/v1/queue-tokens/users/{userId}"]["post"]["parameters"];
+        if let Some(header) = join.as_array_mut().and_then(|parameters| {
+            parameters
+                .iter_mut()
+                .find(|p| p["name"] == super::queue::POW_HEADER)
+        }) {
+            header["schema"] = serde_json::json!({
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_-]{54}\\.[A-Za-z0-9_-]{1,64}$"
+            });
         }
         document_limits(&mut doc);
         doc

@@ -108,6 +108,15 @@ fn queue_routes() -> Vec<RouteSpec> {
             Queue,
             web::get().to(opening::draw),
         ),
+        // Any node issues a challenge (an HMAC, checked with the key every node shares); the
+        // spent ones are remembered per node, and every join is answered by the queue's owner,
+        // so each spend is checked there.
+        spec(
+            M::GET,
+            "/v1/queue/challenge",
+            ShardKey::AnyNode,
+            web::get().to(queue::challenge),
+        ),
     ]
 }
 

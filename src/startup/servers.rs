@@ -46,6 +46,7 @@ pub(super) fn app_state(
         user_budget: settings.rate_limit_per_user.map(UserBudget::new),
         live: http::live::LiveFeed::start(started.engine.clone()),
         cluster: started.membership.clone(),
+        join_pow: http::JoinPow::from_settings(settings),
     })
 }
 

@@ -417,3 +417,53 @@ async fn the_seat_plan_bounds_are_the_services_rules() {
         &json!(["seatId", "seatNumber", "seatStatus", "seatPrice"])
     );
 }
+
+/// The proof of work at the join (API.md §11): the challenge's shape and bounds are the
+/// service's own, and the join documents its header and both refusals.
+#[actix_web::test]
+async fn the_join_s_proof_of_work_is_documented_as_served() {
+    let app = spawn_app_with(TestDb::create(Backend::Sqlite).await, |s| {
+        s.join_pow.bits = 28
+    })
+    .await;
+    let doc = document(&app).await;
+    let shape = schema(&doc, "ChallengeResponse");
+    let bits = &shape["bits"];
+    assert_eq!(
+        (&bits["minimum"], &bits["maximum"]),
+        (&json!(1), &json!(28))
+    );
+    let pattern = shape["challenge"]["pattern"].as_str().expect("a pattern");
+    let issued = body(app.get("/v1/queue/challenge", None).await).await;
+    let challenge = issued["challenge"].as_str().expect("a challenge");
+    assert!(regex::Regex::new(pattern)
+        .expect("the pattern compiles")
+        .is_match(challenge));
+    assert_eq!(issued["bits"], 28);
+    let join = "/v1/queue-tokens/users/{userId}";
+    let solution = param(&doc, "post", join, "X-Queue-Pow");
+    assert_eq!(solution["type"], "string");
+    let pattern = solution["pattern"].as_str().expect("a pattern");
+    let pattern = regex::Regex::new(pattern).expect("the pattern compiles");
+    assert!(pattern.is_match(&boxoffice::domain::queue::pow::solve(challenge, 4)));
+    assert!(!pattern.is_match(&format!("{challenge}.a.b")));
+    let header = doc["paths"][join]["post"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "X-Queue-Pow")
+        .expect("the header");
+    assert_eq!(header["in"], "header");
+    assert_ne!(
+        header["required"], true,
+        "a live token's second click needs none"
+    );
+    let forbidden = doc["paths"][join]["post"]["responses"]["403"]["description"]
+        .as_str()
+        .expect("a 403");
+    assert!(forbidden.contains("pow_required") && forbidden.contains("pow_invalid"));
+    let off = doc["paths"]["/v1/queue/challenge"]["get"]["responses"]["404"]["description"]
+        .as_str()
+        .expect("a 404");
+    assert!(off.contains("--join-pow-bits 0"), "{off}");
+}

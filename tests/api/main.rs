@@ -19,6 +19,7 @@ mod opening;
 mod operations;
 mod payments;
 mod pipeline;
+mod pow;
 mod process;
 mod queue;
 mod queue_scale;

@@ -190,3 +190,18 @@ def test_full_buy_by_keyboard(boxoffice, page):
     page.keyboard.press("Enter")
     expect(page.locator("#done-amount")).to_have_text("220,000 won")
     assert server.api("GET", f"/v1/balance/users/{USER}")[1]["currentAmount"] == DEMO_BALANCE - 220_000
+
+
+def test_a_join_solves_the_proof_of_work_in_the_browser(boxoffice, page):
+    # 14 bits: a few thousand Web Crypto digests, quick in any browser, and still refused
+    # without the work (a join without X-Queue-Pow is 403 pow_required).
+    server = boxoffice("--join-pow-bits", "14")
+    status, body = server.api("POST", f"/v1/queue-tokens/users/{USER + 1}")
+    assert (status, body["error"]) == (403, "pow_required")
+    sign_in(page, server)
+    expect(page.locator("#schedule-list button").first).to_be_visible(timeout=60_000)
+    status, token = server.api("GET", f"/v1/queue-tokens/users/{USER}")
+    assert status == 200, token
+    # A second click of the live token needs no work.
+    status, again = server.api("POST", f"/v1/queue-tokens/users/{USER}")
+    assert (status, again["tokenId"]) == (200, token["tokenId"])

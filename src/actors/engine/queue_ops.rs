@@ -6,7 +6,7 @@ use super::Engine;
 use crate::actors::error::{ActorError, QueueError};
 use crate::actors::mailbox::ask;
 use crate::actors::persister::{ActorKey, Unavailable};
-use crate::actors::queue::{CancelOpening, JoinQueue, OpeningError, ScheduleOpening};
+use crate::actors::queue::{CancelOpening, JoinQueue, NewToken, OpeningError, ScheduleOpening};
 use crate::domain::queue::{
     DrawPage, OpeningRecord, OpeningSummary, TokenRecord, TokenRefusal, TokenStatus,
 };
@@ -29,6 +29,7 @@ impl Engine {
         }
         ask(self.inner.registry.queue(), |reply| JoinQueue {
             user,
+            new_token: NewToken::Allowed,
             reply,
         })
         .await
@@ -75,6 +76,33 @@ impl Engine {
     /// While an opening is scheduled: its time and the pre-queue so far (what a poll adds).
     pub fn prequeue(&self) -> Option<(Timestamp, u64)> {
         self.inner.queue_view.prequeue()
+    }
+
+    /// A join that may only give back the user's live token, never make one (a proof of work
+    /// is asked and none was sent): `None` when the user holds none by the time the join
+    /// reaches the queue actor (it may have expired since [`Engine::live_token_of`]).
+    pub async fn rejoin_queue(&self, user: UserId) -> Result<Option<TokenRecord>, QueueError> {
+        if !self.user_exists(user) {
+            return Err(QueueError::UserNotFound);
+        }
+        let answer = ask(self.inner.registry.queue(), |reply| JoinQueue {
+            user,
+            new_token: NewToken::Refused,
+            reply,
+        })
+        .await;
+        match answer {
+            Ok((record, _)) => Ok(Some(record)),
+            Err(ActorError::Rejected(TokenRefusal::Invalid)) => Ok(None),
+            Err(ActorError::Rejected(rule)) => Err(QueueError::Token(rule)),
+            Err(ActorError::Unavailable(u)) => Err(QueueError::Unavailable(u)),
+        }
+    }
+
+    /// The user's token if it is WAITING or ACTIVE now, from the published line (never the
+    /// mailbox): the cheap check in front of a join that sent no proof of work.
+    pub fn live_token_of(&self, user: UserId) -> Option<TokenRecord> {
+        self.inner.queue_view.live_token_of(user, self.now())
     }
 
     /// Waits (at most [`QUEUE_REBUILD_WAIT`]) while the line is being rebuilt after a failed

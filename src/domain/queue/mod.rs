@@ -21,6 +21,8 @@
 //! admission rate; `fenwick` the count of waiters ahead; `superseded` the tokens users
 //! replaced, still answered as EXPIRED within a bounded window; `draw` the fair opening's
 //! seeded, publicly verifiable order of the pre-queue (API.md §11).
+//! replaced, still answered as EXPIRED within a bounded window; `pow` the join's proof of work
+//! (challenges, their check, the spent ones).
 
 mod draw;
 mod fenwick;
@@ -28,6 +30,7 @@ mod line;
 mod loader;
 mod opening;
 mod policy;
+pub mod pow;
 mod rate;
 mod slot;
 mod snapshot;
