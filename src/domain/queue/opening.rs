@@ -550,7 +550,7 @@ mod tests {
     /// The draw in the line at ticket-drop size: 1,000,000 waiters drawn and moved. Run with
     /// `cargo test --release --lib a_million -- --ignored --nocapture` (target: ≤ 2 s).
     #[test]
-    #[ignore]
+    #[ignore = "a measurement of a million waiters: run alone, in release"]
     fn a_million_waiters_are_drawn_and_moved() {
         let mut line = WaitingLine::new(policy(1000), 1);
         let mut next = ids();
