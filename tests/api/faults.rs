@@ -9,13 +9,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-/// Makes every insert into `table` matching `condition` wait 300 ms, then fail.
+/// Makes every insert into `table` matching `condition` wait 1.5 s, then fail. (At 300 ms a
+/// loaded machine could miss the stall between two looks at `pg_stat_activity`: the commit
+/// came and went before `until_stalled` saw it.)
 async fn sabotage(app: &TestApp, table: &str, condition: &str) {
     app.db
         .execute(&format!(
             "CREATE FUNCTION chaos() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
-               IF {condition} THEN PERFORM pg_sleep(0.3); RAISE EXCEPTION 'injected fault'; END IF;
+               IF {condition} THEN PERFORM pg_sleep(1.5); RAISE EXCEPTION 'injected fault'; END IF;
                RETURN NEW;
              END $$;
              CREATE TRIGGER chaos BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION chaos();"
@@ -39,7 +41,7 @@ async fn until_stalled(app: &TestApp) {
     }
 }
 
-/// Starts `user`'s hold of `seats` (one seat) under a fault that stalls its commit for 300 ms
+/// Starts `user`'s hold of `seats` (one seat) under a fault that stalls its commit for 1.5 s
 /// and then fails it; returns the pending answer once it is seen to be stalled.
 async fn stalled_hold<'a>(
     app: &'a TestApp,
@@ -177,7 +179,7 @@ async fn a_refusal_caused_by_a_committed_hold_does_not_wait_for_other_writes(bac
     let (taken, stalled) = ([concert.seats[0]], [concert.seats[1]]);
     let held = app.reserve(alice, ta, &concert, &taken).await;
     assert_eq!(held.status().as_u16(), 201, "Alice's hold is committed");
-    // Carol's hold on the other seat sits in a stalled commit for 300 ms, then fails.
+    // Carol's hold on the other seat sits in a stalled commit for 1.5 s, then fails.
     let mut carol_answer = stalled_hold(&app, (carol, tc), &concert, &stalled).await;
     // Bob wants Alice's seat: her hold is durable, so no failure can make his refusal wrong,
     // and it must not wait for Carol's commit.
@@ -216,7 +218,7 @@ async fn the_seat_map_shows_committed_state_without_waiting_for_a_stalled_hold(b
             .as_u16(),
         201
     );
-    // Alice's hold sits in a stalled commit for 300 ms, then fails.
+    // Alice's hold sits in a stalled commit for 1.5 s, then fails.
     let mut alice_answer = stalled_hold(&app, (alice, ta), &concert, &stalled).await;
     // Bob's map comes while Alice's hold is still being written, and shows what the
     // database has: Carol's committed hold taken, Alice's seat still free.

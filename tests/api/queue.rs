@@ -160,7 +160,9 @@ async fn active_tokens_expire_after_their_ttl_and_free_the_slot(backend: Backend
     let db = TestDb::create(backend).await;
     let app = spawn_app_with(db, |s| {
         s.engine.max_active = 1;
-        s.engine.active_ttl = std::time::Duration::from_millis(400);
+        // Long enough that a poll on a loaded machine sees the second token while it is
+        // ACTIVE (at 400 ms it once expired between two polls), short enough for the test.
+        s.engine.active_ttl = std::time::Duration::from_millis(1500);
     })
     .await;
     let first = app.create_user(0).await;
