@@ -159,7 +159,7 @@ fn token_response(state: &AppState, record: &TokenRecord) -> TokenResponse {
 /// Join the waiting room: 201 with a new token, 200 with the user's live one.
 #[utoipa::path(post, path = "/v1/queue-tokens/users/{userId}", tag = "queue", security((), ("bearerAuth" = [])),
     params(("userId" = i64, Path, minimum = 1),
-        ("X-Queue-Pow" = Option<String>, Header, description = "with --join-pow-bits above 0, a new join's proof of work: `<challenge>.<nonce>` (GET /v1/queue/challenge), where SHA-256 of this whole value starts with `bits` zero bits; the nonce is 1–64 of A–Z a–z 0–9 - _. A user holding a live token needs none. Ignored when no proof is asked.")),
+        ("X-Queue-Pow" = Option<String>, Header, description = "with --join-pow-bits above 0, a new join's proof of work: `<challenge>.<nonce>` (GET /v1/queue/challenge), where SHA-256 of this whole value starts with `bits` zero bits; the nonce is 1–64 of A–Z a–z 0–9 - _. A user holding a live token needs none. When no proof is asked, a value of this shape is ignored and any other is pow_invalid.")),
     responses(
         (status = 201, description = "a new token at the back of the line", body = TokenResponse),
         (status = 200, description = "the user's WAITING or ACTIVE token", body = TokenResponse),
@@ -178,9 +178,21 @@ pub async fn join(
 ) -> Result<HttpResponse, ApiError> {
     let user = id(path.into_inner(), UserId::new)?;
     state.authenticate(&req, user)?;
-    if let Some(pow) = &state.join_pow {
-        if let Some(live) = prove_join(&state, pow, &req, user).await? {
-            return Ok(HttpResponse::Ok().json(token_response(&state, &live)));
+    match &state.join_pow {
+        Some(pow) => {
+            if let Some(live) = prove_join(&state, pow, &req, user).await? {
+                return Ok(HttpResponse::Ok().json(token_response(&state, &live)));
+            }
+        }
+        // No work is asked, so a solution is ignored; but one that is sent has a solution's
+        // shape (the document's pattern), or it is refused as it would be with work asked.
+        None => {
+            if let Some(sent) = req.headers().get(POW_HEADER) {
+                let shaped = sent.to_str().is_ok_and(pow::well_formed);
+                if !shaped {
+                    return Err(ApiError::PowInvalid);
+                }
+            }
         }
     }
     let (record, created) = within_deadline(state.engine.join_queue(user)).await?;

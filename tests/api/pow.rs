@@ -175,9 +175,17 @@ async fn with_no_bits_the_join_is_the_seeds(backend: Backend) {
         "not found",
     )
     .await;
-    // A client that always solves still joins: the header is ignored.
+    // A client that always solves still joins: a solution-shaped header is ignored.
     let other = app.create_user(0).await;
-    let joined = app.join_with(other, "anything.1").await;
+    let shaped = format!("{}.1", "A".repeat(54));
+    let joined = app.join_with(other, &shaped).await;
     assert_eq!(joined.status().as_u16(), 201);
+    // One without a solution's shape (the document's pattern) is refused as with work asked,
+    // and makes no token.
+    let third = app.create_user(0).await;
+    for malformed in ["{}", "anything.1", "A.1", &format!("{}.", "A".repeat(54))] {
+        assert_pow_invalid(app.join_with(third, malformed).await).await;
+    }
+    app.assert_no_token(third).await;
 }
 on_both_stores!(with_no_bits_the_join_is_the_seeds);

@@ -101,6 +101,22 @@ pub fn issue(key: &PowKey, random: [u8; RANDOM_LEN], expires_at: Timestamp) -> S
     base64url_encode(&bytes)
 }
 
+/// Whether `solution` has a solution's shape, `<challenge>.<nonce>`: the challenge's 54
+/// base64url characters and a nonce of 1 to 64 more (the OpenAPI document's pattern). Says
+/// nothing of its tag, expiry or work.
+pub fn well_formed(solution: &str) -> bool {
+    let base64url = |text: &str| {
+        text.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    solution.split_once('.').is_some_and(|(challenge, nonce)| {
+        challenge.len() == CHALLENGE_TEXT_LEN
+            && base64url(challenge)
+            && (1..=MAX_NONCE_LEN).contains(&nonce.len())
+            && base64url(nonce)
+    })
+}
+
 /// Checks a header value `<challenge>.<nonce>` at `now` against `bits` zero bits, in O(1):
 /// its shape, the tag (in constant time), the expiry, then the work. Whether it was spent is
 /// [`SpentChallenges::spend`]'s to say.
@@ -110,14 +126,12 @@ pub fn verify(
     bits: u8,
     now: Timestamp,
 ) -> Result<Solved, PowRefusal> {
-    let (challenge, nonce) = solution.split_once('.').ok_or(PowRefusal::Malformed)?;
-    let nonce_ok = (1..=MAX_NONCE_LEN).contains(&nonce.len())
-        && nonce
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if challenge.len() != CHALLENGE_TEXT_LEN || !nonce_ok {
+    if !well_formed(solution) {
         return Err(PowRefusal::Malformed);
     }
+    let (challenge, _) = solution
+        .split_once('.')
+        .expect("a well-formed solution has its dot");
     let bytes: [u8; CHALLENGE_LEN] = base64url_decode(challenge).ok_or(PowRefusal::Malformed)?;
     let (random, rest) = bytes.split_at(RANDOM_LEN);
     let (expiry, tag) = rest.split_at(EXPIRY_LEN);
