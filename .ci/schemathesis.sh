@@ -90,6 +90,14 @@ CONCERT_RULES = re.compile(
     r"^(seat number -?\d+ appears twice|reservationAt must not be after concertAt"
     r"|(concertAt|reservationAt) must look like 2024-07-04T10:00:00)$"
 )
+# Rules a document cannot state: a date in the past, or one the calendar does not have.
+OPENING_RULES = re.compile(
+    r"^(opensAt must be in the future|opensAt must look like 2024-07-04T10:00:00)$"
+)
+RULES_BY_OPERATION = {
+    "POST /v1/admin/concerts": CONCERT_RULES,
+    "PUT /v1/admin/queue/opening": OPENING_RULES,
+}
 
 
 def refused_by_a_rule(response, case):
@@ -99,10 +107,11 @@ def refused_by_a_rule(response, case):
         return False
     if body.get("error") in STATE_RULES:
         return True
+    rules = RULES_BY_OPERATION.get(case.operation.label)
     return (
-        case.operation.label == "POST /v1/admin/concerts"
+        rules is not None
         and body.get("error") == "invalid_request"
-        and CONCERT_RULES.match(body.get("message", "")) is not None
+        and rules.match(body.get("message", "")) is not None
     )
 
 
