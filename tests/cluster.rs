@@ -1487,3 +1487,120 @@ async fn polls_are_answered_off_the_queue_owner_and_keep_waiters_in_line() {
         );
     }
 }
+
+/// `now + secs` as an `opensAt` (the nodes' zone is UTC by default).
+fn opens_in(secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(secs))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+/// A fair opening (API.md §11) with the line on node a: before it, b answers pre-queue polls
+/// from a's snapshot exactly as a does (`prequeue`, `opensAt`, the arrivals); after the
+/// draw, every poll at b gives the waiter's drawn place, as a does, and b answers most of
+/// them itself once it has learned them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_queue_is_answered_off_the_owner_and_its_drawn_places_are_the_owners() {
+    let database = Database::create().await;
+    let url = database.url();
+    let client = reqwest::Client::new();
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let line = ["--max-active", "1", "--idle-timeout-secs", "60"];
+    let mut a = Node::launch_with(&url, "a", free_port(), true, 300, &line);
+    a.wait_ready(&client).await;
+    assert_eq!(owner_of(&pool, "queue").await.as_deref(), Some("a"));
+    let opens_at = opens_in(8);
+    let scheduled = client
+        .put(format!("{}/v1/admin/queue/opening", a.base()))
+        .header("X-Admin-Key", ADMIN_KEY)
+        .json(&json!({ "opensAt": opens_at }))
+        .send()
+        .await
+        .expect("schedule");
+    assert_eq!(scheduled.status().as_u16(), 200);
+    let mut tokens = Vec::new();
+    for user in 1..=100i64 {
+        tokens.push((user, join(&client, &a.base(), user).await));
+    }
+    let mut b = Node::launch_with(&url, "b", free_port(), false, 300, &line);
+    b.wait_ready(&client).await;
+    let poll = |base: String, user: i64, token: i64| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .get(format!("{base}/v1/queue-status/users/{user}"))
+                .header("TOKEN-ID", token.to_string())
+                .send()
+                .await
+                .expect("poll");
+            response.json::<Value>().await.expect("a status")
+        }
+    };
+    let snapshot = r#"boxoffice_polls_total{answered="snapshot"}"#;
+    // b's first sync, then a poll of each (teaching b the tokens it forwards). Waiters
+    // past the first block behind the frontier (36 of the 100) are answered at b.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for &(user, token) in &tokens {
+        poll(b.base(), user, token).await;
+    }
+    let before = metric(&client, &b.base(), snapshot).await;
+    for &(user, token) in &tokens {
+        let here = poll(b.base(), user, token).await;
+        assert_eq!(here["prequeue"], true, "user {user} at b: {here}");
+        assert_eq!(here["opensAt"], opens_at.as_str(), "user {user} at b: {here}");
+        assert_eq!(here["remainingWaitListCount"], 100, "user {user} at b: {here}");
+        assert_eq!(here["status"], "WAITING", "user {user} at b: {here}");
+    }
+    let answered = metric(&client, &b.base(), snapshot).await - before;
+    assert!(
+        answered >= 30.0,
+        "only {answered} pre-queue polls answered at b"
+    );
+    // The opening passes; a draws (its tick) and b's next snapshot shows the drawn line.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let opening: Value = client
+            .get(format!("{}/v1/queue/opening", b.base()))
+            .send()
+            .await
+            .expect("opening")
+            .json()
+            .await
+            .expect("a body");
+        if opening["status"] == "DRAWN" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never drawn: {opening}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut drawn_places = std::collections::HashSet::new();
+    for round in 0..2 {
+        let before = metric(&client, &b.base(), snapshot).await;
+        for &(user, token) in &tokens {
+            let here = poll(b.base(), user, token).await;
+            let exact = poll(a.base(), user, token).await;
+            assert_eq!(here["prequeue"], Value::Null, "user {user} at b: {here}");
+            assert_eq!(here["status"], exact["status"], "user {user}: {here} vs {exact}");
+            // The drawn place itself (queueId is the position), never the arrival one.
+            assert_eq!(here["queueId"], exact["queueId"], "user {user}: {here} vs {exact}");
+            let (h, e) = (
+                here["remainingWaitListCount"].as_i64().expect("a count"),
+                exact["remainingWaitListCount"].as_i64().expect("a count"),
+            );
+            assert!(h.abs_diff(e) <= 64, "user {user}: {h} vs {e}");
+            if round == 0 {
+                drawn_places.insert(exact["queueId"].as_i64().expect("a place"));
+            }
+        }
+        let answered = metric(&client, &b.base(), snapshot).await - before;
+        if round == 1 {
+            assert!(answered >= 30.0, "only {answered} drawn places answered at b");
+        }
+    }
+    assert_eq!(drawn_places.len(), 100, "every waiter has a place of its own");
+    assert!(
+        drawn_places.iter().all(|&p| p > 100),
+        "every drawn place is a fresh position behind the arrivals"
+    );
+}

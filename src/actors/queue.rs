@@ -216,14 +216,18 @@ impl QueueActor {
             return;
         };
         let now = self.env.clock.now();
-        // The draw is computed without the writer's lock (polls go on; this actor is the
-        // line's only writer, so nothing changes meanwhile), then applied under it.
-        let participants = self.view.read().participants_at(now);
-        let computed = participants.map(|p| p.draw());
+        // The draw is computed and its moves built on a shared borrow (polls go on; this
+        // actor is the line's only writer, so nothing changes meanwhile), then swapped in
+        // under the writer's lock, which a million waiters hold for milliseconds.
+        let prepared = {
+            let line = self.view.read();
+            line.participants_at(now)
+                .map(|p| line.prepare_draw(p.draw()))
+        };
         let mut line = self.view.write();
         // The draw first: its moves and the admissions after it are one submission, so
         // nobody's admission is stored without the draw that placed them.
-        let drawn = computed.map(|c| line.apply_draw(c, now));
+        let drawn = prepared.map(|p| line.apply_prepared(p, now));
         let changed = line.advance(now);
         drop(line);
         let Some(drawn) = drawn else {

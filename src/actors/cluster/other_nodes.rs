@@ -15,7 +15,7 @@ use crate::actors::schedule::SeatMap;
 use crate::actors::wallet::PaymentReceipt;
 use crate::domain::queue::{TokenRecord, TokenRefusal, TokenStatus};
 use crate::domain::schedule::ScheduleInfo;
-use crate::domain::{TokenId, UserId};
+use crate::domain::{Timestamp, TokenId, UserId};
 use std::any::Any;
 use std::sync::Arc;
 
@@ -62,6 +62,10 @@ impl Elsewhere for OtherNodes {
 
     fn poll(&self, engine: &Engine, user: UserId, token: Option<TokenId>) -> Option<TokenStatus> {
         engine.poll_here(user, token)
+    }
+
+    fn prequeue(&self, engine: &Engine) -> Option<(Timestamp, u64)> {
+        engine.prequeue_from_snapshot()
     }
 
     fn authorize<'a>(

@@ -6,7 +6,7 @@ use super::queue_copy::MAX_LOOKUPS;
 use crate::actors::engine::Engine;
 use crate::actors::persister::{ActorKey, Unavailable};
 use crate::domain::queue::{LineSnapshot, TokenState, TokenStatus};
-use crate::domain::{TokenId, UserId};
+use crate::domain::{Timestamp, TokenId, UserId};
 use std::sync::atomic::Ordering;
 
 impl Engine {
@@ -47,6 +47,14 @@ impl Engine {
         let status = snapshot.status_of(record, now.plus(policy.idle_timeout), &policy, now)?;
         copy.touch(token, now, policy.idle_timeout)
             .then_some(status)
+    }
+
+    /// The owner's pre-queue as its last snapshot has it (a fair opening scheduled there).
+    pub fn prequeue_from_snapshot(&self) -> Option<(Timestamp, u64)> {
+        let snapshot = self.other_nodes()?.queue_copy.snapshot()?;
+        snapshot
+            .prequeue
+            .map(|p| (Timestamp::from_millis(p.opens_at_ms), p.arrivals))
     }
 
     /// Whether this node knows `token` as a waiter (else its poll goes to the owner, and

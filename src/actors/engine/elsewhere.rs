@@ -11,7 +11,7 @@ use crate::actors::schedule::SeatMap;
 use crate::actors::wallet::PaymentReceipt;
 use crate::domain::queue::{TokenRecord, TokenRefusal, TokenStatus};
 use crate::domain::schedule::ScheduleInfo;
-use crate::domain::{ReservationId, ScheduleId, TokenId, UserId};
+use crate::domain::{ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
@@ -36,6 +36,10 @@ pub trait Elsewhere: Send + Sync + 'static {
 
     /// A waiting-room poll answered from a copy of another node's line, when it can be.
     fn poll(&self, engine: &Engine, user: UserId, token: Option<TokenId>) -> Option<TokenStatus>;
+
+    /// While a fair opening is scheduled on the line another node holds: its time and the
+    /// pre-queue so far, as the copy of that line has them.
+    fn prequeue(&self, engine: &Engine) -> Option<(Timestamp, u64)>;
 
     /// A token this node's line does not authorize, as the queue's owner committed it; `None`
     /// when nothing better is known.
@@ -74,6 +78,10 @@ impl Elsewhere for AllHere {
     }
 
     fn poll(&self, _: &Engine, _: UserId, _: Option<TokenId>) -> Option<TokenStatus> {
+        None
+    }
+
+    fn prequeue(&self, _: &Engine) -> Option<(Timestamp, u64)> {
         None
     }
 

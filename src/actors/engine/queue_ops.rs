@@ -75,7 +75,12 @@ impl Engine {
 
     /// While an opening is scheduled: its time and the pre-queue so far (what a poll adds).
     pub fn prequeue(&self) -> Option<(Timestamp, u64)> {
-        self.inner.queue_view.prequeue()
+        if self.is_here(ActorKey::Queue) {
+            self.inner.queue_view.prequeue()
+        } else {
+            // This node's line is a copy: the owner's snapshot says.
+            self.elsewhere().prequeue(self)
+        }
     }
 
     /// A join that may only give back the user's live token, never make one (a proof of work

@@ -47,11 +47,11 @@ pub use line::WaitingLine;
 pub use loader::LineLoader;
 pub use opening::{
     ComputedDraw, DrawOutcome, DrawPage, Drawn, DrawnRecord, Opening, OpeningRecord,
-    OpeningRefusal, OpeningStatus, OpeningSummary, Participants,
+    OpeningRefusal, OpeningStatus, OpeningSummary, Participants, PreparedDraw,
 };
 pub use policy::{AdmissionPolicy, POLL_CEILING, POLL_FLOOR};
 pub use rate::RATE_WINDOW;
-pub use snapshot::{LineSnapshot, MAX_SNAPSHOT_BLOCKS, SNAPSHOT_BLOCK};
+pub use snapshot::{LineSnapshot, SnapshotPrequeue, MAX_SNAPSHOT_BLOCKS, SNAPSHOT_BLOCK};
 pub use superseded::SUPERSEDED_WINDOW;
 pub use token::{Joined, TokenRecord, TokenRefusal, TokenState, TokenStatus};
 

@@ -11,7 +11,8 @@ use super::draw::{draw_tokens, draw_with, Draw, DrawSeed};
 use super::fenwick::Fenwick;
 use super::slot::{Slot, Tag};
 use super::{TokenRecord, WaitingLine};
-use crate::domain::{Timestamp, TokenId};
+use crate::domain::ids::IdMap;
+use crate::domain::{Timestamp, TokenId, UserId};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +98,19 @@ pub struct ComputedDraw {
     drawn: Draw,
     order: Vec<(TokenId, u64)>,
     gone: Vec<u64>,
+}
+
+/// A draw ready to swap into the line ([`WaitingLine::prepare_draw`]).
+#[derive(Debug)]
+pub struct PreparedDraw {
+    computed: ComputedDraw,
+    first_position: u64,
+    slots: Vec<Slot>,
+    by_token: IdMap<TokenId, u64>,
+    by_user: IdMap<UserId, u64>,
+    idle_deadlines: BinaryHeap<Reverse<(Timestamp, u64)>>,
+    ranks: Fenwick,
+    moved: Vec<(TokenId, u64)>,
 }
 
 /// What the draw changed: the opening to store, and each drawn token's new position (plus the
@@ -323,6 +337,68 @@ impl WaitingLine {
     /// Applies a draw computed from [`WaitingLine::participants_at`] of this same line (its
     /// one writer changed nothing in between).
     pub fn apply_draw(&mut self, computed: ComputedDraw, now: Timestamp) -> DrawOutcome {
+        let prepared = self.prepare_draw(computed);
+        self.apply_prepared(prepared, now)
+    }
+
+    /// The costly half of applying a draw, on a shared borrow so polls go on meanwhile: every
+    /// drawn waiter's slot at its fresh position at the back, both indexes, the idle deadlines
+    /// and the rank tree, built beside the line. Only the line's one writer calls it, and it
+    /// changes nothing before [`WaitingLine::apply_prepared`] swaps these in.
+    pub fn prepare_draw(&self, computed: ComputedDraw) -> PreparedDraw {
+        let idle: Duration = self.policy().idle_timeout;
+        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+        let first_position = self.next_position;
+        let drawn_count = computed.order.len();
+        let mut by_token = self.by_token.clone();
+        let mut by_user = self.by_user.clone();
+        let mut slots = Vec::with_capacity(drawn_count);
+        let mut deadlines = Vec::with_capacity(drawn_count);
+        let mut moved = Vec::with_capacity(drawn_count);
+        for (&(token, old), position) in computed.order.iter().zip(first_position..) {
+            let slot = &self.slots[(old - self.base) as usize];
+            let deadline = slot.idle_deadline(idle);
+            let record = slot.record(old).expect("a waiting slot has a record");
+            let seen = Timestamp::from_millis(deadline.millis().saturating_sub(idle_ms));
+            slots.push(Slot::new(&TokenRecord { position, ..record }, seen));
+            by_token.insert(token, position);
+            by_user.insert(record.user, position);
+            deadlines.push(Reverse((deadline, position)));
+            moved.push((token, position));
+        }
+        // Everyone waiting is drawn or gone: after the draw only the moved slots wait.
+        let ranks = Fenwick::build(
+            self.base,
+            std::iter::repeat_n(false, self.slots.len())
+                .chain(std::iter::repeat_n(true, drawn_count)),
+        );
+        PreparedDraw {
+            computed,
+            first_position,
+            slots,
+            by_token,
+            by_user,
+            idle_deadlines: BinaryHeap::from(deadlines),
+            ranks,
+            moved,
+        }
+    }
+
+    /// The cheap half, under the writer's lock: expires the waiters gone before the opening,
+    /// vacates the drawn ones' old positions, and swaps in what [`WaitingLine::prepare_draw`]
+    /// built. Nothing else changed the line in between (its one writer prepared it).
+    pub fn apply_prepared(&mut self, prepared: PreparedDraw, now: Timestamp) -> DrawOutcome {
+        let PreparedDraw {
+            computed,
+            first_position,
+            mut slots,
+            by_token,
+            by_user,
+            idle_deadlines,
+            ranks,
+            moved,
+        } = prepared;
+        debug_assert_eq!(first_position, self.next_position);
         let idle: Duration = self.policy().idle_timeout;
         let mut expired = Vec::with_capacity(computed.gone.len());
         for position in computed.gone {
@@ -332,9 +408,19 @@ impl WaitingLine {
             expired.extend(slot.record(position));
             self.waiting -= 1;
         }
-        let first_position = self.next_position;
-        // Rebuilds the rank tree, so the expiries above need no update of their own.
-        let moved = self.move_to_back(&computed.order, idle);
+        for (fresh, &(_, old)) in slots.iter_mut().zip(&computed.order) {
+            let slot = &mut self.slots[(old - self.base) as usize];
+            // A poll while the draw was prepared refreshed the old slot: the move keeps it.
+            fresh.take_clock_of(slot);
+            // Its waiter moves: the count of waiters is unchanged, one out and one in.
+            slot.set_tag(Tag::Vacant);
+        }
+        self.next_position += slots.len() as u64;
+        self.slots.extend(slots);
+        self.by_token = by_token;
+        self.by_user = by_user;
+        self.idle_deadlines = idle_deadlines;
+        self.ranks = ranks;
         // Nobody waits before the drawn pre-queue any more: admission starts at place 1.
         self.head = self.head.max(first_position);
         self.superseded.slide(self.next_position);
@@ -355,40 +441,6 @@ impl WaitingLine {
             expired,
             committed,
         }
-    }
-
-    /// Moves every waiter, `(token, old position)` in the drawn order, to fresh positions at
-    /// the back, keeping each one's user, join time and last poll; returns the new positions.
-    /// Everyone waiting moves, so the rank tree and the idle deadlines are rebuilt once
-    /// (O(n)) rather than updated a million times.
-    fn move_to_back(&mut self, order: &[(TokenId, u64)], idle: Duration) -> Vec<(TokenId, u64)> {
-        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
-        let mut deadlines = Vec::with_capacity(order.len());
-        let mut moved = Vec::with_capacity(order.len());
-        self.slots.reserve(order.len());
-        for &(token, old) in order {
-            let slot = &mut self.slots[(old - self.base) as usize];
-            let deadline = slot.idle_deadline(idle);
-            let record = slot.record(old).expect("a waiting slot has a record");
-            // Its waiter moves: the count of waiters is unchanged, one out and one in.
-            slot.set_tag(Tag::Vacant);
-            let position = self.next_position;
-            self.next_position += 1;
-            debug_assert_eq!(self.base + self.slots.len() as u64, position);
-            let seen = Timestamp::from_millis(deadline.millis().saturating_sub(idle_ms));
-            self.slots
-                .push_back(Slot::new(&TokenRecord { position, ..record }, seen));
-            self.by_token.insert(token, position);
-            self.by_user.insert(record.user, position);
-            deadlines.push(Reverse((deadline, position)));
-            moved.push((token, position));
-        }
-        self.idle_deadlines = BinaryHeap::from(deadlines);
-        self.ranks = Fenwick::build(
-            self.base,
-            self.slots.iter().map(|s| s.tag() == Tag::Waiting),
-        );
-        moved
     }
 
     /// Puts back the opening read from the store; `drawn_tokens` are the tokens at the drawn
@@ -559,8 +611,17 @@ mod tests {
             line.join(user(u), &mut next, t(1));
         }
         let started = std::time::Instant::now();
-        let outcome = line.draw_if_due(t(100_000)).unwrap();
+        let computed = line.participants_at(t(100_000)).unwrap().draw();
         let drew = started.elapsed();
+        let started = std::time::Instant::now();
+        let prepared = line.prepare_draw(computed);
+        let prepare = started.elapsed();
+        let started = std::time::Instant::now();
+        let outcome = line.apply_prepared(prepared, t(100_000));
+        println!(
+            "prepared on a shared borrow: {prepare:?}; applied under the writer's lock: {:?}",
+            started.elapsed()
+        );
         let started = std::time::Instant::now();
         let admitted = line.advance(t(100_000));
         println!(

@@ -139,6 +139,12 @@ impl Slot {
         *self.clock.get_mut() = expires_at.millis();
     }
 
+    /// Takes `other`'s clock (its last poll, for a waiter): a waiter moved to a new slot
+    /// keeps its idle deadline.
+    pub(super) fn take_clock_of(&mut self, other: &mut Slot) {
+        *self.clock.get_mut() = *other.clock.get_mut();
+    }
+
     pub(super) fn expire(&mut self, at: Timestamp) {
         self.set_tag(Tag::Expired);
         *self.clock.get_mut() = at.millis();

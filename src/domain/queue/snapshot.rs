@@ -30,6 +30,20 @@ pub struct LineSnapshot {
     pub waiting: Vec<u32>,
     /// The admission rate a wait estimate uses, if one is known.
     pub rate: Option<f64>,
+    /// While a fair opening is scheduled and not drawn: what a pre-queue poll adds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prequeue: Option<SnapshotPrequeue>,
+}
+
+/// The pre-queue as the owner's line has it (API.md §11): when it is drawn, and how many have
+/// arrived. A node answering polls from the snapshot says `prequeue: true` with these, as the
+/// owner would; from `opensAt` on it sends every poll to the owner until the next snapshot,
+/// which places the drawn waiters at their new positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotPrequeue {
+    pub opens_at_ms: i64,
+    pub arrivals: u64,
 }
 
 impl LineSnapshot {
@@ -68,6 +82,10 @@ impl LineSnapshot {
         if record.state != TokenState::Waiting || now >= idle_deadline {
             return None;
         }
+        // Drawn since (or about to be): the owner knows the waiter's drawn place.
+        if self.prequeue.is_some_and(|p| now.millis() >= p.opens_at_ms) {
+            return None;
+        }
         let ahead = self.ahead_of(record.position)?;
         let rate = policy.estimate_rate(self.rate);
         let estimated_wait = estimated_wait(record.state, ahead, || rate);
@@ -97,6 +115,7 @@ mod tests {
             block: 64,
             waiting: vec![64, 64, 64, 64, 44],
             rate: None,
+            prequeue: None,
         };
         assert_eq!(snapshot.ahead_of(99), None, "before the frontier");
         assert_eq!(snapshot.ahead_of(163), None, "the first block");
