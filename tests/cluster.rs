@@ -1547,8 +1547,15 @@ async fn a_pre_queue_is_answered_off_the_owner_and_its_drawn_places_are_the_owne
     for &(user, token) in &tokens {
         let here = poll(b.base(), user, token).await;
         assert_eq!(here["prequeue"], true, "user {user} at b: {here}");
-        assert_eq!(here["opensAt"], opens_at.as_str(), "user {user} at b: {here}");
-        assert_eq!(here["remainingWaitListCount"], 100, "user {user} at b: {here}");
+        assert_eq!(
+            here["opensAt"],
+            opens_at.as_str(),
+            "user {user} at b: {here}"
+        );
+        assert_eq!(
+            here["remainingWaitListCount"], 100,
+            "user {user} at b: {here}"
+        );
         assert_eq!(here["status"], "WAITING", "user {user} at b: {here}");
     }
     let answered = metric(&client, &b.base(), snapshot).await - before;
@@ -1581,9 +1588,22 @@ async fn a_pre_queue_is_answered_off_the_owner_and_its_drawn_places_are_the_owne
             let here = poll(b.base(), user, token).await;
             let exact = poll(a.base(), user, token).await;
             assert_eq!(here["prequeue"], Value::Null, "user {user} at b: {here}");
-            assert_eq!(here["status"], exact["status"], "user {user}: {here} vs {exact}");
+            assert_eq!(
+                here["status"], exact["status"],
+                "user {user}: {here} vs {exact}"
+            );
             // The drawn place itself (queueId is the position), never the arrival one.
-            assert_eq!(here["queueId"], exact["queueId"], "user {user}: {here} vs {exact}");
+            assert_eq!(
+                here["queueId"], exact["queueId"],
+                "user {user}: {here} vs {exact}"
+            );
+            assert_eq!(
+                here["drawnPlace"], exact["drawnPlace"],
+                "user {user}: {here} vs {exact}"
+            );
+            if exact["status"] == "WAITING" {
+                assert!(exact["drawnPlace"].as_u64().is_some(), "drawn: {exact}");
+            }
             let (h, e) = (
                 here["remainingWaitListCount"].as_i64().expect("a count"),
                 exact["remainingWaitListCount"].as_i64().expect("a count"),
@@ -1595,10 +1615,17 @@ async fn a_pre_queue_is_answered_off_the_owner_and_its_drawn_places_are_the_owne
         }
         let answered = metric(&client, &b.base(), snapshot).await - before;
         if round == 1 {
-            assert!(answered >= 30.0, "only {answered} drawn places answered at b");
+            assert!(
+                answered >= 30.0,
+                "only {answered} drawn places answered at b"
+            );
         }
     }
-    assert_eq!(drawn_places.len(), 100, "every waiter has a place of its own");
+    assert_eq!(
+        drawn_places.len(),
+        100,
+        "every waiter has a place of its own"
+    );
     assert!(
         drawn_places.iter().all(|&p| p > 100),
         "every drawn place is a fresh position behind the arrivals"

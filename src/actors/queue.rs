@@ -159,11 +159,9 @@ impl QueueView {
         self.read().draw_page(offset, limit)
     }
 
-    /// While an opening is scheduled: its time, and the pre-queue so far.
-    pub fn prequeue(&self) -> Option<(Timestamp, u64)> {
-        let line = self.read();
-        line.prequeue_until()
-            .map(|opens_at| (opens_at, line.waiting_count() as u64))
+    /// Where a fair opening is, when one is under way.
+    pub fn opening_phase(&self) -> Option<crate::domain::queue::OpeningPhase> {
+        self.read().opening_phase()
     }
 
     /// Admissions per second as the line measured them (see `RATE_WINDOW`), if any were seen.

@@ -9,7 +9,7 @@ use super::extract::{id, TokenHeader};
 use super::{within_deadline, ApiError, AppState};
 use crate::config::Settings;
 use crate::domain::queue::pow::{self, PowKey, SpendRefusal, SpentChallenges};
-use crate::domain::queue::{TokenRecord, TokenState, TokenStatus};
+use crate::domain::queue::{OpeningPhase, TokenRecord, TokenState, TokenStatus};
 use crate::domain::{Timestamp, UserId};
 use actix_web::http::header;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -137,6 +137,10 @@ pub struct StatusResponse {
     /// Only with `prequeue`: when the pre-queue is drawn.
     #[serde(skip_serializing_if = "Option::is_none")]
     opens_at: Option<String>,
+    /// Only after a fair opening's draw, for a WAITING token the draw placed: its place in the
+    /// drawn order (1-based), the place `GET /v1/queue/draw` and `verify-draw` show.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drawn_place: Option<u64>,
 }
 
 /// Over how long the pre-queue's first polls after the opening are spread.
@@ -316,17 +320,26 @@ fn status_response(state: &AppState, status: &TokenStatus) -> StatusResponse {
         poll_after_ms: u64::try_from(status.poll_after.as_millis()).unwrap_or(u64::MAX),
         prequeue: None,
         opens_at: None,
+        drawn_place: None,
     }
-    .in_prequeue(state, status)
+    .in_opening(state, status)
 }
 
 impl StatusResponse {
-    /// A WAITING token while a fair opening is scheduled is in the pre-queue.
-    fn in_prequeue(mut self, state: &AppState, status: &TokenStatus) -> StatusResponse {
+    /// A WAITING token while a fair opening is scheduled is in the pre-queue; once drawn, a
+    /// waiter the draw placed learns its place in the draw.
+    fn in_opening(mut self, state: &AppState, status: &TokenStatus) -> StatusResponse {
         if status.record.state != TokenState::Waiting {
             return self;
         }
-        if let Some((opens_at, arrivals)) = state.engine.prequeue() {
+        let phase = state.engine.opening_phase();
+        self.drawn_place = phase.and_then(|p| p.drawn_place(status.record.position));
+        if let Some(OpeningPhase::Prequeue {
+            opens_at_ms,
+            arrivals,
+        }) = phase
+        {
+            let opens_at = Timestamp::from_millis(opens_at_ms);
             self.prequeue = Some(true);
             self.opens_at = Some(state.time(opens_at));
             self.remaining_wait_list_count = arrivals;

@@ -213,14 +213,19 @@ async fn the_pre_queue_is_drawn_at_the_opening_verifiably_and_admitted_in_that_o
         assert!(status.get("prequeue").is_none(), "the pre-queue is over");
         if place <= 2 {
             assert_eq!(status["status"], "ACTIVE", "place {place}");
+            assert!(status.get("drawnPlace").is_none(), "admitted: {status}");
         } else {
             assert_eq!(status["status"], "WAITING", "place {place}");
             assert_eq!(status["remainingWaitListCount"], place as u64 - 3);
+            // The poll names the place the public draw gives it.
+            assert_eq!(status["drawnPlace"], place as u64, "{status}");
         }
     }
-    assert_eq!(
-        poll(&app, late_user, late).await["remainingWaitListCount"],
-        4
+    let late_status = poll(&app, late_user, late).await;
+    assert_eq!(late_status["remainingWaitListCount"], 4);
+    assert!(
+        late_status.get("drawnPlace").is_none(),
+        "not drawn: {late_status}"
     );
 
     // Paging, and its bounds.

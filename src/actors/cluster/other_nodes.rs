@@ -13,9 +13,9 @@ use crate::actors::error::{BookingError, PaymentError};
 use crate::actors::persister::ActorKey;
 use crate::actors::schedule::SeatMap;
 use crate::actors::wallet::PaymentReceipt;
-use crate::domain::queue::{TokenRecord, TokenRefusal, TokenStatus};
+use crate::domain::queue::{OpeningPhase, TokenRecord, TokenRefusal, TokenStatus};
 use crate::domain::schedule::ScheduleInfo;
-use crate::domain::{Timestamp, TokenId, UserId};
+use crate::domain::{TokenId, UserId};
 use std::any::Any;
 use std::sync::Arc;
 
@@ -64,8 +64,8 @@ impl Elsewhere for OtherNodes {
         engine.poll_here(user, token)
     }
 
-    fn prequeue(&self, engine: &Engine) -> Option<(Timestamp, u64)> {
-        engine.prequeue_from_snapshot()
+    fn opening_phase(&self, engine: &Engine) -> Option<OpeningPhase> {
+        engine.opening_phase_from_snapshot()
     }
 
     fn authorize<'a>(

@@ -5,8 +5,8 @@
 use super::queue_copy::MAX_LOOKUPS;
 use crate::actors::engine::Engine;
 use crate::actors::persister::{ActorKey, Unavailable};
-use crate::domain::queue::{LineSnapshot, TokenState, TokenStatus};
-use crate::domain::{Timestamp, TokenId, UserId};
+use crate::domain::queue::{LineSnapshot, OpeningPhase, TokenState, TokenStatus};
+use crate::domain::{TokenId, UserId};
 use std::sync::atomic::Ordering;
 
 impl Engine {
@@ -49,12 +49,9 @@ impl Engine {
             .then_some(status)
     }
 
-    /// The owner's pre-queue as its last snapshot has it (a fair opening scheduled there).
-    pub fn prequeue_from_snapshot(&self) -> Option<(Timestamp, u64)> {
-        let snapshot = self.other_nodes()?.queue_copy.snapshot()?;
-        snapshot
-            .prequeue
-            .map(|p| (Timestamp::from_millis(p.opens_at_ms), p.arrivals))
+    /// Where the owner's fair opening is, as its last snapshot has it.
+    pub fn opening_phase_from_snapshot(&self) -> Option<OpeningPhase> {
+        self.other_nodes()?.queue_copy.snapshot()?.opening
     }
 
     /// Whether this node knows `token` as a waiter (else its poll goes to the owner, and

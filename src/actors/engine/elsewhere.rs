@@ -9,9 +9,9 @@ use crate::actors::idempotency::IdempotentWrite;
 use crate::actors::persister::ActorKey;
 use crate::actors::schedule::SeatMap;
 use crate::actors::wallet::PaymentReceipt;
-use crate::domain::queue::{TokenRecord, TokenRefusal, TokenStatus};
+use crate::domain::queue::{OpeningPhase, TokenRecord, TokenRefusal, TokenStatus};
 use crate::domain::schedule::ScheduleInfo;
-use crate::domain::{ReservationId, ScheduleId, Timestamp, TokenId, UserId};
+use crate::domain::{ReservationId, ScheduleId, TokenId, UserId};
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
@@ -37,9 +37,9 @@ pub trait Elsewhere: Send + Sync + 'static {
     /// A waiting-room poll answered from a copy of another node's line, when it can be.
     fn poll(&self, engine: &Engine, user: UserId, token: Option<TokenId>) -> Option<TokenStatus>;
 
-    /// While a fair opening is scheduled on the line another node holds: its time and the
-    /// pre-queue so far, as the copy of that line has them.
-    fn prequeue(&self, engine: &Engine) -> Option<(Timestamp, u64)>;
+    /// Where a fair opening on the line another node holds is, as the copy of that line has
+    /// it.
+    fn opening_phase(&self, engine: &Engine) -> Option<OpeningPhase>;
 
     /// A token this node's line does not authorize, as the queue's owner committed it; `None`
     /// when nothing better is known.
@@ -81,7 +81,7 @@ impl Elsewhere for AllHere {
         None
     }
 
-    fn prequeue(&self, _: &Engine) -> Option<(Timestamp, u64)> {
+    fn opening_phase(&self, _: &Engine) -> Option<OpeningPhase> {
         None
     }
 

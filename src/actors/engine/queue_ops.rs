@@ -8,7 +8,7 @@ use crate::actors::mailbox::ask;
 use crate::actors::persister::{ActorKey, Unavailable};
 use crate::actors::queue::{CancelOpening, JoinQueue, NewToken, OpeningError, ScheduleOpening};
 use crate::domain::queue::{
-    DrawPage, OpeningRecord, OpeningSummary, TokenRecord, TokenRefusal, TokenStatus,
+    DrawPage, OpeningPhase, OpeningRecord, OpeningSummary, TokenRecord, TokenRefusal, TokenStatus,
 };
 use crate::domain::{Timestamp, TokenId, UserId};
 use std::time::Duration;
@@ -73,13 +73,13 @@ impl Engine {
             .ok_or(OpeningError::DrawNotFound)
     }
 
-    /// While an opening is scheduled: its time and the pre-queue so far (what a poll adds).
-    pub fn prequeue(&self) -> Option<(Timestamp, u64)> {
+    /// Where a fair opening is, when one is under way (what a poll adds).
+    pub fn opening_phase(&self) -> Option<OpeningPhase> {
         if self.is_here(ActorKey::Queue) {
-            self.inner.queue_view.prequeue()
+            self.inner.queue_view.opening_phase()
         } else {
             // This node's line is a copy: the owner's snapshot says.
-            self.elsewhere().prequeue(self)
+            self.elsewhere().opening_phase(self)
         }
     }
 

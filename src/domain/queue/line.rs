@@ -275,12 +275,7 @@ impl WaitingLine {
             block,
             waiting,
             rate: self.meter.rate(now),
-            prequeue: self
-                .prequeue_until()
-                .map(|opens_at| super::SnapshotPrequeue {
-                    opens_at_ms: opens_at.millis(),
-                    arrivals: self.waiting as u64,
-                }),
+            opening: self.opening_phase(),
         }
     }
 

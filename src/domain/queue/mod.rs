@@ -51,7 +51,7 @@ pub use opening::{
 };
 pub use policy::{AdmissionPolicy, POLL_CEILING, POLL_FLOOR};
 pub use rate::RATE_WINDOW;
-pub use snapshot::{LineSnapshot, SnapshotPrequeue, MAX_SNAPSHOT_BLOCKS, SNAPSHOT_BLOCK};
+pub use snapshot::{LineSnapshot, OpeningPhase, MAX_SNAPSHOT_BLOCKS, SNAPSHOT_BLOCK};
 pub use superseded::SUPERSEDED_WINDOW;
 pub use token::{Joined, TokenRecord, TokenRefusal, TokenState, TokenStatus};
 

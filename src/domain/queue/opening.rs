@@ -10,6 +10,7 @@
 use super::draw::{draw_tokens, draw_with, Draw, DrawSeed};
 use super::fenwick::Fenwick;
 use super::slot::{Slot, Tag};
+use super::snapshot::OpeningPhase;
 use super::{TokenRecord, WaitingLine};
 use crate::domain::ids::IdMap;
 use crate::domain::{Timestamp, TokenId, UserId};
@@ -234,6 +235,23 @@ impl WaitingLine {
             total: order.len() as u64,
             order: order[start..end].iter().map(|n| n.to_hex()).collect(),
         })
+    }
+
+    /// What a poll adds while an opening is under way: the pre-queue before the draw, the
+    /// drawn range once the draw is committed (before that, nobody's drawn place is shown).
+    pub fn opening_phase(&self) -> Option<OpeningPhase> {
+        let opening = self.opening.as_ref()?;
+        match &opening.drawn {
+            None => Some(OpeningPhase::Prequeue {
+                opens_at_ms: opening.opens_at.millis(),
+                arrivals: self.waiting as u64,
+            }),
+            Some(drawn) if drawn.is_published() => Some(OpeningPhase::Drawn {
+                first_position: drawn.first_position,
+                participants: drawn.draw.order.len() as u64,
+            }),
+            Some(_) => None,
+        }
     }
 
     /// The opening time while an opening is scheduled and not drawn: everyone waiting is in

@@ -30,20 +30,40 @@ pub struct LineSnapshot {
     pub waiting: Vec<u32>,
     /// The admission rate a wait estimate uses, if one is known.
     pub rate: Option<f64>,
-    /// While a fair opening is scheduled and not drawn: what a pre-queue poll adds.
+    /// Where a fair opening is, when one is under way: what a poll adds to its answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prequeue: Option<SnapshotPrequeue>,
+    pub opening: Option<OpeningPhase>,
 }
 
-/// The pre-queue as the owner's line has it (API.md §11): when it is drawn, and how many have
-/// arrived. A node answering polls from the snapshot says `prequeue: true` with these, as the
-/// owner would; from `opensAt` on it sends every poll to the owner until the next snapshot,
-/// which places the drawn waiters at their new positions.
+/// What a waiter's poll adds while a fair opening is under way (API.md §11), as the owner's
+/// line has it; a node answering polls from the snapshot adds the same. From `opensAt` until
+/// the snapshot of the drawn line, that node sends every poll to the owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SnapshotPrequeue {
-    pub opens_at_ms: i64,
-    pub arrivals: u64,
+#[serde(rename_all = "camelCase", tag = "phase")]
+pub enum OpeningPhase {
+    /// Scheduled, not drawn: when it is drawn, and how many have arrived.
+    Prequeue { opens_at_ms: i64, arrivals: u64 },
+    /// Drawn and committed: place k of the draw holds position `first_position + k - 1`.
+    Drawn {
+        first_position: u64,
+        participants: u64,
+    },
+}
+
+impl OpeningPhase {
+    /// The place in the draw of a waiter at `position`, if the draw placed it.
+    pub fn drawn_place(&self, position: u64) -> Option<u64> {
+        match *self {
+            OpeningPhase::Drawn {
+                first_position,
+                participants,
+            } => position
+                .checked_sub(first_position)
+                .filter(|&k| k < participants)
+                .map(|k| k + 1),
+            OpeningPhase::Prequeue { .. } => None,
+        }
+    }
 }
 
 impl LineSnapshot {
@@ -83,9 +103,12 @@ impl LineSnapshot {
             return None;
         }
         // Drawn since (or about to be): the owner knows the waiter's drawn place.
-        if self.prequeue.is_some_and(|p| now.millis() >= p.opens_at_ms) {
-            return None;
+        if let Some(OpeningPhase::Prequeue { opens_at_ms, .. }) = self.opening {
+            if now.millis() >= opens_at_ms {
+                return None;
+            }
         }
+
         let ahead = self.ahead_of(record.position)?;
         let rate = policy.estimate_rate(self.rate);
         let estimated_wait = estimated_wait(record.state, ahead, || rate);
@@ -115,7 +138,7 @@ mod tests {
             block: 64,
             waiting: vec![64, 64, 64, 64, 44],
             rate: None,
-            prequeue: None,
+            opening: None,
         };
         assert_eq!(snapshot.ahead_of(99), None, "before the frontier");
         assert_eq!(snapshot.ahead_of(163), None, "the first block");
