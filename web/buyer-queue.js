@@ -1,7 +1,7 @@
 // The waiting room: join (solving the service's proof of work in a Web Worker when it asks
 // one), then poll exactly at the server's `pollAfterMs` with one timer and never two requests
 // at once, until the token is ACTIVE (resolve) or EXPIRED (offer a rejoin).
-import { api, ApiError } from "./api.js";
+import { api, ApiError, serverNow } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -52,6 +52,86 @@ function solveInWorkers(challenge, bits) {
   });
 }
 
+// The service writes times in its own zone without naming it ("2030-07-19T10:00:00"). A
+// fresh token's createdAt is the server's "now" in that zone, so the zone's offset is that
+// string read as UTC minus the server's clock; zones are whole quarter hours, so anything
+// further from one (an older token given back) is not an offset. Kept for the tab's life.
+const QUARTER_HOUR_MS = 15 * 60 * 1000;
+const ZONE_KEY = "boxoffice.zoneOffsetMs";
+
+function learnZone(createdAt) {
+  const raw = Date.parse(`${createdAt}Z`) - serverNow();
+  const rounded = Math.round(raw / QUARTER_HOUR_MS) * QUARTER_HOUR_MS;
+  if (Number.isFinite(raw) && Math.abs(raw - rounded) <= 3000) {
+    sessionStorage.setItem(ZONE_KEY, String(rounded));
+  }
+}
+
+/** A service time string as epoch milliseconds, or null when its zone is not known. */
+function serviceTimeMs(text) {
+  const offset = sessionStorage.getItem(ZONE_KEY);
+  if (offset === null) return null;
+  return Date.parse(`${text}Z`) - Number(offset);
+}
+
+function fmtCountdown(ms) {
+  const total = Math.max(0, Math.ceil(ms / 1000));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+// The fair opening (API.md §11): the pre-queue's countdown and commitment, then the place the
+// draw gave, with the way to check it.
+let countdownTimer = null;
+let opening = null;
+
+async function openingOnce(refresh) {
+  if (opening === null || refresh) {
+    try {
+      opening = await api("GET", "/v1/queue/opening");
+    } catch (e) {
+      opening = null;
+    }
+  }
+  return opening;
+}
+
+function showPrequeue(st) {
+  $("prequeue").hidden = false;
+  $("pq-at").textContent = st.opensAt.slice(11, 16);
+  $("pq-arrivals").textContent = Number(st.remainingWaitListCount).toLocaleString("en-US");
+  $("wait-place").textContent = "drawn at the opening";
+  $("wait-ahead").textContent = "not known before the draw";
+  $("wait-estimate").textContent = "after the draw";
+  openingOnce(false).then((o) => {
+    if (o) $("pq-commitment").textContent = o.commitment;
+  });
+  const at = serviceTimeMs(st.opensAt);
+  if (at === null || countdownTimer !== null) return;
+  $("pq-countdown-box").hidden = false;
+  const tick = () => {
+    $("pq-countdown").textContent = fmtCountdown(at - serverNow());
+  };
+  tick();
+  countdownTimer = setInterval(tick, 1000);
+}
+
+function showDrawn(st, token) {
+  if (countdownTimer !== null) clearInterval(countdownTimer);
+  countdownTimer = null;
+  $("prequeue").hidden = true;
+  if (!st.drawnPlace || !$("drawn").hidden) return;
+  $("drawn").hidden = false;
+  $("drawn-place").textContent = `#${Number(st.drawnPlace).toLocaleString("en-US")}`;
+  $("drawn-verify").href = `/v1/queue/draw?offset=${st.drawnPlace - 1}&limit=1`;
+  $("drawn-command").textContent = `boxoffice verify-draw --url ${location.origin} --token ${token}`;
+  openingOnce(true).then((o) => {
+    if (o) $("drawn-total").textContent = Number(o.participants).toLocaleString("en-US");
+  });
+}
+
 /**
  * Joins the line: without work first (a live token comes back as is, and a service that asks
  * none answers at once); on `pow_required`, with a solved challenge, fetched again once if it
@@ -80,7 +160,10 @@ async function join(userId) {
  * ApiError("expired") when the token expired so the caller can offer to join again.
  */
 export async function waitInLine(userId) {
+  $("prequeue").hidden = true;
+  $("drawn").hidden = true;
   const joined = await join(userId);
+  learnZone(joined.createdAt);
   const token = joined.tokenId;
   let firstAhead = null;
   return new Promise((resolve, reject) => {
@@ -97,6 +180,12 @@ export async function waitInLine(userId) {
         reject(e);
         return;
       }
+      if (st.prequeue) {
+        showPrequeue(st);
+        setTimeout(poll, Math.max(st.pollAfterMs, 100));
+        return;
+      }
+      showDrawn(st, token);
       const ahead = st.remainingWaitListCount;
       if (firstAhead === null) firstAhead = ahead;
       $("wait-place").textContent = st.status === "ACTIVE" ? "your turn" : String(ahead + 1);
