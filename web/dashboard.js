@@ -3,12 +3,15 @@
 // sessionStorage only (gone when the tab closes). Nothing but the key form shows without a
 // key the service accepted.
 
+import { Charts } from "./dashboard-charts.js";
+
 const KEY_STORE = "boxoffice.adminKey";
 const $ = (id) => document.getElementById(id);
 
 let controller = null;
 let backoff = 500;
 let scheduleId = null;
+let charts = null;
 
 function storedKey() {
   return sessionStorage.getItem(KEY_STORE);
@@ -69,8 +72,52 @@ function render(snap) {
     items.push([`Schedule ${s.scheduleId} sold / held / seats`, `${s.sold} / ${s.held} / ${s.seats}`]);
   }
   $("figures").replaceChildren(...items.map(([l, v]) => figure(l, v)));
+  renderOpening(snap.opening);
+  if (charts) {
+    charts.push({
+      atMs: snap.atMs,
+      waiting: q.waiting,
+      admissionsPerSecond: q.admissionsPerSecond,
+      placed: h.placed,
+      refused: h.refused,
+      expired: h.expired,
+      paid: h.paid,
+      commitP99Ms: c.p99Ms,
+    });
+  }
   renderPicker(snap.schedules);
   renderMap(snap.seatMap);
+}
+
+function countdown(seconds) {
+  const total = Math.max(0, Math.ceil(seconds));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+// The fair opening: the pre-queue filling up to the draw, then the draw's size and duration.
+function renderOpening(o) {
+  const items = [["Opening", o.status.toLowerCase()]];
+  if (o.status === "SCHEDULED") {
+    items.push(["Opens at", o.opensAt], ["Time to opening", countdown(o.secondsToOpening)], ["Pre-queue", fmt(o.participants, 0)]);
+  } else if (o.status === "DRAWN") {
+    items.push(["Drawn participants", fmt(o.participants, 0)]);
+  }
+  if (typeof o.drawMs === "number") items.push(["Draw took (ms)", fmt(o.drawMs, 1)]);
+  $("opening-figures").replaceChildren(...items.map(([l, v]) => figure(l, v)));
+}
+
+// The last ten minutes as the service kept them, so a page opened mid-drop sees the start.
+async function loadHistory(key) {
+  if (!charts) charts = new Charts($("charts"));
+  try {
+    const response = await fetch("/v1/admin/live/history", { headers: { "X-Admin-Key": key } });
+    if (response.ok) charts.load((await response.json()).points);
+  } catch {
+    // The charts fill from the live frames instead.
+  }
 }
 
 function renderPicker(schedules) {
@@ -178,6 +225,7 @@ async function connect() {
   }
   showLive();
   $("conn").textContent = "live";
+  await loadHistory(key);
   backoff = 500;
   try {
     await readEvents(response.body, (snap) => {

@@ -33,6 +33,9 @@ pub struct QueueView {
     line: RwLock<WaitingLine>,
     /// The actor's generation, for payments that consume a token.
     generation: AtomicU64,
+    /// How long the last fair opening's draw took here, in microseconds (0: none yet): from
+    /// the participants read to the moves swapped in, for the operator's dashboard.
+    last_draw_us: AtomicU64,
 }
 
 impl QueueView {
@@ -40,6 +43,15 @@ impl QueueView {
         QueueView {
             line: RwLock::new(line),
             generation: AtomicU64::new(0),
+            last_draw_us: AtomicU64::new(0),
+        }
+    }
+
+    /// How long the last draw on this node took, if one was drawn since it started.
+    pub fn last_draw(&self) -> Option<Duration> {
+        match self.last_draw_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
         }
     }
 
@@ -217,6 +229,7 @@ impl QueueActor {
         // The draw is computed and its moves built on a shared borrow (polls go on; this
         // actor is the line's only writer, so nothing changes meanwhile), then swapped in
         // under the writer's lock, which a million waiters hold for milliseconds.
+        let started = std::time::Instant::now();
         let prepared = {
             let line = self.view.read();
             line.participants_at(now)
@@ -226,6 +239,10 @@ impl QueueActor {
         // The draw first: its moves and the admissions after it are one submission, so
         // nobody's admission is stored without the draw that placed them.
         let drawn = prepared.map(|p| line.apply_prepared(p, now));
+        if drawn.is_some() {
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.view.last_draw_us.store(took.max(1), Ordering::Relaxed);
+        }
         let changed = line.advance(now);
         drop(line);
         let Some(drawn) = drawn else {

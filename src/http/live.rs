@@ -11,13 +11,16 @@
 use super::admin::AdminAccess;
 use super::error::ErrorBody;
 use super::extract::id;
+use super::live_history::{History, Point};
 use super::{ApiError, AppState};
 use crate::actors::schedule::SeatSample;
 use crate::actors::Engine;
-use crate::domain::ScheduleId;
+use crate::domain::queue::OpeningPhase;
+use crate::domain::{ScheduleId, Timestamp};
 use actix_web::http::header;
 use actix_web::web::{self, Bytes};
 use actix_web::HttpResponse;
+use chrono::FixedOffset;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -76,18 +79,32 @@ impl Frame {
 pub struct LiveFeed {
     frames: Arc<watch::Sender<Feed>>,
     streams: Arc<AtomicUsize>,
+    history: Arc<History>,
 }
 
 impl LiveFeed {
     /// Starts the sampler on the current (actix) runtime.
-    pub fn start(engine: Engine) -> LiveFeed {
+    pub fn start(engine: Engine, timezone: FixedOffset) -> LiveFeed {
         let (tx, _) = watch::channel(Feed::Starting);
         let frames = Arc::new(tx);
-        actix_web::rt::spawn(sample(engine, frames.clone()));
+        let history = Arc::new(History::new(SAMPLE_EVERY));
+        let sampler = Sampler {
+            engine,
+            timezone,
+            frames: frames.clone(),
+            history: history.clone(),
+        };
+        actix_web::rt::spawn(sampler.run());
         LiveFeed {
             frames,
             streams: Arc::new(AtomicUsize::new(0)),
+            history,
         }
+    }
+
+    /// The last ten minutes of figures.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// Shutdown started: every stream ends after its current frame, the sampler stops, and no
@@ -220,7 +237,10 @@ pub(super) async fn live(
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveSnapshot {
+    /// When it was sampled, in Unix milliseconds (the charts' clock).
+    at_ms: i64,
     queue: QueueFigures,
+    opening: OpeningFigures,
     holds_per_second: HoldRates,
     commit: CommitFigures,
     unavailable_per_second: f64,
@@ -238,6 +258,48 @@ struct QueueFigures {
     /// `null` until the line has admitted anyone recently.
     #[schema(nullable)]
     admissions_per_second: Option<f64>,
+}
+
+/// The fair opening (API.md §11) as this node sees it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct OpeningFigures {
+    /// `NONE`, `SCHEDULED` (the pre-queue is filling) or `DRAWN`.
+    status: &'static str,
+    #[schema(nullable)]
+    opens_at: Option<String>,
+    /// Seconds until the draw while scheduled (0 once due).
+    #[schema(nullable)]
+    seconds_to_opening: Option<f64>,
+    /// The pre-queue so far while scheduled; the participants once drawn.
+    participants: u64,
+    /// How long the draw took on this node (null if this node did not draw).
+    #[schema(nullable)]
+    draw_ms: Option<f64>,
+}
+
+impl OpeningFigures {
+    fn of(engine: &Engine, timezone: FixedOffset) -> OpeningFigures {
+        let (status, opens_at, participants) = match engine.opening_phase() {
+            None => ("NONE", None, 0),
+            Some(OpeningPhase::Prequeue {
+                opens_at_ms,
+                arrivals,
+            }) => (
+                "SCHEDULED",
+                Some(Timestamp::from_millis(opens_at_ms)),
+                arrivals,
+            ),
+            Some(OpeningPhase::Drawn { participants, .. }) => ("DRAWN", None, participants),
+        };
+        OpeningFigures {
+            status,
+            opens_at: opens_at.map(|at| at.format(timezone)),
+            seconds_to_opening: opens_at.map(|at| engine.now().until(at).as_secs_f64()),
+            participants,
+            draw_ms: engine.last_draw().map(|d| d.as_secs_f64() * 1e3),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -304,42 +366,75 @@ impl Reading {
     }
 }
 
-/// The sampler: a frame every [`SAMPLE_EVERY`] while anyone watches, until the feed closes.
-async fn sample(engine: Engine, frames: Arc<watch::Sender<Feed>>) {
-    let mut tick = tokio::time::interval(SAMPLE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = Reading::take(&engine);
-    loop {
-        tick.tick().await;
-        if matches!(*frames.borrow(), Feed::Closed) {
-            break;
-        }
-        if frames.receiver_count() == 0 {
-            // Nobody watches: keep the baseline fresh so the first rate is of one interval.
-            last = Reading::take(&engine);
-            continue;
-        }
-        let samples = engine.sample_schedules(MAX_SCHEDULES).await;
-        let now = Reading::take(&engine);
-        let frame = render(&engine, &last, &now, &samples);
-        last = now;
-        // Never overwrite a close that came while sampling.
-        frames.send_if_modified(|feed| {
-            if matches!(feed, Feed::Closed) {
-                return false;
+/// The sampler: a history point every [`SAMPLE_EVERY`], and a frame too while anyone
+/// watches, until the feed closes.
+struct Sampler {
+    engine: Engine,
+    timezone: FixedOffset,
+    frames: Arc<watch::Sender<Feed>>,
+    history: Arc<History>,
+}
+
+impl Sampler {
+    async fn run(self) {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = Reading::take(&self.engine);
+        loop {
+            tick.tick().await;
+            if matches!(*self.frames.borrow(), Feed::Closed) {
+                break;
             }
-            *feed = Feed::Frame(Arc::new(frame));
-            true
-        });
+            let watched = self.frames.receiver_count() > 0;
+            let samples = if watched {
+                self.engine.sample_schedules(MAX_SCHEDULES).await
+            } else {
+                Vec::new()
+            };
+            let now = Reading::take(&self.engine);
+            let snapshot = figures(&self.engine, self.timezone, &last, &now, &samples);
+            self.history.push(snapshot.point());
+            last = now;
+            if !watched {
+                continue;
+            }
+            let frame = render(&snapshot, &samples);
+            // Never overwrite a close that came while sampling.
+            self.frames.send_if_modified(|feed| {
+                if matches!(feed, Feed::Closed) {
+                    return false;
+                }
+                *feed = Feed::Frame(Arc::new(frame));
+                true
+            });
+        }
     }
 }
 
-fn render(
+impl LiveSnapshot {
+    /// The charted part of the figures, for the history.
+    fn point(&self) -> Point {
+        Point {
+            at_ms: self.at_ms,
+            waiting: self.queue.waiting,
+            admissions_per_second: self.queue.admissions_per_second,
+            placed: self.holds_per_second.placed,
+            refused: self.holds_per_second.refused,
+            expired: self.holds_per_second.expired,
+            paid: self.holds_per_second.paid,
+            commit_p99_ms: self.commit.p99_ms,
+        }
+    }
+}
+
+/// The figures of one interval, from two readings.
+fn figures(
     engine: &Engine,
+    timezone: FixedOffset,
     last: &Reading,
     now: &Reading,
     samples: &[(crate::domain::schedule::ScheduleInfo, SeatSample)],
-) -> Frame {
+) -> LiveSnapshot {
     let secs = now.at.duration_since(last.at).as_secs_f64().max(1e-3);
     let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
     let (c, p) = (&now.counters, &last.counters);
@@ -347,12 +442,14 @@ fn render(
     let batches = now.batches.0.saturating_sub(last.batches.0);
     let submissions = now.batches.1.saturating_sub(last.batches.1);
     let (waiting, active) = engine.queue_counts();
-    let snapshot = LiveSnapshot {
+    LiveSnapshot {
+        at_ms: engine.now().millis(),
         queue: QueueFigures {
             waiting,
             active,
             admissions_per_second: engine.admission_rate(),
         },
+        opening: OpeningFigures::of(engine, timezone),
         holds_per_second: HoldRates {
             placed: rate(c.placed, p.placed),
             refused: rate(c.refused, p.refused),
@@ -377,9 +474,16 @@ fn render(
             })
             .collect(),
         seat_map: None,
-    };
+    }
+}
+
+/// One frame: the figures rendered once, and each sampled schedule's seat map.
+fn render(
+    snapshot: &LiveSnapshot,
+    samples: &[(crate::domain::schedule::ScheduleInfo, SeatSample)],
+) -> Frame {
     let mut figures =
-        serde_json::to_string(&snapshot).expect("plain numbers and strings always serialize");
+        serde_json::to_string(snapshot).expect("plain numbers and strings always serialize");
     // `seatMap` is the last field and `None` here: cut `,"seatMap":null}` so each stream
     // appends its own.
     let tail = ",\"seatMap\":null}";
@@ -420,6 +524,7 @@ mod tests {
         LiveFeed {
             frames: Arc::new(watch::channel(Feed::Starting).0),
             streams: Arc::new(AtomicUsize::new(0)),
+            history: Arc::new(History::new(SAMPLE_EVERY)),
         }
     }
 

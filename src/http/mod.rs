@@ -13,6 +13,7 @@ pub mod error;
 mod extract;
 mod idempotency;
 pub mod live;
+pub mod live_history;
 pub mod metrics;
 pub mod openapi;
 mod opening;

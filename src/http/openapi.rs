@@ -37,6 +37,7 @@ use utoipa::{Modify, OpenApi};
         super::admin::create_user,
         super::admin::create_concert,
         super::live::live,
+        super::live_history::history,
         super::cluster::view::cluster,
         super::ops::healthz,
         super::ops::readyz,

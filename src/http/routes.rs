@@ -3,7 +3,9 @@
 //! answers it (`cluster::routing`). Registering a route here is all it takes to serve it, to
 //! forward it, and to hold the OpenAPI document to it.
 
-use super::{admin, balance, cluster, concerts, extract, live, metrics, ops, payments, queue};
+use super::{
+    admin, balance, cluster, concerts, extract, live, live_history, metrics, ops, payments, queue,
+};
 // The fair opening's routes (API.md §11).
 use super::opening;
 use super::{reservations, ApiError, ADMIN_BODY_LIMIT, BODY_LIMIT};
@@ -220,6 +222,12 @@ fn admin_and_ops_routes() -> Vec<RouteSpec> {
             )
         },
         spec(M::GET, live::PATH, AnyNode, web::get().to(live::live)),
+        spec(
+            M::GET,
+            "/v1/admin/live/history",
+            AnyNode,
+            web::get().to(live_history::history),
+        ),
         spec(
             M::GET,
             "/v1/admin/cluster",

@@ -44,7 +44,7 @@ pub(super) fn app_state(
         auth,
         store_ping: Default::default(),
         user_budget: settings.rate_limit_per_user.map(UserBudget::new),
-        live: http::live::LiveFeed::start(started.engine.clone()),
+        live: http::live::LiveFeed::start(started.engine.clone(), settings.timezone),
         cluster: started.membership.clone(),
         join_pow: http::JoinPow::from_settings(settings),
     })

@@ -2,6 +2,7 @@
 live stream moves the sold count and turns the cells sold within 2 s of a purchase made
 through the API; the new-concert form creates a concert with a generated plan."""
 
+import re
 import time
 
 from playwright.sync_api import expect
@@ -106,3 +107,38 @@ def test_the_form_creates_a_concert_with_a_generated_plan(boxoffice, page):
     page.get_by_label("Prices by grade (comma separated)").fill("free")
     page.get_by_role("button", name="Create").click()
     expect(result).to_have_text("prices must be positive whole numbers")
+
+
+def opening_figure(page, label):
+    return page.locator("#opening-figures div").filter(
+        has=page.locator("dt", has_text=re.compile(f"^{re.escape(label)}$"))
+    ).locator("dd")
+
+
+def test_the_opening_and_ten_minutes_of_charts(boxoffice, page):
+    # Waiters joined before the page opened: the history the page loads already holds them.
+    server = boxoffice("--max-active", "1")
+    opens_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 8))
+    status, body = server.admin("PUT", "/v1/admin/queue/opening", {"opensAt": opens_at})
+    assert status == 200, body
+    for user in (1, 2, 3):
+        status, body = server.api("POST", f"/v1/queue-tokens/users/{user}")
+        assert status == 201, body
+    time.sleep(1.2)  # at least two history points with the pre-queue in them
+    open_dashboard(page, server)
+    expect(opening_figure(page, "Opening")).to_have_text("scheduled")
+    expect(opening_figure(page, "Opens at")).to_have_text(opens_at)
+    expect(opening_figure(page, "Pre-queue")).to_have_text("3")
+    expect(opening_figure(page, "Time to opening")).to_have_text(re.compile(r"^0:0\d$"))
+
+    charts = page.locator("#charts figure")
+    expect(charts).to_have_count(4)
+    waiting = page.locator("#charts svg").first
+    expect(waiting).to_have_attribute("aria-label", re.compile(r"^Waiting over the last 10 minutes: now waiting 3;"))
+    # The waiting line was drawn from the history and the frames: a path with several points.
+    path = page.locator("#charts svg").first.locator("path.line").get_attribute("d")
+    assert path.count("L") >= 2, path
+
+    expect(opening_figure(page, "Opening")).to_have_text("drawn", timeout=20_000)
+    expect(opening_figure(page, "Drawn participants")).to_have_text("3")
+    expect(opening_figure(page, "Draw took (ms)")).to_have_text(re.compile(r"^\d+(\.\d)?$"))

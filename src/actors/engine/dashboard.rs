@@ -51,6 +51,11 @@ impl Engine {
         )
     }
 
+    /// How long the last fair opening's draw took on this node, if it drew one.
+    pub fn last_draw(&self) -> Option<std::time::Duration> {
+        self.inner.queue_view.last_draw()
+    }
+
     /// Admissions per second, as the waiting line measured them.
     pub fn admission_rate(&self) -> Option<f64> {
         self.inner.queue_view.measured_rate(self.now())
