@@ -55,6 +55,37 @@ impl QueueView {
         }
     }
 
+    /// The line's move to `now`, by its one writer: a due draw first, then admission and
+    /// expiry. The draw is computed and its moves built on a shared borrow (polls go on; the
+    /// caller is the line's only writer, so nothing changes meanwhile), then swapped in under
+    /// the writer's lock, which a million waiters hold for milliseconds (`benches/draw_polls.rs`).
+    /// The draw's outcome and its moves, and the admissions after it, go in one submission,
+    /// so nobody's admission is stored without the draw that placed them.
+    pub fn draw_and_advance(&self, now: Timestamp) -> (Option<DrawOutcome>, Vec<TokenRecord>) {
+        let started = std::time::Instant::now();
+        let prepared = {
+            let line = self.read();
+            line.participants_at(now)
+                .map(|p| line.prepare_draw(p.draw()))
+        };
+        let mut line = self.write();
+        let drawn = prepared.map(|p| line.apply_prepared(p, now));
+        if drawn.is_some() {
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.last_draw_us.store(took.max(1), Ordering::Relaxed);
+        }
+        (drawn, line.advance(now))
+    }
+
+    /// The draw as it was before it was split: computed and applied under the writer's lock,
+    /// which polls wait on for the whole of it. Kept only for `benches/draw_polls.rs` to
+    /// measure what the split saves, side by side.
+    #[doc(hidden)]
+    pub fn draw_under_the_lock(&self, now: Timestamp) -> Option<DrawOutcome> {
+        let mut line = self.write();
+        line.draw_if_due(now)
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, WaitingLine> {
         // Writers only run the pure, panic-free line operations; a poisoned lock still holds a
         // consistent line.
@@ -226,25 +257,7 @@ impl QueueActor {
             return;
         };
         let now = self.env.clock.now();
-        // The draw is computed and its moves built on a shared borrow (polls go on; this
-        // actor is the line's only writer, so nothing changes meanwhile), then swapped in
-        // under the writer's lock, which a million waiters hold for milliseconds.
-        let started = std::time::Instant::now();
-        let prepared = {
-            let line = self.view.read();
-            line.participants_at(now)
-                .map(|p| line.prepare_draw(p.draw()))
-        };
-        let mut line = self.view.write();
-        // The draw first: its moves and the admissions after it are one submission, so
-        // nobody's admission is stored without the draw that placed them.
-        let drawn = prepared.map(|p| line.apply_prepared(p, now));
-        if drawn.is_some() {
-            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.view.last_draw_us.store(took.max(1), Ordering::Relaxed);
-        }
-        let changed = line.advance(now);
-        drop(line);
+        let (drawn, changed) = self.view.draw_and_advance(now);
         let Some(drawn) = drawn else {
             if !changed.is_empty() {
                 let writes = changed

@@ -11,7 +11,7 @@ pub const SEED_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
 pub struct Timestamp(i64);
 
 impl Timestamp {
-    pub fn from_millis(ms: i64) -> Timestamp {
+    pub const fn from_millis(ms: i64) -> Timestamp {
         Timestamp(ms)
     }
 
