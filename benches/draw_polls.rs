@@ -18,6 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const READERS: usize = 2;
+/// Each reader's pause between polls: two readers make about 25,000 polls/s, what a million
+/// waiters polling every 40 s would send (a reader that never paused would only measure how
+/// two busy threads starve the writer of this 2-core machine's CPU).
+const POLL_GAP: Duration = Duration::from_micros(25);
 const OPENS_AT: Timestamp = Timestamp::from_millis(100_000);
 
 fn line_of(n: usize) -> (WaitingLine, Vec<(UserId, TokenId)>) {
@@ -53,6 +57,7 @@ fn line_of(n: usize) -> (WaitingLine, Vec<(UserId, TokenId)>) {
 /// Poll latencies (µs) of the polls that overlapped the draw, and the draw's own duration.
 fn measure(n: usize, split: bool) -> (Vec<u64>, Duration) {
     let (line, waiters) = line_of(n);
+    let built = mib("VmRSS:");
     let view = Arc::new(QueueView::new(line));
     let waiters = Arc::new(waiters);
     let stop = Arc::new(AtomicBool::new(false));
@@ -68,6 +73,7 @@ fn measure(n: usize, split: bool) -> (Vec<u64>, Duration) {
                     let answer = view.poll(user, token, OPENS_AT);
                     polls.push((started, started.elapsed()));
                     assert!(answer.is_ok(), "every waiter is known");
+                    std::thread::sleep(POLL_GAP);
                 }
                 polls
             })
@@ -84,6 +90,10 @@ fn measure(n: usize, split: bool) -> (Vec<u64>, Duration) {
     assert!(drawn, "the draw was due");
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
+    println!(
+        "  rss {built:.0} MiB with the line built, peak so far {:.0} MiB",
+        mib("VmHWM:")
+    );
     let ended = began + took;
     let mut during: Vec<u64> = readers
         .into_iter()
@@ -93,6 +103,19 @@ fn measure(n: usize, split: bool) -> (Vec<u64>, Duration) {
         .collect();
     during.sort_unstable();
     (during, took)
+}
+
+/// A field of `/proc/self/status` in MiB (`VmRSS` now, `VmHWM` the peak so far).
+fn mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn quantile(sorted: &[u64], q: f64) -> u64 {
