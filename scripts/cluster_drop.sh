@@ -8,6 +8,12 @@
 #
 #   cargo build --release --bin boxoffice --example drop
 #   scripts/cluster_drop.sh [ROUNDS] [DURATION_SECS]
+#   QUOTA=0.25 scripts/cluster_drop.sh 2 30   # each node held to a quarter of a core (as root)
+#
+# QUOTA (cores per node) puts every node, the one and each of the three, in a cgroup of its
+# own under the cgroup v1 `cpu` controller (/sys/fs/cgroup/cpu) with that CFS quota, so the
+# nodes, not PostgreSQL or the generator (both unlimited), are the bottleneck, as they would
+# be on machines of their own (issue 26). The groups are removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-2}
@@ -20,9 +26,29 @@ PG=postgres://postgres@127.0.0.1:5432
 ARGS=(--users 20000 --seats 40000 --schedules 40 --concurrency 128 --duration-secs "$DURATION" --retry-503 3)
 # Extra flags for every cluster node, e.g. CLUSTER_FLAGS="--workers 1".
 read -r -a CLUSTER_FLAGS <<< "${CLUSTER_FLAGS:-}"
+QUOTA=${QUOTA:-}
+CPU_CGROUPS=/sys/fs/cgroup/cpu
 PIDS=()
+GROUPS_MADE=()
 
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
+# Holds the process in a cgroup of its own with QUOTA cores (nothing without QUOTA).
+limit() { # pid name
+  [ -n "$QUOTA" ] || return 0
+  local dir="$CPU_CGROUPS/boxoffice-bench-$2"
+  mkdir -p "$dir"
+  echo 100000 > "$dir/cpu.cfs_period_us"
+  awk "BEGIN{printf \"%d\", $QUOTA * 100000}" > "$dir/cpu.cfs_quota_us"
+  echo "$1" > "$dir/cgroup.procs"
+  GROUPS_MADE+=("$dir")
+}
+
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  PIDS=()
+  for g in "${GROUPS_MADE[@]:-}"; do [ -n "$g" ] && rmdir "$g" 2>/dev/null || true; done
+  GROUPS_MADE=()
+}
 trap cleanup EXIT
 
 fresh_db() {
@@ -43,6 +69,7 @@ node() { # port database extra-args...
   RUST_LOG=error "$BIN" serve --bind "127.0.0.1:$port" --database-url "$PG/$db" \
     --admin-key "$KEY" --max-seats-per-user 4 "$@" >/dev/null 2>&1 &
   PIDS+=($!)
+  limit "$!" "$port"
 }
 
 # CPU seconds so far of the given pids (utime + stime, 100 ticks a second), and the
@@ -93,7 +120,7 @@ three_nodes() {
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-  echo "## round $round ($(date -u +%H:%M:%S) UTC, commit $(git rev-parse --short HEAD))"
+  echo "## round $round ($(date -u +%H:%M:%S) UTC, commit $(git rev-parse --short HEAD), quota per node: ${QUOTA:-none})"
   one_node
   three_nodes
 done
