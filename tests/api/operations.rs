@@ -88,10 +88,7 @@ async fn metrics_expose_requests_mailboxes_the_persister_and_the_line(backend: B
         .as_i64()
         .unwrap();
     assert_eq!(app.pay(user, token, id).await.status().as_u16(), 201);
-    let response = app.get("/metrics", None).await;
-    assert_eq!(response.status().as_u16(), 200);
-    let text = response.text().await.unwrap();
-    for name in [
+    let names = [
         "boxoffice_http_requests_total{method=\"POST\",route=\"/v1/reservations\",status=\"201\"}",
         "boxoffice_http_request_duration_seconds_bucket",
         "boxoffice_mailbox_depth{actor=\"schedule\"}",
@@ -102,9 +99,21 @@ async fn metrics_expose_requests_mailboxes_the_persister_and_the_line(backend: B
         "boxoffice_queue_active_tokens",
         "boxoffice_holds_total{outcome=\"placed\"}",
         "boxoffice_seats_sold_total",
-    ] {
-        assert!(text.contains(name), "/metrics lacks {name}");
+    ];
+    // The sold seats are counted when the schedule learns the payment committed, a message
+    // sent after the 201: look again for a while (bounded) before calling a series missing.
+    let mut missing = Vec::new();
+    for _ in 0..50 {
+        let response = app.get("/metrics", None).await;
+        assert_eq!(response.status().as_u16(), 200);
+        let text = response.text().await.unwrap();
+        missing = names.iter().filter(|n| !text.contains(**n)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    panic!("/metrics lacks {missing:?}");
 }
 on_postgres!(metrics_expose_requests_mailboxes_the_persister_and_the_line);
 
