@@ -614,6 +614,56 @@ mod tests {
             .is_ok());
     }
 
+    /// `check_hold` refuses exactly what `hold` would, for the same reason: the actor refuses
+    /// on its word before it reserves room for a write (and answers at once when the refusal
+    /// is durable), so a `check_hold` that said yes to everything would change every refusal.
+    #[test]
+    fn check_hold_refuses_what_hold_refuses() {
+        let mut b = book(10);
+        b.hold(rid(1), user(1), &[seat(2)], t(1), POLICY).unwrap();
+        let over_limit: Vec<SeatId> = (3..=7).map(seat).collect();
+        for seats in [
+            vec![],
+            vec![seat(1), seat(1)],
+            vec![seat(1), seat(2)],
+            vec![SeatId::new(5).unwrap()],
+            over_limit,
+        ] {
+            let checked = b.check_hold(user(2), &seats, t(1), POLICY);
+            assert!(checked.is_err(), "{seats:?} cannot be held");
+            let held = b.hold(rid(2), user(2), &seats, t(1), POLICY).map(drop);
+            assert_eq!(checked, held, "{seats:?}");
+        }
+        assert_eq!(b.check_hold(user(2), &[seat(1)], t(1), POLICY), Ok(()));
+    }
+
+    /// The limit is the most a user may hold, not one less: exactly `limit` seats are held, in
+    /// one request or across several, and one more is refused.
+    #[test]
+    fn a_user_may_hold_exactly_the_limit_and_no_more() {
+        let limit = POLICY.max_seats_per_user;
+        let seats: Vec<SeatId> = (1..=i64::from(limit) + 1).map(seat).collect();
+        let (up_to_limit, one_more) = seats.split_at(limit as usize);
+        let mut b = book(10);
+        assert_eq!(
+            b.hold(rid(1), user(1), &seats, t(1), POLICY).unwrap_err(),
+            BookingRefusal::SeatLimitExceeded { limit }
+        );
+        b.hold(rid(2), user(1), up_to_limit, t(1), POLICY)
+            .expect("exactly the limit in one request");
+        let (last, first) = up_to_limit.split_last().expect("the limit is at least one");
+        let mut b = book(10);
+        b.hold(rid(1), user(2), first, t(1), POLICY)
+            .expect("below the limit");
+        b.hold(rid(2), user(2), &[*last], t(1), POLICY)
+            .expect("the seat that reaches the limit");
+        assert_eq!(
+            b.hold(rid(3), user(2), one_more, t(1), POLICY).unwrap_err(),
+            BookingRefusal::SeatLimitExceeded { limit }
+        );
+        assert_eq!(b.seats_of(user(2)), limit);
+    }
+
     #[test]
     fn booking_is_open_only_between_reservation_at_and_the_concert() {
         let mut b = book(3);

@@ -5,6 +5,7 @@ mod helpers;
 mod admin;
 mod auth;
 mod balance;
+mod body_limit;
 mod concerts;
 mod concurrency;
 mod document;
