@@ -94,4 +94,6 @@ pub enum BookingRefusal {
     PaymentInProgress,
     #[error("reservation cancelled")]
     Cancelled,
+    #[error("the performance is cancelled")]
+    PerformanceCancelled,
 }

@@ -7,6 +7,7 @@
 
 use super::ids::IdMap;
 use super::seat_plan::{schedule_plan, SchedulePlan, SeatPlan};
+use super::waitlist::Waitlist;
 use super::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
 use std::time::Duration;
 
@@ -71,6 +72,11 @@ pub struct ScheduleBook {
     /// zero have no entry.
     seats_by_user: IdMap<UserId, u32>,
     available: usize,
+    /// The waiting list (`waitlist.rs`): while an entry waits, no available seat is on
+    /// general sale.
+    pub waitlist: Waitlist,
+    /// The operator cancelled the performance: nothing more is sold.
+    pub cancelled: bool,
 }
 
 impl ScheduleBook {
@@ -112,6 +118,8 @@ impl ScheduleBook {
             reservations: IdMap::default(),
             seats_by_user: IdMap::default(),
             available,
+            waitlist: Waitlist::default(),
+            cancelled: false,
         }
     }
 
@@ -228,8 +236,23 @@ impl ScheduleBook {
         now: Timestamp,
         policy: HoldPolicy,
     ) -> Result<(), BookingRefusal> {
-        self.positions_to_hold(user, seat_ids, now, policy)
+        self.positions_to_hold(user, seat_ids, now, policy, false)
             .map(drop)
+    }
+
+    /// Whether an available seat is on general sale: not while the waiting list has an entry
+    /// waiting (its seats), nor once the performance is cancelled.
+    pub fn on_sale(&self) -> bool {
+        !self.cancelled && !self.waitlist.has_waiting()
+    }
+
+    /// Seats a buyer could hold now: the catalog's count.
+    pub fn on_sale_count(&self) -> usize {
+        if self.on_sale() {
+            self.available
+        } else {
+            0
+        }
     }
 
     /// The seats' positions if every one can be held by `user` now.
@@ -239,6 +262,7 @@ impl ScheduleBook {
         seat_ids: &[SeatId],
         now: Timestamp,
         policy: HoldPolicy,
+        for_offer: bool,
     ) -> Result<Vec<usize>, BookingRefusal> {
         if seat_ids.is_empty() {
             return Err(BookingRefusal::NoSeats);
@@ -258,6 +282,9 @@ impl ScheduleBook {
                 .ok_or(BookingRefusal::SeatNotFound { seat: *seat })?;
             positions.push(i);
         }
+        if self.cancelled {
+            return Err(BookingRefusal::PerformanceCancelled);
+        }
         if !self.is_open(now) {
             return Err(BookingRefusal::NotOpen);
         }
@@ -265,9 +292,10 @@ impl ScheduleBook {
         if owned + seat_ids.len() as u32 > limit {
             return Err(BookingRefusal::SeatLimitExceeded { limit });
         }
+        let withheld = !for_offer && !self.on_sale();
         if let Some(&i) = positions
             .iter()
-            .find(|&&i| self.states[i] != SeatState::Available)
+            .find(|&&i| withheld || self.states[i] != SeatState::Available)
         {
             return Err(BookingRefusal::SeatUnavailable {
                 seat: self.seats[i].id,
@@ -285,7 +313,32 @@ impl ScheduleBook {
         now: Timestamp,
         policy: HoldPolicy,
     ) -> Result<&Reservation, BookingRefusal> {
-        let positions = self.positions_to_hold(user, seat_ids, now, policy)?;
+        self.hold_as(id, user, seat_ids, now, policy, false)
+    }
+
+    /// Holds seats the waiting list offers to `user`: as [`ScheduleBook::hold`], but the
+    /// available seats the list keeps off general sale may be taken.
+    pub fn hold_offer(
+        &mut self,
+        id: ReservationId,
+        user: UserId,
+        seat_ids: &[SeatId],
+        now: Timestamp,
+        policy: HoldPolicy,
+    ) -> Result<&Reservation, BookingRefusal> {
+        self.hold_as(id, user, seat_ids, now, policy, true)
+    }
+
+    fn hold_as(
+        &mut self,
+        id: ReservationId,
+        user: UserId,
+        seat_ids: &[SeatId],
+        now: Timestamp,
+        policy: HoldPolicy,
+        for_offer: bool,
+    ) -> Result<&Reservation, BookingRefusal> {
+        let positions = self.positions_to_hold(user, seat_ids, now, policy, for_offer)?;
         let total = Money::sum(positions.iter().map(|&i| self.seats[i].price))
             // Unreachable with at most `limit` seats of i64 prices unless prices are absurd;
             // refuse rather than wrap.

@@ -41,11 +41,13 @@ mod holds;
 mod payment;
 mod queue_ops;
 mod reads;
+mod waitlist;
 mod wallets;
 
 pub use dashboard::KeptInMemory;
 pub use elsewhere::{AllHere, Elsewhere, Settlement};
 pub use queue_ops::QUEUE_REBUILD_WAIT;
+pub use waitlist::WaitlistKey;
 
 /// Where a reservation is answered from.
 pub(crate) enum Located {
