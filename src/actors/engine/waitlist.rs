@@ -4,8 +4,9 @@
 use super::Engine;
 use crate::actors::error::{BookingError, WaitlistError};
 use crate::actors::mailbox::ask;
-use crate::actors::schedule::{JoinWaitlist, LeaveWaitlist, ReadWaitlist, WaitlistView};
-use crate::domain::{ConcertId, ScheduleId, UserId};
+use crate::actors::persister::ActorKey;
+use crate::actors::schedule::{IsOffer, JoinWaitlist, LeaveWaitlist, ReadWaitlist, WaitlistView};
+use crate::domain::{ConcertId, ReservationId, ScheduleId, UserId};
 use crate::store::{AuditCounts, StoreError};
 
 /// Which entry a waiting-list request names.
@@ -59,6 +60,24 @@ impl Engine {
         let addr = self.waitlist_actor(key)?;
         let user = key.user;
         Ok(ask(&addr, |reply| LeaveWaitlist { user, reply }).await?)
+    }
+
+    /// Whether `id` is a waiting-list offer held for `user` by a schedule of this node: its
+    /// payment needs no queue token. (A schedule held by another node answers no: a cluster
+    /// pays an offer with a token.)
+    pub async fn is_offer(&self, user: UserId, id: ReservationId) -> bool {
+        let Some(schedule) = self.inner.env.reservations.schedule_of(id) else {
+            return false;
+        };
+        if !self.is_here(ActorKey::Schedule(schedule)) {
+            return false;
+        }
+        let Ok(addr) = self.schedule(schedule) else {
+            return false;
+        };
+        ask(&addr, |reply| IsOffer { id, user, reply })
+            .await
+            .unwrap_or(false)
     }
 
     /// The schedule's invariants counted from the database; `None` for an unknown schedule.

@@ -31,7 +31,7 @@ pub use intake::{DrainHolds, HoldIntake, Pushed};
 pub use live::{SampleSeats, SeatSample};
 pub use payment::{PinHold, PinnedHold, PostHold, UnpinHold};
 pub use reads::{stored_view, ListSeats, ReadReservation, ReservationView, SeatMap, SeatView};
-pub use waitlist::{JoinWaitlist, LeaveWaitlist, ReadWaitlist, WaitlistView};
+pub use waitlist::{IsOffer, JoinWaitlist, LeaveWaitlist, ReadWaitlist, WaitlistView};
 
 use super::durability::Durability;
 use super::env::ActorEnv;

@@ -49,6 +49,28 @@ pub struct LeaveWaitlist {
     pub reply: Reply<WaitlistView, WaitlistRefusal>,
 }
 
+/// Whether a reservation is a waiting-list offer to its user (paid without a queue token).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct IsOffer {
+    pub id: ReservationId,
+    pub user: UserId,
+    pub reply: Reply<bool, WaitlistRefusal>,
+}
+
+impl Handler<IsOffer> for ScheduleActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: IsOffer, _: &mut Context<Self>) {
+        let offered = self.state.ready().is_some_and(|b| {
+            b.waitlist
+                .entry(msg.user)
+                .is_some_and(|e| e.offer == Some(msg.id))
+        });
+        let _ = msg.reply.send(Ok(offered));
+    }
+}
+
 impl ScheduleActor {
     fn waitlist_view(&self, e: &WaitlistEntry) -> Option<WaitlistView> {
         let book = self.state.ready()?;
