@@ -351,6 +351,9 @@ impl Handler<DebitForPayment> for WalletActor {
     }
 }
 
+mod refund;
+pub use refund::CreditRefund;
+
 impl Handler<Rebuild> for WalletActor {
     type Result = ();
 

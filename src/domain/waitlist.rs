@@ -110,6 +110,11 @@ impl Waitlist {
         self.by_seq.is_empty()
     }
 
+    /// Every user with an entry, in list order.
+    pub fn users(&self) -> Vec<UserId> {
+        self.by_seq.values().map(|e| e.user).collect()
+    }
+
     pub fn entry(&self, user: UserId) -> Option<&WaitlistEntry> {
         self.by_seq.get(self.by_user.get(&user)?)
     }

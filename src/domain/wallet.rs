@@ -75,6 +75,18 @@ impl Wallet {
         Ok(balance)
     }
 
+    /// Puts a refunded `amount` back (API.md §12); refused only past what `Money` holds.
+    pub fn credit(&mut self, amount: Money) -> Result<Money, WalletRefusal> {
+        let balance =
+            self.balance
+                .checked_add(amount)
+                .ok_or(WalletRefusal::InvalidRechargeAmount {
+                    amount: amount.won(),
+                })?;
+        self.balance = balance;
+        Ok(balance)
+    }
+
     /// Takes `amount` out, or refuses without changing anything.
     pub fn debit(&mut self, amount: Money) -> Result<Money, WalletRefusal> {
         let balance = self

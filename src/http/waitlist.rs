@@ -233,7 +233,7 @@ pub async fn audit(
 #[utoipa::path(post, path = "/v1/admin/schedules/{scheduleId}/cancel", tag = "admin",
     params(("scheduleId" = i64, Path, minimum = 1), ("X-Admin-Key" = String, Header)),
     responses(
-        (status = 200, description = "the performance is cancelled"),
+        (status = 200, body = CancelledBody),
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 403, description = "forbidden", body = ErrorBody),
         (status = 404, description = "schedule_not_found", body = ErrorBody),
@@ -241,11 +241,27 @@ pub async fn audit(
     ))]
 pub async fn cancel_performance(
     _admin: AdminAccess,
-    _state: web::Data<AppState>,
+    state: web::Data<AppState>,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let _schedule = id(path.into_inner(), ScheduleId::new)?;
-    Err(ApiError::Unavailable(
-        "performance cancellation not built yet".into(),
-    ))
+    let schedule = id(path.into_inner(), ScheduleId::new)?;
+    let report = within_deadline(state.engine.cancel_performance(schedule)).await?;
+    Ok(HttpResponse::Ok().json(CancelledBody {
+        schedule_id: schedule.get(),
+        status: "CANCELLED",
+        holds_released: report.voided,
+        reservations_refunded: report.refunded,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelledBody {
+    schedule_id: i64,
+    #[schema(example = "CANCELLED")]
+    status: &'static str,
+    /// Holds this call released (a repeated call releases and refunds nothing twice).
+    holds_released: usize,
+    /// Paid reservations this call refunded.
+    reservations_refunded: usize,
 }

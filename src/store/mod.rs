@@ -52,7 +52,7 @@ pub use records::{
 };
 pub use redact::redact;
 pub use sqlite::SqliteStore;
-pub use waitlist::WaitlistSnapshot;
+pub use waitlist::{PaidReservation, WaitlistSnapshot};
 pub use writes::{OpeningWrite, Writes};
 
 use crate::domain::queue::{OpeningRecord, TokenRecord};
@@ -258,6 +258,14 @@ impl Store {
     /// A schedule's waiting list in join order, and whether the performance is cancelled.
     pub async fn load_waitlist(&self, id: ScheduleId) -> Result<WaitlistSnapshot, StoreError> {
         dispatch!(self, s => s.load_waitlist(id).await)
+    }
+
+    /// The schedule's paid reservations and their payments, by id.
+    pub async fn paid_of_schedule(
+        &self,
+        id: ScheduleId,
+    ) -> Result<Vec<PaidReservation>, StoreError> {
+        dispatch!(self, s => s.paid_of_schedule(id).await)
     }
 
     /// The schedule's invariants, counted from what is stored (API.md §12).

@@ -154,6 +154,13 @@ impl PgStore {
         super::waitlist::load_waitlist(&mut *self.reader().await?, schedule).await
     }
 
+    pub async fn paid_of_schedule(
+        &self,
+        schedule: ScheduleId,
+    ) -> Result<Vec<super::PaidReservation>, StoreError> {
+        super::waitlist::paid_of_schedule(&mut *self.reader().await?, schedule).await
+    }
+
     pub async fn audit(&self, schedule: ScheduleId) -> Result<super::AuditCounts, StoreError> {
         super::audit::audit(&mut *self.reader().await?, schedule).await
     }

@@ -181,6 +181,13 @@ impl SqliteStore {
         super::waitlist::load_waitlist(&mut *self.readers.acquire().await?, schedule).await
     }
 
+    pub async fn paid_of_schedule(
+        &self,
+        schedule: ScheduleId,
+    ) -> Result<Vec<super::PaidReservation>, StoreError> {
+        super::waitlist::paid_of_schedule(&mut *self.readers.acquire().await?, schedule).await
+    }
+
     pub async fn audit(&self, schedule: ScheduleId) -> Result<super::AuditCounts, StoreError> {
         super::audit::audit(&mut *self.readers.acquire().await?, schedule).await
     }

@@ -7,8 +7,16 @@ use super::postgres_writes::{Column, Part};
 use super::rows::{self, Columns};
 use super::{StoreError, Writes};
 use crate::domain::waitlist::WaitlistEntry;
-use crate::domain::{ReservationId, ScheduleId, Timestamp, UserId};
+use crate::domain::{Money, PaymentId, ReservationId, ScheduleId, Timestamp, UserId};
 use sqlx::sqlite::SqliteConnection;
+
+/// A paid reservation and the payment that paid it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaidReservation {
+    pub reservation: ReservationId,
+    pub payment: PaymentId,
+    pub amount: Money,
+}
 
 /// A schedule's waiting list, in join order, and whether the performance is cancelled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +61,32 @@ pub(super) async fn load_waitlist<C: SqlConnection>(
         .await?
         .is_some();
     Ok(WaitlistSnapshot { entries, cancelled })
+}
+
+/// The paid reservations of a schedule with their payment: what a cancelled performance
+/// refunds.
+pub(super) async fn paid_of_schedule<C: SqlConnection>(
+    conn: &mut C,
+    schedule: ScheduleId,
+) -> Result<Vec<PaidReservation>, StoreError> {
+    conn.rows(
+        "SELECT r.id, p.id AS payment_id, p.amount FROM reservations r
+         JOIN payments p ON p.reservation_id = r.id
+         WHERE r.schedule_id = $1 AND r.status = 'PAID' ORDER BY r.id",
+        &[schedule.get()],
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        let amount = row.int8("amount")?;
+        Ok(PaidReservation {
+            reservation: rows::id(row.int8("id")?, ReservationId::new)?,
+            payment: rows::id(row.int8("payment_id")?, PaymentId::new)?,
+            amount: Money::new(amount)
+                .ok_or_else(|| StoreError::Corrupt(format!("payment amount {amount}")))?,
+        })
+    })
+    .collect()
 }
 
 fn stored(batch: &Writes) -> impl Iterator<Item = &WaitlistEntry> {

@@ -3,8 +3,10 @@
 mod helpers;
 
 mod admin;
+mod audit;
 mod auth;
 mod balance;
+mod cancel_performance;
 mod concerts;
 mod concurrency;
 mod document;

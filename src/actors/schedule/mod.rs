@@ -12,7 +12,8 @@
 //! - `payment.rs`: pin, unpin and post;
 //! - `reads.rs`: the seat map and a reservation, as the client sees them;
 //! - `live.rs`: every seat's state in memory, for the operator's dashboard;
-//! - `waitlist.rs`: the waiting list, and the offers freed seats make to it.
+//! - `waitlist.rs`: the waiting list, and the offers freed seats make to it;
+//! - `performance.rs`: cancelling the whole performance, and its refunds.
 
 mod cancel;
 mod eviction;
@@ -21,6 +22,7 @@ mod hold;
 mod intake;
 mod live;
 mod payment;
+mod performance;
 mod reads;
 mod unconfirmed;
 mod waitlist;
@@ -30,6 +32,7 @@ pub use hold::HoldSeats;
 pub use intake::{DrainHolds, HoldIntake, Pushed};
 pub use live::{SampleSeats, SeatSample};
 pub use payment::{PinHold, PinnedHold, PostHold, UnpinHold};
+pub use performance::{BeginRefund, CancelPerformance, FinishRefund, PerformanceCancelled};
 pub use reads::{stored_view, ListSeats, ReadReservation, ReservationView, SeatMap, SeatView};
 pub use waitlist::{IsOffer, JoinWaitlist, LeaveWaitlist, ReadWaitlist, WaitlistView};
 
@@ -38,6 +41,7 @@ use super::env::ActorEnv;
 use super::loading::{self, Fetch, Loaded, Loads, Rebuild};
 use super::mailbox::{Named, Reply};
 use super::persister::ActorKey;
+use crate::domain::ids::IdSet;
 use crate::domain::schedule::{
     BookingRefusal, HoldPolicy, ReservationStatus, ScheduleBook, ScheduleInfo,
 };
@@ -102,6 +106,8 @@ pub struct ScheduleActor {
     /// by a hold not yet committed). They are answered together after the burst, behind one
     /// submission, instead of one persister entry each.
     deferred: Vec<(Reply<ReservationView, BookingRefusal>, BookingRefusal)>,
+    /// Paid reservations whose refund is in flight (`performance.rs`): claimed once each.
+    refunding: IdSet<ReservationId>,
 }
 
 impl ScheduleActor {
@@ -144,6 +150,7 @@ impl ScheduleActor {
             last_release: 0,
             burst: Vec::new(),
             deferred: Vec::new(),
+            refunding: IdSet::default(),
         }
     }
 

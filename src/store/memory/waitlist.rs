@@ -4,8 +4,10 @@
 use super::tables::Tables;
 use super::MemoryStore;
 use crate::domain::schedule::ReservationStatus;
-use crate::domain::ScheduleId;
-use crate::store::{AuditCounts, LedgerKind, StoreError, WaitlistSnapshot, Writes};
+use crate::domain::{ReservationId, ScheduleId};
+use crate::store::{
+    AuditCounts, LedgerKind, PaidReservation, StoreError, WaitlistSnapshot, Writes,
+};
 use std::collections::HashMap;
 
 impl Tables {
@@ -23,6 +25,25 @@ impl Tables {
         for (schedule, at) in &batch.cancelled {
             self.cancelled.entry(*schedule).or_insert(*at);
         }
+    }
+
+    fn refunded_without_one_refund(&self, of_schedule: &[ReservationId]) -> i64 {
+        let mut refunds: HashMap<ReservationId, i64> = HashMap::new();
+        for l in self
+            .ledger
+            .values()
+            .filter(|l| l.kind == LedgerKind::Refund)
+        {
+            if let Some(p) = l.payment.and_then(|p| self.payments.get(&p)) {
+                *refunds.entry(p.reservation).or_default() += 1;
+            }
+        }
+        of_schedule
+            .iter()
+            .filter_map(|id| self.reservations.get(id))
+            .filter(|r| r.status == ReservationStatus::Refunded)
+            .filter(|r| refunds.get(&r.id).copied().unwrap_or(0) != 1)
+            .count() as i64
     }
 
     fn wallets_off_ledger(&self) -> i64 {
@@ -64,6 +85,29 @@ impl MemoryStore {
         })
     }
 
+    pub async fn paid_of_schedule(
+        &self,
+        id: ScheduleId,
+    ) -> Result<Vec<PaidReservation>, StoreError> {
+        let t = self.lock();
+        let mut paid: Vec<PaidReservation> = t
+            .payments
+            .values()
+            .filter(|p| {
+                t.reservations
+                    .get(&p.reservation)
+                    .is_some_and(|r| r.schedule == id && r.status == ReservationStatus::Paid)
+            })
+            .map(|p| PaidReservation {
+                reservation: p.reservation,
+                payment: p.id,
+                amount: p.amount,
+            })
+            .collect();
+        paid.sort_by_key(|p| p.reservation);
+        Ok(paid)
+    }
+
     pub async fn audit(&self, id: ScheduleId) -> Result<AuditCounts, StoreError> {
         let t = self.lock();
         let of_schedule = t.by_schedule.get(&id).map_or(&[][..], Vec::as_slice);
@@ -88,8 +132,7 @@ impl MemoryStore {
                 .iter()
                 .filter(|r| payments.get(&r.id).copied().unwrap_or(0) != 1)
                 .count() as i64,
-            // No REFUNDED state reaches the memory store's tables on this branch.
-            refunded_without_one_refund: 0,
+            refunded_without_one_refund: t.refunded_without_one_refund(of_schedule),
             wallets_off_ledger: t.wallets_off_ledger(),
         })
     }
