@@ -39,6 +39,9 @@ pub struct WaitlistBody {
     /// Until when the offer is held, in the service's zone (`OFFERED` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<String>,
+    /// Whole seconds left on the offer (`OFFERED` only): a page counts down from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remaining_offer_seconds: Option<u64>,
 }
 
 /// `{ ok, count }` of one invariant.
@@ -83,6 +86,9 @@ fn body(state: &AppState, view: &WaitlistView) -> WaitlistBody {
         seats: view.seats,
         reservation_id: view.reservation.map(|r| r.get()),
         expires_at: view.expires_at.map(|t| state.time(t)),
+        remaining_offer_seconds: view
+            .expires_at
+            .map(|t| state.engine.now().until(t).as_secs()),
     }
 }
 
