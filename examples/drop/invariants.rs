@@ -66,7 +66,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    fn of(holds: bool) -> Verdict {
+    pub fn of(holds: bool) -> Verdict {
         if holds {
             Verdict::Holds
         } else {
@@ -156,7 +156,7 @@ async fn check_sql(db: &Db, e: &Expectations) -> Result<Vec<Check>, String> {
     let per_user = format!(
         "FROM wallets w
          LEFT JOIN (SELECT user_id,
-                           SUM(CASE WHEN kind = 'RECHARGE' THEN amount ELSE -amount END) AS net,
+                           SUM(CASE WHEN kind IN ('RECHARGE', 'REFUND') THEN amount ELSE -amount END) AS net,
                            SUM(CASE WHEN kind = 'PAYMENT' THEN amount ELSE 0 END) AS paid
                     FROM ledger GROUP BY user_id) l ON l.user_id = w.user_id
          LEFT JOIN (SELECT user_id, SUM(amount) AS paid FROM payments GROUP BY user_id) p
