@@ -30,7 +30,10 @@ pub async fn checks(client: &Client, base: &str, key: &str, schedules: &[i64]) -
                     })
                     .unwrap_or_default();
                 let detail = if ok {
-                    format!("schedule {schedule}: every check ok, {} sold", report["sold"])
+                    format!(
+                        "schedule {schedule}: every check ok, {} sold",
+                        report["sold"]
+                    )
                 } else {
                     format!("schedule {schedule}: not ok: {}", broken.join(", "))
                 };

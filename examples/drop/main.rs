@@ -218,6 +218,7 @@ async fn drive(
         schedules,
         acknowledged_payments: stats.completed,
         unknown_payments: stats.unknown_payments,
+        waitlisted: stats.waitlisted,
     };
     let mut checks = match invariants::check(url, memory, &expectations).await {
         Ok(checks) => checks,

@@ -50,6 +50,8 @@ pub fn replayable(step: Step, keyed: bool) -> bool {
     match step {
         Step::Challenge | Step::Join | Step::Poll | Step::Schedules | Step::Seats => true,
         Step::Reserve | Step::Pay => keyed,
+        // A repeated join is `waitlist_already_joined`: not the first answer.
+        Step::Waitlist => false,
     }
 }
 
