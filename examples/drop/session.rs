@@ -241,6 +241,15 @@ mod tests {
                 "pay"
             ]
         );
-        assert_eq!(names(false, false), ["reserve", "pay"], "without a key");
+        assert_eq!(
+            names(false, false),
+            ["reserve", "pay", "waitlist"],
+            "without a key"
+        );
+        assert_eq!(
+            names(true, false),
+            ["waitlist"],
+            "a join of the list is never repeated"
+        );
     }
 }
