@@ -97,6 +97,10 @@ impl ScheduleActor {
         let Loaded::Ready(book) = &mut self.state else {
             return writes;
         };
+        if book.waitlist.is_empty() {
+            // The common case, on every expiry and cancel: nothing to settle or offer.
+            return writes;
+        }
         let schedule = book.info.id;
         for gone in book.settle_offers() {
             writes = writes.waitlist_removed(schedule, gone.user);

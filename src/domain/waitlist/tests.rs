@@ -161,3 +161,29 @@ fn the_list_survives_a_restore_in_order() {
     again.leave(user(2)).expect("restored");
     assert_eq!(again.position(user(3)), Some(1));
 }
+
+#[test]
+fn a_cancelled_performance_sells_nothing_and_refunds_a_sale_once() {
+    let mut b = book(3);
+    b.hold(rid(1), user(1), &[seat(1)], t(1), POLICY)
+        .expect("free seat");
+    b.pin(rid(1), user(1), t(2)).expect("pending");
+    b.post(rid(1), t(3)).expect("pinned");
+    b.hold(rid(2), user(2), &[seat(2)], t(1), POLICY)
+        .expect("free seat");
+    let (voided, _, pinned) = b.cancel_performance(t(4));
+    assert_eq!(voided.iter().map(|r| r.id).collect::<Vec<_>>(), [rid(2)]);
+    assert_eq!(pinned, 0);
+    assert_eq!(
+        b.hold(rid(3), user(3), &[seat(3)], t(5), POLICY).err(),
+        Some(BookingRefusal::PerformanceCancelled)
+    );
+    let paid = b.reservation(rid(1)).cloned().expect("kept");
+    let refunded = b.refund(&paid, t(6)).expect("sold to it");
+    assert_eq!(refunded.status, ReservationStatus::Refunded);
+    assert!(b.refund(&paid, t(7)).is_none(), "refunded once");
+    assert_eq!(
+        b.join_waitlist(user(4), 1, t(8), 4).err(),
+        Some(WaitlistRefusal::Closed)
+    );
+}
