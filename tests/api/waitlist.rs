@@ -301,3 +301,56 @@ async fn the_list_and_its_offers_survive_kill_9(backend: Backend) {
     assert_eq!(entry(&app, &concert, users[2]).await.1["status"], "WAITING");
 }
 on_both_stores!(the_list_and_its_offers_survive_kill_9);
+
+async fn in_jwt_mode_an_entry_is_its_owners(backend: Backend) {
+    let app = spawn_jwt_app(backend, |_| {}).await;
+    let concert = app.create_concert(1, 1_000).await;
+    let holder = app.create_user(5_000).await;
+    let bearer = mint(holder);
+    let token = app.active_token_as(holder, &bearer).await;
+    let request = json!({ "userId": holder, "concertId": concert.id,
+        "scheduleId": concert.schedule, "seatIds": concert.seats });
+    let held = app
+        .send(
+            reqwest::Method::POST,
+            "/v1/reservations",
+            Some(&bearer),
+            Some(token),
+            Some(&request),
+        )
+        .await;
+    assert_eq!(held.status(), 201);
+    let user = app.create_user(5_000).await;
+    let path = entry_path(&concert, user);
+    let seats = json!({ "seats": 1 });
+    let none = app
+        .send(reqwest::Method::POST, &path, None, None, Some(&seats))
+        .await;
+    assert_eq!(none.status(), 401, "no bearer");
+    let other = mint(holder);
+    let theirs = app
+        .send(
+            reqwest::Method::POST,
+            &path,
+            Some(&other),
+            None,
+            Some(&seats),
+        )
+        .await;
+    assert_eq!(theirs.status(), 403, "another user's bearer");
+    let own = app
+        .send(
+            reqwest::Method::POST,
+            &path,
+            Some(&mint(user)),
+            None,
+            Some(&seats),
+        )
+        .await;
+    assert_eq!(own.status(), 201);
+    let read = app
+        .send(reqwest::Method::GET, &path, Some(&other), None, None)
+        .await;
+    assert_eq!(read.status(), 403);
+}
+on_both_stores!(in_jwt_mode_an_entry_is_its_owners);
