@@ -354,3 +354,37 @@ async fn in_jwt_mode_an_entry_is_its_owners(backend: Backend) {
     assert_eq!(read.status(), 403);
 }
 on_both_stores!(in_jwt_mode_an_entry_is_its_owners);
+
+async fn a_seat_kept_for_the_list_is_not_shown_for_sale(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let concert = app.create_concert(2, 1_000).await;
+    let holders = hold_every_seat(&app, &concert).await;
+    let waiter = app.create_user(5_000).await;
+    assert_eq!(join_list(&app, &concert, waiter, 2).await.status(), 201);
+    let (u, t, r) = holders[0];
+    cancel_hold(&app, u, t, r).await;
+    // One seat is free, the entry wants two: the seat waits for the list, not for buyers.
+    assert_eq!(entry(&app, &concert, waiter).await.1["status"], "WAITING");
+    let buyer = app.create_user(5_000).await;
+    let token = app.active_token(buyer).await;
+    let map = app.seat_map(token, &concert).await;
+    assert!(map.iter().all(|(_, free)| !free), "{map:?}");
+    let list = app
+        .get(
+            &format!("/v1/concerts/{}/schedules", concert.id),
+            Some(token),
+        )
+        .await;
+    assert_eq!(body(list).await["events"][0]["availableSeatCount"], 0);
+    // Once nobody waits, the seat is back on sale.
+    let leave = app
+        .client
+        .delete(app.url(&entry_path(&concert, waiter)))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(leave.status(), 200);
+    let map = app.seat_map(token, &concert).await;
+    assert_eq!(map.iter().filter(|(_, free)| *free).count(), 1, "{map:?}");
+}
+on_both_stores!(a_seat_kept_for_the_list_is_not_shown_for_sale);
