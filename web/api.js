@@ -35,6 +35,12 @@ const WORDS = {
   headers_too_large: "The request was too large.",
   pow_required: "Your browser must finish a short check before joining the line. Please try again.",
   pow_invalid: "Your browser's check before joining did not pass or took too long. Please try again.",
+  waitlist_entry_not_found: "You are not on the waiting list of this performance.",
+  waitlist_already_joined: "You are already on the waiting list of this performance.",
+  seats_on_sale: "Seats of this performance are on sale again: go back and pick them.",
+  waitlist_full: "The waiting list of this performance is full.",
+  waitlist_closed: "The waiting list of this performance is closed.",
+  performance_cancelled: "This performance is cancelled. Paid tickets are refunded to your balance.",
 };
 
 /** An error the page can show: `slug` for decisions, `words` for people. */

@@ -3,6 +3,7 @@
 import { api, ApiError, setBearer, won, wordsFor } from "./api.js";
 import { waitInLine } from "./buyer-queue.js";
 import { SeatPlan } from "./buyer-seats.js";
+import { Waitlist } from "./buyer-waitlist.js";
 
 // The demo concert; another is chosen with `/?concert=ID`.
 const CONCERT_ID = (() => {
@@ -16,7 +17,7 @@ const SEAT_REFRESH_MS = 3000;
 const WARN_AT_S = 60;
 
 const $ = (id) => document.getElementById(id);
-const STEPS = ["step-who", "step-wait", "step-schedules", "step-seats", "step-checkout", "step-done"];
+const STEPS = ["step-who", "step-wait", "step-schedules", "step-waitlist", "step-seats", "step-checkout", "step-done"];
 
 const state = { userId: null, token: null, schedule: null, reservation: null, payKey: null };
 let seatTimer = null;
@@ -117,6 +118,14 @@ async function loadSchedules() {
     b.disabled = left === 0;
     b.addEventListener("click", () => openSchedule(ev));
     li.append(b);
+    if (left === 0) {
+      // Sold out: the waiting list instead (API.md §12).
+      const w = document.createElement("button");
+      w.type = "button";
+      w.textContent = "Sold out: join the waiting list";
+      w.addEventListener("click", () => openWaitlist(ev));
+      li.append(w);
+    }
     return li;
   });
   if (!items.length) {
@@ -127,6 +136,26 @@ async function loadSchedules() {
   $("schedule-list").replaceChildren(...items);
   show("step-schedules");
 }
+
+// ---- the waiting list of a sold-out performance ----
+
+const waitlist = new Waitlist({
+  say,
+  fail,
+  onPaid: () => loadSchedules(),
+});
+
+async function openWaitlist(ev) {
+  alertText("");
+  $("waitlist-h").textContent = `Waiting list: ${ev.concertAt.replace("T", " ")}`;
+  show("step-waitlist");
+  await waitlist.open(CONCERT_ID, ev.scheduleId, state.userId);
+}
+
+$("waitlist-back").addEventListener("click", () => {
+  waitlist.stop();
+  loadSchedules();
+});
 
 // ---- seat plan ----
 

@@ -65,6 +65,10 @@ pub struct Args {
     /// on a throwaway SQLite file unless --database-url says otherwise.
     #[arg(long)]
     pub smoke: bool,
+    /// A user who finds the drop sold out joins the first schedule's waiting list for one
+    /// seat (on with --smoke); the invariants then count the stored entries.
+    #[arg(long)]
+    pub waitlist: bool,
     /// Check the seat-map scanner against a full JSON parse of every map (on with --smoke).
     #[arg(long)]
     pub verify_seat_maps: bool,
@@ -103,6 +107,7 @@ impl Args {
             self.concurrency = 32;
             self.duration_secs = 20;
             self.verify_seat_maps = true;
+            self.waitlist = true;
         }
         self.base_urls = self
             .base_urls

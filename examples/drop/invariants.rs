@@ -14,6 +14,8 @@ pub struct Expectations {
     pub schedules: Vec<i64>,
     pub acknowledged_payments: u64,
     pub unknown_payments: u64,
+    /// Sold-out users the waiting list took (`--waitlist`).
+    pub waitlisted: u64,
 }
 
 enum Db {
@@ -66,7 +68,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    fn of(holds: bool) -> Verdict {
+    pub fn of(holds: bool) -> Verdict {
         if holds {
             Verdict::Holds
         } else {
@@ -156,7 +158,7 @@ async fn check_sql(db: &Db, e: &Expectations) -> Result<Vec<Check>, String> {
     let per_user = format!(
         "FROM wallets w
          LEFT JOIN (SELECT user_id,
-                           SUM(CASE WHEN kind = 'RECHARGE' THEN amount ELSE -amount END) AS net,
+                           SUM(CASE WHEN kind IN ('RECHARGE', 'REFUND') THEN amount ELSE -amount END) AS net,
                            SUM(CASE WHEN kind = 'PAYMENT' THEN amount ELSE 0 END) AS paid
                     FROM ledger GROUP BY user_id) l ON l.user_id = w.user_id
          LEFT JOIN (SELECT user_id, SUM(amount) AS paid FROM payments GROUP BY user_id) p
@@ -173,7 +175,12 @@ async fn check_sql(db: &Db, e: &Expectations) -> Result<Vec<Check>, String> {
             "SELECT COUNT(*) {per_user} AND COALESCE(l.paid, 0) <> COALESCE(p.paid, 0)"
         ))
         .await?;
-    Ok(verdicts(
+    let entries = db
+        .number(&format!(
+            "SELECT COUNT(*) FROM waitlist_entries WHERE schedule_id IN ({schedules})"
+        ))
+        .await?;
+    let mut checks = verdicts(
         e,
         Numbers {
             double_sold,
@@ -185,7 +192,14 @@ async fn check_sql(db: &Db, e: &Expectations) -> Result<Vec<Check>, String> {
             wrong_balances,
             ledger_off_payments,
         },
-    ))
+    );
+    // Offers stay entries until paid or expired, and the drop pays none: one row per join.
+    checks.push((
+        "waiting-list entries stored = joins acknowledged",
+        Verdict::of(entries == e.waitlisted as i64),
+        format!("{entries} stored, {} acknowledged", e.waitlisted),
+    ));
+    Ok(checks)
 }
 
 /// The same numbers, computed from the in-memory store's tables.
@@ -225,7 +239,11 @@ fn check_memory(store: &MemoryStore, e: &Expectations) -> Vec<Check> {
     let mut net: HashMap<i64, i64> = HashMap::new();
     let mut ledger_paid: HashMap<i64, i64> = HashMap::new();
     for l in &t.ledger {
-        let sign = if l.kind.as_str() == "RECHARGE" { 1 } else { -1 };
+        let sign = if matches!(l.kind.as_str(), "RECHARGE" | "REFUND") {
+            1
+        } else {
+            -1
+        };
         *net.entry(l.user.get()).or_default() += sign * l.amount.won();
         if sign < 0 {
             *ledger_paid.entry(l.user.get()).or_default() += l.amount.won();
@@ -351,6 +369,7 @@ mod tests {
             schedules: vec![1],
             acknowledged_payments,
             unknown_payments,
+            waitlisted: 0,
         }
     }
 

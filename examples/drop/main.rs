@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod args;
+mod audit;
 mod invariants;
 mod nodes;
 mod retry;
@@ -217,14 +218,16 @@ async fn drive(
         schedules,
         acknowledged_payments: stats.completed,
         unknown_payments: stats.unknown_payments,
+        waitlisted: stats.waitlisted,
     };
-    let checks = match invariants::check(url, memory, &expectations).await {
+    let mut checks = match invariants::check(url, memory, &expectations).await {
         Ok(checks) => checks,
         Err(e) => {
             eprintln!("cannot check the invariants: {e}");
             return ExitCode::from(1);
         }
     };
+    checks.extend(audit::checks(&client, &base, &admin_key, &expectations.schedules).await);
     if !invariants::print(&checks) || !faults_ok {
         return ExitCode::from(1);
     }

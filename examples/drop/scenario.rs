@@ -129,6 +129,39 @@ async fn join_proof(
     }
 }
 
+/// A sold-out user joins the first schedule's waiting list (API.md §12): 201, or 409 when a
+/// seat came back meanwhile (`seats_on_sale`); anything else fails the iteration.
+async fn join_waitlist(
+    sc: &Scenario,
+    session: &mut Session<'_>,
+    stats: &mut Stats,
+    user: i64,
+) -> Outcome {
+    let Some(schedule) = sc.schedules.iter().min().copied() else {
+        return Outcome::SoldOut;
+    };
+    session.prepare(
+        "POST",
+        format_args!(
+            "/v1/concerts/{}/schedules/{schedule}/waitlist/users/{user}",
+            sc.concert
+        ),
+        None,
+        Some(format_args!(r#"{{"seats":1}}"#)),
+    );
+    match session
+        .send(stats, Step::Waitlist, json::<IgnoredAny>)
+        .await
+    {
+        Answer::Ok(_) => {
+            stats.waitlisted += 1;
+            Outcome::SoldOut
+        }
+        Answer::Refused(409, slug) if slug == "seats_on_sale" => Outcome::SoldOut,
+        other => stats.fail(format!("waitlist: {}", other.why())),
+    }
+}
+
 /// One user's whole drop: (challenge →) join → poll until ACTIVE → schedules → seats →
 /// reserve → pay.
 async fn iteration(
@@ -196,6 +229,9 @@ async fn iteration(
     while reservation.is_none() {
         if open.is_empty() {
             stats.sold_out += 1;
+            if sc.args.waitlist {
+                return join_waitlist(sc, session, stats, user).await;
+            }
             return Outcome::SoldOut;
         }
         if attempts == sc.args.max_attempts {

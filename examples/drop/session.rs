@@ -50,6 +50,8 @@ pub fn replayable(step: Step, keyed: bool) -> bool {
     match step {
         Step::Challenge | Step::Join | Step::Poll | Step::Schedules | Step::Seats => true,
         Step::Reserve | Step::Pay => keyed,
+        // A repeated join is `waitlist_already_joined`: not the first answer.
+        Step::Waitlist => false,
     }
 }
 
@@ -239,6 +241,15 @@ mod tests {
                 "pay"
             ]
         );
-        assert_eq!(names(false, false), ["reserve", "pay"], "without a key");
+        assert_eq!(
+            names(false, false),
+            ["reserve", "pay", "waitlist"],
+            "without a key"
+        );
+        assert_eq!(
+            names(true, false),
+            ["waitlist"],
+            "a join of the list is never repeated"
+        );
     }
 }

@@ -16,9 +16,11 @@ pub enum Step {
     Seats,
     Reserve,
     Pay,
+    /// `POST …/waitlist/users/{userId}` of a user who found the drop sold out (`--waitlist`).
+    Waitlist,
 }
 
-pub const STEPS: [Step; 7] = [
+pub const STEPS: [Step; 8] = [
     Step::Challenge,
     Step::Join,
     Step::Poll,
@@ -26,6 +28,7 @@ pub const STEPS: [Step; 7] = [
     Step::Seats,
     Step::Reserve,
     Step::Pay,
+    Step::Waitlist,
 ];
 
 impl Step {
@@ -38,6 +41,7 @@ impl Step {
             Step::Seats => "seats",
             Step::Reserve => "reserve",
             Step::Pay => "pay",
+            Step::Waitlist => "waitlist",
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct Stats {
     failures: HashMap<String, u64>,
     /// Payments whose outcome is unknown (transport error or 5xx on the last try).
     pub unknown_payments: u64,
+    /// Sold-out users the waiting list took (201).
+    pub waitlisted: u64,
 }
 
 impl Stats {
@@ -131,6 +137,7 @@ impl Stats {
             conflicts: 0,
             failures: HashMap::new(),
             unknown_payments: 0,
+            waitlisted: 0,
         }
     }
 
@@ -148,6 +155,7 @@ impl Stats {
         self.failed += other.failed;
         self.conflicts += other.conflicts;
         self.unknown_payments += other.unknown_payments;
+        self.waitlisted += other.waitlisted;
         for (slug, n) in &other.failures {
             *self.failures.entry(slug.clone()).or_default() += n;
         }

@@ -48,12 +48,15 @@ pub struct EngineSettings {
     /// Cluster mode: the id block this boot allocates from ([`IdAllocator::in_block`]);
     /// `None` counts on from the largest stored id.
     pub id_block: Option<i64>,
+    /// How long a waiting-list offer is held for its user (`--offer-ttl-secs`).
+    pub offer_ttl: Duration,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             hold_ttl: Duration::from_secs(300),
+            offer_ttl: Duration::from_secs(600),
             active_ttl: Duration::from_secs(600),
             idle_timeout: Duration::from_secs(120),
             max_active: 1000,

@@ -5,6 +5,7 @@
 use super::persister::Unavailable;
 use crate::domain::queue::TokenRefusal;
 use crate::domain::schedule::BookingRefusal;
+use crate::domain::waitlist::WaitlistRefusal;
 use crate::domain::wallet::WalletRefusal;
 use crate::store::StoreError;
 
@@ -72,6 +73,25 @@ pub enum PaymentError {
 }
 
 /// Why an admin operation failed.
+/// The waiting list's answers (API.md §12): the schedule looked up as for a hold, then the
+/// list's own rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitlistError {
+    #[error(transparent)]
+    Booking(#[from] BookingError),
+    #[error(transparent)]
+    Refused(#[from] WaitlistRefusal),
+}
+
+impl From<ActorError<WaitlistRefusal>> for WaitlistError {
+    fn from(e: ActorError<WaitlistRefusal>) -> Self {
+        match e {
+            ActorError::Rejected(rule) => WaitlistError::Refused(rule),
+            ActorError::Unavailable(u) => WaitlistError::Booking(BookingError::Unavailable(u)),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// Two seats of one schedule carry the same number (the database's unique key said so).

@@ -43,6 +43,8 @@ pub mod wallet;
 
 pub use engine::Engine;
 pub use env::EngineSettings;
-pub use error::{ActorError, AdminError, BookingError, PaymentError, QueueError, WalletError};
+pub use error::{
+    ActorError, AdminError, BookingError, PaymentError, QueueError, WaitlistError, WalletError,
+};
 pub use mailbox::MAILBOX_CAPACITY;
 pub use persister::{ActorKey, Persister, Unavailable};

@@ -267,7 +267,7 @@ impl Handler<ReadBalance> for WalletActor {
 pub struct DebitForPayment {
     pub paid: Reservation,
     /// The token the payment was authorized with: it buys once (see `Wallet::pay`).
-    pub spends: TokenId,
+    pub spends: Option<TokenId>,
     /// The token as stored once spent, when this node holds the queue (else its owner spends
     /// it after the commit).
     pub token: Option<TokenRecord>,
@@ -350,6 +350,9 @@ impl Handler<DebitForPayment> for WalletActor {
             .acknowledge_after_commit(permit, acknowledgement, reply);
     }
 }
+
+mod refund;
+pub use refund::CreditRefund;
 
 impl Handler<Rebuild> for WalletActor {
     type Result = ();

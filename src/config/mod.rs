@@ -106,6 +106,9 @@ pub struct ServeArgs {
     /// How long a reservation holds its seats.
     #[arg(long, env = "BOXOFFICE_HOLD_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub hold_ttl_secs: u64,
+    /// How long a waiting-list offer holds its seats for the entry's user (API.md §12).
+    #[arg(long, env = "BOXOFFICE_OFFER_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub offer_ttl_secs: u64,
     /// How long an admitted token stays ACTIVE.
     #[arg(long, env = "BOXOFFICE_ACTIVE_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub active_ttl_secs: u64,
@@ -416,6 +419,7 @@ impl From<ServeArgs> for Settings {
             auth: AuthSettings::from(args.auth),
             engine: EngineSettings {
                 hold_ttl: Duration::from_secs(args.hold_ttl_secs),
+                offer_ttl: Duration::from_secs(args.offer_ttl_secs),
                 active_ttl: Duration::from_secs(args.active_ttl_secs),
                 idle_timeout: Duration::from_secs(args.idle_timeout_secs),
                 max_active: args.max_active as usize,

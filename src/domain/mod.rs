@@ -13,6 +13,7 @@ pub mod reservation;
 pub mod schedule;
 pub mod seat_plan;
 pub mod time;
+pub mod waitlist;
 pub mod wallet;
 
 pub use ids::{ConcertId, IdError, PaymentId, ReservationId, ScheduleId, SeatId, TokenId, UserId};

@@ -10,6 +10,8 @@ pub enum ReservationStatus {
     Paid,
     Expired,
     Cancelled,
+    /// Paid, then refunded when its performance was cancelled (API.md §12).
+    Refunded,
 }
 
 impl ReservationStatus {
@@ -20,6 +22,7 @@ impl ReservationStatus {
             ReservationStatus::Paid => "PAID",
             ReservationStatus::Expired => "EXPIRED",
             ReservationStatus::Cancelled => "CANCELLED",
+            ReservationStatus::Refunded => "REFUNDED",
         }
     }
 
@@ -29,6 +32,7 @@ impl ReservationStatus {
             "PAID" => ReservationStatus::Paid,
             "EXPIRED" => ReservationStatus::Expired,
             "CANCELLED" => ReservationStatus::Cancelled,
+            "REFUNDED" => ReservationStatus::Refunded,
             _ => return None,
         })
     }
@@ -46,7 +50,9 @@ impl ReservationStatus {
             ReservationStatus::Pending => None,
             ReservationStatus::Paid => Some(BookingRefusal::AlreadyPaid),
             ReservationStatus::Expired => Some(BookingRefusal::Expired),
-            ReservationStatus::Cancelled => Some(BookingRefusal::Cancelled),
+            ReservationStatus::Cancelled | ReservationStatus::Refunded => {
+                Some(BookingRefusal::Cancelled)
+            }
         }
     }
 }
@@ -94,4 +100,6 @@ pub enum BookingRefusal {
     PaymentInProgress,
     #[error("reservation cancelled")]
     Cancelled,
+    #[error("the performance is cancelled")]
+    PerformanceCancelled,
 }

@@ -7,6 +7,7 @@
 
 use super::ids::IdMap;
 use super::seat_plan::{schedule_plan, SchedulePlan, SeatPlan};
+use super::waitlist::{Waitlist, WaitlistEntry};
 use super::{ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, UserId};
 use std::time::Duration;
 
@@ -71,6 +72,11 @@ pub struct ScheduleBook {
     /// zero have no entry.
     seats_by_user: IdMap<UserId, u32>,
     available: usize,
+    /// The waiting list (`waitlist.rs`): while an entry waits, no available seat is on
+    /// general sale.
+    pub waitlist: Waitlist,
+    /// The operator cancelled the performance: nothing more is sold.
+    pub cancelled: bool,
 }
 
 impl ScheduleBook {
@@ -112,6 +118,8 @@ impl ScheduleBook {
             reservations: IdMap::default(),
             seats_by_user: IdMap::default(),
             available,
+            waitlist: Waitlist::default(),
+            cancelled: false,
         }
     }
 
@@ -228,8 +236,23 @@ impl ScheduleBook {
         now: Timestamp,
         policy: HoldPolicy,
     ) -> Result<(), BookingRefusal> {
-        self.positions_to_hold(user, seat_ids, now, policy)
+        self.positions_to_hold(user, seat_ids, now, policy, false)
             .map(drop)
+    }
+
+    /// Whether an available seat is on general sale: not while the waiting list has an entry
+    /// waiting (its seats), nor once the performance is cancelled.
+    pub fn on_sale(&self) -> bool {
+        !self.cancelled && !self.waitlist.has_waiting()
+    }
+
+    /// Seats a buyer could hold now: the catalog's count.
+    pub fn on_sale_count(&self) -> usize {
+        if self.on_sale() {
+            self.available
+        } else {
+            0
+        }
     }
 
     /// The seats' positions if every one can be held by `user` now.
@@ -239,6 +262,7 @@ impl ScheduleBook {
         seat_ids: &[SeatId],
         now: Timestamp,
         policy: HoldPolicy,
+        for_offer: bool,
     ) -> Result<Vec<usize>, BookingRefusal> {
         if seat_ids.is_empty() {
             return Err(BookingRefusal::NoSeats);
@@ -258,6 +282,9 @@ impl ScheduleBook {
                 .ok_or(BookingRefusal::SeatNotFound { seat: *seat })?;
             positions.push(i);
         }
+        if self.cancelled {
+            return Err(BookingRefusal::PerformanceCancelled);
+        }
         if !self.is_open(now) {
             return Err(BookingRefusal::NotOpen);
         }
@@ -265,9 +292,10 @@ impl ScheduleBook {
         if owned + seat_ids.len() as u32 > limit {
             return Err(BookingRefusal::SeatLimitExceeded { limit });
         }
+        let withheld = !for_offer && !self.on_sale();
         if let Some(&i) = positions
             .iter()
-            .find(|&&i| self.states[i] != SeatState::Available)
+            .find(|&&i| withheld || self.states[i] != SeatState::Available)
         {
             return Err(BookingRefusal::SeatUnavailable {
                 seat: self.seats[i].id,
@@ -285,7 +313,32 @@ impl ScheduleBook {
         now: Timestamp,
         policy: HoldPolicy,
     ) -> Result<&Reservation, BookingRefusal> {
-        let positions = self.positions_to_hold(user, seat_ids, now, policy)?;
+        self.hold_as(id, user, seat_ids, now, policy, false)
+    }
+
+    /// Holds seats the waiting list offers to `user`: as [`ScheduleBook::hold`], but the
+    /// available seats the list keeps off general sale may be taken.
+    pub fn hold_offer(
+        &mut self,
+        id: ReservationId,
+        user: UserId,
+        seat_ids: &[SeatId],
+        now: Timestamp,
+        policy: HoldPolicy,
+    ) -> Result<&Reservation, BookingRefusal> {
+        self.hold_as(id, user, seat_ids, now, policy, true)
+    }
+
+    fn hold_as(
+        &mut self,
+        id: ReservationId,
+        user: UserId,
+        seat_ids: &[SeatId],
+        now: Timestamp,
+        policy: HoldPolicy,
+        for_offer: bool,
+    ) -> Result<&Reservation, BookingRefusal> {
+        let positions = self.positions_to_hold(user, seat_ids, now, policy, for_offer)?;
         let total = Money::sum(positions.iter().map(|&i| self.seats[i].price))
             // Unreachable with at most `limit` seats of i64 prices unless prices are absurd;
             // refuse rather than wrap.
@@ -435,6 +488,77 @@ impl ScheduleBook {
             pinned: false,
             ..reservation.clone()
         }
+    }
+
+    /// Cancels the whole performance (API.md §12): nothing more is held, every pending and
+    /// unpinned hold is voided, the waiting list is emptied. Gives the holds voided, the
+    /// entries removed, and how many holds a payment still pins (they settle first).
+    pub fn cancel_performance(
+        &mut self,
+        now: Timestamp,
+    ) -> (Vec<Reservation>, Vec<WaitlistEntry>, usize) {
+        self.cancelled = true;
+        let mut pending: Vec<(ReservationId, bool)> = self
+            .reservations
+            .values()
+            .filter(|r| r.status == ReservationStatus::Pending)
+            .map(|r| (r.id, r.pinned))
+            .collect();
+        pending.sort();
+        let pinned = pending.iter().filter(|(_, p)| *p).count();
+        let mut voided = Vec::new();
+        for (id, _) in pending.into_iter().filter(|(_, p)| !p) {
+            self.release(id, ReservationStatus::Cancelled, now);
+            voided.push(self.reservations[&id].clone());
+        }
+        let removed = self
+            .waitlist
+            .users()
+            .into_iter()
+            .filter_map(|u| self.waitlist.leave(u).ok())
+            .collect();
+        (voided, removed, pinned)
+    }
+
+    /// Whether `r` (as stored) is paid and its seats are still sold to it here.
+    pub fn is_sold_to(&self, r: &Reservation) -> bool {
+        let in_memory = self.reservations.get(&r.id).map(|m| m.status);
+        in_memory.is_none_or(|s| s == ReservationStatus::Paid)
+            && r.status == ReservationStatus::Paid
+            && r.seats.iter().all(|seat| {
+                self.index
+                    .get(seat)
+                    .is_some_and(|&i| self.states[i] == SeatState::Sold(r.id))
+            })
+    }
+
+    /// A paid reservation refunded: its seats are no longer sold (a cancelled performance
+    /// sells them to nobody). `None` unless [`ScheduleBook::is_sold_to`].
+    pub fn refund(&mut self, r: &Reservation, now: Timestamp) -> Option<Reservation> {
+        if !self.is_sold_to(r) {
+            return None;
+        }
+        for seat in &r.seats {
+            self.states[self.index[seat]] = SeatState::Available;
+        }
+        self.available += r.seats.len();
+        if let Some(count) = self.seats_by_user.get_mut(&r.user) {
+            *count = count.saturating_sub(r.seats.len() as u32);
+            if *count == 0 {
+                self.seats_by_user.remove(&r.user);
+            }
+        }
+        let refunded = Reservation {
+            status: ReservationStatus::Refunded,
+            updated_at: now,
+            pinned: false,
+            ..r.clone()
+        };
+        if let Some(kept) = self.reservations.get_mut(&r.id) {
+            *kept = refunded.clone();
+        }
+        self.check_invariants();
+        Some(refunded)
     }
 
     fn release(&mut self, id: ReservationId, to: ReservationStatus, now: Timestamp) {

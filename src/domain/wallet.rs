@@ -65,12 +65,25 @@ impl Wallet {
 
     /// A payment: takes `amount` out and spends `token`, or refuses without changing anything
     /// (the token is checked first: a spent token is refused whatever the balance).
-    pub fn pay(&mut self, token: TokenId, amount: Money) -> Result<Money, WalletRefusal> {
-        if self.spent.contains(&token) {
+    /// A waiting-list offer is paid without a token (`None`): its hold pays once by itself.
+    pub fn pay(&mut self, token: Option<TokenId>, amount: Money) -> Result<Money, WalletRefusal> {
+        if token.is_some_and(|t| self.spent.contains(&t)) {
             return Err(WalletRefusal::TokenSpent);
         }
         let balance = self.debit(amount)?;
-        self.spent.insert(token);
+        self.spent.extend(token);
+        Ok(balance)
+    }
+
+    /// Puts a refunded `amount` back (API.md §12); refused only past what `Money` holds.
+    pub fn credit(&mut self, amount: Money) -> Result<Money, WalletRefusal> {
+        let balance =
+            self.balance
+                .checked_add(amount)
+                .ok_or(WalletRefusal::InvalidRechargeAmount {
+                    amount: amount.won(),
+                })?;
+        self.balance = balance;
         Ok(balance)
     }
 
@@ -122,20 +135,26 @@ mod tests {
         let (first, second) = (TokenId::new(7).unwrap(), TokenId::new(8).unwrap());
         let mut w = wallet(100);
         assert_eq!(
-            w.pay(first, Money::new(500).unwrap()),
+            w.pay(Some(first), Money::new(500).unwrap()),
             Err(WalletRefusal::InsufficientFunds {
                 available: Money::new(100).unwrap(),
                 requested: Money::new(500).unwrap()
             }),
             "too expensive: refused, and the token stays unspent"
         );
-        assert_eq!(w.pay(first, Money::new(30).unwrap()).unwrap().won(), 70);
         assert_eq!(
-            w.pay(first, Money::new(30).unwrap()),
+            w.pay(Some(first), Money::new(30).unwrap()).unwrap().won(),
+            70
+        );
+        assert_eq!(
+            w.pay(Some(first), Money::new(30).unwrap()),
             Err(WalletRefusal::TokenSpent)
         );
         assert_eq!(w.balance().won(), 70, "the refused payment took nothing");
-        assert_eq!(w.pay(second, Money::new(30).unwrap()).unwrap().won(), 40);
+        assert_eq!(
+            w.pay(Some(second), Money::new(30).unwrap()).unwrap().won(),
+            40
+        );
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub(super) fn check_admin(state: &AppState, req: &HttpRequest) -> Result<(), Api
 /// The request carries the admin key. The first argument of an admin handler: extractors run
 /// in order and the first refusal answers, so a request without the key gets its 403 before
 /// `web::Json` reads a byte of its (up to 4 MiB) body.
-pub(super) struct AdminAccess;
+pub(crate) struct AdminAccess;
 
 impl FromRequest for AdminAccess {
     type Error = ApiError;

@@ -57,6 +57,18 @@ pub enum ApiError {
     PowRequired,
     /// `--join-pow-bits`: a malformed, forged, expired, reused or too weak solution.
     PowInvalid,
+    /// The waiting list (API.md §12): no entry of this user on this schedule.
+    WaitlistEntryNotFound,
+    /// A second join of the same user on the same schedule.
+    WaitlistAlreadyJoined,
+    /// Seats of the schedule are on general sale: hold them instead.
+    WaitlistSeatsOnSale,
+    /// The list holds its maximum of entries.
+    WaitlistFull,
+    /// Booking closed, or the performance cancelled: nobody is offered anything.
+    WaitlistClosed,
+    /// The operator cancelled the performance: nothing more is sold.
+    PerformanceCancelled,
 }
 
 /// The error envelope every route answers with.
@@ -118,6 +130,12 @@ impl ApiError {
             Unavailable(_)          => (503, "unavailable",              "service unavailable"),
             PowRequired             => (403, "pow_required",             "proof of work required"),
             PowInvalid              => (403, "pow_invalid",              "proof of work invalid"),
+            WaitlistEntryNotFound   => (404, "waitlist_entry_not_found", "waitlist entry not found"),
+            WaitlistAlreadyJoined   => (409, "waitlist_already_joined",  "already on the waiting list"),
+            WaitlistSeatsOnSale     => (409, "seats_on_sale",            "seats are on sale: hold them instead"),
+            WaitlistFull            => (409, "waitlist_full",            "waiting list full"),
+            WaitlistClosed          => (409, "waitlist_closed",          "waiting list closed"),
+            PerformanceCancelled    => (409, "performance_cancelled",    "performance cancelled"),
         }
     }
 }
@@ -195,6 +213,7 @@ impl From<BookingRefusal> for ApiError {
             BookingRefusal::AlreadyPaid => ApiError::ReservationAlreadyPaid,
             BookingRefusal::PaymentInProgress => ApiError::PaymentInProgress,
             BookingRefusal::Cancelled => ApiError::ReservationCancelled,
+            BookingRefusal::PerformanceCancelled => ApiError::PerformanceCancelled,
         }
     }
 }

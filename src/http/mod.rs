@@ -25,6 +25,7 @@ mod reservations;
 pub mod routes;
 pub mod slow_clients;
 pub mod verify_draw;
+mod waitlist;
 
 pub use error::ApiError;
 pub use queue::JoinPow;

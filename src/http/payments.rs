@@ -96,20 +96,29 @@ pub async fn pay(
     tracing::Span::current().record("reservation_id", payment.reservation.get());
     state.authenticate(&req, user)?;
     state.known_user(user)?;
+    // A waiting-list offer (API.md §12) is paid without a queue token: the person waited on
+    // the list instead of in the line.
+    let offer = token.0.is_none() && state.engine.is_offer(user, payment.reservation).await;
     // Before the key is looked at: the user's own token, as the first request showed it. A
     // retry of a payment that went through carries the token the payment spent, so an
     // expired token of this user passes here; the full check runs before a fresh attempt.
-    match state.engine.authorize(token.0, Some(user)).await {
-        Ok(_) | Err(TokenRefusal::Expired) => {}
-        Err(refusal) => return Err(refusal.into()),
+    if !offer {
+        match state.engine.authorize(token.0, Some(user)).await {
+            Ok(_) | Err(TokenRefusal::Expired) => {}
+            Err(refusal) => return Err(refusal.into()),
+        }
     }
     let claim = match begin(&state, key, user, &req, &body).await? {
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Go(claim) => claim,
     };
-    let token = state.engine.authorize(token.0, Some(user)).await?;
+    let token = if offer {
+        None
+    } else {
+        Some(state.engine.authorize(token.0, Some(user)).await?.id)
+    };
     let receipt =
-        within_deadline(state.engine.pay(user, payment.reservation, token.id, claim)).await?;
+        within_deadline(state.engine.pay(user, payment.reservation, token, claim)).await?;
     Ok(respond(&state, &Answer::Paid(receipt)))
 }
 

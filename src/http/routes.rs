@@ -8,7 +8,7 @@ use super::{
 };
 // The fair opening's routes (API.md §11).
 use super::opening;
-use super::{reservations, ApiError, ADMIN_BODY_LIMIT, BODY_LIMIT};
+use super::{reservations, waitlist, ApiError, ADMIN_BODY_LIMIT, BODY_LIMIT};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -29,6 +29,8 @@ pub enum ShardKey {
     HoldBody,
     /// The schedule of the reservation in the path's `{reservationId}` (looked up).
     ReservationSchedule,
+    /// The schedule in the path's `{scheduleId}`: its waiting list, its cancellation.
+    PathSchedule,
 }
 
 /// The waiting room's status poll, which a cluster node may answer from the queue owner's
@@ -64,7 +66,38 @@ fn routes() -> Vec<RouteSpec> {
     all.extend(booking_routes());
     all.extend(wallet_routes());
     all.extend(admin_and_ops_routes());
+    all.extend(waitlist_routes());
     all
+}
+
+/// The waiting list, a performance's cancellation and its audit (API.md §12): the schedule's
+/// owner answers (the audit reads the database, so any node could; its owner has just written).
+fn waitlist_routes() -> Vec<RouteSpec> {
+    use Method as M;
+    use ShardKey::PathSchedule;
+    const ENTRY: &str = "/v1/concerts/{concertId}/schedules/{scheduleId}/waitlist/users/{userId}";
+    vec![
+        spec(M::POST, ENTRY, PathSchedule, web::post().to(waitlist::join)),
+        spec(M::GET, ENTRY, PathSchedule, web::get().to(waitlist::read)),
+        spec(
+            M::DELETE,
+            ENTRY,
+            PathSchedule,
+            web::delete().to(waitlist::leave),
+        ),
+        spec(
+            M::POST,
+            "/v1/admin/schedules/{scheduleId}/cancel",
+            PathSchedule,
+            web::post().to(waitlist::cancel_performance),
+        ),
+        spec(
+            M::GET,
+            "/v1/admin/schedules/{scheduleId}/audit",
+            PathSchedule,
+            web::get().to(waitlist::audit),
+        ),
+    ]
 }
 
 /// The waiting room's: all the queue shard's.

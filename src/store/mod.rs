@@ -20,6 +20,7 @@
 //! `postgres_writes.rs`). SQLite has one writer and the memory store one lock: for them staging
 //! only defers the commit, and they never pipeline.
 
+mod audit;
 mod cluster;
 #[cfg(test)]
 mod contract;
@@ -37,8 +38,10 @@ mod sqlite;
 mod sqlite_writes;
 #[cfg(test)]
 pub(crate) mod temp_databases;
+mod waitlist;
 mod writes;
 
+pub use audit::AuditCounts;
 pub use cluster::{ClusterStore, Lease, Member, SHARD_CHANNEL};
 pub use fence::Fence;
 pub use memory::MemoryStore;
@@ -49,6 +52,7 @@ pub use records::{
 };
 pub use redact::redact;
 pub use sqlite::SqliteStore;
+pub use waitlist::{PaidReservation, WaitlistSnapshot};
 pub use writes::{OpeningWrite, Writes};
 
 use crate::domain::queue::{OpeningRecord, TokenRecord};
@@ -249,6 +253,24 @@ impl Store {
 
     pub async fn load_schedule(&self, id: ScheduleId) -> Result<ScheduleSnapshot, StoreError> {
         dispatch!(self, s => s.load_schedule(id).await)
+    }
+
+    /// A schedule's waiting list in join order, and whether the performance is cancelled.
+    pub async fn load_waitlist(&self, id: ScheduleId) -> Result<WaitlistSnapshot, StoreError> {
+        dispatch!(self, s => s.load_waitlist(id).await)
+    }
+
+    /// The schedule's paid reservations and their payments, by id.
+    pub async fn paid_of_schedule(
+        &self,
+        id: ScheduleId,
+    ) -> Result<Vec<PaidReservation>, StoreError> {
+        dispatch!(self, s => s.paid_of_schedule(id).await)
+    }
+
+    /// The schedule's invariants, counted from what is stored (API.md §12).
+    pub async fn audit(&self, id: ScheduleId) -> Result<AuditCounts, StoreError> {
+        dispatch!(self, s => s.audit(id).await)
     }
 
     /// `None` when the user has no wallet (does not exist).

@@ -147,6 +147,24 @@ impl PgStore {
         reads::load_superseded_tokens(&mut *self.reader().await?, window, each).await
     }
 
+    pub async fn load_waitlist(
+        &self,
+        schedule: ScheduleId,
+    ) -> Result<super::WaitlistSnapshot, StoreError> {
+        super::waitlist::load_waitlist(&mut *self.reader().await?, schedule).await
+    }
+
+    pub async fn paid_of_schedule(
+        &self,
+        schedule: ScheduleId,
+    ) -> Result<Vec<super::PaidReservation>, StoreError> {
+        super::waitlist::paid_of_schedule(&mut *self.reader().await?, schedule).await
+    }
+
+    pub async fn audit(&self, schedule: ScheduleId) -> Result<super::AuditCounts, StoreError> {
+        super::audit::audit(&mut *self.reader().await?, schedule).await
+    }
+
     pub async fn load_opening(&self) -> Result<Option<OpeningRecord>, StoreError> {
         reads::load_opening(&mut *self.reader().await?).await
     }

@@ -20,6 +20,7 @@ pub(super) fn parts(batch: &Writes) -> Vec<Part<'_>> {
     parts.extend(moved_part(batch));
     parts.extend(token_parts(batch));
     parts.extend(opening_part(batch));
+    parts.extend(super::waitlist::parts(batch));
     parts.extend(idempotency_part(batch));
     parts
 }

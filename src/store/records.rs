@@ -10,6 +10,8 @@ use crate::domain::{ConcertId, Money, PaymentId, ReservationId, Timestamp, UserI
 pub enum LedgerKind {
     Recharge,
     Payment,
+    /// A paid reservation refunded (its performance cancelled): money back in.
+    Refund,
 }
 
 impl LedgerKind {
@@ -17,6 +19,7 @@ impl LedgerKind {
         match self {
             LedgerKind::Recharge => "RECHARGE",
             LedgerKind::Payment => "PAYMENT",
+            LedgerKind::Refund => "REFUND",
         }
     }
 }

@@ -16,7 +16,7 @@ use sqlx::sqlite::SqliteConnection;
 // from reading ON as a join constraint).
 
 /// Runs `sql` with `rows` bound as `?1`, a JSON array of arrays; returns the rows changed.
-async fn execute_rows<T: serde::Serialize>(
+pub(super) async fn execute_rows<T: serde::Serialize>(
     conn: &mut SqliteConnection,
     sql: &'static str,
     rows: &[T],
@@ -46,6 +46,7 @@ pub(super) async fn write_batch(
     write_moved(conn, batch).await?;
     write_tokens(conn, batch).await?;
     write_opening(conn, batch).await?;
+    super::waitlist::write(conn, batch).await?;
     write_idempotency(conn, batch).await
 }
 

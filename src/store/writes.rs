@@ -4,7 +4,8 @@
 use super::{IdempotencyRecord, LedgerEntry, PaymentRecord, WalletRecord};
 use crate::domain::queue::{OpeningRecord, TokenRecord, TokenState};
 use crate::domain::schedule::Reservation;
-use crate::domain::{ReservationId, Timestamp, TokenId, UserId};
+use crate::domain::waitlist::WaitlistEntry;
+use crate::domain::{ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 use std::collections::BTreeMap;
 
 /// Row writes of one decision (or, merged, of a whole batch). Rows with an id are full final
@@ -25,6 +26,10 @@ pub struct Writes {
     pub opening: Option<OpeningWrite>,
     /// Tokens the opening's draw moved to a fresh position (token → new position).
     pub moved: BTreeMap<TokenId, u64>,
+    /// Waiting-list entries (API.md §12): stored as given, or (`None`) removed.
+    pub waitlist: BTreeMap<(ScheduleId, UserId), Option<WaitlistEntry>>,
+    /// Performances the operator cancelled, and when.
+    pub cancelled: BTreeMap<ScheduleId, Timestamp>,
 }
 
 /// A write of the `queue_opening` row.
@@ -46,6 +51,8 @@ impl Writes {
             && self.idempotency.is_empty()
             && self.opening.is_none()
             && self.moved.is_empty()
+            && self.waitlist.is_empty()
+            && self.cancelled.is_empty()
     }
 
     pub fn reservation(mut self, r: &Reservation) -> Writes {
@@ -85,6 +92,19 @@ impl Writes {
         self
     }
 
+    /// Stores `entry` as it now is.
+    pub fn waitlist_entry(mut self, entry: &WaitlistEntry) -> Writes {
+        self.waitlist
+            .insert((entry.schedule, entry.user), Some(entry.clone()));
+        self
+    }
+
+    /// Removes the entry of `user` on `schedule`.
+    pub fn waitlist_removed(mut self, schedule: ScheduleId, user: UserId) -> Writes {
+        self.waitlist.insert((schedule, user), None);
+        self
+    }
+
     pub fn ledger(mut self, l: LedgerEntry) -> Writes {
         self.ledger.push(l);
         self
@@ -103,6 +123,8 @@ impl Writes {
             self.opening = later.opening;
         }
         self.moved.extend(later.moved);
+        self.waitlist.extend(later.waitlist);
+        self.cancelled.extend(later.cancelled);
     }
 
     /// Whether any balance, payment or ledger row is written.
@@ -120,6 +142,8 @@ impl Writes {
             + self.idempotency.len()
             + usize::from(self.opening.is_some())
             + self.moved.len()
+            + self.waitlist.len()
+            + self.cancelled.len()
     }
 }
 

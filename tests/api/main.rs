@@ -3,9 +3,11 @@
 mod helpers;
 
 mod admin;
+mod audit;
 mod auth;
 mod balance;
 mod body_limit;
+mod cancel_performance;
 mod concerts;
 mod concurrency;
 mod document;
@@ -28,4 +30,5 @@ mod reservations;
 mod restart;
 mod seat_plan;
 mod survival;
+mod waitlist;
 mod web;

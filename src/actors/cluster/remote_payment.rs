@@ -84,12 +84,14 @@ pub(super) async fn settle_remote(
     // left ACTIVE by a crash between the two ends at its idle timeout).
     let queue_here = engine.persister().may_write(ActorKey::Queue);
     let now = engine.now();
-    let (depends_on, token_record, on_commit): (_, _, Box<dyn FnOnce() + Send>) = if queue_here {
-        let spent = engine.spend_with_payment(token, now);
-        (vec![spent.depends_on], spent.record, spent.on_commit)
-    } else {
-        (Vec::new(), None, Box::new(|| {}))
-    };
+    let (depends_on, token_record, on_commit): (_, _, Box<dyn FnOnce() + Send>) =
+        match token.filter(|_| queue_here) {
+            Some(token) => {
+                let spent = engine.spend_with_payment(token, now);
+                (vec![spent.depends_on], spent.record, spent.on_commit)
+            }
+            None => (Vec::new(), None, Box::new(|| {})),
+        };
     let payment = engine.env().ids.payment();
     let wallet = engine.wallet(user);
     let outcome = ask(&wallet, |reply| DebitForPayment {
@@ -110,7 +112,7 @@ pub(super) async fn settle_remote(
     if peers.settle(schedule, id, told).await.is_err() {
         actix_rt::spawn(settle_until_heard(peers.clone(), schedule, id, told));
     }
-    if told == PaymentOutcome::Paid && !queue_here {
+    if let Some(token) = token.filter(|_| told == PaymentOutcome::Paid && !queue_here) {
         if let Err(error) = peers.spend_token(token).await {
             tracing::warn!(
                 ?error,

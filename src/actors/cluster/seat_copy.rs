@@ -55,7 +55,7 @@ impl SeatCopies {
         if let Some(entry) = engine.catalog().schedule_entry(id) {
             entry
                 .available
-                .store(book.available_count(), Ordering::Relaxed);
+                .store(book.on_sale_count(), Ordering::Relaxed);
         }
         let map = SeatMap::of_stored(&book);
         *copy = Some((loaded_at, map.clone()));

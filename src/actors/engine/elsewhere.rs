@@ -25,7 +25,8 @@ pub struct Settlement {
     pub user: UserId,
     pub reservation: ReservationId,
     pub schedule: ScheduleId,
-    pub token: TokenId,
+    /// `None` for a waiting-list offer, paid without a queue token.
+    pub token: Option<TokenId>,
     pub idempotency: Option<IdempotentWrite<PaymentReceipt>>,
 }
 

@@ -39,13 +39,17 @@ mod dashboard;
 pub mod elsewhere;
 mod holds;
 mod payment;
+mod performance;
 mod queue_ops;
 mod reads;
+mod waitlist;
 mod wallets;
 
 pub use dashboard::KeptInMemory;
 pub use elsewhere::{AllHere, Elsewhere, Settlement};
+pub use performance::CancellationReport;
 pub use queue_ops::QUEUE_REBUILD_WAIT;
+pub use waitlist::WaitlistKey;
 
 /// Where a reservation is answered from.
 pub(crate) enum Located {

@@ -23,12 +23,13 @@ pub(crate) struct SpentWithPayment {
 }
 
 impl Engine {
-    /// Pays a reservation with the user's wallet; `token` is consumed in the same transaction.
+    /// Pays a reservation with the user's wallet; `token` is consumed in the same transaction
+    /// (`None`: a waiting-list offer, which needs none).
     pub async fn pay(
         &self,
         user: UserId,
         id: ReservationId,
-        token: TokenId,
+        token: Option<TokenId>,
         idempotency: Option<IdempotentWrite<PaymentReceipt>>,
     ) -> Result<PaymentReceipt, PaymentError> {
         if !self.user_exists(user) {
@@ -64,7 +65,7 @@ impl Engine {
         user: UserId,
         id: ReservationId,
         schedule: ScheduleId,
-        token: TokenId,
+        token: Option<TokenId>,
         idempotency: Option<IdempotentWrite<PaymentReceipt>>,
     ) -> Result<PaymentReceipt, PaymentError> {
         if !self.is_here(ActorKey::Schedule(schedule)) {
@@ -83,20 +84,19 @@ impl Engine {
             .map_err(BookingError::from)?;
         let now = self.now();
         let paid = ScheduleBook::as_paid(&pinned.reservation, now);
-        let spent = self.spend_with_payment(token, now);
-        let depends_on = vec![
-            (ActorKey::Schedule(schedule), pinned.generation),
-            spent.depends_on,
-        ];
+        let spent = token.map(|token| self.spend_with_payment(token, now));
+        let mut depends_on = vec![(ActorKey::Schedule(schedule), pinned.generation)];
+        depends_on.extend(spent.as_ref().map(|s| s.depends_on));
+        let (spend, record) = spent.map_or((None, None), |s| (Some(s.on_commit), s.record));
         let on_commit: Box<dyn FnOnce() + Send> = {
             let schedule = addr.clone();
-            let spend = spent.on_commit;
             Box::new(move || {
                 schedule.do_send(PostHold { id });
-                spend();
+                if let Some(spend) = spend {
+                    spend();
+                }
             })
         };
-        let record = spent.record;
         let payment = self.inner.env.ids.payment();
         let wallet = self.wallet(user);
         let outcome = ask(&wallet, |reply| DebitForPayment {

@@ -38,13 +38,10 @@ impl Handler<CancelReservation> for ScheduleActor {
                 metrics::counter!("boxoffice_holds_total", "outcome" => "voided").increment(1);
                 self.env.live.hold_voided();
                 let answer = view(book, &r);
+                let writes = self.with_offers(Writes::default().reservation(&r), ctx);
                 self.publish();
-                self.durability.answer_after_commit(
-                    permit,
-                    Writes::default().reservation(&r),
-                    reply,
-                    Ok(answer),
-                );
+                self.durability
+                    .answer_after_commit(permit, writes, reply, Ok(answer));
                 self.last_release = self.durability.last_seq();
                 self.settled(r.id, self.last_release, ctx);
             }

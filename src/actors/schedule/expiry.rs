@@ -80,6 +80,7 @@ impl ScheduleActor {
         };
         if let Some(r) = book.expire(id, now) {
             let writes = Writes::default().reservation(r);
+            let writes = self.with_offers(writes, ctx);
             tracing::debug!(reservation_id = %id, "hold expired");
             metrics::counter!("boxoffice_holds_total", "outcome" => "expired").increment(1);
             self.env.live.hold_expired();

@@ -11,7 +11,9 @@
 //! - `eviction.rs`: settled reservations leaving memory after their grace period;
 //! - `payment.rs`: pin, unpin and post;
 //! - `reads.rs`: the seat map and a reservation, as the client sees them;
-//! - `live.rs`: every seat's state in memory, for the operator's dashboard.
+//! - `live.rs`: every seat's state in memory, for the operator's dashboard;
+//! - `waitlist.rs`: the waiting list, and the offers freed seats make to it;
+//! - `performance.rs`: cancelling the whole performance, and its refunds.
 
 mod cancel;
 mod eviction;
@@ -20,24 +22,30 @@ mod hold;
 mod intake;
 mod live;
 mod payment;
+mod performance;
 mod reads;
 mod unconfirmed;
+mod waitlist;
 
 pub use cancel::CancelReservation;
 pub use hold::HoldSeats;
 pub use intake::{DrainHolds, HoldIntake, Pushed};
 pub use live::{SampleSeats, SeatSample};
 pub use payment::{PinHold, PinnedHold, PostHold, UnpinHold};
+pub use performance::{BeginRefund, CancelPerformance, FinishRefund, PerformanceCancelled};
 pub use reads::{stored_view, ListSeats, ReadReservation, ReservationView, SeatMap, SeatView};
+pub use waitlist::{IsOffer, JoinWaitlist, LeaveWaitlist, ReadWaitlist, WaitlistView};
 
 use super::durability::Durability;
 use super::env::ActorEnv;
 use super::loading::{self, Fetch, Loaded, Loads, Rebuild};
 use super::mailbox::{Named, Reply};
 use super::persister::ActorKey;
+use crate::domain::ids::IdSet;
 use crate::domain::schedule::{
     BookingRefusal, HoldPolicy, ReservationStatus, ScheduleBook, ScheduleInfo,
 };
+use crate::domain::waitlist::Waitlist;
 use crate::domain::{ReservationId, Timestamp};
 use crate::store::{StoreError, Writes};
 use actix::prelude::*;
@@ -98,6 +106,8 @@ pub struct ScheduleActor {
     /// by a hold not yet committed). They are answered together after the burst, behind one
     /// submission, instead of one persister entry each.
     deferred: Vec<(Reply<ReservationView, BookingRefusal>, BookingRefusal)>,
+    /// Paid reservations whose refund is in flight (`performance.rs`): claimed once each.
+    refunding: IdSet<ReservationId>,
 }
 
 impl ScheduleActor {
@@ -140,6 +150,7 @@ impl ScheduleActor {
             last_release: 0,
             burst: Vec::new(),
             deferred: Vec::new(),
+            refunding: IdSet::default(),
         }
     }
 
@@ -199,6 +210,8 @@ impl ScheduleActor {
         self.deadlines
             .extend(pending.into_iter().map(|(id, at)| Reverse((at, id))));
         self.arm(ctx);
+        // Seats freed while down, offers settled while down: the list's turn.
+        self.offer_now(ctx);
         self.publish();
     }
 
@@ -207,7 +220,7 @@ impl ScheduleActor {
         if let Some(book) = self.state.ready() {
             self.entry
                 .available
-                .store(book.available_count(), Ordering::Relaxed);
+                .store(book.on_sale_count(), Ordering::Relaxed);
             let now = (book.reservation_count(), self.deadlines.len());
             let was = (
                 self.entry.reservations_kept.swap(now.0, Ordering::Relaxed),
@@ -256,9 +269,14 @@ pub async fn restore_book(
 ) -> Result<ScheduleBook, StoreError> {
     let id = info.id;
     let snapshot = store.load_schedule(id).await?;
-    ScheduleBook::restore(info, snapshot.seats, snapshot.plan, snapshot.reservations).map_err(
-        |seat| StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds")),
-    )
+    let waitlist = store.load_waitlist(id).await?;
+    let mut book =
+        ScheduleBook::restore(info, snapshot.seats, snapshot.plan, snapshot.reservations).map_err(
+            |seat| StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds")),
+        )?;
+    book.waitlist = Waitlist::restore(waitlist.entries);
+    book.cancelled = waitlist.cancelled;
+    Ok(book)
 }
 
 impl Actor for ScheduleActor {

@@ -51,6 +51,11 @@ impl Handler<PinHold> for ScheduleActor {
         } else {
             Writes::default()
         };
+        let writes = if writes.is_empty() {
+            writes
+        } else {
+            self.with_offers(writes, ctx)
+        };
         self.publish();
         let releases = !writes.is_empty();
         self.durability
@@ -111,6 +116,8 @@ impl Handler<PostHold> for ScheduleActor {
                 self.env.live.hold_paid();
                 // Its write is the payment's, committed before this message was sent.
                 self.settled(msg.id, 0, ctx);
+                // A paid offer leaves the waiting list.
+                self.offer_now(ctx);
             }
         }
     }

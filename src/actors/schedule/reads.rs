@@ -44,10 +44,11 @@ impl SeatMap {
     /// The map of a book as the store has it (a copy loaded on a node that does not own the
     /// schedule: everything in it is committed).
     pub fn of_stored(book: &ScheduleBook) -> SeatMap {
+        let on_sale = book.on_sale();
         SeatMap {
             seats: book
                 .seats()
-                .map(|(s, state)| seat_view(s, state, None))
+                .map(|(s, state)| seat_view(s, state, on_sale, None))
                 .collect(),
             plan: book.plan().clone(),
         }
@@ -102,12 +103,14 @@ impl Handler<ListSeats> for ScheduleActor {
             Err(why) => return refuse_unavailable(msg.reply, why),
         };
         let plan = book.plan().clone();
+        // While the waiting list has entries waiting, a free seat is theirs, not on sale.
+        let on_sale = book.on_sale();
         let committed = self.durability.durable_through();
         let Some(committed) = committed.filter(|seq| *seq >= self.last_release) else {
             // Freed seats not yet durable: show them only once they are.
             let seats = book
                 .seats()
-                .map(|(s, state)| seat_view(s, state, None))
+                .map(|(s, state)| seat_view(s, state, on_sale, None))
                 .collect();
             return self
                 .durability
@@ -117,24 +120,27 @@ impl Handler<ListSeats> for ScheduleActor {
         let in_flight = |id: &ReservationId| unconfirmed.in_flight(*id, committed);
         let seats = book
             .seats()
-            .map(|(s, state)| seat_view(s, state, Some(&in_flight)))
+            .map(|(s, state)| seat_view(s, state, on_sale, Some(&in_flight)))
             .collect();
         let _ = msg.reply.send(Ok(SeatMap { seats, plan }));
     }
 }
 
 /// A seat as listed; with `in_flight`, a seat held by a hold still being written counts as
-/// available (as the database has it).
+/// available (as the database has it). Not `on_sale` (the waiting list's seats, or a
+/// cancelled performance): no seat is available.
 fn seat_view(
     seat: &Seat,
     state: SeatState,
+    on_sale: bool,
     in_flight: Option<&dyn Fn(&ReservationId) -> bool>,
 ) -> SeatView {
-    let available = match state {
-        SeatState::Available => true,
-        SeatState::Held(id) => in_flight.is_some_and(|f| f(&id)),
-        SeatState::Sold(_) => false,
-    };
+    let available = on_sale
+        && match state {
+            SeatState::Available => true,
+            SeatState::Held(id) => in_flight.is_some_and(|f| f(&id)),
+            SeatState::Sold(_) => false,
+        };
     SeatView {
         id: seat.id,
         number: seat.number,

@@ -94,6 +94,9 @@ fn keyed(key: ShardKey, params: &Path<&str>) -> Route {
         ShardKey::ReservationSchedule => id("reservationId")
             .and_then(|id| ReservationId::new(id).ok())
             .map_or(Route::Local, Route::Reservation),
+        ShardKey::PathSchedule => id("scheduleId")
+            .and_then(|id| ScheduleId::new(id).ok())
+            .map_or(Route::Local, |s| Route::Shard(ShardId::Schedule(s))),
     }
 }
 
@@ -244,6 +247,13 @@ mod tests {
                 user(u).map_or(Route::Local, |u| Route::Shard(ShardId::of_wallet(u)))
             }
             ["", "v1", "reservations"] if method == Method::POST => Route::HoldBody,
+            // The waiting list, a cancellation, an audit (API.md §12): the schedule's.
+            ["", "v1", "concerts", _, "schedules", s, "waitlist", ..]
+            | ["", "v1", "admin", "schedules", s, "cancel" | "audit"] => s
+                .parse::<i64>()
+                .ok()
+                .and_then(|s| ScheduleId::new(s).ok())
+                .map_or(Route::Local, |s| Route::Shard(ShardId::Schedule(s))),
             ["", "v1", "reservations", id] => id
                 .parse::<i64>()
                 .ok()
@@ -298,6 +308,7 @@ mod tests {
                 ShardKey::UserWallet => template.contains("/users/{userId}"),
                 ShardKey::HoldBody => method == Method::POST && !template.contains('{'),
                 ShardKey::ReservationSchedule => template.contains("{reservationId}"),
+                ShardKey::PathSchedule => template.contains("{scheduleId}"),
             };
             assert!(names, "{method} {template} is keyed {key:?}");
         }
@@ -313,10 +324,12 @@ mod tests {
                 "/v1/balance/",
                 "/v1/payments/",
                 "/v1/reservations",
+                "/v1/admin/schedules/",
             ]
             .iter()
             .any(|prefix| template.starts_with(prefix))
-                || OPENING_ROUTES.contains(&template);
+                || OPENING_ROUTES.contains(&template)
+                || template.contains("/waitlist/");
             assert_eq!(stateful, key != ShardKey::AnyNode, "{method} {template}");
         }
     }

@@ -18,6 +18,7 @@
 //! while the one ahead of it is still committing, and decide how each commit ends.
 
 mod tables;
+mod waitlist;
 
 use super::{
     fence, CatalogSnapshot, CreatedConcert, CreatedSchedule, Fence, IdempotencyRecord, LedgerEntry,
@@ -138,6 +139,7 @@ impl MemoryStore {
         }
         t.check(batch)?;
         t.apply(batch);
+        t.apply_waitlist(batch);
         Ok(())
     }
 
@@ -162,6 +164,7 @@ impl MemoryStore {
         })?;
         t.check(batch)?;
         t.apply(batch);
+        t.apply_waitlist(batch);
         for f in fences {
             t.audit
                 .push((f.shard.clone(), f.epoch, f.owner_or(node).to_string()));

@@ -58,6 +58,10 @@ pub(super) struct Tables {
     pub(super) audit: Vec<(String, u64, String)>,
     /// The `queue_opening` row.
     pub(super) opening: Option<crate::domain::queue::OpeningRecord>,
+    /// The `waitlist_entries` rows (`waitlist.rs`).
+    pub(super) waitlist: BTreeMap<(ScheduleId, UserId), crate::domain::waitlist::WaitlistEntry>,
+    /// The `schedule_cancellations` rows.
+    pub(super) cancelled: IdMap<ScheduleId, crate::domain::Timestamp>,
 }
 
 pub(super) fn violated(what: impl Into<String>) -> StoreError {
