@@ -258,6 +258,7 @@ pub async fn run(args: &Args, plan: &Plan, build: Build<'_>) -> Result<Outcome, 
     let mut parts = vec![("boxoffice", Processes::Pid(pid))];
     if args.store == "postgres" {
         parts.push(("postgres", Processes::Named("postgres")));
+        parts.push(("WAL-bytes", Processes::WalMegabytes(args.postgres.clone())));
     }
     let plan = Arc::new(Plan {
         schedules: plan.schedules,

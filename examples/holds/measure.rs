@@ -90,6 +90,7 @@ pub fn cpu_seconds(which: &Processes) -> f64 {
     let ticks = clock_ticks();
     let mut total = 0.0;
     let pids: Vec<u32> = match which {
+        Processes::WalMegabytes(url) => return wal_megabytes(url),
         Processes::Pid(pid) => vec![*pid],
         Processes::Named(name) => std::fs::read_dir("/proc")
             .into_iter()
@@ -130,6 +131,23 @@ fn clock_ticks() -> f64 {
 pub enum Processes {
     Pid(u32),
     Named(&'static str),
+    /// Not a process: the WAL PostgreSQL has written (at this server URL), in MB, so that
+    /// "µs per success" reads as WAL bytes per success (issue 30).
+    WalMegabytes(String),
+}
+
+/// `pg_current_wal_lsn()` of the server at `url`, in MB, through `psql` (0 if unreadable).
+fn wal_megabytes(url: &str) -> f64 {
+    std::process::Command::new("psql")
+        .args([
+            "-XAtqc",
+            "SELECT pg_current_wal_lsn() - '0/0'",
+            &format!("{url}/postgres"),
+        ])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<f64>().ok())
+        .map_or(0.0, |bytes| bytes / 1e6)
 }
 
 /// CPU of the serving processes over the measured window.
