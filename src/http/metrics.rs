@@ -5,8 +5,10 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use metrics::SharedString;
+use metrics::{Counter, Histogram, SharedString};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -82,17 +84,12 @@ pub async fn track(
         // Handlers' errors are responses by now; this is a middleware's failure.
         Err(e) => (e.as_response_error().status_code(), "unmatched"),
     };
-    let labels = [
-        ("method", SharedString::const_str(method)),
-        ("route", SharedString::const_str(route)),
-        ("status", status_label(status)),
-    ];
-    metrics::counter!("boxoffice_http_requests_total", &labels).increment(1);
+    let (requests, latency) = series(method, route, status);
+    requests.increment(1);
     // A live stream's answer is its first byte, and its life is the viewer's: neither is a
     // request latency, so it stays out of the histogram.
     if route != super::live::PATH {
-        metrics::histogram!("boxoffice_http_request_duration_seconds", &labels[..2])
-            .record(started.elapsed().as_secs_f64());
+        latency.record(started.elapsed().as_secs_f64());
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         if let Ok(r) = &response {
@@ -105,6 +102,42 @@ pub async fn track(
         }
     }
     response
+}
+
+/// The request counter and latency histogram of one (method, route, status).
+type Series = (Counter, Histogram);
+
+thread_local! {
+    /// Each worker's handles, looked up once per series instead of per request: the registry's
+    /// lookup builds the key (its labels) and hashes it every time, a visible cost per request
+    /// in the profile of a hold (docs/BENCHMARKS.md, issue 30).
+    static SERIES: RefCell<HashMap<(&'static str, &'static str, u16), Series>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The handles of one series: from this worker's cache once a recorder is installed (a handle
+/// taken before would be a no-op for good), else from the registry.
+fn series(method: &'static str, route: &'static str, status: StatusCode) -> Series {
+    let register = || {
+        let labels = [
+            ("method", SharedString::const_str(method)),
+            ("route", SharedString::const_str(route)),
+            ("status", status_label(status)),
+        ];
+        (
+            metrics::counter!("boxoffice_http_requests_total", &labels),
+            metrics::histogram!("boxoffice_http_request_duration_seconds", &labels[..2]),
+        )
+    };
+    if HANDLE.get().is_none() {
+        return register();
+    }
+    SERIES.with(|cache| {
+        (cache.borrow_mut())
+            .entry((method, route, status.as_u16()))
+            .or_insert_with(register)
+            .clone()
+    })
 }
 
 /// The status as a label: the codes this service answers are static strings (no allocation
