@@ -233,3 +233,62 @@ async fn concurrent_payments_on_one_token_pay_once(backend: Backend) {
     );
 }
 on_both_stores!(concurrent_payments_on_one_token_pay_once);
+
+/// The database's own refusal of a double sale, with the actors out of the way: a seat held
+/// through the service, then a second live hold of it written straight into `holds` by SQL
+/// (as a bug that skipped the schedule actor would). The one-live-hold-per-seat index must
+/// refuse it, and only it: a released (expired) row for the same seat is accepted.
+async fn the_database_refuses_a_second_live_hold_written_around_the_actors(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let user = app.create_user(0).await;
+    let token = app.active_token(user).await;
+    let concert = app.create_concert(2, 1_000).await;
+    let seat = concert.seats[0];
+    let held = app.reserve(user, token, &concert, &[seat]).await;
+    assert_eq!(held.status(), 201, "the seat is held through the service");
+    // A second real reservation (of the other seat), so only the seat can clash.
+    let other_user = app.create_user(0).await;
+    let other_token = app.active_token(other_user).await;
+    let other = (app.reserve(other_user, other_token, &concert, &[concert.seats[1]])).await;
+    assert_eq!(other.status(), 201);
+    let reservation = app.db.scalar("SELECT MAX(id) FROM reservations").await;
+    let live = format!(
+        "INSERT INTO holds (reservation_id, seat_id, seat_order, state) \
+         VALUES ({reservation}, {seat}, 1, 'PENDING')"
+    );
+    let error = try_execute(&app.db, &live)
+        .await
+        .expect_err("a second live hold of a held seat");
+    assert!(
+        error.contains("holds_one_live_hold_per_seat") || error.contains("UNIQUE"),
+        "refused by the one-live-hold index: {error}"
+    );
+    let released = live.replace("'PENDING'", "'EXPIRED'");
+    try_execute(&app.db, &released)
+        .await
+        .expect("a released hold of the same seat is no double sale");
+    let live_holds = format!(
+        "SELECT COUNT(*) FROM holds WHERE seat_id = {seat} AND state IN ('PENDING', 'POSTED')"
+    );
+    assert_eq!(app.db.scalar(&live_holds).await, 1);
+}
+on_both_stores!(the_database_refuses_a_second_live_hold_written_around_the_actors);
+
+/// `sql` on the test database, its error as text instead of a panic.
+async fn try_execute(db: &TestDb, sql: &str) -> Result<(), String> {
+    let result = match db.backend {
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.expect("connects");
+            let result = sqlx::raw_sql(sql).execute(&pool).await.map(drop);
+            pool.close().await;
+            result
+        }
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.expect("opens");
+            let result = sqlx::raw_sql(sql).execute(&pool).await.map(drop);
+            pool.close().await;
+            result
+        }
+    };
+    result.map_err(|e| e.to_string())
+}
