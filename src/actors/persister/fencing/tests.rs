@@ -163,6 +163,36 @@ async fn a_fenced_node_writes_nothing_of_a_shard_it_does_not_hold() {
     a.stop().await;
 }
 
+/// Letting a shard go (released, or found taken over) stops its writes before they are
+/// queued, unless the node took it again under a newer epoch meanwhile: the database's fence
+/// would refuse them too, but only after a round trip each.
+#[tokio::test]
+async fn a_lost_shard_is_not_written_unless_it_was_retaken_since() {
+    let (memory, user) = store_with_a_user().await;
+    let mut a = Node::start(&memory, Some("a")).await;
+    let shard = shard_of(schedule(1));
+    let first = a.take(&memory, schedule(1), "a");
+    let second = a.take(&memory, schedule(1), "a");
+    // News of the first epoch's end, arriving after the retake: the newer hold stays.
+    a.persister.lose_shard(&shard, first);
+    assert_eq!(a.persister.held_epoch(&shard), Some(second));
+    assert!(a.persister.may_write(schedule(1)));
+    a.persister.lose_shard(&shard, second);
+    assert_eq!(a.persister.held_epoch(&shard), None);
+    assert!(!a.persister.may_write(schedule(1)));
+    a.submit(
+        1,
+        &[(schedule(1), generation_under(second))],
+        balance(user, 1),
+    );
+    assert_eq!(a.answers(1).await, vec![(1, Err(Unavailable::Rebuilding))]);
+    assert!(
+        memory.fence_audit().is_empty(),
+        "the database was never asked"
+    );
+    a.stop().await;
+}
+
 async fn b_takes_it_and_a_finds_out(memory: &MemoryStore, a: &mut Node, user: UserId) {
     let held = a
         .persister
