@@ -81,6 +81,7 @@ pub struct IdAllocator {
     next_reservation: AtomicI64,
     next_payment: AtomicI64,
     next_ledger: AtomicI64,
+    next_ticket: AtomicI64,
 }
 
 /// Bits of an id below its block (cluster mode): 2^40 ids per kind per boot, which no drop
@@ -94,6 +95,7 @@ impl IdAllocator {
             next_reservation: AtomicI64::new(max.reservation + 1),
             next_payment: AtomicI64::new(max.payment + 1),
             next_ledger: AtomicI64::new(max.ledger + 1),
+            next_ticket: AtomicI64::new(max.ticket + 1),
         }
     }
 
@@ -109,6 +111,7 @@ impl IdAllocator {
             next_reservation: AtomicI64::new(start),
             next_payment: AtomicI64::new(start),
             next_ledger: AtomicI64::new(start),
+            next_ticket: AtomicI64::new(start),
         }
     }
 
@@ -120,6 +123,11 @@ impl IdAllocator {
     pub fn payment(&self) -> PaymentId {
         let id = self.next_payment.fetch_add(1, Ordering::Relaxed);
         PaymentId::new(id).expect("allocated above the stored maximum, which is ≥ 0")
+    }
+
+    pub fn ticket(&self) -> crate::domain::TicketId {
+        let id = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        crate::domain::TicketId::new(id).expect("allocated above the stored maximum, which is ≥ 0")
     }
 
     pub fn ledger(&self) -> i64 {

@@ -266,6 +266,8 @@ impl Handler<ReadBalance> for WalletActor {
 #[rtype(result = "()")]
 pub struct DebitForPayment {
     pub paid: Reservation,
+    /// One ticket per seat, issued in the payment's transaction (API.md §12).
+    pub tickets: Vec<crate::domain::ticket::Ticket>,
     /// The token the payment was authorized with: it buys once (see `Wallet::pay`).
     pub spends: TokenId,
     /// The token as stored once spent, when this node holds the queue (else its owner spends
@@ -335,6 +337,9 @@ impl Handler<DebitForPayment> for WalletActor {
             });
         if let Some(token) = msg.token {
             writes = writes.token(token);
+        }
+        for ticket in &msg.tickets {
+            writes = writes.ticket(ticket);
         }
         let receipt = PaymentReceipt {
             payment: msg.payment,

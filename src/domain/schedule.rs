@@ -71,6 +71,9 @@ pub struct ScheduleBook {
     /// zero have no entry.
     seats_by_user: IdMap<UserId, u32>,
     available: usize,
+    /// The tickets of its paid seats (API.md §12): the same actor decides check-ins,
+    /// transfers and refunds, one after the other.
+    pub tickets: crate::domain::ticket::TicketBook,
 }
 
 impl ScheduleBook {
@@ -112,6 +115,7 @@ impl ScheduleBook {
             reservations: IdMap::default(),
             seats_by_user: IdMap::default(),
             available,
+            tickets: Default::default(),
         }
     }
 
@@ -204,6 +208,22 @@ impl ScheduleBook {
             self.reservations.remove(&id);
         }
         settled
+    }
+
+    /// Moves one seat of the per-user count from `from` to `to` (a ticket transferred), if `to`
+    /// stays within `limit`; the seat's own state does not change.
+    pub fn move_seat_count(&mut self, from: UserId, to: UserId, limit: u32) -> bool {
+        if self.seats_of(to) + 1 > limit {
+            return false;
+        }
+        *self.seats_by_user.entry(to).or_default() += 1;
+        if let Some(count) = self.seats_by_user.get_mut(&from) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.seats_by_user.remove(&from);
+            }
+        }
+        true
     }
 
     /// Whether booking is open at `now`: from `reservation_at` until the concert starts.

@@ -4,7 +4,8 @@
 use super::{IdempotencyRecord, LedgerEntry, PaymentRecord, WalletRecord};
 use crate::domain::queue::{OpeningRecord, TokenRecord, TokenState};
 use crate::domain::schedule::Reservation;
-use crate::domain::{ReservationId, Timestamp, TokenId, UserId};
+use crate::domain::ticket::Ticket;
+use crate::domain::{ReservationId, TicketId, Timestamp, TokenId, UserId};
 use std::collections::BTreeMap;
 
 /// Row writes of one decision (or, merged, of a whole batch). Rows with an id are full final
@@ -25,6 +26,8 @@ pub struct Writes {
     pub opening: Option<OpeningWrite>,
     /// Tokens the opening's draw moved to a fresh position (token → new position).
     pub moved: BTreeMap<TokenId, u64>,
+    /// Tickets issued, checked in, transferred or voided (API.md §12): full final states.
+    pub tickets: BTreeMap<TicketId, Ticket>,
 }
 
 /// A write of the `queue_opening` row.
@@ -46,6 +49,7 @@ impl Writes {
             && self.idempotency.is_empty()
             && self.opening.is_none()
             && self.moved.is_empty()
+            && self.tickets.is_empty()
     }
 
     pub fn reservation(mut self, r: &Reservation) -> Writes {
@@ -85,6 +89,11 @@ impl Writes {
         self
     }
 
+    pub fn ticket(mut self, t: &Ticket) -> Writes {
+        self.tickets.insert(t.id, t.clone());
+        self
+    }
+
     pub fn ledger(mut self, l: LedgerEntry) -> Writes {
         self.ledger.push(l);
         self
@@ -103,6 +112,7 @@ impl Writes {
             self.opening = later.opening;
         }
         self.moved.extend(later.moved);
+        self.tickets.extend(later.tickets);
     }
 
     /// Whether any balance, payment or ledger row is written.
@@ -120,6 +130,7 @@ impl Writes {
             + self.idempotency.len()
             + usize::from(self.opening.is_some())
             + self.moved.len()
+            + self.tickets.len()
     }
 }
 

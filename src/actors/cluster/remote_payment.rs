@@ -23,6 +23,7 @@ use crate::actors::queue::SpendToken;
 use crate::actors::remote_pins::RemotePin;
 use crate::actors::schedule::{PinHold, PostHold, UnpinHold};
 use crate::actors::wallet::{DebitForPayment, PaymentReceipt};
+use crate::domain::ticket::Ticket;
 use crate::actors::ActorError;
 use crate::domain::cluster::ShardId;
 use crate::domain::schedule::{BookingRefusal, ReservationStatus, ScheduleBook};
@@ -92,8 +93,11 @@ pub(super) async fn settle_remote(
     };
     let payment = engine.env().ids.payment();
     let wallet = engine.wallet(user);
+    let paid = ScheduleBook::as_paid(&pinned.reservation, now);
+    let tickets = Ticket::issue(&paid, now, || engine.env().ids.ticket());
     let outcome = ask(&wallet, |reply| DebitForPayment {
-        paid: ScheduleBook::as_paid(&pinned.reservation, now),
+        paid,
+        tickets,
         spends: token,
         token: token_record,
         payment,
@@ -204,7 +208,12 @@ impl Engine {
             return;
         };
         if paid {
-            addr.do_send(PostHold { id });
+            // The tickets were issued by the paying node's transaction; this book reads them
+            // at its next load.
+            addr.do_send(PostHold {
+                id,
+                tickets: Vec::new(),
+            });
         } else {
             addr.do_send(UnpinHold { id });
         }

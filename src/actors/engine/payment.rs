@@ -13,6 +13,7 @@ use crate::actors::schedule::{PinHold, PostHold, UnpinHold};
 use crate::actors::wallet::{DebitForPayment, PaymentReceipt};
 use crate::domain::queue::TokenRecord;
 use crate::domain::schedule::{BookingRefusal, ScheduleBook};
+use crate::domain::ticket::Ticket;
 use crate::domain::{ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 
 /// A token spent by a payment's transaction (see [`Engine::spend_with_payment`]).
@@ -88,11 +89,14 @@ impl Engine {
             (ActorKey::Schedule(schedule), pinned.generation),
             spent.depends_on,
         ];
+        // One ticket per seat, written in the payment's own transaction (API.md §12).
+        let tickets = Ticket::issue(&paid, now, || self.inner.env.ids.ticket());
         let on_commit: Box<dyn FnOnce() + Send> = {
             let schedule = addr.clone();
             let spend = spent.on_commit;
+            let tickets = tickets.clone();
             Box::new(move || {
-                schedule.do_send(PostHold { id });
+                schedule.do_send(PostHold { id, tickets });
                 spend();
             })
         };
@@ -101,6 +105,7 @@ impl Engine {
         let wallet = self.wallet(user);
         let outcome = ask(&wallet, |reply| DebitForPayment {
             paid,
+            tickets,
             spends: token,
             token: record,
             payment,

@@ -256,9 +256,27 @@ pub async fn restore_book(
 ) -> Result<ScheduleBook, StoreError> {
     let id = info.id;
     let snapshot = store.load_schedule(id).await?;
-    ScheduleBook::restore(info, snapshot.seats, snapshot.plan, snapshot.reservations).map_err(
-        |seat| StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds")),
-    )
+    let buyers: std::collections::HashMap<_, _> = snapshot
+        .reservations
+        .iter()
+        .filter(|r| r.status == ReservationStatus::Paid)
+        .map(|r| (r.id, r.user))
+        .collect();
+    let mut book =
+        ScheduleBook::restore(info, snapshot.seats, snapshot.plan, snapshot.reservations)
+            .map_err(|seat| {
+                StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds"))
+            })?;
+    // The per-user limit counts a transferred seat as its holder's, not its buyer's.
+    for t in &snapshot.tickets {
+        if let Some(&buyer) = buyers.get(&t.reservation) {
+            if buyer != t.holder {
+                book.move_seat_count(buyer, t.holder, u32::MAX);
+            }
+        }
+    }
+    book.tickets = crate::domain::ticket::TicketBook::restore(snapshot.tickets);
+    Ok(book)
 }
 
 impl Actor for ScheduleActor {

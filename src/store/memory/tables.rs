@@ -58,6 +58,10 @@ pub(super) struct Tables {
     pub(super) audit: Vec<(String, u64, String)>,
     /// The `queue_opening` row.
     pub(super) opening: Option<crate::domain::queue::OpeningRecord>,
+    /// The `tickets` table (API.md §12).
+    pub(super) tickets: BTreeMap<crate::domain::TicketId, crate::domain::ticket::Ticket>,
+    /// The `ticket_signing_key` row: the generated key's seed, as hex.
+    pub(super) ticket_key: Option<String>,
 }
 
 pub(super) fn violated(what: impl Into<String>) -> StoreError {
@@ -259,6 +263,9 @@ impl Tables {
                     }
                 }
             }
+        }
+        for t in batch.tickets.values() {
+            self.tickets.insert(t.id, t.clone());
         }
         for p in &batch.payments {
             self.paid_reservations.insert(p.reservation);
