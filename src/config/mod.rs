@@ -13,9 +13,11 @@ use std::time::Duration;
 mod network;
 mod pow;
 mod rate;
+mod tickets;
 
 pub use network::parse_network;
 pub use pow::{JoinPowArgs, JoinPowSettings};
+pub use tickets::{TicketArgs, TicketSettings};
 pub use rate::Rate;
 
 /// The default store: an embedded SQLite file beside the working directory.
@@ -168,6 +170,8 @@ pub struct ServeArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub join_pow: JoinPowArgs,
+    #[command(flatten)]
+    pub tickets: TicketArgs,
 }
 
 /// Cluster mode (API.md §10): several nodes serve one drop over one PostgreSQL database.
@@ -277,6 +281,8 @@ pub struct Settings {
     pub cluster: Option<ClusterRequest>,
     /// `--join-pow-bits` and `--join-pow-key`.
     pub join_pow: JoinPowSettings,
+    /// `--ticket-signing-key`, `--door-key`, `--refund-until-secs` (API.md §12).
+    pub tickets: TicketSettings,
 }
 
 /// `--cluster` as given, checked by [`Settings::validate`].
@@ -310,6 +316,8 @@ pub enum SettingsError {
     JoinPowBitsTooMany(u8),
     #[error("--join-pow-key must be at least {MIN_ADMIN_KEY_BYTES} bytes, not {0} (try `openssl rand -hex 32`)")]
     JoinPowKeyTooShort(usize),
+    #[error("--door-key must be at least {MIN_ADMIN_KEY_BYTES} bytes, not {0}")]
+    DoorKeyTooShort(usize),
 }
 
 /// A checked cluster node.
@@ -375,6 +383,11 @@ impl Settings {
         if self.join_pow.bits > crate::domain::queue::pow::MAX_POW_BITS {
             return Err(SettingsError::JoinPowBitsTooMany(self.join_pow.bits));
         }
+        if let Some(key) = &self.tickets.door_key {
+            if key.expose().len() < MIN_ADMIN_KEY_BYTES {
+                return Err(SettingsError::DoorKeyTooShort(key.expose().len()));
+            }
+        }
         if let Some(key) = &self.join_pow.key {
             if key.expose().len() < MIN_ADMIN_KEY_BYTES {
                 return Err(SettingsError::JoinPowKeyTooShort(key.expose().len()));
@@ -402,6 +415,7 @@ impl Settings {
             demo: false,
             cluster: None,
             join_pow: JoinPowSettings::off(),
+            tickets: TicketSettings::defaults(),
         }
     }
 }
@@ -442,6 +456,7 @@ impl From<ServeArgs> for Settings {
                 lease_ttl: Duration::from_secs(args.cluster.lease_ttl_secs),
             }),
             join_pow: JoinPowSettings::from(args.join_pow),
+            tickets: TicketSettings::from(args.tickets),
         }
     }
 }
@@ -467,6 +482,7 @@ impl fmt::Debug for Settings {
             .field("ops_bind", &self.ops_bind)
             .field("cluster", &self.cluster)
             .field("join_pow", &self.join_pow)
+            .field("tickets", &self.tickets)
             .finish()
     }
 }

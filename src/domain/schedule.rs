@@ -169,6 +169,12 @@ impl ScheduleBook {
         &self.plan
     }
 
+    /// A seat's row label, if its plan has one.
+    pub fn seat_row(&self, id: SeatId) -> Option<&str> {
+        let i = *self.index.get(&id)?;
+        self.plan.as_ref()?.get(i)?.row()
+    }
+
     pub fn seat(&self, id: SeatId) -> Option<&Seat> {
         self.index.get(&id).map(|&i| &self.seats[i])
     }

@@ -12,7 +12,8 @@
 //! - `queue_ops.rs`: the waiting room (join, polls, token checks);
 //! - `reads.rs`: concerts, seats and reservations as clients read them;
 //! - `holds.rs`: holding seats and cancelling a hold;
-//! - `payment.rs`: the payment saga;
+//! - `payment.rs`: the payment saga (which issues the tickets);
+//! - `tickets.rs`: tickets, the door and transfers;
 //! - `wallets.rs`: recharges, balances and the ledger;
 //! - `admin.rs`: users and concerts;
 //! - `dashboard.rs`: what the operator's dashboard and `/metrics` read;
@@ -41,11 +42,13 @@ mod holds;
 mod payment;
 mod queue_ops;
 mod reads;
+mod tickets;
 mod wallets;
 
 pub use dashboard::KeptInMemory;
 pub use elsewhere::{AllHere, Elsewhere, Settlement};
 pub use queue_ops::QUEUE_REBUILD_WAIT;
+pub use tickets::{RawScan, TicketView};
 
 /// Where a reservation is answered from.
 pub(crate) enum Located {
@@ -75,6 +78,8 @@ struct Inner {
     /// Where state held by other nodes is answered (set once, in cluster mode); unset, all
     /// of it is here.
     elsewhere: OnceLock<Arc<dyn Elsewhere>>,
+    /// The tickets' signing key (API.md §12), installed once at startup.
+    ticket_keys: OnceLock<Arc<crate::domain::ticket::TicketKeys>>,
 }
 
 /// The handle the HTTP layer holds; cheap to clone.
@@ -102,6 +107,7 @@ impl Engine {
                 idempotency,
                 ready: AtomicBool::new(false),
                 elsewhere: OnceLock::new(),
+                ticket_keys: OnceLock::new(),
             }),
         }
     }

@@ -9,11 +9,13 @@
 //! - `cancel.rs`: voiding a hold;
 //! - `expiry.rs`: the deadline heap and its timer;
 //! - `eviction.rs`: settled reservations leaving memory after their grace period;
-//! - `payment.rs`: pin, unpin and post;
+//! - `payment.rs`: pin, unpin and post (with the tickets the payment issued);
+//! - `door.rs`: check-ins and transfers of the schedule's tickets;
 //! - `reads.rs`: the seat map and a reservation, as the client sees them;
 //! - `live.rs`: every seat's state in memory, for the operator's dashboard.
 
 mod cancel;
+mod door;
 mod eviction;
 mod expiry;
 mod hold;
@@ -24,6 +26,7 @@ mod reads;
 mod unconfirmed;
 
 pub use cancel::CancelReservation;
+pub use door::{Admitted, CheckInScans, Scan, ScanOutcome, TransferTicket};
 pub use hold::HoldSeats;
 pub use intake::{DrainHolds, HoldIntake, Pushed};
 pub use live::{SampleSeats, SeatSample};
