@@ -9,6 +9,7 @@ mod balance;
 pub mod client_ip;
 pub mod cluster;
 mod concerts;
+mod door;
 pub mod error;
 mod extract;
 mod idempotency;
@@ -21,6 +22,7 @@ mod payments;
 mod queue;
 pub mod rate_limit;
 mod reservations;
+mod tickets;
 pub mod routes;
 pub mod slow_clients;
 pub mod verify_draw;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub engine: Engine,
     pub timezone: FixedOffset,
     pub admin_key: Option<crate::config::Secret>,
+    /// `--door-key`: the scanners' key (API.md §12); the admin key opens the door too.
+    pub door_key: Option<crate::config::Secret>,
     pub auth: auth::Authenticator,
     /// `/readyz`'s cached database ping.
     pub store_ping: ops::StorePing,
