@@ -17,8 +17,8 @@ mod tickets;
 
 pub use network::parse_network;
 pub use pow::{JoinPowArgs, JoinPowSettings};
-pub use tickets::{TicketArgs, TicketSettings};
 pub use rate::Rate;
+pub use tickets::{TicketArgs, TicketSettings};
 
 /// The default store: an embedded SQLite file beside the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://boxoffice.db";

@@ -43,7 +43,9 @@ impl TicketSettings {
 impl From<TicketArgs> for TicketSettings {
     fn from(args: TicketArgs) -> TicketSettings {
         TicketSettings {
-            signing_key_file: args.ticket_signing_key.filter(|p| !p.as_os_str().is_empty()),
+            signing_key_file: args
+                .ticket_signing_key
+                .filter(|p| !p.as_os_str().is_empty()),
             door_key: args.door_key.filter(|k| !k.expose().is_empty()),
             refund_until: Duration::from_secs(args.refund_until_secs),
         }

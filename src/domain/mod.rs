@@ -16,8 +16,8 @@ pub mod ticket;
 pub mod time;
 pub mod wallet;
 
-pub use ids::{ConcertId, IdError, PaymentId, ReservationId, ScheduleId, SeatId, TicketId, TokenId,
-    UserId,
+pub use ids::{
+    ConcertId, IdError, PaymentId, ReservationId, ScheduleId, SeatId, TicketId, TokenId, UserId,
 };
 pub use money::Money;
 pub use time::Timestamp;

@@ -4,9 +4,9 @@
 
 use super::error::ErrorBody;
 use super::{within_deadline, ApiError, AppState};
+use crate::actors::engine::RawScan;
 use crate::actors::error::DoorError;
 use crate::actors::schedule::Admitted;
-use crate::actors::engine::RawScan;
 use crate::domain::ticket::DoorRefusal;
 use crate::domain::Timestamp;
 use actix_web::{web, HttpRequest, HttpResponse};

@@ -304,7 +304,9 @@ impl From<crate::actors::error::DoorError> for ApiError {
             DoorError::Refused(DoorRefusal::Void) => ApiError::TicketVoid,
             DoorError::Refused(DoorRefusal::AlreadyCheckedIn(first)) => {
                 ApiError::AlreadyCheckedIn {
-                    checked_in_at: first.at.format(chrono::FixedOffset::east_opt(0).expect("zero")),
+                    checked_in_at: first
+                        .at
+                        .format(chrono::FixedOffset::east_opt(0).expect("zero")),
                     gate: first.gate,
                 }
             }

@@ -22,9 +22,9 @@ mod payments;
 mod queue;
 pub mod rate_limit;
 mod reservations;
-mod tickets;
 pub mod routes;
 pub mod slow_clients;
+mod tickets;
 pub mod verify_draw;
 
 pub use error::ApiError;

@@ -234,7 +234,12 @@ fn ticket_routes() -> Vec<RouteSpec> {
             AnyNode,
             web::post().to(tickets::transfer),
         ),
-        spec(M::POST, "/v1/checkins", AnyNode, web::post().to(door::check_in)),
+        spec(
+            M::POST,
+            "/v1/checkins",
+            AnyNode,
+            web::post().to(door::check_in),
+        ),
         RouteSpec {
             body_limit: Some(BATCH_LIMIT),
             ..spec(

@@ -35,9 +35,9 @@ mod redact;
 mod rows;
 mod sqlite;
 mod sqlite_writes;
-mod tickets;
 #[cfg(test)]
 pub(crate) mod temp_databases;
+mod tickets;
 mod writes;
 
 pub use cluster::{ClusterStore, Lease, Member, SHARD_CHANNEL};

@@ -109,7 +109,10 @@ const TICKET_COLUMNS: &str = "t.id, t.reservation_id, t.schedule_id, t.seat_id, 
 /// One stored ticket row.
 pub(super) fn ticket(row: &impl Columns) -> Result<Ticket, StoreError> {
     let status = row.text("status")?;
-    let check_in = match (row.int8_or_null("checked_in_at_ms")?, row.text_or_null("gate")?) {
+    let check_in = match (
+        row.int8_or_null("checked_in_at_ms")?,
+        row.text_or_null("gate")?,
+    ) {
         (Some(at), Some(gate)) => Some(CheckIn {
             at: Timestamp::from_millis(at),
             gate,
@@ -137,7 +140,8 @@ pub(super) async fn of_schedule<C: SqlConnection>(
     conn: &mut C,
     schedule: ScheduleId,
 ) -> Result<Vec<Ticket>, StoreError> {
-    let sql = format!("SELECT {TICKET_COLUMNS} FROM tickets t WHERE t.schedule_id = $1 ORDER BY t.id");
+    let sql =
+        format!("SELECT {TICKET_COLUMNS} FROM tickets t WHERE t.schedule_id = $1 ORDER BY t.id");
     conn.rows(&sql, &[schedule.get()])
         .await?
         .iter()

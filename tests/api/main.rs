@@ -27,4 +27,5 @@ mod reservations;
 mod restart;
 mod seat_plan;
 mod survival;
+mod tickets;
 mod web;

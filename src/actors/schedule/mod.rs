@@ -266,10 +266,9 @@ pub async fn restore_book(
         .map(|r| (r.id, r.user))
         .collect();
     let mut book =
-        ScheduleBook::restore(info, snapshot.seats, snapshot.plan, snapshot.reservations)
-            .map_err(|seat| {
-                StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds"))
-            })?;
+        ScheduleBook::restore(info, snapshot.seats, snapshot.plan, snapshot.reservations).map_err(
+            |seat| StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds")),
+        )?;
     // The per-user limit counts a transferred seat as its holder's, not its buyer's.
     for t in &snapshot.tickets {
         if let Some(&buyer) = buyers.get(&t.reservation) {

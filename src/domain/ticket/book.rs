@@ -190,7 +190,10 @@ mod tests {
             id: ReservationId::new(5).expect("positive"),
             user: UserId::new(1).expect("positive"),
             schedule: ScheduleId::new(2).expect("positive"),
-            seats: vec![SeatId::new(10).expect("positive"), SeatId::new(11).expect("positive")],
+            seats: vec![
+                SeatId::new(10).expect("positive"),
+                SeatId::new(11).expect("positive"),
+            ],
             total: Money::new(20).expect("positive"),
             created_at: Timestamp::from_millis(0),
             expires_at: Timestamp::from_millis(1),
@@ -217,10 +220,15 @@ mod tests {
         assert!(book.check_in(&claims, "north", t(5), false).is_ok());
         assert_eq!(
             book.check_in(&claims, "south", t(6), false),
-            Err(DoorRefusal::AlreadyCheckedIn(CheckIn { at: t(5), gate: "north".into() }))
+            Err(DoorRefusal::AlreadyCheckedIn(CheckIn {
+                at: t(5),
+                gate: "north".into()
+            }))
         );
         // The other seat is its own ticket.
-        assert!(book.check_in(&tickets[1].claims(), "south", t(6), false).is_ok());
+        assert!(book
+            .check_in(&tickets[1].claims(), "south", t(6), false)
+            .is_ok());
     }
 
     #[test]
@@ -232,7 +240,10 @@ mod tests {
         assert!(book.check_in(&claims, "a", t(10), true).is_ok());
         assert_eq!(
             book.check_in(&claims, "b", t(20), true),
-            Err(DoorRefusal::AlreadyCheckedIn(CheckIn { at: t(10), gate: "a".into() }))
+            Err(DoorRefusal::AlreadyCheckedIn(CheckIn {
+                at: t(10),
+                gate: "a".into()
+            }))
         );
         // Online scans never displace one on record.
         assert!(book.check_in(&claims, "c", t(1), false).is_err());
@@ -247,7 +258,10 @@ mod tests {
         let moved = book.transfer(tickets[0].id, one, nine, now).expect("valid");
         assert_eq!((moved.holder, moved.version), (nine, 2));
         let new = moved.claims();
-        assert_eq!(book.check_in(&old, "g", now, false), Err(DoorRefusal::Invalid));
+        assert_eq!(
+            book.check_in(&old, "g", now, false),
+            Err(DoorRefusal::Invalid)
+        );
         assert_eq!(
             book.transfer(tickets[0].id, one, nine, now),
             Err(TransferRefusal::NotFound)
@@ -265,7 +279,8 @@ mod tests {
         let r = tickets[0].reservation;
         let now = Timestamp::from_millis(3000);
         assert!(book.none_checked_in(r));
-        book.check_in(&tickets[1].claims(), "g", now, false).expect("valid");
+        book.check_in(&tickets[1].claims(), "g", now, false)
+            .expect("valid");
         assert!(!book.none_checked_in(r));
         assert_eq!(book.void_reservation(r, now).len(), 2);
         assert_eq!(

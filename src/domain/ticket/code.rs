@@ -174,7 +174,14 @@ mod tests {
         assert_eq!(verify(&key, &spliced), Err(CodeError::BadSignature));
         let stranger = TicketKeys::from_seed([4; 32]).verifying_key();
         assert_eq!(verify(&stranger, &code), Err(CodeError::BadSignature));
-        for junk in ["", "bo1", "bo1..", "bo2.e30.AAAA", "x.y.z", &"a".repeat(600)] {
+        for junk in [
+            "",
+            "bo1",
+            "bo1..",
+            "bo2.e30.AAAA",
+            "x.y.z",
+            &"a".repeat(600),
+        ] {
             assert!(verify(&key, junk).is_err(), "{junk}");
         }
     }

@@ -66,7 +66,11 @@ pub struct Ticket {
 impl Ticket {
     /// The tickets of a reservation just paid, one per seat in the reservation's order;
     /// `ids` gives each its id.
-    pub fn issue(paid: &Reservation, now: Timestamp, mut ids: impl FnMut() -> TicketId) -> Vec<Ticket> {
+    pub fn issue(
+        paid: &Reservation,
+        now: Timestamp,
+        mut ids: impl FnMut() -> TicketId,
+    ) -> Vec<Ticket> {
         paid.seats
             .iter()
             .map(|&seat| Ticket {

@@ -397,7 +397,9 @@ impl MemoryStore {
         id: crate::domain::TicketId,
     ) -> Result<Option<super::StoredTicket>, StoreError> {
         let t = self.lock();
-        Ok(t.tickets.get(&id).and_then(|ticket| stored_ticket(&t, ticket)))
+        Ok(t.tickets
+            .get(&id)
+            .and_then(|ticket| stored_ticket(&t, ticket)))
     }
 
     pub async fn ticket_signing_key(
@@ -406,7 +408,9 @@ impl MemoryStore {
         _now: Timestamp,
     ) -> Result<String, StoreError> {
         let mut t = self.lock();
-        Ok(t.ticket_key.get_or_insert_with(|| candidate.to_string()).clone())
+        Ok(t.ticket_key
+            .get_or_insert_with(|| candidate.to_string())
+            .clone())
     }
 
     pub async fn load_reservation(

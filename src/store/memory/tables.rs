@@ -264,9 +264,8 @@ impl Tables {
                 }
             }
         }
-        for t in batch.tickets.values() {
-            self.tickets.insert(t.id, t.clone());
-        }
+        self.tickets
+            .extend(batch.tickets.values().map(|t| (t.id, t.clone())));
         for p in &batch.payments {
             self.paid_reservations.insert(p.reservation);
             self.payments.insert(p.id, p.clone());
@@ -296,6 +295,11 @@ impl Tables {
             Some(OpeningWrite::Remove) => self.opening = None,
             None => {}
         }
+        self.apply_tokens(batch);
+    }
+
+    /// Ended tokens before live ones, as the one-live-token-per-user index needs.
+    fn apply_tokens(&mut self, batch: &Writes) {
         for live in [false, true] {
             for t in batch.tokens.values() {
                 let is_live = !matches!(t.state, TokenState::Expired { .. });
