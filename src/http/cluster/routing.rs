@@ -272,6 +272,7 @@ mod tests {
                     ("reservationId", id),
                     ("concertId", "1"),
                     ("scheduleId", id),
+                    ("ticketId", id),
                 ];
                 let path = filled(template, &values);
                 assert!(
