@@ -319,3 +319,40 @@ async fn a_transfer_racing_a_check_in_lets_exactly_one_win(backend: Backend) {
     }
 }
 on_both_stores!(a_transfer_racing_a_check_in_lets_exactly_one_win);
+
+async fn admissions_and_transfers_answered_before_a_kill_survive_it(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let app = spawn_process_app(db, &[]).await;
+    let (user, _, _) = buyer(&app, 2).await;
+    let friend = app.create_user(0).await;
+    let held = tickets(&app, user).await;
+    let key_before = public_key(&app).await;
+    let admitted = body(scan(&app, held[0]["code"].as_str().unwrap(), "north").await).await;
+    assert_eq!(admitted["result"], "ADMITTED");
+    let moved = app
+        .client
+        .post(app.url(&format!(
+            "/v1/tickets/{}/transfer?userId={user}",
+            held[1]["ticketId"]
+        )))
+        .json(&json!({ "toUserId": friend }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status().as_u16(), 200);
+    let moved = body(moved).await;
+    // SIGKILL right after the answers: nothing but the database carries them over.
+    let app = app.crash().await;
+    // The same key signs after the restart (kept in the store), so codes stay valid.
+    assert_eq!(public_key(&app).await, key_before);
+    let again = body(scan(&app, held[0]["code"].as_str().unwrap(), "south").await).await;
+    assert_eq!(again["error"], "already_checked_in");
+    assert_eq!(again["gate"], "north");
+    assert_eq!(again["checkedInAt"], admitted["checkedInAt"]);
+    let old = scan(&app, held[1]["code"].as_str().unwrap(), "south").await;
+    assert_eq!(old.status().as_u16(), 400);
+    assert_eq!(tickets(&app, friend).await[0]["code"], moved["code"]);
+    let new = body(scan(&app, moved["code"].as_str().unwrap(), "south").await).await;
+    assert_eq!(new["result"], "ADMITTED");
+}
+on_both_stores!(admissions_and_transfers_answered_before_a_kill_survive_it);
