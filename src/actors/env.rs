@@ -48,6 +48,9 @@ pub struct EngineSettings {
     /// Cluster mode: the id block this boot allocates from ([`IdAllocator::in_block`]);
     /// `None` counts on from the largest stored id.
     pub id_block: Option<i64>,
+    /// `--refund-until-secs`: a paid reservation may be refunded until this long before its
+    /// concert (API.md §12).
+    pub refund_until: Duration,
 }
 
 impl Default for EngineSettings {
@@ -67,6 +70,7 @@ impl Default for EngineSettings {
             actor_threads: 2,
             settled_grace: SETTLED_GRACE,
             id_block: None,
+            refund_until: Duration::from_secs(86_400),
         }
     }
 }

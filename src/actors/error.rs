@@ -164,3 +164,16 @@ impl From<ActorError<crate::domain::ticket::TransferRefusal>> for TicketError {
         }
     }
 }
+
+/// Why a refund did not happen (nothing was credited).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefundError {
+    #[error("user not found")]
+    UserNotFound,
+    #[error("reservation not found")]
+    ReservationNotFound,
+    #[error("refund not allowed")]
+    NotAllowed,
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}

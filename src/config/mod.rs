@@ -439,6 +439,7 @@ impl From<ServeArgs> for Settings {
                 max_idempotency_keys_per_user: args.max_idempotency_keys_per_user as usize,
                 pipeline_commits: args.pipeline_commits,
                 actor_threads: cores.clamp(1, 8),
+                refund_until: Duration::from_secs(args.tickets.refund_until_secs),
                 ..EngineSettings::default()
             },
             timezone: args.timezone_offset,

@@ -4,7 +4,6 @@
 use super::Secret;
 use clap::Args;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// The flags, as given.
 #[derive(Debug, Clone, Args)]
@@ -17,7 +16,8 @@ pub struct TicketArgs {
     /// too. Without either the door answers 403.
     #[arg(long, env = "BOXOFFICE_DOOR_KEY", hide_env_values = true)]
     pub door_key: Option<Secret>,
-    /// A paid reservation may be refunded until this long before its concert.
+    /// A paid reservation may be refunded until this long before its concert (kept in the
+    /// engine's settings, `EngineSettings::refund_until`).
     #[arg(long, env = "BOXOFFICE_REFUND_UNTIL_SECS", default_value_t = 86_400)]
     pub refund_until_secs: u64,
 }
@@ -27,7 +27,6 @@ pub struct TicketArgs {
 pub struct TicketSettings {
     pub signing_key_file: Option<PathBuf>,
     pub door_key: Option<Secret>,
-    pub refund_until: Duration,
 }
 
 impl TicketSettings {
@@ -35,7 +34,6 @@ impl TicketSettings {
         TicketSettings {
             signing_key_file: None,
             door_key: None,
-            refund_until: Duration::from_secs(86_400),
         }
     }
 }
@@ -47,7 +45,6 @@ impl From<TicketArgs> for TicketSettings {
                 .ticket_signing_key
                 .filter(|p| !p.as_os_str().is_empty()),
             door_key: args.door_key.filter(|k| !k.expose().is_empty()),
-            refund_until: Duration::from_secs(args.refund_until_secs),
         }
     }
 }

@@ -10,6 +10,8 @@ pub enum ReservationStatus {
     Paid,
     Expired,
     Cancelled,
+    /// Paid, then refunded by its owner (API.md §12): its seats are free again.
+    Refunded,
 }
 
 impl ReservationStatus {
@@ -20,6 +22,7 @@ impl ReservationStatus {
             ReservationStatus::Paid => "PAID",
             ReservationStatus::Expired => "EXPIRED",
             ReservationStatus::Cancelled => "CANCELLED",
+            ReservationStatus::Refunded => "REFUNDED",
         }
     }
 
@@ -29,6 +32,7 @@ impl ReservationStatus {
             "PAID" => ReservationStatus::Paid,
             "EXPIRED" => ReservationStatus::Expired,
             "CANCELLED" => ReservationStatus::Cancelled,
+            "REFUNDED" => ReservationStatus::Refunded,
             _ => return None,
         })
     }
@@ -47,6 +51,8 @@ impl ReservationStatus {
             ReservationStatus::Paid => Some(BookingRefusal::AlreadyPaid),
             ReservationStatus::Expired => Some(BookingRefusal::Expired),
             ReservationStatus::Cancelled => Some(BookingRefusal::Cancelled),
+            // It was paid: paying or cancelling it again is what "already paid" refuses.
+            ReservationStatus::Refunded => Some(BookingRefusal::AlreadyPaid),
         }
     }
 }

@@ -232,6 +232,39 @@ impl ScheduleBook {
         true
     }
 
+    /// Frees the sold seats of a refunded reservation (its record may have left memory: the
+    /// seats and the buyer come from its tickets). The reservation, if still here, becomes
+    /// `Refunded`.
+    pub fn refund_sold(
+        &mut self,
+        id: ReservationId,
+        seats: &[SeatId],
+        buyer: UserId,
+        now: Timestamp,
+    ) {
+        let mut freed = 0u32;
+        for seat in seats {
+            if let Some(&i) = self.index.get(seat) {
+                if self.states[i] == SeatState::Sold(id) {
+                    self.states[i] = SeatState::Available;
+                    freed += 1;
+                }
+            }
+        }
+        self.available += freed as usize;
+        if let Some(count) = self.seats_by_user.get_mut(&buyer) {
+            *count = count.saturating_sub(freed);
+            if *count == 0 {
+                self.seats_by_user.remove(&buyer);
+            }
+        }
+        if let Some(r) = self.reservations.get_mut(&id) {
+            r.status = ReservationStatus::Refunded;
+            r.updated_at = now;
+        }
+        self.check_invariants();
+    }
+
     /// Whether booking is open at `now`: from `reservation_at` until the concert starts.
     pub fn is_open(&self, now: Timestamp) -> bool {
         self.info.reservation_at <= now && now < self.info.concert_at

@@ -67,6 +67,7 @@ pub enum ApiError {
     TicketVoid,
     TicketNotFound,
     TransferNotAllowed,
+    RefundNotAllowed,
 }
 
 /// The error envelope every route answers with.
@@ -133,6 +134,7 @@ impl ApiError {
             TicketVoid              => (410, "ticket_void",              "ticket void"),
             TicketNotFound          => (404, "ticket_not_found",         "ticket not found"),
             TransferNotAllowed      => (409, "transfer_not_allowed",     "transfer not allowed"),
+            RefundNotAllowed        => (409, "refund_not_allowed",       "refund not allowed"),
         }
     }
 }
@@ -311,6 +313,18 @@ impl From<crate::actors::error::DoorError> for ApiError {
                 }
             }
             DoorError::Unavailable(u) => u.into(),
+        }
+    }
+}
+
+impl From<crate::actors::error::RefundError> for ApiError {
+    fn from(e: crate::actors::error::RefundError) -> Self {
+        use crate::actors::error::RefundError;
+        match e {
+            RefundError::UserNotFound => ApiError::UserNotFound,
+            RefundError::ReservationNotFound => ApiError::ReservationNotFound,
+            RefundError::NotAllowed => ApiError::RefundNotAllowed,
+            RefundError::Unavailable(u) => u.into(),
         }
     }
 }

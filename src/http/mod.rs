@@ -21,6 +21,7 @@ mod ops;
 mod payments;
 mod queue;
 pub mod rate_limit;
+mod refunds;
 mod reservations;
 pub mod routes;
 pub mod slow_clients;

@@ -34,6 +34,7 @@ use utoipa::{Modify, OpenApi};
         super::balance::balance,
         super::balance::recharge,
         super::balance::history,
+        super::refunds::refund,
         super::tickets::of_user,
         super::tickets::public_key,
         super::tickets::qr,

@@ -8,7 +8,7 @@ use super::{admin, balance, cluster, concerts, extract, live, metrics, ops, paym
 use super::opening;
 use super::{reservations, ApiError, ADMIN_BODY_LIMIT, BODY_LIMIT};
 // Tickets and the door (API.md §12).
-use super::{door, tickets};
+use super::{door, refunds, tickets};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -233,6 +233,14 @@ fn ticket_routes() -> Vec<RouteSpec> {
             "/v1/tickets/{ticketId}/transfer",
             AnyNode,
             web::post().to(tickets::transfer),
+        ),
+        // Decided by the reservation's schedule and its owner's wallet; a node holding either
+        // elsewhere answers 503 (cluster mode: not forwarded yet).
+        spec(
+            M::POST,
+            "/v1/reservations/{reservationId}/refund",
+            AnyNode,
+            web::post().to(refunds::refund),
         ),
         spec(
             M::POST,

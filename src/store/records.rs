@@ -10,6 +10,8 @@ use crate::domain::{ConcertId, Money, PaymentId, ReservationId, Timestamp, UserI
 pub enum LedgerKind {
     Recharge,
     Payment,
+    /// A paid reservation's money back (API.md §12); `payment` names the payment refunded.
+    Refund,
 }
 
 impl LedgerKind {
@@ -17,6 +19,7 @@ impl LedgerKind {
         match self {
             LedgerKind::Recharge => "RECHARGE",
             LedgerKind::Payment => "PAYMENT",
+            LedgerKind::Refund => "REFUND",
         }
     }
 }

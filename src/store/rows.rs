@@ -90,7 +90,7 @@ pub(super) fn hold_state(status: ReservationStatus) -> &'static str {
     match status {
         ReservationStatus::Pending => "PENDING",
         ReservationStatus::Paid => "POSTED",
-        ReservationStatus::Cancelled => "VOIDED",
+        ReservationStatus::Cancelled | ReservationStatus::Refunded => "VOIDED",
         ReservationStatus::Expired => "EXPIRED",
     }
 }
@@ -217,6 +217,7 @@ pub(super) fn ledger_entry(row: &impl Columns, user: UserId) -> Result<LedgerEnt
         kind: match kind.as_str() {
             "RECHARGE" => LedgerKind::Recharge,
             "PAYMENT" => LedgerKind::Payment,
+            "REFUND" => LedgerKind::Refund,
             other => return Err(StoreError::Corrupt(format!("ledger kind {other}"))),
         },
         amount: money(row.int8("amount")?)?,

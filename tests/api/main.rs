@@ -23,6 +23,7 @@ mod pow;
 mod process;
 mod queue;
 mod queue_scale;
+mod refunds;
 mod reservations;
 mod restart;
 mod seat_plan;

@@ -14,6 +14,7 @@
 //! - `holds.rs`: holding seats and cancelling a hold;
 //! - `payment.rs`: the payment saga (which issues the tickets);
 //! - `tickets.rs`: tickets, the door and transfers;
+//! - `refunds.rs`: a paid reservation's refund (the payment's saga backwards);
 //! - `wallets.rs`: recharges, balances and the ledger;
 //! - `admin.rs`: users and concerts;
 //! - `dashboard.rs`: what the operator's dashboard and `/metrics` read;
@@ -42,6 +43,7 @@ mod holds;
 mod payment;
 mod queue_ops;
 mod reads;
+mod refunds;
 mod tickets;
 mod wallets;
 

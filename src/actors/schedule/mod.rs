@@ -11,6 +11,7 @@
 //! - `eviction.rs`: settled reservations leaving memory after their grace period;
 //! - `payment.rs`: pin, unpin and post (with the tickets the payment issued);
 //! - `door.rs`: check-ins and transfers of the schedule's tickets;
+//! - `refund.rs`: a refund's pin of the tickets, then the seats freed;
 //! - `reads.rs`: the seat map and a reservation, as the client sees them;
 //! - `live.rs`: every seat's state in memory, for the operator's dashboard.
 
@@ -23,6 +24,7 @@ mod intake;
 mod live;
 mod payment;
 mod reads;
+mod refund;
 mod unconfirmed;
 
 pub use cancel::CancelReservation;
@@ -32,6 +34,7 @@ pub use intake::{DrainHolds, HoldIntake, Pushed};
 pub use live::{SampleSeats, SeatSample};
 pub use payment::{PinHold, PinnedHold, PostHold, UnpinHold};
 pub use reads::{stored_view, ListSeats, ReadReservation, ReservationView, SeatMap, SeatView};
+pub use refund::{PinRefund, PinnedRefund, PostRefund, RefundRefused, UnpinRefund};
 
 use super::durability::Durability;
 use super::env::ActorEnv;

@@ -34,6 +34,8 @@ pub enum TransferRefusal {
 pub struct TicketBook {
     tickets: IdMap<TicketId, Ticket>,
     by_reservation: IdMap<ReservationId, Vec<TicketId>>,
+    /// Reservations whose refund is being committed: their tickets neither enter nor move.
+    refunding: crate::domain::ids::IdSet<ReservationId>,
 }
 
 impl TicketBook {
@@ -104,6 +106,9 @@ impl TicketBook {
     ) -> Result<&Ticket, DoorRefusal> {
         let id = self.current(claims)?.id;
         let ticket = self.tickets.get_mut(&id).expect("found by current() above");
+        if self.refunding.contains(&ticket.reservation) {
+            return Err(DoorRefusal::Void);
+        }
         match (ticket.status, &ticket.check_in) {
             (TicketStatus::Void, _) => return Err(DoorRefusal::Void),
             (TicketStatus::CheckedIn, Some(first)) if !(offline && at < first.at) => {
@@ -132,7 +137,10 @@ impl TicketBook {
             .get(&id)
             .filter(|t| t.holder == from)
             .ok_or(TransferRefusal::NotFound)?;
-        if ticket.status != TicketStatus::Valid || to == from {
+        if ticket.status != TicketStatus::Valid
+            || to == from
+            || self.refunding.contains(&ticket.reservation)
+        {
             return Err(TransferRefusal::NotAllowed);
         }
         Ok(ticket)
@@ -164,8 +172,32 @@ impl TicketBook {
             .all(|t| t.status != TicketStatus::CheckedIn)
     }
 
+    /// Holds a reservation's tickets for its refund: every one still valid, all held by the
+    /// buyer, none already being refunded (`None` otherwise). Until [`TicketBook::unpin_refund`] or
+    /// [`TicketBook::void_reservation`], the door and transfers refuse them.
+    pub fn pin_refund(&mut self, id: ReservationId, buyer: UserId) -> Option<Vec<Ticket>> {
+        let tickets = self.of_reservation(id);
+        let refundable = !tickets.is_empty()
+            && !self.refunding.contains(&id)
+            && tickets
+                .iter()
+                .all(|t| t.status == TicketStatus::Valid && t.holder == buyer);
+        if !refundable {
+            return None;
+        }
+        let tickets = tickets.into_iter().cloned().collect();
+        self.refunding.insert(id);
+        Some(tickets)
+    }
+
+    /// The refund did not happen: the tickets are as they were.
+    pub fn unpin_refund(&mut self, id: ReservationId) {
+        self.refunding.remove(&id);
+    }
+
     /// Voids every ticket of a reservation (refunded or cancelled), and gives them back.
     pub fn void_reservation(&mut self, id: ReservationId, now: Timestamp) -> Vec<Ticket> {
+        self.refunding.remove(&id);
         let ids = self.by_reservation.get(&id).cloned().unwrap_or_default();
         let mut voided = Vec::with_capacity(ids.len());
         for t in ids {
