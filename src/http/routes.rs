@@ -234,12 +234,12 @@ fn ticket_routes() -> Vec<RouteSpec> {
             AnyNode,
             web::post().to(tickets::transfer),
         ),
-        // Decided by the reservation's schedule and its owner's wallet; a node holding either
-        // elsewhere answers 503 (cluster mode: not forwarded yet).
+        // Decided by the reservation's schedule (and its owner's wallet: a schedule's owner
+        // that does not hold the wallet answers 503 in cluster mode, not fenced across yet).
         spec(
             M::POST,
             "/v1/reservations/{reservationId}/refund",
-            AnyNode,
+            ShardKey::ReservationSchedule,
             web::post().to(refunds::refund),
         ),
         spec(

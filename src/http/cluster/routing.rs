@@ -244,7 +244,7 @@ mod tests {
                 user(u).map_or(Route::Local, |u| Route::Shard(ShardId::of_wallet(u)))
             }
             ["", "v1", "reservations"] if method == Method::POST => Route::HoldBody,
-            ["", "v1", "reservations", id] => id
+            ["", "v1", "reservations", id] | ["", "v1", "reservations", id, "refund"] => id
                 .parse::<i64>()
                 .ok()
                 .and_then(|id| ReservationId::new(id).ok())
