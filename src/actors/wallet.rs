@@ -368,6 +368,7 @@ impl Handler<Rebuild> for WalletActor {
 /// What a refund gave back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefundReceipt {
+    pub reservation: crate::domain::ReservationId,
     /// The REFUND ledger row's id.
     pub refund: i64,
     pub amount: Money,
@@ -385,6 +386,7 @@ pub struct CreditForRefund {
     pub depends_on: Vec<Dependency>,
     /// Runs after the commit, before the reply: frees the seats in the schedule's book.
     pub on_commit: Box<dyn FnOnce() + Send>,
+    pub idempotency: Option<IdempotentWrite<RefundReceipt>>,
     pub reply: Reply<RefundReceipt, WalletRefusal>,
 }
 
@@ -433,11 +435,13 @@ impl Handler<CreditForRefund> for WalletActor {
             writes = writes.ticket(ticket);
         }
         let receipt = RefundReceipt {
+            reservation: msg.refunded.id,
             refund,
             amount,
             balance,
         };
         let acknowledgement = Acknowledgement {
+            idempotency: msg.idempotency,
             on_commit: Some(msg.on_commit),
             ..Acknowledgement::new(writes, receipt, now)
         };

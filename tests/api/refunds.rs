@@ -234,3 +234,38 @@ async fn a_refund_answered_before_a_kill_survives_it(backend: Backend) {
     );
 }
 on_both_stores!(a_refund_answered_before_a_kill_survives_it);
+
+async fn a_retried_refund_key_replays_the_first_answer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (user, reservation, _) = buyer(&app, 1).await;
+    let before = app.balance(user).await;
+    let send = || {
+        app.client
+            .post(app.url(&format!(
+                "/v1/reservations/{reservation}/refund?userId={user}"
+            )))
+            .header("Idempotency-Key", "refund-once")
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let first = body(first).await;
+    let again = send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(again.headers()["Idempotent-Replayed"], "true");
+    assert_eq!(body(again).await, first);
+    // Credited once; another key is a second refund, refused.
+    assert_eq!(app.balance(user).await, before + 1_000);
+    let other = app
+        .client
+        .post(app.url(&format!(
+            "/v1/reservations/{reservation}/refund?userId={user}"
+        )))
+        .header("Idempotency-Key", "refund-twice")
+        .send()
+        .await
+        .unwrap();
+    assert_error(other, 409, "refund_not_allowed", "refund not allowed").await;
+    balance_matches_ledger(&app, user).await;
+}
+on_both_stores!(a_retried_refund_key_replays_the_first_answer);

@@ -6,6 +6,7 @@
 
 use super::Engine;
 use crate::actors::error::{ActorError, RefundError};
+use crate::actors::idempotency::IdempotentWrite;
 use crate::actors::mailbox::ask;
 use crate::actors::persister::{ActorKey, Unavailable};
 use crate::actors::schedule::{PinRefund, PostRefund, UnpinRefund};
@@ -20,6 +21,7 @@ impl Engine {
         &self,
         user: UserId,
         id: ReservationId,
+        idempotency: Option<IdempotentWrite<RefundReceipt>>,
     ) -> Result<RefundReceipt, RefundError> {
         if !self.user_exists(user) {
             return Err(RefundError::UserNotFound);
@@ -47,13 +49,17 @@ impl Engine {
         let engine = self.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         actix_rt::spawn(async move {
-            let _ = tx.send(engine.settle_refund(paid).await);
+            let _ = tx.send(engine.settle_refund(paid, idempotency).await);
         });
         rx.await
             .unwrap_or(Err(RefundError::Unavailable(Unavailable::Busy)))
     }
 
-    async fn settle_refund(&self, paid: Reservation) -> Result<RefundReceipt, RefundError> {
+    async fn settle_refund(
+        &self,
+        paid: Reservation,
+        idempotency: Option<IdempotentWrite<RefundReceipt>>,
+    ) -> Result<RefundReceipt, RefundError> {
         let (id, buyer, schedule) = (paid.id, paid.user, paid.schedule);
         let addr = self
             .schedule(schedule)
@@ -90,6 +96,7 @@ impl Engine {
             tickets,
             depends_on: vec![(ActorKey::Schedule(schedule), pinned.generation)],
             on_commit,
+            idempotency,
             reply,
         })
         .await;
