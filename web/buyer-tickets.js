@@ -1,6 +1,7 @@
 // "My tickets" on the buyer page (API.md §12): each ticket's QR code, big enough for a phone at
-// the door, its seat and status, and a form to hand it to another user.
-import { api } from "./api.js";
+// the door, its seat and status, a form to hand it to another user, and a refund button per
+// paid reservation.
+import { api, won } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -51,6 +52,27 @@ function ticketItem(userId, t, onChange) {
   return li;
 }
 
+// One refund button per paid reservation whose tickets are all still valid.
+function refundItem(userId, reservationId, onChange) {
+  const li = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = `Refund reservation ${reservationId}`;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const r = await api("POST", `/v1/reservations/${reservationId}/refund?userId=${userId}`);
+      const balance = await api("GET", `/v1/balance/users/${userId}`);
+      onChange(`Refunded ${won(r.amount)}. Your balance is now ${won(balance.currentAmount)}.`);
+    } catch (err) {
+      button.disabled = false;
+      onChange(err.words || "The refund did not go through.");
+    }
+  });
+  li.append(button);
+  return li;
+}
+
 /** Lists the user's tickets into #ticket-list; `say` reports in words. */
 export async function showTickets(userId, say) {
   const list = $("ticket-list");
@@ -61,6 +83,14 @@ export async function showTickets(userId, say) {
     showTickets(userId, say).catch(() => {});
   };
   for (const t of body.tickets) list.append(ticketItem(userId, t, refresh));
+  const refundable = new Map();
+  for (const t of body.tickets) {
+    const ok = refundable.get(t.reservationId) ?? true;
+    refundable.set(t.reservationId, ok && t.status === "VALID");
+  }
+  for (const [reservationId, ok] of refundable) {
+    if (ok) list.append(refundItem(userId, reservationId, refresh));
+  }
   $("tickets-empty").hidden = body.tickets.length > 0;
   $("my-tickets").hidden = false;
 }
