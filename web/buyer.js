@@ -4,6 +4,7 @@ import { api, ApiError, setBearer, won, wordsFor } from "./api.js";
 import { waitInLine } from "./buyer-queue.js";
 import { SeatPlan } from "./buyer-seats.js";
 import { Waitlist } from "./buyer-waitlist.js";
+import { showTickets } from "./buyer-tickets.js";
 
 // The demo concert; another is chosen with `/?concert=ID`.
 const CONCERT_ID = (() => {
@@ -95,6 +96,7 @@ $("who-form").addEventListener("submit", (e) => {
   setBearer($("bearer").value);
   state.userId = id;
   $("whoami").textContent = `Buying as user ${id}`;
+  $("show-tickets").hidden = false;
   join();
 });
 $("rejoin").addEventListener("click", join);
@@ -413,6 +415,7 @@ $("pay").addEventListener("click", async () => {
   state.reservation = null;
   say("Payment complete.");
   show("step-done");
+  showTickets(state.userId, say).catch(() => {});
 });
 
 $("cancel").addEventListener("click", async () => {
@@ -431,6 +434,10 @@ $("cancel").addEventListener("click", async () => {
   state.reservation = null;
   say("Hold cancelled. The seats are free again.");
   await openSchedule(state.schedule);
+});
+
+$("show-tickets").addEventListener("click", () => {
+  showTickets(state.userId, say).catch(fail);
 });
 
 // A payment spends the queue token, so buying more starts at the line again.

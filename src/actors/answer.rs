@@ -22,6 +22,8 @@ pub enum Answer {
     Paid(PaymentReceipt),
     /// A wallet recharged: its balance after.
     Recharged { user: UserId, balance: Money },
+    /// A paid reservation refunded (API.md §12).
+    Refunded(super::wallet::RefundReceipt),
 }
 
 /// What [`Answer::from_stored`] found in a stored answer.
@@ -68,6 +70,12 @@ impl Replayable for PaymentReceipt {
     }
 }
 
+impl Replayable for super::wallet::RefundReceipt {
+    fn to_stored(&self, _user: UserId) -> String {
+        Answer::Refunded(*self).to_stored()
+    }
+}
+
 /// A recharge's answer: the balance of the key's user.
 impl Replayable for Money {
     fn to_stored(&self, user: UserId) -> String {
@@ -93,6 +101,13 @@ enum Stored {
     #[serde(rename_all = "camelCase")]
     Recharged {
         user_id: UserId,
+        balance: i64,
+    },
+    #[serde(rename_all = "camelCase")]
+    Refunded {
+        reservation_id: ReservationId,
+        refund_id: i64,
+        amount: i64,
         balance: i64,
     },
 }
@@ -129,6 +144,12 @@ impl From<&Answer> for Stored {
                 user_id: *user,
                 balance: balance.won(),
             },
+            Answer::Refunded(receipt) => Stored::Refunded {
+                reservation_id: receipt.reservation,
+                refund_id: receipt.refund,
+                amount: receipt.amount.won(),
+                balance: receipt.balance.won(),
+            },
         }
     }
 }
@@ -147,6 +168,17 @@ impl TryFrom<Stored> for Answer {
                 user: user_id,
                 balance: money(balance)?,
             },
+            Stored::Refunded {
+                reservation_id,
+                refund_id,
+                amount,
+                balance,
+            } => Answer::Refunded(super::wallet::RefundReceipt {
+                reservation: reservation_id,
+                refund: refund_id,
+                amount: money(amount)?,
+                balance: money(balance)?,
+            }),
         })
     }
 }

@@ -50,6 +50,9 @@ pub struct EngineSettings {
     pub id_block: Option<i64>,
     /// How long a waiting-list offer is held for its user (`--offer-ttl-secs`).
     pub offer_ttl: Duration,
+    /// `--refund-until-secs`: a paid reservation may be refunded until this long before its
+    /// concert (API.md §12).
+    pub refund_until: Duration,
 }
 
 impl Default for EngineSettings {
@@ -70,6 +73,7 @@ impl Default for EngineSettings {
             actor_threads: 2,
             settled_grace: SETTLED_GRACE,
             id_block: None,
+            refund_until: Duration::from_secs(86_400),
         }
     }
 }
@@ -84,6 +88,7 @@ pub struct IdAllocator {
     next_reservation: AtomicI64,
     next_payment: AtomicI64,
     next_ledger: AtomicI64,
+    next_ticket: AtomicI64,
 }
 
 /// Bits of an id below its block (cluster mode): 2^40 ids per kind per boot, which no drop
@@ -97,6 +102,7 @@ impl IdAllocator {
             next_reservation: AtomicI64::new(max.reservation + 1),
             next_payment: AtomicI64::new(max.payment + 1),
             next_ledger: AtomicI64::new(max.ledger + 1),
+            next_ticket: AtomicI64::new(max.ticket + 1),
         }
     }
 
@@ -112,6 +118,7 @@ impl IdAllocator {
             next_reservation: AtomicI64::new(start),
             next_payment: AtomicI64::new(start),
             next_ledger: AtomicI64::new(start),
+            next_ticket: AtomicI64::new(start),
         }
     }
 
@@ -123,6 +130,11 @@ impl IdAllocator {
     pub fn payment(&self) -> PaymentId {
         let id = self.next_payment.fetch_add(1, Ordering::Relaxed);
         PaymentId::new(id).expect("allocated above the stored maximum, which is ≥ 0")
+    }
+
+    pub fn ticket(&self) -> crate::domain::TicketId {
+        let id = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        crate::domain::TicketId::new(id).expect("allocated above the stored maximum, which is ≥ 0")
     }
 
     pub fn ledger(&self) -> i64 {

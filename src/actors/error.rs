@@ -151,3 +151,49 @@ impl From<WalletError> for PaymentError {
         }
     }
 }
+
+/// Why a ticket operation (the holder's list, a QR code, a transfer) failed (API.md §12).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    #[error("user not found")]
+    UserNotFound,
+    #[error("ticket not found")]
+    TicketNotFound,
+    #[error("transfer not allowed")]
+    TransferNotAllowed,
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why a scan at the door was not admitted (API.md §12).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DoorError {
+    #[error(transparent)]
+    Refused(#[from] crate::domain::ticket::DoorRefusal),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+impl From<ActorError<crate::domain::ticket::TransferRefusal>> for TicketError {
+    fn from(e: ActorError<crate::domain::ticket::TransferRefusal>) -> Self {
+        use crate::domain::ticket::TransferRefusal;
+        match e {
+            ActorError::Rejected(TransferRefusal::NotFound) => TicketError::TicketNotFound,
+            ActorError::Rejected(TransferRefusal::NotAllowed) => TicketError::TransferNotAllowed,
+            ActorError::Unavailable(u) => TicketError::Unavailable(u),
+        }
+    }
+}
+
+/// Why a refund did not happen (nothing was credited).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefundError {
+    #[error("user not found")]
+    UserNotFound,
+    #[error("reservation not found")]
+    ReservationNotFound,
+    #[error("refund not allowed")]
+    NotAllowed,
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}

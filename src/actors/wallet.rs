@@ -266,6 +266,8 @@ impl Handler<ReadBalance> for WalletActor {
 #[rtype(result = "()")]
 pub struct DebitForPayment {
     pub paid: Reservation,
+    /// One ticket per seat, issued in the payment's transaction (API.md §12).
+    pub tickets: Vec<crate::domain::ticket::Ticket>,
     /// The token the payment was authorized with: it buys once (see `Wallet::pay`).
     pub spends: Option<TokenId>,
     /// The token as stored once spent, when this node holds the queue (else its owner spends
@@ -336,6 +338,9 @@ impl Handler<DebitForPayment> for WalletActor {
         if let Some(token) = msg.token {
             writes = writes.token(token);
         }
+        for ticket in &msg.tickets {
+            writes = writes.ticket(ticket);
+        }
         let receipt = PaymentReceipt {
             payment: msg.payment,
             amount,
@@ -360,5 +365,90 @@ impl Handler<Rebuild> for WalletActor {
     /// Reloads the balance under the new generation.
     fn handle(&mut self, msg: Rebuild, ctx: &mut Context<Self>) {
         loading::rebuild(self, msg, ctx);
+    }
+}
+
+/// What a refund gave back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefundReceipt {
+    pub reservation: crate::domain::ReservationId,
+    /// The REFUND ledger row's id.
+    pub refund: i64,
+    pub amount: Money,
+    pub balance: Money,
+}
+
+/// Credit a refunded reservation: the credit, the REFUND ledger row, the reservation REFUNDED
+/// (its holds voided) and its tickets VOID, in one transaction.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CreditForRefund {
+    pub refunded: Reservation,
+    pub tickets: Vec<crate::domain::ticket::Ticket>,
+    /// The schedule state the refund was pinned in.
+    pub depends_on: Vec<Dependency>,
+    /// Runs after the commit, before the reply: frees the seats in the schedule's book.
+    pub on_commit: Box<dyn FnOnce() + Send>,
+    pub idempotency: Option<IdempotentWrite<RefundReceipt>>,
+    pub reply: Reply<RefundReceipt, WalletRefusal>,
+}
+
+impl Handler<CreditForRefund> for WalletActor {
+    type Result = ();
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %self.user, reservation_id = %msg.refunded.id))]
+    fn handle(&mut self, msg: CreditForRefund, _: &mut Context<Self>) {
+        received::<Self>();
+        self.last_used = Instant::now();
+        let Some((permit, reply)) = self
+            .durability
+            .reserve_along_or_refuse(&msg.depends_on, msg.reply)
+        else {
+            return;
+        };
+        let now = self.env.clock.now();
+        let refund = self.env.ids.ledger();
+        let amount = msg.refunded.total;
+        let wallet = match wallet_or_refusal(&mut self.state, &self.durability) {
+            Ok(wallet) => wallet,
+            Err(refused) => return drop(reply.send(Err(refused))),
+        };
+        let balance = match wallet.refund(amount) {
+            Ok(balance) => balance,
+            Err(refusal) => return self.durability.refuse_after_commit(permit, reply, refusal),
+        };
+        let user = wallet.user;
+        let mut writes = Writes::default()
+            .reservation(&msg.refunded)
+            .wallet(WalletRecord {
+                user,
+                balance,
+                at: now,
+            })
+            .ledger(LedgerEntry {
+                id: refund,
+                user,
+                kind: LedgerKind::Refund,
+                amount,
+                balance_after: balance,
+                payment: None,
+                at: now,
+            });
+        for ticket in &msg.tickets {
+            writes = writes.ticket(ticket);
+        }
+        let receipt = RefundReceipt {
+            reservation: msg.refunded.id,
+            refund,
+            amount,
+            balance,
+        };
+        let acknowledgement = Acknowledgement {
+            idempotency: msg.idempotency,
+            on_commit: Some(msg.on_commit),
+            ..Acknowledgement::new(writes, receipt, now)
+        };
+        self.durability
+            .acknowledge_after_commit(permit, acknowledgement, reply);
     }
 }

@@ -13,10 +13,12 @@ use std::time::Duration;
 mod network;
 mod pow;
 mod rate;
+mod tickets;
 
 pub use network::parse_network;
 pub use pow::{JoinPowArgs, JoinPowSettings};
 pub use rate::Rate;
+pub use tickets::{TicketArgs, TicketSettings};
 
 /// The default store: an embedded SQLite file beside the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://boxoffice.db";
@@ -171,6 +173,8 @@ pub struct ServeArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub join_pow: JoinPowArgs,
+    #[command(flatten)]
+    pub tickets: TicketArgs,
 }
 
 /// Cluster mode (API.md §10): several nodes serve one drop over one PostgreSQL database.
@@ -280,6 +284,8 @@ pub struct Settings {
     pub cluster: Option<ClusterRequest>,
     /// `--join-pow-bits` and `--join-pow-key`.
     pub join_pow: JoinPowSettings,
+    /// `--ticket-signing-key`, `--door-key`, `--refund-until-secs` (API.md §12).
+    pub tickets: TicketSettings,
 }
 
 /// `--cluster` as given, checked by [`Settings::validate`].
@@ -313,6 +319,8 @@ pub enum SettingsError {
     JoinPowBitsTooMany(u8),
     #[error("--join-pow-key must be at least {MIN_ADMIN_KEY_BYTES} bytes, not {0} (try `openssl rand -hex 32`)")]
     JoinPowKeyTooShort(usize),
+    #[error("--door-key must be at least {MIN_ADMIN_KEY_BYTES} bytes, not {0}")]
+    DoorKeyTooShort(usize),
 }
 
 /// A checked cluster node.
@@ -378,6 +386,11 @@ impl Settings {
         if self.join_pow.bits > crate::domain::queue::pow::MAX_POW_BITS {
             return Err(SettingsError::JoinPowBitsTooMany(self.join_pow.bits));
         }
+        if let Some(key) = &self.tickets.door_key {
+            if key.expose().len() < MIN_ADMIN_KEY_BYTES {
+                return Err(SettingsError::DoorKeyTooShort(key.expose().len()));
+            }
+        }
         if let Some(key) = &self.join_pow.key {
             if key.expose().len() < MIN_ADMIN_KEY_BYTES {
                 return Err(SettingsError::JoinPowKeyTooShort(key.expose().len()));
@@ -405,6 +418,7 @@ impl Settings {
             demo: false,
             cluster: None,
             join_pow: JoinPowSettings::off(),
+            tickets: TicketSettings::defaults(),
         }
     }
 }
@@ -429,6 +443,7 @@ impl From<ServeArgs> for Settings {
                 max_idempotency_keys_per_user: args.max_idempotency_keys_per_user as usize,
                 pipeline_commits: args.pipeline_commits,
                 actor_threads: cores.clamp(1, 8),
+                refund_until: Duration::from_secs(args.tickets.refund_until_secs),
                 ..EngineSettings::default()
             },
             timezone: args.timezone_offset,
@@ -446,6 +461,7 @@ impl From<ServeArgs> for Settings {
                 lease_ttl: Duration::from_secs(args.cluster.lease_ttl_secs),
             }),
             join_pow: JoinPowSettings::from(args.join_pow),
+            tickets: TicketSettings::from(args.tickets),
         }
     }
 }
@@ -471,6 +487,7 @@ impl fmt::Debug for Settings {
             .field("ops_bind", &self.ops_bind)
             .field("cluster", &self.cluster)
             .field("join_pow", &self.join_pow)
+            .field("tickets", &self.tickets)
             .finish()
     }
 }

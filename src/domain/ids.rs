@@ -143,6 +143,11 @@ positive_id!(
     "reservationId"
 );
 positive_id!(
+    /// One paid seat: the code a buyer shows at the door (API.md §12).
+    TicketId,
+    "ticketId"
+);
+positive_id!(
     /// A completed payment of one reservation.
     PaymentId,
     "paymentId"

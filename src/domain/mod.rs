@@ -12,10 +12,13 @@ pub mod queue;
 pub mod reservation;
 pub mod schedule;
 pub mod seat_plan;
+pub mod ticket;
 pub mod time;
 pub mod waitlist;
 pub mod wallet;
 
-pub use ids::{ConcertId, IdError, PaymentId, ReservationId, ScheduleId, SeatId, TokenId, UserId};
+pub use ids::{
+    ConcertId, IdError, PaymentId, ReservationId, ScheduleId, SeatId, TicketId, TokenId, UserId,
+};
 pub use money::Money;
 pub use time::Timestamp;

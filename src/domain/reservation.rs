@@ -10,7 +10,8 @@ pub enum ReservationStatus {
     Paid,
     Expired,
     Cancelled,
-    /// Paid, then refunded when its performance was cancelled (API.md §12).
+    /// Paid, then refunded, by its owner or when its performance was cancelled (API.md §12):
+    /// its seats are free again.
     Refunded,
 }
 
@@ -50,9 +51,9 @@ impl ReservationStatus {
             ReservationStatus::Pending => None,
             ReservationStatus::Paid => Some(BookingRefusal::AlreadyPaid),
             ReservationStatus::Expired => Some(BookingRefusal::Expired),
-            ReservationStatus::Cancelled | ReservationStatus::Refunded => {
-                Some(BookingRefusal::Cancelled)
-            }
+            ReservationStatus::Cancelled => Some(BookingRefusal::Cancelled),
+            // It was paid: paying or cancelling it again is what "already paid" refuses.
+            ReservationStatus::Refunded => Some(BookingRefusal::AlreadyPaid),
         }
     }
 }

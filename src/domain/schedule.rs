@@ -77,6 +77,9 @@ pub struct ScheduleBook {
     pub waitlist: Waitlist,
     /// The operator cancelled the performance: nothing more is sold.
     pub cancelled: bool,
+    /// The tickets of its paid seats (API.md §12): the same actor decides check-ins,
+    /// transfers and refunds, one after the other.
+    pub tickets: crate::domain::ticket::TicketBook,
 }
 
 impl ScheduleBook {
@@ -120,6 +123,7 @@ impl ScheduleBook {
             available,
             waitlist: Waitlist::default(),
             cancelled: false,
+            tickets: Default::default(),
         }
     }
 
@@ -173,6 +177,12 @@ impl ScheduleBook {
         &self.plan
     }
 
+    /// A seat's row label, if its plan has one.
+    pub fn seat_row(&self, id: SeatId) -> Option<&str> {
+        let i = *self.index.get(&id)?;
+        self.plan.as_ref()?.get(i)?.row()
+    }
+
     pub fn seat(&self, id: SeatId) -> Option<&Seat> {
         self.index.get(&id).map(|&i| &self.seats[i])
     }
@@ -212,6 +222,55 @@ impl ScheduleBook {
             self.reservations.remove(&id);
         }
         settled
+    }
+
+    /// Moves one seat of the per-user count from `from` to `to` (a ticket transferred), if `to`
+    /// stays within `limit`; the seat's own state does not change.
+    pub fn move_seat_count(&mut self, from: UserId, to: UserId, limit: u32) -> bool {
+        if self.seats_of(to) + 1 > limit {
+            return false;
+        }
+        *self.seats_by_user.entry(to).or_default() += 1;
+        if let Some(count) = self.seats_by_user.get_mut(&from) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.seats_by_user.remove(&from);
+            }
+        }
+        true
+    }
+
+    /// Frees the sold seats of a refunded reservation (its record may have left memory: the
+    /// seats and the buyer come from its tickets). The reservation, if still here, becomes
+    /// `Refunded`.
+    pub fn refund_sold(
+        &mut self,
+        id: ReservationId,
+        seats: &[SeatId],
+        buyer: UserId,
+        now: Timestamp,
+    ) {
+        let mut freed = 0u32;
+        for seat in seats {
+            if let Some(&i) = self.index.get(seat) {
+                if self.states[i] == SeatState::Sold(id) {
+                    self.states[i] = SeatState::Available;
+                    freed += 1;
+                }
+            }
+        }
+        self.available += freed as usize;
+        if let Some(count) = self.seats_by_user.get_mut(&buyer) {
+            *count = count.saturating_sub(freed);
+            if *count == 0 {
+                self.seats_by_user.remove(&buyer);
+            }
+        }
+        if let Some(r) = self.reservations.get_mut(&id) {
+            r.status = ReservationStatus::Refunded;
+            r.updated_at = now;
+        }
+        self.check_invariants();
     }
 
     /// Whether booking is open at `now`: from `reservation_at` until the concert starts.

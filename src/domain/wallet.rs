@@ -87,6 +87,18 @@ impl Wallet {
         Ok(balance)
     }
 
+    /// Gives `amount` back (a refund): the new balance, or a refusal if it would overflow.
+    pub fn refund(&mut self, amount: Money) -> Result<Money, WalletRefusal> {
+        let balance =
+            self.balance
+                .checked_add(amount)
+                .ok_or(WalletRefusal::InvalidRechargeAmount {
+                    amount: amount.won(),
+                })?;
+        self.balance = balance;
+        Ok(balance)
+    }
+
     /// Takes `amount` out, or refuses without changing anything.
     pub fn debit(&mut self, amount: Money) -> Result<Money, WalletRefusal> {
         let balance = self

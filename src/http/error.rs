@@ -69,6 +69,17 @@ pub enum ApiError {
     WaitlistClosed,
     /// The operator cancelled the performance: nothing more is sold.
     PerformanceCancelled,
+    /// The tickets' errors (API.md §12).
+    InvalidTicket,
+    /// The first admitted scan's time (formatted) and gate, sent beside the envelope's fields.
+    AlreadyCheckedIn {
+        checked_in_at: String,
+        gate: String,
+    },
+    TicketVoid,
+    TicketNotFound,
+    TransferNotAllowed,
+    RefundNotAllowed,
 }
 
 /// The error envelope every route answers with.
@@ -136,6 +147,12 @@ impl ApiError {
             WaitlistFull            => (409, "waitlist_full",            "waiting list full"),
             WaitlistClosed          => (409, "waitlist_closed",          "waiting list closed"),
             PerformanceCancelled    => (409, "performance_cancelled",    "performance cancelled"),
+            InvalidTicket           => (400, "invalid_ticket",           "invalid ticket"),
+            AlreadyCheckedIn { .. } => (409, "already_checked_in",       "already checked in"),
+            TicketVoid              => (410, "ticket_void",              "ticket void"),
+            TicketNotFound          => (404, "ticket_not_found",         "ticket not found"),
+            TransferNotAllowed      => (409, "transfer_not_allowed",     "transfer not allowed"),
+            RefundNotAllowed        => (409, "refund_not_allowed",       "refund not allowed"),
         }
     }
 }
@@ -170,6 +187,18 @@ impl ResponseError for ApiError {
             // The rest of a late body may never come: the connection is not reused.
             ApiError::RequestTimeout => {
                 response.force_close();
+            }
+            ApiError::AlreadyCheckedIn {
+                checked_in_at,
+                gate,
+            } => {
+                return response.json(serde_json::json!({
+                    "code": status.as_u16(),
+                    "error": slug,
+                    "message": message,
+                    "checkedInAt": checked_in_at,
+                    "gate": gate,
+                }));
             }
             _ => {}
         }
@@ -269,6 +298,52 @@ impl From<PaymentError> for ApiError {
             PaymentError::Booking(rule) => rule.into(),
             PaymentError::Wallet(rule) => rule.into(),
             PaymentError::Unavailable(u) => u.into(),
+        }
+    }
+}
+
+impl From<crate::actors::error::TicketError> for ApiError {
+    fn from(e: crate::actors::error::TicketError) -> Self {
+        use crate::actors::error::TicketError;
+        match e {
+            TicketError::UserNotFound => ApiError::UserNotFound,
+            TicketError::TicketNotFound => ApiError::TicketNotFound,
+            TicketError::TransferNotAllowed => ApiError::TransferNotAllowed,
+            TicketError::Unavailable(u) => u.into(),
+        }
+    }
+}
+
+/// A door refusal outside a handler that knows the zone (only "unavailable" in practice: the
+/// door's handlers map each scan's refusal with the zone themselves).
+impl From<crate::actors::error::DoorError> for ApiError {
+    fn from(e: crate::actors::error::DoorError) -> Self {
+        use crate::actors::error::DoorError;
+        use crate::domain::ticket::DoorRefusal;
+        match e {
+            DoorError::Refused(DoorRefusal::Invalid) => ApiError::InvalidTicket,
+            DoorError::Refused(DoorRefusal::Void) => ApiError::TicketVoid,
+            DoorError::Refused(DoorRefusal::AlreadyCheckedIn(first)) => {
+                ApiError::AlreadyCheckedIn {
+                    checked_in_at: first
+                        .at
+                        .format(chrono::FixedOffset::east_opt(0).expect("zero")),
+                    gate: first.gate,
+                }
+            }
+            DoorError::Unavailable(u) => u.into(),
+        }
+    }
+}
+
+impl From<crate::actors::error::RefundError> for ApiError {
+    fn from(e: crate::actors::error::RefundError) -> Self {
+        use crate::actors::error::RefundError;
+        match e {
+            RefundError::UserNotFound => ApiError::UserNotFound,
+            RefundError::ReservationNotFound => ApiError::ReservationNotFound,
+            RefundError::NotAllowed => ApiError::RefundNotAllowed,
+            RefundError::Unavailable(u) => u.into(),
         }
     }
 }

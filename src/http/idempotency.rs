@@ -4,6 +4,7 @@
 
 use super::balance::balance_body;
 use super::payments::paid_body;
+use super::refunds::refunded_body;
 use super::reservations::reservation_body;
 use super::{ApiError, AppState, REQUEST_TIMEOUT};
 use crate::actors::answer::{Answer, Replay};
@@ -90,6 +91,7 @@ fn render(state: &AppState, answer: &Answer) -> (StatusCode, String) {
         Answer::Recharged { user, balance } => {
             (StatusCode::OK, to_json(&balance_body(*user, *balance)))
         }
+        Answer::Refunded(receipt) => (StatusCode::OK, to_json(&refunded_body(receipt))),
     }
 }
 

@@ -9,6 +9,7 @@ mod balance;
 pub mod client_ip;
 pub mod cluster;
 mod concerts;
+mod door;
 pub mod error;
 mod extract;
 mod idempotency;
@@ -21,9 +22,11 @@ mod ops;
 mod payments;
 mod queue;
 pub mod rate_limit;
+mod refunds;
 mod reservations;
 pub mod routes;
 pub mod slow_clients;
+mod tickets;
 pub mod verify_draw;
 mod waitlist;
 
@@ -50,6 +53,8 @@ pub struct AppState {
     pub engine: Engine,
     pub timezone: FixedOffset,
     pub admin_key: Option<crate::config::Secret>,
+    /// `--door-key`: the scanners' key (API.md §12); the admin key opens the door too.
+    pub door_key: Option<crate::config::Secret>,
     pub auth: auth::Authenticator,
     /// `/readyz`'s cached database ping.
     pub store_ping: ops::StorePing,

@@ -9,6 +9,8 @@ use super::{
 // The fair opening's routes (API.md §11).
 use super::opening;
 use super::{reservations, waitlist, ApiError, ADMIN_BODY_LIMIT, BODY_LIMIT};
+// Tickets and the door (API.md §12).
+use super::{door, refunds, tickets};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -65,6 +67,7 @@ fn routes() -> Vec<RouteSpec> {
     let mut all = queue_routes();
     all.extend(booking_routes());
     all.extend(wallet_routes());
+    all.extend(ticket_routes());
     all.extend(admin_and_ops_routes());
     all.extend(waitlist_routes());
     all
@@ -228,6 +231,67 @@ fn wallet_routes() -> Vec<RouteSpec> {
             UserWallet,
             web::get().to(balance::history),
         ),
+    ]
+}
+
+/// Tickets and the door (API.md §12). A holder's list, the key and a QR code are read from the
+/// database, so any node answers them, whatever schedules the tickets are of. A check-in
+/// and a transfer are decided by the schedule's actor; until the forwarder reads a code's
+/// schedule from the body, a node that does not hold that schedule answers 503 (cluster
+/// mode only: one node holds every schedule).
+fn ticket_routes() -> Vec<RouteSpec> {
+    use Method as M;
+    use ShardKey::AnyNode;
+    // 1,000 scans of about 250 bytes each.
+    const BATCH_LIMIT: usize = 512 * 1024;
+    vec![
+        spec(
+            M::GET,
+            "/v1/tickets/users/{userId}",
+            AnyNode,
+            web::get().to(tickets::of_user),
+        ),
+        spec(
+            M::GET,
+            "/v1/tickets/public-key",
+            AnyNode,
+            web::get().to(tickets::public_key),
+        ),
+        spec(
+            M::GET,
+            "/v1/tickets/{ticketId}/qr.svg",
+            AnyNode,
+            web::get().to(tickets::qr),
+        ),
+        spec(
+            M::POST,
+            "/v1/tickets/{ticketId}/transfer",
+            AnyNode,
+            web::post().to(tickets::transfer),
+        ),
+        // Decided by the reservation's schedule (and its owner's wallet: a schedule's owner
+        // that does not hold the wallet answers 503 in cluster mode, not fenced across yet).
+        spec(
+            M::POST,
+            "/v1/reservations/{reservationId}/refund",
+            ShardKey::ReservationSchedule,
+            web::post().to(refunds::refund),
+        ),
+        spec(
+            M::POST,
+            "/v1/checkins",
+            AnyNode,
+            web::post().to(door::check_in),
+        ),
+        RouteSpec {
+            body_limit: Some(BATCH_LIMIT),
+            ..spec(
+                M::POST,
+                "/v1/checkins/batch",
+                AnyNode,
+                web::post().to(door::batch),
+            )
+        },
     ]
 }
 

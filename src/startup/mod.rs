@@ -46,6 +46,8 @@ pub enum StartupError {
     },
     #[error("cannot start the store's runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot load the ticket signing key: {0}")]
+    TicketKey(String),
     #[error("cannot load the demo data: {0}")]
     Demo(String),
     #[error("the server stopped with an error: {0}")]

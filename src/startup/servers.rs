@@ -41,6 +41,7 @@ pub(super) fn app_state(
         engine: started.engine.clone(),
         timezone: settings.timezone,
         admin_key: settings.admin_key.clone(),
+        door_key: settings.tickets.door_key.clone(),
         auth,
         store_ping: Default::default(),
         user_budget: settings.rate_limit_per_user.map(UserBudget::new),

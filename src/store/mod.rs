@@ -38,6 +38,7 @@ mod sqlite;
 mod sqlite_writes;
 #[cfg(test)]
 pub(crate) mod temp_databases;
+mod tickets;
 mod waitlist;
 mod writes;
 
@@ -48,7 +49,7 @@ pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use records::{
     CatalogSnapshot, IdempotencyRecord, LedgerEntry, LedgerKind, MaxIds, PaymentRecord,
-    ScheduleSnapshot, StoredReservation, WalletRecord,
+    ScheduleSnapshot, StoredReservation, StoredTicket, WalletRecord,
 };
 pub use redact::redact;
 pub use sqlite::SqliteStore;
@@ -328,6 +329,28 @@ impl Store {
     }
 
     /// A page of a user's ledger, newest first, below the id `before` when given.
+    /// A holder's tickets, every schedule's (API.md §12).
+    pub async fn tickets_of_holder(&self, holder: UserId) -> Result<Vec<StoredTicket>, StoreError> {
+        dispatch!(self, s => s.tickets_of_holder(holder).await)
+    }
+
+    /// One ticket, with its seat.
+    pub async fn load_ticket(
+        &self,
+        id: crate::domain::TicketId,
+    ) -> Result<Option<StoredTicket>, StoreError> {
+        dispatch!(self, s => s.load_ticket(id).await)
+    }
+
+    /// The stored ticket signing key's seed (hex); `candidate` becomes it if there is none.
+    pub async fn ticket_signing_key(
+        &self,
+        candidate: &str,
+        now: Timestamp,
+    ) -> Result<String, StoreError> {
+        dispatch!(self, s => s.ticket_signing_key(candidate, now).await)
+    }
+
     pub async fn ledger_page(
         &self,
         user: UserId,

@@ -179,6 +179,28 @@ impl PgStore {
 
     /// No transaction needed: a reservation's holds are written with it and never change
     /// which seats they name.
+    pub async fn tickets_of_holder(
+        &self,
+        holder: UserId,
+    ) -> Result<Vec<super::StoredTicket>, StoreError> {
+        super::tickets::of_holder(&mut *self.reader().await?, holder).await
+    }
+
+    pub async fn load_ticket(
+        &self,
+        id: crate::domain::TicketId,
+    ) -> Result<Option<super::StoredTicket>, StoreError> {
+        super::tickets::one(&mut *self.reader().await?, id).await
+    }
+
+    pub async fn ticket_signing_key(
+        &self,
+        candidate: &str,
+        now: Timestamp,
+    ) -> Result<String, StoreError> {
+        super::tickets::signing_key_pg(&self.pool, candidate, now).await
+    }
+
     pub async fn load_reservation(
         &self,
         id: ReservationId,

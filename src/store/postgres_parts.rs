@@ -14,6 +14,8 @@ pub(super) fn parts(batch: &Writes) -> Vec<Part<'_>> {
     let mut parts = Vec::new();
     parts.extend(reservation_part(batch));
     parts.extend(hold_parts(batch));
+    // After their reservations (SQLite checks that reference; PostgreSQL keeps the same order).
+    parts.extend(super::tickets::pg_part(batch));
     parts.extend(payment_part(batch));
     parts.extend(wallet_part(batch));
     parts.extend(ledger_part(batch));

@@ -115,10 +115,12 @@ pub(super) async fn load_schedule<C: SqlConnection>(
             rows::reservation(row, schedule, seats)
         })
         .collect::<Result<_, _>>()?;
+    let tickets = super::tickets::of_schedule(conn, schedule).await?;
     Ok(ScheduleSnapshot {
         seats,
         plan,
         reservations,
+        tickets,
     })
 }
 
@@ -248,6 +250,7 @@ pub(super) async fn max_ids<C: SqlConnection>(conn: &mut C) -> Result<MaxIds, St
         reservation: row.int8("reservation")?,
         payment: row.int8("payment")?,
         ledger: row.int8("ledger")?,
+        ticket: super::tickets::max_id(conn).await?,
     })
 }
 

@@ -10,7 +10,8 @@ use crate::domain::{ConcertId, Money, PaymentId, ReservationId, Timestamp, UserI
 pub enum LedgerKind {
     Recharge,
     Payment,
-    /// A paid reservation refunded (its performance cancelled): money back in.
+    /// A paid reservation's money back (API.md §12: refunded by its owner, or its performance
+    /// cancelled); `payment` names the payment refunded.
     Refund,
 }
 
@@ -82,6 +83,8 @@ pub struct ScheduleSnapshot {
     /// The seats' plan labels, in the order of `seats` (empty when no seat has any).
     pub plan: Vec<SeatPlan>,
     pub reservations: Vec<Reservation>,
+    /// Every ticket of the schedule (API.md §12).
+    pub tickets: Vec<crate::domain::ticket::Ticket>,
 }
 
 /// One reservation as stored, with its seats (id, number, price) in the order they were asked
@@ -92,10 +95,19 @@ pub struct StoredReservation {
     pub seats: Vec<Seat>,
 }
 
+/// A ticket as its holder's list shows it: with its seat's number and plan labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTicket {
+    pub ticket: crate::domain::ticket::Ticket,
+    pub seat_number: i32,
+    pub plan: SeatPlan,
+}
+
 /// The highest ids in use, so the service allocates above them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MaxIds {
     pub reservation: i64,
     pub payment: i64,
     pub ledger: i64,
+    pub ticket: i64,
 }

@@ -204,6 +204,28 @@ impl SqliteStore {
         reads::max_ids(&mut *self.readers.acquire().await?).await
     }
 
+    pub async fn tickets_of_holder(
+        &self,
+        holder: UserId,
+    ) -> Result<Vec<super::StoredTicket>, StoreError> {
+        super::tickets::of_holder(&mut *self.readers.acquire().await?, holder).await
+    }
+
+    pub async fn load_ticket(
+        &self,
+        id: crate::domain::TicketId,
+    ) -> Result<Option<super::StoredTicket>, StoreError> {
+        super::tickets::one(&mut *self.readers.acquire().await?, id).await
+    }
+
+    pub async fn ticket_signing_key(
+        &self,
+        candidate: &str,
+        now: Timestamp,
+    ) -> Result<String, StoreError> {
+        super::tickets::signing_key_sqlite(&self.writer, candidate, now).await
+    }
+
     pub async fn load_reservation(
         &self,
         id: ReservationId,

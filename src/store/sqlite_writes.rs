@@ -40,6 +40,7 @@ pub(super) async fn write_batch(
     batch: &Writes,
 ) -> Result<(), StoreError> {
     write_reservations(conn, batch).await?;
+    super::tickets::write_sqlite(conn, batch).await?;
     write_payments(conn, batch).await?;
     write_wallets(conn, batch).await?;
     write_ledger(conn, batch).await?;

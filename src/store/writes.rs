@@ -4,8 +4,9 @@
 use super::{IdempotencyRecord, LedgerEntry, PaymentRecord, WalletRecord};
 use crate::domain::queue::{OpeningRecord, TokenRecord, TokenState};
 use crate::domain::schedule::Reservation;
+use crate::domain::ticket::Ticket;
 use crate::domain::waitlist::WaitlistEntry;
-use crate::domain::{ReservationId, ScheduleId, Timestamp, TokenId, UserId};
+use crate::domain::{ReservationId, ScheduleId, TicketId, Timestamp, TokenId, UserId};
 use std::collections::BTreeMap;
 
 /// Row writes of one decision (or, merged, of a whole batch). Rows with an id are full final
@@ -30,6 +31,8 @@ pub struct Writes {
     pub waitlist: BTreeMap<(ScheduleId, UserId), Option<WaitlistEntry>>,
     /// Performances the operator cancelled, and when.
     pub cancelled: BTreeMap<ScheduleId, Timestamp>,
+    /// Tickets issued, checked in, transferred or voided (API.md §12): full final states.
+    pub tickets: BTreeMap<TicketId, Ticket>,
 }
 
 /// A write of the `queue_opening` row.
@@ -53,6 +56,7 @@ impl Writes {
             && self.moved.is_empty()
             && self.waitlist.is_empty()
             && self.cancelled.is_empty()
+            && self.tickets.is_empty()
     }
 
     pub fn reservation(mut self, r: &Reservation) -> Writes {
@@ -105,6 +109,12 @@ impl Writes {
         self
     }
 
+    /// Stores a ticket's full final state.
+    pub fn ticket(mut self, t: &Ticket) -> Writes {
+        self.tickets.insert(t.id, t.clone());
+        self
+    }
+
     pub fn ledger(mut self, l: LedgerEntry) -> Writes {
         self.ledger.push(l);
         self
@@ -125,6 +135,7 @@ impl Writes {
         self.moved.extend(later.moved);
         self.waitlist.extend(later.waitlist);
         self.cancelled.extend(later.cancelled);
+        self.tickets.extend(later.tickets);
     }
 
     /// Whether any balance, payment or ledger row is written.
@@ -144,6 +155,7 @@ impl Writes {
             + self.moved.len()
             + self.waitlist.len()
             + self.cancelled.len()
+            + self.tickets.len()
     }
 }
 

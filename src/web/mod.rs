@@ -24,7 +24,12 @@ pub const CONTENT_SECURITY_POLICY: &str =
 
 /// The pages and the file under `web/` each serves; `configure` registers exactly these, and a
 /// test holds every one of them to the embedded table.
-pub const PAGES: &[(&str, &str)] = &[("/", "index.html"), ("/dashboard", "dashboard.html")];
+pub const PAGES: &[(&str, &str)] = &[
+    ("/", "index.html"),
+    ("/dashboard", "dashboard.html"),
+    // The door's scanner (API.md §12).
+    ("/door", "door.html"),
+];
 
 /// Registers every page of [`PAGES`] and `/web/{path}`, each for GET and HEAD.
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -26,6 +26,7 @@ use crate::actors::wallet::{DebitForPayment, PaymentReceipt};
 use crate::actors::ActorError;
 use crate::domain::cluster::ShardId;
 use crate::domain::schedule::{BookingRefusal, ReservationStatus, ScheduleBook};
+use crate::domain::ticket::Ticket;
 use crate::domain::{ReservationId, ScheduleId, TokenId};
 use crate::store::{Fence, Lease};
 use std::sync::Arc;
@@ -94,8 +95,11 @@ pub(super) async fn settle_remote(
         };
     let payment = engine.env().ids.payment();
     let wallet = engine.wallet(user);
+    let paid = ScheduleBook::as_paid(&pinned.reservation, now);
+    let tickets = Ticket::issue(&paid, now, || engine.env().ids.ticket());
     let outcome = ask(&wallet, |reply| DebitForPayment {
-        paid: ScheduleBook::as_paid(&pinned.reservation, now),
+        paid,
+        tickets,
         spends: token,
         token: token_record,
         payment,
@@ -206,7 +210,12 @@ impl Engine {
             return;
         };
         if paid {
-            addr.do_send(PostHold { id });
+            // The tickets were issued by the paying node's transaction; this book reads them
+            // at its next load.
+            addr.do_send(PostHold {
+                id,
+                tickets: Vec::new(),
+            });
         } else {
             addr.do_send(UnpinHold { id });
         }

@@ -12,7 +12,9 @@
 //! - `queue_ops.rs`: the waiting room (join, polls, token checks);
 //! - `reads.rs`: concerts, seats and reservations as clients read them;
 //! - `holds.rs`: holding seats and cancelling a hold;
-//! - `payment.rs`: the payment saga;
+//! - `payment.rs`: the payment saga (which issues the tickets);
+//! - `tickets.rs`: tickets, the door and transfers;
+//! - `refunds.rs`: a paid reservation's refund (the payment's saga backwards);
 //! - `wallets.rs`: recharges, balances and the ledger;
 //! - `admin.rs`: users and concerts;
 //! - `dashboard.rs`: what the operator's dashboard and `/metrics` read;
@@ -42,6 +44,8 @@ mod payment;
 mod performance;
 mod queue_ops;
 mod reads;
+mod refunds;
+mod tickets;
 mod waitlist;
 mod wallets;
 
@@ -49,6 +53,7 @@ pub use dashboard::KeptInMemory;
 pub use elsewhere::{AllHere, Elsewhere, Settlement};
 pub use performance::CancellationReport;
 pub use queue_ops::QUEUE_REBUILD_WAIT;
+pub use tickets::{RawScan, TicketView};
 pub use waitlist::WaitlistKey;
 
 /// Where a reservation is answered from.
@@ -79,6 +84,8 @@ struct Inner {
     /// Where state held by other nodes is answered (set once, in cluster mode); unset, all
     /// of it is here.
     elsewhere: OnceLock<Arc<dyn Elsewhere>>,
+    /// The tickets' signing key (API.md §12), installed once at startup.
+    ticket_keys: OnceLock<Arc<crate::domain::ticket::TicketKeys>>,
 }
 
 /// The handle the HTTP layer holds; cheap to clone.
@@ -106,6 +113,7 @@ impl Engine {
                 idempotency,
                 ready: AtomicBool::new(false),
                 elsewhere: OnceLock::new(),
+                ticket_keys: OnceLock::new(),
             }),
         }
     }

@@ -13,6 +13,7 @@ use crate::actors::schedule::{PinHold, PostHold, UnpinHold};
 use crate::actors::wallet::{DebitForPayment, PaymentReceipt};
 use crate::domain::queue::TokenRecord;
 use crate::domain::schedule::{BookingRefusal, ScheduleBook};
+use crate::domain::ticket::Ticket;
 use crate::domain::{ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 
 /// A token spent by a payment's transaction (see [`Engine::spend_with_payment`]).
@@ -88,10 +89,13 @@ impl Engine {
         let mut depends_on = vec![(ActorKey::Schedule(schedule), pinned.generation)];
         depends_on.extend(spent.as_ref().map(|s| s.depends_on));
         let (spend, record) = spent.map_or((None, None), |s| (Some(s.on_commit), s.record));
+        // One ticket per seat, written in the payment's own transaction (API.md §12).
+        let tickets = Ticket::issue(&paid, now, || self.inner.env.ids.ticket());
         let on_commit: Box<dyn FnOnce() + Send> = {
             let schedule = addr.clone();
+            let tickets = tickets.clone();
             Box::new(move || {
-                schedule.do_send(PostHold { id });
+                schedule.do_send(PostHold { id, tickets });
                 if let Some(spend) = spend {
                     spend();
                 }
@@ -101,6 +105,7 @@ impl Engine {
         let wallet = self.wallet(user);
         let outcome = ask(&wallet, |reply| DebitForPayment {
             paid,
+            tickets,
             spends: token,
             token: record,
             payment,

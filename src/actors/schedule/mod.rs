@@ -9,13 +9,16 @@
 //! - `cancel.rs`: voiding a hold;
 //! - `expiry.rs`: the deadline heap and its timer;
 //! - `eviction.rs`: settled reservations leaving memory after their grace period;
-//! - `payment.rs`: pin, unpin and post;
+//! - `payment.rs`: pin, unpin and post (with the tickets the payment issued);
+//! - `door.rs`: check-ins and transfers of the schedule's tickets;
+//! - `refund.rs`: a refund's pin of the tickets, then the seats freed;
 //! - `reads.rs`: the seat map and a reservation, as the client sees them;
 //! - `live.rs`: every seat's state in memory, for the operator's dashboard;
 //! - `waitlist.rs`: the waiting list, and the offers freed seats make to it;
 //! - `performance.rs`: cancelling the whole performance, and its refunds.
 
 mod cancel;
+mod door;
 mod eviction;
 mod expiry;
 mod hold;
@@ -24,16 +27,19 @@ mod live;
 mod payment;
 mod performance;
 mod reads;
+mod refund;
 mod unconfirmed;
 mod waitlist;
 
 pub use cancel::CancelReservation;
+pub use door::{Admitted, CheckInScans, Scan, ScanOutcome, TransferTicket};
 pub use hold::HoldSeats;
 pub use intake::{DrainHolds, HoldIntake, Pushed};
 pub use live::{SampleSeats, SeatSample};
 pub use payment::{PinHold, PinnedHold, PostHold, UnpinHold};
 pub use performance::{BeginRefund, CancelPerformance, FinishRefund, PerformanceCancelled};
 pub use reads::{stored_view, ListSeats, ReadReservation, ReservationView, SeatMap, SeatView};
+pub use refund::{PinRefund, PinnedRefund, PostRefund, RefundRefused, UnpinRefund};
 pub use waitlist::{IsOffer, JoinWaitlist, LeaveWaitlist, ReadWaitlist, WaitlistView};
 
 use super::durability::Durability;
@@ -270,12 +276,27 @@ pub async fn restore_book(
     let id = info.id;
     let snapshot = store.load_schedule(id).await?;
     let waitlist = store.load_waitlist(id).await?;
+    let buyers: std::collections::HashMap<_, _> = snapshot
+        .reservations
+        .iter()
+        .filter(|r| r.status == ReservationStatus::Paid)
+        .map(|r| (r.id, r.user))
+        .collect();
     let mut book =
         ScheduleBook::restore(info, snapshot.seats, snapshot.plan, snapshot.reservations).map_err(
             |seat| StoreError::Corrupt(format!("seat {seat} of schedule {id} has two live holds")),
         )?;
     book.waitlist = Waitlist::restore(waitlist.entries);
     book.cancelled = waitlist.cancelled;
+    // The per-user limit counts a transferred seat as its holder's, not its buyer's.
+    for t in &snapshot.tickets {
+        if let Some(&buyer) = buyers.get(&t.reservation) {
+            if buyer != t.holder {
+                book.move_seat_count(buyer, t.holder, u32::MAX);
+            }
+        }
+    }
+    book.tickets = crate::domain::ticket::TicketBook::restore(snapshot.tickets);
     Ok(book)
 }
 

@@ -100,6 +100,9 @@ impl Handler<UnpinHold> for ScheduleActor {
 #[rtype(result = "()")]
 pub struct PostHold {
     pub id: ReservationId,
+    /// The tickets the payment's transaction issued (API.md §12). Empty when the payment was
+    /// committed by another node; the book then learns them at its next load.
+    pub tickets: Vec<crate::domain::ticket::Ticket>,
 }
 
 impl Handler<PostHold> for ScheduleActor {
@@ -110,6 +113,7 @@ impl Handler<PostHold> for ScheduleActor {
     fn handle(&mut self, msg: PostHold, ctx: &mut Context<Self>) {
         let now = self.env.clock.now();
         if let Loaded::Ready(book) = &mut self.state {
+            book.tickets.issue(msg.tickets);
             if let Some(r) = book.post(msg.id, now) {
                 metrics::counter!("boxoffice_holds_total", "outcome" => "posted").increment(1);
                 metrics::counter!("boxoffice_seats_sold_total").increment(r.seats.len() as u64);

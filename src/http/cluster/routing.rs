@@ -254,7 +254,7 @@ mod tests {
                 .ok()
                 .and_then(|s| ScheduleId::new(s).ok())
                 .map_or(Route::Local, |s| Route::Shard(ShardId::Schedule(s))),
-            ["", "v1", "reservations", id] => id
+            ["", "v1", "reservations", id] | ["", "v1", "reservations", id, "refund"] => id
                 .parse::<i64>()
                 .ok()
                 .and_then(|id| ReservationId::new(id).ok())
@@ -282,6 +282,7 @@ mod tests {
                     ("reservationId", id),
                     ("concertId", "1"),
                     ("scheduleId", id),
+                    ("ticketId", id),
                 ];
                 let path = filled(template, &values);
                 assert!(

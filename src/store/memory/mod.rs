@@ -292,10 +292,17 @@ impl MemoryStore {
             .iter()
             .filter_map(|r| t.reservations.get(r).cloned())
             .collect();
+        let tickets = t
+            .tickets
+            .values()
+            .filter(|ticket| ticket.schedule == id)
+            .cloned()
+            .collect();
         Ok(ScheduleSnapshot {
             seats,
             plan,
             reservations,
+            tickets,
         })
     }
 
@@ -372,7 +379,41 @@ impl MemoryStore {
             reservation: t.max_reservation,
             payment: t.payments.keys().next_back().map_or(0, |p| p.get()),
             ledger: t.ledger.keys().next_back().copied().unwrap_or(0),
+            ticket: t.tickets.keys().next_back().map_or(0, |id| id.get()),
         })
+    }
+
+    pub async fn tickets_of_holder(
+        &self,
+        holder: UserId,
+    ) -> Result<Vec<super::StoredTicket>, StoreError> {
+        let t = self.lock();
+        Ok(t.tickets
+            .values()
+            .filter(|ticket| ticket.holder == holder)
+            .filter_map(|ticket| stored_ticket(&t, ticket))
+            .collect())
+    }
+
+    pub async fn load_ticket(
+        &self,
+        id: crate::domain::TicketId,
+    ) -> Result<Option<super::StoredTicket>, StoreError> {
+        let t = self.lock();
+        Ok(t.tickets
+            .get(&id)
+            .and_then(|ticket| stored_ticket(&t, ticket)))
+    }
+
+    pub async fn ticket_signing_key(
+        &self,
+        candidate: &str,
+        _now: Timestamp,
+    ) -> Result<String, StoreError> {
+        let mut t = self.lock();
+        Ok(t.ticket_key
+            .get_or_insert_with(|| candidate.to_string())
+            .clone())
     }
 
     pub async fn load_reservation(
@@ -523,6 +564,25 @@ impl MemoryStore {
             wallets: t.wallets.values().copied().collect(),
         }
     }
+}
+
+/// A ticket with its seat's number and labels, as the SQL stores join them.
+fn stored_ticket(
+    t: &Tables,
+    ticket: &crate::domain::ticket::Ticket,
+) -> Option<super::StoredTicket> {
+    let seats = t.seats.get(&ticket.schedule)?;
+    let i = seats.iter().position(|s| s.id == ticket.seat)?;
+    let plan = t
+        .plans
+        .get(&ticket.schedule)
+        .and_then(|plan| plan.get(i).cloned())
+        .unwrap_or_default();
+    Some(super::StoredTicket {
+        ticket: ticket.clone(),
+        seat_number: seats[i].number,
+        plan,
+    })
 }
 
 #[cfg(test)]

@@ -62,6 +62,10 @@ pub(super) struct Tables {
     pub(super) waitlist: BTreeMap<(ScheduleId, UserId), crate::domain::waitlist::WaitlistEntry>,
     /// The `schedule_cancellations` rows.
     pub(super) cancelled: IdMap<ScheduleId, crate::domain::Timestamp>,
+    /// The `tickets` table (API.md §12).
+    pub(super) tickets: BTreeMap<crate::domain::TicketId, crate::domain::ticket::Ticket>,
+    /// The `ticket_signing_key` row: the generated key's seed, as hex.
+    pub(super) ticket_key: Option<String>,
 }
 
 pub(super) fn violated(what: impl Into<String>) -> StoreError {
@@ -264,6 +268,8 @@ impl Tables {
                 }
             }
         }
+        self.tickets
+            .extend(batch.tickets.values().map(|t| (t.id, t.clone())));
         for p in &batch.payments {
             self.paid_reservations.insert(p.reservation);
             self.payments.insert(p.id, p.clone());
@@ -293,6 +299,11 @@ impl Tables {
             Some(OpeningWrite::Remove) => self.opening = None,
             None => {}
         }
+        self.apply_tokens(batch);
+    }
+
+    /// Ended tokens before live ones, as the one-live-token-per-user index needs.
+    fn apply_tokens(&mut self, batch: &Writes) {
         for live in [false, true] {
             for t in batch.tokens.values() {
                 let is_live = !matches!(t.state, TokenState::Expired { .. });
