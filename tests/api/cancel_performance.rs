@@ -66,6 +66,18 @@ async fn cancelling_refunds_every_paid_reservation_exactly_once(backend: Backend
 
     for &user in &buyers {
         assert_eq!(app.balance(user).await, 10_000, "paid back");
+        // Each refunded seat's ticket is void, in the list and at the door.
+        let tickets = crate::tickets::tickets(&app, user).await;
+        assert_eq!(tickets.len(), 1, "{tickets:?}");
+        assert_eq!(tickets[0]["status"], "VOID", "{tickets:?}");
+        let code = tickets[0]["code"].as_str().expect("a code");
+        assert_error(
+            crate::tickets::scan(&app, code, "north-1").await,
+            410,
+            "ticket_void",
+            "ticket void",
+        )
+        .await;
     }
     let ids: Vec<String> = paid.iter().map(i64::to_string).collect();
     let ids = ids.join(",");

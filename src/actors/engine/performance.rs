@@ -11,6 +11,7 @@ use crate::actors::persister::{ActorKey, Unavailable};
 use crate::actors::schedule::{BeginRefund, CancelPerformance, FinishRefund, ScheduleActor};
 use crate::actors::wallet::CreditRefund;
 use crate::domain::schedule::{Reservation, ReservationStatus};
+use crate::domain::ticket::TicketStatus;
 use crate::domain::ScheduleId;
 use crate::store::PaidReservation;
 use actix::Addr;
@@ -87,21 +88,30 @@ impl Engine {
             .flatten()
             .ok_or(BookingError::Unavailable(Unavailable::Busy))?;
         let reservation = stored.reservation;
-        let generation = match ask(addr, |reply| BeginRefund {
+        let (generation, tickets) = match ask(addr, |reply| BeginRefund {
             reservation: reservation.clone(),
             reply,
         })
         .await
         {
-            Ok(generation) => generation,
+            Ok(claimed) => claimed,
             Err(ActorError::Rejected(_)) => return Ok(false),
             Err(ActorError::Unavailable(u)) => return Err(u.into()),
         };
+        let now = self.now();
         let refunded = Reservation {
             status: ReservationStatus::Refunded,
-            updated_at: self.now(),
+            updated_at: now,
             ..reservation.clone()
         };
+        let tickets = tickets
+            .into_iter()
+            .map(|mut t| {
+                t.status = TicketStatus::Void;
+                t.updated_at = now;
+                t
+            })
+            .collect();
         let on_commit: Box<dyn FnOnce() + Send> = {
             let (addr, reservation) = (addr.clone(), reservation.clone());
             Box::new(move || {
@@ -114,6 +124,7 @@ impl Engine {
         let wallet = self.wallet(reservation.user);
         let outcome = ask(&wallet, |reply| CreditRefund {
             refunded,
+            tickets,
             payment: paid.payment,
             amount: paid.amount,
             depends_on: vec![(ActorKey::Schedule(schedule), generation)],

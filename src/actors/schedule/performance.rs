@@ -2,13 +2,13 @@
 //! the waiting list emptied; then each paid reservation is refunded once. The schedule actor
 //! serializes the refunds: a reservation is refunded only while its seats are still sold to
 //! it here and no other refund of it is in flight, so two cancellations never refund one
-//! reservation twice. (Issue 28 part A adds an owner's refund; at merge it should share
-//! `BeginRefund`/`FinishRefund` and `ScheduleBook::refund`.)
+//! reservation twice, and each refund voids the reservation's tickets in its transaction.
 
 use super::ScheduleActor;
 use crate::actors::loading::Loaded;
 use crate::actors::mailbox::{received, refuse_unavailable, Reply};
 use crate::domain::schedule::{BookingRefusal, Reservation};
+use crate::domain::ticket::Ticket;
 use crate::store::Writes;
 use actix::prelude::*;
 
@@ -66,12 +66,13 @@ impl Handler<CancelPerformance> for ScheduleActor {
 }
 
 /// Claim a paid reservation for its refund: answered with the generation the refund's write
-/// depends on, or refused when it is not (or no longer) sold to it, or a refund is in flight.
+/// depends on and the reservation's tickets (the refund voids them, API.md §12), or refused
+/// when it is not (or no longer) sold to it, or a refund is in flight.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct BeginRefund {
     pub reservation: Reservation,
-    pub reply: Reply<u64, BookingRefusal>,
+    pub reply: Reply<(u64, Vec<Ticket>), BookingRefusal>,
 }
 
 impl Handler<BeginRefund> for ScheduleActor {
@@ -86,7 +87,8 @@ impl Handler<BeginRefund> for ScheduleActor {
         };
         let id = msg.reservation.id;
         let answer = if book.is_sold_to(&msg.reservation) && self.refunding.insert(id) {
-            Ok(generation)
+            let tickets = book.tickets.of_reservation(id).into_iter().cloned();
+            Ok((generation, tickets.collect()))
         } else {
             Err(BookingRefusal::Cancelled)
         };
@@ -116,6 +118,8 @@ impl Handler<FinishRefund> for ScheduleActor {
         }
         let now = self.env.clock.now();
         if let Loaded::Ready(book) = &mut self.state {
+            // Its tickets are void at the door at once, as the committed rows say.
+            book.tickets.void_reservation(id, now);
             if book.refund(&msg.reservation, now).is_some() {
                 metrics::counter!("boxoffice_refunds_total").increment(1);
                 // Its write is the wallet's, committed before this message was sent.

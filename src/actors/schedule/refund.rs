@@ -95,12 +95,15 @@ impl Handler<PostRefund> for ScheduleActor {
     type Result = ();
 
     #[tracing::instrument(level = "debug", skip_all, fields(reservation_id = %msg.id))]
-    fn handle(&mut self, msg: PostRefund, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: PostRefund, ctx: &mut Context<Self>) {
         let now = self.env.clock.now();
         if let Loaded::Ready(book) = &mut self.state {
             book.tickets.void_reservation(msg.id, now);
             book.refund_sold(msg.id, &msg.seats, msg.buyer, now);
             self.publish();
         }
+        // The seats came back: while the waiting list has entries they are its, offered in
+        // order (a crash before this makes the offers at the next load).
+        self.offer_now(ctx);
     }
 }

@@ -7,6 +7,7 @@ use crate::actors::durability::Acknowledgement;
 use crate::actors::mailbox::{received, Reply};
 use crate::actors::persister::Dependency;
 use crate::domain::schedule::Reservation;
+use crate::domain::ticket::Ticket;
 use crate::domain::wallet::WalletRefusal;
 use crate::domain::{Money, PaymentId};
 use crate::store::{LedgerEntry, LedgerKind, WalletRecord, Writes};
@@ -19,6 +20,8 @@ use std::time::Instant;
 pub struct CreditRefund {
     /// The reservation as it is once refunded.
     pub refunded: Reservation,
+    /// Its tickets, void: written in the same transaction.
+    pub tickets: Vec<Ticket>,
     /// The payment refunded: the ledger row names it.
     pub payment: PaymentId,
     pub amount: Money,
@@ -52,7 +55,10 @@ impl Handler<CreditRefund> for WalletActor {
             Err(refusal) => return self.durability.refuse_after_commit(permit, reply, refusal),
         };
         let user = wallet.user;
-        let writes = Writes::default()
+        let writes = msg
+            .tickets
+            .iter()
+            .fold(Writes::default(), |w, t| w.ticket(t))
             .reservation(&msg.refunded)
             .wallet(WalletRecord {
                 user,
