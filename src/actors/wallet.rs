@@ -384,6 +384,8 @@ pub struct RefundReceipt {
 #[rtype(result = "()")]
 pub struct CreditForRefund {
     pub refunded: Reservation,
+    /// The payment refunded: the REFUND ledger row names it (the audit counts it so).
+    pub payment: Option<PaymentId>,
     pub tickets: Vec<crate::domain::ticket::Ticket>,
     /// The schedule state the refund was pinned in.
     pub depends_on: Vec<Dependency>,
@@ -431,7 +433,7 @@ impl Handler<CreditForRefund> for WalletActor {
                 kind: LedgerKind::Refund,
                 amount,
                 balance_after: balance,
-                payment: None,
+                payment: msg.payment,
                 at: now,
             });
         for ticket in &msg.tickets {

@@ -57,6 +57,7 @@ pub use waitlist::{PaidReservation, WaitlistSnapshot};
 pub use writes::{OpeningWrite, Writes};
 
 use crate::domain::queue::{OpeningRecord, TokenRecord};
+use crate::domain::PaymentId;
 use crate::domain::{Money, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 use std::future::Future;
 use std::sync::Arc;
@@ -318,6 +319,11 @@ impl Store {
 
     pub async fn max_ids(&self) -> Result<MaxIds, StoreError> {
         dispatch!(self, s => s.max_ids().await)
+    }
+
+    /// The payment of a paid reservation, if it has one (a refund's ledger row names it).
+    pub async fn payment_of(&self, id: ReservationId) -> Result<Option<PaymentId>, StoreError> {
+        dispatch!(self, s => s.payment_of(id).await)
     }
 
     /// One reservation with its seats, or `None` if there is no such reservation.

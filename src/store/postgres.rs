@@ -9,6 +9,7 @@ use super::{
 };
 use crate::domain::queue::{OpeningRecord, TokenRecord};
 use crate::domain::schedule::{ScheduleInfo, Seat};
+use crate::domain::PaymentId;
 use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -206,6 +207,10 @@ impl PgStore {
         id: ReservationId,
     ) -> Result<Option<StoredReservation>, StoreError> {
         reads::load_reservation(&mut *self.reader().await?, id).await
+    }
+
+    pub async fn payment_of(&self, id: ReservationId) -> Result<Option<PaymentId>, StoreError> {
+        reads::payment_of(&mut *self.reader().await?, id).await
     }
 
     pub async fn ledger_page(

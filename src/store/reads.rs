@@ -12,6 +12,7 @@ use super::{
 use crate::domain::queue::{DrawSeed, DrawnRecord, OpeningRecord, TokenRecord};
 use crate::domain::schedule::{ScheduleInfo, Seat};
 use crate::domain::seat_plan::SeatPlan;
+use crate::domain::PaymentId;
 use crate::domain::{
     ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
 };
@@ -252,6 +253,20 @@ pub(super) async fn max_ids<C: SqlConnection>(conn: &mut C) -> Result<MaxIds, St
         ledger: row.int8("ledger")?,
         ticket: super::tickets::max_id(conn).await?,
     })
+}
+
+/// The payment of a paid reservation (at most one: `payments.reservation_id` is unique).
+pub(super) async fn payment_of<C: SqlConnection>(
+    conn: &mut C,
+    id: ReservationId,
+) -> Result<Option<PaymentId>, StoreError> {
+    conn.optional_row(
+        "SELECT id FROM payments WHERE reservation_id = $1",
+        &[id.get()],
+    )
+    .await?
+    .map(|row| rows::id(row.int8("id")?, PaymentId::new))
+    .transpose()
 }
 
 pub(super) async fn load_reservation<C: SqlConnection>(

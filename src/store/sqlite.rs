@@ -17,6 +17,7 @@ use super::{
 };
 use crate::domain::queue::{OpeningRecord, TokenRecord};
 use crate::domain::schedule::ScheduleInfo;
+use crate::domain::PaymentId;
 use crate::domain::{ConcertId, Money, ReservationId, ScheduleId, Timestamp, TokenId, UserId};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -224,6 +225,11 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<String, StoreError> {
         super::tickets::signing_key_sqlite(&self.writer, candidate, now).await
+    }
+
+    pub async fn payment_of(&self, id: ReservationId) -> Result<Option<PaymentId>, StoreError> {
+        let mut conn = self.readers.acquire().await?;
+        reads::payment_of(&mut *conn, id).await
     }
 
     pub async fn load_reservation(

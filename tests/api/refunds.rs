@@ -68,6 +68,9 @@ async fn a_refund_credits_voids_and_frees_in_one_go(backend: Backend) {
         "SELECT COUNT(*) FROM ledger WHERE user_id = {user} AND kind = 'REFUND' AND amount = 2000"
     );
     assert_eq!(db.scalar(&ledger).await, 1);
+    // The service's own audit finds the refund (its ledger row names the payment refunded).
+    let report = crate::audit::audit(&app, concert.schedule).await;
+    assert_eq!(report["ok"], true, "{report}");
     // Void at the door, refused a second time, and the seats are on sale again.
     assert_error(
         scan(&app, held[0]["code"].as_str().unwrap(), "g").await,

@@ -13,7 +13,7 @@ use crate::actors::schedule::{PinRefund, PostRefund, UnpinRefund};
 use crate::actors::wallet::{CreditForRefund, RefundReceipt};
 use crate::domain::schedule::{Reservation, ReservationStatus};
 use crate::domain::ticket::TicketStatus;
-use crate::domain::{ReservationId, UserId};
+use crate::domain::{PaymentId, ReservationId, UserId};
 
 impl Engine {
     /// Refunds `user`'s paid reservation `id` to their wallet.
@@ -40,6 +40,14 @@ impl Engine {
         if paid.status != ReservationStatus::Paid {
             return Err(RefundError::NotAllowed);
         }
+        let payment = self
+            .store_handle()
+            .run(move |s| async move { s.payment_of(id).await })
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "payment lookup failed");
+                RefundError::Unavailable(Unavailable::CommitFailed)
+            })?;
         let here =
             self.is_here(ActorKey::Schedule(paid.schedule)) && self.is_here(ActorKey::Wallet(user));
         if !here {
@@ -49,7 +57,7 @@ impl Engine {
         let engine = self.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         actix_rt::spawn(async move {
-            let _ = tx.send(engine.settle_refund(paid, idempotency).await);
+            let _ = tx.send(engine.settle_refund(paid, payment, idempotency).await);
         });
         rx.await
             .unwrap_or(Err(RefundError::Unavailable(Unavailable::Busy)))
@@ -58,6 +66,7 @@ impl Engine {
     async fn settle_refund(
         &self,
         paid: Reservation,
+        payment: Option<PaymentId>,
         idempotency: Option<IdempotentWrite<RefundReceipt>>,
     ) -> Result<RefundReceipt, RefundError> {
         let (id, buyer, schedule) = (paid.id, paid.user, paid.schedule);
@@ -93,6 +102,7 @@ impl Engine {
         };
         let outcome = ask(&self.wallet(buyer), |reply| CreditForRefund {
             refunded,
+            payment,
             tickets,
             depends_on: vec![(ActorKey::Schedule(schedule), pinned.generation)],
             on_commit,

@@ -28,6 +28,7 @@ use super::{
 use super::{StagedInner, Store};
 use crate::domain::queue::{OpeningRecord, TokenRecord};
 use crate::domain::schedule::{Reservation, ScheduleInfo, Seat};
+use crate::domain::PaymentId;
 use crate::domain::{
     ConcertId, Money, ReservationId, ScheduleId, SeatId, Timestamp, TokenId, UserId,
 };
@@ -414,6 +415,14 @@ impl MemoryStore {
         Ok(t.ticket_key
             .get_or_insert_with(|| candidate.to_string())
             .clone())
+    }
+
+    pub async fn payment_of(&self, id: ReservationId) -> Result<Option<PaymentId>, StoreError> {
+        let t = self.lock();
+        Ok(t.payments
+            .values()
+            .find(|p| p.reservation == id)
+            .map(|p| p.id))
     }
 
     pub async fn load_reservation(
