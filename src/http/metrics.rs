@@ -86,9 +86,7 @@ pub async fn track(
     };
     let (requests, latency) = series(method, route, status);
     requests.increment(1);
-    // A live stream's answer is its first byte, and its life is the viewer's: neither is a
-    // request latency, so it stays out of the histogram.
-    if route != super::live::PATH {
+    if let Some(latency) = latency {
         latency.record(started.elapsed().as_secs_f64());
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -104,8 +102,10 @@ pub async fn track(
     response
 }
 
-/// The request counter and latency histogram of one (method, route, status).
-type Series = (Counter, Histogram);
+/// The request counter and latency histogram of one (method, route, status). A live stream's
+/// answer is its first byte, and its life is the viewer's: neither is a request latency, so
+/// its route has no histogram at all (not even an empty series).
+type Series = (Counter, Option<Histogram>);
 
 thread_local! {
     /// Each worker's handles, looked up once per series instead of per request: the registry's
@@ -126,7 +126,9 @@ fn series(method: &'static str, route: &'static str, status: StatusCode) -> Seri
         ];
         (
             metrics::counter!("boxoffice_http_requests_total", &labels),
-            metrics::histogram!("boxoffice_http_request_duration_seconds", &labels[..2]),
+            (route != super::live::PATH).then(|| {
+                metrics::histogram!("boxoffice_http_request_duration_seconds", &labels[..2])
+            }),
         )
     };
     if HANDLE.get().is_none() {
