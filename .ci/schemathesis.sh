@@ -94,8 +94,11 @@ CONCERT_RULES = re.compile(
 OPENING_RULES = re.compile(
     r"^(opensAt must be in the future|opensAt must look like 2024-07-04T10:00:00)$"
 )
+# The waiting list's seats: up to --max-seats-per-user, a setting the document cannot state.
+WAITLIST_RULES = re.compile(r"^seats must be 1 to \d+$")
 RULES_BY_OPERATION = {
     "POST /v1/admin/concerts": CONCERT_RULES,
+    "POST /v1/concerts/{concertId}/schedules/{scheduleId}/waitlist/users/{userId}": WAITLIST_RULES,
     "PUT /v1/admin/queue/opening": OPENING_RULES,
 }
 

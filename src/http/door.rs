@@ -137,6 +137,7 @@ fn door_error(state: &AppState, e: DoorError) -> ApiError {
         (status = 403, description = "forbidden", body = ErrorBody),
         (status = 409, description = "already_checked_in (with checkedInAt and gate of the first scan)", body = ErrorBody),
         (status = 410, description = "ticket_void", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn check_in(
@@ -169,6 +170,7 @@ pub async fn check_in(
         (status = 200, body = BatchBody),
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 403, description = "forbidden", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn batch(

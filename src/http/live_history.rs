@@ -19,6 +19,7 @@ pub const SPAN: Duration = Duration::from_secs(600);
 /// One sample of the figures the dashboard charts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = LivePoint)]
 pub struct Point {
     /// When, in Unix milliseconds (the charts' x axis; no zone needed).
     pub at_ms: i64,
@@ -76,6 +77,7 @@ impl History {
 /// The history, oldest first.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = LiveHistoryBody)]
 pub struct HistoryBody {
     /// Milliseconds between two points.
     every_ms: u64,

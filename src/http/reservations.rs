@@ -145,6 +145,7 @@ impl TryFrom<(ReservationId, OwnerQuery)> for UserReservation {
         (status = 401, description = "invalid_token, token_expired, token_not_active; unauthorized (--auth jwt: the bearer is missing, malformed, forged or expired)", body = ErrorBody),
         (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found, concert_not_found, schedule_not_found, seat_not_found", body = ErrorBody),
+        (status = 409, description = "performance_cancelled (the operator cancelled it, API.md §12)", body = ErrorBody),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 429, description = "rate_limited: too many live idempotency keys", body = ErrorBody),

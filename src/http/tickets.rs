@@ -2,7 +2,7 @@
 //! ticket's QR code, and a transfer. The door's routes are in `door.rs`.
 
 use super::error::ErrorBody;
-use super::extract::id;
+use super::extract::{id, whole};
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::engine::TicketView;
 use crate::domain::{TicketId, UserId};
@@ -60,7 +60,9 @@ pub struct HolderQuery {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TransferRequest {
+    /// A whole number: `9` and `9.0` alike (JSON does not tell them apart).
     #[schema(minimum = 1)]
+    #[serde(deserialize_with = "whole::i64")]
     to_user_id: i64,
 }
 
@@ -167,6 +169,7 @@ pub async fn qr(
         (status = 403, description = "forbidden (--auth jwt: the bearer is another user's)", body = ErrorBody),
         (status = 404, description = "user_not_found, ticket_not_found", body = ErrorBody),
         (status = 409, description = "transfer_not_allowed", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn transfer(
