@@ -68,8 +68,9 @@ pub struct DrawResponse {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DrawQuery {
-    /// Places to skip.
-    #[param(minimum = 0)]
+    /// Places to skip (past the end: an empty page). At most 2^53 - 1, the largest whole
+    /// number every JSON client reads exactly.
+    #[param(minimum = 0, maximum = 9007199254740991_u64)]
     offset: Option<usize>,
     /// Places in this page: 1 to 10,000 (default 1,000).
     #[param(minimum = 1, maximum = 10000)]
