@@ -2,6 +2,7 @@
 //! and a back in flight ([`super::pipeline`]), acknowledges what commits in order, and hands
 //! what fails to the failure protocol ([`super::failure`], [`super::fencing`]).
 
+use super::batch::{acknowledged_seq, record, Batch};
 use super::failure::{fail_front, isolate, Retry};
 use super::fencing::fence_out;
 use super::pipeline::{next_event, promote, send, stage_behind, Back, BackState, Event, Front};
@@ -14,19 +15,6 @@ use std::time::{Duration, Instant};
 
 /// How often an idle persister checks the database after a failed commit.
 pub(super) const HEALTH_PROBE_EVERY: Duration = Duration::from_millis(500);
-
-/// Submissions taken from the queue together, and their rows merged.
-pub(super) struct Batch {
-    pub(super) submissions: Vec<Submission>,
-    pub(super) writes: Arc<Writes>,
-    /// The ownership claims its submissions were decided under (cluster mode; else empty).
-    pub(super) fences: Vec<Fence>,
-    /// Every submission up to this one has an outcome once this batch has: it may be past the
-    /// last of `submissions` (some were answered while the batch was formed).
-    pub(super) last_seq: u64,
-    /// When its first statement was sent.
-    pub(super) started: Instant,
-}
 
 /// The loop's state between two turns: what is in flight, and what is to be sent again.
 struct CommitLoop {
@@ -255,11 +243,6 @@ fn batch_of(shared: &Shared, taken: Vec<Submission>, last_seq: u64) -> Batch {
     }
 }
 
-/// The highest sequence number answered Ok so far.
-pub(super) fn acknowledged_seq(shared: &Shared) -> u64 {
-    shared.acknowledged_seq.load(Ordering::Relaxed)
-}
-
 /// A committed batch: every submission in it is durable, answered Ok in order.
 fn acknowledge(shared: &Shared, batch: Batch) {
     // Batches commit in order, and a submission is answered once: one acknowledged at or below
@@ -281,28 +264,6 @@ fn acknowledge(shared: &Shared, batch: Batch) {
             done(Ok(()));
         }
     }
-}
-
-/// A batch has an outcome from the database: its size, rows and commit time, for metrics and
-/// benchmarks.
-pub(super) fn record(shared: &Shared, batch: &Batch) {
-    let elapsed = batch.started.elapsed();
-    metrics::histogram!("boxoffice_persister_batch_submissions")
-        .record(batch.submissions.len() as f64);
-    metrics::histogram!("boxoffice_persister_batch_rows").record(batch.writes.len() as f64);
-    metrics::histogram!("boxoffice_persister_commit_seconds").record(elapsed.as_secs_f64());
-    let stats = &shared.stats;
-    stats.commit_latency.record(elapsed);
-    stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats
-        .submissions
-        .fetch_add(batch.submissions.len() as u64, Ordering::Relaxed);
-    stats
-        .rows
-        .fetch_add(batch.writes.len() as u64, Ordering::Relaxed);
-    stats
-        .commit_micros
-        .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! [`FenceState`] exists only once [`Persister::fence_with`] has run, and every branch here is
 //! behind it.
 
-use super::batch_loop::{record, Batch};
+use super::batch::{record, Batch};
 use super::failure::{refuse_alone, requeue_behind, Retry};
 use super::pipeline::{Back, Front};
 use super::{ActorKey, Persister, RebuildHook, Shared, Submission, Unavailable};

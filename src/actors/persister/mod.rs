@@ -23,19 +23,23 @@
 //!
 //! The files, each one idea:
 //! - this one: the handle ([`Persister`]), what a submission is, and the permit that queues it;
+//! - `batch`: a batch of submissions and what is recorded when it has an outcome;
 //! - `batch_loop`: the commit loop, one named step per turn, and how queued submissions
 //!   become a batch;
 //! - `pipeline`: the front and back batches in flight (`--pipeline-commits`);
 //! - `failure`: the failure protocol, and the bisection that refuses one offender alone;
+//! - `unavailable`: answering submissions unavailable and marking their actors stale;
 //! - `fencing`: cluster mode only (held shards, epochs packed into generations, the fence);
 //!   a single node never builds its state nor takes its branches.
 
+mod batch;
 mod batch_loop;
 mod failure;
 mod fencing;
 mod pipeline;
 #[cfg(test)]
 mod rig;
+mod unavailable;
 
 pub use fencing::{epoch_of, generation_under, Fencing, EPOCH_SHIFT};
 pub use pipeline::MAX_IN_FLIGHT;

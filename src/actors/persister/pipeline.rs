@@ -1,8 +1,8 @@
 //! The staged pipeline (`--pipeline-commits`): the front batch committing and the back batch
 //! staged behind it, how each is sent, and what the loop waits for while they are in flight.
 
-use super::batch_loop::{acknowledged_seq, record, Batch};
-use super::failure::fail;
+use super::batch::{acknowledged_seq, record, Batch};
+use super::unavailable::fail;
 use super::{Shared, COMMIT_TIMEOUT};
 use crate::store::{Staged, Store, StoreError};
 use std::future::Future;
