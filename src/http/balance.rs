@@ -1,12 +1,13 @@
 //! Wallet routes: recharge, read the balance, page through the ledger.
 
+use super::answer_bodies::{balance_body, BalanceBody};
 use super::error::ErrorBody;
 use super::extract::{id, whole};
 use super::idempotency::{begin, parse, respond, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::answer::Answer;
 use crate::domain::wallet::Recharge;
-use crate::domain::{Money, UserId};
+use crate::domain::UserId;
 use actix_web::HttpRequest;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -20,13 +21,6 @@ pub struct RechargeRequest {
     /// At most the configured largest recharge (`maximum`).
     #[schema(value_type = i64, example = 50000, minimum = 1)]
     amount: serde_json::Number,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BalanceBody {
-    user_id: i64,
-    current_amount: i64,
 }
 
 impl TryFrom<(UserId, RechargeRequest)> for Recharge {
@@ -78,13 +72,6 @@ pub async fn recharge(
             balance,
         },
     ))
-}
-
-pub(super) fn balance_body(user: UserId, balance: Money) -> BalanceBody {
-    BalanceBody {
-        user_id: user.get(),
-        current_amount: balance.won(),
-    }
 }
 
 /// The user's balance.

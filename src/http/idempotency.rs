@@ -2,10 +2,7 @@
 //! rendering the answer a key keeps (in domain terms, see `actors/answer.rs`), live and on
 //! replay with the same function, so that a replay is byte for byte the first response.
 
-use super::balance::balance_body;
-use super::payments::paid_body;
-use super::refunds::refunded_body;
-use super::reservations::reservation_body;
+use super::answer_bodies::{balance_body, paid_body, refunded_body, reservation_body};
 use super::{ApiError, AppState, REQUEST_TIMEOUT};
 use crate::actors::answer::{Answer, Replay};
 use crate::actors::idempotency::{

@@ -1,14 +1,13 @@
 //! Payment routes: pay a held reservation from the wallet, and the checkout screen before it
 //! (ACTIVE token of the same user).
 
+use super::answer_bodies::{reservation_body, PaymentBody, ReservationBody};
 use super::error::ErrorBody;
 use super::extract::{id, whole, TokenHeader};
 use super::idempotency::{begin, parse as parse_body, respond, Begin, IdempotencyKey};
-use super::reservations::{reservation_body, ReservationBody};
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::answer::Answer;
 use crate::actors::schedule::ReservationView;
-use crate::actors::wallet::PaymentReceipt;
 use crate::domain::queue::TokenRefusal;
 use crate::domain::schedule::{ReservationStatus, UserReservation};
 use crate::domain::{Money, ReservationId, UserId};
@@ -25,15 +24,6 @@ pub struct PayRequest {
     #[schema(minimum = 1)]
     #[serde(deserialize_with = "whole::i64")]
     reservation_id: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PaymentBody {
-    payment_id: i64,
-    amount: i64,
-    #[schema(example = "COMPLETED")]
-    payment_status: &'static str,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -120,15 +110,6 @@ pub async fn pay(
     let receipt =
         within_deadline(state.engine.pay(user, payment.reservation, token, claim)).await?;
     Ok(respond(&state, &Answer::Paid(receipt)))
-}
-
-/// A payment's answer, live and replayed (see `idempotency.rs`).
-pub(super) fn paid_body(receipt: &PaymentReceipt) -> PaymentBody {
-    PaymentBody {
-        payment_id: receipt.payment.get(),
-        amount: receipt.amount.won(),
-        payment_status: "COMPLETED",
-    }
 }
 
 /// The checkout screen: what is being bought, the balance, whether it is enough. Changes nothing.

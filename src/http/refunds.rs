@@ -1,17 +1,17 @@
 //! `POST /v1/reservations/{reservationId}/refund` (API.md §12): a paid reservation's money
 //! back to its owner's wallet, its tickets void, its seats free again.
 
+use super::answer_bodies::RefundBody;
 use super::error::ErrorBody;
 use super::extract::id;
 use super::idempotency::{begin, respond, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::answer::Answer;
-use crate::actors::wallet::RefundReceipt;
 use crate::domain::{ReservationId, UserId};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
@@ -20,17 +20,6 @@ pub struct RefundQuery {
     /// The reservation's owner.
     #[param(minimum = 1)]
     user_id: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RefundBody {
-    reservation_id: i64,
-    /// The REFUND entry of the owner's ledger.
-    refund_id: i64,
-    amount: i64,
-    /// Always `REFUNDED`.
-    reservation_status: &'static str,
 }
 
 /// Refund a PAID reservation none of whose tickets is checked in, until `--refund-until-secs`
@@ -66,14 +55,4 @@ pub async fn refund(
     };
     let receipt = within_deadline(state.engine.refund(user, reservation, claim)).await?;
     Ok(respond(&state, &Answer::Refunded(receipt)))
-}
-
-/// A refund's answer, live and replayed (see `idempotency.rs`).
-pub(super) fn refunded_body(receipt: &RefundReceipt) -> RefundBody {
-    RefundBody {
-        reservation_id: receipt.reservation.get(),
-        refund_id: receipt.refund,
-        amount: receipt.amount.won(),
-        reservation_status: "REFUNDED",
-    }
 }

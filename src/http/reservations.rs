@@ -1,18 +1,17 @@
 //! Reservation routes: hold seats, read and cancel a reservation (ACTIVE token of the same user).
 
+use super::answer_bodies::{reservation_body, ReservationBody};
 use super::error::ErrorBody;
 use super::extract::{id, whole, TokenHeader};
 use super::idempotency::{begin, parse, respond, Begin, IdempotencyKey};
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::answer::Answer;
-use crate::actors::schedule::ReservationView;
 use crate::actors::EngineSettings;
 use crate::domain::schedule::{HoldRequest, UserReservation};
 use crate::domain::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 use actix_web::HttpRequest;
 use actix_web::{web, HttpResponse};
-use chrono::FixedOffset;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use tracing::field::Empty;
 use utoipa::{IntoParams, ToSchema};
@@ -42,52 +41,6 @@ pub struct OwnerQuery {
     /// The reservation's owner.
     #[param(minimum = 1)]
     user_id: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReservationBody {
-    reservation_id: i64,
-    concert_id: i64,
-    concert_name: String,
-    concert_at: String,
-    seats: Vec<SeatLine>,
-    total_price: i64,
-    #[schema(example = "PAYMENT_PENDING")]
-    reservation_status: &'static str,
-    expires_at: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SeatLine {
-    seat_number: i32,
-    price: i64,
-}
-
-pub fn reservation_body(state: &AppState, view: &ReservationView) -> ReservationBody {
-    reservation_body_in(state.timezone, view)
-}
-
-fn reservation_body_in(tz: FixedOffset, view: &ReservationView) -> ReservationBody {
-    let r = &view.reservation;
-    ReservationBody {
-        reservation_id: r.id.get(),
-        concert_id: view.concert_id.get(),
-        concert_name: view.concert_name.clone(),
-        concert_at: view.concert_at.format(tz),
-        seats: view
-            .seats
-            .iter()
-            .map(|(n, p)| SeatLine {
-                seat_number: *n,
-                price: p.won(),
-            })
-            .collect(),
-        total_price: r.total.won(),
-        reservation_status: r.status.as_str(),
-        expires_at: r.expires_at.format(tz),
-    }
 }
 
 impl TryFrom<(ReserveRequest, &EngineSettings)> for HoldRequest {
