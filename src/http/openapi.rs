@@ -4,7 +4,9 @@
 //! characters, list sizes, amounts), so a request valid by the document is never refused as
 //! malformed; `tests/api/document.rs` holds each bound to the service's own.
 
+use super::AppState;
 use crate::actors::EngineSettings;
+use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -54,7 +56,7 @@ use utoipa::{Modify, OpenApi};
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,
-        super::ops::openapi,
+        openapi,
     ),
     components(schemas(super::error::ErrorBody)),
     modifiers(&BearerScheme)
@@ -160,6 +162,13 @@ pub fn document_for(settings: &EngineSettings) -> serde_json::Value {
     schemas["RechargeRequest"]["properties"]["amount"]["maximum"] =
         settings.max_recharge.won().into();
     doc
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "the OpenAPI 3 document", content_type = "application/json")))]
+pub async fn openapi(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(document_for(state.engine.settings()))
 }
 
 #[cfg(test)]

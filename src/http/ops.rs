@@ -113,10 +113,3 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .content_type("text/plain; version=0.0.4")
         .body(body)
 }
-
-/// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "the OpenAPI 3 document", content_type = "application/json")))]
-pub async fn openapi(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(super::openapi::document_for(state.engine.settings()))
-}
