@@ -36,6 +36,7 @@ mod redact;
 mod rows;
 mod sqlite;
 mod sqlite_writes;
+mod statement;
 #[cfg(test)]
 pub(crate) mod temp_databases;
 mod tickets;

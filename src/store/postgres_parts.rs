@@ -1,8 +1,8 @@
 //! The statements of a PostgreSQL group commit, one function per table and state: each turns
 //! the batch's rows of its table into one `UNNEST` statement (`postgres_writes.rs` sends them).
 
-use super::postgres_writes::{Check, Column, Part};
 use super::rows;
+use super::statement::{Check, Column, Part};
 use super::{OpeningWrite, Writes};
 use crate::domain::queue::{TokenRecord, TokenState};
 use crate::domain::schedule::Reservation;

@@ -51,49 +51,13 @@
 //! whatever it did, and the persister's failure protocol takes both.
 
 use super::postgres_parts::parts;
+use super::statement::{Check, Column, Part};
 use super::{fence, Fence, StoreError, Writes};
 use crate::domain::queue::TokenState;
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::collections::HashSet;
-
-/// One `UNNEST` argument: a column of the batch's rows.
-pub(super) enum Column<'a> {
-    I64(Vec<i64>),
-    I32(Vec<i32>),
-    Text(Vec<&'a str>),
-    OptI64(Vec<Option<i64>>),
-    OwnedOptText(Vec<Option<String>>),
-}
-
-/// What a statement's result must show before the batch may commit.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Check {
-    None,
-    /// Exactly this many rows updated: every wallet written must exist.
-    RowsAffected(u64),
-}
-
-/// One statement of the batch: its SQL with parameters numbered from `$1`, and its columns.
-pub(super) struct Part<'a> {
-    pub(super) sql: &'static str,
-    pub(super) columns: Vec<Column<'a>>,
-    pub(super) check: Check,
-    /// Planned per execution instead of kept prepared (see `wallets`).
-    pub(super) persistent: bool,
-}
-
-impl<'a> Part<'a> {
-    pub(super) fn new(sql: &'static str, columns: Vec<Column<'a>>) -> Part<'a> {
-        Part {
-            sql,
-            columns,
-            check: Check::None,
-            persistent: true,
-        }
-    }
-}
 
 fn bind<'q>(
     mut query: Query<'q, Postgres, PgArguments>,

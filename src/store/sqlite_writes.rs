@@ -3,6 +3,7 @@
 //! (the same order as the PostgreSQL store's, `postgres_writes.rs`).
 
 use super::rows;
+use super::statement::execute_rows;
 use super::{OpeningWrite, StoreError, Writes};
 use crate::domain::queue::TokenState;
 use sqlx::sqlite::SqliteConnection;
@@ -14,25 +15,6 @@ use sqlx::sqlite::SqliteConnection;
 // free a seat or a user's token still come before the rows that take it.
 // `WHERE true` is SQLite's own advice for `INSERT … SELECT … ON CONFLICT` (it keeps the parser
 // from reading ON as a join constraint).
-
-/// Runs `sql` with `rows` bound as `?1`, a JSON array of arrays; returns the rows changed.
-pub(super) async fn execute_rows<T: serde::Serialize>(
-    conn: &mut SqliteConnection,
-    sql: &'static str,
-    rows: &[T],
-) -> Result<u64, StoreError> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    // Tuples of integers, strings and options: serializing them cannot fail.
-    let json = serde_json::to_string(rows)
-        .map_err(|e| StoreError::Corrupt(format!("a batch that is not JSON: {e}")))?;
-    Ok(sqlx::query(sql)
-        .bind(json)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected())
-}
 
 /// The same order as the PostgreSQL store: rows before the rows that reference them.
 pub(super) async fn write_batch(

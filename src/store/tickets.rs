@@ -4,8 +4,8 @@
 //! from, and the generated signing key, kept once.
 
 use super::dialect::SqlConnection;
-use super::postgres_writes::{Column, Part};
 use super::rows::{self, Columns};
+use super::statement::{Column, Part};
 use super::{StoreError, StoredTicket, Writes};
 use crate::domain::ticket::{CheckIn, Ticket, TicketStatus};
 use crate::domain::{ReservationId, ScheduleId, SeatId, TicketId, Timestamp, UserId};

@@ -3,8 +3,8 @@
 //! the read, kept out of the hot tables' files.
 
 use super::dialect::SqlConnection;
-use super::postgres_writes::{Column, Part};
 use super::rows::{self, Columns};
+use super::statement::{execute_rows, Column, Part};
 use super::{StoreError, Writes};
 use crate::domain::waitlist::WaitlistEntry;
 use crate::domain::{Money, PaymentId, ReservationId, ScheduleId, Timestamp, UserId};
@@ -149,7 +149,7 @@ pub(super) fn parts(batch: &Writes) -> Vec<Part<'_>> {
 /// SQLite: the same three statements, each batch's rows as one JSON array.
 pub(super) async fn write(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
     let gone: Vec<(i64, i64)> = removed(batch).map(|(s, u)| (s.get(), u.get())).collect();
-    super::sqlite_writes::execute_rows(
+    execute_rows(
         conn,
         "DELETE FROM waitlist_entries WHERE (schedule_id, user_id) IN
            (SELECT j.value->>0, j.value->>1 FROM json_each(?1) AS j)",
@@ -163,7 +163,7 @@ pub(super) async fn write(conn: &mut SqliteConnection, batch: &Writes) -> Result
             (e.schedule.get(), e.user.get(), e.seats, e.seq, at, offer)
         })
         .collect();
-    super::sqlite_writes::execute_rows(
+    execute_rows(
         conn,
         "INSERT INTO waitlist_entries (schedule_id, user_id, seats, seq, joined_at_ms,
            offer_reservation_id)
@@ -179,7 +179,7 @@ pub(super) async fn write(conn: &mut SqliteConnection, batch: &Writes) -> Result
         .iter()
         .map(|(s, t)| (s.get(), t.millis()))
         .collect();
-    super::sqlite_writes::execute_rows(
+    execute_rows(
         conn,
         "INSERT INTO schedule_cancellations (schedule_id, cancelled_at_ms)
          SELECT j.value->>0, j.value->>1 FROM json_each(?1) AS j WHERE true
