@@ -7,10 +7,9 @@
 //! so the rule needs no record of which seats were freed, and it survives a restart as is.
 
 use super::ids::IdMap;
-use super::schedule::{HoldPolicy, Reservation, ReservationStatus, ScheduleBook, SeatState};
-use super::{ReservationId, ScheduleId, SeatId, Timestamp, UserId};
+use super::reservation::Reservation;
+use super::{ReservationId, ScheduleId, Timestamp, UserId};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// At most this many entries per schedule: a join past it is refused (409 `waitlist_full`),
 /// so the list's memory and the O(n) walk of an offer stay bounded.
@@ -89,6 +88,32 @@ impl Waitlist {
         list
     }
 
+    /// `user` at the end of the list, waiting for `seats`.
+    pub fn push(
+        &mut self,
+        schedule: ScheduleId,
+        user: UserId,
+        seats: u32,
+        now: Timestamp,
+    ) -> &WaitlistEntry {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.insert(WaitlistEntry {
+            schedule,
+            user,
+            seats,
+            seq,
+            joined_at: now,
+            offer: None,
+        });
+        &self.by_seq[&seq]
+    }
+
+    /// Every entry, in join order.
+    pub fn entries(&self) -> impl Iterator<Item = &WaitlistEntry> {
+        self.by_seq.values()
+    }
+
     fn insert(&mut self, e: WaitlistEntry) {
         if e.offer.is_none() {
             self.waiting += 1;
@@ -141,7 +166,8 @@ impl Waitlist {
         Ok(e)
     }
 
-    fn mark_offered(&mut self, seq: i64, offer: ReservationId) -> WaitlistEntry {
+    /// The entry of place `seq` now holds the offer `offer`.
+    pub fn mark_offered(&mut self, seq: i64, offer: ReservationId) -> WaitlistEntry {
         let e = self
             .by_seq
             .get_mut(&seq)
@@ -152,115 +178,3 @@ impl Waitlist {
         e.clone()
     }
 }
-
-impl ScheduleBook {
-    /// Adds `user` to the end of the list. Only when nothing is on general sale: the schedule
-    /// is sold out, or its available seats are already the list's.
-    pub fn join_waitlist(
-        &mut self,
-        user: UserId,
-        seats: u32,
-        now: Timestamp,
-        limit: u32,
-    ) -> Result<&WaitlistEntry, WaitlistRefusal> {
-        if seats == 0 || seats > limit {
-            return Err(WaitlistRefusal::BadSeats { limit });
-        }
-        if self.cancelled || now >= self.info.concert_at {
-            return Err(WaitlistRefusal::Closed);
-        }
-        if self.waitlist.entry(user).is_some() {
-            return Err(WaitlistRefusal::AlreadyJoined);
-        }
-        if self.waitlist.len() >= MAX_ENTRIES {
-            return Err(WaitlistRefusal::Full);
-        }
-        if self.available_count() > 0 && !self.waitlist.has_waiting() {
-            return Err(WaitlistRefusal::SeatsOnSale);
-        }
-        let seq = self.waitlist.next_seq;
-        self.waitlist.next_seq += 1;
-        self.waitlist.insert(WaitlistEntry {
-            schedule: self.info.id,
-            user,
-            seats,
-            seq,
-            joined_at: now,
-            offer: None,
-        });
-        Ok(&self.waitlist.by_seq[&seq])
-    }
-
-    /// Entries whose offer is settled (paid, expired, cancelled, or gone from memory, which
-    /// only a settled reservation does), removed: the next entry's turn.
-    pub fn settle_offers(&mut self) -> Vec<WaitlistEntry> {
-        let done: Vec<UserId> = self
-            .waitlist
-            .by_seq
-            .values()
-            .filter(|e| {
-                e.offer.is_some_and(|id| {
-                    self.reservation(id)
-                        .is_none_or(|r| r.status != ReservationStatus::Pending)
-                })
-            })
-            .map(|e| e.user)
-            .collect();
-        done.into_iter()
-            .filter_map(|u| self.waitlist.leave(u).ok())
-            .collect()
-    }
-
-    /// Offers the available seats, in list order, to each waiting entry they fit: a hold of
-    /// `offer_ttl` for the entry's user. An entry that does not fit (too few seats, or its
-    /// user's limit) keeps its place.
-    pub fn offer_freed(
-        &mut self,
-        now: Timestamp,
-        offer_ttl: Duration,
-        limit: u32,
-        mut next_id: impl FnMut() -> ReservationId,
-    ) -> Vec<Offer> {
-        let mut offers = Vec::new();
-        if self.cancelled || !self.is_open(now) {
-            return offers;
-        }
-        let policy = HoldPolicy {
-            hold_ttl: offer_ttl,
-            max_seats_per_user: limit,
-        };
-        let candidates: Vec<(i64, UserId, u32)> = self
-            .waitlist
-            .by_seq
-            .values()
-            .filter(|e| e.offer.is_none())
-            .map(|e| (e.seq, e.user, e.seats))
-            .collect();
-        for (seq, user, wanted) in candidates {
-            let free = self.available_count();
-            if free == 0 {
-                break;
-            }
-            if wanted as usize > free || self.seats_of(user) + wanted > limit {
-                continue;
-            }
-            let seats: Vec<SeatId> = self
-                .seats()
-                .filter(|(_, state)| *state == SeatState::Available)
-                .map(|(s, _)| s.id)
-                .take(wanted as usize)
-                .collect();
-            let id = next_id();
-            let Ok(r) = self.hold_offer(id, user, &seats, now, policy) else {
-                continue;
-            };
-            let reservation = r.clone();
-            let entry = self.waitlist.mark_offered(seq, id);
-            offers.push(Offer { reservation, entry });
-        }
-        offers
-    }
-}
-
-#[cfg(test)]
-mod tests;

@@ -8,7 +8,7 @@ pub mod code;
 pub use book::{DoorRefusal, TicketBook, TransferRefusal};
 pub use code::{verify, CodeClaims, CodeError, TicketKeys};
 
-use super::schedule::Reservation;
+use super::reservation::Reservation;
 use super::{ReservationId, ScheduleId, SeatId, TicketId, Timestamp, UserId};
 
 /// A ticket's life: valid → checked in, or valid → void (refunded, cancelled).

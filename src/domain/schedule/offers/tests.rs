@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::domain::schedule::{BookingRefusal, ScheduleInfo, Seat};
-use crate::domain::{ConcertId, Money};
+use crate::domain::waitlist::Waitlist;
+use crate::domain::{ConcertId, Money, ScheduleId};
 
 const TTL: Duration = Duration::from_secs(300);
 const OFFER: Duration = Duration::from_secs(60);
