@@ -4,6 +4,7 @@
 //! domain request (`TryFrom`), authorize, call one engine operation, shape its answer.
 
 mod admin;
+mod answer_bodies;
 pub mod auth;
 mod balance;
 pub mod client_ip;
@@ -32,7 +33,7 @@ mod waitlist;
 
 pub use error::ApiError;
 pub use queue::JoinPow;
-pub use routes::{configure, configure_for, route_table, Listener, ShardKey};
+pub use routes::{configure_for, route_table, Listener, ShardKey};
 
 use crate::actors::Engine;
 use crate::domain::{Timestamp, UserId};

@@ -4,7 +4,8 @@
 //! forward it, and to hold the OpenAPI document to it.
 
 use super::{
-    admin, balance, cluster, concerts, extract, live, live_history, metrics, ops, payments, queue,
+    admin, balance, cluster, concerts, extract, live, live_history, metrics, openapi, ops,
+    payments, queue,
 };
 // The fair opening's routes (API.md §11).
 use super::opening;
@@ -61,7 +62,7 @@ fn spec(method: Method, path: &'static str, key: ShardKey, route: actix_web::Rou
     }
 }
 
-/// Every route the service serves: `configure` registers exactly these, the OpenAPI test
+/// Every route the service serves: `configure_for` registers exactly these, the OpenAPI test
 /// compares the document with exactly these, and the forwarder routes by exactly these.
 fn routes() -> Vec<RouteSpec> {
     let mut all = queue_routes();
@@ -338,7 +339,7 @@ fn admin_and_ops_routes() -> Vec<RouteSpec> {
             M::GET,
             "/openapi.json",
             AnyNode,
-            web::get().to(ops::openapi),
+            web::get().to(openapi::openapi),
         ),
     ]
 }
@@ -377,12 +378,9 @@ impl Listener {
     }
 }
 
-/// Registers every route, and the envelope for every way a request can fail to reach one.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    configure_for(cfg, Listener::All)
-}
-
-/// [`configure`] for one listener: the routes it does not serve are 404 envelopes.
+/// Registers every route `listener` serves, and the envelope for every way a request can fail
+/// to reach one: the routes it does not serve are 404 envelopes. The pages (`crate::web`) are
+/// beside the API, not in it: the server adds them next to these.
 pub fn configure_for(cfg: &mut web::ServiceConfig, listener: Listener) {
     cfg.app_data(extract::json_config(BODY_LIMIT))
         .app_data(extract::path_config())
@@ -423,11 +421,10 @@ pub fn configure_for(cfg: &mut web::ServiceConfig, listener: Listener) {
         }
         cfg.service(resource);
     }
-    // The pages are beside the API, not in it (see `crate::web`); the ops listener has none,
-    // nor the node-to-node routes (cluster mode, beside the API too).
+    // The node-to-node routes (cluster mode) are beside the API too; the ops listener has
+    // none of them.
     if listener != Listener::Ops {
         cluster::internal::configure(cfg);
-        crate::web::configure(cfg);
     }
     cfg.default_service(web::to(not_found));
 }

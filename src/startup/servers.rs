@@ -94,7 +94,11 @@ pub(super) fn serve_public(
                 http::rate_limit::limit_by_address,
             ))
             .wrap(actix_web::middleware::from_fn(http::metrics::track))
-            .configure(|cfg| http::configure_for(cfg, public))
+            .configure(|cfg| {
+                http::configure_for(cfg, public);
+                // The pages, beside the API (the ops listener has none).
+                crate::web::configure(cfg);
+            })
     })
     .workers(settings.http_workers.max(1))
     .backlog(BACKLOG)
