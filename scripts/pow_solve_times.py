@@ -3,7 +3,7 @@
 most 2 s at 20 bits on this machine). Starts `boxoffice serve --demo --join-pow-bits BITS`,
 opens the buyer page in Debian's Chromium, and solves ROUNDS fresh challenges with the page's
 own worker (`/web/buyer-pow-worker.js`, split over the same number of workers the page uses),
-then prints the distribution.
+joins with each solution (the service must accept it), then prints the distribution.
 
     .venv-browser/bin/python scripts/pow_solve_times.py [--bits 20] [--rounds 20]
 
@@ -38,7 +38,11 @@ async (bits) => {
     for (let i = 0; i < count; i++) {
       const w = new Worker("/web/buyer-pow-worker.js");
       workers.push(w);
-      w.onmessage = (e) => { if (e.data.solution) resolve(e.data.solution); };
+      w.onmessage = (e) => {
+        if (e.data.solution) resolve(e.data.solution);
+        if (e.data.error) resolve("error: " + e.data.error);
+      };
+      // `step`: what an older worker (--worker-file) needs to share the search.
       w.postMessage({ challenge, bits, first: i, step: count });
     }
   });
@@ -59,6 +63,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bits", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--worker-file", help="serve this file as the worker instead (e.g. an "
+                        "older version, for a side-by-side run)")
     args = parser.parse_args()
     binary = os.environ.get("BOXOFFICE_BIN", str(ROOT / "target" / "debug" / "boxoffice"))
     port = free_port()
@@ -81,10 +87,20 @@ def main():
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                             args=CHROMIUM_ARGS)
                 page = browser.new_page()
+                if args.worker_file:
+                    source = Path(args.worker_file).read_text()
+                    page.route("**/web/buyer-pow-worker.js", lambda route: route.fulfill(
+                        body=source, content_type="text/javascript"))
                 page.goto(base + "/")
                 times = []
                 for n in range(args.rounds):
                     out = page.evaluate(SOLVE_JS, args.bits)
+                    # The service must accept what was found: a join of demo user n + 1.
+                    join = urllib.request.Request(
+                        f"{base}/v1/queue-tokens/users/{n % 100 + 1}", method="POST",
+                        headers={"X-Queue-Pow": out["solution"]})
+                    with urllib.request.urlopen(join, timeout=10) as answer:
+                        assert answer.status in (200, 201), answer.status
                     times.append(out["ms"] / 1000)
                     print(f"round {n + 1}: {times[-1]:.2f} s ({out['workers']} workers)", flush=True)
                 browser.close()

@@ -12,7 +12,7 @@ function fmtWait(seconds) {
 }
 
 /**
- * Solves a challenge in Web Workers (one per core, up to 4, each trying every n-th nonce),
+ * Solves a challenge in Web Workers (one per core, up to 4, each searching nonces of its own),
  * showing the progress; resolves with the X-Queue-Pow value.
  */
 function solveInWorkers(challenge, bits) {
@@ -31,6 +31,11 @@ function solveInWorkers(challenge, bits) {
       const worker = new Worker("/web/buyer-pow-worker.js");
       workers.push(worker);
       worker.onmessage = (event) => {
+        if (event.data.error) {
+          stop();
+          reject(new ApiError(0, "pow_required", "Your browser could not finish the check before joining. Please try again."));
+          return;
+        }
         if (event.data.solution) {
           $("pow-progress").value = 100;
           stop();
@@ -47,7 +52,7 @@ function solveInWorkers(challenge, bits) {
         stop();
         reject(new ApiError(0, "pow_required", "Your browser could not finish the check before joining. Please try again."));
       };
-      worker.postMessage({ challenge, bits, first: i, step: count });
+      worker.postMessage({ challenge, bits, first: i });
     }
   });
 }
