@@ -401,12 +401,12 @@ impl ScheduleBook {
             .ok_or(BookingRefusal::ReservationNotFound)
     }
 
-    /// Voids a pending, unpinned reservation of `user`: its seats are free at once.
-    pub fn cancel(
-        &mut self,
+    /// `user`'s reservation `id` if it is pending and no payment has pinned it: what both a
+    /// cancel and a pin need before they change anything.
+    fn pending_unpinned(
+        &self,
         id: ReservationId,
         user: UserId,
-        now: Timestamp,
     ) -> Result<&Reservation, BookingRefusal> {
         let r = self.owned(id, user)?;
         if let Some(refusal) = r.status.refusal() {
@@ -415,6 +415,17 @@ impl ScheduleBook {
         if r.pinned {
             return Err(BookingRefusal::PaymentInProgress);
         }
+        Ok(r)
+    }
+
+    /// Voids a pending, unpinned reservation of `user`: its seats are free at once.
+    pub fn cancel(
+        &mut self,
+        id: ReservationId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<&Reservation, BookingRefusal> {
+        self.pending_unpinned(id, user)?;
         self.release(id, ReservationStatus::Cancelled, now);
         Ok(&self.reservations[&id])
     }
@@ -454,21 +465,14 @@ impl ScheduleBook {
         user: UserId,
         now: Timestamp,
     ) -> Result<&Reservation, BookingRefusal> {
-        let r = self.owned(id, user)?;
-        if let Some(refusal) = r.status.refusal() {
-            return Err(refusal);
-        }
-        if r.pinned {
-            return Err(BookingRefusal::PaymentInProgress);
-        }
-        if now >= r.expires_at {
+        if now >= self.pending_unpinned(id, user)?.expires_at {
             self.release(id, ReservationStatus::Expired, now);
             return Err(BookingRefusal::Expired);
         }
         let r = self
             .reservations
             .get_mut(&id)
-            .expect("checked by owned() above");
+            .expect("pending_unpinned() found it above");
         r.pinned = true;
         Ok(r)
     }
