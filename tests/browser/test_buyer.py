@@ -193,7 +193,7 @@ def test_full_buy_by_keyboard(boxoffice, page):
 
 
 def test_a_join_solves_the_proof_of_work_in_the_browser(boxoffice, page):
-    # 14 bits: a few thousand Web Crypto digests, quick in any browser, and still refused
+    # 14 bits: a few thousand SHA-256 tries, quick in any browser, and still refused
     # without the work (a join without X-Queue-Pow is 403 pow_required).
     server = boxoffice("--join-pow-bits", "14")
     status, body = server.api("POST", f"/v1/queue-tokens/users/{USER + 1}")
