@@ -89,6 +89,9 @@ pub enum Build<'a> {
     This,
     /// This build with `--pipeline-commits`.
     Pipelined,
+    /// This build as a one-node cluster (`--cluster`): what fencing and leases cost a node
+    /// that owns every shard (issue 26's "cluster mode on one node within 10 % of plain").
+    Cluster,
     /// Another binary (`--before-bin`).
     Before(&'a std::path::Path),
 }
@@ -98,6 +101,7 @@ impl Build<'_> {
         match self {
             Build::This => "",
             Build::Pipelined => ", --pipeline-commits",
+            Build::Cluster => ", --cluster (one node)",
             Build::Before(_) => ", before",
         }
     }
@@ -143,8 +147,17 @@ async fn start(args: &Args, build: Build<'_>) -> Result<Server, String> {
     if let Some(w) = args.server_workers {
         command.args(["--workers", &w.to_string()]);
     }
-    if let Build::Pipelined = build {
-        command.arg("--pipeline-commits");
+    match build {
+        Build::Pipelined => {
+            command.arg("--pipeline-commits");
+        }
+        Build::Cluster if drop_database.is_some() => {
+            command
+                .args(["--cluster", "--node-id", "holds-1", "--advertise-url"])
+                .arg(format!("http://127.0.0.1:{port}"));
+        }
+        Build::Cluster => return Err("--systems cluster needs --store postgres".into()),
+        Build::This | Build::Before(_) => {}
     }
     let child = command
         .spawn()

@@ -42,8 +42,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     pub seats: usize,
     /// Which systems, comma separated: boxoffice, pipelined (this build with
-    /// `--pipeline-commits`), redis, rowlocks, and `before` (with
-    /// --before-bin).
+    /// `--pipeline-commits`), cluster (this build as a one-node `--cluster`), redis, rowlocks,
+    /// and `before` (with --before-bin).
     #[arg(
         long,
         value_delimiter = ',',
@@ -97,6 +97,7 @@ async fn run(args: &Args) -> Result<Vec<Outcome>, String> {
         let outcome = match system.as_str() {
             "boxoffice" => boxoffice::run(args, &plan, boxoffice::Build::This).await?,
             "pipelined" => boxoffice::run(args, &plan, boxoffice::Build::Pipelined).await?,
+            "cluster" => boxoffice::run(args, &plan, boxoffice::Build::Cluster).await?,
             "before" => {
                 let bin = args
                     .before_bin
