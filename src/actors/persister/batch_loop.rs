@@ -4,10 +4,10 @@
 
 use super::batch::{acknowledged_seq, record, Batch};
 use super::failure::{fail_front, isolate, Retry};
-use super::fencing::fence_out;
+use super::fencing::{fence_out, Claims};
 use super::pipeline::{next_event, promote, send, stage_behind, Back, BackState, Event, Front};
 use super::{lock, Shared, Submission, Unavailable, MAX_BATCH};
-use crate::store::{Fence, Staged, Store, StoreError, Writes};
+use crate::store::{Staged, Store, StoreError, Writes};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -218,7 +218,7 @@ fn batch_of(shared: &Shared, taken: Vec<Submission>, last_seq: u64) -> Batch {
     );
     let fence = shared.fence.get();
     let mut writes = Writes::default();
-    let mut fences: Vec<Fence> = Vec::new();
+    let mut claims = Claims::default();
     let mut submissions = Vec::with_capacity(taken.len());
     for s in taken {
         if s.deps.iter().any(|dep| shared.is_stale(*dep)) {
@@ -230,14 +230,14 @@ fn batch_of(shared: &Shared, taken: Vec<Submission>, last_seq: u64) -> Batch {
         // A clone, not a move: the submission's own rows are what a retry is rebuilt from.
         writes.merge(s.writes.clone());
         if let Some(fence) = fence {
-            fence.claim(&s, &mut fences);
+            fence.claim(&s, &mut claims);
         }
         submissions.push(s);
     }
     Batch {
         submissions,
         writes: Arc::new(writes),
-        fences,
+        fences: claims.fences,
         last_seq,
         started: Instant::now(),
     }

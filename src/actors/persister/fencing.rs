@@ -38,6 +38,13 @@ pub fn epoch_of(generation: u64) -> u64 {
 /// Actors, each with the generation it must reach.
 type Actors = Vec<(ActorKey, u64)>;
 
+/// The claims of one batch being formed: each once, and the actors already claimed for.
+#[derive(Default)]
+pub(super) struct Claims {
+    pub(super) fences: Vec<Fence>,
+    seen: std::collections::HashSet<(ActorKey, u64)>,
+}
+
 /// What fencing adds to the persister's state, built by [`Persister::fence_with`] alone.
 pub(super) struct FenceState {
     fencing: Fencing,
@@ -69,22 +76,25 @@ impl FenceState {
         generation_under(epoch)
     }
 
-    /// Adds the claims `submission` was decided under to `fences`, once each: the epoch of
+    /// Adds the claims `submission` was decided under to `claims`, once each: the epoch of
     /// each dependency's shard (in its generation) and the claims on other nodes' shards.
-    pub(super) fn claim(&self, submission: &Submission, fences: &mut Vec<Fence>) {
+    pub(super) fn claim(&self, submission: &Submission, claims: &mut Claims) {
         for &(key, generation) in &submission.deps {
             let epoch = epoch_of(generation);
-            if epoch == 0 {
+            // A batch's submissions mostly share a few actors: naming the shard (a string
+            // built by the cluster) and comparing claims is done once per actor and epoch,
+            // not once per submission.
+            if epoch == 0 || !claims.seen.insert((key, epoch)) {
                 continue;
             }
             let fence = Fence::own(self.shard_of(key), epoch);
-            if !fences.contains(&fence) {
-                fences.push(fence);
+            if !claims.fences.contains(&fence) {
+                claims.fences.push(fence);
             }
         }
         for fence in &submission.remote {
-            if !fences.contains(fence) {
-                fences.push(fence.clone());
+            if !claims.fences.contains(fence) {
+                claims.fences.push(fence.clone());
             }
         }
     }
