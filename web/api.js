@@ -41,6 +41,9 @@ const WORDS = {
   waitlist_full: "The waiting list of this performance is full.",
   waitlist_closed: "The waiting list of this performance is closed.",
   performance_cancelled: "This performance is cancelled. Paid tickets are refunded to your balance.",
+  ticket_not_found: "You do not hold that ticket (any more).",
+  refund_not_allowed: "This reservation cannot be refunded: a ticket of it was checked in or given away, or the concert is too close.",
+  transfer_not_allowed: "This ticket cannot be given away: it was checked in or refunded, or the other person already holds as many seats as one may.",
 };
 
 /** An error the page can show: `slug` for decisions, `words` for people. */

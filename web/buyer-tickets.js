@@ -52,16 +52,27 @@ function ticketItem(userId, t, onChange) {
   return li;
 }
 
+// A key for one refund: a click again after a lost answer repeats the same refund, and the
+// service answers it as the first time instead of refusing it as already refunded.
+// getRandomValues, not randomUUID: the page may be served over plain http on a LAN address.
+function idempotencyKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return "refund-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 // One refund button per paid reservation whose tickets are all still valid.
 function refundItem(userId, reservationId, onChange) {
   const li = document.createElement("li");
   const button = document.createElement("button");
   button.type = "button";
   button.textContent = `Refund reservation ${reservationId}`;
+  const key = idempotencyKey();
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      const r = await api("POST", `/v1/reservations/${reservationId}/refund?userId=${userId}`);
+      const r = await api("POST", `/v1/reservations/${reservationId}/refund?userId=${userId}`, {
+        headers: { "Idempotency-Key": key },
+      });
       const balance = await api("GET", `/v1/balance/users/${userId}`);
       onChange(`Refunded ${won(r.amount)}. Your balance is now ${won(balance.currentAmount)}.`);
     } catch (err) {

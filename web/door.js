@@ -43,8 +43,8 @@ async function checkIn(code) {
   }
   const data = await resp.json().catch(() => ({}));
   if (resp.ok) {
-    const row = data.row ? `row ${data.row}, ` : "";
-    verdict(true, "Welcome in", `Seat ${row}${data.seatNumber} (ticket ${data.ticketId})`);
+    const seat = data.row ? `Row ${data.row}, seat ${data.seatNumber}` : `Seat ${data.seatNumber}`;
+    verdict(true, "Welcome in", `${seat} (ticket ${data.ticketId})`);
   } else {
     const title = REFUSED[data.error] || "Not admitted";
     const detail = data.error === "already_checked_in"

@@ -3,6 +3,15 @@
 
 use clap::Parser;
 
+/// What a buyer does once paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterSale {
+    Nothing,
+    CheckIn,
+    Refund,
+    Transfer,
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "A ticket drop over HTTP, with latency percentiles and invariant checks")]
 pub struct Args {
@@ -88,6 +97,24 @@ pub struct Args {
     /// before it).
     #[arg(long = "retry-503", value_name = "N", value_parser = clap::value_parser!(u32).range(0..=20))]
     pub retry_503: Option<u32>,
+    /// After a payment, this percentage of buyers check their first ticket in at the door
+    /// (`POST /v1/checkins` with the door key). The three after-sale percentages go to
+    /// disjoint buyers (picked by the order users start in) and add up to at most 100; every
+    /// after-sale step first reads the buyer's tickets. 0 (the default) for all three: the
+    /// plain drop.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub checkin_percent: u8,
+    /// After a payment, this percentage of buyers ask for a refund (`POST
+    /// /v1/reservations/{id}/refund` with an `Idempotency-Key`).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub refund_percent: u8,
+    /// After a payment, this percentage of buyers hand their first ticket to a user created
+    /// for it at setup (`POST /v1/tickets/{id}/transfer`).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub transfer_percent: u8,
+    /// `X-Door-Key` for the check-ins (the door also takes the admin key, the default).
+    #[arg(long, env = "BOXOFFICE_DOOR_KEY")]
+    pub door_key: Option<String>,
     /// Exit 0 even if a request was answered 5xx (a run with faults injected on purpose).
     /// Without it any 5xx, and any 2xx body the generator cannot read (a seat map the scanner
     /// and the parser disagree on), fails the run with exit code 1.
@@ -108,6 +135,14 @@ impl Args {
             self.duration_secs = 20;
             self.verify_seat_maps = true;
             self.waitlist = true;
+            if self.after_sale_percent() == 0 {
+                // A little of each step after the sale.
+                (
+                    self.checkin_percent,
+                    self.refund_percent,
+                    self.transfer_percent,
+                ) = (10, 5, 5);
+            }
         }
         self.base_urls = self
             .base_urls
@@ -121,6 +156,57 @@ impl Args {
         self.schedules = self.schedules.clamp(1, 100);
         self.concurrency = self.concurrency.max(1);
         self
+    }
+
+    /// Buyers who do something after the sale, in percent (at most 100: see [`Args::check`]).
+    pub fn after_sale_percent(&self) -> u32 {
+        u32::from(self.checkin_percent)
+            + u32::from(self.refund_percent)
+            + u32::from(self.transfer_percent)
+    }
+
+    /// What the parser cannot say: the after-sale percentages share the buyers.
+    pub fn check(&self) -> Result<(), String> {
+        let sum = self.after_sale_percent();
+        if sum > 100 {
+            return Err(format!(
+                "--checkin-percent, --refund-percent and --transfer-percent add up to {sum} (at most 100)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the `index`th user to start does after paying: the buyers are spread over
+    /// `0..100` by their index, check-ins first, then refunds, then transfers.
+    pub fn after_sale(&self, index: usize) -> AfterSale {
+        let slot = (index % 100) as u32;
+        let checkin = u32::from(self.checkin_percent);
+        let refund = checkin + u32::from(self.refund_percent);
+        let transfer = refund + u32::from(self.transfer_percent);
+        if slot < checkin {
+            AfterSale::CheckIn
+        } else if slot < refund {
+            AfterSale::Refund
+        } else if slot < transfer {
+            AfterSale::Transfer
+        } else {
+            AfterSale::Nothing
+        }
+    }
+
+    /// Which transfer the `index`th user's is (0 for the first user whose slot transfers):
+    /// its recipient's place in the list [`Args::transfer_recipients`] sized.
+    pub fn transfer_ordinal(&self, index: usize) -> usize {
+        let before = usize::from(self.checkin_percent) + usize::from(self.refund_percent);
+        (index / 100) * usize::from(self.transfer_percent) + (index % 100).saturating_sub(before)
+    }
+
+    /// Users the transfers need, one per transferring buyer: as many as there are indices
+    /// in `0..users` whose slot falls in the transfers' range.
+    pub fn transfer_recipients(&self) -> usize {
+        (0..self.users)
+            .filter(|&i| self.after_sale(i) == AfterSale::Transfer)
+            .count()
     }
 
     /// Seats in each schedule: --seats split evenly, at least 1 and at most 20,000 (the most
@@ -209,6 +295,48 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn after_sale_percentages_default_to_nothing_and_share_the_buyers() {
+        let plain = parsed(&[]);
+        assert_eq!(plain.after_sale_percent(), 0);
+        assert!((0..1000).all(|i| plain.after_sale(i) == AfterSale::Nothing));
+        assert_eq!(plain.transfer_recipients(), 0);
+        let mixed = parsed(&[
+            "--users",
+            "1050",
+            "--checkin-percent",
+            "20",
+            "--refund-percent",
+            "10",
+            "--transfer-percent",
+            "10",
+        ]);
+        assert!(mixed.check().is_ok());
+        let count = |what| (0..1000).filter(|&i| mixed.after_sale(i) == what).count();
+        assert_eq!(
+            [
+                AfterSale::CheckIn,
+                AfterSale::Refund,
+                AfterSale::Transfer,
+                AfterSale::Nothing
+            ]
+            .map(count),
+            [200, 100, 100, 600]
+        );
+        // 1,050 users: indices 1,030 to 1,039 transfer too.
+        assert_eq!(mixed.transfer_recipients(), 110);
+        let ordinals: Vec<usize> = (0..1050)
+            .filter(|&i| mixed.after_sale(i) == AfterSale::Transfer)
+            .map(|i| mixed.transfer_ordinal(i))
+            .collect();
+        assert_eq!(ordinals, (0..110).collect::<Vec<_>>(), "one recipient each");
+        let smoke = parsed(&["--smoke"]);
+        assert!(smoke.after_sale_percent() > 0 && smoke.transfer_recipients() > 0);
+        let over = parsed(&["--checkin-percent", "60", "--refund-percent", "41"]);
+        assert!(over.check().is_err());
+        assert!(Args::try_parse_from(["drop", "--refund-percent", "101"]).is_err());
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! The post-run checks against the store: no seat sold twice, holds POSTED exactly for PAID
-//! reservations, sold seats = seats of paid reservations = acknowledged payments, every
-//! payment matched, every balance = recharges − payments. Seven verdicts, from SQL on
-//! PostgreSQL and SQLite or from the memory store's tables. A verdict the store cannot
+//! reservations, sold seats = seats of paid reservations = acknowledged payments (refunded
+//! ones included), every payment matched, every balance = recharges − payments + refunds.
+//! Seven verdicts, from SQL on PostgreSQL and SQLite or from the memory store's tables; then
+//! three on what the run did after the sale: every check-in answered ADMITTED is stored
+//! checked in, every refund answered 200 is a REFUNDED reservation with its money back in a
+//! REFUND ledger row, every transfer answered 2xx shows the new holder. A verdict the store cannot
 //! falsify is "not checked", never "ok": the memory store keeps one state per reservation, so
 //! "POSTED exactly when PAID" and "sold = seats of paid" hold there by construction.
 
+use crate::stats::AfterSale;
 use boxoffice::store::MemoryStore;
 use std::collections::{HashMap, HashSet};
 
@@ -16,6 +20,8 @@ pub struct Expectations {
     pub unknown_payments: u64,
     /// Sold-out users the waiting list took (`--waitlist`).
     pub waitlisted: u64,
+    /// What the service answered after the sale.
+    pub after: AfterSale,
 }
 
 enum Db {
@@ -87,7 +93,11 @@ pub async fn check(
     expectations: &Expectations,
 ) -> Result<Vec<Check>, String> {
     match Db::open(url, memory).await {
-        Ok(Db::Memory(store)) => Ok(check_memory(&store, expectations)),
+        Ok(Db::Memory(store)) => {
+            let mut checks = check_memory(&store, expectations);
+            checks.extend(after_sale_memory(&store, &expectations.after).await?);
+            Ok(checks)
+        }
         Ok(db) => check_sql(&db, expectations).await,
         Err(e) => Err(e),
     }
@@ -143,12 +153,13 @@ async fn check_sql(db: &Db, e: &Expectations) -> Result<Vec<Check>, String> {
         .await?;
     let paid = db
         .number(&format!(
-            "SELECT COUNT(*) FROM reservations WHERE status = 'PAID' AND schedule_id IN ({schedules})"
+            "SELECT COUNT(*) FROM reservations WHERE status IN ('PAID', 'REFUNDED')
+             AND schedule_id IN ({schedules})"
         ))
         .await?;
     let unmatched_payments = db
         .number(
-            "SELECT COUNT(*) FROM reservations r WHERE (r.status = 'PAID') <>
+            "SELECT COUNT(*) FROM reservations r WHERE (r.status IN ('PAID', 'REFUNDED')) <>
                EXISTS (SELECT 1 FROM payments p WHERE p.reservation_id = r.id
                        AND p.amount = r.total_price AND p.user_id = r.user_id)",
         )
@@ -199,7 +210,153 @@ async fn check_sql(db: &Db, e: &Expectations) -> Result<Vec<Check>, String> {
         Verdict::of(entries == e.waitlisted as i64),
         format!("{entries} stored, {} acknowledged", e.waitlisted),
     ));
+    checks.extend(after_sale_sql(db, &e.after).await?);
     Ok(checks)
+}
+
+/// `(a,b),(c,d)…` for a `VALUES` list.
+fn rows(pairs: impl Iterator<Item = (i64, i64)>) -> String {
+    pairs
+        .map(|(a, b)| format!("({a},{b})"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// How many of `pairs` the query over the `answered(a, b)` rows counts; 0 for none (an
+/// empty `VALUES` is not SQL).
+async fn matching(db: &Db, pairs: &[(i64, i64)], query: &str) -> Result<i64, String> {
+    if pairs.is_empty() {
+        return Ok(0);
+    }
+    let values = rows(pairs.iter().copied());
+    db.number(&format!(
+        "WITH answered (a, b) AS (VALUES {values}) {query}"
+    ))
+    .await
+}
+
+async fn after_sale_sql(db: &Db, after: &AfterSale) -> Result<Vec<Check>, String> {
+    let admitted = matching(
+        db,
+        &after.admitted,
+        "SELECT COUNT(*) FROM answered JOIN tickets t ON t.id = answered.a
+         WHERE t.status = 'CHECKED_IN' AND t.checked_in_at_ms IS NOT NULL",
+    )
+    .await?;
+    let refunds: Vec<(i64, i64)> = after
+        .refunded
+        .iter()
+        .map(|&(r, _, amount)| (r, amount))
+        .collect();
+    // One REFUND row of the amount paid, to the buyer, naming the reservation's payment.
+    let refunded = matching(
+        db,
+        &refunds,
+        "SELECT COUNT(*) FROM answered JOIN reservations r ON r.id = answered.a
+         JOIN payments p ON p.reservation_id = r.id
+         WHERE r.status = 'REFUNDED' AND p.amount = answered.b
+           AND (SELECT COUNT(*) FROM ledger l WHERE l.payment_id = p.id AND l.kind = 'REFUND'
+                AND l.amount = answered.b AND l.user_id = r.user_id) = 1",
+    )
+    .await?;
+    let transferred = matching(
+        db,
+        &after.transferred,
+        "SELECT COUNT(*) FROM answered JOIN tickets t ON t.id = answered.a
+         WHERE t.holder_id = answered.b AND t.version >= 2 AND t.status = 'VALID'",
+    )
+    .await?;
+    Ok(after_sale_verdicts(
+        after,
+        [admitted, refunded, transferred],
+    ))
+}
+
+/// The three after-sale verdicts from how many of each kind of answer the store bears out.
+fn after_sale_verdicts(after: &AfterSale, stored: [i64; 3]) -> Vec<Check> {
+    let [admitted, refunded, transferred] = stored;
+    let verdict = |stored: i64, answered: usize| {
+        (
+            Verdict::of(stored == answered as i64),
+            format!("{stored} of {answered} answered"),
+        )
+    };
+    let (a, r, t) = (
+        verdict(admitted, after.admitted.len()),
+        verdict(refunded, after.refunded.len()),
+        verdict(transferred, after.transferred.len()),
+    );
+    vec![
+        (
+            "every check-in answered ADMITTED is stored checked in",
+            a.0,
+            a.1,
+        ),
+        (
+            "every refund answered is REFUNDED, its money back in one REFUND ledger row",
+            r.0,
+            r.1,
+        ),
+        ("every transfer answered shows the new holder", t.0, t.1),
+    ]
+}
+
+/// Paid, and still so or refunded since: a reservation that has its payment.
+fn was_paid(status: &str) -> bool {
+    matches!(status, "PAID" | "REFUNDED")
+}
+
+/// The after-sale verdicts from the memory store: its tickets by id, its reservations and
+/// ledger.
+async fn after_sale_memory(store: &MemoryStore, after: &AfterSale) -> Result<Vec<Check>, String> {
+    use boxoffice::domain::ticket::TicketStatus;
+    use boxoffice::domain::TicketId;
+    let ticket = |id: i64| async move {
+        let id = TicketId::new(id).map_err(|e| e.to_string())?;
+        store.load_ticket(id).await.map_err(|e| e.to_string())
+    };
+    let mut admitted = 0;
+    for &(id, _) in &after.admitted {
+        if let Some(t) = ticket(id).await? {
+            admitted += i64::from(
+                t.ticket.status == TicketStatus::CheckedIn && t.ticket.check_in.is_some(),
+            );
+        }
+    }
+    let mut transferred = 0;
+    for &(id, holder) in &after.transferred {
+        if let Some(t) = ticket(id).await? {
+            let t = t.ticket;
+            transferred += i64::from(
+                t.holder.get() == holder && t.version >= 2 && t.status == TicketStatus::Valid,
+            );
+        }
+    }
+    let tables = store.tables();
+    let mut refunded = 0;
+    for &(reservation, user, amount) in &after.refunded {
+        let is_refunded = tables
+            .reservations
+            .iter()
+            .any(|r| r.id.get() == reservation && r.status.as_str() == "REFUNDED");
+        let payment = tables
+            .payments
+            .iter()
+            .find(|p| p.reservation.get() == reservation && p.amount.won() == amount);
+        let rows = payment.map_or(0, |p| {
+            tables
+                .ledger
+                .iter()
+                .filter(|l| l.payment == Some(p.id) && l.kind.as_str() == "REFUND")
+                .filter(|l| l.amount.won() == amount && l.user.get() == user)
+                .count()
+        });
+        refunded += i64::from(is_refunded && rows == 1);
+    }
+    Ok(after_sale_verdicts(
+        after,
+        [admitted, refunded, transferred],
+    ))
 }
 
 /// The same numbers, computed from the in-memory store's tables.
@@ -219,6 +376,8 @@ fn check_memory(store: &MemoryStore, e: &Expectations) -> Vec<Check> {
             // Posted holds are exactly the seats of paid reservations here (one state column):
             // there is no separate sold count to compare, so those two verdicts are not checked.
             seats_of_paid += r.seats.len() as i64;
+        }
+        if ours.contains(&r.schedule.get()) && was_paid(r.status.as_str()) {
             paid += 1;
         }
     }
@@ -232,7 +391,7 @@ fn check_memory(store: &MemoryStore, e: &Expectations) -> Vec<Check> {
         .iter()
         .filter(|r| {
             let matched = payments.get(&r.id.get()) == Some(&(r.total.won(), r.user.get()));
-            (r.status.as_str() == "PAID") != matched
+            was_paid(r.status.as_str()) != matched
         })
         .count() as i64;
     let (lo, hi) = e.users;
@@ -347,7 +506,7 @@ fn verdicts(e: &Expectations, n: Numbers) -> Vec<Check> {
             format!("{} reservations disagree", n.unmatched_payments),
         ),
         (
-            "every balance = recharges − payments (ledger)",
+            "every balance = recharges − payments + refunds (ledger)",
             Verdict::of(n.wrong_balances == 0),
             format!("{} wallets disagree", n.wrong_balances),
         ),
@@ -370,6 +529,7 @@ mod tests {
             acknowledged_payments,
             unknown_payments,
             waitlisted: 0,
+            after: AfterSale::default(),
         }
     }
 
@@ -420,9 +580,38 @@ mod tests {
             [
                 "no seat sold (or held) twice",
                 "sold seats = seats of paid reservations",
-                "every balance = recharges − payments (ledger)",
+                "every balance = recharges − payments + refunds (ledger)",
             ]
         );
+    }
+
+    #[test]
+    fn an_after_sale_answer_the_store_does_not_bear_out_fails_its_verdict() {
+        let after = AfterSale {
+            admitted: vec![(1, 10), (2, 11)],
+            refunded: vec![(5, 12, 10_000)],
+            transferred: vec![(3, 40)],
+        };
+        let failing_of = |stored| -> Vec<&'static str> {
+            after_sale_verdicts(&after, stored)
+                .iter()
+                .filter(|c| c.1 == Verdict::Fails)
+                .map(|c| c.0)
+                .collect()
+        };
+        assert!(failing_of([2, 1, 1]).is_empty());
+        assert_eq!(
+            failing_of([1, 0, 1]),
+            [
+                "every check-in answered ADMITTED is stored checked in",
+                "every refund answered is REFUNDED, its money back in one REFUND ledger row"
+            ]
+        );
+        assert_eq!(
+            failing_of([2, 1, 0]),
+            ["every transfer answered shows the new holder"]
+        );
+        assert_eq!(rows([(1, 2), (3, 4)].into_iter()), "(1,2),(3,4)");
     }
 
     #[test]

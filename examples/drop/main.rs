@@ -1,13 +1,19 @@
 //! The ticket-drop load generator: virtual users do the whole drop over HTTP — join the
 //! waiting room, poll until ACTIVE, list the schedules, read a seat map, reserve (again, on
-//! other seats, after "reservation failed"), pay — closed-loop or open-loop, and it reports
+//! other seats, after "reservation failed"), pay, and, if asked, what a ticket holder does
+//! next (check in at the door, refund, transfer) — closed-loop or open-loop, and it reports
 //! throughput and latency percentiles per step. At the end it checks the invariants against
 //! the store: no seat sold twice, sold seats = paid reservations = acknowledged payments,
-//! every balance = recharges − payments. It exits non-zero if one fails.
+//! every balance = recharges − payments + refunds, every answered check-in, refund and
+//! transfer stored as answered, and the service's own audit of each schedule. It exits
+//! non-zero if one fails.
 //!
 //! ```sh
 //! # In-process server on a throwaway SQLite file (the CI smoke run, under 30 s):
 //! cargo run --release --example drop -- --smoke
+//! # The same drop with a ticket's life after the sale mixed in:
+//! cargo run --release --example drop -- --spawn --database-url postgres://postgres@127.0.0.1:5432/drop \
+//!     --checkin-percent 20 --refund-percent 10 --transfer-percent 10
 //! # A bigger drop on PostgreSQL, server in-process:
 //! cargo run --release --example drop -- --spawn --database-url postgres://postgres@127.0.0.1:5432/drop \
 //!     --users 20000 --seats 20000 --schedules 4 --concurrency 256
@@ -55,6 +61,10 @@ mod wire;
 
 fn main() -> ExitCode {
     let args = Args::parse().resolved();
+    if let Err(e) = args.check() {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
     boxoffice::telemetry::init_with_default("warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
@@ -165,6 +175,17 @@ async fn drive(
             return ExitCode::from(2);
         }
     };
+    // The users transfers go to (funded like the others, so the ledger explains them too).
+    let recipients = match args.transfer_recipients() {
+        0 => Vec::new(),
+        n => match setup::create_users(&client, &base, &admin_key, n, fund).await {
+            Ok(recipients) => recipients,
+            Err(e) => {
+                eprintln!("setup failed: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let (concert, schedules) = match setup::create_concert(&client, &base, &admin_key, args).await {
         Ok(created) => created,
         Err(e) => {
@@ -197,9 +218,11 @@ async fn drive(
             return ExitCode::from(2);
         }
     };
-    let sc = Arc::new(Scenario::new(nodes, concert, &schedules, args));
-    let bounds = (users[0], users[users.len() - 1]);
-    let (stats, elapsed, started, dropped) = scenario::run(sc.clone(), Arc::new(users)).await;
+    let door_key = args.door_key.clone().unwrap_or_else(|| admin_key.clone());
+    let last = recipients.last().copied().unwrap_or(users[users.len() - 1]);
+    let bounds = (users[0], last.max(users[users.len() - 1]));
+    let sc = Scenario::new(nodes, concert, &schedules, args).after_sale(door_key, recipients);
+    let (mut stats, elapsed, started, dropped) = scenario::run(Arc::new(sc), Arc::new(users)).await;
     stats::report(&stats, elapsed, started, dropped);
     let faults_ok = faults_tolerated(&stats, args.tolerate_5xx);
 
@@ -219,6 +242,7 @@ async fn drive(
         acknowledged_payments: stats.completed,
         unknown_payments: stats.unknown_payments,
         waitlisted: stats.waitlisted,
+        after: std::mem::take(&mut stats.after),
     };
     let mut checks = match invariants::check(url, memory, &expectations).await {
         Ok(checks) => checks,
@@ -238,17 +262,22 @@ async fn drive(
     ExitCode::SUCCESS
 }
 
-/// Whether the run's 5xx answers and unreadable bodies (none, or tolerated) let it pass;
-/// prints why not.
+/// Whether the run's 5xx answers, unreadable bodies (none, or tolerated) and steps after the
+/// sale answered otherwise than promised (none) let it pass; prints why not.
 fn faults_tolerated(stats: &stats::Stats, tolerate_5xx: bool) -> bool {
     let (server_errors, unreadable) = stats.server_faults();
+    // A 5xx after the sale is counted above; the rest is a broken promise.
+    let after_sale = stats.after_sale_failed;
+    if after_sale > 0 && !tolerate_5xx {
+        eprintln!("FAILED: {after_sale} steps after the sale were not answered as promised");
+    }
     if unreadable > 0 {
         eprintln!("FAILED: {unreadable} answers with a body the generator could not read");
     }
     if server_errors > 0 && !tolerate_5xx {
         eprintln!("FAILED: {server_errors} answers were 5xx (--tolerate-5xx for a fault run)");
     }
-    unreadable == 0 && (server_errors == 0 || tolerate_5xx)
+    unreadable == 0 && (server_errors == 0 && after_sale == 0 || tolerate_5xx)
 }
 
 #[cfg(test)]
@@ -269,6 +298,13 @@ mod tests {
         assert!(
             !faults_tolerated(&mismatch, true),
             "an unreadable seat map is never tolerated"
+        );
+        let mut refused = Stats::new();
+        refused.fail_after_sale("refund: 409 refund_not_allowed");
+        assert!(!faults_tolerated(&refused, false));
+        assert!(
+            faults_tolerated(&refused, true),
+            "a fault run may lose a step after the sale"
         );
     }
 }

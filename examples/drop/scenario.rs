@@ -2,7 +2,7 @@
 //! seat map → reserve, again on other seats after a conflict → pay), and the closed- and
 //! open-loop drivers that start the users and merge what they saw.
 
-use crate::args::Args;
+use crate::args::{AfterSale, Args};
 use crate::nodes::Nodes;
 use crate::retry::RetryPolicy;
 use crate::seat_map::{free_seats, Ids};
@@ -36,6 +36,11 @@ pub struct Scenario {
     slowest: AtomicU64,
     /// The server answered 404 for a challenge: it asks no proof of work at the join.
     no_pow: AtomicBool,
+    /// `X-Door-Key` of the check-ins.
+    door_key: String,
+    /// The users transferred tickets go to, one per transferring buyer (by
+    /// [`Args::transfer_ordinal`]): none ever holds more than the one ticket it was given.
+    recipients: Vec<i64>,
 }
 
 impl Scenario {
@@ -53,7 +58,16 @@ impl Scenario {
             concert,
             schedules: schedules.iter().copied().collect(),
             args: args.clone(),
+            door_key: String::new(),
+            recipients: Vec::new(),
         }
+    }
+
+    /// The door key the check-ins carry and the users the transfers go to.
+    pub fn after_sale(mut self, door_key: String, recipients: Vec<i64>) -> Scenario {
+        self.door_key = door_key;
+        self.recipients = recipients;
+        self
     }
 }
 
@@ -91,6 +105,52 @@ struct EventBody {
 #[serde(rename_all = "camelCase")]
 struct ReservationBody {
     reservation_id: i64,
+}
+
+#[derive(Deserialize)]
+struct PaidBody {
+    amount: i64,
+}
+
+#[derive(Deserialize)]
+struct TicketsBody {
+    tickets: Vec<TicketBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TicketBody {
+    ticket_id: i64,
+    reservation_id: i64,
+    status: String,
+    code: String,
+}
+
+#[derive(Deserialize)]
+struct CheckinBody {
+    result: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefundBody {
+    amount: i64,
+    reservation_status: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TransferredBody {
+    ticket_id: i64,
+}
+
+/// A payment that went through: what the steps after the sale need of it.
+struct Sale {
+    user: i64,
+    index: usize,
+    reservation: i64,
+    seats: usize,
+    amount: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,12 +222,129 @@ async fn join_waitlist(
     }
 }
 
+/// What a buyer does once paid (`--checkin-percent` and the rest): reads its tickets (one
+/// `VALID` ticket per seat bought), then checks the first in, refunds the reservation, or
+/// hands the first ticket on. An answer the service does not promise fails the step, not the
+/// iteration: the payment stands.
+async fn after_sale(sc: &Scenario, session: &mut Session<'_>, stats: &mut Stats, sale: &Sale) {
+    let what = sc.args.after_sale(sale.index);
+    if what == AfterSale::Nothing {
+        return;
+    }
+    let user = sale.user;
+    session.prepare("GET", format_args!("/v1/tickets/users/{user}"), None, None);
+    let listed = match session
+        .send(stats, Step::Tickets, json::<TicketsBody>)
+        .await
+    {
+        Answer::Ok(body) => body.tickets,
+        other => return stats.fail_after_sale(format!("tickets: {}", other.why())),
+    };
+    let mine: Vec<&TicketBody> = listed
+        .iter()
+        .filter(|t| t.reservation_id == sale.reservation && t.status == "VALID")
+        .collect();
+    let Some(first) = mine.first().filter(|_| mine.len() == sale.seats) else {
+        return stats.fail_after_sale(format!(
+            "tickets: {} valid tickets for {} seats paid",
+            mine.len(),
+            sale.seats
+        ));
+    };
+    match what {
+        AfterSale::CheckIn => check_in(sc, session, stats, user, first).await,
+        AfterSale::Refund => refund(session, stats, sale).await,
+        AfterSale::Transfer => transfer(sc, session, stats, sale, first.ticket_id).await,
+        AfterSale::Nothing => {}
+    }
+}
+
+async fn check_in(
+    sc: &Scenario,
+    session: &mut Session<'_>,
+    stats: &mut Stats,
+    user: i64,
+    ticket: &TicketBody,
+) {
+    // A code is base64url and dots: nothing in it needs escaping in JSON.
+    session.prepare(
+        "POST",
+        format_args!("/v1/checkins"),
+        None,
+        Some(format_args!(
+            r#"{{"code":"{}","gate":"drop-{}"}}"#,
+            ticket.code,
+            user % 8
+        )),
+    );
+    session.add_header("X-Door-Key", &sc.door_key);
+    match session
+        .send(stats, Step::Checkin, json::<CheckinBody>)
+        .await
+    {
+        Answer::Ok(body) if body.result == "ADMITTED" => {
+            stats.after.admitted.push((ticket.ticket_id, user));
+        }
+        Answer::Ok(body) => stats.fail_after_sale(format!("checkin: answered {}", body.result)),
+        other => stats.fail_after_sale(format!("checkin: {}", other.why())),
+    }
+}
+
+async fn refund(session: &mut Session<'_>, stats: &mut Stats, sale: &Sale) {
+    let (user, reservation) = (sale.user, sale.reservation);
+    session.prepare_keyed_post(
+        format_args!("/v1/reservations/{reservation}/refund?userId={user}"),
+        None,
+    );
+    match session.send(stats, Step::Refund, json::<RefundBody>).await {
+        Answer::Ok(body) if body.reservation_status == "REFUNDED" && body.amount == sale.amount => {
+            stats.after.refunded.push((reservation, user, body.amount));
+        }
+        Answer::Ok(body) => stats.fail_after_sale(format!(
+            "refund: {} of {} paid, {}",
+            body.amount, sale.amount, body.reservation_status
+        )),
+        other => stats.fail_after_sale(format!("refund: {}", other.why())),
+    }
+}
+
+async fn transfer(
+    sc: &Scenario,
+    session: &mut Session<'_>,
+    stats: &mut Stats,
+    sale: &Sale,
+    ticket: i64,
+) {
+    let Some(&to) = sc.recipients.get(sc.args.transfer_ordinal(sale.index)) else {
+        return stats.fail_after_sale("transfer: no recipient left");
+    };
+    session.prepare(
+        "POST",
+        format_args!("/v1/tickets/{ticket}/transfer?userId={}", sale.user),
+        None,
+        Some(format_args!(r#"{{"toUserId":{to}}}"#)),
+    );
+    match session
+        .send(stats, Step::Transfer, json::<TransferredBody>)
+        .await
+    {
+        Answer::Ok(body) if body.ticket_id == ticket => {
+            stats.after.transferred.push((ticket, to));
+        }
+        Answer::Ok(body) => stats.fail_after_sale(format!(
+            "transfer: ticket {ticket} came back as {}",
+            body.ticket_id
+        )),
+        other => stats.fail_after_sale(format!("transfer: {}", other.why())),
+    }
+}
+
 /// One user's whole drop: (challenge →) join → poll until ACTIVE → schedules → seats →
 /// reserve → pay.
 async fn iteration(
     sc: &Scenario,
     session: &mut Session<'_>,
-    user: i64,
+    (index, user): (usize, i64),
     stats: &mut Stats,
     rng: &mut SmallRng,
 ) -> Outcome {
@@ -225,6 +402,7 @@ async fn iteration(
         other => return stats.fail(format!("schedules: {}", other.why())),
     };
     let mut reservation = None;
+    let mut seats = 0;
     let mut attempts = 0;
     while reservation.is_none() {
         if open.is_empty() {
@@ -275,7 +453,10 @@ async fn iteration(
             .send(stats, Step::Reserve, json::<ReservationBody>)
             .await
         {
-            Answer::Ok(body) => reservation = Some(body.reservation_id),
+            Answer::Ok(body) => {
+                reservation = Some(body.reservation_id);
+                seats = chosen.len();
+            }
             Answer::Refused(_, slug) if slug == "reservation_failed" => stats.conflicts += 1,
             other => return stats.fail(format!("reserve: {}", other.why())),
         }
@@ -289,9 +470,19 @@ async fn iteration(
         Some(token),
         Some(format_args!(r#"{{"reservationId":{reservation}}}"#)),
     );
-    let paid = session.send(stats, Step::Pay, json::<IgnoredAny>).await;
+    let paid = session.send(stats, Step::Pay, json::<PaidBody>).await;
     match paid {
-        Answer::Ok(_) => Outcome::Completed,
+        Answer::Ok(body) => {
+            let sale = Sale {
+                user,
+                index,
+                reservation,
+                seats,
+                amount: body.amount,
+            };
+            after_sale(sc, session, stats, &sale).await;
+            Outcome::Completed
+        }
         Answer::Refused(status, _) if status < 500 => stats.fail(format!("pay: {}", paid.why())),
         // A 5xx or no answer: the payment may or may not have been committed.
         other => {
@@ -311,7 +502,7 @@ async fn one_user(
 ) {
     let (target, pool) = sc.nodes.for_user(index);
     let mut session = Session::new(target, pool, sc.retry, sc.run, user);
-    let outcome = iteration(sc, &mut session, user, stats, rng).await;
+    let outcome = iteration(sc, &mut session, (index, user), stats, rng).await;
     session.finish();
     if outcome == Outcome::Completed {
         let micros = since.elapsed().as_micros() as u64;

@@ -43,15 +43,21 @@ pub fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 
 /// Whether the server answers a repeat of `step`'s request as it answered the first, so it
 /// may be sent again even if the first reached the server: GETs; a join (it answers the live
-/// token it gave, key or not); a hold or a payment under its `Idempotency-Key` (the first
-/// answer is replayed). Without a key, a repeated hold would be refused for the seats the
-/// first one took, and a repeated payment as already paid.
+/// token it gave, key or not); a hold, a payment or a refund under its `Idempotency-Key` (the
+/// first answer is replayed). Without a key, a repeated hold would be refused for the seats
+/// the first one took, and a repeated payment as already paid.
 pub fn replayable(step: Step, keyed: bool) -> bool {
     match step {
-        Step::Challenge | Step::Join | Step::Poll | Step::Schedules | Step::Seats => true,
-        Step::Reserve | Step::Pay => keyed,
-        // A repeated join is `waitlist_already_joined`: not the first answer.
-        Step::Waitlist => false,
+        Step::Challenge
+        | Step::Join
+        | Step::Poll
+        | Step::Schedules
+        | Step::Seats
+        | Step::Tickets => true,
+        Step::Reserve | Step::Pay | Step::Refund => keyed,
+        // A repeated join is `waitlist_already_joined`, a repeated check-in
+        // `already_checked_in`, a repeated transfer `ticket_not_found`: not the first answer.
+        Step::Waitlist | Step::Checkin | Step::Transfer => false,
     }
 }
 
@@ -69,6 +75,8 @@ pub struct Session<'s> {
     posts: u32,
     key: String,
     keyed: bool,
+    /// The next POST carries a key whatever the policy (a refund always does).
+    force_key: bool,
 }
 
 impl<'s> Session<'s> {
@@ -92,6 +100,7 @@ impl<'s> Session<'s> {
             posts: 0,
             key: String::new(),
             keyed: false,
+            force_key: false,
         }
     }
 
@@ -104,7 +113,8 @@ impl<'s> Session<'s> {
         token: Option<i64>,
         body: Option<std::fmt::Arguments<'_>>,
     ) {
-        self.keyed = method == "POST" && self.policy.sends_keys();
+        self.keyed = method == "POST" && (self.policy.sends_keys() || self.force_key);
+        self.force_key = false;
         if self.keyed {
             self.posts += 1;
             self.key.clear();
@@ -114,6 +124,16 @@ impl<'s> Session<'s> {
         let key = self.keyed.then_some(self.key.as_str());
         self.request
             .prepare(self.target, method, path, token, key, body);
+    }
+
+    /// Writes a POST that carries an `Idempotency-Key` whatever the policy.
+    pub fn prepare_keyed_post(
+        &mut self,
+        path: std::fmt::Arguments<'_>,
+        body: Option<std::fmt::Arguments<'_>>,
+    ) {
+        self.force_key = true;
+        self.prepare("POST", path, None, body);
     }
 
     /// Adds a header to the prepared request.
@@ -238,18 +258,20 @@ mod tests {
                 "schedules",
                 "seats",
                 "reserve",
-                "pay"
+                "pay",
+                "tickets",
+                "refund"
             ]
         );
         assert_eq!(
             names(false, false),
-            ["reserve", "pay", "waitlist"],
+            ["reserve", "pay", "waitlist", "checkin", "refund", "transfer"],
             "without a key"
         );
         assert_eq!(
             names(true, false),
-            ["waitlist"],
-            "a join of the list is never repeated"
+            ["waitlist", "checkin", "transfer"],
+            "a join of the list, a check-in and a transfer are never repeated"
         );
     }
 }

@@ -18,9 +18,18 @@ pub enum Step {
     Pay,
     /// `POST …/waitlist/users/{userId}` of a user who found the drop sold out (`--waitlist`).
     Waitlist,
+    /// After the sale (`--checkin-percent`, `--refund-percent`, `--transfer-percent`): the
+    /// buyer's `GET /v1/tickets/users/{userId}`, then one of the three below.
+    Tickets,
+    /// `POST /v1/checkins` with the door key.
+    Checkin,
+    /// `POST /v1/reservations/{id}/refund` under an `Idempotency-Key`.
+    Refund,
+    /// `POST /v1/tickets/{id}/transfer`.
+    Transfer,
 }
 
-pub const STEPS: [Step; 8] = [
+pub const STEPS: [Step; 12] = [
     Step::Challenge,
     Step::Join,
     Step::Poll,
@@ -29,7 +38,15 @@ pub const STEPS: [Step; 8] = [
     Step::Reserve,
     Step::Pay,
     Step::Waitlist,
+    Step::Tickets,
+    Step::Checkin,
+    Step::Refund,
+    Step::Transfer,
 ];
+
+/// The steps after the sale, left out of the report when none ran (a plain drop's report is
+/// as it was).
+const AFTER_SALE: [Step; 4] = [Step::Tickets, Step::Checkin, Step::Refund, Step::Transfer];
 
 impl Step {
     pub fn name(self) -> &'static str {
@@ -42,6 +59,10 @@ impl Step {
             Step::Reserve => "reserve",
             Step::Pay => "pay",
             Step::Waitlist => "waitlist",
+            Step::Tickets => "tickets",
+            Step::Checkin => "checkin",
+            Step::Refund => "refund",
+            Step::Transfer => "transfer",
         }
     }
 }
@@ -124,6 +145,30 @@ pub struct Stats {
     pub unknown_payments: u64,
     /// Sold-out users the waiting list took (201).
     pub waitlisted: u64,
+    /// What the service answered after the sale, for the checks against the store.
+    pub after: AfterSale,
+    /// Steps after a payment that did not go as the service promises (the payment stands,
+    /// so the iteration still counts as completed; the run fails).
+    pub after_sale_failed: u64,
+}
+
+/// The answers after the sale the store must agree with.
+#[derive(Default)]
+pub struct AfterSale {
+    /// (ticket, holder) of every check-in answered `ADMITTED`.
+    pub admitted: Vec<(i64, i64)>,
+    /// (reservation, user, amount) of every refund answered 200.
+    pub refunded: Vec<(i64, i64, i64)>,
+    /// (ticket, new holder) of every transfer answered 2xx.
+    pub transferred: Vec<(i64, i64)>,
+}
+
+impl AfterSale {
+    fn merge(&mut self, other: &AfterSale) {
+        self.admitted.extend_from_slice(&other.admitted);
+        self.refunded.extend_from_slice(&other.refunded);
+        self.transferred.extend_from_slice(&other.transferred);
+    }
 }
 
 impl Stats {
@@ -138,7 +183,14 @@ impl Stats {
             failures: HashMap::new(),
             unknown_payments: 0,
             waitlisted: 0,
+            after: AfterSale::default(),
+            after_sale_failed: 0,
         }
+    }
+
+    /// Whether any request of `step` was sent.
+    pub fn step_ran(&self, step: Step) -> bool {
+        !self.steps[step as usize].latency.0.is_empty()
     }
 
     pub fn step(&mut self, step: Step) -> &mut StepStats {
@@ -156,6 +208,8 @@ impl Stats {
         self.conflicts += other.conflicts;
         self.unknown_payments += other.unknown_payments;
         self.waitlisted += other.waitlisted;
+        self.after.merge(&other.after);
+        self.after_sale_failed += other.after_sale_failed;
         for (slug, n) in &other.failures {
             *self.failures.entry(slug.clone()).or_default() += n;
         }
@@ -174,6 +228,13 @@ impl Stats {
         *self.failures.entry(why.into()).or_default() += 1;
         Outcome::Failed
     }
+
+    /// A step after a completed payment went wrong: reported with the causes, and counted
+    /// apart, since the iteration itself (the payment) completed.
+    pub fn fail_after_sale(&mut self, why: impl Into<String>) {
+        self.after_sale_failed += 1;
+        *self.failures.entry(why.into()).or_default() += 1;
+    }
 }
 
 pub fn ms(micros: u64) -> String {
@@ -189,6 +250,9 @@ pub fn report(stats: &Stats, elapsed: Duration, started: usize, dropped: u64) {
         let h = &s.latency.histogram();
         // No proof of work asked: no challenge was fetched (beyond the first 404s).
         if *step == Step::Challenge && s.ok == 0 {
+            continue;
+        }
+        if AFTER_SALE.contains(step) && h.is_empty() {
             continue;
         }
         println!(
@@ -229,7 +293,17 @@ pub fn report(stats: &Stats, elapsed: Duration, started: usize, dropped: u64) {
     if !stats.failures.is_empty() {
         let mut failures: Vec<_> = stats.failures.iter().collect();
         failures.sort();
-        println!("\nfailed iterations by cause: {failures:?}");
+        println!("\nfailed iterations (and steps after the sale) by cause: {failures:?}");
+    }
+    let after = &stats.after;
+    if stats.step_ran(Step::Tickets) {
+        println!(
+            "\nafter the sale: {} check-ins admitted, {} refunds, {} transfers answered, {} steps failed",
+            after.admitted.len(),
+            after.refunded.len(),
+            after.transferred.len(),
+            stats.after_sale_failed
+        );
     }
 }
 

@@ -64,6 +64,15 @@ pub struct AuditBody {
     paid_have_one_payment: Check,
     refunded_have_one_refund: Check,
     wallets_match_ledger: Check,
+    /// `PAID` reservations without one `VALID` or `CHECKED_IN` ticket per seat.
+    paid_have_one_ticket_per_seat: Check,
+    /// Tickets not `VOID` on a reservation that is not `PAID` (refunded, cancelled, unpaid).
+    unpaid_have_only_void_tickets: Check,
+    /// Seats with more than one ticket carrying a check-in.
+    no_ticket_checked_in_twice: Check,
+    /// Live tickets whose status and check-in record disagree (`CHECKED_IN` without the
+    /// scan's time and gate, or `VALID` with them).
+    check_ins_match_status: Check,
 }
 
 type EntryPath = web::Path<(i64, i64, i64)>;
@@ -213,6 +222,7 @@ pub async fn audit(
         count,
     };
     let over = (counts.sold - counts.capacity).max(0);
+    let tickets = counts.tickets;
     let body = AuditBody {
         schedule_id: schedule.get(),
         ok: [
@@ -221,6 +231,10 @@ pub async fn audit(
             counts.paid_without_one_payment,
             counts.refunded_without_one_refund,
             counts.wallets_off_ledger,
+            tickets.paid_without_one_ticket_per_seat,
+            tickets.live_tickets_not_paid,
+            tickets.seats_checked_in_twice,
+            tickets.check_ins_off_record,
         ]
         .iter()
         .all(|&n| n == 0),
@@ -231,6 +245,10 @@ pub async fn audit(
         paid_have_one_payment: check(counts.paid_without_one_payment),
         refunded_have_one_refund: check(counts.refunded_without_one_refund),
         wallets_match_ledger: check(counts.wallets_off_ledger),
+        paid_have_one_ticket_per_seat: check(tickets.paid_without_one_ticket_per_seat),
+        unpaid_have_only_void_tickets: check(tickets.live_tickets_not_paid),
+        no_ticket_checked_in_twice: check(tickets.seats_checked_in_twice),
+        check_ins_match_status: check(tickets.check_ins_off_record),
     };
     Ok(HttpResponse::Ok().json(body))
 }

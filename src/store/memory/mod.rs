@@ -17,6 +17,7 @@
 //! to hold commits at a gate ([`MemoryStore::gate_commits`]), so a test can see a batch staged
 //! while the one ahead of it is still committing, and decide how each commit ends.
 
+mod audit;
 mod tables;
 mod waitlist;
 

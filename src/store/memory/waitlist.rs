@@ -134,6 +134,7 @@ impl MemoryStore {
                 .count() as i64,
             refunded_without_one_refund: t.refunded_without_one_refund(of_schedule),
             wallets_off_ledger: t.wallets_off_ledger(),
+            tickets: super::audit::ticket_counts(&t, id, of_schedule),
         })
     }
 }
