@@ -118,7 +118,7 @@ async fn outcome(
 ) -> Result<HttpResponse, ApiError> {
     let id = ReservationId::new(path.into_inner())
         .map_err(|_| ApiError::invalid("reservationId must be positive"))?;
-    state.engine.settle_for_peer(id, body.outcome.into());
+    state.engine.settle_for_peer(id, body.outcome.into()).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
