@@ -1911,3 +1911,111 @@ async fn the_door_and_transfers_reach_the_schedules_owner_through_any_node() {
     assert_eq!(answer["results"][0]["scheduleId"], w_schedule);
     assert_eq!(answer["gate"], "south");
 }
+
+/// A refund of a reservation whose schedule and wallet live on two nodes: the schedule's owner
+/// pins the tickets and the wallet's owner commits the credit fenced on both shards. Sent
+/// through the node that does not own the schedule, with an idempotency key, and then ten
+/// times more at once through both nodes: credited exactly once, the retry replays the first
+/// answer, the audit is clean (the balance equals the ledger), and the seat is on sale again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_across_two_nodes_credits_once_and_frees_the_seat() {
+    let database = Database::create().await;
+    let url = database.url();
+    let client = reqwest::Client::new();
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let s = split(&client, &pool, [&url, &url], 300).await;
+    let (o, w) = (s.o.base(), s.w.base());
+    let r = buy(&client, &o, s.user, (s.concert, s.schedule), &[s.seat]).await;
+    let refund = |base: String, key: Option<&'static str>| {
+        let client = client.clone();
+        let user = s.user;
+        async move {
+            let mut request = client
+                .post(format!("{base}/v1/reservations/{r}/refund?userId={user}"))
+                .timeout(Duration::from_secs(20));
+            if let Some(key) = key {
+                request = request.header("Idempotency-Key", key);
+            }
+            let response = request.send().await.expect("refund");
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            (status, replayed, response.text().await.unwrap_or_default())
+        }
+    };
+    let first = refund(w.clone(), Some("refund-once")).await;
+    assert_eq!(first.0, 200, "refunded across two nodes: {first:?}");
+    assert!(first.2.contains("\"REFUNDED\""), "{first:?}");
+    let again = refund(w.clone(), Some("refund-once")).await;
+    assert_eq!(
+        (again.0, again.1, &again.2),
+        (200, true, &first.2),
+        "the key replays"
+    );
+    let more = futures_util::future::join_all(
+        (0..10).map(|i| refund(if i % 2 == 0 { o.clone() } else { w.clone() }, None)),
+    )
+    .await;
+    for (status, _, body) in &more {
+        assert_eq!(*status, 409, "refunded once: {body}");
+    }
+    assert_eq!(
+        scalar(
+            &pool,
+            &format!(
+                "SELECT count(*) FROM ledger WHERE kind = 'REFUND' AND user_id = {}",
+                s.user
+            )
+        )
+        .await,
+        1,
+        "one credit"
+    );
+    assert_eq!(
+        scalar(
+            &pool,
+            &format!("SELECT balance FROM wallets WHERE user_id = {}", s.user)
+        )
+        .await,
+        1_000,
+        "the payment came back"
+    );
+    assert_eq!(
+        scalar(
+            &pool,
+            &format!("SELECT count(*) FROM tickets WHERE reservation_id = {r} AND status = 'VOID'")
+        )
+        .await,
+        1
+    );
+    let audit: Value = client
+        .get(format!("{w}/v1/admin/schedules/{}/audit", s.schedule))
+        .header("X-Admin-Key", ADMIN_KEY)
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("an audit body");
+    assert_eq!(audit["ok"], true, "{audit}");
+    assert_eq!(audit["walletsMatchLedger"]["ok"], true, "{audit}");
+    assert_eq!(audit["refundedHaveOneRefund"]["ok"], true, "{audit}");
+    // The schedule's owner freed the seat in memory: another user holds it at once.
+    let next = create_user(&client, &w, "next").await;
+    let token = join(&client, &w, next).await;
+    let held = client
+        .post(format!("{w}/v1/reservations"))
+        .header("TOKEN-ID", token.to_string())
+        .json(&json!({"userId": next, "concertId": s.concert,
+                      "scheduleId": s.schedule, "seatIds": [s.seat]}))
+        .send()
+        .await
+        .expect("hold");
+    assert_eq!(held.status().as_u16(), 201, "the seat is on sale again");
+    let cluster = scalar(
+        &pool,
+        "SELECT count(*) FROM fence_audit a JOIN fence_audit b
+           ON a.shard = b.shard AND a.epoch = b.epoch AND a.node_id <> b.node_id",
+    )
+    .await;
+    assert_eq!(cluster, 0, "every claim is audited under its owner");
+}

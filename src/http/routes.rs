@@ -248,8 +248,8 @@ fn wallet_routes() -> Vec<RouteSpec> {
 /// database, so any node answers them, whatever schedules the tickets are of. A check-in, a
 /// transfer and a refund are decided by the schedule's actor, so its owner answers them: a
 /// transfer's schedule is its ticket's (looked up), a check-in's the one its code names, and a
-/// batch of scans is split by schedule. A refund's owner that does not hold the buyer's wallet
-/// answers 503 in cluster mode: its credit is not fenced across nodes yet.
+/// batch of scans is split by schedule. A refund's wallet, when another node holds it, is
+/// credited there, fenced on both shards (`actors/cluster/remote_refund.rs`).
 fn ticket_routes() -> Vec<RouteSpec> {
     use Method as M;
     use ShardKey::AnyNode;

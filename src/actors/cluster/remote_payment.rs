@@ -162,6 +162,7 @@ impl Engine {
                 wallet_epoch: ask_pin.wallet_epoch,
                 since: Instant::now(),
                 uncertain_since: None,
+                refund: None,
             },
         );
         if !recorded {
@@ -261,7 +262,8 @@ impl Engine {
         Ok(())
     }
 
-    /// The pins this node holds for other nodes' payments that no settle will end: the
+    /// The pins this node holds for other nodes' payments (and refunds, whose "paid" is
+    /// REFUNDED) that no settle will end: the
     /// wallet shard they were decided under moved on (read from `leases`, the database's
     /// shard map read after that move), or their outcome was unknown long enough, or they
     /// are old enough that a settle may have been lost. The database then says whether each
@@ -291,8 +293,14 @@ impl Engine {
                 .store_handle()
                 .run(move |s| async move { s.load_reservation(id).await })
                 .await;
+            // What its commit makes of the reservation: paid, or (a refund's) refunded.
+            let committed = if pin.refund.is_some() {
+                ReservationStatus::Refunded
+            } else {
+                ReservationStatus::Paid
+            };
             let paid = match stored {
-                Ok(Some(stored)) => stored.reservation.status == ReservationStatus::Paid,
+                Ok(Some(stored)) => stored.reservation.status == committed,
                 Ok(None) => false,
                 Err(error) => {
                     tracing::warn!(%error, "a remote pin's outcome could not be read");
@@ -305,8 +313,13 @@ impl Engine {
             }
             tracing::info!(reservation_id = %id, paid, wallet_moved, "resolved a remote pin");
             self.env().remote_pins.remove(id);
-            self.finish_pin(Some(pin.schedule), id, Some(pin.user), paid)
-                .await;
+            match pin.refund {
+                Some(seats) => self.finish_refund_pin(pin.schedule, id, pin.user, seats, paid),
+                None => {
+                    self.finish_pin(Some(pin.schedule), id, Some(pin.user), paid)
+                        .await;
+                }
+            }
             resolved += 1;
         }
         resolved
