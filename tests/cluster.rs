@@ -1631,3 +1631,391 @@ async fn a_pre_queue_is_answered_off_the_owner_and_its_drawn_places_are_the_owne
         "every drawn place is a fresh position behind the arrivals"
     );
 }
+
+/// Waits (bounded) until both nodes' views name `owner` as `shard`'s owner: a node forwards by
+/// its own view.
+async fn wait_for_owner(client: &reqwest::Client, nodes: [&Node; 2], shard: &str, owner: &str) {
+    for node in nodes {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let map = shard_map(client, &node.base()).await.unwrap_or_default();
+            if map.get(shard).map(|(n, _)| n.as_str()) == Some(owner) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never saw {shard}'s owner",
+                node.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A new concert whose one schedule `node` owns, created through `base` until one lands there.
+async fn schedule_owned_by(
+    client: &reqwest::Client,
+    pool: &PgPool,
+    base: &str,
+    node: &str,
+) -> Value {
+    for attempt in 0..16 {
+        let created = create_concert(client, base, &format!("owned {attempt}")).await;
+        let schedule = created["schedules"][0]["scheduleId"]
+            .as_i64()
+            .expect("a schedule id");
+        let shard = format!("schedule:{schedule}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let owner = loop {
+            if let Some(owner) = owner_of(pool, &shard).await {
+                break owner;
+            }
+            assert!(Instant::now() < deadline, "nobody took {shard}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if owner == node {
+            return created;
+        }
+    }
+    panic!("sixteen new schedules all went to the other node");
+}
+
+/// `user` buys `seats` of `schedule` through `base`: a token, a hold (retried while the new
+/// schedule is learned), the money, the payment. The reservation's id.
+async fn buy(
+    client: &reqwest::Client,
+    base: &str,
+    user: i64,
+    (concert, schedule): (i64, i64),
+    seats: &[i64],
+) -> i64 {
+    let token = join(client, base, user).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reservation = loop {
+        let response = client
+            .post(format!("{base}/v1/reservations"))
+            .header("TOKEN-ID", token.to_string())
+            .json(&json!({"userId": user, "concertId": concert,
+                          "scheduleId": schedule, "seatIds": seats}))
+            .send()
+            .await
+            .expect("hold");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status == 201 {
+            break body["reservationId"].as_i64().expect("a reservation id");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hold never succeeded: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(recharge(client, base, user, 1_000 * seats.len() as i64).await);
+    let paid = client
+        .post(format!("{base}/v1/payments/users/{user}"))
+        .header("TOKEN-ID", token.to_string())
+        .json(&json!({ "reservationId": reservation }))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .expect("pay");
+    assert_eq!(paid.status().as_u16(), 201, "paid");
+    reservation
+}
+
+/// `user`'s `count` tickets, as `base` answers them once its catalog has their concerts (one
+/// created through another node arrives within a round).
+async fn tickets_of(client: &reqwest::Client, base: &str, user: i64, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body: Value = client
+            .get(format!("{base}/v1/tickets/users/{user}"))
+            .send()
+            .await
+            .expect("tickets")
+            .json()
+            .await
+            .expect("a tickets body");
+        let tickets = body["tickets"].as_array().cloned().unwrap_or_default();
+        if tickets.len() == count {
+            return tickets;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user} never had {count} tickets: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One scan of `code` at `base`'s door.
+async fn scan(client: &reqwest::Client, base: &str, code: &str) -> (u16, Value) {
+    let response = client
+        .post(format!("{base}/v1/checkins"))
+        .header("X-Door-Key", ADMIN_KEY)
+        .json(&json!({ "code": code, "gate": "north" }))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .expect("scan");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The door and transfers go to the ticket's schedule's owner whichever node they reach: a
+/// transfer through the node that does not own the schedule; 50 concurrent scans of one code,
+/// half through each node, admit it once and refuse the rest `already_checked_in` (never
+/// `unavailable`); and a batch of scans of two schedules owned by two nodes is answered in
+/// its order, each scan decided by its schedule's owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_door_and_transfers_reach_the_schedules_owner_through_any_node() {
+    let database = Database::create().await;
+    let url = database.url();
+    let client = reqwest::Client::new();
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let s = split(&client, &pool, [&url, &url], 300).await;
+    let (o, w) = (s.o.base(), s.w.base());
+    let seats = |created: &Value| -> Vec<i64> {
+        created["schedules"][0]["seatIds"]
+            .as_array()
+            .expect("seat ids")
+            .iter()
+            .map(|v| v.as_i64().expect("a seat id"))
+            .collect()
+    };
+    // Two tickets of the schedule `o` owns, bought by the user.
+    let seat = |agg: &str| {
+        format!(
+            "SELECT {agg}(id) FROM seats WHERE schedule_id = {}",
+            s.schedule
+        )
+    };
+    let on_o = [
+        scalar(&pool, &seat("min")).await,
+        scalar(&pool, &seat("max")).await,
+    ];
+    buy(&client, &w, s.user, (s.concert, s.schedule), &on_o).await;
+    // One ticket of a schedule `w` owns, bought by another user.
+    let other = create_user(&client, &w, "friend").await;
+    let created = schedule_owned_by(&client, &pool, &w, &s.w.id).await;
+    let w_schedule = created["schedules"][0]["scheduleId"]
+        .as_i64()
+        .expect("an id");
+    let w_concert = created["concertId"].as_i64().expect("an id");
+    wait_for_owner(
+        &client,
+        [&s.w, &s.o],
+        &format!("schedule:{w_schedule}"),
+        &s.w.id,
+    )
+    .await;
+    buy(
+        &client,
+        &o,
+        other,
+        (w_concert, w_schedule),
+        &seats(&created)[..1],
+    )
+    .await;
+    let mine = tickets_of(&client, &w, s.user, 2).await;
+    let code = |t: &Value| t["code"].as_str().expect("a code").to_string();
+    let (first, second) = (mine[0].clone(), mine[1].clone());
+    let theirs = tickets_of(&client, &o, other, 1).await;
+
+    // A transfer through the node that does not own the ticket's schedule.
+    let moved = client
+        .post(format!(
+            "{w}/v1/tickets/{}/transfer?userId={}",
+            second["ticketId"], s.user
+        ))
+        .json(&json!({ "toUserId": other }))
+        .send()
+        .await
+        .expect("transfer");
+    assert_eq!(
+        moved.status().as_u16(),
+        200,
+        "transferred through the non-owner"
+    );
+    let moved: Value = moved.json().await.expect("a ticket");
+    assert_eq!(moved["ticketId"], second["ticketId"]);
+    let old = scan(&client, &w, &code(&second)).await;
+    assert_eq!(
+        (old.0, old.1["error"].as_str()),
+        (400, Some("invalid_ticket")),
+        "{old:?}"
+    );
+
+    // 50 scans of one code at once, half through each node: admitted once.
+    let scans = (0..50).map(|i| {
+        let base = if i % 2 == 0 { w.clone() } else { o.clone() };
+        let (client, code) = (client.clone(), code(&first));
+        async move { scan(&client, &base, &code).await }
+    });
+    let answers = futures_util::future::join_all(scans).await;
+    let admitted = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(admitted, 1, "admitted once: {answers:?}");
+    for (status, body) in &answers {
+        assert!(
+            *status == 200 || (*status == 409 && body["error"] == "already_checked_in"),
+            "a scan of an admitted ticket is already_checked_in: {status} {body}"
+        );
+    }
+    assert_eq!(
+        scalar(
+            &pool,
+            &format!(
+                "SELECT count(*) FROM tickets WHERE id = {} AND status = 'CHECKED_IN'",
+                first["ticketId"]
+            )
+        )
+        .await,
+        1
+    );
+
+    // A batch of both schedules' scans through `o`: `w`'s go to `w` as one batch.
+    let at = "2098-12-31T09:00:00";
+    let batch = json!({ "gate": "south", "scans": [
+        { "code": code(&theirs[0]), "scannedAt": at },
+        { "code": code(&first), "scannedAt": at },
+        { "code": moved["code"], "scannedAt": at },
+        { "code": "bo1.not.a-code", "scannedAt": at },
+    ] });
+    let answer = client
+        .post(format!("{o}/v1/checkins/batch"))
+        .header("X-Door-Key", ADMIN_KEY)
+        .json(&batch)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(answer.status().as_u16(), 200);
+    let answer: Value = answer.json().await.expect("a batch body");
+    let results: Vec<&str> = answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["result"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "ADMITTED",
+            "already_checked_in",
+            "ADMITTED",
+            "invalid_ticket"
+        ],
+        "{answer}"
+    );
+    assert_eq!(answer["results"][0]["scheduleId"], w_schedule);
+    assert_eq!(answer["gate"], "south");
+}
+
+/// A refund of a reservation whose schedule and wallet live on two nodes: the schedule's owner
+/// pins the tickets and the wallet's owner commits the credit fenced on both shards. Sent
+/// through the node that does not own the schedule, with an idempotency key, and then ten
+/// times more at once through both nodes: credited exactly once, the retry replays the first
+/// answer, the audit is clean (the balance equals the ledger), and the seat is on sale again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_across_two_nodes_credits_once_and_frees_the_seat() {
+    let database = Database::create().await;
+    let url = database.url();
+    let client = reqwest::Client::new();
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let s = split(&client, &pool, [&url, &url], 300).await;
+    let (o, w) = (s.o.base(), s.w.base());
+    let r = buy(&client, &o, s.user, (s.concert, s.schedule), &[s.seat]).await;
+    let refund = |base: String, key: Option<&'static str>| {
+        let client = client.clone();
+        let user = s.user;
+        async move {
+            let mut request = client
+                .post(format!("{base}/v1/reservations/{r}/refund?userId={user}"))
+                .timeout(Duration::from_secs(20));
+            if let Some(key) = key {
+                request = request.header("Idempotency-Key", key);
+            }
+            let response = request.send().await.expect("refund");
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            (status, replayed, response.text().await.unwrap_or_default())
+        }
+    };
+    let first = refund(w.clone(), Some("refund-once")).await;
+    assert_eq!(first.0, 200, "refunded across two nodes: {first:?}");
+    assert!(first.2.contains("\"REFUNDED\""), "{first:?}");
+    let again = refund(w.clone(), Some("refund-once")).await;
+    assert_eq!(
+        (again.0, again.1, &again.2),
+        (200, true, &first.2),
+        "the key replays"
+    );
+    let more = futures_util::future::join_all(
+        (0..10).map(|i| refund(if i % 2 == 0 { o.clone() } else { w.clone() }, None)),
+    )
+    .await;
+    for (status, _, body) in &more {
+        assert_eq!(*status, 409, "refunded once: {body}");
+    }
+    assert_eq!(
+        scalar(
+            &pool,
+            &format!(
+                "SELECT count(*) FROM ledger WHERE kind = 'REFUND' AND user_id = {}",
+                s.user
+            )
+        )
+        .await,
+        1,
+        "one credit"
+    );
+    assert_eq!(
+        scalar(
+            &pool,
+            &format!("SELECT balance FROM wallets WHERE user_id = {}", s.user)
+        )
+        .await,
+        1_000,
+        "the payment came back"
+    );
+    assert_eq!(
+        scalar(
+            &pool,
+            &format!("SELECT count(*) FROM tickets WHERE reservation_id = {r} AND status = 'VOID'")
+        )
+        .await,
+        1
+    );
+    let audit: Value = client
+        .get(format!("{w}/v1/admin/schedules/{}/audit", s.schedule))
+        .header("X-Admin-Key", ADMIN_KEY)
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("an audit body");
+    assert_eq!(audit["ok"], true, "{audit}");
+    assert_eq!(audit["walletsMatchLedger"]["ok"], true, "{audit}");
+    assert_eq!(audit["refundedHaveOneRefund"]["ok"], true, "{audit}");
+    // The schedule's owner freed the seat in memory: another user holds it at once.
+    let next = create_user(&client, &w, "next").await;
+    let token = join(&client, &w, next).await;
+    let held = client
+        .post(format!("{w}/v1/reservations"))
+        .header("TOKEN-ID", token.to_string())
+        .json(&json!({"userId": next, "concertId": s.concert,
+                      "scheduleId": s.schedule, "seatIds": [s.seat]}))
+        .send()
+        .await
+        .expect("hold");
+    assert_eq!(held.status().as_u16(), 201, "the seat is on sale again");
+    let cluster = scalar(
+        &pool,
+        "SELECT count(*) FROM fence_audit a JOIN fence_audit b
+           ON a.shard = b.shard AND a.epoch = b.epoch AND a.node_id <> b.node_id",
+    )
+    .await;
+    assert_eq!(cluster, 0, "every claim is audited under its owner");
+}

@@ -282,6 +282,34 @@ impl Drop for ClaimGuard {
     }
 }
 
+/// A key claimed on another node whose effect this node commits: its row is written here, in
+/// the effect's transaction, and the claiming node completes its claim once told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyElsewhere {
+    pub key: String,
+    /// The hex digest of [`Fingerprint`].
+    pub fingerprint: String,
+}
+
+impl KeyElsewhere {
+    /// The row for `answer`, `user`'s, written with the effect.
+    pub fn record<T: Replayable>(
+        self,
+        answer: &T,
+        user: UserId,
+        at: Timestamp,
+    ) -> IdempotencyRecord {
+        IdempotencyRecord {
+            user,
+            key: self.key,
+            fingerprint: self.fingerprint,
+            status: ANSWER_FORMAT,
+            body: answer.to_stored(user),
+            at,
+        }
+    }
+}
+
 /// A claimed key on its way into an actor, with how its answer is stored.
 pub struct IdempotentWrite<T> {
     guard: ClaimGuard,
@@ -299,6 +327,15 @@ impl<T> IdempotentWrite<T> {
             status: ANSWER_FORMAT,
             body: (self.store)(answer, self.guard.user),
             at,
+        }
+    }
+
+    /// The key and the request's fingerprint, for another node that writes this key's row
+    /// with the effect (cluster mode: a refund credited at the wallet's owner).
+    pub fn key_elsewhere(&self) -> KeyElsewhere {
+        KeyElsewhere {
+            key: self.guard.key.clone(),
+            fingerprint: self.guard.fingerprint.to_hex(),
         }
     }
 

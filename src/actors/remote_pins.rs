@@ -1,14 +1,15 @@
-//! The holds this node pinned for a payment another node commits (cluster mode: the wallet's
+//! The holds this node pinned for a payment another node commits, and the paid reservations
+//! whose tickets it pinned for a refund another node credits (cluster mode: the wallet's
 //! owner; always empty on a single node). Kept below the actors, not in `cluster/`, because
 //! the schedule actor re-pins them when its book loads. While one is here its hold may not
-//! expire, even across a rebuild of its schedule's book: the wallet's owner may still commit
-//! it as paid.
+//! expire (its tickets may not be checked in or transferred), even across a rebuild of its
+//! schedule's book: the wallet's owner may still commit it as paid (refunded).
 //!
 //! An entry leaves when the wallet's owner settles it (posted or unpinned), or when the pin
 //! resolver finds that the wallet shard's epoch the payment was decided under can no longer
 //! commit (the shard moved on or was released), and then reads the outcome from the database.
 
-use crate::domain::{ReservationId, ScheduleId, UserId};
+use crate::domain::{ReservationId, ScheduleId, SeatId, UserId};
 use dashmap::DashMap;
 use std::time::Instant;
 
@@ -25,6 +26,9 @@ pub struct RemotePin {
     /// The wallet's owner could not say whether its commit happened (the database did not
     /// answer it): the resolver reads the outcome once no commit can still be under way.
     pub uncertain_since: Option<Instant>,
+    /// `Some(seats)`: a refund of this paid reservation (its tickets pinned here, these seats
+    /// free once the credit is durable); `None`: a payment of its hold.
+    pub refund: Option<Vec<SeatId>>,
 }
 
 /// Every hold pinned here for another node, by reservation.
@@ -58,11 +62,11 @@ impl RemotePins {
     }
 
     /// The reservations of `schedule` pinned for another node (re-pinned when its book loads).
-    pub fn of_schedule(&self, schedule: ScheduleId) -> Vec<ReservationId> {
+    pub fn of_schedule(&self, schedule: ScheduleId) -> Vec<(ReservationId, RemotePin)> {
         self.pins
             .iter()
             .filter(|e| e.value().schedule == schedule)
-            .map(|e| *e.key())
+            .map(|e| (*e.key(), e.value().clone()))
             .collect()
     }
 

@@ -4,7 +4,7 @@
 use super::durability::{Acknowledgement, Durability};
 use super::env::{ActorEnv, IdDashMap};
 use super::error::ActorError;
-use super::idempotency::IdempotentWrite;
+use super::idempotency::{IdempotentWrite, KeyElsewhere};
 use super::loading::{self, Fetch, Loaded, Loads, Rebuild};
 use super::mailbox::{received, Named, Reply};
 use super::persister::{ActorKey, Dependency};
@@ -389,9 +389,15 @@ pub struct CreditForRefund {
     pub tickets: Vec<crate::domain::ticket::Ticket>,
     /// The schedule state the refund was pinned in.
     pub depends_on: Vec<Dependency>,
+    /// Cluster mode: the claim on the schedule's shard its owner pinned the refund under,
+    /// when that owner is another node; checked in the credit's transaction.
+    pub claims: Vec<Fence>,
     /// Runs after the commit, before the reply: frees the seats in the schedule's book.
     pub on_commit: Box<dyn FnOnce() + Send>,
     pub idempotency: Option<IdempotentWrite<RefundReceipt>>,
+    /// Cluster mode: the key the schedule's owner claimed for this refund; its row is
+    /// written with the credit.
+    pub key_elsewhere: Option<KeyElsewhere>,
     pub reply: Reply<RefundReceipt, WalletRefusal>,
 }
 
@@ -408,6 +414,7 @@ impl Handler<CreditForRefund> for WalletActor {
         else {
             return;
         };
+        let permit = permit.claiming(msg.claims);
         let now = self.env.clock.now();
         let refund = self.env.ids.ledger();
         let amount = msg.refunded.total;
@@ -445,6 +452,9 @@ impl Handler<CreditForRefund> for WalletActor {
             amount,
             balance,
         };
+        if let Some(key) = msg.key_elsewhere {
+            writes.idempotency.push(key.record(&receipt, user, now));
+        }
         let acknowledgement = Acknowledgement {
             idempotency: msg.idempotency,
             on_commit: Some(msg.on_commit),

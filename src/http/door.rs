@@ -1,7 +1,10 @@
 //! The door's routes (API.md §12): a scan, and a batch of scans a scanner made offline. Both
 //! need `X-Door-Key` (`--door-key`, or the admin key). A code's signature is checked by the
 //! engine before any actor is asked; ADMITTED is answered only once the check-in is durable.
+//! In cluster mode a check-in reaches its schedule's owner (the forwarder reads its code's
+//! schedule), and a batch is split by schedule where it lands (`cluster::scans`).
 
+use super::cluster::scans as by_owner;
 use super::error::ErrorBody;
 use super::{within_deadline, ApiError, AppState};
 use crate::actors::engine::RawScan;
@@ -29,7 +32,7 @@ pub struct CheckInRequest {
     gate: String,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OfflineScan {
     code: String,
@@ -46,11 +49,12 @@ pub struct BatchRequest {
     scans: Vec<OfflineScan>,
 }
 
-#[derive(Serialize, ToSchema)]
+// Deserialize too: a batch's scans decided by another node come back in this shape.
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmittedBody {
     /// `ADMITTED`, or (in a batch) the refusal's error slug.
-    result: &'static str,
+    result: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     ticket_id: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,7 +110,7 @@ fn check_gate(gate: &str) -> Result<(), ApiError> {
 
 fn admitted_body(state: &AppState, a: &Admitted) -> AdmittedBody {
     AdmittedBody {
-        result: "ADMITTED",
+        result: "ADMITTED".into(),
         ticket_id: Some(a.ticket.get()),
         schedule_id: Some(a.schedule.get()),
         seat_number: Some(a.seat_number),
@@ -184,23 +188,96 @@ pub async fn batch(
     if scans.len() > MAX_BATCH_SCANS {
         return Err(ApiError::invalid("at most 1000 scans"));
     }
-    let scans = scans
-        .into_iter()
+    let times = scans
+        .iter()
         .map(|s| {
-            let at = Timestamp::parse(&s.scanned_at, state.timezone)
-                .ok_or_else(|| ApiError::invalid("scannedAt is not a time"))?;
-            Ok(RawScan { code: s.code, at })
+            Timestamp::parse(&s.scanned_at, state.timezone)
+                .ok_or_else(|| ApiError::invalid("scannedAt is not a time"))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let outcomes = within_deadline(state.engine.check_in(&gate, scans, true)).await?;
-    let results = outcomes
-        .into_iter()
-        .map(|o| match o {
+    let elsewhere = by_owner::owners_elsewhere(&state, &req, scans.iter().map(|s| s.code.as_str()));
+    let mut sent_on = vec![false; scans.len()];
+    for &i in elsewhere.values().flatten() {
+        sent_on[i] = true;
+    }
+    let (order, raw): (Vec<usize>, Vec<RawScan>) = scans
+        .iter()
+        .zip(times)
+        .enumerate()
+        .filter(|(i, _)| !sent_on[*i])
+        .map(|(i, (scan, at))| {
+            let code = scan.code.clone();
+            (i, RawScan { code, at })
+        })
+        .unzip();
+    let mut results: Vec<Option<AdmittedBody>> = scans.iter().map(|_| None).collect();
+    let (outcomes, answered) = futures_util::future::join(
+        within_deadline(state.engine.check_in(&gate, raw, true)),
+        decided_elsewhere(&state, &req, &gate, &scans, elsewhere),
+    )
+    .await;
+    for (i, outcome) in order.into_iter().zip(outcomes?) {
+        results[i] = Some(match outcome {
             Ok(admitted) => admitted_body(&state, &admitted),
             Err(e) => refused_body(door_error(&state, e)),
-        })
+        });
+    }
+    for (i, body) in answered {
+        results[i] = Some(body);
+    }
+    let results = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| refused_body(ApiError::Unavailable(String::new()))))
         .collect();
     Ok(HttpResponse::Ok().json(BatchBody { gate, results }))
+}
+
+/// The scans of `elsewhere` answered by their schedules' owners, each by its index in
+/// `scans`: one batch per owner, all at once. An owner that cannot answer leaves its scans
+/// `unavailable` (the scanner sends them again; a check-in is idempotent per ticket).
+async fn decided_elsewhere(
+    state: &AppState,
+    req: &HttpRequest,
+    gate: &str,
+    scans: &[OfflineScan],
+    elsewhere: by_owner::Elsewhere,
+) -> Vec<(usize, AdmittedBody)> {
+    let calls = elsewhere.into_iter().map(|(url, indices)| async move {
+        let batch: Vec<&OfflineScan> = indices.iter().map(|&i| &scans[i]).collect();
+        let body = serde_json::json!({ "gate": gate, "scans": batch });
+        let answered = by_owner::send_batch(state, req, &url, &body).await;
+        let bodies: Vec<Option<AdmittedBody>> = match answered {
+            Ok(results) if results.len() == indices.len() => results
+                .into_iter()
+                .map(|r| serde_json::from_value(r).ok())
+                .collect(),
+            Ok(results) => {
+                tracing::warn!(
+                    got = results.len(),
+                    "a batch's owner answered another count"
+                );
+                indices.iter().map(|_| None).collect()
+            }
+            Err(why) => {
+                tracing::warn!(%why, "a batch's scans at their schedule's owner failed");
+                indices.iter().map(|_| None).collect()
+            }
+        };
+        indices
+            .into_iter()
+            .zip(bodies)
+            .map(|(i, body)| {
+                let body =
+                    body.unwrap_or_else(|| refused_body(ApiError::Unavailable(String::new())));
+                (i, body)
+            })
+            .collect::<Vec<_>>()
+    });
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn refused_body(error: ApiError) -> AdmittedBody {
@@ -218,7 +295,7 @@ fn refused_body(error: ApiError) -> AdmittedBody {
         _ => (None, None),
     };
     AdmittedBody {
-        result: slug,
+        result: slug.into(),
         ticket_id: None,
         schedule_id: None,
         seat_number: None,

@@ -34,6 +34,15 @@ pub enum ShardKey {
     ReservationSchedule,
     /// The schedule in the path's `{scheduleId}`: its waiting list, its cancellation.
     PathSchedule,
+    /// The schedule of the ticket in the path's `{ticketId}` (looked up): a transfer.
+    TicketSchedule,
+    /// A check-in: the schedule its body's code names (read without verifying the code; the
+    /// owner verifies it). A code that names none is answered where it lands.
+    CodeBody,
+    /// A batch of scans: each scan its code's schedule's. The node it lands on answers its own
+    /// schedules' scans and sends each other schedule's to that schedule's owner as one batch
+    /// (`cluster::scans`), then answers one body in the request's order.
+    ScanSchedules,
 }
 
 /// The waiting room's status poll, which a cluster node may answer from the queue owner's
@@ -236,10 +245,11 @@ fn wallet_routes() -> Vec<RouteSpec> {
 }
 
 /// Tickets and the door (API.md §12). A holder's list, the key and a QR code are read from the
-/// database, so any node answers them, whatever schedules the tickets are of. A check-in
-/// and a transfer are decided by the schedule's actor; until the forwarder reads a code's
-/// schedule from the body, a node that does not hold that schedule answers 503 (cluster
-/// mode only: one node holds every schedule).
+/// database, so any node answers them, whatever schedules the tickets are of. A check-in, a
+/// transfer and a refund are decided by the schedule's actor, so its owner answers them: a
+/// transfer's schedule is its ticket's (looked up), a check-in's the one its code names, and a
+/// batch of scans is split by schedule. A refund's wallet, when another node holds it, is
+/// credited there, fenced on both shards (`actors/cluster/remote_refund.rs`).
 fn ticket_routes() -> Vec<RouteSpec> {
     use Method as M;
     use ShardKey::AnyNode;
@@ -267,11 +277,9 @@ fn ticket_routes() -> Vec<RouteSpec> {
         spec(
             M::POST,
             "/v1/tickets/{ticketId}/transfer",
-            AnyNode,
+            ShardKey::TicketSchedule,
             web::post().to(tickets::transfer),
         ),
-        // Decided by the reservation's schedule (and its owner's wallet: a schedule's owner
-        // that does not hold the wallet answers 503 in cluster mode, not fenced across yet).
         spec(
             M::POST,
             "/v1/reservations/{reservationId}/refund",
@@ -281,7 +289,7 @@ fn ticket_routes() -> Vec<RouteSpec> {
         spec(
             M::POST,
             "/v1/checkins",
-            AnyNode,
+            ShardKey::CodeBody,
             web::post().to(door::check_in),
         ),
         RouteSpec {
@@ -289,7 +297,7 @@ fn ticket_routes() -> Vec<RouteSpec> {
             ..spec(
                 M::POST,
                 "/v1/checkins/batch",
-                AnyNode,
+                ShardKey::ScanSchedules,
                 web::post().to(door::batch),
             )
         },

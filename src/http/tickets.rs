@@ -183,6 +183,15 @@ pub async fn transfer(
     let user = id(query.user_id, UserId::new)?;
     let to = id(body.to_user_id, UserId::new)?;
     state.authenticate(&req, user)?;
+    if state.cluster.is_some() {
+        // A user created through another node reaches this node's catalog within a round;
+        // the database has them already (the forwarder learns only users in the path).
+        for someone in [user, to] {
+            if !state.engine.user_exists(someone) {
+                state.engine.learn_user(someone).await;
+            }
+        }
+    }
     let view = within_deadline(state.engine.transfer(user, ticket, to)).await?;
     Ok(HttpResponse::Ok().json(ticket_body(&state, &view)))
 }

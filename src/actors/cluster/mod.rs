@@ -15,6 +15,7 @@ pub mod queue_copy;
 pub mod queue_sync;
 pub mod remote_payment;
 pub mod remote_polls;
+pub mod remote_refund;
 pub mod seat_copy;
 
 pub use membership::{ClusterConfig, ClusterView, Membership, NodeView, ShardView};

@@ -1,18 +1,19 @@
 //! Cluster mode's side of the engine's [`Elsewhere`]: a piece of state is here when this
 //! node holds its shard (the persister's fence says so); otherwise polls are answered from
 //! the queue owner's snapshot (`remote_polls.rs`), seat maps from a copy of the database
-//! (`seat_copy.rs`), tokens from what the queue's owner committed, and a payment by asking
-//! the schedule's owner to pin the hold (`remote_payment.rs`).
+//! (`seat_copy.rs`), tokens from what the queue's owner committed, a payment by asking
+//! the schedule's owner to pin the hold (`remote_payment.rs`), and a refund by asking the
+//! wallet's owner to credit it (`remote_refund.rs`).
 
 use super::peers::Peers;
 use super::queue_copy::QueueCopy;
 use super::seat_copy::SeatCopies;
 use crate::actors::engine::elsewhere::Later;
-use crate::actors::engine::{Elsewhere, Engine, Settlement};
-use crate::actors::error::{BookingError, PaymentError};
+use crate::actors::engine::{Elsewhere, Engine, RefundElsewhere, Settlement};
+use crate::actors::error::{BookingError, PaymentError, RefundError};
 use crate::actors::persister::ActorKey;
 use crate::actors::schedule::SeatMap;
-use crate::actors::wallet::PaymentReceipt;
+use crate::actors::wallet::{PaymentReceipt, RefundReceipt};
 use crate::domain::queue::{OpeningPhase, TokenRecord, TokenRefusal, TokenStatus};
 use crate::domain::schedule::ScheduleInfo;
 use crate::domain::{TokenId, UserId};
@@ -110,6 +111,18 @@ impl Elsewhere for OtherNodes {
             engine,
             self.peers.clone(),
             payment,
+        ))
+    }
+
+    fn refund<'a>(
+        &'a self,
+        engine: &'a Engine,
+        refund: RefundElsewhere,
+    ) -> Later<'a, Result<RefundReceipt, RefundError>> {
+        Box::pin(super::remote_refund::refund_remote(
+            engine,
+            self.peers.clone(),
+            refund,
         ))
     }
 

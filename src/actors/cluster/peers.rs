@@ -1,10 +1,14 @@
-//! Cluster mode: what this node asks of the others for a payment whose wallet and schedule
-//! live on different nodes. The engine speaks this trait; `http/cluster/peer_client.rs` carries it
+//! Cluster mode: what this node asks of the others for a payment or a refund whose wallet and
+//! schedule live on different nodes. The engine speaks this trait; `http/cluster/peer_client.rs` carries it
 //! over HTTP, so `actors/` knows nothing of the wire.
 
+use crate::actors::idempotency::KeyElsewhere;
+use crate::actors::wallet::RefundReceipt;
+use crate::domain::cluster::ShardId;
 use crate::domain::queue::LineSnapshot;
 use crate::domain::schedule::{BookingRefusal, Reservation};
-use crate::domain::{ReservationId, ScheduleId, TokenId, UserId};
+use crate::domain::ticket::Ticket;
+use crate::domain::{PaymentId, ReservationId, ScheduleId, TokenId, UserId};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -50,7 +54,37 @@ pub enum PaymentOutcome {
     Unknown,
 }
 
-/// The other nodes, as a payment sees them.
+/// Credit a refund pinned at the schedule's owner (the asking node, holding the schedule's
+/// shard at `schedule_epoch`) to the wallet of its buyer, decided under the wallet shard's
+/// `wallet_epoch`: one transaction fenced on both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditAsk {
+    /// The reservation as the credit writes it: REFUNDED.
+    pub refunded: Reservation,
+    pub payment: Option<PaymentId>,
+    /// Its tickets as the credit writes them: VOID.
+    pub tickets: Vec<Ticket>,
+    pub schedule_epoch: u64,
+    pub wallet_shard: String,
+    pub wallet_epoch: u64,
+    /// The idempotency key the schedule's owner claimed: its row goes in the credit's
+    /// transaction.
+    pub key: Option<KeyElsewhere>,
+}
+
+/// How the wallet's owner answered a refund's credit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreditOutcome {
+    /// Committed.
+    Credited(RefundReceipt),
+    /// Nothing was committed, and nothing will be; `retry`: refused for now (the fence, a
+    /// moved shard), not by the refund's rules.
+    Refused { retry: bool },
+    /// The database did not say whether it committed.
+    Unknown,
+}
+
+/// The other nodes, as a payment or a refund sees them.
 pub trait Peers: Send + Sync {
     /// Asks `schedule`'s owner to pin a hold.
     fn pin(&self, schedule: ScheduleId, ask: PinAsk) -> PeerFuture<'_, PinnedRemotely>;
@@ -62,6 +96,12 @@ pub trait Peers: Send + Sync {
         reservation: ReservationId,
         outcome: PaymentOutcome,
     ) -> PeerFuture<'_, ()>;
+
+    /// The node holding `shard` and its epoch, as this node's last view has them.
+    fn holder(&self, shard: ShardId) -> Option<(String, u64)>;
+
+    /// Asks the wallet's owner to credit a refund pinned here.
+    fn credit_refund(&self, ask: CreditAsk) -> PeerFuture<'_, CreditOutcome>;
 
     /// Asks the waiting room's owner to spend a token a payment used.
     fn spend_token(&self, token: TokenId) -> PeerFuture<'_, ()>;

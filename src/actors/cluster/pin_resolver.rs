@@ -1,5 +1,6 @@
-//! Cluster mode: resolves the holds this node pinned for other nodes' payments when no
-//! settle will come (see `remote_payment.rs`). Each tick, if any pin is waiting, it reads the
+//! Cluster mode: resolves the holds this node pinned for other nodes' payments, and the
+//! tickets it pinned for refunds other nodes credit, when no outcome will come (see
+//! `remote_payment.rs`, `remote_refund.rs`). Each tick, if any pin is waiting, it reads the
 //! shard map from the database, and the engine releases the pins whose wallet shard moved
 //! on, after reading their outcome.
 

@@ -27,7 +27,7 @@ use crate::actors::ActorError;
 use crate::domain::cluster::ShardId;
 use crate::domain::schedule::{BookingRefusal, ReservationStatus, ScheduleBook};
 use crate::domain::ticket::Ticket;
-use crate::domain::{ReservationId, ScheduleId, TokenId};
+use crate::domain::{ReservationId, ScheduleId, TokenId, UserId};
 use crate::store::{Fence, Lease};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -162,6 +162,7 @@ impl Engine {
                 wallet_epoch: ask_pin.wallet_epoch,
                 since: Instant::now(),
                 uncertain_since: None,
+                refund: None,
             },
         );
         if !recorded {
@@ -191,33 +192,64 @@ impl Engine {
     }
 
     /// The schedule owner's half: the payment of `id` ended as `outcome`.
-    pub fn settle_for_peer(&self, id: ReservationId, outcome: PaymentOutcome) {
+    pub async fn settle_for_peer(&self, id: ReservationId, outcome: PaymentOutcome) {
         match outcome {
             PaymentOutcome::Unknown => self.env().remote_pins.mark_uncertain(id),
             PaymentOutcome::Paid | PaymentOutcome::Refused => {
                 let pinned = self.env().remote_pins.remove(id);
+                let buyer = pinned.as_ref().map(|p| p.user);
                 let schedule = pinned
                     .map(|p| p.schedule)
                     .or_else(|| self.env().reservations.schedule_of(id));
-                self.finish_pin(schedule, id, outcome == PaymentOutcome::Paid);
+                self.finish_pin(schedule, id, buyer, outcome == PaymentOutcome::Paid)
+                    .await;
             }
         }
     }
 
     /// Posts or unpins `id` in its schedule's book, if this node has the book.
-    fn finish_pin(&self, schedule: Option<ScheduleId>, id: ReservationId, paid: bool) {
+    async fn finish_pin(
+        &self,
+        schedule: Option<ScheduleId>,
+        id: ReservationId,
+        buyer: Option<UserId>,
+        paid: bool,
+    ) {
         let Some(addr) = schedule.and_then(|s| self.registry().schedule(s)) else {
             return;
         };
         if paid {
-            // The tickets were issued by the paying node's transaction; this book reads them
-            // at its next load.
-            addr.do_send(PostHold {
-                id,
-                tickets: Vec::new(),
-            });
+            // The tickets were issued by the paying node's transaction: the book needs them
+            // for the door, transfers and refunds before its next load.
+            let tickets = match buyer {
+                Some(buyer) => self.tickets_paid_elsewhere(buyer, id).await,
+                None => Vec::new(),
+            };
+            addr.do_send(PostHold { id, tickets });
         } else {
             addr.do_send(UnpinHold { id });
+        }
+    }
+
+    /// The tickets of reservation `id`, paid by `buyer` on another node, as that node's
+    /// transaction committed them (its buyer holds them all: nothing can transfer one before
+    /// this book has it). Empty if the database cannot say now: the book then reads them at
+    /// its next load.
+    async fn tickets_paid_elsewhere(&self, buyer: UserId, id: ReservationId) -> Vec<Ticket> {
+        let held = self
+            .store_handle()
+            .run(move |s| async move { s.tickets_of_holder(buyer).await })
+            .await;
+        match held {
+            Ok(held) => held
+                .into_iter()
+                .map(|stored| stored.ticket)
+                .filter(|t| t.reservation == id)
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, reservation_id = %id, "a paid hold's tickets could not be read");
+                Vec::new()
+            }
         }
     }
 
@@ -230,7 +262,8 @@ impl Engine {
         Ok(())
     }
 
-    /// The pins this node holds for other nodes' payments that no settle will end: the
+    /// The pins this node holds for other nodes' payments (and refunds, whose "paid" is
+    /// REFUNDED) that no settle will end: the
     /// wallet shard they were decided under moved on (read from `leases`, the database's
     /// shard map read after that move), or their outcome was unknown long enough, or they
     /// are old enough that a settle may have been lost. The database then says whether each
@@ -260,8 +293,14 @@ impl Engine {
                 .store_handle()
                 .run(move |s| async move { s.load_reservation(id).await })
                 .await;
+            // What its commit makes of the reservation: paid, or (a refund's) refunded.
+            let committed = if pin.refund.is_some() {
+                ReservationStatus::Refunded
+            } else {
+                ReservationStatus::Paid
+            };
             let paid = match stored {
-                Ok(Some(stored)) => stored.reservation.status == ReservationStatus::Paid,
+                Ok(Some(stored)) => stored.reservation.status == committed,
                 Ok(None) => false,
                 Err(error) => {
                     tracing::warn!(%error, "a remote pin's outcome could not be read");
@@ -274,7 +313,13 @@ impl Engine {
             }
             tracing::info!(reservation_id = %id, paid, wallet_moved, "resolved a remote pin");
             self.env().remote_pins.remove(id);
-            self.finish_pin(Some(pin.schedule), id, paid);
+            match pin.refund {
+                Some(seats) => self.finish_refund_pin(pin.schedule, id, pin.user, seats, paid),
+                None => {
+                    self.finish_pin(Some(pin.schedule), id, Some(pin.user), paid)
+                        .await;
+                }
+            }
             resolved += 1;
         }
         resolved

@@ -4,14 +4,15 @@
 //! implementation (`actors/cluster/`), which answers from copies or asks the owning node.
 
 use super::Engine;
-use crate::actors::error::{BookingError, PaymentError};
+use crate::actors::error::{BookingError, PaymentError, RefundError};
 use crate::actors::idempotency::IdempotentWrite;
 use crate::actors::persister::ActorKey;
 use crate::actors::schedule::SeatMap;
-use crate::actors::wallet::PaymentReceipt;
+use crate::actors::wallet::{PaymentReceipt, RefundReceipt};
 use crate::domain::queue::{OpeningPhase, TokenRecord, TokenRefusal, TokenStatus};
+use crate::domain::schedule::Reservation;
 use crate::domain::schedule::ScheduleInfo;
-use crate::domain::{ReservationId, ScheduleId, TokenId, UserId};
+use crate::domain::{PaymentId, ReservationId, ScheduleId, TokenId, UserId};
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +29,16 @@ pub struct Settlement {
     /// `None` for a waiting-list offer, paid without a queue token.
     pub token: Option<TokenId>,
     pub idempotency: Option<IdempotentWrite<PaymentReceipt>>,
+}
+
+/// A refund, decided here (this node holds the schedule), of a user whose wallet another node
+/// holds.
+pub struct RefundElsewhere {
+    /// The reservation as stored: PAID.
+    pub paid: Reservation,
+    /// The payment refunded, which the REFUND ledger row names.
+    pub payment: Option<PaymentId>,
+    pub idempotency: Option<IdempotentWrite<RefundReceipt>>,
 }
 
 /// Where state other nodes hold is answered. Each method is handed the engine it serves.
@@ -64,6 +75,13 @@ pub trait Elsewhere: Send + Sync + 'static {
         engine: &'a Engine,
         payment: Settlement,
     ) -> Later<'a, Result<PaymentReceipt, PaymentError>>;
+
+    /// Refunds a reservation of a schedule held here to a wallet another node holds.
+    fn refund<'a>(
+        &'a self,
+        engine: &'a Engine,
+        refund: RefundElsewhere,
+    ) -> Later<'a, Result<RefundReceipt, RefundError>>;
 
     /// The implementation itself, for the layer that installed it (cluster mode reaches its
     /// own state through the engine this way).
@@ -115,6 +133,15 @@ impl Elsewhere for AllHere {
                 crate::domain::schedule::BookingRefusal::ReservationNotFound,
             ))
         })
+    }
+
+    fn refund<'a>(
+        &'a self,
+        _: &'a Engine,
+        _: RefundElsewhere,
+    ) -> Later<'a, Result<RefundReceipt, RefundError>> {
+        // Never asked: every wallet is here.
+        Box::pin(async { Err(RefundError::ReservationNotFound) })
     }
 
     fn as_any(&self) -> &dyn Any {

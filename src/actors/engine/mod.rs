@@ -50,9 +50,10 @@ mod waitlist;
 mod wallets;
 
 pub use dashboard::KeptInMemory;
-pub use elsewhere::{AllHere, Elsewhere, Settlement};
+pub use elsewhere::{AllHere, Elsewhere, RefundElsewhere, Settlement};
 pub use performance::CancellationReport;
 pub use queue_ops::QUEUE_REBUILD_WAIT;
+pub(crate) use refunds::RefundPin;
 pub use tickets::{RawScan, TicketView};
 pub use waitlist::WaitlistKey;
 

@@ -101,6 +101,17 @@ impl Engine {
             .ok_or(TicketError::TicketNotFound)
     }
 
+    /// The schedule ticket `id` is of (a ticket never changes schedule), from the database:
+    /// where cluster mode sends a transfer. `None` for a ticket there is not, or a failed read
+    /// (answered where it landed: its route says which).
+    pub async fn schedule_of_ticket(&self, id: TicketId) -> Option<ScheduleId> {
+        let found = self
+            .store_handle()
+            .run(move |s| async move { s.load_ticket(id).await })
+            .await;
+        found.ok().flatten().map(|stored| stored.ticket.schedule)
+    }
+
     /// Hands `id` from `user` to `to`: a new version and code; the old code stops at once.
     pub async fn transfer(
         &self,

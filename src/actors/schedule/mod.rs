@@ -179,9 +179,15 @@ impl ScheduleActor {
         let Loaded::Ready(book) = &mut self.state else {
             return;
         };
-        // Before any expiry: holds pinned for another node's payment stay pinned.
-        for id in self.env.remote_pins.of_schedule(self.entry.info.id) {
-            book.repin(id);
+        // Before any expiry: holds pinned for another node's payment stay pinned, and tickets
+        // pinned for another node's refund credit stay out of the door's reach.
+        for (id, pin) in self.env.remote_pins.of_schedule(self.entry.info.id) {
+            if pin.refund.is_some() {
+                // `None`: the refund committed before this load (its tickets are VOID).
+                let _ = book.tickets.pin_refund(id, pin.user);
+            } else {
+                book.repin(id);
+            }
         }
         let mut pending = Vec::new();
         for r in book.reservations() {

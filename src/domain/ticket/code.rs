@@ -128,6 +128,24 @@ pub fn verify(key: &VerifyingKey, code: &str) -> Result<CodeClaims, CodeError> {
     serde_json::from_slice(&json).map_err(|_| CodeError::Malformed)
 }
 
+/// The schedule a code names, read without checking its signature: only to find which node
+/// decides it (cluster mode's routing). The node that decides verifies the code in full, so a
+/// forged code reaches at worst the wrong node, which refuses it as any node would.
+pub fn schedule_named(code: &str) -> Option<i64> {
+    if code.len() > MAX_CODE_LEN {
+        return None;
+    }
+    let (signed, _) = code.rsplit_once('.')?;
+    let (prefix, payload) = signed.split_once('.')?;
+    if prefix != CODE_PREFIX {
+        return None;
+    }
+    let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<CodeClaims>(&json)
+        .ok()
+        .map(|c| c.s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +201,25 @@ mod tests {
             &"a".repeat(600),
         ] {
             assert!(verify(&key, junk).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn a_code_names_its_schedule_unverified_or_nothing() {
+        let keys = TicketKeys::from_seed([3; 32]);
+        assert_eq!(schedule_named(&keys.sign(&claims())), Some(2));
+        // Another key's code still names its schedule: routing does not verify.
+        let stranger = TicketKeys::from_seed([4; 32]);
+        assert_eq!(schedule_named(&stranger.sign(&claims())), Some(2));
+        for junk in [
+            "",
+            "bo1",
+            "bo1..",
+            "bo2.e30.AAAA",
+            "bo1.e30.AAAA",
+            &"a".repeat(600),
+        ] {
+            assert_eq!(schedule_named(junk), None, "{junk}");
         }
     }
 

@@ -6,7 +6,7 @@ pub mod book;
 pub mod code;
 
 pub use book::{DoorRefusal, TicketBook, TransferRefusal};
-pub use code::{verify, CodeClaims, CodeError, TicketKeys};
+pub use code::{schedule_named, verify, CodeClaims, CodeError, TicketKeys};
 
 use super::reservation::Reservation;
 use super::{ReservationId, ScheduleId, SeatId, TicketId, Timestamp, UserId};

@@ -9,7 +9,9 @@
 //! queue owner's snapshot (`polls.rs`).
 
 use super::polls::{is_poll, learn_from_poll, poll_here};
-use super::routing::{concert_named, route_of, schedule_in, schedule_in_path, user_named, Route};
+use super::routing::{
+    concert_named, route_of, schedule_in, schedule_in_path, schedule_of_code, user_named, Route,
+};
 use crate::actors::cluster::Membership;
 use crate::domain::cluster::ShardId;
 use crate::http::error::ApiError;
@@ -145,8 +147,25 @@ async fn learn_user(req: &ServiceRequest, body: Option<&[u8]>) {
 /// was read to say.
 async fn shard_of(req: &mut ServiceRequest) -> (Option<ShardId>, Option<Bytes>) {
     match route_of(req.method(), req.path()) {
-        Route::Local => (None, None),
+        // A batch of scans is split by schedule where it lands (`scans.rs`).
+        Route::Local | Route::Scans => (None, None),
         Route::Shard(shard) => (Some(shard), None),
+        Route::Ticket(id) => {
+            let state = req.app_data::<web::Data<AppState>>().cloned();
+            let schedule = match state {
+                Some(state) => state.engine.schedule_of_ticket(id).await,
+                None => None,
+            };
+            (schedule.map(ShardId::Schedule), None)
+        }
+        Route::CodeBody => {
+            let bytes = read_body(req).await;
+            let shard = bytes
+                .as_deref()
+                .and_then(schedule_of_code)
+                .map(ShardId::Schedule);
+            (shard, bytes)
+        }
         Route::Reservation(id) => {
             let state = req.app_data::<web::Data<AppState>>().cloned();
             let schedule = match state {

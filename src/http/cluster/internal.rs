@@ -1,17 +1,20 @@
-//! Cluster mode: the routes one node calls on another for a payment whose wallet and
-//! schedule live on different nodes (see `actors/engine/remote_payment.rs`). They need the
+//! Cluster mode: the routes one node calls on another for a payment or a refund whose wallet
+//! and schedule live on different nodes (see `actors/cluster/remote_payment.rs` and
+//! `remote_refund.rs`), and for the waiting room's polls. They need the
 //! admin key, which every node of a cluster shares, and are a 404 outside cluster mode. The
 //! forwarder never forwards them; they are not in the OpenAPI document (not for clients).
 
 use super::peer_wire::{
-    OutcomeBody, PinAnswer, PinBody, QueueSyncAnswer, QueueSyncBody, WireRefusal, MAX_SHARD_NAME,
-    PINS_PATH, QUEUE_SYNC_BODY_LIMIT, QUEUE_SYNC_PATH, SPENT_TOKENS_PATH,
+    CreditAnswer, CreditBody, OutcomeBody, PinAnswer, PinBody, QueueSyncAnswer, QueueSyncBody,
+    WireRefusal, MAX_SHARD_NAME, PINS_PATH, QUEUE_SYNC_BODY_LIMIT, QUEUE_SYNC_PATH,
+    REFUND_CREDITS_PATH, REFUND_CREDIT_BODY_LIMIT, SPENT_TOKENS_PATH,
 };
-use crate::actors::cluster::peers::PinAsk;
+use crate::actors::cluster::peers::{CreditAsk, PinAsk};
 use crate::actors::cluster::queue_copy::MAX_TOUCHES_PER_SYNC;
 use crate::actors::PaymentError;
 use crate::domain::cluster::ShardId;
 use crate::domain::schedule::BookingRefusal;
+use crate::domain::schedule::Reservation;
 use crate::domain::{ReservationId, TokenId};
 use crate::http::admin::check_admin;
 use crate::http::error::ApiError;
@@ -30,6 +33,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(outcome)),
         )
         .service(web::resource(SPENT_TOKENS_PATH).route(web::post().to(spend_token)))
+        .service(
+            web::resource(REFUND_CREDITS_PATH)
+                .app_data(crate::http::extract::json_config(REFUND_CREDIT_BODY_LIMIT))
+                .route(web::post().to(credit_refund)),
+        )
         .service(
             web::resource(QUEUE_SYNC_PATH)
                 .app_data(crate::http::extract::json_config(QUEUE_SYNC_BODY_LIMIT))
@@ -109,6 +117,33 @@ async fn pin(
     Ok(HttpResponse::Ok().json(answer))
 }
 
+/// Credits a refund the asking node (the schedule's owner) pinned, to a wallet this node holds.
+async fn credit_refund(
+    _: NodeAccess,
+    state: web::Data<AppState>,
+    body: web::Json<CreditBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    if body.from.is_empty() || body.from.len() > MAX_NODE_ID {
+        return Err(ApiError::invalid("from must name a node"));
+    }
+    let key = body.key();
+    let mut refunded = Reservation::try_from(body.reservation).map_err(ApiError::invalid)?;
+    // Pinned at its schedule's owner; written here as it is once refunded.
+    refunded.pinned = false;
+    let ask = CreditAsk {
+        refunded,
+        payment: body.payment_id,
+        tickets: body.tickets.into_iter().map(Into::into).collect(),
+        schedule_epoch: body.schedule_epoch,
+        wallet_shard: body.wallet_shard,
+        wallet_epoch: body.wallet_epoch,
+        key,
+    };
+    let outcome = state.engine.credit_for_peer(ask, &body.from).await;
+    Ok(HttpResponse::Ok().json(CreditAnswer::from(&outcome)))
+}
+
 /// The asking node's payment of a hold pinned here ended.
 async fn outcome(
     _: NodeAccess,
@@ -118,7 +153,7 @@ async fn outcome(
 ) -> Result<HttpResponse, ApiError> {
     let id = ReservationId::new(path.into_inner())
         .map_err(|_| ApiError::invalid("reservationId must be positive"))?;
-    state.engine.settle_for_peer(id, body.outcome.into());
+    state.engine.settle_for_peer(id, body.outcome.into()).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

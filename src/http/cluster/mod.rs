@@ -1,6 +1,6 @@
 //! The cluster's HTTP: forwarding a request to the node that holds its shard
 //! ([`forward`], by the route table's shard keys: [`routing`]; polls answered from a snapshot:
-//! [`polls`]), the node-to-node routes ([`internal`]) and the client that calls them
+//! [`polls`]; a batch of scans split by schedule: [`scans`]), the node-to-node routes ([`internal`]) and the client that calls them
 //! ([`peer_client`]) with their JSON ([`peer_wire`]), and `GET /v1/admin/cluster` ([`view`]).
 //! Outside cluster mode none of it answers anything: the forwarder passes every request on,
 //! and the node-to-node and cluster routes are 404s.
@@ -11,6 +11,7 @@ mod peer_client;
 mod peer_wire;
 mod polls;
 mod routing;
+pub(super) mod scans;
 pub(super) mod view;
 
 pub use forward::{forward, HOP_HEADER};

@@ -5,10 +5,11 @@
 
 use super::forward::{client, owner_elsewhere, HOP_HEADER};
 use super::peer_wire::{
-    OutcomeBody, PinAnswer, PinBody, QueueSyncAnswer, QueueSyncBody, PINS_PATH, QUEUE_SYNC_PATH,
+    CreditAnswer, CreditBody, OutcomeBody, PinAnswer, PinBody, QueueSyncAnswer, QueueSyncBody,
+    WireTicket, PINS_PATH, QUEUE_SYNC_PATH, REFUND_CREDITS_PATH,
 };
 use crate::actors::cluster::peers::{
-    PaymentOutcome, PeerError, PeerFuture, Peers, PinAsk, PinnedRemotely,
+    CreditAsk, CreditOutcome, PaymentOutcome, PeerError, PeerFuture, Peers, PinAsk, PinnedRemotely,
 };
 use crate::actors::cluster::Membership;
 use crate::config::Secret;
@@ -151,6 +152,41 @@ impl Peers for PeerClient {
             let path = format!("/v1/internal/spent-tokens/{}", token.get());
             self.post(format!("{url}{path}"), None).await?;
             Ok(())
+        })
+    }
+
+    fn holder(&self, shard: ShardId) -> Option<(String, u64)> {
+        let name = shard.to_string();
+        let view = self.membership.view();
+        let held = view.shards.iter().find(|s| s.shard == name)?;
+        Some((held.owner.clone()?, held.epoch))
+    }
+
+    fn credit_refund(&self, ask: CreditAsk) -> PeerFuture<'_, CreditOutcome> {
+        Box::pin(async move {
+            let url = self.url_of(ShardId::of_wallet(ask.refunded.user))?;
+            let (key, fingerprint) = ask.key.map(|k| (k.key, k.fingerprint)).unzip();
+            let body = CreditBody {
+                from: self.membership.node_id().to_string(),
+                schedule_epoch: ask.schedule_epoch,
+                reservation: (&ask.refunded).into(),
+                payment_id: ask.payment,
+                tickets: ask.tickets.iter().map(WireTicket::from).collect(),
+                wallet_shard: ask.wallet_shard,
+                wallet_epoch: ask.wallet_epoch,
+                idempotency_key: key,
+                idempotency_fingerprint: fingerprint,
+            };
+            let response = self
+                .post(format!("{url}{REFUND_CREDITS_PATH}"), json(&body))
+                .await?;
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| PeerError::Unavailable(format!("a credit answer: {e}")))?;
+            let answer: CreditAnswer = serde_json::from_slice(&bytes)
+                .map_err(|e| PeerError::Unavailable(format!("a credit answer: {e}")))?;
+            CreditOutcome::try_from(answer).map_err(PeerError::Unavailable)
         })
     }
 }

@@ -5,13 +5,16 @@
 //!
 //! What routes where: the waiting room's routes go to the queue shard's owner, a user's wallet
 //! and payment routes to their wallet bucket's owner, a hold to the schedule's owner, and a
-//! reservation read or cancel to its schedule's owner. Everything else (the catalog, seat
+//! reservation read, cancel or refund to its schedule's owner, a transfer to its ticket's
+//! schedule's owner, a check-in to the owner of the schedule its code names, and a batch of
+//! scans is split by schedule where it lands (`scans.rs`). Everything else (the catalog, seat
 //! maps, the admin routes, operations) is answered by any node: a seat map of a schedule held
 //! elsewhere from a copy at most 250 ms old (`seat_copy.rs`). A request no route serves (a
 //! 404 or 405) is answered here: any node's envelope is the same.
 
 use crate::domain::cluster::ShardId;
-use crate::domain::{ReservationId, ScheduleId, UserId};
+use crate::domain::ticket::schedule_named;
+use crate::domain::{ReservationId, ScheduleId, TicketId, UserId};
 use crate::http::routes::{keyed_route_table, POLL_PATH};
 use crate::http::ShardKey;
 use actix_web::dev::{Path, ResourceDef};
@@ -28,6 +31,12 @@ pub enum Route {
     Reservation(ReservationId),
     /// A hold: the schedule named in its body.
     HoldBody,
+    /// The ticket's schedule's shard (looked up).
+    Ticket(TicketId),
+    /// A check-in: the schedule its body's code names.
+    CodeBody,
+    /// A batch of scans, split by schedule where it lands.
+    Scans,
 }
 
 /// One route of the table, its path template compiled.
@@ -97,6 +106,11 @@ fn keyed(key: ShardKey, params: &Path<&str>) -> Route {
         ShardKey::PathSchedule => id("scheduleId")
             .and_then(|id| ScheduleId::new(id).ok())
             .map_or(Route::Local, |s| Route::Shard(ShardId::Schedule(s))),
+        ShardKey::TicketSchedule => id("ticketId")
+            .and_then(|id| TicketId::new(id).ok())
+            .map_or(Route::Local, Route::Ticket),
+        ShardKey::CodeBody => Route::CodeBody,
+        ShardKey::ScanSchedules => Route::Scans,
     }
 }
 
@@ -149,6 +163,17 @@ pub(super) fn schedule_in(body: &[u8]) -> Option<ScheduleId> {
     ScheduleId::new(named.schedule_id).ok()
 }
 
+/// The schedule a check-in's body's code names, if the body and the code are well-formed
+/// enough to say (the code's signature is the owner's to check).
+pub(super) fn schedule_of_code(body: &[u8]) -> Option<ScheduleId> {
+    #[derive(serde::Deserialize)]
+    struct Scan {
+        code: String,
+    }
+    let scan: Scan = serde_json::from_slice(body).ok()?;
+    ScheduleId::new(schedule_named(&scan.code)?).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +207,17 @@ mod tests {
             route_of(&Method::DELETE, "/v1/reservations/12"),
             Route::Reservation(ReservationId::new(12).expect("positive"))
         );
+        assert_eq!(
+            route_of(&Method::POST, "/v1/reservations/12/refund"),
+            Route::Reservation(ReservationId::new(12).expect("positive"))
+        );
+        assert_eq!(
+            route_of(&Method::POST, "/v1/tickets/8/transfer"),
+            Route::Ticket(TicketId::new(8).expect("positive"))
+        );
+        assert_eq!(route_of(&Method::POST, "/v1/checkins"), Route::CodeBody);
+        assert_eq!(route_of(&Method::POST, "/v1/checkins/batch"), Route::Scans);
+        assert_eq!(route_of(&get, "/v1/tickets/8/qr.svg"), Route::Local);
         for local in [
             "/v1/concerts/1/schedules",
             "/v1/concerts/1/schedules/9/seats",
@@ -259,6 +295,14 @@ mod tests {
                 .ok()
                 .and_then(|id| ReservationId::new(id).ok())
                 .map_or(Route::Local, Route::Reservation),
+            // A check-in and a transfer (API.md §12): their ticket's schedule's.
+            ["", "v1", "tickets", id, "transfer"] if method == Method::POST => id
+                .parse::<i64>()
+                .ok()
+                .and_then(|id| TicketId::new(id).ok())
+                .map_or(Route::Local, Route::Ticket),
+            ["", "v1", "checkins"] if method == Method::POST => Route::CodeBody,
+            ["", "v1", "checkins", "batch"] if method == Method::POST => Route::Scans,
             _ => Route::Local,
         }
     }
@@ -310,6 +354,10 @@ mod tests {
                 ShardKey::HoldBody => method == Method::POST && !template.contains('{'),
                 ShardKey::ReservationSchedule => template.contains("{reservationId}"),
                 ShardKey::PathSchedule => template.contains("{scheduleId}"),
+                ShardKey::TicketSchedule => template.contains("{ticketId}"),
+                ShardKey::CodeBody | ShardKey::ScanSchedules => {
+                    method == Method::POST && template.starts_with("/v1/checkins")
+                }
             };
             assert!(names, "{method} {template} is keyed {key:?}");
         }
@@ -330,8 +378,34 @@ mod tests {
             .iter()
             .any(|prefix| template.starts_with(prefix))
                 || OPENING_ROUTES.contains(&template)
-                || template.contains("/waitlist/");
+                || template.contains("/waitlist/")
+                // The door's and a transfer's: decided by the ticket's schedule.
+                || template.starts_with("/v1/checkins")
+                || template.ends_with("/transfer");
             assert_eq!(stateful, key != ShardKey::AnyNode, "{method} {template}");
+        }
+    }
+
+    #[test]
+    fn a_check_in_names_its_codes_schedule_or_nothing() {
+        use crate::domain::ticket::{CodeClaims, TicketKeys};
+        let claims = CodeClaims {
+            t: 1,
+            s: 6,
+            e: 2,
+            v: 1,
+            i: 0,
+        };
+        let code = TicketKeys::from_seed([1; 32]).sign(&claims);
+        let body = serde_json::json!({"code": code, "gate": "north"}).to_string();
+        assert_eq!(schedule_of_code(body.as_bytes()), ScheduleId::new(6).ok());
+        for bad in [
+            &b"{}"[..],
+            b"not json",
+            br#"{"code":"bo1.xx.yy","gate":"n"}"#,
+            br#"{"code":7}"#,
+        ] {
+            assert_eq!(schedule_of_code(bad), None);
         }
     }
 
