@@ -634,7 +634,18 @@ async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
             }
         }
         wallets_there.truncate(4);
-        let refused_before = metric(&client, &stopped_base, "boxoffice_fence_refusals_total").await;
+        // Either side of the fence may refuse the woken node's late writes: the store's check
+        // in the commit (`fence_refusals`), or the node's own, once its membership round has
+        // read that the shard moved (`epoch_refusals`); which one comes first after SIGCONT is
+        // a race between that round and the requests waiting in its socket.
+        let refusals = |base: String| {
+            let client = client.clone();
+            async move {
+                metric(&client, &base, "boxoffice_fence_refusals_total").await
+                    + metric(&client, &base, "boxoffice_epoch_refusals_total").await
+            }
+        };
+        let refused_before = refusals(stopped_base.clone()).await;
         nodes[stopped].signal("-STOP");
         let stopped_at = Instant::now();
         let burst_seats: Vec<i64> = (0..6)
@@ -700,8 +711,7 @@ async fn three_nodes_fail_over_and_never_sell_a_seat_twice() {
                 acked.push(reservation);
             }
         }
-        let refused_now =
-            metric(&client, &stopped_base, "boxoffice_fence_refusals_total").await - refused_before;
+        let refused_now = refusals(stopped_base.clone()).await - refused_before;
         assert!(
             refused_now >= 1.0,
             "round {round}: the fence refused nothing of the woken node's late holds and recharges"

@@ -221,7 +221,7 @@ fn batch_of(shared: &Shared, taken: Vec<Submission>, last_seq: u64) -> Batch {
     let mut claims = Claims::default();
     let mut submissions = Vec::with_capacity(taken.len());
     for s in taken {
-        if s.deps.iter().any(|dep| shared.is_stale(*dep)) {
+        if s.deps.iter().any(|dep| shared.refuses(*dep)) {
             if let Some(done) = s.done {
                 done(Err(Unavailable::Rebuilding));
             }

@@ -219,7 +219,7 @@ impl Persister {
 
     /// Reserves room for one submission built on `deps`, before the caller changes anything.
     pub fn reserve(&self, deps: &[Dependency]) -> Result<Permit, Unavailable> {
-        if let Some(stale) = deps.iter().find(|d| self.is_stale(**d)) {
+        if let Some(stale) = deps.iter().find(|d| self.shared.refuses(**d)) {
             tracing::debug!(actor = ?stale.0, "refused: actor is rebuilding");
             return Err(Unavailable::Rebuilding);
         }
@@ -301,6 +301,22 @@ impl Persister {
 }
 
 impl Shared {
+    /// [`Shared::is_stale`], for a submission this refuses: one refused because this node no
+    /// longer holds its shard at the epoch it was decided under is counted (the node's side of
+    /// the fence; the store's side is `boxoffice_fence_refusals_total`).
+    fn refuses(&self, dep: Dependency) -> bool {
+        let (key, generation) = dep;
+        if self
+            .fence
+            .get()
+            .is_some_and(|f| f.is_stale(key, generation))
+        {
+            metrics::counter!("boxoffice_epoch_refusals_total").increment(1);
+            return true;
+        }
+        self.is_stale(dep)
+    }
+
     fn is_stale(&self, (key, generation): Dependency) -> bool {
         // Cluster mode: state loaded under an epoch this node does not hold now (never took,
         // lost, or retook since) may not write.
@@ -360,7 +376,7 @@ impl Permit {
             .shared
             .take()
             .expect("a permit is consumed once, by value");
-        let stale = self.deps.iter().any(|dep| shared.is_stale(*dep));
+        let stale = self.deps.iter().any(|dep| shared.refuses(*dep));
         let mut pending = lock(&shared);
         pending.reserved -= 1;
         if stale || pending.closed {
