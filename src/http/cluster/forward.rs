@@ -8,6 +8,8 @@
 //! What routes where is the route table's (`routing.rs`); a poll may be answered here from the
 //! queue owner's snapshot (`polls.rs`).
 
+pub use super::owners::HOP_HEADER;
+use super::owners::{client, owner_elsewhere, owner_of};
 use super::polls::{is_poll, learn_from_poll, poll_here};
 use super::routing::{
     concert_named, route_of, schedule_in, schedule_in_path, schedule_of_code, user_named, Route,
@@ -25,34 +27,10 @@ use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use std::time::Duration;
 
-/// Marks a forwarded request; its value is the forwarding node's id.
-pub const HOP_HEADER: &str = "x-boxoffice-hop";
-
-/// A forwarded request waits at most this long for the owner: longer than a commit's own
-/// 5 s limit, so the owner's answer (or its 503) is what the client sees.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(8);
-
 /// Bodies read to find their schedule: a hold's body is well under this; a bigger one is
 /// answered here (its route refuses it).
 const ROUTED_BODY_LIMIT: usize = 16 * 1024;
 
-thread_local! {
-    /// One pooled client per HTTP worker thread: each actix worker runs its own runtime, and a
-    /// pooled connection belongs to the runtime that opened it.
-    static CLIENT: reqwest::Client = reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(64)
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(FORWARD_TIMEOUT)
-        .build()
-        // Only fails on a TLS backend or resolver that cannot start; neither is compiled in.
-        .expect("a plain HTTP client builds");
-}
-
-/// This worker thread's pooled client (also the peer client's: one pool per thread).
-pub(super) fn client() -> reqwest::Client {
-    CLIENT.with(reqwest::Client::clone)
-}
 /// A response of the forwarder: the routes' (left) or the owner's, or this node's refusal (right).
 type Answered<B> = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
 
@@ -214,28 +192,6 @@ async fn forward_to<B>(
         }
     };
     req.into_response(answer).map_into_right_body()
-}
-
-/// `shard`'s owner and its URL, as this node's last round saw them, unless it is this node.
-pub(super) fn owner_elsewhere(membership: &Membership, shard: ShardId) -> Option<(String, String)> {
-    let owner = owner_of(membership, shard)?;
-    if owner == membership.node_id() {
-        return None;
-    }
-    let view = membership.view();
-    let url = view.nodes.iter().find(|n| n.node_id == owner)?.url.clone();
-    Some((owner, url))
-}
-
-fn owner_of(membership: &Membership, shard: ShardId) -> Option<String> {
-    let text = shard.to_string();
-    membership
-        .view()
-        .shards
-        .iter()
-        .find(|s| s.shard == text)?
-        .owner
-        .clone()
 }
 
 /// Ends once this node's view says `shard` is no longer `owner`'s.

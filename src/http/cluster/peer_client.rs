@@ -3,7 +3,7 @@
 //! with the admin key the nodes share and the hop header (an owner that moved answers 503,
 //! never forwards).
 
-use super::forward::{client, owner_elsewhere, HOP_HEADER};
+use super::owners::{client, owner_elsewhere, HOP_HEADER};
 use super::peer_wire::{
     CreditAnswer, CreditBody, OutcomeBody, PinAnswer, PinBody, QueueSyncAnswer, QueueSyncBody,
     WireTicket, PINS_PATH, QUEUE_SYNC_PATH, REFUND_CREDITS_PATH,

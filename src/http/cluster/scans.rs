@@ -5,7 +5,7 @@
 //! in the request's order. A batch is at most `MAX_BATCH_SCANS` scans, so it makes at most one
 //! call per other node.
 
-use super::forward::{client, owner_elsewhere, HOP_HEADER};
+use super::owners::{client, owner_elsewhere, HOP_HEADER};
 use crate::domain::cluster::ShardId;
 use crate::domain::ticket::schedule_named;
 use crate::domain::ScheduleId;
