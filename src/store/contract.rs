@@ -425,7 +425,7 @@ async fn a_held_seat_refuses_a_second_live_hold(db: &TestStore) {
     let (user, schedule, seats) = fixture(store, 2).await;
     let first = reservation(1, user, schedule, &[&seats[0]], ReservationStatus::Pending);
     store
-        .commit(&Writes::default().reservation(&first))
+        .commit(&Writes::default().created_reservation(&first))
         .await
         .expect("a free seat is held");
     let clash = reservation(
@@ -436,7 +436,7 @@ async fn a_held_seat_refuses_a_second_live_hold(db: &TestStore) {
         ReservationStatus::Pending,
     );
     let error = store
-        .commit(&Writes::default().reservation(&clash))
+        .commit(&Writes::default().created_reservation(&clash))
         .await
         .expect_err("seat 1 is held");
     db.assert_refused_by_a_constraint(&error);
@@ -446,7 +446,9 @@ async fn a_held_seat_refuses_a_second_live_hold(db: &TestStore) {
         status: ReservationStatus::Expired,
         ..first
     };
-    let batch = Writes::default().reservation(&released).reservation(&clash);
+    let batch = Writes::default()
+        .reservation(&released)
+        .created_reservation(&clash);
     store.commit(&batch).await.expect("released first");
     let snapshot = store.load_schedule(schedule).await.expect("loads");
     assert_eq!(snapshot.reservations.len(), 2);
@@ -463,7 +465,7 @@ async fn a_seat_released_and_taken_again_in_one_batch_commits(db: &TestStore) {
         ReservationStatus::Pending,
     );
     store
-        .commit(&Writes::default().reservation(&first))
+        .commit(&Writes::default().created_reservation(&first))
         .await
         .expect("hold two seats");
 
@@ -473,7 +475,9 @@ async fn a_seat_released_and_taken_again_in_one_batch_commits(db: &TestStore) {
     expired.status = ReservationStatus::Expired;
     expired.updated_at = ts(500);
     let second = reservation(2, user, schedule, &[&seats[0]], ReservationStatus::Pending);
-    let batch = Writes::default().reservation(&second).reservation(&expired);
+    let batch = Writes::default()
+        .created_reservation(&second)
+        .reservation(&expired);
     store
         .commit(&batch)
         .await
@@ -500,8 +504,8 @@ async fn a_batch_that_breaks_a_constraint_writes_nothing(db: &TestStore) {
         ReservationStatus::Pending,
     );
     let batch = Writes::default()
-        .reservation(&a)
-        .reservation(&b)
+        .created_reservation(&a)
+        .created_reservation(&b)
         .wallet(WalletRecord {
             user,
             balance: won(1),
@@ -542,7 +546,7 @@ async fn a_batch_that_breaks_a_constraint_writes_nothing(db: &TestStore) {
 
     // The store is usable again after the rollback.
     store
-        .commit(&Writes::default().reservation(&a))
+        .commit(&Writes::default().created_reservation(&a))
         .await
         .expect("a valid batch commits");
     assert_eq!(
@@ -563,7 +567,7 @@ async fn a_batch_without_money_is_all_or_nothing_too(db: &TestStore) {
     let (user, schedule, seats) = fixture(store, 3).await;
     let held = reservation(1, user, schedule, &[&seats[0]], ReservationStatus::Pending);
     store
-        .commit(&Writes::default().reservation(&held))
+        .commit(&Writes::default().created_reservation(&held))
         .await
         .expect("a free seat is held");
     let fine = reservation(2, user, schedule, &[&seats[1]], ReservationStatus::Pending);
@@ -583,9 +587,9 @@ async fn a_batch_without_money_is_all_or_nothing_too(db: &TestStore) {
         at: ts(50),
     };
     let with = |r: &[&Reservation]| {
-        let mut w = Writes::default().token(token(7, user, 1, TokenState::Waiting));
+        let mut w = Writes::default().created_token(token(7, user, 1, TokenState::Waiting));
         for r in r {
-            w = w.reservation(r);
+            w = w.created_reservation(r);
         }
         w.idempotency.push(key.clone());
         w
@@ -623,11 +627,11 @@ async fn a_users_token_ended_and_renewed_in_one_batch_commits(db: &TestStore) {
     let store = &db.store;
     let (user, _, _) = fixture(store, 1).await;
     store
-        .commit(&Writes::default().token(token(1, user, 1, TokenState::Waiting)))
+        .commit(&Writes::default().created_token(token(1, user, 1, TokenState::Waiting)))
         .await
         .expect("a first token");
     let batch = Writes::default()
-        .token(token(2, user, 2, TokenState::Waiting))
+        .created_token(token(2, user, 2, TokenState::Waiting))
         .token(token(1, user, 1, TokenState::Expired { at: ts(9) }));
     store
         .commit(&batch)
@@ -692,7 +696,7 @@ async fn a_missing_wallet_is_corrupt_and_rolls_back(db: &TestStore) {
     let r = reservation(1, user, schedule, &[&seats[0]], ReservationStatus::Pending);
     let ghost = UserId::new(user.get() + 100).expect("positive");
     let batch = Writes::default()
-        .reservation(&r)
+        .created_reservation(&r)
         .wallet(WalletRecord {
             user,
             balance: won(7),
@@ -720,7 +724,7 @@ async fn a_payment_settles_and_ids_and_owners_are_found(db: &TestStore) {
     let (user, schedule, seats) = fixture(store, 1).await;
     let mut r = reservation(7, user, schedule, &[&seats[0]], ReservationStatus::Pending);
     store
-        .commit(&Writes::default().reservation(&r))
+        .commit(&Writes::default().created_reservation(&r))
         .await
         .expect("hold");
     r.status = ReservationStatus::Paid;
@@ -817,7 +821,7 @@ async fn a_reservation_is_loaded_with_its_seats_in_the_order_asked(db: &TestStor
     );
     r.total = won(400);
     store
-        .commit(&Writes::default().reservation(&r))
+        .commit(&Writes::default().created_reservation(&r))
         .await
         .expect("hold");
     r.status = ReservationStatus::Cancelled;
@@ -861,7 +865,7 @@ async fn only_each_users_latest_token_is_loaded(db: &TestStore) {
     };
     let bobs = token(200, bob, 2, active);
     store
-        .commit(&Writes::default().token(waiting).token(bobs))
+        .commit(&Writes::default().created_token(waiting).created_token(bobs))
         .await
         .expect("join");
 
@@ -873,7 +877,7 @@ async fn only_each_users_latest_token_is_loaded(db: &TestStore) {
     let bob_expired = token(200, bob, 2, TokenState::Expired { at: ts(61) });
     let batch = Writes::default()
         .token(expired)
-        .token(again)
+        .created_token(again)
         .token(bob_expired);
     store
         .commit(&batch)
@@ -895,7 +899,7 @@ async fn only_each_users_latest_token_is_loaded(db: &TestStore) {
     let twin = token(300, bob, 4, TokenState::Waiting);
     let other = token(301, bob, 5, TokenState::Waiting);
     let error = store
-        .commit(&Writes::default().token(twin).token(other))
+        .commit(&Writes::default().created_token(twin).created_token(other))
         .await
         .expect_err("bob would hold two live tokens");
     db.assert_refused_by_a_constraint(&error);
@@ -926,7 +930,7 @@ async fn replaced_tokens_of_the_last_joins_are_loaded_with_their_replacement(db:
     ];
     for row in rows {
         store
-            .commit(&Writes::default().token(row))
+            .commit(&Writes::default().created_token(row))
             .await
             .expect("one token at a time");
     }
@@ -1047,8 +1051,8 @@ async fn a_staged_batch_is_invisible_until_committed_and_gone_if_rolled_back(db:
     let kept = reservation(1, user, schedule, &[&seats[0]], ReservationStatus::Pending);
     let dropped = reservation(2, user, schedule, &[&seats[1]], ReservationStatus::Pending);
     let first = Writes::default()
-        .reservation(&kept)
-        .token(token(2, user, 1, TokenState::Waiting));
+        .created_reservation(&kept)
+        .created_token(token(2, user, 1, TokenState::Waiting));
     let staged = store
         .stage(std::sync::Arc::new(first))
         .await
@@ -1063,7 +1067,7 @@ async fn a_staged_batch_is_invisible_until_committed_and_gone_if_rolled_back(db:
         "not visible before its commit"
     );
     staged.commit().await.expect("commits");
-    let second = Writes::default().reservation(&dropped);
+    let second = Writes::default().created_reservation(&dropped);
     let rolled_back = store
         .stage(std::sync::Arc::new(second))
         .await
@@ -1080,7 +1084,7 @@ async fn a_staged_batch_is_invisible_until_committed_and_gone_if_rolled_back(db:
     assert_eq!(latest_tokens(store).await.len(), 1);
     // The connection a rollback ended is usable again.
     store
-        .commit(&Writes::default().reservation(&dropped))
+        .commit(&Writes::default().created_reservation(&dropped))
         .await
         .expect("commits after the rollback");
     assert_eq!(
@@ -1115,7 +1119,7 @@ async fn the_opening_and_the_draws_moves_are_stored_in_one_batch(db: &TestStore)
     let joins = (0..3).fold(
         Writes::default().opening(OpeningWrite::Store(scheduled.clone())),
         |w, i| {
-            w.token(token(
+            w.created_token(token(
                 10 + i,
                 users[i as usize],
                 1 + i as u64,

@@ -55,7 +55,7 @@ pub use records::{
 pub use redact::redact;
 pub use sqlite::SqliteStore;
 pub use waitlist::{PaidReservation, WaitlistSnapshot};
-pub use writes::{OpeningWrite, Writes};
+pub use writes::{BatchMarker, OpeningWrite, Writes};
 
 use crate::domain::queue::{OpeningRecord, TokenRecord};
 use crate::domain::PaymentId;
@@ -238,16 +238,32 @@ impl Store {
         }
     }
 
-    /// Whether `next` may be staged while the batch ahead of it has sent all its statements and
-    /// not yet committed (its COMMIT in flight), to be committed after it or rolled back if it
-    /// fails. The backend's own rule: on PostgreSQL a batch that moves money waits
-    /// (`postgres_writes.rs` says why every other batch is safe).
-    pub fn may_stage_behind(&self, next: &Writes) -> bool {
+    /// Whether `next` may be staged while `ahead` has sent all its statements and not yet
+    /// committed (its COMMIT in flight), to be committed after it or rolled back if it fails.
+    /// The backend's own rule: on PostgreSQL a batch that moves money, or that updates a row
+    /// `ahead` inserts, waits (`postgres_writes.rs` says why every other batch is safe).
+    pub fn may_stage_behind(&self, next: &Writes, ahead: &Writes) -> bool {
         match self {
-            Store::Postgres(_) => postgres_writes::may_stage_behind(next),
+            Store::Postgres(_) => postgres_writes::may_stage_behind(next, ahead),
             Store::Sqlite(_) => false,
             Store::Memory(memory) => memory.pipelines(),
         }
+    }
+
+    /// Whether the batch that wrote `marker` committed, asked when its commit's outcome is
+    /// unknown (its connection was lost during `COMMIT`); waits for that batch's transaction
+    /// if the database still runs it. Only PostgreSQL writes markers and has such outcomes: a
+    /// failed commit of the in-process stores did not happen.
+    pub async fn batch_committed(&self, marker: BatchMarker) -> Result<bool, StoreError> {
+        match self {
+            Store::Postgres(pg) => pg.batch_committed(marker).await,
+            Store::Sqlite(_) | Store::Memory(_) => Ok(false),
+        }
+    }
+
+    /// Whether this store writes batch markers (see [`Writes::marker`]).
+    pub fn writes_markers(&self) -> bool {
+        matches!(self, Store::Postgres(_))
     }
 
     pub async fn load_catalog(&self) -> Result<CatalogSnapshot, StoreError> {

@@ -42,7 +42,15 @@ impl PgStore {
         url: &str,
         idle_in_transaction: Option<Duration>,
     ) -> Result<PgStore, StoreError> {
-        let mut options = PgConnectOptions::from_str(url)?.application_name("boxoffice");
+        // Every statement planned for its own arguments. The batch statements are kept
+        // prepared (one round trip each), and a generic plan of `UPDATE … FROM UNNEST(…)` made
+        // while a table is small or not yet analyzed joins it by a sequential scan, kept for
+        // the connection's life as the table grows (seen for `wallets`; docs/BENCHMARKS.md).
+        // Planned per execution each one is an index lookup per row; planning an UNNEST insert
+        // costs little next to its execution.
+        let mut options = PgConnectOptions::from_str(url)?
+            .application_name("boxoffice")
+            .options([("plan_cache_mode", "force_custom_plan")]);
         if let Some(idle) = idle_in_transaction {
             let ms = idle.as_millis().max(1).to_string();
             options = options.options([("idle_in_transaction_session_timeout", ms.as_str())]);
@@ -99,6 +107,11 @@ impl PgStore {
         fences: &[super::Fence],
     ) -> Result<(), StoreError> {
         super::postgres_writes::commit_fenced(&self.pool, batch, node, fences).await
+    }
+
+    /// Whether the batch of `marker` committed (see [`super::Store::batch_committed`]).
+    pub async fn batch_committed(&self, marker: super::BatchMarker) -> Result<bool, StoreError> {
+        super::postgres_writes::batch_committed(&self.pool, marker).await
     }
 
     /// The batch's statements in a transaction left open (see [`super::Store::stage`]).

@@ -4,16 +4,19 @@
 use super::rows;
 use super::statement::{Check, Column, Part};
 use super::{OpeningWrite, Writes};
-use crate::domain::queue::{TokenRecord, TokenState};
+use crate::domain::queue::TokenRecord;
 use crate::domain::schedule::Reservation;
 
 /// The batch's statements, in the order a transaction must run them: rows before the rows
-/// that reference them, and within holds and tokens the released before the live (see
-/// [`hold_parts`]).
+/// that reference them, and for holds and tokens the updates (which release seats and end
+/// tokens) before the inserts (which may take them again): the one-live-hold-per-seat and
+/// one-live-token-per-user indexes are checked row by row.
 pub(super) fn parts(batch: &Writes) -> Vec<Part<'_>> {
-    let mut parts = Vec::new();
-    parts.extend(reservation_part(batch));
-    parts.extend(hold_parts(batch));
+    let mut parts = marker_parts(batch);
+    // Updates before inserts: a seat released by an update may be taken by an insert.
+    parts.extend(reservation_update_parts(batch));
+    parts.extend(reservation_insert_part(batch));
+    parts.extend(hold_insert_part(batch));
     // After their reservations (SQLite checks that reference; PostgreSQL keeps the same order).
     parts.extend(super::tickets::pg_part(batch));
     parts.extend(payment_part(batch));
@@ -75,8 +78,15 @@ fn opening_part(batch: &Writes) -> Option<Part<'_>> {
     }
 }
 
-fn reservation_part(batch: &Writes) -> Option<Part<'_>> {
-    let rs: Vec<&Reservation> = batch.reservations.values().collect();
+/// New reservations, inserted: plain `INSERT`s, no `ON CONFLICT` (a batch is never sent twice
+/// after it may have committed: an uncertain commit is resolved by its marker first, see
+/// [`marker_parts`]).
+fn reservation_insert_part(batch: &Writes) -> Option<Part<'_>> {
+    let rs: Vec<&Reservation> = batch
+        .reservations
+        .values()
+        .filter(|r| batch.creates_reservation(r.id))
+        .collect();
     if rs.is_empty() {
         return None;
     }
@@ -84,9 +94,7 @@ fn reservation_part(batch: &Writes) -> Option<Part<'_>> {
         "INSERT INTO reservations
            (id, user_id, schedule_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms)
          SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int8[],
-                              $6::int8[], $7::int8[], $8::int8[])
-         ON CONFLICT (id) DO UPDATE
-           SET status = EXCLUDED.status, updated_at_ms = EXCLUDED.updated_at_ms",
+                              $6::int8[], $7::int8[], $8::int8[])",
         vec![
             Column::I64(rs.iter().map(|r| r.id.get()).collect()),
             Column::I64(rs.iter().map(|r| r.user.get()).collect()),
@@ -100,40 +108,70 @@ fn reservation_part(batch: &Writes) -> Option<Part<'_>> {
     ))
 }
 
-/// Released holds first: the one-live-hold-per-seat index is checked row by row, so a seat
-/// released and taken again in the same batch must be freed before it is taken.
-fn hold_parts(batch: &Writes) -> Vec<Part<'_>> {
-    let mut parts = Vec::new();
-    for live in [false, true] {
-        let (mut reservation, mut seat, mut order, mut state) = (vec![], vec![], vec![], vec![]);
-        for r in batch
-            .reservations
-            .values()
-            .filter(|r| r.status.is_live() == live)
-        {
-            for (i, s) in r.seats.iter().enumerate() {
-                reservation.push(r.id.get());
-                seat.push(s.get());
-                order.push(i as i32);
-                state.push(rows::hold_state(r.status));
-            }
-        }
-        if reservation.is_empty() {
-            continue;
-        }
-        parts.push(Part::new(
-            "INSERT INTO holds (reservation_id, seat_id, seat_order, state)
-             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int4[], $4::text[])
-             ON CONFLICT (reservation_id, seat_id) DO UPDATE SET state = EXCLUDED.state",
-            vec![
-                Column::I64(reservation),
-                Column::I64(seat),
-                Column::I32(order),
-                Column::Text(state),
-            ],
-        ));
+/// Status changes of stored reservations (expiry, cancel, payment, refund): one narrow
+/// `UPDATE` keyed by the primary key, and one of their hold rows keyed by the holds' primary
+/// key's first column. (Every session plans each execution: see `PgStore::connect_with`.)
+fn reservation_update_parts(batch: &Writes) -> Vec<Part<'_>> {
+    let rs: Vec<&Reservation> = batch
+        .reservations
+        .values()
+        .filter(|r| !batch.creates_reservation(r.id))
+        .collect();
+    if rs.is_empty() {
+        return Vec::new();
     }
-    parts
+    let ids: Vec<i64> = rs.iter().map(|r| r.id.get()).collect();
+    vec![
+        Part::new(
+            "UPDATE reservations SET status = u.status, updated_at_ms = u.at
+             FROM UNNEST($1::int8[], $2::text[], $3::int8[]) AS u(id, status, at)
+             WHERE reservations.id = u.id",
+            vec![
+                Column::I64(ids.clone()),
+                Column::Text(rs.iter().map(|r| r.status.as_str()).collect()),
+                Column::I64(rs.iter().map(|r| r.updated_at.millis()).collect()),
+            ],
+        ),
+        Part::new(
+            "UPDATE holds SET state = u.state
+             FROM UNNEST($1::int8[], $2::text[]) AS u(reservation_id, state)
+             WHERE holds.reservation_id = u.reservation_id",
+            vec![
+                Column::I64(ids),
+                Column::Text(rs.iter().map(|r| rows::hold_state(r.status)).collect()),
+            ],
+        ),
+    ]
+}
+
+/// The hold rows of new reservations, one per seat, inserted.
+fn hold_insert_part(batch: &Writes) -> Option<Part<'_>> {
+    let (mut reservation, mut seat, mut order, mut state) = (vec![], vec![], vec![], vec![]);
+    for r in batch
+        .reservations
+        .values()
+        .filter(|r| batch.creates_reservation(r.id))
+    {
+        for (i, s) in r.seats.iter().enumerate() {
+            reservation.push(r.id.get());
+            seat.push(s.get());
+            order.push(i as i32);
+            state.push(rows::hold_state(r.status));
+        }
+    }
+    if reservation.is_empty() {
+        return None;
+    }
+    Some(Part::new(
+        "INSERT INTO holds (reservation_id, seat_id, seat_order, state)
+         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int4[], $4::text[])",
+        vec![
+            Column::I64(reservation),
+            Column::I64(seat),
+            Column::I32(order),
+            Column::Text(state),
+        ],
+    ))
 }
 
 fn payment_part(batch: &Writes) -> Option<Part<'_>> {
@@ -171,11 +209,6 @@ fn wallet_part(batch: &Writes) -> Option<Part<'_>> {
             Column::I64(ws.iter().map(|w| w.at.millis()).collect()),
         ],
         check: Check::RowsAffected(ws.len() as u64),
-        // Not a kept prepared statement: a generic plan made while `wallets` was still
-        // small is a sequential scan kept for the connection's life; planned per
-        // execution, the update is an index lookup per wallet (docs/BENCHMARKS.md, "What
-        // moved the numbers").
-        persistent: false,
     })
 }
 
@@ -200,14 +233,15 @@ fn ledger_part(batch: &Writes) -> Option<Part<'_>> {
     ))
 }
 
-/// Ended tokens first, for the one-live-token-per-user index (as with [`hold_parts`]).
+/// Token changes: updates of stored tokens (an admission, an expiry, a spent token), then the
+/// new tokens of joins, inserted (the order [`parts`] explains).
 fn token_parts(batch: &Writes) -> Vec<Part<'_>> {
     let mut parts = Vec::new();
-    for live in [false, true] {
+    for created in [false, true] {
         let ts: Vec<&TokenRecord> = batch
             .tokens
             .values()
-            .filter(|t| !matches!(t.state, TokenState::Expired { .. }) == live)
+            .filter(|t| batch.creates_token(t.id) == created)
             .collect();
         if ts.is_empty() {
             continue;
@@ -221,25 +255,64 @@ fn token_parts(batch: &Writes) -> Vec<Part<'_>> {
             active_expires.push(e);
             expired.push(x);
         }
+        let ids = Column::I64(ts.iter().map(|t| t.id.get()).collect());
+        let status = Column::Text(ts.iter().map(|t| t.state.name()).collect());
+        parts.push(if created {
+            Part::new(
+                "INSERT INTO queue_tokens
+                   (id, user_id, position, status, created_at_ms, admitted_at_ms, active_expires_at_ms, expired_at_ms)
+                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int8[],
+                                      $6::int8[], $7::int8[], $8::int8[])",
+                vec![
+                    ids,
+                    Column::I64(ts.iter().map(|t| t.user.get()).collect()),
+                    Column::I64(ts.iter().map(|t| t.position as i64).collect()),
+                    status,
+                    Column::I64(ts.iter().map(|t| t.created_at.millis()).collect()),
+                    Column::OptI64(admitted),
+                    Column::OptI64(active_expires),
+                    Column::OptI64(expired),
+                ],
+            )
+        } else {
+            Part::new(
+                    "UPDATE queue_tokens SET status = u.status,
+                       admitted_at_ms = COALESCE(u.admitted, queue_tokens.admitted_at_ms),
+                       active_expires_at_ms = COALESCE(u.active_expires, queue_tokens.active_expires_at_ms),
+                       expired_at_ms = u.expired
+                     FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::int8[])
+                       AS u(id, status, admitted, active_expires, expired)
+                     WHERE queue_tokens.id = u.id",
+                    vec![
+                        ids,
+                        status,
+                        Column::OptI64(admitted),
+                        Column::OptI64(active_expires),
+                        Column::OptI64(expired),
+                    ],
+            )
+        });
+    }
+    parts
+}
+
+/// The batch's marker row, and the trim of markers old enough to have answered every
+/// question (see `Writes::marker`).
+fn marker_parts(batch: &Writes) -> Vec<Part<'_>> {
+    let Some(marker) = batch.marker else {
+        return Vec::new();
+    };
+    let mut parts = vec![Part::new(
+        "INSERT INTO batch_markers (id, at_ms) SELECT * FROM UNNEST($1::int8[], $2::int8[])",
+        vec![
+            Column::I64(vec![marker.id]),
+            Column::I64(vec![marker.at.millis()]),
+        ],
+    )];
+    if let Some(before) = marker.trim_before {
         parts.push(Part::new(
-            "INSERT INTO queue_tokens
-               (id, user_id, position, status, created_at_ms, admitted_at_ms, active_expires_at_ms, expired_at_ms)
-             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int8[],
-                                  $6::int8[], $7::int8[], $8::int8[])
-             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
-               admitted_at_ms = COALESCE(EXCLUDED.admitted_at_ms, queue_tokens.admitted_at_ms),
-               active_expires_at_ms = COALESCE(EXCLUDED.active_expires_at_ms, queue_tokens.active_expires_at_ms),
-               expired_at_ms = EXCLUDED.expired_at_ms",
-            vec![
-                Column::I64(ts.iter().map(|t| t.id.get()).collect()),
-                Column::I64(ts.iter().map(|t| t.user.get()).collect()),
-                Column::I64(ts.iter().map(|t| t.position as i64).collect()),
-                Column::Text(ts.iter().map(|t| t.state.name()).collect()),
-                Column::I64(ts.iter().map(|t| t.created_at.millis()).collect()),
-                Column::OptI64(admitted),
-                Column::OptI64(active_expires),
-                Column::OptI64(expired),
-            ],
+            "DELETE FROM batch_markers WHERE at_ms < ANY($1::int8[])",
+            vec![Column::I64(vec![before.millis()])],
         ));
     }
     parts

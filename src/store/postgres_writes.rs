@@ -1,17 +1,25 @@
 //! The statements of one PostgreSQL group commit, and how they are sent: a batch's rows as
-//! `UNNEST` arrays, one statement per table and state, in the order the constraints need.
+//! `UNNEST` arrays, one statement per table and kind of change, in the order the constraints
+//! need.
 //!
-//! Most batches of a drop are holds, expiries and queue changes, with no two rows of the batch
-//! racing for one unique slot (a seat released and taken again, a user's token expired and a
-//! new one made). Such a batch is sent as **one statement**: its parts become data-modifying
-//! `WITH` clauses of a single `INSERT`, which PostgreSQL runs atomically and commits on its own.
-//! That is one round trip and one WAL flush instead of `BEGIN`, a statement per part, and
-//! `COMMIT` (docs/BENCHMARKS.md, issue 14). Durability is unchanged: an autocommitted
-//! statement answers only after its commit record is flushed (`synchronous_commit` stays on).
+//! **Inserts are inserts** (issue 30). A new row (a hold's reservation and hold rows, a join's
+//! token, a payment, a ledger entry) is a plain `INSERT`; a status change (expiry, cancel,
+//! payment, refund, admission) is a narrow `UPDATE … FROM UNNEST` keyed by the primary key. The
+//! actor that makes a row says it is new (`Writes::created_reservation`, `created_token`).
+//! `INSERT … ON CONFLICT` used to make a batch safe to send twice; its speculative insertion
+//! cost PostgreSQL 10–13 µs of CPU and an extra WAL record per row. A batch is now never sent
+//! twice: every batch writes a marker row (`batch_markers`) in its own transaction, and after a
+//! connection lost during `COMMIT` the persister asks the marker ([`batch_committed`]) instead.
 //!
-//! A batch that does need an order inside it (the parts of a `WITH` run in no promised order),
-//! or that moves money (the wallet update must check how many rows it touched before anything
-//! commits), is sent as before: one transaction, its statements in order.
+//! Most batches of a drop have no two rows racing for one unique slot (a seat released and
+//! taken again, a user's token ended and a new one made) and no draw. Such a batch is sent as
+//! **one statement**: its parts become data-modifying `WITH` clauses of a single statement,
+//! which PostgreSQL runs atomically. Without money it is autocommitted: one round trip and one
+//! WAL flush. With money it runs inside `BEGIN … COMMIT`, because the wallets' update must have
+//! found every wallet before anything commits: the statement returns that count, checked
+//! before the `COMMIT` is sent. A batch that needs an order inside it (the parts of a `WITH` run
+//! in no promised order) is sent one statement at a time in a transaction: updates first (they
+//! release seats and end tokens), then inserts (which may take them again).
 //!
 //! ## Staging behind an uncommitted batch (the persister's pipeline)
 //!
@@ -19,31 +27,30 @@
 //! connection while batch N's `COMMIT` is in flight, and sends N+1's `COMMIT` only once N's has
 //! returned; if N fails, N+1 is rolled back. N+1 is sent only after **every statement of N has
 //! returned** (N was itself staged), so N's rows, row locks and index entries are in place, and
-//! only if **N+1 moves no money** ([`may_stage_behind`]). Under READ COMMITTED that is enough for
-//! N+1 to end exactly as if it had started after N committed, statement by statement:
+//! only if **N+1 moves no money and updates no row N inserts** ([`may_stage_behind`]). Under
+//! READ COMMITTED that is enough for N+1 to end exactly as if it had started after N committed,
+//! statement by statement:
 //!
-//! - `reservations`, `holds`, `queue_tokens`: `INSERT … ON CONFLICT (key) DO UPDATE`. A key N
-//!   inserted is an index entry of an in-progress transaction: the insert waits for N, then
-//!   takes the conflict path and updates the row N wrote (ON CONFLICT acts on the latest
-//!   version even when the statement's snapshot cannot see it). A row N updated is row-locked:
-//!   the update waits, then applies to N's version (`COALESCE(…, queue_tokens.…)` reads that
-//!   version). The partial unique indexes (one live hold per seat, one live token per user)
-//!   wait the same way on an entry N inserted or N's update is retiring: a seat released in N
-//!   and taken in N+1 is checked once N has committed. None of these tables has a foreign key
-//!   to a row the persister writes: `holds` and `reservations` have none (migration 0003), and
-//!   `queue_tokens.user_id` names `users`, which only `create_user` writes, committed before any
-//!   id of it is handed out.
+//! - An `INSERT` into `reservations`, `holds` or `queue_tokens` whose key or unique slot N holds
+//!   (a seat N releases, a user whose token N ends) finds N's index entry of an in-progress
+//!   transaction and waits for N; once N commits the slot is free, and the insert goes on. The
+//!   partial unique indexes (one live hold per seat, one live token per user) wait the same way.
+//!   None of these tables has a foreign key to a row the persister writes: `holds` and
+//!   `reservations` have none (migration 0003), and `queue_tokens.user_id` names `users`, which
+//!   only `create_user` writes, committed before any id of it is handed out.
+//! - An `UPDATE` of a row N updated waits for N's row lock, then applies to N's version
+//!   (`COALESCE(…, queue_tokens.…)` reads that version). An `UPDATE` of a row N *inserted* would
+//!   not: N's row is invisible to N+1's snapshot and carries no lock an update could wait on, so
+//!   the update would find nothing and change nothing. Such a batch is never staged behind N.
 //! - `idempotency_keys`: `INSERT … ON CONFLICT DO NOTHING`, waits likewise; its foreign key is
 //!   `users` again.
-//! - The statements that could go wrong are all money: `UPDATE wallets … WHERE user_id = …` (a
-//!   plain update, whose row-count check would miss a row N inserted; wallets are only created
-//!   by `create_user`, but the rule should not lean on that), `payments` (a foreign key to
-//!   `reservations`, whose row N may have inserted and an FK check does not wait for; today a
-//!   payment's own reservation upsert runs first in its transaction and waits, so the check
-//!   would happen to pass) and `ledger` (a foreign key to `payments`). A batch with any of them
-//!   is never staged behind an uncommitted batch: it waits for N's outcome before anything of it
-//!   is sent, so none of those arguments is needed. (It may itself be the batch ahead: what
-//!   N+1 needs from N is only that N's statements are done.)
+//! - The statements that could go wrong are all money: `UPDATE wallets … WHERE user_id = …`
+//!   (whose row-count check would miss a row N inserted; wallets are only created by
+//!   `create_user`, but the rule should not lean on that), `payments` (a foreign key to
+//!   `reservations`, whose row N may have inserted and an FK check does not wait for) and
+//!   `ledger` (a foreign key to `payments`). A batch with any of them is never staged behind an
+//!   uncommitted batch: it waits for N's outcome before anything of it is sent. (It may itself
+//!   be the batch ahead: what N+1 needs from N is only that N's statements are done.)
 //!
 //! Nothing waits the other way: N has only its `COMMIT` left, which takes no lock, so N+1
 //! waiting on N cannot deadlock. When N fails, N+1 may have done anything (succeeded against
@@ -52,11 +59,11 @@
 
 use super::postgres_parts::parts;
 use super::statement::{Check, Column, Part};
-use super::{fence, Fence, StoreError, Writes};
+use super::{fence, BatchMarker, Fence, StoreError, Writes};
 use crate::domain::queue::TokenState;
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use std::collections::HashSet;
 
 fn bind<'q>(
@@ -75,20 +82,51 @@ fn bind<'q>(
     query
 }
 
-/// Commits `batch`: as one statement when nothing in it needs an order, else as a transaction.
+/// Commits `batch`: as one autocommitted statement when nothing in it needs an order or a
+/// check before its commit, else as a transaction.
 pub(super) async fn commit(pool: &PgPool, batch: &Writes) -> Result<(), StoreError> {
     let parts = parts(batch);
     if parts.is_empty() {
         return Ok(());
     }
-    if fits_one_statement(batch, &parts) {
-        let (sql, columns) = one_statement(parts);
-        bind(sqlx::query(&sql), columns).execute(pool).await?;
+    if fits_one_statement(batch, &parts) && parts.iter().all(|p| p.check == Check::None) {
+        let statement = one_statement(parts);
+        bind(sqlx::query(&statement.sql), statement.columns)
+            .execute(pool)
+            .await?;
         return Ok(());
     }
     let tx = send_in_transaction(pool, batch, parts).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Whether the batch that wrote `marker` committed: asked after its connection was lost during
+/// its `COMMIT`, when nothing else can tell.
+///
+/// The question inserts the same marker. While the batch's transaction is still in flight the
+/// insert waits on its uncommitted key; then it conflicts if the batch committed, and succeeds
+/// if it did not. A success also settles the matter for good: the batch can no longer commit
+/// (its key is taken), so a "no" can never turn into a late "yes".
+///
+/// Asked on a new connection: whatever cut the batch's connection may have cut the pool's idle
+/// ones too, and the pool hands those out untested.
+pub(super) async fn batch_committed(
+    pool: &PgPool,
+    marker: BatchMarker,
+) -> Result<bool, StoreError> {
+    let mut connection = PgConnection::connect_with(&pool.connect_options()).await?;
+    let inserted = sqlx::query(
+        "INSERT INTO batch_markers (id, at_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(marker.id)
+    .bind(marker.at.millis())
+    .execute(&mut connection)
+    .await?
+    .rows_affected();
+    // The answer is in; a failed goodbye changes nothing.
+    let _ = connection.close().await;
+    Ok(inserted == 0)
 }
 
 /// Checks the fences, then writes the batch, in one transaction (see `Store::commit_fenced`).
@@ -171,10 +209,11 @@ pub(super) async fn stage(
     send_in_transaction(pool, batch, parts(batch)).await
 }
 
-/// Whether `next` may be staged while the batch ahead has its statements done and its `COMMIT`
-/// in flight: every batch but one that moves money (the module doc says why that is enough).
-pub(super) fn may_stage_behind(next: &Writes) -> bool {
-    !next.moves_money()
+/// Whether `next` may be staged while `ahead` has its statements done and its `COMMIT` in
+/// flight: every batch but one that moves money or updates a row `ahead` inserts (the module
+/// doc says why that is enough).
+pub(super) fn may_stage_behind(next: &Writes, ahead: &Writes) -> bool {
+    !next.moves_money() && !next.updates_a_row_created_by(ahead)
 }
 
 /// `BEGIN` and the parts: as one statement when their order does not matter, else one by one
@@ -207,35 +246,42 @@ async fn send_parts(
         return Ok(());
     }
     if fits_one_statement(batch, &parts) {
-        let (sql, columns) = one_statement(parts);
-        bind(sqlx::query(&sql), columns).execute(&mut **tx).await?;
+        let statement = one_statement(parts);
+        let row = bind(sqlx::query(&statement.sql), statement.columns)
+            .fetch_one(&mut **tx)
+            .await?;
+        let counts: Vec<i64> = sqlx::Row::try_get(&row, 0)?;
+        for (check, affected) in statement.checks.iter().zip(counts) {
+            verify(*check, u64::try_from(affected).unwrap_or(0))?;
+        }
         return Ok(());
     }
     for part in parts {
         let affected = bind(sqlx::query(part.sql), part.columns)
-            .persistent(part.persistent)
             .execute(&mut **tx)
             .await?
             .rows_affected();
-        if let Check::RowsAffected(expected) = part.check {
-            if affected != expected {
-                return Err(StoreError::Corrupt(format!(
-                    "{affected} of {expected} wallets exist"
-                )));
-            }
-        }
+        verify(part.check, affected)?;
     }
     Ok(())
 }
 
-/// Whether the batch's parts can run in any order: no checked part, no seat both released
-/// and taken in it, no user with both an ended and a live token in it.
-fn fits_one_statement(batch: &Writes, parts: &[Part<'_>]) -> bool {
-    if parts.len() == 1 && parts[0].check == Check::None {
-        return true;
+/// A checked part's row count against what it must be, before anything commits.
+fn verify(check: Check, affected: u64) -> Result<(), StoreError> {
+    match check {
+        Check::RowsAffected(expected) if affected != expected => Err(StoreError::Corrupt(format!(
+            "{affected} of {expected} wallets exist"
+        ))),
+        _ => Ok(()),
     }
-    if parts.iter().any(|p| p.check != Check::None) {
-        return false;
+}
+
+/// Whether the batch's parts can run in any order: no seat both released and taken in it, no
+/// user with both an ended and a live token in it, no draw. A checked part may be among them:
+/// the statement returns its row count, read before the transaction commits.
+fn fits_one_statement(batch: &Writes, parts: &[Part<'_>]) -> bool {
+    if parts.len() == 1 {
+        return true;
     }
     // The draw moves tokens that other parts of the batch may write too: one statement's parts
     // all see the snapshot before it, so the moves must run before them, in a transaction.
@@ -268,26 +314,50 @@ fn fits_one_statement(batch: &Writes, parts: &[Part<'_>]) -> bool {
             .any(|t| !matches!(t.state, TokenState::Expired { .. }) && ended.contains(&t.user))
 }
 
+/// A batch's parts as one statement.
+struct OneStatement<'a> {
+    sql: String,
+    columns: Vec<Column<'a>>,
+    /// The checked parts' checks, in the order the statement returns their row counts.
+    checks: Vec<Check>,
+}
+
 /// The parts as `WITH p0 AS (…), p1 AS (…) … SELECT`, their parameters renumbered in order.
-/// A data-modifying `WITH` clause runs whether or not the main query reads it.
-fn one_statement(parts: Vec<Part<'_>>) -> (String, Vec<Column<'_>>) {
-    if parts.len() == 1 {
+/// A data-modifying `WITH` clause runs whether or not the main query reads it; the main query
+/// returns one array: the number of rows each checked part changed, in order.
+fn one_statement(parts: Vec<Part<'_>>) -> OneStatement<'_> {
+    if parts.len() == 1 && parts[0].check == Check::None {
         let part = parts.into_iter().next().expect("one part, checked above");
-        return (part.sql.to_string(), part.columns);
+        return OneStatement {
+            sql: part.sql.to_string(),
+            columns: part.columns,
+            checks: Vec::new(),
+        };
     }
     let mut sql = String::from("WITH ");
     let mut columns = Vec::new();
+    let mut counted = Vec::new();
+    let mut checks = Vec::new();
     for (i, part) in parts.into_iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
         sql.push_str(&format!("p{i} AS ("));
         sql.push_str(&renumber(part.sql, columns.len()));
+        if part.check != Check::None {
+            sql.push_str(" RETURNING 1");
+            counted.push(format!("(SELECT count(*) FROM p{i})"));
+            checks.push(part.check);
+        }
         sql.push(')');
         columns.extend(part.columns);
     }
-    sql.push_str(" SELECT 1");
-    (sql, columns)
+    sql.push_str(&format!(" SELECT ARRAY[{}]::int8[]", counted.join(", ")));
+    OneStatement {
+        sql,
+        columns,
+        checks,
+    }
 }
 
 /// `sql` with every parameter `$n` written as `$(n + offset)`.
@@ -357,7 +427,7 @@ mod tests {
     #[test]
     fn holds_queue_changes_and_releases_of_other_seats_go_as_one_statement() {
         let batch = Writes::default()
-            .reservation(&reservation(1, &[1, 2], ReservationStatus::Pending))
+            .created_reservation(&reservation(1, &[1, 2], ReservationStatus::Pending))
             .reservation(&reservation(2, &[3], ReservationStatus::Expired))
             .token(token(1, 1, TokenState::Waiting))
             .token(token(
@@ -388,31 +458,77 @@ mod tests {
                     at: Timestamp::from_millis(3),
                 },
             ))
-            .token(token(2, 5, TokenState::Waiting));
+            .created_token(token(2, 5, TokenState::Waiting));
         assert!(!one_statement_for(&batch));
     }
 
     #[test]
-    fn money_goes_in_a_transaction_that_checks_the_wallets_exist() {
-        let batch = Writes::default().wallet(WalletRecord {
-            user: UserId::new(1).expect("positive"),
-            balance: Money::new(5).expect("positive"),
-            at: Timestamp::from_millis(1),
-        });
-        assert!(!one_statement_for(&batch));
+    fn money_goes_as_one_statement_that_returns_the_wallets_it_found() {
+        let batch = Writes::default()
+            .created_reservation(&reservation(1, &[1], ReservationStatus::Pending))
+            .wallet(WalletRecord {
+                user: UserId::new(1).expect("positive"),
+                balance: Money::new(5).expect("positive"),
+                at: Timestamp::from_millis(1),
+            });
+        assert!(one_statement_for(&batch));
+        let statement = one_statement(parts(&batch));
+        assert!(statement.checks == vec![Check::RowsAffected(1)]);
+        assert!(statement
+            .sql
+            .contains("WHERE wallets.user_id = u.user_id RETURNING 1)"));
+        assert!(statement
+            .sql
+            .ends_with(" SELECT ARRAY[(SELECT count(*) FROM p2)]::int8[]"));
     }
 
     #[test]
     fn the_one_statement_numbers_each_parts_parameters_after_the_last() {
         let batch = Writes::default()
-            .reservation(&reservation(1, &[1], ReservationStatus::Pending))
-            .token(token(1, 1, TokenState::Waiting));
-        let (sql, columns) = one_statement(parts(&batch));
-        // Reservations (8), live holds (4), live tokens (8).
-        assert_eq!(columns.len(), 20);
+            .created_reservation(&reservation(1, &[1], ReservationStatus::Pending))
+            .created_token(token(1, 1, TokenState::Waiting));
+        let statement = one_statement(parts(&batch));
+        // Reservations (8), their holds (4), tokens (8).
+        assert_eq!(statement.columns.len(), 20);
+        let sql = &statement.sql;
         assert!(sql.starts_with("WITH p0 AS (INSERT INTO reservations"));
         assert!(sql.contains("$20::int8[]") && !sql.contains("$21"));
-        assert!(sql.ends_with(" SELECT 1"));
+        assert!(!sql.contains("ON CONFLICT"), "inserts are plain inserts");
+        assert!(sql.ends_with(" SELECT ARRAY[]::int8[]"));
+        assert!(statement.checks.is_empty());
+    }
+
+    #[test]
+    fn new_rows_are_inserted_and_stored_ones_updated_after_a_marker() {
+        let mut batch = Writes::default()
+            .created_reservation(&reservation(1, &[1], ReservationStatus::Pending))
+            .reservation(&reservation(2, &[2], ReservationStatus::Expired));
+        batch.marker = Some(BatchMarker {
+            id: 7,
+            at: Timestamp::from_millis(5),
+            trim_before: Some(Timestamp::from_millis(1)),
+        });
+        let starts: Vec<String> = parts(&batch)
+            .iter()
+            .map(|p| {
+                p.sql
+                    .split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        assert_eq!(
+            starts,
+            vec![
+                "INSERT INTO batch_markers",
+                "DELETE FROM batch_markers",
+                "UPDATE reservations SET",
+                "UPDATE holds SET",
+                "INSERT INTO reservations",
+                "INSERT INTO holds",
+            ]
+        );
     }
 
     #[test]
@@ -431,13 +547,14 @@ mod tests {
             .reservation(&reservation(1, &[1, 2], ReservationStatus::Pending))
             .reservation(&reservation(2, &[2], ReservationStatus::Cancelled))
             .token(token(1, 1, TokenState::Waiting));
-        assert!(may_stage_behind(&holds));
+        let none = Writes::default();
+        assert!(may_stage_behind(&holds, &none));
         let wallet = WalletRecord {
             user: UserId::new(1).expect("positive"),
             balance: Money::new(5).expect("positive"),
             at: Timestamp::from_millis(1),
         };
-        assert!(!may_stage_behind(&holds.clone().wallet(wallet)));
+        assert!(!may_stage_behind(&holds.clone().wallet(wallet), &none));
         let mut ledger_only = Writes::default();
         ledger_only.ledger.push(crate::store::LedgerEntry {
             id: 1,
@@ -448,7 +565,7 @@ mod tests {
             payment: None,
             at: Timestamp::from_millis(1),
         });
-        assert!(!may_stage_behind(&ledger_only));
+        assert!(!may_stage_behind(&ledger_only, &none));
         let mut payment_only = Writes::default();
         payment_only.payments.push(crate::store::PaymentRecord {
             id: crate::domain::PaymentId::new(1).expect("positive"),
@@ -457,6 +574,22 @@ mod tests {
             amount: Money::new(5).expect("positive"),
             at: Timestamp::from_millis(1),
         });
-        assert!(!may_stage_behind(&payment_only));
+        assert!(!may_stage_behind(&payment_only, &none));
+    }
+
+    #[test]
+    fn an_update_of_a_row_the_batch_ahead_inserts_waits_for_it() {
+        let held = reservation(1, &[1], ReservationStatus::Pending);
+        let ahead = Writes::default().created_reservation(&held);
+        let cancel =
+            Writes::default().reservation(&reservation(1, &[1], ReservationStatus::Cancelled));
+        assert!(!may_stage_behind(&cancel, &ahead));
+        // Another reservation's change, or a new row, may go behind it.
+        let other =
+            Writes::default().reservation(&reservation(2, &[2], ReservationStatus::Cancelled));
+        assert!(may_stage_behind(&other, &ahead));
+        let joined = Writes::default().created_token(token(1, 1, TokenState::Waiting));
+        let admitted = Writes::default().token(token(1, 1, TokenState::Waiting));
+        assert!(!may_stage_behind(&admitted, &joined));
     }
 }

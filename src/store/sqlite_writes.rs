@@ -90,10 +90,42 @@ async fn write_opening(conn: &mut SqliteConnection, batch: &Writes) -> Result<()
     Ok(())
 }
 
+/// Status changes of stored reservations first, as narrow `UPDATE`s of the reservation and its
+/// hold rows (a seat they release may be taken by a new hold of the same batch), then the new
+/// reservations and their holds as plain `INSERT`s: the shape PostgreSQL writes (an in-process
+/// commit that fails did not happen, so SQLite needs no marker to send a batch once).
 async fn write_reservations(conn: &mut SqliteConnection, batch: &Writes) -> Result<(), StoreError> {
-    let reservations: Vec<_> = batch
+    let (created, changed): (Vec<_>, Vec<_>) = batch
         .reservations
         .values()
+        .partition(|r| batch.creates_reservation(r.id));
+    let updates: Vec<_> = changed
+        .iter()
+        .map(|r| {
+            (
+                r.id.get(),
+                r.status.as_str(),
+                r.updated_at.millis(),
+                rows::hold_state(r.status),
+            )
+        })
+        .collect();
+    execute_rows(
+        conn,
+        "UPDATE reservations SET status = j.value->>1, updated_at_ms = j.value->>2
+         FROM json_each(?1) AS j WHERE reservations.id = j.value->>0",
+        &updates,
+    )
+    .await?;
+    execute_rows(
+        conn,
+        "UPDATE holds SET state = j.value->>3
+         FROM json_each(?1) AS j WHERE holds.reservation_id = j.value->>0",
+        &updates,
+    )
+    .await?;
+    let reservations: Vec<_> = created
+        .iter()
         .map(|r| {
             (
                 r.id.get(),
@@ -113,34 +145,23 @@ async fn write_reservations(conn: &mut SqliteConnection, batch: &Writes) -> Resu
            (id, user_id, schedule_id, status, total_price, created_at_ms, expires_at_ms, updated_at_ms)
          SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3, j.value->>4, j.value->>5,
                 j.value->>6, j.value->>7
-         FROM json_each(?1) AS j WHERE true ORDER BY j.key
-         ON CONFLICT (id) DO UPDATE
-           SET status = excluded.status, updated_at_ms = excluded.updated_at_ms",
+         FROM json_each(?1) AS j ORDER BY j.key",
         &reservations,
     )
     .await?;
-    // Released holds first: the one-live-hold-per-seat index is checked row by row, so a seat
-    // released and taken again in the same batch must be freed before it is taken.
     let mut holds = Vec::new();
-    for live in [false, true] {
-        for r in batch
-            .reservations
-            .values()
-            .filter(|r| r.status.is_live() == live)
-        {
-            for (order, seat) in r.seats.iter().enumerate() {
-                let order =
-                    i64::try_from(order).expect("a reservation holds far fewer than 2^63 seats");
-                holds.push((r.id.get(), seat.get(), order, rows::hold_state(r.status)));
-            }
+    for r in &created {
+        for (order, seat) in r.seats.iter().enumerate() {
+            let order =
+                i64::try_from(order).expect("a reservation holds far fewer than 2^63 seats");
+            holds.push((r.id.get(), seat.get(), order, rows::hold_state(r.status)));
         }
     }
     execute_rows(
         conn,
         "INSERT INTO holds (reservation_id, seat_id, seat_order, state)
          SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3
-         FROM json_each(?1) AS j WHERE true ORDER BY j.key
-         ON CONFLICT (reservation_id, seat_id) DO UPDATE SET state = excluded.state",
+         FROM json_each(?1) AS j ORDER BY j.key",
         &holds,
     )
     .await?;

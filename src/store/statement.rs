@@ -29,8 +29,6 @@ pub(super) struct Part<'a> {
     pub(super) sql: &'static str,
     pub(super) columns: Vec<Column<'a>>,
     pub(super) check: Check,
-    /// Planned per execution instead of kept prepared (see `wallets`).
-    pub(super) persistent: bool,
 }
 
 impl<'a> Part<'a> {
@@ -39,7 +37,6 @@ impl<'a> Part<'a> {
             sql,
             columns,
             check: Check::None,
-            persistent: true,
         }
     }
 }

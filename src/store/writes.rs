@@ -7,7 +7,7 @@ use crate::domain::schedule::Reservation;
 use crate::domain::ticket::Ticket;
 use crate::domain::waitlist::WaitlistEntry;
 use crate::domain::{ReservationId, ScheduleId, TicketId, Timestamp, TokenId, UserId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Row writes of one decision (or, merged, of a whole batch). Rows with an id are full final
 /// states: writing the last one wins, so merging coalesces by id and order never matters
@@ -33,6 +33,29 @@ pub struct Writes {
     pub cancelled: BTreeMap<ScheduleId, Timestamp>,
     /// Tickets issued, checked in, transferred or voided (API.md §12): full final states.
     pub tickets: BTreeMap<TicketId, Ticket>,
+    /// The reservations of `reservations` this batch creates: their rows (and their holds')
+    /// are inserted, every other one's status is updated in place. Only the actor that made a
+    /// reservation knows it is new; a row is never both (the stores refuse either mistake).
+    pub created_reservations: BTreeSet<ReservationId>,
+    /// The tokens of `tokens` this batch creates (a join), likewise.
+    pub created_tokens: BTreeSet<TokenId>,
+    /// The batch's marker row (PostgreSQL), set by the persister once the batch is formed:
+    /// written in the batch's own transaction, it is how an uncertain commit is resolved.
+    pub marker: Option<BatchMarker>,
+}
+
+/// A batch's marker: one `batch_markers` row committed with the batch, so that after a
+/// connection lost during `COMMIT` the persister can ask whether the batch committed
+/// ([`super::Store::batch_committed`]). Not a row of the service's state: `is_empty` and `len`
+/// ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMarker {
+    /// Unique across batches, restarts and nodes (a random base per process, then a counter).
+    pub id: i64,
+    pub at: Timestamp,
+    /// Markers written before this are deleted in the same batch: they have answered every
+    /// question they could be asked (set on one batch in many).
+    pub trim_before: Option<Timestamp>,
 }
 
 /// A write of the `queue_opening` row.
@@ -59,9 +82,47 @@ impl Writes {
             && self.tickets.is_empty()
     }
 
+    /// A reservation stored before (or created earlier in this batch): its new status.
     pub fn reservation(mut self, r: &Reservation) -> Writes {
         self.reservations.insert(r.id, r.clone());
         self
+    }
+
+    /// A reservation this write creates, with its holds.
+    pub fn created_reservation(mut self, r: &Reservation) -> Writes {
+        self.created_reservations.insert(r.id);
+        self.reservation(r)
+    }
+
+    /// Whether `id`'s row is inserted by this batch (else updated).
+    pub fn creates_reservation(&self, id: ReservationId) -> bool {
+        self.created_reservations.contains(&id)
+    }
+
+    /// A token this write creates (a join).
+    pub fn created_token(mut self, t: TokenRecord) -> Writes {
+        self.created_tokens.insert(t.id);
+        self.token(t)
+    }
+
+    /// Whether `id`'s row is inserted by this batch (else updated).
+    pub fn creates_token(&self, id: TokenId) -> bool {
+        self.created_tokens.contains(&id)
+    }
+
+    /// Whether this batch updates a row that `ahead` creates: such a batch must not be staged
+    /// behind `ahead` while `ahead` is uncommitted, because an `UPDATE` does not wait for a row
+    /// another transaction is inserting; it finds nothing and changes nothing.
+    pub fn updates_a_row_created_by(&self, ahead: &Writes) -> bool {
+        let reservations = self
+            .reservations
+            .keys()
+            .any(|id| !self.creates_reservation(*id) && ahead.creates_reservation(*id));
+        reservations
+            || self
+                .tokens
+                .keys()
+                .any(|id| !self.creates_token(*id) && ahead.creates_token(*id))
     }
 
     pub fn token(mut self, t: TokenRecord) -> Writes {
@@ -136,6 +197,8 @@ impl Writes {
         self.waitlist.extend(later.waitlist);
         self.cancelled.extend(later.cancelled);
         self.tickets.extend(later.tickets);
+        self.created_reservations.extend(later.created_reservations);
+        self.created_tokens.extend(later.created_tokens);
     }
 
     /// Whether any balance, payment or ledger row is written.

@@ -5,6 +5,7 @@
 use super::batch::{acknowledged_seq, record, Batch};
 use super::failure::{fail_front, isolate, Retry};
 use super::fencing::{fence_out, Claims};
+use super::marker::{committed, outcome_unknown};
 use super::pipeline::{next_event, promote, send, stage_behind, Back, BackState, Event, Front};
 use super::{lock, Shared, Submission, Unavailable, MAX_BATCH};
 use crate::store::{Staged, Store, StoreError, Writes};
@@ -48,7 +49,8 @@ impl CommitLoop {
         };
         if self.back.is_none() && self.retry.is_empty() && current.statements_done() {
             if let Some(batch) = take_batch(&self.shared) {
-                self.back = Some(stage_behind(&self.shared, &self.store, batch));
+                let ahead = current.batch.writes.clone();
+                self.back = Some(stage_behind(&self.shared, &self.store, batch, &ahead));
             }
         }
         let event = next_event(current, &mut self.back, &self.shared).await;
@@ -96,7 +98,8 @@ impl CommitLoop {
             Event::FrontTimedOut => {
                 let failed = self.take_front();
                 tracing::error!(rows = failed.batch.writes.len(), "batch commit timed out");
-                fail_front(&self.shared, failed, self.back.take()).await;
+                // Dropped unfinished, its transaction may still commit: its marker decides.
+                self.resolve_unknown(failed).await;
             }
             Event::BackStaged(result) => self.back_staged(result),
             Event::Woken => {}
@@ -142,7 +145,33 @@ impl CommitLoop {
             isolate(shared, failed, back, &mut self.retry).await;
         } else {
             tracing::error!(error = ?error, rows = failed.batch.writes.len(), "batch commit failed");
-            fail_front(shared, failed, back).await;
+            if outcome_unknown(&error) {
+                self.back = back;
+                self.resolve_unknown(failed).await;
+            } else {
+                fail_front(shared, failed, back).await;
+            }
+        }
+    }
+
+    /// The front's outcome is unknown (its connection was lost or its commit timed out): its
+    /// marker says whether it committed. Committed, it is acknowledged and the back moves up as
+    /// after any commit (the back's own connection may have been lost too; then its commit
+    /// fails and takes this same path). Not committed, or no answer, the failure protocol.
+    async fn resolve_unknown(&mut self, failed: Front) {
+        let answer = match failed.batch.writes.marker {
+            Some(marker) => committed(&self.shared, &self.store, marker).await,
+            None => None,
+        };
+        if answer == Some(true) {
+            tracing::warn!(
+                submissions = failed.batch.submissions.len(),
+                "a commit whose answer was lost had committed: acknowledged"
+            );
+            self.front = Some(failed);
+            self.front_committed();
+        } else {
+            fail_front(&self.shared, failed, self.back.take()).await;
         }
     }
 
@@ -217,7 +246,10 @@ fn batch_of(shared: &Shared, taken: Vec<Submission>, last_seq: u64) -> Batch {
         "a batch's sequence numbers strictly increase, up to its last"
     );
     let fence = shared.fence.get();
-    let mut writes = Writes::default();
+    let mut writes = Writes {
+        marker: shared.markers.as_ref().map(|m| m.next()),
+        ..Writes::default()
+    };
     let mut claims = Claims::default();
     let mut submissions = Vec::with_capacity(taken.len());
     for s in taken {

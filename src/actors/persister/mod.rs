@@ -28,6 +28,8 @@
 //!   become a batch;
 //! - `pipeline`: the front and back batches in flight (`--pipeline-commits`);
 //! - `failure`: the failure protocol, and the bisection that refuses one offender alone;
+//! - `marker`: each batch's marker, and the question asked when a commit's outcome is unknown
+//!   (a batch found committed is acknowledged, not failed);
 //! - `unavailable`: answering submissions unavailable and marking their actors stale;
 //! - `fencing`: cluster mode only (held shards, epochs packed into generations, the fence);
 //!   a single node never builds its state nor takes its branches.
@@ -36,6 +38,7 @@ mod batch;
 mod batch_loop;
 mod failure;
 mod fencing;
+mod marker;
 mod pipeline;
 #[cfg(test)]
 mod rig;
@@ -139,6 +142,9 @@ pub struct PersisterStats {
     pub failures: AtomicU64,
     /// Submissions the fence refused (cluster mode).
     pub fence_refusals: AtomicU64,
+    /// Batches whose commit's outcome was unknown (a connection lost during `COMMIT`), and so
+    /// asked of their marker.
+    pub uncertain_commits: AtomicU64,
     pub commit_micros: AtomicU64,
     /// Every batch's commit time, for the dashboard's p50/p99 (`http::live`).
     pub commit_latency: LatencyHistogram,
@@ -167,6 +173,8 @@ struct Shared {
     /// Cluster mode: whose claims every batch is fenced on, and the shards held. Built by
     /// [`Persister::fence_with`] only, so a single node allocates none of it.
     fence: OnceLock<FenceState>,
+    /// Every batch's marker, where the store writes them (PostgreSQL).
+    markers: Option<marker::Markers>,
     stats: PersisterStats,
 }
 
@@ -205,6 +213,7 @@ impl Persister {
             rebuild: OnceLock::new(),
             fenced: OnceLock::new(),
             fence: OnceLock::new(),
+            markers: store.writes_markers().then(marker::Markers::new),
             stats: PersisterStats::default(),
         });
         let task = runtime.spawn(batch_loop::commit_loop(shared.clone(), store));

@@ -4,7 +4,7 @@
 use super::batch::{acknowledged_seq, record, Batch};
 use super::unavailable::fail;
 use super::{Shared, COMMIT_TIMEOUT};
-use crate::store::{Staged, Store, StoreError};
+use crate::store::{Staged, Store, StoreError, Writes};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -145,10 +145,16 @@ pub(super) fn send(shared: &Shared, store: &Arc<Store>, mut batch: Batch, staged
     }
 }
 
-/// Stages `batch` behind a front whose statements are done, if the store's rule allows it.
-pub(super) fn stage_behind(shared: &Shared, store: &Arc<Store>, mut batch: Batch) -> Back {
+/// Stages `batch` behind a front (writing `ahead`) whose statements are done, if the store's
+/// rule allows it.
+pub(super) fn stage_behind(
+    shared: &Shared,
+    store: &Arc<Store>,
+    mut batch: Batch,
+    ahead: &Writes,
+) -> Back {
     check_sendable(shared, &batch);
-    if !batch.fences.is_empty() || !store.may_stage_behind(&batch.writes) {
+    if !batch.fences.is_empty() || !store.may_stage_behind(&batch.writes, ahead) {
         return Back {
             batch,
             state: BackState::Held,

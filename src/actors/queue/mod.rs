@@ -241,9 +241,8 @@ impl Handler<JoinQueue> for QueueActor {
                 // of each token are what the transaction stores.
                 let writes = retired
                     .into_iter()
-                    .chain(std::iter::once(token))
                     .chain(changed)
-                    .fold(Writes::default(), |w, t| w.token(t));
+                    .fold(Writes::default().created_token(token), |w, t| w.token(t));
                 self.durability
                     .answer_after_commit(permit, writes, reply, Ok((answer, true)));
             }

@@ -81,7 +81,11 @@ impl ScheduleActor {
         self.publish();
         let acknowledgement = Acknowledgement {
             idempotency: idempotency.map(|b| *b),
-            ..Acknowledgement::new(Writes::default().reservation(&reservation), answer, now)
+            ..Acknowledgement::new(
+                Writes::default().created_reservation(&reservation),
+                answer,
+                now,
+            )
         };
         self.durability
             .acknowledge_after_commit(permit, acknowledgement, reply);

@@ -112,7 +112,7 @@ impl ScheduleActor {
             metrics::counter!("boxoffice_holds_total", "outcome" => "offered").increment(1);
             self.env.reservations.insert(r.id, r.schedule);
             self.expire_at(r.id, r.expires_at, ctx);
-            writes = writes.reservation(r).waitlist_entry(&offer.entry);
+            writes = writes.created_reservation(r).waitlist_entry(&offer.entry);
         }
         writes
     }

@@ -155,6 +155,23 @@ impl Tables {
                 if r.status.is_live() != live {
                     continue;
                 }
+                // As PostgreSQL's plain INSERT and UPDATE would: a new row that exists breaks
+                // the primary key, and an update that finds no row would change nothing.
+                match (
+                    self.reservations.contains_key(&r.id),
+                    batch.creates_reservation(r.id),
+                ) {
+                    (true, true) => {
+                        return Err(violated(format!("reservation {} inserted twice", r.id)))
+                    }
+                    (false, false) => {
+                        return Err(violated(format!(
+                            "reservation {} updated, never inserted",
+                            r.id
+                        )))
+                    }
+                    _ => {}
+                }
                 let seats = match self.reservations.get(&r.id) {
                     // An existing row keeps its seats: only status and time are updated.
                     Some(stored) => &stored.seats,
@@ -196,6 +213,13 @@ impl Tables {
                 let is_live = !matches!(t.state, TokenState::Expired { .. });
                 if is_live != live {
                     continue;
+                }
+                match (self.tokens.contains_key(&t.id), batch.creates_token(t.id)) {
+                    (true, true) => return Err(violated(format!("token {} inserted twice", t.id))),
+                    (false, false) => {
+                        return Err(violated(format!("token {} updated, never inserted", t.id)))
+                    }
+                    _ => {}
                 }
                 // An existing row keeps its user and position: only its state is updated.
                 let user = match self.tokens.get(&t.id) {

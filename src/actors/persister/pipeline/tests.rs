@@ -226,6 +226,59 @@ mod on_postgres {
         CREATE CONSTRAINT TRIGGER pipeline_gate AFTER INSERT OR UPDATE ON reservations
             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pipeline_gate();";
 
+    const POSTGRES: &str = "127.0.0.1:5432";
+
+    /// A backend's state, wait and query, as a failed wait prints them.
+    type Session = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+
+    /// A TCP proxy to PostgreSQL whose connections the test can cut at once, as a network
+    /// does: both sides see their socket closed, and new connections go through again.
+    struct Proxy {
+        address: String,
+        cuts: tokio::sync::watch::Sender<u64>,
+    }
+
+    impl Proxy {
+        async fn start() -> Proxy {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("a free loopback port");
+            let address = listener.local_addr().expect("bound").to_string();
+            let (cuts, _) = tokio::sync::watch::channel(0u64);
+            let watch = cuts.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let mut cut = watch.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(server) = tokio::net::TcpStream::connect(POSTGRES).await else {
+                            return;
+                        };
+                        let (mut client_read, mut client_write) = client.into_split();
+                        let (mut server_read, mut server_write) = server.into_split();
+                        let seen = *cut.borrow_and_update();
+                        // Whichever ends first, both sockets are dropped: closed.
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+                            _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+                            _ = cut.wait_for(|n| *n != seen) => {}
+                        }
+                    });
+                }
+            });
+            Proxy { address, cuts }
+        }
+
+        /// Closes every connection open now.
+        fn cut(&self) {
+            self.cuts.send_modify(|n| *n += 1);
+        }
+    }
+
     struct PgRig {
         rig: Rig,
         store: Arc<Store>,
@@ -240,8 +293,19 @@ mod on_postgres {
 
     impl PgRig {
         async fn start() -> PgRig {
+            PgRig::start_via(None).await
+        }
+
+        /// The rig with the store's connections through `proxy` (the test's own session
+        /// connects directly).
+        async fn start_via(proxy: Option<&Proxy>) -> PgRig {
             let database = TempPostgres::create().await;
-            let store = Store::connect(&database.url())
+            let mut url = database.url();
+            if let Some(proxy) = proxy {
+                assert!(url.contains(POSTGRES), "{url}");
+                url = url.replace(POSTGRES, &proxy.address);
+            }
+            let store = Store::connect(&url)
                 .await
                 .expect("the test database accepts connections");
             store.migrate().await.expect("the migrations apply");
@@ -351,7 +415,16 @@ mod on_postgres {
         async fn until_backend(&mut self, what: &str, condition: &str) {
             let deadline = Instant::now() + Duration::from_secs(10);
             while self.backends(condition).await == 0 {
-                assert!(Instant::now() < deadline, "never seen: {what}");
+                if Instant::now() >= deadline {
+                    let seen: Vec<Session> = sqlx::query_as(
+                        "SELECT state, wait_event_type, wait_event, query FROM pg_stat_activity
+                             WHERE datname = current_database() AND application_name = 'boxoffice'",
+                    )
+                    .fetch_all(&mut self.admin)
+                    .await
+                    .unwrap_or_default();
+                    panic!("never seen: {what}; the persister's sessions: {seen:#?}");
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
@@ -365,7 +438,10 @@ mod on_postgres {
             ))
             .await;
             let w0 = self.reservation(1, 0, ReservationStatus::Pending);
-            self.submit(&[(schedule(9), 0)], Writes::default().reservation(&w0));
+            self.submit(
+                &[(schedule(9), 0)],
+                Writes::default().created_reservation(&w0),
+            );
             self.until_backend(
                 "W0's autocommitted statement waiting at its commit",
                 "wait_event = 'advisory' AND query <> 'COMMIT'",
@@ -411,17 +487,22 @@ mod on_postgres {
     /// The orders the visibility rules of the module doc are about, pipelined for real: in
     /// N a seat is released, a reservation inserted and a wallet recharged; N+1, staged while
     /// N's COMMIT is held (seen waiting on N's row), takes the released seat again and
-    /// cancels the inserted reservation; N+2 spends what only the recharge made room for.
+    /// cancels a reservation stored before N; N+2 spends what only the recharge made room for.
     /// The database ends exactly as the writes, applied in order, say.
     #[tokio::test]
     async fn pipelined_batches_land_in_the_database_in_order() {
         let mut pg = PgRig::start().await;
         let user = pg.user;
         let released = pg.reservation(10, 1, ReservationStatus::Pending);
+        let kept = pg.reservation(4, 3, ReservationStatus::Pending);
         pg.store
-            .commit(&Writes::default().reservation(&released))
+            .commit(
+                &Writes::default()
+                    .created_reservation(&released)
+                    .created_reservation(&kept),
+            )
             .await
-            .expect("seat 2 held before the pipeline starts");
+            .expect("seats 2 and 4 held before the pipeline starts");
         let released = Reservation {
             status: ReservationStatus::Expired,
             updated_at: Timestamp::from_millis(1_700),
@@ -430,7 +511,7 @@ mod on_postgres {
         let inserted = pg.reservation(2, 2, ReservationStatus::Pending);
         let n = Writes::default()
             .reservation(&released)
-            .reservation(&inserted)
+            .created_reservation(&inserted)
             .wallet(WalletRecord {
                 user,
                 balance: won(150),
@@ -440,17 +521,20 @@ mod on_postgres {
         pg.hold_n_committing(n, &[(schedule(1), 0), (ActorKey::Wallet(user), 0)], 2)
             .await;
 
+        // N+1 cancels a reservation stored before N (an update of a row N does not insert:
+        // an update of one it does would not wait for it, so such a batch is not staged) and
+        // takes the seat N releases.
         let cancelled = Reservation {
             status: ReservationStatus::Cancelled,
             updated_at: Timestamp::from_millis(1_800),
-            ..inserted.clone()
+            ..kept.clone()
         };
         let retaken = pg.reservation(3, 1, ReservationStatus::Pending);
         pg.submit(
             &[(schedule(1), 0)],
             Writes::default()
                 .reservation(&cancelled)
-                .reservation(&retaken),
+                .created_reservation(&retaken),
         );
         pg.until_backend(
             "N+1's statements sent, waiting on N's uncommitted rows",
@@ -480,7 +564,7 @@ mod on_postgres {
         let w0 = pg.reservation(1, 0, ReservationStatus::Pending);
         assert_eq!(
             snapshot.reservations,
-            vec![w0, cancelled, retaken, released]
+            vec![w0, inserted, retaken, cancelled, released]
         );
         assert_eq!(
             pg.store.load_wallet(user).await.expect("loads"),
@@ -494,10 +578,58 @@ mod on_postgres {
                 .await
                 .expect("counts");
         assert_eq!(
-            live, 2,
-            "seat 1 (W0) and seat 2 (re-taken) are held, seat 3 is free"
+            live, 3,
+            "seat 1 (W0), seat 2 (re-taken) and seat 3 (inserted) are held, seat 4 is free"
         );
         assert!(pg.rig.persister.is_healthy());
+        pg.stop().await;
+    }
+
+    /// A status change of the reservation the batch ahead inserts: a plain `UPDATE` staged
+    /// behind N would not wait for N's uncommitted row, find nothing and change nothing. It is
+    /// held instead (nothing sent) until N commits, then lands.
+    #[tokio::test]
+    async fn a_status_change_of_a_reservation_the_batch_ahead_creates_waits_for_it() {
+        let mut pg = PgRig::start().await;
+        let held = pg.reservation(2, 2, ReservationStatus::Pending);
+        pg.hold_n_committing(
+            Writes::default().created_reservation(&held),
+            &[(schedule(1), 0)],
+            2,
+        )
+        .await;
+        let cancelled = Reservation {
+            status: ReservationStatus::Cancelled,
+            updated_at: Timestamp::from_millis(1_800),
+            ..held.clone()
+        };
+        pg.submit(
+            &[(schedule(1), 0)],
+            Writes::default().reservation(&cancelled),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pg.staged_behind(), 0, "not staged behind the insert");
+        assert_eq!(
+            pg.backends("state LIKE 'idle in transaction%'").await,
+            0,
+            "nothing of it sent"
+        );
+        pg.sql("SELECT pg_advisory_unlock(7, 2)").await;
+        assert_eq!(pg.rig.answers(2).await, vec![Ok(()); 2]);
+        let stored = pg
+            .store
+            .load_reservation(held.id)
+            .await
+            .expect("loads")
+            .expect("stored");
+        assert_eq!(stored.reservation, cancelled);
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM holds WHERE reservation_id = 2 AND state = 'VOIDED'",
+        )
+        .fetch_one(&mut pg.admin)
+        .await
+        .expect("counts");
+        assert_eq!(live, 1, "its hold row was updated too");
         pg.stop().await;
     }
 
@@ -511,8 +643,12 @@ mod on_postgres {
         let mut pg = PgRig::start().await;
         let user = pg.user;
         let held = pg.reservation(2, 2, ReservationStatus::Pending);
-        pg.hold_n_committing(Writes::default().reservation(&held), &[(schedule(1), 0)], 2)
-            .await;
+        pg.hold_n_committing(
+            Writes::default().created_reservation(&held),
+            &[(schedule(1), 0)],
+            2,
+        )
+        .await;
         let paid = Reservation {
             status: ReservationStatus::Paid,
             updated_at: Timestamp::from_millis(1_800),
@@ -570,10 +706,17 @@ mod on_postgres {
     async fn a_batch_that_fails_to_stage_is_failed_only_after_the_one_ahead_commits() {
         let mut pg = PgRig::start().await;
         let n = pg.reservation(2, 2, ReservationStatus::Pending);
-        pg.hold_n_committing(Writes::default().reservation(&n), &[(schedule(1), 0)], 2)
-            .await;
+        pg.hold_n_committing(
+            Writes::default().created_reservation(&n),
+            &[(schedule(1), 0)],
+            2,
+        )
+        .await;
         let clash = pg.reservation(3, 0, ReservationStatus::Pending);
-        pg.submit(&[(schedule(2), 0)], Writes::default().reservation(&clash));
+        pg.submit(
+            &[(schedule(2), 0)],
+            Writes::default().created_reservation(&clash),
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while pg.staged_behind() == 0 {
             assert!(Instant::now() < deadline, "N+1 was never staged");
@@ -622,10 +765,17 @@ mod on_postgres {
         if let Failure::Refused = failure {
             n.total = won(13);
         }
-        pg.hold_n_committing(Writes::default().reservation(&n), &[(schedule(1), 0)], 2)
-            .await;
+        pg.hold_n_committing(
+            Writes::default().created_reservation(&n),
+            &[(schedule(1), 0)],
+            2,
+        )
+        .await;
         let staged = pg.reservation(3, 3, ReservationStatus::Pending);
-        pg.submit(&[(schedule(2), 0)], Writes::default().reservation(&staged));
+        pg.submit(
+            &[(schedule(2), 0)],
+            Writes::default().created_reservation(&staged),
+        );
         pg.until_backend(
             "N+1 staged: its transaction open, its statements done",
             "state = 'idle in transaction'",
@@ -635,7 +785,7 @@ mod on_postgres {
         let queued = pg.reservation(4, 4, ReservationStatus::Pending);
         pg.submit(
             &[(ActorKey::Queue, 0)],
-            Writes::default().reservation(&queued),
+            Writes::default().created_reservation(&queued),
         );
         match failure {
             Failure::Refused => pg.sql("SELECT pg_advisory_unlock(7, 2)").await,
@@ -674,7 +824,10 @@ mod on_postgres {
         assert_eq!(holds, 1);
         // The persister goes on: a batch from the rebuilt actors commits.
         pg.sql("SELECT pg_advisory_unlock_all()").await;
-        pg.submit(&[(schedule(2), 1)], Writes::default().reservation(&staged));
+        pg.submit(
+            &[(schedule(2), 1)],
+            Writes::default().created_reservation(&staged),
+        );
         assert_eq!(pg.rig.answers(1).await, vec![Ok(())]);
         pg.stop().await;
     }
@@ -687,5 +840,110 @@ mod on_postgres {
     #[tokio::test]
     async fn a_terminated_commit_rolls_back_the_batch_staged_behind_it() {
         n_fails_after_the_one_behind_it_was_staged(Failure::Terminated).await;
+    }
+
+    /// How the test ends batch N after cutting its connection during its COMMIT.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum AfterTheCut {
+        /// The gate opens: N commits, though nobody hears it.
+        Commits,
+        /// N's backend is terminated: N never commits.
+        Terminated,
+    }
+
+    /// N's connection is cut while its COMMIT waits at the gate: the persister cannot know
+    /// whether N committed. It asks N's marker, and the question waits for N's transaction
+    /// (seen waiting on it) until N ends one way or the other. Committed, N is acknowledged
+    /// once and stored once; not committed, it is refused, its actor rebuilt, nothing stored,
+    /// and the persister goes on.
+    async fn a_commit_cut_off(after: AfterTheCut) {
+        let proxy = Proxy::start().await;
+        let mut pg = PgRig::start_via(Some(&proxy)).await;
+        pg.sql("SELECT pg_advisory_lock(7, 2)").await;
+        let n = pg.reservation(2, 2, ReservationStatus::Pending);
+        pg.submit(
+            &[(schedule(1), 0)],
+            Writes::default().created_reservation(&n),
+        );
+        let committing =
+            "wait_event = 'advisory' AND query NOT LIKE '%batch_markers (id, at_ms) VALUES%'";
+        pg.until_backend("N waiting at its commit", committing)
+            .await;
+        proxy.cut();
+        pg.until_backend(
+            "the question waiting for N's transaction",
+            "wait_event_type = 'Lock' AND query LIKE '%batch_markers (id, at_ms) VALUES%'",
+        )
+        .await;
+        assert!(pg.rig.outcomes.try_recv().is_err(), "nothing answered yet");
+        match after {
+            AfterTheCut::Commits => pg.sql("SELECT pg_advisory_unlock(7, 2)").await,
+            AfterTheCut::Terminated => {
+                pg.sql(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE datname = current_database() AND {committing}"
+                ))
+                .await
+            }
+        }
+        match after {
+            AfterTheCut::Commits => {
+                assert_eq!(pg.rig.answers(1).await, vec![Ok(())]);
+                assert!(pg.rig.rebuilds.try_recv().is_err(), "nothing to rebuild");
+            }
+            AfterTheCut::Terminated => {
+                assert_eq!(
+                    pg.rig.answers(1).await,
+                    vec![Err(Unavailable::CommitFailed)]
+                );
+                assert!(pg.rig.persister.is_stale((schedule(1), 0)));
+            }
+        }
+        assert_eq!(
+            pg.rig
+                .persister
+                .stats()
+                .uncertain_commits
+                .load(Ordering::Relaxed),
+            1
+        );
+        let rows: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM reservations WHERE id = 2),
+                    (SELECT count(*) FROM holds WHERE reservation_id = 2)",
+        )
+        .fetch_one(&mut pg.admin)
+        .await
+        .expect("counts");
+        let expected = match after {
+            AfterTheCut::Commits => (1, 1),
+            AfterTheCut::Terminated => (0, 0),
+        };
+        assert_eq!(rows, expected);
+        // The persister goes on, through new connections, once the pool has found the cut ones
+        // dead (each is found by the first statement sent on it).
+        pg.sql("SELECT pg_advisory_unlock_all()").await;
+        let mut tries = 0;
+        while pg.store.ping().await.is_err() {
+            tries += 1;
+            assert!(tries < 16, "the pool never reached the database again");
+        }
+        let next = pg.reservation(3, 3, ReservationStatus::Pending);
+        let generation = u64::from(after == AfterTheCut::Terminated);
+        pg.submit(
+            &[(schedule(1), generation)],
+            Writes::default().created_reservation(&next),
+        );
+        assert_eq!(pg.rig.answers(1).await, vec![Ok(())]);
+        pg.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_answer_was_cut_off_is_acknowledged_from_its_marker() {
+        a_commit_cut_off(AfterTheCut::Commits).await;
+    }
+
+    #[tokio::test]
+    async fn a_cut_commit_that_did_not_happen_is_refused_and_rebuilt() {
+        a_commit_cut_off(AfterTheCut::Terminated).await;
     }
 }
