@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-/// Makes every insert into `table` matching `condition` wait 1.5 s, then fail. (At 300 ms a
+/// Makes every insert into or update of `table` matching `condition` wait 1.5 s, then fail. (At 300 ms a
 /// loaded machine could miss the stall between two looks at `pg_stat_activity`: the commit
 /// came and went before `until_stalled` saw it.)
 async fn sabotage(app: &TestApp, table: &str, condition: &str) {
@@ -20,7 +20,7 @@ async fn sabotage(app: &TestApp, table: &str, condition: &str) {
                IF {condition} THEN PERFORM pg_sleep(1.5); RAISE EXCEPTION 'injected fault'; END IF;
                RETURN NEW;
              END $$;
-             CREATE TRIGGER chaos BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION chaos();"
+             CREATE TRIGGER chaos BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION chaos();"
         ))
         .await;
 }
@@ -253,7 +253,7 @@ async fn a_seat_map_waits_while_freed_seats_are_being_written(backend: Backend) 
     let held = body(app.reserve(alice, ta, &concert, &concert.seats).await).await;
     let id = held["reservationId"].as_i64().expect("a reservation id");
     // Alice cancels; the write that frees the seat stalls, then fails.
-    // (The release is an upsert: its attempted insert fires the trigger.)
+    // (The release is an update of the hold's row.)
     sabotage(&app, "holds", "NEW.state = 'VOIDED'").await;
     let cancel = async {
         app.client
