@@ -593,3 +593,64 @@ mod tests {
         assert!(!may_stage_behind(&admitted, &joined));
     }
 }
+
+#[cfg(test)]
+mod on_postgres {
+    use super::*;
+    use crate::domain::Timestamp;
+    use crate::store::temp_databases::TempPostgres;
+
+    fn marker(id: i64) -> BatchMarker {
+        BatchMarker {
+            id,
+            at: Timestamp::from_millis(1_000),
+            trim_before: None,
+        }
+    }
+
+    /// The question after an uncertain commit: yes for a batch that committed, no for one that
+    /// did not, and a no is final: the batch can never commit afterwards (its marker is taken).
+    #[tokio::test]
+    async fn a_marker_says_whether_its_batch_committed_and_a_no_is_final() {
+        let database = TempPostgres::create().await;
+        let store = crate::store::Store::connect(&database.url())
+            .await
+            .expect("the test database accepts connections");
+        store.migrate().await.expect("the migrations apply");
+        let pool = PgPool::connect(&database.url()).await.expect("a pool");
+        let committed = Writes {
+            marker: Some(marker(41)),
+            ..Writes::default()
+        };
+        commit(&pool, &committed)
+            .await
+            .expect("a batch of its marker alone");
+        assert!(batch_committed(&pool, marker(41)).await.expect("answers"));
+        assert!(!batch_committed(&pool, marker(42)).await.expect("answers"));
+        let late = Writes {
+            marker: Some(marker(42)),
+            ..Writes::default()
+        };
+        let error = commit(&pool, &late)
+            .await
+            .expect_err("a batch found not committed never commits");
+        assert!(error.is_refusal_of_content(), "{error}");
+        // Old markers go with a later batch.
+        let trimming = Writes {
+            marker: Some(BatchMarker {
+                trim_before: Some(Timestamp::from_millis(2_000)),
+                at: Timestamp::from_millis(3_000),
+                ..marker(43)
+            }),
+            ..Writes::default()
+        };
+        commit(&pool, &trimming).await.expect("commits");
+        let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM batch_markers ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("reads");
+        assert_eq!(left, vec![43]);
+        pool.close().await;
+        store.close().await;
+    }
+}
