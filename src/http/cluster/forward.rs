@@ -10,9 +10,10 @@
 
 pub use super::owners::HOP_HEADER;
 use super::owners::{client, owner_elsewhere, owner_of};
-use super::polls::{is_poll, learn_from_poll, poll_here};
+use super::polls::{learn_from_poll, poll_here};
 use super::routing::{
-    concert_named, route_of, schedule_in, schedule_in_path, schedule_of_code, user_named, Route,
+    classify, concert_named, hold_names, schedule_in_path, schedule_of_code, user_named, HoldNames,
+    Route,
 };
 use crate::actors::cluster::Membership;
 use crate::domain::cluster::ShardId;
@@ -53,17 +54,36 @@ pub async fn forward<B: MessageBody>(mut req: ServiceRequest, next: Next<B>) -> 
     if req.headers().contains_key(HOP_HEADER) {
         return answer_forwarded(req, next).await;
     }
-    if is_poll(&req) && poll_here(&req).await == Some(true) {
+    let (route, poll) = classify(req.method(), req.path());
+    if poll && poll_here(&req).await == Some(true) {
         return pass_on(req, next).await;
     }
-    let (shard, body) = shard_of(&mut req).await;
+    let (shard, body) = shard_of(&mut req, route).await;
     let owner = shard.and_then(|shard| {
         let (node, url) = owner_elsewhere(&membership, shard)?;
         Some(Owner { shard, node, url })
     });
     match owner {
-        Some(owner) => Ok(forward_to(req, &membership, owner, body).await),
+        Some(owner) => Ok(forward_to(req, &membership, owner, body.map(|b| b.bytes), poll).await),
         None => answer_here(req, next, body).await,
+    }
+}
+
+/// A body the forwarder read to route its request, handed back to the routes; a hold's with
+/// what it names, parsed once.
+struct ReadBody {
+    bytes: Bytes,
+    names: Option<HoldNames>,
+}
+
+impl ReadBody {
+    fn plain(bytes: Bytes) -> ReadBody {
+        ReadBody { bytes, names: None }
+    }
+
+    fn hold(bytes: Bytes) -> ReadBody {
+        let names = Some(hold_names(&bytes));
+        ReadBody { bytes, names }
     }
 }
 
@@ -77,8 +97,8 @@ async fn pass_on<B: MessageBody>(req: ServiceRequest, next: Next<B>) -> Answered
 /// A request that already made its hop is answered here, whatever this node holds; but this
 /// node may not know its user, concert or schedule yet.
 async fn answer_forwarded<B: MessageBody>(mut req: ServiceRequest, next: Next<B>) -> Answered<B> {
-    let body = if route_of(req.method(), req.path()) == Route::HoldBody {
-        read_body(&mut req).await
+    let body = if classify(req.method(), req.path()).0 == Route::HoldBody {
+        read_body(&mut req).await.map(ReadBody::hold)
     } else {
         None
     };
@@ -90,11 +110,12 @@ async fn answer_forwarded<B: MessageBody>(mut req: ServiceRequest, next: Next<B>
 async fn answer_here<B: MessageBody>(
     mut req: ServiceRequest,
     next: Next<B>,
-    body: Option<Bytes>,
+    body: Option<ReadBody>,
 ) -> Answered<B> {
-    learn_user(&req, body.as_deref()).await;
-    if let Some(bytes) = body {
-        req.set_payload(Payload::from(bytes));
+    let names = body.as_ref().and_then(|b| b.names);
+    learn_user(&req, names.as_ref()).await;
+    if let Some(body) = body {
+        req.set_payload(Payload::from(body.bytes));
     }
     pass_on(req, next).await
 }
@@ -102,17 +123,17 @@ async fn answer_here<B: MessageBody>(
 /// A user, concert or schedule created through another node may not be in this node's
 /// catalog yet (it catches up within a quarter TTL): look in the store before the route
 /// answers 404.
-async fn learn_user(req: &ServiceRequest, body: Option<&[u8]>) {
+async fn learn_user(req: &ServiceRequest, names: Option<&HoldNames>) {
     let Some(state) = req.app_data::<web::Data<AppState>>() else {
         return;
     };
-    if let Some(user) = user_named(req.path(), body) {
+    if let Some(user) = user_named(req.path(), names) {
         if !state.engine.user_exists(user) {
             state.engine.learn_user(user).await;
         }
     }
-    let schedule = body
-        .and_then(schedule_in)
+    let schedule = names
+        .and_then(|n| n.schedule)
         .or_else(|| schedule_in_path(req.path()));
     let unknown_concert =
         concert_named(req.path()).is_some_and(|c| !state.engine.concert_exists(c));
@@ -123,8 +144,8 @@ async fn learn_user(req: &ServiceRequest, body: Option<&[u8]>) {
 
 /// The shard a request's state lives in (`None`: any node answers it), and its body if it
 /// was read to say.
-async fn shard_of(req: &mut ServiceRequest) -> (Option<ShardId>, Option<Bytes>) {
-    match route_of(req.method(), req.path()) {
+async fn shard_of(req: &mut ServiceRequest, route: Route) -> (Option<ShardId>, Option<ReadBody>) {
+    match route {
         // A batch of scans is split by schedule where it lands (`scans.rs`).
         Route::Local | Route::Scans => (None, None),
         Route::Shard(shard) => (Some(shard), None),
@@ -142,7 +163,7 @@ async fn shard_of(req: &mut ServiceRequest) -> (Option<ShardId>, Option<Bytes>) 
                 .as_deref()
                 .and_then(schedule_of_code)
                 .map(ShardId::Schedule);
-            (shard, bytes)
+            (shard, bytes.map(ReadBody::plain))
         }
         Route::Reservation(id) => {
             let state = req.app_data::<web::Data<AppState>>().cloned();
@@ -153,12 +174,12 @@ async fn shard_of(req: &mut ServiceRequest) -> (Option<ShardId>, Option<Bytes>) 
             (schedule.map(ShardId::Schedule), None)
         }
         Route::HoldBody => {
-            let bytes = read_body(req).await;
-            let shard = bytes
-                .as_deref()
-                .and_then(schedule_in)
+            let body = read_body(req).await.map(ReadBody::hold);
+            let shard = body
+                .as_ref()
+                .and_then(|b| b.names?.schedule)
                 .map(ShardId::Schedule);
-            (shard, bytes)
+            (shard, body)
         }
     }
 }
@@ -169,6 +190,7 @@ async fn forward_to<B>(
     membership: &Membership,
     owner: Owner,
     body: Option<Bytes>,
+    poll: bool,
 ) -> ServiceResponse<EitherBody<B>> {
     let body = match body {
         Some(bytes) => bytes,
@@ -185,7 +207,7 @@ async fn forward_to<B>(
     // An owner that stops answering (paused, partitioned) loses its lease within a TTL; a
     // request waiting on it is then answered 503 at once rather than at the timeout.
     let answer = tokio::select! {
-        answer = send(&req, &url, membership.node_id(), body) => answer,
+        answer = send(&req, &url, membership.node_id(), body, poll) => answer,
         () = owner_moves(membership, shard, &node) => {
             metrics::counter!("boxoffice_forwards_total", "outcome" => "owner_moved").increment(1);
             ApiError::Unavailable(format!("{shard} moved away from {node} during a forward")).error_response()
@@ -234,9 +256,15 @@ fn hop_by_hop(name: &header::HeaderName) -> bool {
     )
 }
 
-/// Sends the request to `target` and turns its answer into ours; an owner that cannot be
-/// reached is a 503 with `Retry-After`.
-async fn send(req: &ServiceRequest, target: &str, me: &str, body: Bytes) -> HttpResponse {
+/// Sends the request to `target` and turns its answer into ours (a `poll`'s answer is learned
+/// from); an owner that cannot be reached is a 503 with `Retry-After`.
+async fn send(
+    req: &ServiceRequest,
+    target: &str,
+    me: &str,
+    body: Bytes,
+    poll: bool,
+) -> HttpResponse {
     let started = std::time::Instant::now();
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
@@ -271,7 +299,7 @@ async fn send(req: &ServiceRequest, target: &str, me: &str, body: Bytes) -> Http
                 Ok(bytes) => {
                     metrics::counter!("boxoffice_forwards_total", "outcome" => "answered")
                         .increment(1);
-                    if status == StatusCode::OK && is_poll(req) {
+                    if status == StatusCode::OK && poll {
                         learn_from_poll(req, &bytes);
                     }
                     answer.body(bytes)

@@ -2,16 +2,11 @@
 //! does not hold the queue is answered from the queue owner's snapshot where it can be, and
 //! what the owner answers to one that is forwarded is learned, so the next stays here.
 
-use super::routing::{self, user_named};
+use super::routing::user_named;
 use crate::http::AppState;
 use actix_web::dev::ServiceRequest;
 use actix_web::web;
 use actix_web::HttpMessage;
-
-/// A waiting-room status poll (the route table's `GET /v1/queue-status/users/{userId}`).
-pub(super) fn is_poll(req: &ServiceRequest) -> bool {
-    routing::is_poll(req.method(), req.path())
-}
 
 /// A poll's answer from the queue owner's snapshot, worked out by [`forward`](super::forward()) when it decided
 /// to answer the poll here: the status route answers it once the request passes its checks.

@@ -80,13 +80,18 @@ fn matched<'a>(method: &Method, path: &'a str) -> Option<(&'static KeyedRoute, P
 
 /// The route of a request, from the table's route its method and path match (a hold's body
 /// is read later); [`Route::Local`] when no route serves it.
+#[cfg(test)]
 pub fn route_of(method: &Method, path: &str) -> Route {
     matched(method, path).map_or(Route::Local, |(route, params)| keyed(route.key, &params))
 }
 
-/// Whether a request is the waiting room's status poll ([`POLL_PATH`]).
-pub(super) fn is_poll(method: &Method, path: &str) -> bool {
-    matched(method, path).is_some_and(|(route, _)| route.path == POLL_PATH)
+/// The route of a request (as [`route_of`]) and whether it is the waiting room's status poll
+/// ([`POLL_PATH`]), from one match of the table: the forwarder asks both of every request
+/// (matching the table twice was a measured cost per request, issue 26).
+pub(super) fn classify(method: &Method, path: &str) -> (Route, bool) {
+    matched(method, path).map_or((Route::Local, false), |(route, params)| {
+        (keyed(route.key, &params), route.path == POLL_PATH)
+    })
 }
 
 /// A route's key, given the path segments its template captured. An id that does not parse
@@ -117,24 +122,39 @@ fn keyed(key: ShardKey, params: &Path<&str>) -> Route {
 // What a request names, for this node to catch up with before it answers one here
 // (`forward.rs`) and for polls (`polls.rs`): not for routing, which is the table's alone.
 
-/// The user a request names: in its path, or in a hold's body.
-pub(super) fn user_named(path: &str, body: Option<&[u8]>) -> Option<UserId> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Named {
-        user_id: i64,
-    }
+/// The user a request names: in its path, or in a hold's body (read by [`hold_names`]).
+pub(super) fn user_named(path: &str, body: Option<&HoldNames>) -> Option<UserId> {
     let in_path = path
         .split('/')
         .skip_while(|part| *part != "users")
         .nth(1)
-        .and_then(|u| u.parse::<i64>().ok());
-    let raw = match (in_path, body) {
-        (Some(user), _) => user,
-        (None, Some(body)) => serde_json::from_slice::<Named>(body).ok()?.user_id,
-        (None, None) => return None,
+        .and_then(|u| u.parse::<i64>().ok())
+        .and_then(|raw| UserId::new(raw).ok());
+    in_path.or_else(|| body?.user)
+}
+
+/// What a hold's body names, read once: the schedule that routes it and the user this node
+/// may have to learn, each if the body is well-formed enough to say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct HoldNames {
+    pub(super) user: Option<UserId>,
+    pub(super) schedule: Option<ScheduleId>,
+}
+
+pub(super) fn hold_names(body: &[u8]) -> HoldNames {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Named {
+        user_id: Option<i64>,
+        schedule_id: Option<i64>,
+    }
+    let Ok(named) = serde_json::from_slice::<Named>(body) else {
+        return HoldNames::default();
     };
-    UserId::new(raw).ok()
+    HoldNames {
+        user: named.user_id.and_then(|u| UserId::new(u).ok()),
+        schedule: named.schedule_id.and_then(|s| ScheduleId::new(s).ok()),
+    }
 }
 
 /// The concert a path names (`/v1/concerts/{id}/…`).
@@ -150,17 +170,6 @@ pub(super) fn schedule_in_path(path: &str) -> Option<ScheduleId> {
         ["", "v1", "concerts", _, "schedules", s, "seats"] => ScheduleId::new(s.parse().ok()?).ok(),
         _ => None,
     }
-}
-
-/// The schedule a hold's body names, if it is well-formed enough to say.
-pub(super) fn schedule_in(body: &[u8]) -> Option<ScheduleId> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Named {
-        schedule_id: i64,
-    }
-    let named: Named = serde_json::from_slice(body).ok()?;
-    ScheduleId::new(named.schedule_id).ok()
 }
 
 /// The schedule a check-in's body's code names, if the body and the code are well-formed
@@ -235,20 +244,24 @@ mod tests {
         let user = |u: i64| UserId::new(u).ok();
         assert_eq!(user_named("/v1/balance/users/7/recharge", None), user(7));
         assert_eq!(user_named("/v1/queue-tokens/users/9", None), user(9));
+        let hold = hold_names(br#"{"userId":3,"scheduleId":1}"#);
+        assert_eq!(user_named("/v1/reservations", Some(&hold)), user(3));
         assert_eq!(
-            user_named("/v1/reservations", Some(br#"{"userId":3,"scheduleId":1}"#)),
-            user(3)
+            user_named("/v1/reservations", Some(&hold_names(b"{}"))),
+            None
         );
-        assert_eq!(user_named("/v1/reservations", Some(b"{}")), None);
         assert_eq!(user_named("/v1/balance/users/0", None), None);
         assert_eq!(user_named("/v1/concerts/1/schedules", None), None);
     }
 
     #[test]
-    fn a_hold_body_names_its_schedule_or_nothing() {
+    fn a_hold_body_names_its_schedule_and_user_or_nothing() {
         assert_eq!(
-            schedule_in(br#"{"userId":1,"scheduleId":4,"seatIds":[1]}"#),
-            ScheduleId::new(4).ok()
+            hold_names(br#"{"userId":1,"scheduleId":4,"seatIds":[1]}"#),
+            HoldNames {
+                user: UserId::new(1).ok(),
+                schedule: ScheduleId::new(4).ok(),
+            }
         );
         for bad in [
             &b"{}"[..],
@@ -256,8 +269,22 @@ mod tests {
             br#"{"scheduleId":-1}"#,
             br#"{"scheduleId":"4"}"#,
         ] {
-            assert_eq!(schedule_in(bad), None);
+            assert_eq!(hold_names(bad).schedule, None);
         }
+    }
+
+    #[test]
+    fn one_match_says_the_route_and_whether_it_is_the_poll() {
+        let get = Method::GET;
+        assert_eq!(
+            classify(&get, "/v1/queue-status/users/5"),
+            (route_of(&get, "/v1/queue-status/users/5"), true)
+        );
+        assert_eq!(
+            classify(&Method::POST, "/v1/reservations"),
+            (Route::HoldBody, false)
+        );
+        assert_eq!(classify(&get, "/nowhere"), (Route::Local, false));
     }
 
     /// The fair opening's routes: the queue actor's state, though not under `/v1/queue-`.
@@ -411,10 +438,10 @@ mod tests {
 
     #[test]
     fn only_the_status_route_is_a_poll() {
-        assert!(is_poll(&Method::GET, "/v1/queue-status/users/5"));
-        assert!(!is_poll(&Method::POST, "/v1/queue-status/users/5"));
-        assert!(!is_poll(&Method::GET, "/v1/queue-tokens/users/5"));
-        assert!(!is_poll(&Method::GET, "/v1/balance/users/5"));
+        assert!(classify(&Method::GET, "/v1/queue-status/users/5").1);
+        assert!(!classify(&Method::POST, "/v1/queue-status/users/5").1);
+        assert!(!classify(&Method::GET, "/v1/queue-tokens/users/5").1);
+        assert!(!classify(&Method::GET, "/v1/balance/users/5").1);
     }
 
     #[test]
