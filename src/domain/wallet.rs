@@ -193,6 +193,28 @@ mod tests {
         assert_eq!(w.debit(Money::new(100).unwrap()).unwrap(), Money::ZERO);
     }
 
+    /// A refund's money comes back exactly, through either door (`credit` for the refund
+    /// route, `refund` for a released offer), and an overflow is refused without change.
+    #[test]
+    fn a_refund_puts_back_exactly_its_amount_and_an_overflow_changes_nothing() {
+        let amount = Money::new(250).unwrap();
+        let mut w = wallet(100);
+        assert_eq!(w.credit(amount).unwrap().won(), 350);
+        assert_eq!(w.balance().won(), 350);
+        assert_eq!(w.refund(amount).unwrap().won(), 600);
+        assert_eq!(w.balance().won(), 600);
+        let mut rich = wallet(i64::MAX - 10);
+        let eleven = Money::new(11).unwrap();
+        let refused = Err(WalletRefusal::InvalidRechargeAmount { amount: 11 });
+        assert_eq!(rich.credit(eleven), refused);
+        assert_eq!(rich.refund(eleven), refused);
+        assert_eq!(rich.balance().won(), i64::MAX - 10);
+        assert_eq!(
+            rich.credit(Money::new(10).unwrap()).unwrap().won(),
+            i64::MAX
+        );
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Recharge(i64),

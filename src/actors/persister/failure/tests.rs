@@ -211,6 +211,47 @@ async fn a_lost_database_still_fails_the_whole_batch() {
     node.stop().await;
 }
 
+/// Pipelined: a front refused for its content while the next batch is staged behind it. The
+/// one behind is rolled back and committed again after the offender is isolated, never left
+/// unanswered (nor answered with it).
+#[tokio::test]
+async fn the_batch_staged_behind_a_refused_one_is_rolled_back_and_committed_after_it() {
+    let mut rig = Rig::start(16).await;
+    rig.memory.pipeline(true);
+    let gate = rig.memory.gate_commits();
+    rig.submit(&[], 1);
+    eventually("the first batch reaches the gate", || {
+        rig.memory.commits_at_gate() == 1
+    })
+    .await;
+    // N writes a wallet that does not exist: the commit refuses its content.
+    rig.persister
+        .reserve(&[(schedule(1), 0)])
+        .expect("room")
+        .submit(balance(nobody(), 2), rig.completion());
+    gate.add_permits(1);
+    assert_eq!(rig.answers(1).await, vec![Ok(())]);
+    eventually("N reaches the gate, staged", || {
+        rig.memory.commits_at_gate() == 2
+    })
+    .await;
+    rig.submit(&[(schedule(2), 0)], 3);
+    eventually("N+1 is staged behind N", || rig.memory.staged().0 == 2).await;
+    gate.add_permits(16);
+    let answers = tokio::time::timeout(Duration::from_secs(5), rig.answers(2))
+        .await
+        .expect("N and the batch staged behind it are both answered");
+    assert_eq!(answers, vec![Err(Unavailable::CommitFailed), Ok(())]);
+    assert_eq!(rig.stored_balance().await, Some(won(3)));
+    assert!(
+        rig.memory.staged().1 >= 1,
+        "N+1's first staging was rolled back"
+    );
+    assert!(rig.persister.is_healthy());
+    assert!(!rig.persister.is_stale((schedule(2), 0)));
+    rig.stop().await;
+}
+
 /// The same refusal on PostgreSQL: its own check that every wallet written exists.
 mod on_postgres {
     use super::*;

@@ -171,14 +171,21 @@ async fn a_lost_shard_is_not_written_unless_it_was_retaken_since() {
     let (memory, user) = store_with_a_user().await;
     let mut a = Node::start(&memory, Some("a")).await;
     let shard = shard_of(schedule(1));
+    assert_eq!(a.persister.node_id().as_deref(), Some("a"));
+    assert!(a.persister.held_shards().is_empty(), "nothing taken yet");
     let first = a.take(&memory, schedule(1), "a");
     let second = a.take(&memory, schedule(1), "a");
+    assert_eq!(a.persister.held_shards(), vec![(shard.clone(), second)]);
     // News of the first epoch's end, arriving after the retake: the newer hold stays.
     a.persister.lose_shard(&shard, first);
     assert_eq!(a.persister.held_epoch(&shard), Some(second));
     assert!(a.persister.may_write(schedule(1)));
     a.persister.lose_shard(&shard, second);
     assert_eq!(a.persister.held_epoch(&shard), None);
+    assert!(
+        a.persister.held_shards().is_empty(),
+        "nothing held any more"
+    );
     assert!(!a.persister.may_write(schedule(1)));
     a.submit(
         1,
@@ -395,4 +402,97 @@ async fn a_single_node_builds_nothing_of_fencing_and_fences_nothing() {
     assert_eq!(node.persister.min_generation(schedule(1)), 0);
     assert!(memory.fence_audit().is_empty(), "no fenced commit was made");
     node.stop().await;
+}
+
+/// The fence state alone, as `fence_with` builds it, holding nothing.
+fn fence_state() -> super::FenceState {
+    super::FenceState {
+        fencing: Fencing {
+            node: "a".to_string(),
+            shard_of: Box::new(shard_of),
+        },
+        held: dashmap::DashMap::new(),
+    }
+}
+
+/// A submission decided on `deps`, with claims on other nodes' shards `remote`.
+fn decided(seq: u64, deps: &[Dependency], remote: Vec<crate::store::Fence>) -> Submission {
+    Submission {
+        seq,
+        writes: Writes::default(),
+        deps: deps.iter().copied().collect(),
+        remote,
+        done: None,
+    }
+}
+
+/// What a batch is fenced on: each claim once, whichever submissions share it, nothing for a
+/// dependency loaded outside cluster mode (epoch 0), and the claims on other nodes' shards.
+#[test]
+fn a_batch_claims_each_epoch_once_and_nothing_for_epoch_zero() {
+    let state = fence_state();
+    let remote = crate::store::Fence {
+        shard: shard_of(schedule(9)),
+        epoch: 4,
+        owner: Some("o".into()),
+    };
+    let (hot, other) = (schedule(1), schedule(2));
+    let mut claims = super::Claims::default();
+    state.claim(
+        &decided(1, &[(hot, generation_under(3))], Vec::new()),
+        &mut claims,
+    );
+    state.claim(
+        &decided(2, &[(hot, generation_under(3) + 1)], vec![remote.clone()]),
+        &mut claims,
+    );
+    state.claim(
+        &decided(3, &[(other, 7)], vec![remote.clone()]),
+        &mut claims,
+    );
+    assert_eq!(
+        claims.fences,
+        vec![crate::store::Fence::own(shard_of(hot), 3), remote]
+    );
+}
+
+/// The commit loop's assertion that no write leaves without the claim it was decided under:
+/// it must tell a batch missing one (its own shard's, or another node's) from one carrying all.
+#[test]
+fn a_batch_missing_a_claim_is_told_from_one_that_carries_them_all() {
+    let state = fence_state();
+    let remote = crate::store::Fence {
+        shard: shard_of(schedule(9)),
+        epoch: 4,
+        owner: Some("o".into()),
+    };
+    let own = crate::store::Fence::own(shard_of(schedule(1)), 3);
+    use super::super::batch::Batch;
+    let batch = |submissions: Vec<Submission>, fences: Vec<crate::store::Fence>| Batch {
+        submissions,
+        writes: Arc::new(Writes::default()),
+        fences,
+        last_seq: 0,
+        started: Instant::now(),
+    };
+    let paying = || {
+        decided(
+            1,
+            &[(schedule(1), generation_under(3))],
+            vec![remote.clone()],
+        )
+    };
+    let unfenced = || decided(2, &[(schedule(2), 5)], Vec::new());
+    assert!(state.carries_its_epochs(&batch(
+        vec![paying(), unfenced()],
+        vec![own.clone(), remote.clone()]
+    )));
+    assert!(state.carries_its_epochs(&batch(vec![unfenced()], Vec::new())));
+    assert!(!state.carries_its_epochs(&batch(vec![paying()], vec![remote.clone()])));
+    assert!(!state.carries_its_epochs(&batch(vec![paying()], vec![own.clone()])));
+    // Which submissions a refusal of `own` names: those decided under it, by their own shard
+    // or by their claim on another node's.
+    assert!(state.decided_under(&paying(), std::slice::from_ref(&own)));
+    assert!(state.decided_under(&paying(), std::slice::from_ref(&remote)));
+    assert!(!state.decided_under(&unfenced(), &[own, remote]));
 }
