@@ -14,6 +14,10 @@ pub(super) use tokio::sync::mpsc;
 
 pub(super) type Outcome = Result<(), Unavailable>;
 
+/// How long a test waits for one answer: past every timeout the persister itself has (a
+/// commit's 5 s, then the marker question's 5 s), with room for a loaded machine.
+pub(super) const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
+
 /// A persister over a fresh memory store holding one user with 100 won, and the answers
 /// to what the test submits, in the order they were given.
 pub(super) struct Rig {
@@ -93,13 +97,17 @@ impl Rig {
     }
 
     /// The next `count` answers.
+    /// The next `count` answers, each within [`ANSWER_DEADLINE`]: a submission never answered
+    /// fails the test instead of hanging it (a mutant that drops answers was only a timeout).
     pub(super) async fn answers(&mut self, count: usize) -> Vec<Outcome> {
         let mut all = Vec::with_capacity(count);
         for _ in 0..count {
             all.push(
-                self.outcomes
-                    .recv()
+                tokio::time::timeout(ANSWER_DEADLINE, self.outcomes.recv())
                     .await
+                    .unwrap_or_else(|_| {
+                        panic!("answer {} of {count} never came", all.len() + 1)
+                    })
                     .expect("the rig holds a sender: the channel stays open"),
             );
         }
