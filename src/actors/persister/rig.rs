@@ -105,9 +105,7 @@ impl Rig {
             all.push(
                 tokio::time::timeout(ANSWER_DEADLINE, self.outcomes.recv())
                     .await
-                    .unwrap_or_else(|_| {
-                        panic!("answer {} of {count} never came", all.len() + 1)
-                    })
+                    .unwrap_or_else(|_| panic!("answer {} of {count} never came", all.len() + 1))
                     .expect("the rig holds a sender: the channel stays open"),
             );
         }
