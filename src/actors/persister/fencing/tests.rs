@@ -35,7 +35,9 @@ async fn a_paused_ex_owner_finds_its_commit_refused_and_the_rest_of_its_batch_co
         a.answers(2).await,
         vec![(2, Err(Unavailable::Fenced)), (3, Ok(()))]
     );
-    let fenced = a.fenced.recv().await.expect("the fenced hook is called");
+    let fenced = hooked(a.fenced.recv())
+        .await
+        .expect("the fenced hook is called");
     assert_eq!(fenced, vec![(hot, generation_under(epoch) + 1)]);
     assert!(
         a.rebuilt.try_recv().is_err(),
@@ -107,7 +109,9 @@ async fn a_claim_on_another_nodes_shard_holds_until_that_shard_moves() {
         Some(wallet_epoch)
     );
     assert_eq!(
-        w.rebuilt.recv().await.expect("the rebuild hook is called"),
+        hooked(w.rebuilt.recv())
+            .await
+            .expect("the rebuild hook is called"),
         vec![(wallet, generation_under(wallet_epoch) + 1)]
     );
     assert!(w.fenced.try_recv().is_err(), "nothing of w's is dropped");
@@ -370,7 +374,9 @@ mod on_postgres {
             vec![(1, Err(Unavailable::Fenced)), (2, Ok(()))]
         );
         assert_eq!(store.load_wallet(user).await.expect("loads"), Some(won(2)));
-        let fenced = a.fenced.recv().await.expect("the fenced hook is called");
+        let fenced = hooked(a.fenced.recv())
+            .await
+            .expect("the fenced hook is called");
         assert_eq!(fenced, vec![(hot, generation_under(epoch) + 1)]);
         assert_eq!(cluster.audit_violations().await.expect("audit"), 0);
         let leases = cluster.leases().await.expect("leases");
@@ -495,4 +501,12 @@ fn a_batch_missing_a_claim_is_told_from_one_that_carries_them_all() {
     assert!(state.decided_under(&paying(), std::slice::from_ref(&own)));
     assert!(state.decided_under(&paying(), std::slice::from_ref(&remote)));
     assert!(!state.decided_under(&unfenced(), &[own, remote]));
+}
+
+/// A hook's call, awaited within the rig's answer deadline: a hook never called fails the
+/// test instead of hanging it.
+async fn hooked<T>(call: impl std::future::Future<Output = Option<T>>) -> Option<T> {
+    tokio::time::timeout(ANSWER_DEADLINE, call)
+        .await
+        .unwrap_or_else(|_| panic!("the hook was not called within {ANSWER_DEADLINE:?}"))
 }
