@@ -1,5 +1,6 @@
 //! The PostgreSQL backend: loads, the catalog, and the group commit (its statements are in
-//! `postgres_writes.rs`: batched upserts with `UNNEST`, usually one statement per batch).
+//! `postgres_writes.rs`: batched inserts and updates with `UNNEST`, usually one statement per
+//! batch).
 
 use super::reads;
 use super::rows::{self, PlanColumns};

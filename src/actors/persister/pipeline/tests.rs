@@ -634,10 +634,9 @@ mod on_postgres {
     }
 
     /// A payment for the reservation the batch ahead inserted: money waits for the batch
-    /// ahead (nothing of it sent until then) and commits after it. (Staged early it would
-    /// happen to work too, as the payment's own reservation upsert comes first, waits for N,
-    /// and the foreign-key check then runs in a later statement that sees N committed; the
-    /// rule does not lean on that order, and this test holds the rule.)
+    /// ahead (nothing of it sent until then) and commits after it. (Staged early, its status
+    /// update of that reservation would find no row to change: the rule keeps it out twice
+    /// over, as money and as an update of a row the batch ahead inserts.)
     #[tokio::test]
     async fn a_payment_for_a_reservation_still_committing_waits_for_it() {
         let mut pg = PgRig::start().await;
