@@ -591,6 +591,9 @@ mod tests {
         let joined = Writes::default().created_token(token(1, 1, TokenState::Waiting));
         let admitted = Writes::default().token(token(1, 1, TokenState::Waiting));
         assert!(!may_stage_behind(&admitted, &joined));
+        // The draw's move of a token the batch ahead inserts is an update as well.
+        let drawn = Writes::default().moved(TokenId::new(1).expect("in range"), 9);
+        assert!(!may_stage_behind(&drawn, &joined));
     }
 }
 

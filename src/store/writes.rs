@@ -118,11 +118,9 @@ impl Writes {
             .reservations
             .keys()
             .any(|id| !self.creates_reservation(*id) && ahead.creates_reservation(*id));
-        reservations
-            || self
-                .tokens
-                .keys()
-                .any(|id| !self.creates_token(*id) && ahead.creates_token(*id))
+        // The draw's moves are updates of stored tokens too.
+        let mut tokens = self.tokens.keys().chain(self.moved.keys());
+        reservations || tokens.any(|id| !self.creates_token(*id) && ahead.creates_token(*id))
     }
 
     pub fn token(mut self, t: TokenRecord) -> Writes {
