@@ -25,10 +25,21 @@ async fn sabotage(app: &TestApp, table: &str, condition: &str) {
         .await;
 }
 
+/// Makes every insert into `table` wait 1.5 s, then succeed: a slow commit, not a failed one.
+pub(crate) async fn slow_down(app: &TestApp, table: &str) {
+    app.db
+        .execute(&format!(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM pg_sleep(1.5); RETURN NEW; END $$;
+             CREATE TRIGGER slow BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION slow();"
+        ))
+        .await;
+}
+
 /// Waits until a write of this test's database is inside the injected fault's stall, so a
 /// request sent now arrives while that commit is in flight (a fixed sleep raced it on a loaded
 /// machine).
-async fn until_stalled(app: &TestApp) {
+pub(crate) async fn until_stalled(app: &TestApp) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let stalled = "SELECT COUNT(*) FROM pg_stat_activity \
                    WHERE datname = current_database() AND wait_event = 'PgSleep'";

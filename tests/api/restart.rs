@@ -3,7 +3,7 @@
 //! drained: only what was committed before each answer).
 
 use crate::helpers::*;
-use crate::on_both_stores;
+use crate::{on_both_stores, on_postgres};
 use serde_json::json;
 use std::time::Duration;
 
@@ -202,6 +202,39 @@ async fn a_spent_and_replaced_token_answers_expired_across_a_restart(backend: Ba
     app.stop().await;
 }
 on_both_stores!(a_spent_and_replaced_token_answers_expired_across_a_restart);
+
+/// A payment's commit that takes long does not move its spent token's `expiredAt`: the
+/// answer before a restart is the time the payment stored, so it is the same after one. (The
+/// token in memory was once ended at the commit's arrival while the database kept the
+/// payment's own time; a commit crossing a second boundary made the two answers differ.)
+async fn a_slow_payment_spends_its_token_at_the_time_it_stores(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let user = app.create_user(50_000).await;
+    let token = app.active_token(user).await;
+    let concert = app.create_concert(1, 10_000).await;
+    let held = body(app.reserve(user, token, &concert, &concert.seats).await).await
+        ["reservationId"]
+        .as_i64()
+        .unwrap();
+    crate::faults::slow_down(&app, "payments").await;
+    let mut paid = Box::pin(app.pay(user, token, held));
+    tokio::select! {
+        _ = &mut paid => panic!("the payment's commit should be stalled"),
+        _ = crate::faults::until_stalled(&app) => {}
+    }
+    // The payment was decided; its commit lands 5 s later by the server's clock (within the
+    // token's active time, so no timer ends it first).
+    app.clock.advance(Duration::from_secs(5));
+    assert_eq!(paid.await.status().as_u16(), 201);
+    let before = body(app.status(user, token).await).await;
+    assert_eq!(before["status"], "EXPIRED", "{before}");
+
+    let app = app.restart().await;
+    let after = body(app.status(user, token).await).await;
+    assert_eq!(after, before, "the same answer as before the restart");
+    app.stop().await;
+}
+on_postgres!(a_slow_payment_spends_its_token_at_the_time_it_stores);
 
 /// What every endpoint but the owner's status poll answers a spent token.
 async fn assert_spent_everywhere(app: &TestApp, stranger: i64, spent: i64) {

@@ -131,12 +131,13 @@ impl Engine {
             self.inner.queue_view.clone(),
             self.inner.registry.queue().clone(),
         );
-        let clock = self.inner.env.clock.clone();
         SpentWithPayment {
             depends_on: (ActorKey::Queue, self.inner.queue_view.generation()),
             record: self.inner.queue_view.consumed_record(token, now),
+            // The same `now` as the stored record, not the commit's time: memory must say what
+            // the database says, or a restart changes the spent token's `expiredAt`.
             on_commit: Box::new(move || {
-                view.consume_committed(token, clock.now());
+                view.consume_committed(token, now);
                 queue.do_send(ConsumeToken { token });
             }),
         }
