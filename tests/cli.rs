@@ -1,6 +1,8 @@
 //! The binary as a newcomer meets it: `migrate` on both stores, and every startup mistake
 //! answered with one clear line and a non-zero exit — never a panic or a backtrace.
 
+#[path = "support/ports.rs"]
+mod ports;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -364,11 +366,7 @@ fn sigterm_is_not_held_up_by_an_open_live_stream() {
     use std::io::{BufRead, BufReader, Write};
     let dir = temp_dir("sigterm_live");
     let url = format!("sqlite://{}", dir.join("live.db").display());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("an address")
-        .port();
+    let port = ports::free_port();
     let key = "live-admin-key-that-is-long-enough-0000";
     let bind = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_boxoffice"))
@@ -442,11 +440,7 @@ fn sigterm_is_not_held_up_by_an_open_live_stream() {
 
 #[test]
 fn verify_draw_against_nothing_is_one_clear_line_and_a_failure() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("a port")
-        .local_addr()
-        .expect("an address")
-        .port();
+    let port = ports::free_port();
     // Nothing listens there once the listener is dropped.
     let output = boxoffice(&["verify-draw", "--url", &format!("http://127.0.0.1:{port}")]);
     assert_clear_failure(&output, "cannot fetch");

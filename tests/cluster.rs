@@ -13,10 +13,12 @@
 //! failover time includes the forwarders learning the new owner. A sleeping node's late
 //! holds and recharges are sent to it directly.
 
+#[path = "support/ports.rs"]
+mod ports;
+use ports::free_port;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,14 +34,6 @@ fn ttl_secs() -> u64 {
         .unwrap_or(2)
 }
 const HOT: &str = "schedule:1";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("a port")
-        .local_addr()
-        .expect("an address")
-        .port()
-}
 
 /// A database of its own, dropped after the test.
 struct Database {

@@ -10,11 +10,13 @@
 //! `BOXOFFICE_CRASH_CYCLES` sets the number of cycles per store (default 5; the long run uses
 //! 100).
 
+#[path = "support/ports.rs"]
+mod ports;
+use ports::free_port;
 use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::{PgPool, Row, SqlitePool};
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,14 +91,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("a port")
-        .local_addr()
-        .expect("an address")
-        .port()
 }
 
 fn start(url: &str, port: u16) -> Server {

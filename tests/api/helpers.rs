@@ -630,16 +630,12 @@ impl TestApp {
 }
 
 /// Starts the application with an `--ops-bind` listener; returns the app and the ops
-/// listener's base URL. The port is one the kernel just handed out and took back: the next
-/// port 0 it hands out is another, so nothing else takes it first.
+/// listener's base URL (its port from [`crate::ports::free_port`]).
 pub async fn spawn_app_with_ops(
     backend: Backend,
     tweak: impl FnOnce(&mut Settings),
 ) -> (TestApp, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = crate::ports::free_port();
     let ops = format!("127.0.0.1:{port}");
     let bind = ops.clone();
     let app = spawn_app_with(TestDb::create(backend).await, move |s| {

@@ -1,6 +1,8 @@
 //! Integration tests: the real application on port 0, a fresh database per test, on both stores.
 
 mod helpers;
+#[path = "../support/ports.rs"]
+mod ports;
 
 mod admin;
 mod audit;

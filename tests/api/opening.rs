@@ -296,10 +296,7 @@ struct Binary {
 
 impl Binary {
     async fn start(url: &str) -> Binary {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::ports::free_port();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .args(["--database-url", url, "--admin-key", ADMIN_KEY])

@@ -23,10 +23,7 @@ impl Drop for ServerProcess {
 /// It keeps real time: `app.clock` does not reach it.
 pub async fn spawn_process_app(db: Arc<TestDb>, flags: &[&str]) -> TestApp {
     let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = crate::ports::free_port();
     let address = format!("http://127.0.0.1:{port}");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
