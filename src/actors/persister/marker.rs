@@ -96,38 +96,4 @@ pub(super) fn outcome_unknown(error: &StoreError) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn markers_count_up_from_a_random_base_and_one_in_many_trims() {
-        let (a, b) = (Markers::new(), Markers::new());
-        let first = a.next();
-        assert_ne!(first.id, b.next().id, "two processes start apart");
-        let second = a.next();
-        assert_eq!(second.id, first.id + 1);
-        assert!(first.trim_before.is_none() && second.trim_before.is_none());
-        let trims: Vec<BatchMarker> = (2..2 * TRIM_EVERY)
-            .map(|_| a.next())
-            .filter(|m| m.trim_before.is_some())
-            .collect();
-        assert_eq!(trims.len(), 2, "one batch in {TRIM_EVERY}");
-        for m in trims {
-            let before = m.trim_before.expect("filtered above");
-            assert_eq!(before.millis(), m.at.millis() - KEPT_FOR.as_millis() as i64);
-        }
-    }
-
-    #[test]
-    fn only_a_lost_connection_leaves_the_outcome_unknown() {
-        assert!(outcome_unknown(&StoreError::Database(sqlx::Error::Io(
-            std::io::Error::from(std::io::ErrorKind::ConnectionReset)
-        ))));
-        assert!(outcome_unknown(&StoreError::Database(
-            sqlx::Error::WorkerCrashed
-        )));
-        assert!(!outcome_unknown(&StoreError::Corrupt("refused".into())));
-        assert!(!outcome_unknown(&StoreError::InjectedFailure));
-        assert!(!outcome_unknown(&StoreError::Fenced(Vec::new())));
-    }
-}
+mod tests;

@@ -39,6 +39,8 @@ mod batch_loop;
 mod failure;
 mod fencing;
 mod marker;
+#[cfg(test)]
+mod pg_rig;
 mod pipeline;
 #[cfg(test)]
 mod rig;
