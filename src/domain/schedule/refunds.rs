@@ -111,3 +111,6 @@ impl ScheduleBook {
         Some(refunded)
     }
 }
+
+#[cfg(test)]
+mod tests;

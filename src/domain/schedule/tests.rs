@@ -2,17 +2,17 @@ use super::*;
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
 
-const TTL: Duration = Duration::from_secs(300);
-const POLICY: HoldPolicy = HoldPolicy {
+pub(super) const TTL: Duration = Duration::from_secs(300);
+pub(super) const POLICY: HoldPolicy = HoldPolicy {
     hold_ttl: TTL,
     max_seats_per_user: 4,
 };
 
-fn t(ms: i64) -> Timestamp {
+pub(super) fn t(ms: i64) -> Timestamp {
     Timestamp::from_millis(ms)
 }
 
-fn book(seats: i64) -> ScheduleBook {
+pub(super) fn book(seats: i64) -> ScheduleBook {
     let info = ScheduleInfo {
         id: ScheduleId::new(1).unwrap(),
         concert_id: ConcertId::new(1).unwrap(),
@@ -30,13 +30,13 @@ fn book(seats: i64) -> ScheduleBook {
     ScheduleBook::new(info, seats)
 }
 
-fn seat(n: i64) -> SeatId {
+pub(super) fn seat(n: i64) -> SeatId {
     SeatId::new(100 + n).unwrap()
 }
-fn user(n: i64) -> UserId {
+pub(super) fn user(n: i64) -> UserId {
     UserId::new(n).unwrap()
 }
-fn rid(n: i64) -> ReservationId {
+pub(super) fn rid(n: i64) -> ReservationId {
     ReservationId::new(n).unwrap()
 }
 
