@@ -271,6 +271,23 @@ fn each_seat_keeps_its_own_plan_labels_when_the_book_sorts_its_seats() {
     let plan = b.plan().as_ref().expect("two seats have a grade");
     let grades: Vec<Option<&str>> = plan.iter().map(SeatPlan::grade).collect();
     assert_eq!(grades, [Some("VIP"), None, Some("S")]);
+    // Looked up by seat id, through the book's own order.
+    let in_row = |r: &str| SeatPlan::new(None, Some(r.into()), None, None).unwrap();
+    let rows = ScheduleBook::planned(
+        info.clone(),
+        seats.clone(),
+        vec![in_row("C"), in_row("A"), SeatPlan::default()],
+    );
+    let row_of = |id: i64| rows.seat_row(SeatId::new(id).unwrap());
+    assert_eq!(
+        (row_of(1), row_of(2), row_of(3)),
+        (Some("C"), Some("A"), None)
+    );
+    assert_eq!(row_of(4), None, "not a seat of the book");
+    assert_eq!(b.seat_row(SeatId::new(1).unwrap()), None, "graded, no row");
+    let found = b.seat(SeatId::new(3).unwrap()).expect("a seat of the book");
+    assert_eq!((found.id, found.number), (SeatId::new(3).unwrap(), 2));
+    assert!(b.seat(SeatId::new(4).unwrap()).is_none());
     let unlabelled = ScheduleBook::planned(info, seats, vec![SeatPlan::default(); 3]);
     assert!(unlabelled.plan().is_none(), "no label, no plan");
 }
@@ -285,12 +302,29 @@ fn restore_rebuilds_seat_states() {
     b.hold(rid(2), user(2), &[seat(3)], t(3), POLICY).unwrap();
     b.hold(rid(3), user(3), &[seat(4)], t(3), POLICY).unwrap();
     b.cancel(rid(3), user(3), t(4)).unwrap();
+    // A payment was settling this hold when the process died.
+    b.hold(rid(4), user(2), &[seat(5)], t(3), POLICY).unwrap();
+    b.pin(rid(4), user(2), t(4)).unwrap();
     let all: Vec<Reservation> = b.reservations().cloned().collect();
     let seats = b.seats().map(|(s, _)| s.clone()).collect();
-    let restored = ScheduleBook::restore(b.info.clone(), seats, Vec::new(), all.clone()).unwrap();
+    let mut restored =
+        ScheduleBook::restore(b.info.clone(), seats, Vec::new(), all.clone()).unwrap();
     let states: Vec<SeatState> = restored.seats().map(|(_, s)| s).collect();
     assert_eq!(states, b.seats().map(|(_, s)| s).collect::<Vec<_>>());
-    assert_eq!(restored.available_count(), 2);
+    assert_eq!(restored.available_count(), 1);
+    // The per-user limit counts what each user held or owned before the restart.
+    assert_eq!(
+        (restored.seats_of(user(1)), restored.seats_of(user(2))),
+        (2, 2)
+    );
+    assert_eq!(
+        restored.seats_of(user(3)),
+        0,
+        "a cancelled hold counts nothing"
+    );
+    // No payment survives a restart in flight: the hold is unpinned, so its time can run out.
+    assert!(!restored.reservation(rid(4)).unwrap().pinned);
+    assert!(restored.expire(rid(4), t(3).plus(TTL)).is_some());
     let mut doubled = all;
     doubled.push(Reservation {
         id: rid(9),
@@ -443,4 +477,37 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_transferred_seat_counts_for_its_new_holder_within_the_limit() {
+    let mut b = book(10);
+    b.hold(rid(1), user(1), &[seat(1), seat(2)], t(1), POLICY)
+        .unwrap();
+    b.post(rid(1), t(2)).unwrap();
+    b.hold(rid(2), user(2), &[seat(3), seat(4), seat(5)], t(1), POLICY)
+        .unwrap();
+    // User 2 has 3 of 4: one more fits, a second does not.
+    assert!(b.move_seat_count(user(1), user(2), 4));
+    assert_eq!((b.seats_of(user(1)), b.seats_of(user(2))), (1, 4));
+    assert!(!b.move_seat_count(user(1), user(2), 4), "past the limit");
+    assert_eq!(
+        (b.seats_of(user(1)), b.seats_of(user(2))),
+        (1, 4),
+        "a refused move changes nothing"
+    );
+    // To a user with nothing here; the giver's last seat leaves no entry behind.
+    assert!(b.move_seat_count(user(1), user(3), 1));
+    assert_eq!((b.seats_of(user(1)), b.seats_of(user(3))), (0, 1));
+    assert!(!b.seats_by_user.contains_key(&user(1)));
+    // The seats themselves did not move: the book's states are the tickets' business.
+    assert_eq!(b.holder(seat(1)), Some(rid(1)));
+    assert_eq!(b.holder(seat(3)), Some(rid(2)));
+    assert_eq!(b.holder(seat(6)), None, "free");
+    assert_eq!(
+        b.holder(SeatId::new(5).unwrap()),
+        None,
+        "not a seat of the book"
+    );
+    assert_eq!(b.reservation_count(), 2);
 }
