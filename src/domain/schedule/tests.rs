@@ -511,3 +511,115 @@ fn a_transferred_seat_counts_for_its_new_holder_within_the_limit() {
     );
     assert_eq!(b.reservation_count(), 2);
 }
+
+#[test]
+fn after_a_restart_every_due_unpinned_hold_expires_in_id_order() {
+    let mut b = book(10);
+    b.hold(rid(3), user(1), &[seat(1)], t(0), POLICY).unwrap();
+    b.hold(rid(1), user(2), &[seat(2)], t(0), POLICY).unwrap();
+    b.hold(rid(2), user(3), &[seat(3)], t(0), POLICY).unwrap();
+    b.pin(rid(2), user(3), t(1)).unwrap();
+    b.hold(rid(4), user(4), &[seat(4)], t(10), POLICY).unwrap();
+    b.hold(rid(5), user(5), &[seat(5)], t(0), POLICY).unwrap();
+    b.post(rid(5), t(1)).unwrap();
+    let due_at = t(0).plus(TTL);
+    assert_eq!(b.expire_due(due_at), vec![rid(1), rid(3)]);
+    for id in [rid(1), rid(3)] {
+        let r = b.reservation(id).unwrap();
+        assert_eq!(
+            (r.status, r.updated_at),
+            (ReservationStatus::Expired, due_at)
+        );
+    }
+    assert_eq!(b.holder(seat(1)), None);
+    assert_eq!(b.holder(seat(2)), None);
+    assert_eq!(
+        b.holder(seat(3)),
+        Some(rid(2)),
+        "pinned: its payment decides"
+    );
+    assert_eq!(b.holder(seat(4)), Some(rid(4)), "not due yet");
+    assert_eq!(b.holder(seat(5)), Some(rid(5)), "paid");
+    assert_eq!(b.available_count(), 7);
+    assert_eq!(b.expire_due(due_at), Vec::new(), "nothing twice");
+}
+
+#[test]
+fn the_catalog_counts_seats_on_general_sale_only() {
+    let mut b = book(3);
+    assert_eq!(b.on_sale_count(), 3);
+    b.hold(rid(1), user(1), &[seat(1)], t(1), POLICY).unwrap();
+    assert_eq!(b.on_sale_count(), 2);
+    let mut sold_out = book(1);
+    sold_out
+        .hold(rid(1), user(1), &[seat(1)], t(1), POLICY)
+        .unwrap();
+    sold_out.join_waitlist(user(2), 1, t(2), 4).unwrap();
+    sold_out.cancel(rid(1), user(1), t(3)).unwrap();
+    assert_eq!(sold_out.available_count(), 1);
+    assert_eq!(sold_out.on_sale_count(), 0, "the freed seat is the list's");
+    b.cancel_performance(t(4));
+    assert_eq!(b.available_count(), 3);
+    assert_eq!(
+        b.on_sale_count(),
+        0,
+        "a cancelled performance sells nothing"
+    );
+}
+
+#[test]
+fn a_rebuilt_book_pins_again_only_what_is_still_pending() {
+    let mut b = book(4);
+    b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
+    b.hold(rid(2), user(2), &[seat(2)], t(0), POLICY).unwrap();
+    b.cancel(rid(2), user(2), t(1)).unwrap();
+    b.repin(rid(1));
+    b.repin(rid(2));
+    b.repin(rid(9));
+    assert!(b.reservation(rid(1)).unwrap().pinned);
+    assert!(
+        !b.reservation(rid(2)).unwrap().pinned,
+        "settled: nothing to pin"
+    );
+    assert!(
+        b.expire(rid(1), t(0).plus(TTL)).is_none(),
+        "pinned: its payment decides"
+    );
+}
+
+#[test]
+fn a_reservation_as_paid_is_paid_now_and_unpinned() {
+    let mut b = book(2);
+    b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
+    let pinned = b.pin(rid(1), user(1), t(1)).unwrap().clone();
+    let paid = ScheduleBook::as_paid(&pinned, t(7));
+    assert_eq!(
+        (paid.status, paid.updated_at, paid.pinned),
+        (ReservationStatus::Paid, t(7), false)
+    );
+    assert_eq!(
+        (paid.id, paid.seats, paid.total),
+        (pinned.id, pinned.seats, pinned.total)
+    );
+}
+
+/// The check every change runs is itself checked: a book whose count drifted is caught.
+/// (It runs in debug builds only, as the tests do.)
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "available count drifted")]
+fn the_invariant_check_catches_a_drifted_count() {
+    let mut b = book(3);
+    b.available -= 1;
+    b.check_invariants();
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "seat")]
+fn the_invariant_check_catches_a_seat_that_does_not_point_back() {
+    let mut b = book(3);
+    b.hold(rid(1), user(1), &[seat(1)], t(0), POLICY).unwrap();
+    b.states[0] = SeatState::Held(rid(2));
+    b.check_invariants();
+}

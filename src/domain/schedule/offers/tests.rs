@@ -188,3 +188,39 @@ fn a_cancelled_performance_sells_nothing_and_refunds_a_sale_once() {
         Some(WaitlistRefusal::Closed)
     );
 }
+
+#[test]
+fn an_entry_may_ask_for_exactly_the_limit() {
+    let mut b = sold_out(2);
+    assert_eq!(b.join_waitlist(user(1), 4, t(5), 4).map(|e| e.seats), Ok(4));
+    assert_eq!(
+        b.join_waitlist(user(2), 0, t(5), 4).err(),
+        Some(WaitlistRefusal::BadSeats { limit: 4 })
+    );
+}
+
+#[test]
+fn nothing_is_offered_once_the_performance_started_or_was_cancelled() {
+    let mut b = sold_out(2);
+    b.join_waitlist(user(1), 1, t(5), 4).expect("sold out");
+    b.cancel(rid(1), user(101), t(6)).expect("pending");
+    let started = b.info.concert_at;
+    assert!(
+        b.offer_freed(started, OFFER, 4, ids(100)).is_empty(),
+        "booking is closed: not cancelled, but no longer open"
+    );
+    assert!(b.waitlist.has_waiting());
+    let mut cancelled = sold_out(2);
+    cancelled
+        .join_waitlist(user(1), 1, t(5), 4)
+        .expect("sold out");
+    cancelled.cancel(rid(1), user(101), t(6)).expect("pending");
+    cancelled.cancelled = true;
+    assert!(
+        cancelled.offer_freed(t(7), OFFER, 4, ids(100)).is_empty(),
+        "open, but cancelled"
+    );
+    // The same book, not cancelled and open, offers.
+    cancelled.cancelled = false;
+    assert_eq!(cancelled.offer_freed(t(7), OFFER, 4, ids(100)).len(), 1);
+}
