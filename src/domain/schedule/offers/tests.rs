@@ -224,3 +224,45 @@ fn nothing_is_offered_once_the_performance_started_or_was_cancelled() {
     cancelled.cancelled = false;
     assert_eq!(cancelled.offer_freed(t(7), OFFER, 4, ids(100)).len(), 1);
 }
+
+#[test]
+fn an_offer_fills_a_users_limit_exactly_and_never_past_it() {
+    // User 1 already holds one seat; the limit is 2.
+    let mut b = book(4);
+    b.hold(rid(1), user(1), &[seat(1)], t(1), POLICY)
+        .expect("free seat");
+    for i in 2..=4 {
+        b.hold(rid(i), user(100 + i), &[seat(i)], t(1), POLICY)
+            .expect("free seat");
+    }
+    b.join_waitlist(user(1), 1, t(5), 2).expect("sold out");
+    b.cancel(rid(2), user(102), t(6)).expect("pending");
+    let offers = b.offer_freed(t(6), OFFER, 2, ids(100));
+    assert_eq!(
+        offers.len(),
+        1,
+        "one held and one offered: exactly the limit"
+    );
+    assert_eq!(b.seats_of(user(1)), 2);
+
+    let mut b = book(4);
+    b.hold(rid(1), user(1), &[seat(1)], t(1), POLICY)
+        .expect("free seat");
+    for i in 2..=4 {
+        b.hold(rid(i), user(100 + i), &[seat(i)], t(1), POLICY)
+            .expect("free seat");
+    }
+    b.join_waitlist(user(1), 2, t(5), 2).expect("sold out");
+    b.join_waitlist(user(2), 2, t(5), 2).expect("sold out");
+    b.cancel(rid(2), user(102), t(6)).expect("pending");
+    b.cancel(rid(3), user(103), t(6)).expect("pending");
+    let offers = b.offer_freed(t(6), OFFER, 2, ids(100));
+    let users: Vec<UserId> = offers.iter().map(|o| o.reservation.user).collect();
+    assert_eq!(
+        users,
+        vec![user(2)],
+        "user 1 would pass its limit: the next entry"
+    );
+    assert_eq!(b.seats_of(user(1)), 1);
+    assert_eq!(b.waitlist.position(user(1)), Some(1), "it keeps its place");
+}
