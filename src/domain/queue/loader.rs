@@ -144,6 +144,7 @@ impl WaitingLine {
 mod tests {
     use super::*;
     use crate::domain::queue::test_support::{created, ids, policy, t, user};
+    use crate::domain::queue::Joined;
     use crate::domain::TokenId;
     use proptest::prelude::*;
 
@@ -163,6 +164,47 @@ mod tests {
         let mut restored = restored;
         let next = created(restored.join(user(9), &mut gen, t(11)));
         assert_eq!(next.position, 7);
+    }
+
+    /// The stores load one token per user; should a user come twice, the later token wins and
+    /// the earlier leaves the line with its counts and places, whatever its state.
+    #[test]
+    fn a_user_loaded_twice_keeps_only_the_later_token_and_the_counts_stay_right() {
+        let record = |id: i64, u: i64, position: u64, state| TokenRecord {
+            id: TokenId::new(id).unwrap(),
+            user: user(u),
+            position,
+            created_at: t(0),
+            state,
+        };
+        let active = TokenState::Active {
+            admitted_at: t(1),
+            expires_at: t(600_001),
+        };
+        let stored = vec![
+            record(11, 1, 1, active),
+            record(12, 2, 2, TokenState::Waiting),
+            record(13, 3, 3, TokenState::Waiting),
+            record(14, 1, 4, active),
+            record(15, 2, 5, TokenState::Waiting),
+            record(16, 6, 6, TokenState::Waiting),
+        ];
+        let line = WaitingLine::restore(policy(2), stored, t(100));
+        assert_eq!((line.waiting_count(), line.active_count()), (3, 1));
+        let ahead = |id| {
+            line.status(TokenId::new(id).unwrap(), t(100))
+                .unwrap()
+                .ahead
+        };
+        // User 2's first place (2) is gone: 3 is first, then 5 and 6.
+        assert_eq!((ahead(13), ahead(15), ahead(16)), (0, 1, 2));
+        assert_eq!(
+            line.token_of(user(2)).unwrap().id,
+            TokenId::new(15).unwrap()
+        );
+        assert_eq!(line.token_of(user(1)).unwrap().position, 4);
+        assert_eq!(line.status(TokenId::new(12).unwrap(), t(100)), None);
+        assert_eq!(line.status(TokenId::new(11).unwrap(), t(100)), None);
     }
 
     #[test]
@@ -252,10 +294,15 @@ mod tests {
             let mut line = WaitingLine::new(policy(2), 1);
             let mut gen = ids();
             let mut now = 0;
+            let mut joins = 0;
             for (kind, u, dt) in steps {
                 now += dt;
                 match kind {
-                    0 => { line.join(user(u), &mut gen, t(now)); }
+                    0 => {
+                        if let Joined::Created { .. } = line.join(user(u), &mut gen, t(now)) {
+                            joins += 1;
+                        }
+                    }
                     1 => if let Some(r) = line.token_of(user(u)) { line.touch(r.id, t(now)); },
                     _ => if let Some(r) = line.token_of(user(u)) { line.consume(r.id, t(now)); },
                 }
@@ -274,6 +321,8 @@ mod tests {
                     );
                 }
             }
+            // Positions start at 1 and every new token takes the next one.
+            prop_assert_eq!(line.next_position(), 1 + joins);
             prop_assert_eq!(restored.next_position(), line.next_position());
         }
     }
