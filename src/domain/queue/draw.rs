@@ -110,14 +110,6 @@ fn digest_of_sorted(names: &[PublicName]) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The participant set's digest, whatever order `names` come in.
-pub fn participants_digest(names: &[PublicName]) -> String {
-    let mut sorted = names.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    digest_of_sorted(&sorted)
-}
-
 /// Puts `names` in ascending `key(h)` order for `seed` and `digest`. Two names never share a
 /// key (that would be a SHA-256 collision); ties are broken by name all the same, so the
 /// order is a function of the set whatever happens.
@@ -318,6 +310,15 @@ mod tests {
 
     fn seed(rng: &mut StdRng) -> DrawSeed {
         DrawSeed::from_bytes(rng.random())
+    }
+
+    /// The seed is secret until the draw: a log line or a panic message that prints it
+    /// shows a redaction, never its bytes.
+    #[test]
+    fn a_seed_never_prints_itself() {
+        let seed = DrawSeed::from_bytes([0xab; 32]);
+        let shown = format!("{seed:?} {:?}", Some(&seed));
+        assert_eq!(shown, "DrawSeed(***) Some(DrawSeed(***))");
     }
 
     fn published(seed: &DrawSeed, drawn: &Draw) -> PublishedDraw {

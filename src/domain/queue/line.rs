@@ -584,6 +584,58 @@ mod tests {
         assert_eq!(line.check_active(tokens[0].id, None, t(3)), Ok(admitted[0]));
     }
 
+    /// A join gives back the token its user still holds, and a new one from the exact moment
+    /// the old one ended: a waiter's idle deadline, an active token's expiry.
+    #[test]
+    fn a_join_replaces_a_token_exactly_when_it_has_ended() {
+        let mut line = WaitingLine::new(policy(1), 1);
+        let mut gen = ids();
+        let active = created(line.join(user(9), &mut gen, t(0)));
+        line.advance(t(1));
+        let waiting = created(line.join(user(1), &mut gen, t(0)));
+        let idle_ends = t(0).plus(policy(1).idle_timeout);
+        let before = idle_ends.millis() - 1;
+        assert_eq!(
+            line.join(user(1), &mut gen, t(before)),
+            Joined::Existing(waiting)
+        );
+        let again = created(line.join(user(1), &mut gen, idle_ends));
+        assert_ne!(
+            again.id, waiting.id,
+            "at its idle deadline the waiter has left"
+        );
+        let expires = t(1).plus(policy(1).active_ttl);
+        let kept = line.join(user(9), &mut gen, t(expires.millis() - 1));
+        assert!(
+            matches!(kept, Joined::Existing(r) if r.id == active.id),
+            "{kept:?}"
+        );
+        let renewed = created(line.join(user(9), &mut gen, expires));
+        assert_ne!(
+            renewed.id, active.id,
+            "at its expiry the active token has ended"
+        );
+        assert_eq!(line.active_count(), 0);
+    }
+
+    /// A fresh id already in use, live or remembered as replaced, is drawn again.
+    #[test]
+    fn a_new_token_never_reuses_an_id_in_use_or_remembered() {
+        let mut line = WaitingLine::new(policy(1), 1);
+        let mut gen = ids();
+        let live = created(line.join(user(2), &mut gen, t(0)));
+        let first = created(line.join(user(1), &mut gen, t(0)));
+        line.advance(t(1));
+        line.consume(live.id, t(2)).unwrap();
+        // User 2 joins again: its spent token is remembered as replaced.
+        let second = created(line.join(user(2), &mut gen, t(3)));
+        let mut drawn = vec![TokenId::new(7_777).unwrap(), live.id, first.id, second.id];
+        let token = created(line.join(user(3), move || drawn.pop().unwrap(), t(4)));
+        assert_eq!(token.id, TokenId::new(7_777).unwrap());
+        assert_eq!(line.token_of(user(2)).unwrap().id, second.id);
+        assert_eq!(line.token_of(user(1)).unwrap().id, first.id);
+    }
+
     #[test]
     fn joining_twice_keeps_the_place() {
         let mut line = WaitingLine::new(policy(1), 1);

@@ -40,8 +40,8 @@ mod test_support;
 mod token;
 
 pub use draw::{
-    draw, draw_tokens, draw_with, participants_digest, verify, Draw, DrawMismatch, DrawSeed,
-    PublicName, PublishedDraw, SEED_BYTES,
+    draw, draw_tokens, draw_with, verify, Draw, DrawMismatch, DrawSeed, PublicName, PublishedDraw,
+    SEED_BYTES,
 };
 pub use line::WaitingLine;
 pub use loader::LineLoader;

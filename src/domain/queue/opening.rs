@@ -508,6 +508,17 @@ mod tests {
     }
 
     #[test]
+    fn the_opening_statuses_are_named_as_the_api_names_them() {
+        let names = [
+            OpeningStatus::None,
+            OpeningStatus::Scheduled,
+            OpeningStatus::Drawn,
+        ]
+        .map(OpeningStatus::name);
+        assert_eq!(names, ["NONE", "SCHEDULED", "DRAWN"]);
+    }
+
+    #[test]
     fn nobody_is_admitted_before_the_opening_and_the_drawn_pre_queue_goes_first() {
         let mut line = WaitingLine::new(policy(2), 1);
         let mut next = ids();
