@@ -501,7 +501,7 @@ impl WaitingLine {
 mod tests {
     use super::*;
     use crate::domain::queue::test_support::{created, ids, policy, t, user};
-    use crate::domain::queue::{PublicName, TokenState};
+    use crate::domain::queue::{OpeningPhase, PublicName, TokenState};
 
     fn seed() -> DrawSeed {
         DrawSeed::from_bytes([5; 32])
@@ -522,12 +522,20 @@ mod tests {
     fn nobody_is_admitted_before_the_opening_and_the_drawn_pre_queue_goes_first() {
         let mut line = WaitingLine::new(policy(2), 1);
         let mut next = ids();
+        assert_eq!(line.opening_phase(), None, "no opening");
         line.schedule_opening(t(10_000), seed(), t(0)).unwrap();
         let early: Vec<TokenRecord> = (1..=6)
             .map(|u| created(line.join(user(u), &mut next, t(u * 100))))
             .collect();
         assert!(line.advance(t(9_999)).is_empty(), "nobody admitted before");
         assert!(line.draw_if_due(t(9_999)).is_none());
+        assert_eq!(
+            line.opening_phase(),
+            Some(OpeningPhase::Prequeue {
+                opens_at_ms: 10_000,
+                arrivals: 6
+            })
+        );
 
         let outcome = line.draw_if_due(t(10_000)).expect("due");
         assert_eq!(outcome.moved.len(), 6);
@@ -536,8 +544,16 @@ mod tests {
             "published only once committed"
         );
         assert_eq!(line.opening_summary().seed, None);
+        assert_eq!(line.opening_phase(), None, "drawn, not yet committed");
         outcome.committed.store(true, Ordering::Release);
         let drawn = line.opening().unwrap().drawn.clone().unwrap();
+        assert_eq!(
+            line.opening_phase(),
+            Some(OpeningPhase::Drawn {
+                first_position: drawn.first_position,
+                participants: 6
+            })
+        );
         let late = created(line.join(user(7), &mut next, t(10_001)));
         // The drawn order is the seed's, over the early tokens.
         let ids: Vec<TokenId> = early.iter().map(|r| r.id).collect();
