@@ -254,15 +254,6 @@ impl WaitingLine {
         }
     }
 
-    /// The opening time while an opening is scheduled and not drawn: everyone waiting is in
-    /// the pre-queue then.
-    pub fn prequeue_until(&self) -> Option<Timestamp> {
-        self.opening
-            .as_ref()
-            .filter(|o| o.drawn.is_none())
-            .map(|o| o.opens_at)
-    }
-
     /// Whether admission is held back: an opening is scheduled and not yet drawn.
     pub(super) fn held_for_opening(&self) -> bool {
         self.opening.as_ref().is_some_and(|o| o.drawn.is_none())
@@ -523,12 +514,15 @@ mod tests {
         let mut line = WaitingLine::new(policy(2), 1);
         let mut next = ids();
         assert_eq!(line.opening_phase(), None, "no opening");
+        assert!(!line.draw_due(t(10_000)), "nothing to draw");
         line.schedule_opening(t(10_000), seed(), t(0)).unwrap();
         let early: Vec<TokenRecord> = (1..=6)
             .map(|u| created(line.join(user(u), &mut next, t(u * 100))))
             .collect();
         assert!(line.advance(t(9_999)).is_empty(), "nobody admitted before");
+        assert!(!line.draw_due(t(9_999)));
         assert!(line.draw_if_due(t(9_999)).is_none());
+        assert!(line.draw_due(t(10_000)), "due at opensAt exactly");
         assert_eq!(
             line.opening_phase(),
             Some(OpeningPhase::Prequeue {
@@ -545,6 +539,8 @@ mod tests {
         );
         assert_eq!(line.opening_summary().seed, None);
         assert_eq!(line.opening_phase(), None, "drawn, not yet committed");
+        assert!(!line.draw_due(t(10_001)), "drawn once");
+        assert_eq!(line.cancel_opening(), Err(OpeningRefusal::AlreadyDrawn));
         outcome.committed.store(true, Ordering::Release);
         let drawn = line.opening().unwrap().drawn.clone().unwrap();
         assert_eq!(
