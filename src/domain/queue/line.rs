@@ -618,6 +618,30 @@ mod tests {
         assert_eq!(line.active_count(), 0);
     }
 
+    /// An active token's status says EXPIRED from its expiry exactly, swept or not.
+    #[test]
+    fn an_active_token_reads_expired_from_its_expiry() {
+        let mut line = WaitingLine::new(policy(1), 1);
+        let mut gen = ids();
+        let token = created(line.join(user(1), &mut gen, t(0)));
+        line.advance(t(1));
+        let expires = t(1).plus(policy(1).active_ttl);
+        let before = line.status(token.id, t(expires.millis() - 1)).unwrap();
+        assert_eq!(
+            (before.record.state, before.expires_at),
+            (
+                TokenState::Active {
+                    admitted_at: t(1),
+                    expires_at: expires
+                },
+                expires
+            )
+        );
+        let at = line.status(token.id, expires).unwrap();
+        assert_eq!(at.record.state, TokenState::Expired { at: expires });
+        assert_eq!(at.expires_at, expires);
+    }
+
     /// A fresh id already in use, live or remembered as replaced, is drawn again.
     #[test]
     fn a_new_token_never_reuses_an_id_in_use_or_remembered() {

@@ -369,7 +369,9 @@ impl WaitingLine {
             let deadline = slot.idle_deadline(idle);
             let record = slot.record(old).expect("a waiting slot has a record");
             let seen = Timestamp::from_millis(deadline.millis().saturating_sub(idle_ms));
-            slots.push(Slot::new(&TokenRecord { position, ..record }, seen));
+            // A slot keeps no position (its index is its position): the record's old one is
+            // not carried into the fresh slot.
+            slots.push(Slot::new(&record, seen));
             by_token.insert(token, position);
             by_user.insert(record.user, position);
             deadlines.push(Reverse((deadline, position)));
