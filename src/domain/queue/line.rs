@@ -642,6 +642,60 @@ mod tests {
         assert_eq!(at.expires_at, expires);
     }
 
+    /// One `advance` changes at most [`STEP_BUDGET`] tokens of each kind (it bounds the
+    /// writer's lock hold and one persister submission); the next takes the rest.
+    #[test]
+    fn one_advance_expires_at_most_a_step_budget_of_each_kind() {
+        let n = STEP_BUDGET + 10;
+        let users = 1..=n as i64;
+        let mut line = WaitingLine::new(policy(n), 1);
+        let mut gen = ids();
+        for u in users.clone() {
+            line.join(user(u), &mut gen, t(0));
+        }
+        assert_eq!(line.advance(t(1)).len(), STEP_BUDGET, "admitted");
+        assert_eq!(line.advance(t(2)).len(), 10);
+        let all_expired = t(2).plus(policy(n).active_ttl);
+        assert_eq!(
+            line.advance(all_expired).len(),
+            STEP_BUDGET,
+            "active expiries"
+        );
+        assert_eq!(line.advance(all_expired).len(), 10);
+        assert_eq!(line.active_count(), 0);
+
+        let mut line = WaitingLine::new(policy(0), 1);
+        for u in users {
+            line.join(user(u), &mut gen, t(0));
+        }
+        let all_idle = t(0).plus(policy(0).idle_timeout);
+        assert_eq!(line.advance(all_idle).len(), STEP_BUDGET, "idle expiries");
+        assert_eq!(line.advance(all_idle).len(), 10);
+        assert_eq!(line.waiting_count(), 0);
+    }
+
+    /// What a payment stores of the token it spends: the token, expired at the payment.
+    #[test]
+    fn a_consumed_record_is_the_token_expired_at_the_payment() {
+        let mut line = WaitingLine::new(policy(1), 1);
+        let mut gen = ids();
+        let token = created(line.join(user(1), &mut gen, t(0)));
+        line.advance(t(1));
+        let stored = line.consumed_record(token.id, t(7)).unwrap();
+        assert_eq!(
+            stored,
+            TokenRecord {
+                state: TokenState::Expired { at: t(7) },
+                ..line.token_of(user(1)).unwrap()
+            }
+        );
+        assert_eq!(
+            line.consumed_record(TokenId::new(9).unwrap(), t(7)),
+            None,
+            "unknown"
+        );
+    }
+
     /// A fresh id already in use, live or remembered as replaced, is drawn again.
     #[test]
     fn a_new_token_never_reuses_an_id_in_use_or_remembered() {
