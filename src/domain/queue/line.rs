@@ -972,6 +972,28 @@ mod tests {
         }
     }
 
+    /// A tick that comes late (the actor stalled for seconds) admits at most the bucket:
+    /// a quarter second's worth plus one, not everything the pause would have allowed.
+    #[test]
+    fn a_late_tick_admits_at_most_a_quarter_seconds_burst() {
+        let mut line = WaitingLine::new(
+            AdmissionPolicy {
+                admit_per_sec: 20,
+                idle_timeout: Duration::from_secs(3600),
+                ..policy(10_000)
+            },
+            1,
+        );
+        let mut gen = ids();
+        for u in 1..=100 {
+            line.join(user(u), &mut gen, t(0));
+        }
+        assert_eq!(line.advance(t(0)).len(), 0, "the bucket starts empty");
+        assert_eq!(line.advance(t(5_000)).len(), 6, "20/s × 0.25 s + 1");
+        assert_eq!(line.advance(t(5_000)).len(), 0, "spent");
+        assert_eq!(line.advance(t(5_100)).len(), 2, "then the rate again");
+    }
+
     /// Cap and rate together: one in, one out, and never faster than the rate.
     #[test]
     fn cap_and_rate_together() {
