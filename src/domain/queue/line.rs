@@ -696,6 +696,46 @@ mod tests {
         );
     }
 
+    /// Compaction drops the vacated slots behind the line, never a live one: after most
+    /// admitted users spent and replaced their tokens, the rest still answer as active.
+    #[test]
+    fn compacting_the_settled_slots_keeps_every_live_token() {
+        let n = 3_000;
+        let mut line = WaitingLine::new(policy(n), 1);
+        let mut gen = ids();
+        let mut tokens: Vec<TokenRecord> = (1..=n as i64)
+            .map(|u| created(line.join(user(u), &mut gen, t(0))))
+            .collect();
+        let settle = |line: &mut WaitingLine, at| {
+            for _ in 0..4 {
+                line.advance(t(at));
+            }
+        };
+        settle(&mut line, 1);
+        assert_eq!(line.active_count(), n);
+        // Users 1 to 2,000 spend their token and join again, twice: their old slots behind
+        // the line are vacated until they are most of what it keeps there.
+        let mut spent = Vec::new();
+        for round in 0..2 {
+            for (u, token) in (1..=2_000).zip(tokens.iter_mut()) {
+                line.consume(token.id, t(2 + round)).unwrap();
+                spent.push(token.id);
+                *token = created(line.join(user(u), &mut gen, t(2 + round)));
+            }
+            settle(&mut line, 2 + round);
+        }
+        assert_eq!(line.settled_vacant, 0, "the vacated slots were dropped");
+        for token in &tokens {
+            let status = line.status(token.id, t(4)).expect("a live token answers");
+            assert!(matches!(status.record.state, TokenState::Active { .. }));
+        }
+        assert_eq!(line.active_count(), n);
+        for id in spent.iter().rev().take(2_000) {
+            let status = line.status(*id, t(4)).expect("a replaced token answers");
+            assert!(matches!(status.record.state, TokenState::Expired { .. }));
+        }
+    }
+
     /// A fresh id already in use, live or remembered as replaced, is drawn again.
     #[test]
     fn a_new_token_never_reuses_an_id_in_use_or_remembered() {
