@@ -166,6 +166,23 @@ mod tests {
         assert_eq!(next.position, 7);
     }
 
+    /// A line whose first stored token is a waiter: it is the first admitted.
+    #[test]
+    fn a_line_that_starts_with_a_waiter_admits_it_first() {
+        let mut line = WaitingLine::new(policy(1), 1);
+        let mut gen = ids();
+        let first = created(line.join(user(1), &mut gen, t(0)));
+        let second = created(line.join(user(2), &mut gen, t(0)));
+        let mut restored = WaitingLine::restore(policy(1), vec![first, second], t(10));
+        assert_eq!(restored.waiting_count(), 2);
+        let admitted = restored.advance(t(10));
+        assert_eq!(
+            admitted.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![first.id]
+        );
+        assert_eq!(restored.status(second.id, t(10)).unwrap().ahead, 0);
+    }
+
     /// The stores load one token per user; should a user come twice, the later token wins and
     /// the earlier leaves the line with its counts and places, whatever its state.
     #[test]
