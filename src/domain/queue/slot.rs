@@ -159,4 +159,50 @@ mod tests {
     fn slots_are_forty_bytes() {
         assert_eq!(std::mem::size_of::<Slot>(), 40);
     }
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+
+    /// A waiter last seen at `seen_ms`.
+    fn waiter(seen_ms: i64) -> Slot {
+        let record = TokenRecord {
+            id: TokenId::new(1).expect("positive"),
+            user: UserId::new(1).expect("positive"),
+            position: 1,
+            created_at: t(0),
+            state: TokenState::Waiting,
+        };
+        Slot::new(&record, t(seen_ms))
+    }
+
+    /// Polls race only forward: a later one moves the clock, an earlier one (overtaken by
+    /// another poll) leaves it and still says the waiter is there, and a poll at or past
+    /// the idle deadline revives nobody.
+    #[test]
+    fn a_poll_moves_the_idle_clock_only_forward_and_never_revives() {
+        let idle = Duration::from_millis(100);
+        let slot = waiter(1_000);
+        assert!(slot.touch(t(1_050), idle));
+        assert_eq!(slot.clock(), t(1_050));
+        assert!(
+            slot.touch(t(1_020), idle),
+            "overtaken, but the waiter is there"
+        );
+        assert_eq!(slot.clock(), t(1_050), "never moved back");
+        assert!(slot.touch(t(1_050), idle), "the same moment");
+        assert!(!slot.touch(t(1_150), idle), "at the deadline: gone");
+        assert!(!slot.touch(t(2_000), idle));
+        assert_eq!(slot.clock(), t(1_050), "not revived");
+    }
+
+    /// A waiter moved to a fresh slot (by the draw) keeps its last poll.
+    #[test]
+    fn a_moved_waiter_keeps_its_clock() {
+        let mut old = waiter(1_000);
+        assert!(old.touch(t(1_070), Duration::from_millis(100)));
+        let mut fresh = waiter(500);
+        fresh.take_clock_of(&mut old);
+        assert_eq!(fresh.clock(), t(1_070));
+    }
 }
