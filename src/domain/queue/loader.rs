@@ -148,6 +148,23 @@ mod tests {
     use crate::domain::TokenId;
     use proptest::prelude::*;
 
+    /// A stored token as a test writes it: id, user, position, state.
+    fn record(id: i64, u: i64, position: u64, state: TokenState) -> TokenRecord {
+        TokenRecord {
+            id: TokenId::new(id).unwrap(),
+            user: user(u),
+            position,
+            created_at: t(0),
+            state,
+        }
+    }
+
+    /// Admitted at 1 ms, for the 600 s of the tests' policy.
+    const ACTIVE: TokenState = TokenState::Active {
+        admitted_at: Timestamp::from_millis(1),
+        expires_at: Timestamp::from_millis(600_001),
+    };
+
     #[test]
     fn restore_keeps_order_and_counts() {
         let mut line = WaitingLine::new(policy(2), 1);
@@ -187,22 +204,11 @@ mod tests {
     /// the earlier leaves the line with its counts and places, whatever its state.
     #[test]
     fn a_user_loaded_twice_keeps_only_the_later_token_and_the_counts_stay_right() {
-        let record = |id: i64, u: i64, position: u64, state| TokenRecord {
-            id: TokenId::new(id).unwrap(),
-            user: user(u),
-            position,
-            created_at: t(0),
-            state,
-        };
-        let active = TokenState::Active {
-            admitted_at: t(1),
-            expires_at: t(600_001),
-        };
         let stored = vec![
-            record(11, 1, 1, active),
+            record(11, 1, 1, ACTIVE),
             record(12, 2, 2, TokenState::Waiting),
             record(13, 3, 3, TokenState::Waiting),
-            record(14, 1, 4, active),
+            record(14, 1, 4, ACTIVE),
             record(15, 2, 5, TokenState::Waiting),
             record(16, 6, 6, TokenState::Waiting),
         ];
@@ -227,21 +233,10 @@ mod tests {
     #[test]
     fn restore_with_gaps_and_expired_tokens_in_the_middle() {
         // Positions 3 and 6 belong to tokens superseded since (not loaded); 5 expired idle.
-        let record = |id: i64, u: i64, position: u64, state| TokenRecord {
-            id: TokenId::new(id).unwrap(),
-            user: user(u),
-            position,
-            created_at: t(0),
-            state,
-        };
-        let active = TokenState::Active {
-            admitted_at: t(1),
-            expires_at: t(600_001),
-        };
         let stored = vec![
             record(17, 7, 7, TokenState::Waiting),
             record(11, 1, 1, TokenState::Expired { at: t(5) }),
-            record(12, 2, 2, active),
+            record(12, 2, 2, ACTIVE),
             record(14, 4, 4, TokenState::Waiting),
             record(15, 5, 5, TokenState::Expired { at: t(9) }),
             record(18, 8, 8, TokenState::Waiting),

@@ -199,22 +199,36 @@ fn an_entry_may_ask_for_exactly_the_limit() {
     );
 }
 
-#[test]
-fn nothing_is_offered_once_the_performance_started_or_was_cancelled() {
+/// Two seats sold out, user 1 waiting for one, and seat 1 freed (not yet offered).
+fn one_freed_for_one_waiting() -> ScheduleBook {
     let mut b = sold_out(2);
     b.join_waitlist(user(1), 1, t(5), 4).expect("sold out");
     b.cancel(rid(1), user(101), t(6)).expect("pending");
+    b
+}
+
+/// Four seats: user 1 holds seat 1, users 102 to 104 the others.
+fn user_one_holds_one_of_four() -> ScheduleBook {
+    let mut b = book(4);
+    b.hold(rid(1), user(1), &[seat(1)], t(1), POLICY)
+        .expect("free seat");
+    for i in 2..=4 {
+        b.hold(rid(i), user(100 + i), &[seat(i)], t(1), POLICY)
+            .expect("free seat");
+    }
+    b
+}
+
+#[test]
+fn nothing_is_offered_once_the_performance_started_or_was_cancelled() {
+    let mut b = one_freed_for_one_waiting();
     let started = b.info.concert_at;
     assert!(
         b.offer_freed(started, OFFER, 4, ids(100)).is_empty(),
         "booking is closed: not cancelled, but no longer open"
     );
     assert!(b.waitlist.has_waiting());
-    let mut cancelled = sold_out(2);
-    cancelled
-        .join_waitlist(user(1), 1, t(5), 4)
-        .expect("sold out");
-    cancelled.cancel(rid(1), user(101), t(6)).expect("pending");
+    let mut cancelled = one_freed_for_one_waiting();
     cancelled.cancelled = true;
     assert!(
         cancelled.offer_freed(t(7), OFFER, 4, ids(100)).is_empty(),
@@ -228,13 +242,7 @@ fn nothing_is_offered_once_the_performance_started_or_was_cancelled() {
 #[test]
 fn an_offer_fills_a_users_limit_exactly_and_never_past_it() {
     // User 1 already holds one seat; the limit is 2.
-    let mut b = book(4);
-    b.hold(rid(1), user(1), &[seat(1)], t(1), POLICY)
-        .expect("free seat");
-    for i in 2..=4 {
-        b.hold(rid(i), user(100 + i), &[seat(i)], t(1), POLICY)
-            .expect("free seat");
-    }
+    let mut b = user_one_holds_one_of_four();
     b.join_waitlist(user(1), 1, t(5), 2).expect("sold out");
     b.cancel(rid(2), user(102), t(6)).expect("pending");
     let offers = b.offer_freed(t(6), OFFER, 2, ids(100));
@@ -245,13 +253,7 @@ fn an_offer_fills_a_users_limit_exactly_and_never_past_it() {
     );
     assert_eq!(b.seats_of(user(1)), 2);
 
-    let mut b = book(4);
-    b.hold(rid(1), user(1), &[seat(1)], t(1), POLICY)
-        .expect("free seat");
-    for i in 2..=4 {
-        b.hold(rid(i), user(100 + i), &[seat(i)], t(1), POLICY)
-            .expect("free seat");
-    }
+    let mut b = user_one_holds_one_of_four();
     b.join_waitlist(user(1), 2, t(5), 2).expect("sold out");
     b.join_waitlist(user(2), 2, t(5), 2).expect("sold out");
     b.cancel(rid(2), user(102), t(6)).expect("pending");
